@@ -1,0 +1,50 @@
+@0xb82807dbd3661e27;
+# axl CLI <-> host daemons (axolotl-hv, axolotl-supervisor).
+using Cxx = import "/capnp/c++.capnp";
+$Cxx.namespace("axl::schema");
+
+struct ControlRequest {
+  union {
+    create @0 :CreateDomain;
+    list @1 :Void;
+    destroy @2 :Text;          # domain name
+    listDrivers @3 :Void;
+    shutdown @4 :Void;         # stop the daemon and everything it started
+    ping @5 :Void;
+    domainInfo @6 :Text;       # domain name
+  }
+}
+
+struct CreateDomain {
+  configToml @0 :Text;   # the guest config, already validated by axl
+  baseDir @1 :Text;      # relative paths in the config resolve against this
+}
+
+struct DomainInfo {
+  name @0 :Text;
+  id @1 :UInt32;
+  state @2 :Text;        # running | shutoff | crashed
+  memoryMib @3 :UInt32;
+  vcpus @4 :UInt32;
+  qemuPid @5 :Int32;
+  exitStatus @6 :Int32;  # QEMU's exit status once shut off
+  accel @7 :Text;
+  consoleLog @8 :Text;   # path of the console log
+  consoleSocket @9 :Text;
+}
+
+struct DriverInfo {
+  name @0 :Text;
+  kind @1 :Text;
+  pid @2 :Int32;
+  state @3 :Text;        # starting | ready | failed | stopped
+  restarts @4 :UInt32;
+  devices @5 :UInt32;
+}
+
+struct ControlReply {
+  ok @0 :Bool;
+  error @1 :Text;
+  domains @2 :List(DomainInfo);
+  drivers @3 :List(DriverInfo);
+}

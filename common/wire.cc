@@ -1,0 +1,112 @@
+#include "common/wire.h"
+
+#include <errno.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+
+namespace axl::wire {
+
+Received::Received(kj::Array<capnp::word> words, std::vector<UniqueFd> fds)
+    : words_(kj::mv(words)), fds_(std::move(fds)) {
+  capnp::ReaderOptions opts;
+  opts.traversalLimitInWords = kMaxMessageBytes / sizeof(capnp::word);
+  opts.nestingLimit = 32;
+  reader_ = std::make_unique<capnp::FlatArrayMessageReader>(words_.asPtr(), opts);
+}
+
+Status send(int sock, capnp::MessageBuilder& msg, const std::vector<int>& fds) {
+  if (fds.size() > kMaxFds) return make_error("too many fds for one message");
+  kj::Array<capnp::word> flat = capnp::messageToFlatArray(msg);
+  auto bytes = flat.asBytes();
+  if (bytes.size() > kMaxMessageBytes) return make_error("control message too large");
+  iovec iov{const_cast<kj::byte*>(bytes.begin()), bytes.size()};
+  msghdr mh{};
+  mh.msg_iov = &iov;
+  mh.msg_iovlen = 1;
+  alignas(cmsghdr) char cbuf[CMSG_SPACE(sizeof(int) * kMaxFds)] = {};
+  if (!fds.empty()) {
+    mh.msg_control = cbuf;
+    mh.msg_controllen = CMSG_SPACE(sizeof(int) * fds.size());
+    cmsghdr* c = CMSG_FIRSTHDR(&mh);
+    c->cmsg_level = SOL_SOCKET;
+    c->cmsg_type = SCM_RIGHTS;
+    c->cmsg_len = CMSG_LEN(sizeof(int) * fds.size());
+    memcpy(CMSG_DATA(c), fds.data(), sizeof(int) * fds.size());
+  }
+  ssize_t n;
+  do n = ::sendmsg(sock, &mh, MSG_NOSIGNAL);
+  while (n < 0 && errno == EINTR);
+  if (n < 0) return make_error(std::string("send: ") + strerror(errno));
+  return {};
+}
+
+Result<Received> recv(int sock) {
+  auto words = kj::heapArray<capnp::word>(kMaxMessageBytes / sizeof(capnp::word));
+  iovec iov{words.begin(), words.size() * sizeof(capnp::word)};
+  msghdr mh{};
+  mh.msg_iov = &iov;
+  mh.msg_iovlen = 1;
+  alignas(cmsghdr) char cbuf[CMSG_SPACE(sizeof(int) * kMaxFds)] = {};
+  mh.msg_control = cbuf;
+  mh.msg_controllen = sizeof cbuf;
+  ssize_t n;
+  do n = ::recvmsg(sock, &mh, MSG_CMSG_CLOEXEC);
+  while (n < 0 && errno == EINTR);
+  std::vector<UniqueFd> fds;
+  for (cmsghdr* c = CMSG_FIRSTHDR(&mh); c; c = CMSG_NXTHDR(&mh, c)) {
+    if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_RIGHTS) {
+      size_t count = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+      for (size_t i = 0; i < count; ++i) {
+        int fd;
+        memcpy(&fd, CMSG_DATA(c) + i * sizeof(int), sizeof fd);
+        fds.emplace_back(fd);
+      }
+    }
+  }
+  if (n < 0) return make_error(std::string("recv: ") + strerror(errno));
+  if (n == 0) return make_error("closed");
+  if (mh.msg_flags & (MSG_TRUNC | MSG_CTRUNC)) return make_error("message truncated");
+  if (n % sizeof(capnp::word) != 0) return make_error("message not word aligned");
+  size_t nw = static_cast<size_t>(n) / sizeof(capnp::word);
+  auto exact = kj::heapArray<capnp::word>(nw);
+  memcpy(exact.begin(), words.begin(), static_cast<size_t>(n));
+  try {
+    Received r(kj::mv(exact), std::move(fds));
+    return r;
+  } catch (const kj::Exception& e) {
+    return make_error(std::string("malformed message: ") + e.getDescription().cStr());
+  }
+}
+
+static Result<sockaddr_un> addr_of(const std::string& path) {
+  sockaddr_un a{};
+  a.sun_family = AF_UNIX;
+  if (path.size() >= sizeof a.sun_path) return make_error("socket path too long: " + path);
+  memcpy(a.sun_path, path.c_str(), path.size() + 1);
+  return a;
+}
+
+Result<UniqueFd> connect(const std::string& path) {
+  auto a = addr_of(path);
+  if (!a) return a.error();
+  UniqueFd s(::socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0));
+  if (!s) return make_error(std::string("socket: ") + strerror(errno));
+  if (::connect(s.get(), reinterpret_cast<sockaddr*>(&a.value()), sizeof(sockaddr_un)) < 0)
+    return make_error("cannot connect to " + path + ": " + strerror(errno));
+  return s;
+}
+
+Result<UniqueFd> listen(const std::string& path) {
+  auto a = addr_of(path);
+  if (!a) return a.error();
+  UniqueFd s(::socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0));
+  if (!s) return make_error(std::string("socket: ") + strerror(errno));
+  ::unlink(path.c_str());
+  if (::bind(s.get(), reinterpret_cast<sockaddr*>(&a.value()), sizeof(sockaddr_un)) < 0 ||
+      ::listen(s.get(), 16) < 0)
+    return make_error("cannot listen on " + path + ": " + strerror(errno));
+  return s;
+}
+
+}  // namespace axl::wire

@@ -1,0 +1,44 @@
+// Control messages: one Cap'n Proto message per SOCK_SEQPACKET packet, file
+// descriptors alongside with SCM_RIGHTS.  SEQPACKET keeps message boundaries,
+// so a peer can never make us read half a message as a whole one.
+#pragma once
+#include <capnp/message.h>
+#include <capnp/serialize.h>
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "common/result.h"
+#include "common/unique_fd.h"
+
+namespace axl::wire {
+
+constexpr size_t kMaxMessageBytes = 256 * 1024;
+constexpr size_t kMaxFds = 8;
+
+// A received message: owns its words and the fds that came with it.
+class Received {
+ public:
+  Received(kj::Array<capnp::word> words, std::vector<UniqueFd> fds);
+  template <typename T>
+  typename T::Reader root() {
+    return reader_->getRoot<T>();
+  }
+  std::vector<UniqueFd>& fds() { return fds_; }
+
+ private:
+  kj::Array<capnp::word> words_;
+  std::unique_ptr<capnp::FlatArrayMessageReader> reader_;
+  std::vector<UniqueFd> fds_;
+};
+
+Status send(int sock, capnp::MessageBuilder& msg, const std::vector<int>& fds = {});
+// Blocks until a message arrives. An orderly close yields Error "closed".
+Result<Received> recv(int sock);
+
+// Connect / listen on a SOCK_SEQPACKET Unix socket path.
+Result<UniqueFd> connect(const std::string& path);
+Result<UniqueFd> listen(const std::string& path);
+
+}  // namespace axl::wire

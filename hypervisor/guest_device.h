@@ -1,0 +1,51 @@
+// The hypervisor's guest-facing devices, as the domain engine sees them.
+//
+// A GuestDevice is the vhost-user backend of one guest device: it listens on a
+// Unix socket that QEMU connects to (QEMU is the vhost-user front-end), runs
+// the protocol on its own thread, processes the guest's virtqueues and
+// forwards I/O to a driver domain over a channel (channel/channel.h).  The
+// device, not the driver, owns every guest-visible state (virtqueue indices,
+// features, in-flight table), so a driver can be replaced under it.
+#pragma once
+#include <array>
+#include <cstdint>
+#include <memory>
+#include <string>
+
+#include "channel/channel.h"
+#include "common/result.h"
+
+namespace axl::hv {
+
+struct BlkDeviceSpec {
+  uint64_t capacity_bytes = 0;  // multiple of 512
+  bool read_only = false;
+  std::string serial;           // VIRTIO_BLK_T_GET_ID, at most 20 bytes
+};
+
+struct NetDeviceSpec {
+  std::array<uint8_t, 6> mac{};
+};
+
+struct DeviceStats {
+  uint64_t requests = 0;        // guest requests completed
+  uint64_t bytes = 0;           // guest payload bytes moved
+  uint64_t bad_descriptors = 0; // guest descriptors rejected
+  uint64_t iommu_faults = 0;    // copy-engine faults
+  uint64_t driver_violations = 0;
+};
+
+class GuestDevice {
+ public:
+  virtual ~GuestDevice() = default;  // stops the thread, closes and unlinks the socket
+  // Creates the listening socket (it exists when this returns) and starts the thread.
+  virtual Status start() = 0;
+  virtual DeviceStats stats() const = 0;
+};
+
+std::unique_ptr<GuestDevice> make_blk_device(std::string socket_path, BlkDeviceSpec spec,
+                                             channel::HvEnd chan);
+std::unique_ptr<GuestDevice> make_net_device(std::string socket_path, NetDeviceSpec spec,
+                                             channel::HvEnd chan);
+
+}  // namespace axl::hv
