@@ -49,3 +49,15 @@ std::unique_ptr<GuestDevice> make_net_device(std::string socket_path, NetDeviceS
                                              channel::HvEnd chan);
 
 }  // namespace axl::hv
+
+namespace axl::hv {
+// Channel geometry each device kind needs (slots = max requests in flight,
+// slot_size = max bytes one request carries). The domain engine creates the
+// channel with these values before calling make_*_device().
+struct ChannelShape {
+  uint32_t slots;
+  uint32_t slot_size;
+};
+ChannelShape blk_channel_shape();
+ChannelShape net_channel_shape();
+}  // namespace axl::hv
