@@ -1,0 +1,257 @@
+#include "common/config.h"
+
+#include <fstream>
+#include <set>
+#include <sstream>
+#include <toml++/toml.h>
+
+namespace axl::config {
+
+namespace {
+
+std::string where(const std::string& origin, const toml::source_region& r) {
+  return origin + ":" + std::to_string(r.begin.line);
+}
+
+// Rejects keys the schema does not know: a typo must not be silently ignored.
+Status check_keys(const toml::table& t, std::initializer_list<const char*> allowed,
+                  const std::string& origin, const std::string& ctx) {
+  std::set<std::string> ok(allowed.begin(), allowed.end());
+  for (auto&& [k, v] : t) {
+    if (!ok.count(std::string(k.str())))
+      return make_error(where(origin, v.source()) + ": unknown key '" + ctx +
+                        std::string(k.str()) + "'");
+  }
+  return {};
+}
+
+template <typename T>
+Result<std::optional<T>> get_opt(const toml::table& t, const char* key, const std::string& origin,
+                                 const std::string& ctx) {
+  const toml::node* n = t.get(key);
+  if (!n) return std::optional<T>{};
+  if (auto v = n->value_exact<T>()) return std::optional<T>(*v);
+  const char* want = std::is_same_v<T, std::string> ? "a string"
+                     : std::is_same_v<T, bool>      ? "a boolean"
+                                                    : "an integer";
+  return make_error(where(origin, n->source()) + ": '" + ctx + key + "' must be " + want);
+}
+
+template <typename T>
+Result<T> get_req(const toml::table& t, const char* key, const std::string& origin,
+                  const std::string& ctx) {
+  auto v = get_opt<T>(t, key, origin, ctx);
+  if (!v) return v.error();
+  if (!v->has_value()) return make_error(origin + ": missing required key '" + ctx + key + "'");
+  return **v;
+}
+
+std::string resolve(const std::string& base, const std::string& p) {
+  if (p.empty() || p[0] == '/') return p;
+  return base + "/" + p;
+}
+
+Result<const toml::array*> table_array(const toml::table& t, const char* key,
+                                       const std::string& origin) {
+  const toml::node* n = t.get(key);
+  if (!n) return static_cast<const toml::array*>(nullptr);
+  const toml::array* a = n->as_array();
+  if (!a || !a->is_array_of_tables())
+    return make_error(where(origin, n->source()) + ": '" + key + "' must be [[" + key +
+                      "]] tables");
+  return a;
+}
+
+Result<toml::table> parse_toml(const std::string& text, const std::string& origin) {
+  try {
+    return toml::parse(text, origin);
+  } catch (const toml::parse_error& e) {
+    std::ostringstream os;
+    os << origin << ":" << e.source().begin.line << ": " << e.description();
+    return make_error(os.str());
+  }
+}
+
+}  // namespace
+
+const char* to_string(DriverKind k) { return k == DriverKind::kNet ? "net" : "blk"; }
+
+const DriverConfig* HostConfig::find_driver(const std::string& name) const {
+  for (auto& d : drivers)
+    if (d.name == name) return &d;
+  return nullptr;
+}
+
+bool valid_name(const std::string& s) {
+  if (s.empty() || s.size() > 32) return false;
+  for (char c : s)
+    if (!(isalnum(static_cast<unsigned char>(c)) || c == '-' || c == '_')) return false;
+  return isalnum(static_cast<unsigned char>(s[0]));
+}
+
+Result<std::array<uint8_t, 6>> parse_mac(const std::string& s) {
+  std::array<uint8_t, 6> m{};
+  unsigned v[6];
+  char tail;
+  if (s.size() != 17 ||
+      sscanf(s.c_str(), "%2x:%2x:%2x:%2x:%2x:%2x%c", &v[0], &v[1], &v[2], &v[3], &v[4], &v[5],
+             &tail) != 6)
+    return make_error("bad MAC address '" + s + "' (want xx:xx:xx:xx:xx:xx)");
+  for (int i = 0; i < 6; ++i) m[i] = uint8_t(v[i]);
+  if (m[0] & 1) return make_error("MAC address '" + s + "' is multicast");
+  return m;
+}
+
+std::string format_mac(const std::array<uint8_t, 6>& m) {
+  char b[18];
+  snprintf(b, sizeof b, "%02x:%02x:%02x:%02x:%02x:%02x", m[0], m[1], m[2], m[3], m[4], m[5]);
+  return b;
+}
+
+Result<std::string> read_file(const std::string& path) {
+  std::ifstream f(path, std::ios::binary);
+  if (!f) return make_error("cannot read " + path);
+  std::ostringstream os;
+  os << f.rdbuf();
+  return os.str();
+}
+
+Result<HostConfig> parse_host(const std::string& text, const std::string& origin) {
+  auto parsed = parse_toml(text, origin);
+  if (!parsed) return parsed.error();
+  const toml::table& t = *parsed;
+  if (auto s = check_keys(t, {"driver"}, origin, ""); !s) return s.error();
+  auto arr = table_array(t, "driver", origin);
+  if (!arr) return arr.error();
+  HostConfig h;
+  if (*arr) {
+    for (const toml::node& n : **arr) {
+      const toml::table& d = *n.as_table();
+      if (auto s = check_keys(d, {"name", "kind", "tap"}, origin, "driver."); !s) return s.error();
+      DriverConfig dc;
+      auto name = get_req<std::string>(d, "name", origin, "driver.");
+      if (!name) return name.error();
+      dc.name = *name;
+      if (!valid_name(dc.name))
+        return make_error(where(origin, d.source()) + ": bad driver name '" + dc.name + "'");
+      if (h.find_driver(dc.name))
+        return make_error(where(origin, d.source()) + ": duplicate driver name '" + dc.name + "'");
+      auto kind = get_req<std::string>(d, "kind", origin, "driver.");
+      if (!kind) return kind.error();
+      if (*kind == "net") dc.kind = DriverKind::kNet;
+      else if (*kind == "blk") dc.kind = DriverKind::kBlk;
+      else
+        return make_error(where(origin, d.source()) + ": driver '" + dc.name + "': unknown kind '" +
+                          *kind + "' (want net or blk)");
+      auto tap = get_opt<std::string>(d, "tap", origin, "driver.");
+      if (!tap) return tap.error();
+      if (dc.kind == DriverKind::kNet) {
+        if (!tap->has_value())
+          return make_error(origin + ": net driver '" + dc.name + "' needs 'tap'");
+        dc.tap = **tap;
+        if (dc.tap.empty() || dc.tap.size() > 15 || !valid_name(dc.tap))
+          return make_error(origin + ": driver '" + dc.name + "': bad tap name '" + dc.tap + "'");
+        for (auto& o : h.drivers)
+          if (o.tap == dc.tap)
+            return make_error(origin + ": tap '" + dc.tap + "' used by two drivers");
+      } else if (tap->has_value()) {
+        return make_error(origin + ": blk driver '" + dc.name + "' takes no 'tap'");
+      }
+      h.drivers.push_back(std::move(dc));
+    }
+  }
+  if (h.drivers.empty()) return make_error(origin + ": no [[driver]] defined");
+  return h;
+}
+
+Result<GuestConfig> parse_guest(const std::string& text, const std::string& origin,
+                                const std::string& base_dir) {
+  auto parsed = parse_toml(text, origin);
+  if (!parsed) return parsed.error();
+  const toml::table& t = *parsed;
+  if (auto s = check_keys(t, {"name", "memory_mib", "vcpus", "accel", "kernel", "initrd",
+                              "cmdline", "disk", "nic", "guest"},
+                          origin, "");
+      !s)
+    return s.error();
+  GuestConfig g;
+  auto name = get_req<std::string>(t, "name", origin, "");
+  if (!name) return name.error();
+  g.name = *name;
+  if (!valid_name(g.name)) return make_error(origin + ": bad guest name '" + g.name + "'");
+  auto mem = get_opt<int64_t>(t, "memory_mib", origin, "");
+  if (!mem) return mem.error();
+  if (mem->has_value()) {
+    if (**mem < 64 || **mem > 65536)
+      return make_error(origin + ": memory_mib must be between 64 and 65536");
+    g.memory_mib = uint32_t(**mem);
+  }
+  auto vcpus = get_opt<int64_t>(t, "vcpus", origin, "");
+  if (!vcpus) return vcpus.error();
+  if (vcpus->has_value()) {
+    if (**vcpus < 1 || **vcpus > 64) return make_error(origin + ": vcpus must be between 1 and 64");
+    g.vcpus = uint32_t(**vcpus);
+  }
+  for (auto [key, dst] : {std::pair{"accel", &g.accel}, std::pair{"kernel", &g.kernel},
+                          std::pair{"initrd", &g.initrd}, std::pair{"cmdline", &g.cmdline}}) {
+    auto v = get_opt<std::string>(t, key, origin, "");
+    if (!v) return v.error();
+    if (v->has_value()) *dst = **v;
+  }
+  if (g.accel != "auto" && g.accel != "kvm" && g.accel != "tcg")
+    return make_error(origin + ": accel must be auto, kvm or tcg, not '" + g.accel + "'");
+  g.kernel = resolve(base_dir, g.kernel);
+  g.initrd = resolve(base_dir, g.initrd);
+  if (g.cmdline.find('\n') != std::string::npos)
+    return make_error(origin + ": cmdline must be one line");
+
+  auto disks = table_array(t, "disk", origin);
+  if (!disks) return disks.error();
+  if (*disks) {
+    for (const toml::node& n : **disks) {
+      const toml::table& d = *n.as_table();
+      if (auto s = check_keys(d, {"driver", "image", "readonly"}, origin, "disk."); !s)
+        return s.error();
+      DiskConfig dc;
+      auto drv = get_req<std::string>(d, "driver", origin, "disk.");
+      if (!drv) return drv.error();
+      auto img = get_req<std::string>(d, "image", origin, "disk.");
+      if (!img) return img.error();
+      auto ro = get_opt<bool>(d, "readonly", origin, "disk.");
+      if (!ro) return ro.error();
+      dc.driver = *drv;
+      dc.image = resolve(base_dir, *img);
+      dc.read_only = ro->value_or(false);
+      g.disks.push_back(std::move(dc));
+    }
+  }
+  auto nics = table_array(t, "nic", origin);
+  if (!nics) return nics.error();
+  if (*nics) {
+    for (const toml::node& n : **nics) {
+      const toml::table& d = *n.as_table();
+      if (auto s = check_keys(d, {"driver", "mac"}, origin, "nic."); !s) return s.error();
+      NicConfig nc;
+      auto drv = get_req<std::string>(d, "driver", origin, "nic.");
+      if (!drv) return drv.error();
+      auto mac = get_req<std::string>(d, "mac", origin, "nic.");
+      if (!mac) return mac.error();
+      auto m = parse_mac(*mac);
+      if (!m) return make_error(origin + ": " + m.error().message);
+      nc.driver = *drv;
+      nc.mac = *m;
+      g.nics.push_back(std::move(nc));
+    }
+  }
+  if (const toml::node* gn = t.get("guest")) {
+    const toml::table* gt = gn->as_table();
+    if (!gt) return make_error(origin + ": [guest] must be a table");
+    if (auto s = check_keys(*gt, {"script"}, origin, "guest."); !s) return s.error();
+    auto sc = get_opt<std::string>(*gt, "script", origin, "guest.");
+    if (!sc) return sc.error();
+    if (sc->has_value()) g.script = resolve(base_dir, **sc);
+  }
+  return g;
+}
+
+}  // namespace axl::config

@@ -1,0 +1,63 @@
+// Host and guest configuration (TOML), parsed into plain records.  A config
+// file is user input: every error is one line that names the file, the key
+// and what is wrong; unknown keys are errors, not silently ignored.
+#pragma once
+#include <array>
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "common/result.h"
+
+namespace axl::config {
+
+enum class DriverKind { kNet, kBlk };
+const char* to_string(DriverKind k);
+
+struct DriverConfig {
+  std::string name;
+  DriverKind kind = DriverKind::kNet;
+  std::string tap;  // net only: TAP interface name, created if missing
+};
+
+struct HostConfig {
+  std::vector<DriverConfig> drivers;
+  const DriverConfig* find_driver(const std::string& name) const;
+};
+
+struct DiskConfig {
+  std::string driver;
+  std::string image;  // absolute after parsing
+  bool read_only = false;
+};
+
+struct NicConfig {
+  std::string driver;
+  std::array<uint8_t, 6> mac{};
+};
+
+struct GuestConfig {
+  std::string name;
+  uint32_t memory_mib = 512;
+  uint32_t vcpus = 1;
+  std::string accel = "auto";  // auto | kvm | tcg
+  std::string kernel;          // empty: the bundled guest image
+  std::string initrd;          // empty: the bundled guest image
+  std::string cmdline;         // appended to "console=ttyS0 panic=-1"
+  std::string script;          // [guest] script, absolute; empty: interactive shell
+  std::vector<DiskConfig> disks;
+  std::vector<NicConfig> nics;
+};
+
+// `base_dir` resolves relative paths; `origin` names the input in errors.
+Result<HostConfig> parse_host(const std::string& toml_text, const std::string& origin);
+Result<GuestConfig> parse_guest(const std::string& toml_text, const std::string& origin,
+                                const std::string& base_dir);
+Result<std::string> read_file(const std::string& path);
+
+bool valid_name(const std::string& s);
+Result<std::array<uint8_t, 6>> parse_mac(const std::string& s);
+std::string format_mac(const std::array<uint8_t, 6>& mac);
+
+}  // namespace axl::config
