@@ -1,0 +1,152 @@
+#include "iommu/dma.h"
+
+#include <string.h>
+
+#include <algorithm>
+
+namespace axl::iommu {
+
+const char* to_string(Fault f) {
+  switch (f) {
+    case Fault::kNone: return "none";
+    case Fault::kUnmapped: return "unmapped";
+    case Fault::kOutOfRange: return "out-of-range";
+    case Fault::kWrap: return "wrap";
+    case Fault::kDirection: return "direction";
+    case Fault::kIotlbMiss: return "iotlb-miss";
+    case Fault::kPermission: return "permission";
+  }
+  return "?";
+}
+
+namespace {
+Fault from_lookup(GuestMemory::Lookup l) {
+  switch (l) {
+    case GuestMemory::Lookup::kOk: return Fault::kNone;
+    case GuestMemory::Lookup::kUnmapped: return Fault::kUnmapped;
+    case GuestMemory::Lookup::kOutOfRange: return Fault::kOutOfRange;
+    case GuestMemory::Lookup::kWrap: return Fault::kWrap;
+  }
+  return Fault::kUnmapped;
+}
+bool wraps(uint64_t a, uint64_t len) { return len != 0 && a + (len - 1) < a; }
+}  // namespace
+
+uint64_t DmaContext::faults() const {
+  uint64_t n = 0;
+  for (size_t i = 1; i < kFaultKinds; ++i) n += counts_[i].load(std::memory_order_relaxed);
+  return n;
+}
+
+Fault DmaContext::count(Fault f) {
+  if (f != Fault::kNone) counts_[size_t(f)].fetch_add(1, std::memory_order_relaxed);
+  return f;
+}
+
+DmaContext::Piece DmaContext::translate(uint64_t addr, uint64_t len, Access access) const {
+  if (wraps(addr, len)) return {Fault::kWrap, nullptr, 0};
+  if (!mem_) return {Fault::kUnmapped, nullptr, 0};
+  if (iotlb_) {
+    IovaTranslator::Span s = iotlb_->translate(addr, len, access);
+    if (s.fault != Fault::kNone) return {s.fault, nullptr, 0};
+    if (s.len == 0 || s.len > len) return {Fault::kIotlbMiss, nullptr, 0};
+    auto t = mem_->translate_uva(s.uva, s.len);
+    if (t.result != GuestMemory::Lookup::kOk) return {from_lookup(t.result), nullptr, 0};
+    return {Fault::kNone, t.host, s.len};
+  }
+  auto t = mem_->translate_gpa(addr, len);
+  if (t.result != GuestMemory::Lookup::kOk) return {from_lookup(t.result), nullptr, 0};
+  return {Fault::kNone, t.host, len};
+}
+
+Fault DmaContext::check(std::span<const Segment> segs) {
+  for (const Segment& s : segs) {
+    uint64_t addr = s.addr, left = s.len;
+    if (wraps(addr, left)) return count(Fault::kWrap);
+    Access a = s.device_writable ? Access::kWrite : Access::kRead;
+    do {
+      Piece p = translate(addr, left, a);
+      if (p.fault != Fault::kNone) return count(p.fault);
+      addr += p.len;
+      left -= p.len;
+    } while (left > 0);
+  }
+  return Fault::kNone;
+}
+
+CopyResult DmaContext::copy(std::span<const Segment> segs, uint64_t offset, uint8_t* buf,
+                            size_t n, Access access) {
+  CopyResult res;
+  uint64_t skip = offset;
+  for (const Segment& s : segs) {
+    if (res.bytes == n) break;
+    if (skip >= s.len) {
+      skip -= s.len;
+      continue;
+    }
+    bool allowed = access == Access::kWrite ? s.device_writable : !s.device_writable;
+    if (!allowed) {
+      res.fault = count(Fault::kDirection);
+      return res;
+    }
+    uint64_t addr = s.addr + skip;
+    if (addr < s.addr) {
+      res.fault = count(Fault::kWrap);
+      return res;
+    }
+    uint64_t left = std::min<uint64_t>(s.len - skip, n - res.bytes);
+    skip = 0;
+    while (left > 0) {
+      Piece p = translate(addr, left, access);
+      if (p.fault != Fault::kNone) {
+        res.fault = count(p.fault);
+        return res;
+      }
+      // Guest memory changes under us (the guest is concurrent); memcpy of
+      // bytes is fine: only the copy in our buffer is ever interpreted.
+      if (access == Access::kWrite)
+        memcpy(p.host, buf + res.bytes, p.len);
+      else
+        memcpy(buf + res.bytes, p.host, p.len);
+      res.bytes += p.len;
+      addr += p.len;
+      left -= p.len;
+    }
+  }
+  return res;
+}
+
+CopyResult DmaContext::copy_from_guest(std::span<const Segment> segs, uint64_t offset,
+                                       std::span<uint8_t> dst) {
+  return copy(segs, offset, dst.data(), dst.size(), Access::kRead);
+}
+
+CopyResult DmaContext::copy_to_guest(std::span<const Segment> segs, uint64_t offset,
+                                     std::span<const uint8_t> src) {
+  return copy(segs, offset, const_cast<uint8_t*>(src.data()), src.size(), Access::kWrite);
+}
+
+Fault DmaContext::raw(uint64_t addr, uint8_t* buf, size_t n, Access access) {
+  if (wraps(addr, n)) return count(Fault::kWrap);
+  // Check the whole range first so a fault copies nothing.
+  uint64_t a = addr, left = n;
+  while (left > 0) {
+    Piece p = translate(a, left, access);
+    if (p.fault != Fault::kNone) return count(p.fault);
+    a += p.len;
+    left -= p.len;
+  }
+  Segment seg{addr, uint32_t(n), access == Access::kWrite};
+  if (n > UINT32_MAX) return count(Fault::kOutOfRange);
+  CopyResult r = copy(std::span<const Segment>(&seg, 1), 0, buf, n, access);
+  return r.fault;
+}
+
+Fault DmaContext::read(uint64_t addr, std::span<uint8_t> dst) {
+  return raw(addr, dst.data(), dst.size(), Access::kRead);
+}
+Fault DmaContext::write(uint64_t addr, std::span<const uint8_t> src) {
+  return raw(addr, const_cast<uint8_t*>(src.data()), src.size(), Access::kWrite);
+}
+
+}  // namespace axl::iommu
