@@ -1,6 +1,7 @@
 #include "common/wire.h"
 
 #include <errno.h>
+#include <poll.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/un.h>
@@ -41,7 +42,7 @@ Status send(int sock, capnp::MessageBuilder& msg, const std::vector<int>& fds) {
   return {};
 }
 
-Result<Received> recv(int sock) {
+Result<Received> recv(int sock, int flags) {
   auto words = kj::heapArray<capnp::word>(kMaxMessageBytes / sizeof(capnp::word));
   iovec iov{words.begin(), words.size() * sizeof(capnp::word)};
   msghdr mh{};
@@ -51,7 +52,7 @@ Result<Received> recv(int sock) {
   mh.msg_control = cbuf;
   mh.msg_controllen = sizeof cbuf;
   ssize_t n;
-  do n = ::recvmsg(sock, &mh, MSG_CMSG_CLOEXEC);
+  do n = ::recvmsg(sock, &mh, MSG_CMSG_CLOEXEC | flags);
   while (n < 0 && errno == EINTR);
   std::vector<UniqueFd> fds;
   for (cmsghdr* c = CMSG_FIRSTHDR(&mh); c; c = CMSG_NXTHDR(&mh, c)) {
@@ -64,8 +65,9 @@ Result<Received> recv(int sock) {
       }
     }
   }
+  if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) return make_error(kWouldBlock);
   if (n < 0) return make_error(std::string("recv: ") + strerror(errno));
-  if (n == 0) return make_error("closed");
+  if (n == 0) return make_error(kClosed);
   if (mh.msg_flags & (MSG_TRUNC | MSG_CTRUNC)) return make_error("message truncated");
   if (n % sizeof(capnp::word) != 0) return make_error("message not word aligned");
   size_t nw = static_cast<size_t>(n) / sizeof(capnp::word);
@@ -77,6 +79,15 @@ Result<Received> recv(int sock) {
   } catch (const kj::Exception& e) {
     return make_error(std::string("malformed message: ") + e.getDescription().cStr());
   }
+}
+
+Result<Received> recv_timeout(int sock, int timeout_ms) {
+  pollfd p{sock, POLLIN, 0};
+  int r;
+  do r = ::poll(&p, 1, timeout_ms);
+  while (r < 0 && errno == EINTR);
+  if (r == 0) return make_error("timed out waiting for a reply");
+  return recv(sock, MSG_DONTWAIT);
 }
 
 static Result<sockaddr_un> addr_of(const std::string& path) {

@@ -34,8 +34,13 @@ class Received {
 };
 
 Status send(int sock, capnp::MessageBuilder& msg, const std::vector<int>& fds = {});
-// Blocks until a message arrives. An orderly close yields Error "closed".
-Result<Received> recv(int sock);
+// Reads one message. An orderly close yields Error kClosed; with
+// MSG_DONTWAIT in `flags` and nothing queued, Error kWouldBlock.
+inline constexpr const char* kClosed = "closed";
+inline constexpr const char* kWouldBlock = "would block";
+Result<Received> recv(int sock, int flags = 0);
+// Waits up to `timeout_ms` for a message.
+Result<Received> recv_timeout(int sock, int timeout_ms);
 
 // Connect / listen on a SOCK_SEQPACKET Unix socket path.
 Result<UniqueFd> connect(const std::string& path);

@@ -1,0 +1,236 @@
+#include "hypervisor/daemon/domain_engine.h"
+
+#include <fcntl.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include <filesystem>
+
+#include "common/log.h"
+#include "hypervisor/daemon/qemu_cmdline.h"
+#include "hypervisor/platform/accel.h"
+#include "hypervisor/platform/initramfs.h"
+
+namespace axl::hv {
+
+namespace asio = boost::asio;
+namespace fs = std::filesystem;
+
+const char* to_string(DomainState s) { return s == DomainState::kRunning ? "running" : "shutoff"; }
+
+DomainEngine::DomainEngine(asio::io_context& io, std::string state_dir, std::string guest_dir,
+                           DriverRegistry& drivers)
+    : io_(io), state_dir_(std::move(state_dir)), guest_dir_(std::move(guest_dir)), drivers_(drivers) {}
+
+DomainEngine::~DomainEngine() { destroy_all(); }
+
+namespace {
+// Stable, short serial for VIRTIO_BLK_T_GET_ID (at most 20 bytes).
+std::string disk_serial(const std::string& dom, size_t i) {
+  std::string s = "axl-" + dom + "-" + std::to_string(i);
+  return s.substr(0, 20);
+}
+}  // namespace
+
+Status DomainEngine::attach_devices(Domain& d, std::vector<QemuDevice>& qdevs) {
+  size_t idx = 0;
+  auto bind = [&](const std::string& driver_name, config::DriverKind kind, ChannelShape shape,
+                  DriverConnection::AttachArgs args, UniqueFd extra_fd,
+                  auto make) -> Status {
+    DriverConnection* drv = drivers_.find(driver_name);
+    if (!drv) return make_error("driver '" + driver_name + "' is not running on this host");
+    if (drv->kind() != kind)
+      return make_error("driver '" + driver_name + "' is a " + config::to_string(drv->kind()) +
+                        " driver, not " + config::to_string(kind));
+    auto fds = channel::create(shape.slots, shape.slot_size);
+    if (!fds) return fds.error();
+    auto mapping = channel::Mapping::map(fds->mem.get(), shape.slots, shape.slot_size);
+    if (!mapping) return mapping.error();
+    args.slots = shape.slots;
+    args.slot_size = shape.slot_size;
+    args.fds = {fds->mem.get(), fds->req_kick.get(), fds->resp_kick.get()};
+    if (extra_fd) args.fds.push_back(extra_fd.get());
+    auto id = drv->attach(args);
+    if (!id) return id.error();
+    std::string sock = d.dir + "/dev" + std::to_string(idx++) + ".sock";
+    channel::HvEnd end(std::move(mapping).value(), std::move(fds->req_kick),
+                       std::move(fds->resp_kick));
+    std::unique_ptr<GuestDevice> dev = make(sock, std::move(end));
+    d.devices.push_back(DeviceBinding{driver_name, *id, nullptr});
+    if (auto s = dev->start(); !s) return s.error();
+    d.devices.back().device = std::move(dev);
+    qdevs.push_back(QemuDevice{kind == config::DriverKind::kBlk ? QemuDevice::Kind::kBlk
+                                                                : QemuDevice::Kind::kNet,
+                               sock, args.mac});
+    return {};
+  };
+
+  for (size_t i = 0; i < d.cfg.disks.size(); ++i) {
+    const auto& disk = d.cfg.disks[i];
+    UniqueFd img(::open(disk.image.c_str(), (disk.read_only ? O_RDONLY : O_RDWR) | O_CLOEXEC));
+    if (!img) return make_error("cannot open image " + disk.image + ": " + strerror(errno));
+    struct stat st{};
+    if (::fstat(img.get(), &st) < 0 || !S_ISREG(st.st_mode))
+      return make_error("image " + disk.image + " is not a regular file");
+    if (st.st_size == 0 || st.st_size % 512 != 0)
+      return make_error("image " + disk.image + " size is not a non-zero multiple of 512");
+    BlkDeviceSpec spec{uint64_t(st.st_size), disk.read_only, disk_serial(d.cfg.name, i)};
+    DriverConnection::AttachArgs args;
+    args.read_only = disk.read_only;
+    args.serial = spec.serial;
+    if (auto s = bind(disk.driver, config::DriverKind::kBlk, blk_channel_shape(), args,
+                      std::move(img),
+                      [&](std::string sock, channel::HvEnd end) {
+                        return make_blk_device(std::move(sock), spec, std::move(end));
+                      });
+        !s)
+      return s;
+  }
+  for (const auto& nic : d.cfg.nics) {
+    NetDeviceSpec spec{nic.mac};
+    DriverConnection::AttachArgs args;
+    args.mac = nic.mac;
+    if (auto s = bind(nic.driver, config::DriverKind::kNet, net_channel_shape(), args, UniqueFd(),
+                      [&](std::string sock, channel::HvEnd end) {
+                        return make_net_device(std::move(sock), spec, std::move(end));
+                      });
+        !s)
+      return s;
+  }
+  return {};
+}
+
+void DomainEngine::release_devices(Domain& d) {
+  for (auto& b : d.devices) {
+    b.device.reset();  // stops its thread, unlinks its socket
+    if (DriverConnection* drv = drivers_.find(b.driver)) drv->detach(b.device_id);
+  }
+  d.devices.clear();
+}
+
+Result<const Domain*> DomainEngine::create(const std::string& toml, const std::string& base_dir) {
+  auto cfg = config::parse_guest(toml, "guest config", base_dir);
+  if (!cfg) return cfg.error();
+  if (domains_.count(cfg->name)) return make_error("domain '" + cfg->name + "' already exists");
+  // Check everything that needs no resources before taking any.
+  std::string qemu = proc::find_on_path("qemu-system-x86_64");
+  if (qemu.empty()) return make_error("QEMU not found: qemu-system-x86_64 is not on PATH");
+  auto accel = choose_accel(cfg->accel);
+  if (!accel) return accel.error();
+  if (cfg->kernel.empty()) cfg->kernel = guest_dir_ + "/vmlinuz";
+  if (cfg->initrd.empty()) cfg->initrd = guest_dir_ + "/initrd.img";
+  for (const std::string* f : {&cfg->kernel, &cfg->initrd})
+    if (::access(f->c_str(), R_OK) != 0)
+      return make_error("cannot read " + *f + (f->rfind(guest_dir_, 0) == 0
+                                                   ? " (run scripts/setup to build the guest image)"
+                                                   : ""));
+  std::string script;
+  if (!cfg->script.empty()) {
+    auto s = config::read_file(cfg->script);
+    if (!s) return make_error("cannot read guest script " + cfg->script);
+    script = *s;
+  }
+  for (const auto& disk : cfg->disks)
+    if (!drivers_.find(disk.driver)) return make_error("unknown driver '" + disk.driver + "'");
+  for (const auto& nic : cfg->nics)
+    if (!drivers_.find(nic.driver)) return make_error("unknown driver '" + nic.driver + "'");
+
+  auto d = std::make_unique<Domain>();
+  d->cfg = std::move(cfg).value();
+  d->id = next_id_++;
+  d->dir = state_dir_ + "/dom/" + d->cfg.name;
+  d->accel = accel_qemu_arg(*accel);
+  std::error_code ec;
+  fs::remove_all(d->dir, ec);
+  fs::create_directories(d->dir, ec);
+  if (ec) return make_error("cannot create " + d->dir + ": " + ec.message());
+
+  auto fail = [&](Error e) -> Result<const Domain*> {
+    release_devices(*d);
+    std::error_code ec2;
+    fs::remove_all(d->dir, ec2);
+    return e;
+  };
+
+  std::string initrd = d->cfg.initrd;
+  if (!script.empty()) {
+    initrd = d->dir + "/initrd.img";
+    if (auto s = append_overlay(d->cfg.initrd, {CpioFile{"axl/script", 0755, script}}, initrd); !s)
+      return fail(s.error());
+  }
+  std::vector<QemuDevice> qdevs;
+  if (auto s = attach_devices(*d, qdevs); !s) return fail(s.error());
+
+  QemuSpec qs{qemu, d->cfg.name, d->accel, d->cfg.memory_mib, d->cfg.vcpus, d->cfg.kernel,
+              initrd, d->cfg.cmdline, d->console_socket(), d->console_log(), qdevs};
+  proc::SpawnOptions so;
+  so.argv = qemu_argv(qs);
+  so.log_path = d->dir + "/qemu.log";
+  so.new_session = true;
+  auto child = proc::spawn(so);
+  if (!child) return fail(child.error());
+  d->qemu = std::move(child).value();
+  // QEMU rejects a bad command line or a missing file within a moment; say so
+  // now instead of reporting a domain that never ran.
+  if (auto st = proc::wait_for(d->qemu, std::chrono::milliseconds(300)); st) {
+    auto log = config::read_file(so.log_path);
+    std::string last = log ? *log : "";
+    while (!last.empty() && last.back() == '\n') last.pop_back();
+    if (auto p = last.rfind('\n'); p != std::string::npos) last = last.substr(p + 1);
+    d->qemu.pid = -1;
+    return fail(make_error("QEMU failed to start (" + proc::describe_status(*st) + "): " + last));
+  }
+  Domain* raw = d.get();
+  d->exit_watch = std::make_unique<asio::posix::stream_descriptor>(io_, ::dup(d->qemu.pidfd.get()));
+  d->exit_watch->async_wait(asio::posix::stream_descriptor::wait_read,
+                            [this, raw](const boost::system::error_code& ec) {
+                              if (!ec) on_qemu_exit(raw);
+                            });
+  AXL_INFO("domain %s (id %u) started: qemu pid %d, accel %s", raw->cfg.name.c_str(), raw->id,
+           raw->qemu.pid, raw->accel.c_str());
+  domains_[raw->cfg.name] = std::move(d);
+  return static_cast<const Domain*>(raw);
+}
+
+void DomainEngine::on_qemu_exit(Domain* d) {
+  auto st = proc::wait_for(d->qemu, std::chrono::milliseconds(0));
+  d->exit_status = st ? *st : -1;
+  d->qemu.pid = -1;
+  d->state = DomainState::kShutoff;
+  release_devices(*d);
+  AXL_INFO("domain %s shut off: qemu %s", d->cfg.name.c_str(),
+           proc::describe_status(d->exit_status).c_str());
+}
+
+Status DomainEngine::destroy(const std::string& name) {
+  auto it = domains_.find(name);
+  if (it == domains_.end()) return make_error("no domain named '" + name + "'");
+  Domain& d = *it->second;
+  if (d.exit_watch) d.exit_watch->cancel();
+  if (d.state == DomainState::kRunning && d.qemu.pid > 0) {
+    d.exit_status = proc::stop(d.qemu, std::chrono::milliseconds(2000));
+  }
+  release_devices(d);
+  std::error_code ec;
+  fs::remove_all(d.dir, ec);
+  AXL_INFO("domain %s destroyed", name.c_str());
+  domains_.erase(it);
+  return {};
+}
+
+void DomainEngine::destroy_all() {
+  while (!domains_.empty()) (void)destroy(domains_.begin()->first);
+}
+
+const Domain* DomainEngine::find(const std::string& name) const {
+  auto it = domains_.find(name);
+  return it == domains_.end() ? nullptr : it->second.get();
+}
+
+std::vector<const Domain*> DomainEngine::list() const {
+  std::vector<const Domain*> v;
+  for (auto& [k, d] : domains_) v.push_back(d.get());
+  return v;
+}
+
+}  // namespace axl::hv

@@ -1,0 +1,66 @@
+// The domain table and the QEMU engine: creates a domain (channels, driver
+// attachments, vhost-user devices, QEMU), watches QEMU through a pidfd and
+// tears everything down again.  A failed create leaves nothing behind.
+#pragma once
+#include <boost/asio.hpp>
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "common/config.h"
+#include "common/process.h"
+#include "hypervisor/daemon/driver_registry.h"
+#include "hypervisor/guest_device.h"
+
+namespace axl::hv {
+
+enum class DomainState { kRunning, kShutoff };
+const char* to_string(DomainState s);
+
+struct DeviceBinding {
+  std::string driver;
+  uint32_t device_id = 0;
+  std::unique_ptr<GuestDevice> device;
+};
+
+struct Domain {
+  config::GuestConfig cfg;
+  uint32_t id = 0;
+  DomainState state = DomainState::kRunning;
+  std::string dir;  // state-dir/dom/NAME
+  std::string accel;
+  proc::Child qemu;
+  int exit_status = 0;
+  std::vector<DeviceBinding> devices;
+  std::unique_ptr<boost::asio::posix::stream_descriptor> exit_watch;
+
+  std::string console_log() const { return dir + "/console.log"; }
+  std::string console_socket() const { return dir + "/console.sock"; }
+};
+
+class DomainEngine {
+ public:
+  DomainEngine(boost::asio::io_context& io, std::string state_dir, std::string guest_dir,
+               DriverRegistry& drivers);
+  ~DomainEngine();
+
+  Result<const Domain*> create(const std::string& config_toml, const std::string& base_dir);
+  Status destroy(const std::string& name);
+  void destroy_all();
+  const Domain* find(const std::string& name) const;
+  std::vector<const Domain*> list() const;
+
+ private:
+  Status attach_devices(Domain& d, std::vector<struct QemuDevice>& qdevs);
+  void release_devices(Domain& d);
+  void on_qemu_exit(Domain* d);
+
+  boost::asio::io_context& io_;
+  std::string state_dir_, guest_dir_;
+  DriverRegistry& drivers_;
+  std::map<std::string, std::unique_ptr<Domain>> domains_;
+  uint32_t next_id_ = 1;
+};
+
+}  // namespace axl::hv

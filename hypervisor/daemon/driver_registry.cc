@@ -1,0 +1,153 @@
+#include "hypervisor/daemon/driver_registry.h"
+
+#include <sys/socket.h>
+
+#include "common/log.h"
+#include "common/schema/driver.capnp.h"
+#include "common/wire.h"
+
+namespace axl::hv {
+
+namespace asio = boost::asio;
+
+DriverConnection::DriverConnection(std::string name, config::DriverKind kind, int pid,
+                                   UniqueFd sock, asio::io_context& io)
+    : name_(std::move(name)), kind_(kind), pid_(pid), sock_(std::move(sock)), watch_(io) {
+  watch_.assign(::dup(sock_.get()));
+}
+
+Result<uint32_t> DriverConnection::attach(const AttachArgs& a) {
+  uint32_t id = next_device_id_++;
+  capnp::MallocMessageBuilder mb;
+  auto at = mb.initRoot<schema::DriverMsg>().initAttach();
+  at.setDeviceId(id);
+  at.setSlots(a.slots);
+  at.setSlotSize(a.slot_size);
+  if (kind_ == config::DriverKind::kNet) {
+    at.initNet().setMac(capnp::Data::Reader(a.mac.data(), a.mac.size()));
+  } else {
+    auto b = at.initBlk();
+    b.setReadOnly(a.read_only);
+    b.setSerial(a.serial);
+  }
+  if (auto s = wire::send(sock_.get(), mb, a.fds); !s)
+    return make_error("driver '" + name_ + "': " + s.error().message);
+  auto reply = wire::recv_timeout(sock_.get(), 5000);
+  if (!reply) return make_error("driver '" + name_ + "' did not answer attach: " +
+                                reply.error().message);
+  auto msg = reply->root<schema::DriverMsg>();
+  if (!msg.isAttached() || msg.getAttached().getDeviceId() != id)
+    return make_error("driver '" + name_ + "' answered attach with a wrong message");
+  auto ans = msg.getAttached();
+  if (!ans.getOk())
+    return make_error("driver '" + name_ + "' refused the device: " +
+                      std::string(ans.getError().cStr()));
+  ++devices_;
+  return id;
+}
+
+void DriverConnection::detach(uint32_t device_id) {
+  capnp::MallocMessageBuilder mb;
+  mb.initRoot<schema::DriverMsg>().initDetach().setDeviceId(device_id);
+  if (auto s = wire::send(sock_.get(), mb); !s)
+    AXL_WARN("driver %s: detach %u: %s", name_.c_str(), device_id, s.error().message.c_str());
+  if (devices_) --devices_;
+}
+
+Status DriverRegistry::listen(const std::string& path) {
+  auto l = wire::listen(path);
+  if (!l) return l.error();
+  listen_fd_ = std::move(l).value();
+  listen_watch_ = std::make_unique<asio::posix::stream_descriptor>(io_, ::dup(listen_fd_.get()));
+  accept_next();
+  return {};
+}
+
+void DriverRegistry::accept_next() {
+  listen_watch_->async_wait(asio::posix::stream_descriptor::wait_read,
+                            [this](const boost::system::error_code& ec) {
+                              if (ec) return;
+                              int fd = ::accept4(listen_fd_.get(), nullptr, nullptr,
+                                                 SOCK_CLOEXEC | SOCK_NONBLOCK);
+                              if (fd >= 0) {
+                                auto s = std::make_shared<asio::posix::stream_descriptor>(io_, fd);
+                                await_hello(s, fd);
+                              }
+                              accept_next();
+                            });
+}
+
+void DriverRegistry::await_hello(std::shared_ptr<asio::posix::stream_descriptor> s, int fd) {
+  s->async_wait(asio::posix::stream_descriptor::wait_read, [this, s, fd](
+                                                               const boost::system::error_code& ec) {
+    if (ec) return;
+    auto m = wire::recv(fd, MSG_DONTWAIT);
+    if (!m && m.error().message == wire::kWouldBlock) return await_hello(s, fd);
+    if (!m) {
+      AXL_WARN("driver connection dropped before hello: %s", m.error().message.c_str());
+      return;  // `s` closes the fd
+    }
+    auto msg = m->root<schema::DriverMsg>();
+    if (!msg.isHello()) {
+      AXL_WARN("driver connection: first message is not hello; closing");
+      return;
+    }
+    auto h = msg.getHello();
+    std::string name = h.getName();
+    if (!config::valid_name(name)) {
+      AXL_WARN("driver connection: bad name in hello; closing");
+      return;
+    }
+    auto kind = h.getKind() == schema::DriverKind::NET ? config::DriverKind::kNet
+                                                       : config::DriverKind::kBlk;
+    UniqueFd own(s->release());
+    auto it = drivers_.find(name);
+    if (it != drivers_.end() && it->second->devices() > 0) {
+      // Rebinding live devices to a restarted driver is the supervisor's job
+      // (restart issue); until then a second driver of the same name is refused.
+      AXL_WARN("driver '%s' connected twice while the first serves devices; closing",
+               name.c_str());
+      return;
+    }
+    AXL_INFO("driver '%s' (%s) connected, pid %d", name.c_str(), config::to_string(kind),
+             h.getPid());
+    auto conn = std::make_unique<DriverConnection>(name, kind, h.getPid(), std::move(own), io_);
+    DriverConnection* raw = conn.get();
+    drivers_[name] = std::move(conn);
+    watch(raw);
+  });
+}
+
+// A driver only speaks when asked (attach); readable outside of that means it
+// closed the connection or sent something unsolicited.
+void DriverRegistry::watch(DriverConnection* c) {
+  c->watcher().async_wait(asio::posix::stream_descriptor::wait_read,
+                          [this, c](const boost::system::error_code& ec) {
+                            if (ec) return;
+                            auto m = wire::recv(c->watcher().native_handle(), MSG_DONTWAIT);
+                            if (!m && m.error().message == wire::kWouldBlock) return watch(c);
+                            if (!m) {
+                              AXL_WARN("driver '%s' disconnected: %s", c->name().c_str(),
+                                       m.error().message.c_str());
+                              std::string name = c->name();
+                              drivers_.erase(name);
+                              return;
+                            }
+                            AXL_WARN("driver '%s' sent an unsolicited message; ignored",
+                                     c->name().c_str());
+                            watch(c);
+                          });
+}
+
+DriverConnection* DriverRegistry::find(const std::string& name) {
+  auto it = drivers_.find(name);
+  return it == drivers_.end() ? nullptr : it->second.get();
+}
+
+std::vector<const DriverConnection*> DriverRegistry::all() const {
+  std::vector<const DriverConnection*> v;
+  for (auto& [k, d] : drivers_) v.push_back(d.get());
+  return v;
+}
+
+}  // namespace axl::hv

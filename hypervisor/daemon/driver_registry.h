@@ -1,0 +1,69 @@
+// The driver domains connected to this hypervisor.  A driver connects to the
+// driver socket and says Hello; after that the hypervisor attaches device
+// instances to it.  Everything a driver sends is untrusted.
+#pragma once
+#include <boost/asio.hpp>
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "common/config.h"
+#include "common/result.h"
+#include "common/unique_fd.h"
+
+namespace axl::hv {
+
+class DriverConnection {
+ public:
+  DriverConnection(std::string name, config::DriverKind kind, int pid, UniqueFd sock,
+                   boost::asio::io_context& io);
+  const std::string& name() const { return name_; }
+  config::DriverKind kind() const { return kind_; }
+  int pid() const { return pid_; }
+  size_t devices() const { return devices_; }
+  boost::asio::posix::stream_descriptor& watcher() { return watch_; }
+
+  // Sends Attach with the channel fds (and the image fd for blk) and waits
+  // for the driver's Attached answer.  Returns the device id.
+  struct AttachArgs {
+    uint32_t slots = 0, slot_size = 0;
+    std::vector<int> fds;  // memfd, req_kick, resp_kick[, image]
+    // net
+    std::array<uint8_t, 6> mac{};
+    // blk
+    bool read_only = false;
+    std::string serial;
+  };
+  Result<uint32_t> attach(const AttachArgs& a);
+  void detach(uint32_t device_id);
+
+ private:
+  std::string name_;
+  config::DriverKind kind_;
+  int pid_;
+  UniqueFd sock_;
+  boost::asio::posix::stream_descriptor watch_;  // borrows sock_ for readiness only
+  uint32_t next_device_id_ = 1;
+  size_t devices_ = 0;
+};
+
+class DriverRegistry {
+ public:
+  explicit DriverRegistry(boost::asio::io_context& io) : io_(io) {}
+  Status listen(const std::string& path);
+  DriverConnection* find(const std::string& name);
+  std::vector<const DriverConnection*> all() const;
+
+ private:
+  void accept_next();
+  void await_hello(std::shared_ptr<boost::asio::posix::stream_descriptor> s, int fd);
+  void watch(DriverConnection* c);
+
+  boost::asio::io_context& io_;
+  UniqueFd listen_fd_;
+  std::unique_ptr<boost::asio::posix::stream_descriptor> listen_watch_;
+  std::map<std::string, std::unique_ptr<DriverConnection>> drivers_;
+};
+
+}  // namespace axl::hv

@@ -1,0 +1,136 @@
+// axolotl-hv: the trusted hypervisor core.  Owns the domain table, QEMU
+// processes, every guest-facing vhost-user device and the hypervisor end of
+// every channel.  Wiring happens here and nowhere else.
+#include <signal.h>
+
+#include <boost/asio.hpp>
+#include <cstring>
+#include <string>
+
+#include "common/log.h"
+#include "common/process.h"
+#include "hypervisor/daemon/control_server.h"
+#include "hypervisor/daemon/domain_engine.h"
+#include "hypervisor/daemon/driver_registry.h"
+
+namespace {
+
+void usage() { fprintf(stderr, "usage: axolotl-hv --state-dir DIR [--guest-dir DIR]\n"); }
+
+void fill_domain(const axl::hv::Domain& d, axl::schema::DomainInfo::Builder b) {
+  b.setName(d.cfg.name);
+  b.setId(d.id);
+  b.setState(axl::hv::to_string(d.state));
+  b.setMemoryMib(d.cfg.memory_mib);
+  b.setVcpus(d.cfg.vcpus);
+  b.setQemuPid(d.qemu.pid);
+  b.setExitStatus(d.exit_status);
+  b.setAccel(d.accel);
+  b.setConsoleLog(d.console_log());
+  b.setConsoleSocket(d.console_socket());
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  std::string state_dir, guest_dir = axl::proc::exe_dir() + "/../guest";
+  for (int i = 1; i < argc; ++i) {
+    std::string a = argv[i];
+    if (a == "--state-dir" && i + 1 < argc) state_dir = argv[++i];
+    else if (a == "--guest-dir" && i + 1 < argc) guest_dir = argv[++i];
+    else {
+      fprintf(stderr, "axolotl-hv: unknown argument '%s'\n", a.c_str());
+      usage();
+      return 2;
+    }
+  }
+  if (state_dir.empty()) {
+    usage();
+    return 2;
+  }
+  axl::log::set_component("axolotl-hv");
+  signal(SIGPIPE, SIG_IGN);
+
+  boost::asio::io_context io;
+  axl::hv::DriverRegistry drivers(io);
+  axl::hv::DomainEngine engine(io, state_dir, guest_dir, drivers);
+  bool stopping = false;
+
+  axl::ControlServer control(io, [&](axl::schema::ControlRequest::Reader req,
+                                     axl::schema::ControlReply::Builder rep) {
+    using R = axl::schema::ControlRequest;
+    rep.setOk(true);
+    switch (req.which()) {
+      case R::CREATE: {
+        auto c = req.getCreate();
+        auto d = engine.create(c.getConfigToml(), c.getBaseDir());
+        if (!d) {
+          rep.setOk(false);
+          rep.setError(d.error().message);
+        } else {
+          fill_domain(**d, rep.initDomains(1)[0]);
+        }
+        break;
+      }
+      case R::LIST: {
+        auto all = engine.list();
+        auto l = rep.initDomains(unsigned(all.size()));
+        for (unsigned i = 0; i < all.size(); ++i) fill_domain(*all[i], l[i]);
+        break;
+      }
+      case R::DOMAIN_INFO: {
+        const axl::hv::Domain* d = engine.find(req.getDomainInfo());
+        if (!d) {
+          rep.setOk(false);
+          rep.setError("no domain named '" + std::string(req.getDomainInfo().cStr()) + "'");
+        } else {
+          fill_domain(*d, rep.initDomains(1)[0]);
+        }
+        break;
+      }
+      case R::DESTROY:
+        if (auto s = engine.destroy(req.getDestroy()); !s) {
+          rep.setOk(false);
+          rep.setError(s.error().message);
+        }
+        break;
+      case R::LIST_DRIVERS: {
+        auto all = drivers.all();
+        auto l = rep.initDrivers(unsigned(all.size()));
+        for (unsigned i = 0; i < all.size(); ++i) {
+          l[i].setName(all[i]->name());
+          l[i].setKind(axl::config::to_string(all[i]->kind()));
+          l[i].setPid(all[i]->pid());
+          l[i].setState("connected");
+          l[i].setDevices(uint32_t(all[i]->devices()));
+        }
+        break;
+      }
+      case R::SHUTDOWN:
+        stopping = true;
+        io.post([&] { io.stop(); });
+        break;
+      case R::PING:
+        break;
+      default:
+        rep.setOk(false);
+        rep.setError("request not supported by the hypervisor");
+    }
+  });
+
+  if (auto s = drivers.listen(state_dir + "/drivers.sock"); !s) {
+    AXL_ERROR("%s", s.error().message.c_str());
+    return 1;
+  }
+  if (auto s = control.listen(state_dir + "/hv.sock"); !s) {
+    AXL_ERROR("%s", s.error().message.c_str());
+    return 1;
+  }
+  boost::asio::signal_set sigs(io, SIGTERM, SIGINT);
+  sigs.async_wait([&](const boost::system::error_code&, int) { io.stop(); });
+  AXL_INFO("ready, state dir %s", state_dir.c_str());
+  io.run();
+  AXL_INFO("stopping%s: destroying every domain", stopping ? " on request" : "");
+  engine.destroy_all();
+  return 0;
+}

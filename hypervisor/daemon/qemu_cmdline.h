@@ -1,0 +1,30 @@
+// Builds QEMU's command line for a domain.  QEMU supplies vCPUs and the
+// platform only: no emulated disk or NIC of its own (-nodefaults); every
+// guest device is a vhost-user device served by this hypervisor.
+#pragma once
+#include <array>
+#include <string>
+#include <vector>
+
+namespace axl::hv {
+
+struct QemuDevice {
+  enum class Kind { kBlk, kNet } kind;
+  std::string socket;  // vhost-user socket the hypervisor listens on
+  std::array<uint8_t, 6> mac{};
+};
+
+struct QemuSpec {
+  std::string qemu;  // binary
+  std::string name;
+  std::string accel;  // "tcg" | "kvm"
+  uint32_t memory_mib = 512;
+  uint32_t vcpus = 1;
+  std::string kernel, initrd, cmdline;
+  std::string console_socket, console_log;
+  std::vector<QemuDevice> devices;
+};
+
+std::vector<std::string> qemu_argv(const QemuSpec& s);
+
+}  // namespace axl::hv

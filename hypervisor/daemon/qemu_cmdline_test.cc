@@ -1,0 +1,37 @@
+#include "hypervisor/daemon/qemu_cmdline.h"
+
+#include <gtest/gtest.h>
+
+#include <algorithm>
+
+namespace axl::hv {
+namespace {
+
+bool has_pair(const std::vector<std::string>& a, const std::string& k, const std::string& v) {
+  for (size_t i = 0; i + 1 < a.size(); ++i)
+    if (a[i] == k && a[i + 1] == v) return true;
+  return false;
+}
+
+TEST(QemuCmdline, SharedMemfdRamAndOnlyVhostUserDevices) {
+  QemuSpec s{"qemu", "g1", "tcg", 256, 2, "k", "i", "quiet", "c.sock", "c.log",
+             {{QemuDevice::Kind::kBlk, "d0.sock", {}},
+              {QemuDevice::Kind::kNet, "d1.sock", {0x52, 0x54, 0, 1, 2, 3}}}};
+  auto a = qemu_argv(s);
+  EXPECT_TRUE(has_pair(a, "-object", "memory-backend-memfd,id=mem,size=256M,share=on"));
+  EXPECT_TRUE(has_pair(a, "-machine", "q35,memory-backend=mem"));
+  EXPECT_TRUE(has_pair(a, "-accel", "tcg"));
+  EXPECT_TRUE(has_pair(a, "-smp", "2"));
+  EXPECT_NE(std::find(a.begin(), a.end(), "-nodefaults"), a.end());
+  EXPECT_TRUE(has_pair(a, "-device", "vhost-user-blk-pci,chardev=vu0,num-queues=1"));
+  EXPECT_TRUE(has_pair(a, "-netdev", "vhost-user,id=net1,chardev=vu1"));
+  EXPECT_TRUE(has_pair(a, "-device", "virtio-net-pci,netdev=net1,mac=52:54:00:01:02:03"));
+  EXPECT_TRUE(has_pair(a, "-append", "console=ttyS0 panic=-1 quiet"));
+  for (auto& x : a) {
+    EXPECT_EQ(x.find("virtio-blk-pci"), std::string::npos);
+    EXPECT_EQ(x.find("-netdev tap"), std::string::npos);
+  }
+}
+
+}  // namespace
+}  // namespace axl::hv
