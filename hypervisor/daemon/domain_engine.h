@@ -2,7 +2,7 @@
 // attachments, vhost-user devices, QEMU), watches QEMU through a pidfd and
 // tears everything down again.  A failed create leaves nothing behind.
 #pragma once
-#include <boost/asio.hpp>
+#include "common/asio.h"
 #include <map>
 #include <memory>
 #include <string>

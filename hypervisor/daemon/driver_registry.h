@@ -2,7 +2,7 @@
 // driver socket and says Hello; after that the hypervisor attaches device
 // instances to it.  Everything a driver sends is untrusted.
 #pragma once
-#include <boost/asio.hpp>
+#include "common/asio.h"
 #include <map>
 #include <memory>
 #include <string>

@@ -3,13 +3,13 @@
 // every channel.  Wiring happens here and nowhere else.
 #include <signal.h>
 
-#include <boost/asio.hpp>
+#include "common/asio.h"
 #include <cstring>
 #include <string>
 
 #include "common/log.h"
 #include "common/process.h"
-#include "hypervisor/daemon/control_server.h"
+#include "common/control_server.h"
 #include "hypervisor/daemon/domain_engine.h"
 #include "hypervisor/daemon/driver_registry.h"
 

@@ -1,4 +1,4 @@
-#include "hypervisor/daemon/control_server.h"
+#include "common/control_server.h"
 
 #include <sys/socket.h>
 

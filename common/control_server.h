@@ -2,7 +2,7 @@
 // SOCK_SEQPACKET socket.  Each daemon plugs in its own handler; the server
 // owns only the connection plumbing.
 #pragma once
-#include <boost/asio.hpp>
+#include "common/asio.h"
 #include <functional>
 #include <memory>
 #include <string>
