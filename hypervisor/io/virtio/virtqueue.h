@@ -1,0 +1,101 @@
+// A split virtqueue (virtio 1.2 §2.7) as seen by the device, over guest
+// memory that a concurrent and untrusted driver writes at any time.
+//
+// Descriptors are copied out of guest memory before they are interpreted and
+// every chain is validated (bounds, loops, direction order, indirect rules)
+// before a device sees it.  Chains carry guest addresses, never host
+// pointers: the copy engine (iommu::DmaContext) translates at copy time, so a
+// memory-table change cannot leave a dangling pointer in an in-flight request.
+#pragma once
+#include <cstdint>
+#include <optional>
+#include <vector>
+
+#include "hypervisor/io/virtio/virtio.h"
+#include "iommu/dma.h"
+
+namespace axl::virtio {
+
+struct Chain {
+  uint16_t head = 0;
+  std::vector<iommu::Segment> segs;  // readable ones first, then writable
+  uint64_t readable_bytes = 0;
+  uint64_t writable_bytes = 0;
+};
+
+enum class ChainError : uint8_t {
+  kNone = 0,
+  kHeadOutOfRange,     // avail ring names a descriptor >= queue size
+  kIndexOutOfRange,    // a `next` >= table size
+  kTooLong,            // more descriptors than the queue size: a loop
+  kBadIndirect,        // size not a multiple of 16, empty, too big, or with NEXT
+  kNestedIndirect,     // §2.7.5.3.1: MUST NOT set INDIRECT inside an indirect table
+  kIndirectNotNegotiated,
+  kReadableAfterWritable,  // §2.7.4.2: device-writable descriptors come last
+  kMemory,             // descriptor or table outside guest RAM
+  kAvailIndex,         // avail idx more than the queue size ahead: ring broken
+};
+const char* to_string(ChainError e);
+
+class Virtqueue {
+ public:
+  // Host views of the three ring parts, as translated by the vhost-user
+  // handler from SET_VRING_ADDR; each was checked to lie in one region.
+  struct Layout {
+    uint32_t num = 0;
+    void* desc = nullptr;
+    void* avail = nullptr;
+    void* used = nullptr;
+  };
+
+  Virtqueue(iommu::DmaContext* dma, Layout layout, uint16_t last_avail_idx, bool event_idx,
+            bool indirect);
+
+  uint32_t size() const { return num_; }
+  iommu::DmaContext& dma() { return *dma_; }
+  uint16_t last_avail_idx() const { return last_avail_; }
+  // Ring memory moved (SET_MEM_TABLE): new host views, same indices.
+  void relocate(Layout layout);
+
+  struct Popped {
+    ChainError error = ChainError::kNone;
+    std::optional<Chain> chain;  // set when error == kNone and something was available
+    // For a malformed chain whose head is valid: return it with len 0 so the
+    // driver gets its buffers back.
+    std::optional<uint16_t> bad_head;
+  };
+  // Takes the next available chain.  A broken avail index (more than `num`
+  // ahead) marks the queue broken: nothing more is popped from it.
+  Popped pop();
+  bool broken() const { return broken_; }
+
+  // §2.7.8: hands a chain back with `len` bytes written into it.
+  void push(uint16_t head, uint32_t len);
+  // Whether the driver wants an interrupt for what was pushed since the last
+  // call (§2.7.7.2 with and without VIRTIO_F_EVENT_IDX).  Resets the batch.
+  bool should_notify();
+  // Call after draining: asks for the next kick (avail_event with EVENT_IDX,
+  // §2.7.10) and returns true if more chains arrived meanwhile.
+  bool enable_notification();
+
+  uint16_t used_idx() const { return used_idx_; }
+
+ private:
+  uint16_t load_avail_idx() const;
+  ChainError walk(uint16_t head, Chain* out);
+
+  iommu::DmaContext* dma_;
+  uint32_t num_;
+  Desc* desc_;
+  uint16_t* avail_;  // flags, idx, ring[num], used_event
+  uint8_t* used_;    // flags, idx, ring[num], avail_event
+  uint16_t last_avail_;
+  uint16_t used_idx_;
+  uint16_t signalled_used_;
+  bool signalled_valid_ = false;
+  bool event_idx_;
+  bool indirect_;
+  bool broken_ = false;
+};
+
+}  // namespace axl::virtio
