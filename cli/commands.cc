@@ -1,0 +1,166 @@
+#include "cli/commands.h"
+
+#include <poll.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <termios.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstring>
+#include <filesystem>
+#include <regex>
+#include <thread>
+
+#include "cli/client.h"
+#include "common/config.h"
+#include "common/unique_fd.h"
+
+namespace axl::cli {
+
+namespace fs = std::filesystem;
+
+int fail(const std::string& msg) {
+  fprintf(stderr, "axl: %s\n", msg.c_str());
+  return 1;
+}
+
+namespace {
+Result<ControlReply> domain_info(const HostPaths& p, const std::string& name) {
+  return call(p.hv_socket(), [&](auto r) { r.setDomainInfo(name); });
+}
+}  // namespace
+
+int create(const HostPaths& p, const std::string& config_path) {
+  auto text = config::read_file(config_path);
+  if (!text) return fail(text.error().message);
+  std::error_code ec;
+  std::string abs = fs::absolute(config_path, ec).string();
+  std::string base = fs::path(abs).parent_path().string();
+  // Validate here too, so a bad file is reported against the user's path.
+  auto g = config::parse_guest(*text, config_path, base);
+  if (!g) return fail(g.error().message);
+  auto r = call(p.hv_socket(), [&](auto q) {
+    auto c = q.initCreate();
+    c.setConfigToml(*text);
+    c.setBaseDir(base);
+  });
+  if (!r) return fail(r.error().message);
+  auto d = r->get().getDomains()[0];
+  printf("created domain %s (id %u, %s)\n", d.getName().cStr(), d.getId(), d.getAccel().cStr());
+  return 0;
+}
+
+int list(const HostPaths& p) {
+  auto r = call(p.hv_socket(), [](auto q) { q.setList(); });
+  if (!r) return fail(r.error().message);
+  printf("%-20s %4s %8s %5s %-8s %-5s %8s\n", "Name", "ID", "Mem(MiB)", "VCPUs", "State", "Accel",
+         "QEMU");
+  for (auto d : r->get().getDomains())
+    printf("%-20s %4u %8u %5u %-8s %-5s %8d\n", d.getName().cStr(), d.getId(), d.getMemoryMib(),
+           d.getVcpus(), d.getState().cStr(), d.getAccel().cStr(), d.getQemuPid());
+  return 0;
+}
+
+int destroy(const HostPaths& p, const std::string& name) {
+  auto r = call(p.hv_socket(), [&](auto q) { q.setDestroy(name); });
+  if (!r) return fail(r.error().message);
+  printf("destroyed domain %s\n", name.c_str());
+  return 0;
+}
+
+int drivers(const HostPaths& p) {
+  auto sup = call(p.supervisor_socket(), [](auto q) { q.setListDrivers(); });
+  if (!sup) return fail(sup.error().message);
+  auto hv = call(p.hv_socket(), [](auto q) { q.setListDrivers(); });
+  printf("%-16s %-4s %8s %-9s %8s %7s\n", "Name", "Kind", "PID", "State", "Restarts", "Devices");
+  for (auto d : sup->get().getDrivers()) {
+    uint32_t devices = 0;
+    if (hv)
+      for (auto h : hv->get().getDrivers())
+        if (h.getName() == d.getName()) devices = h.getDevices();
+    printf("%-16s %-4s %8d %-9s %8u %7u\n", d.getName().cStr(), d.getKind().cStr(), d.getPid(),
+           d.getState().cStr(), d.getRestarts(), devices);
+  }
+  return 0;
+}
+
+int wait(const HostPaths& p, const std::string& name, double timeout_s) {
+  auto deadline = std::chrono::steady_clock::now() +
+                  std::chrono::milliseconds(int64_t(timeout_s * 1000));
+  std::string log_path;
+  for (;;) {
+    auto r = domain_info(p, name);
+    if (!r) return fail(r.error().message);
+    auto d = r->get().getDomains()[0];
+    log_path = d.getConsoleLog();
+    if (std::string(d.getState().cStr()) != "running") break;
+    if (std::chrono::steady_clock::now() > deadline) {
+      fprintf(stderr, "axl: domain %s still running after %.0f s\n", name.c_str(), timeout_s);
+      return 124;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  // The bundled guest init reports its script's status on the console.
+  auto log = config::read_file(log_path);
+  std::smatch m;
+  static const std::regex kExit("AXL-GUEST-EXIT (\\d+)");
+  std::string text = log ? *log : "";
+  int status = -1;
+  for (auto it = std::sregex_iterator(text.begin(), text.end(), kExit); it != std::sregex_iterator();
+       ++it)
+    status = std::stoi((*it)[1]);
+  if (status < 0) return fail("domain " + name + " shut off without reporting a script status");
+  printf("domain %s shut off, script exit status %d\n", name.c_str(), status);
+  return status;
+}
+
+int console(const HostPaths& p, const std::string& name, bool log_only) {
+  auto r = domain_info(p, name);
+  if (!r) return fail(r.error().message);
+  auto d = r->get().getDomains()[0];
+  if (log_only) {
+    auto log = config::read_file(d.getConsoleLog());
+    if (!log) return fail("no console output yet for " + name);
+    fwrite(log->data(), 1, log->size(), stdout);
+    return 0;
+  }
+  if (std::string(d.getState().cStr()) != "running") return fail("domain " + name + " is not running");
+  UniqueFd s(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
+  sockaddr_un a{};
+  a.sun_family = AF_UNIX;
+  std::string path = d.getConsoleSocket();
+  if (path.size() >= sizeof a.sun_path) return fail("console socket path too long");
+  memcpy(a.sun_path, path.c_str(), path.size() + 1);
+  if (::connect(s.get(), reinterpret_cast<sockaddr*>(&a), sizeof a) < 0)
+    return fail("cannot connect to the console of " + name + ": " + strerror(errno));
+  bool tty = isatty(0);
+  termios saved{};
+  if (tty) {
+    tcgetattr(0, &saved);
+    termios raw = saved;
+    cfmakeraw(&raw);
+    tcsetattr(0, TCSANOW, &raw);
+    fprintf(stderr, "Connected to %s (escape character is ^])\r\n", name.c_str());
+  }
+  char buf[4096];
+  for (;;) {
+    pollfd fds[2] = {{0, POLLIN, 0}, {s.get(), POLLIN, 0}};
+    if (::poll(fds, 2, -1) < 0) break;
+    if (fds[0].revents & (POLLIN | POLLHUP)) {
+      ssize_t n = ::read(0, buf, sizeof buf);
+      if (n <= 0) break;
+      if (tty && memchr(buf, 0x1d, size_t(n))) break;  // ^]
+      if (::write(s.get(), buf, size_t(n)) < 0) break;
+    }
+    if (fds[1].revents & (POLLIN | POLLHUP)) {
+      ssize_t n = ::read(s.get(), buf, sizeof buf);
+      if (n <= 0) break;
+      if (::write(1, buf, size_t(n)) < 0) break;
+    }
+  }
+  if (tty) tcsetattr(0, TCSANOW, &saved);
+  return 0;
+}
+
+}  // namespace axl::cli

@@ -1,0 +1,26 @@
+// The axl verbs.  Each returns the process exit status and prints at most one
+// line on error, naming the problem.
+#pragma once
+#include <string>
+
+namespace axl::cli {
+
+struct HostPaths {
+  std::string state_dir;
+  std::string hv_socket() const { return state_dir + "/hv.sock"; }
+  std::string supervisor_socket() const { return state_dir + "/supervisor.sock"; }
+};
+
+int host_up(const HostPaths& p, const std::string& config_path);
+int host_down(const HostPaths& p);
+int create(const HostPaths& p, const std::string& config_path);
+int list(const HostPaths& p);
+int destroy(const HostPaths& p, const std::string& name);
+int console(const HostPaths& p, const std::string& name, bool log_only);
+int drivers(const HostPaths& p);
+int wait(const HostPaths& p, const std::string& name, double timeout_s);
+
+// Shared by verbs: prints "axl: MSG" to stderr and returns 1.
+int fail(const std::string& msg);
+
+}  // namespace axl::cli

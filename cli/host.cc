@@ -1,0 +1,178 @@
+// axl host up / down: start and stop the host stack (hypervisor, supervisor,
+// driver domains).  The daemons' PIDs are recorded in the state dir and
+// verified before any signal is sent, so `down` never touches a stranger.
+#include <signal.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <filesystem>
+#include <fstream>
+#include <thread>
+
+#include "cli/client.h"
+#include "cli/commands.h"
+#include "common/config.h"
+#include "common/process.h"
+
+namespace axl::cli {
+
+namespace fs = std::filesystem;
+using namespace std::chrono_literals;
+
+namespace {
+
+const char* const kDaemons[] = {"supervisor", "hv"};
+
+std::string pid_file(const HostPaths& p, const std::string& d) { return p.state_dir + "/" + d + ".pid"; }
+
+// The PID in `file` if that process is alive and is our daemon for this
+// state dir (its command line names both), else -1.
+pid_t live_daemon(const HostPaths& p, const std::string& daemon) {
+  std::ifstream f(pid_file(p, daemon));
+  pid_t pid = -1;
+  if (!(f >> pid) || pid <= 0) return -1;
+  auto cmd = config::read_file("/proc/" + std::to_string(pid) + "/cmdline");
+  if (!cmd) return -1;
+  std::string c = *cmd;
+  for (auto& ch : c)
+    if (ch == '\0') ch = ' ';
+  if (c.find("axolotl-" + daemon) == std::string::npos || c.find(p.state_dir) == std::string::npos)
+    return -1;
+  return pid;
+}
+
+std::string last_line(const std::string& path) {
+  auto s = config::read_file(path);
+  if (!s) return "";
+  std::string t = *s;
+  while (!t.empty() && t.back() == '\n') t.pop_back();
+  auto pos = t.rfind('\n');
+  return pos == std::string::npos ? t : t.substr(pos + 1);
+}
+
+bool wait_ping(const std::string& socket, const proc::Child& c, std::chrono::milliseconds limit) {
+  auto deadline = std::chrono::steady_clock::now() + limit;
+  while (std::chrono::steady_clock::now() < deadline) {
+    if (call(socket, [](auto r) { r.setPing(); }, 2000)) return true;
+    if (proc::wait_for(c, 50ms)) return false;  // died
+  }
+  return false;
+}
+
+void remove_runtime_files(const HostPaths& p) {
+  std::error_code ec;
+  for (const char* f : {"hv.sock", "supervisor.sock", "drivers.sock", "hv.pid", "supervisor.pid",
+                        "host.toml"})
+    fs::remove(p.state_dir + "/" + f, ec);
+  fs::remove_all(p.state_dir + "/dom", ec);
+}
+
+// Stops one daemon: a polite shutdown request, then SIGTERM, then SIGKILL.
+void stop_daemon(const HostPaths& p, const std::string& daemon, const std::string& socket) {
+  pid_t pid = live_daemon(p, daemon);
+  if (pid < 0) return;
+  (void)call(socket, [](auto r) { r.setShutdown(); }, 5000);
+  for (int i = 0; i < 200 && live_daemon(p, daemon) == pid; ++i) std::this_thread::sleep_for(50ms);
+  if (live_daemon(p, daemon) == pid) {
+    ::kill(pid, SIGTERM);
+    for (int i = 0; i < 60 && live_daemon(p, daemon) == pid; ++i) std::this_thread::sleep_for(50ms);
+  }
+  if (live_daemon(p, daemon) == pid) ::kill(pid, SIGKILL);
+}
+
+}  // namespace
+
+int host_up(const HostPaths& p, const std::string& config_path) {
+  auto text = config::read_file(config_path);
+  if (!text) return fail(text.error().message);
+  auto host = config::parse_host(*text, config_path);
+  if (!host) return fail(host.error().message);
+  for (const char* d : kDaemons) {
+    if (live_daemon(p, d) > 0)
+      return fail("a host is already running with state dir " + p.state_dir);
+  }
+  for (const char* d : kDaemons) {
+    if (fs::exists(pid_file(p, d)))
+      return fail("stale state dir " + p.state_dir + " (its " + d +
+                  " is gone): run 'axl host down --state-dir " + p.state_dir + "' to clean it");
+  }
+  std::string bin = proc::exe_dir();
+  for (const char* b : {"axolotl-hv", "axolotl-supervisor", "axolotl-driverdom"})
+    if (::access((bin + "/" + b).c_str(), X_OK) != 0)
+      return fail(std::string("missing ") + b + " beside axl in " + bin);
+  if (proc::find_on_path("qemu-system-x86_64").empty())
+    return fail("QEMU not found: qemu-system-x86_64 is not on PATH (run scripts/setup)");
+  std::error_code ec;
+  fs::create_directories(p.state_dir, ec);
+  if (ec) return fail("cannot create state dir " + p.state_dir + ": " + ec.message());
+  // The supervisor reads its own copy: the user's file may change or vanish.
+  {
+    std::ofstream f(p.state_dir + "/host.toml");
+    f << *text;
+  }
+
+  auto start = [&](const std::string& daemon, std::vector<std::string> argv) -> Result<proc::Child> {
+    proc::SpawnOptions so;
+    so.argv = std::move(argv);
+    so.log_path = p.state_dir + "/" + daemon + ".log";
+    so.new_session = true;
+    auto c = proc::spawn(so);
+    if (!c) return c.error();
+    std::ofstream(pid_file(p, daemon)) << c->pid << "\n";
+    return c;
+  };
+  auto abort_up = [&](const std::string& msg) {
+    stop_daemon(p, "supervisor", p.supervisor_socket());
+    stop_daemon(p, "hv", p.hv_socket());
+    remove_runtime_files(p);
+    return fail(msg);
+  };
+
+  auto hv = start("hv", {bin + "/axolotl-hv", "--state-dir", p.state_dir});
+  if (!hv) return abort_up(hv.error().message);
+  if (!wait_ping(p.hv_socket(), *hv, 10s))
+    return abort_up("hypervisor did not start: " + last_line(p.state_dir + "/hv.log"));
+  auto sup = start("supervisor", {bin + "/axolotl-supervisor", "--state-dir", p.state_dir,
+                                  "--config", p.state_dir + "/host.toml"});
+  if (!sup) return abort_up(sup.error().message);
+  if (!wait_ping(p.supervisor_socket(), *sup, 10s))
+    return abort_up("supervisor did not start: " + last_line(p.state_dir + "/supervisor.log"));
+  // Up means every driver domain has said hello to the hypervisor.
+  auto deadline = std::chrono::steady_clock::now() + 15s;
+  size_t connected = 0;
+  while (std::chrono::steady_clock::now() < deadline) {
+    auto r = call(p.hv_socket(), [](auto q) { q.setListDrivers(); });
+    connected = r ? r->get().getDrivers().size() : 0;
+    if (connected == host->drivers.size()) break;
+    if (proc::wait_for(*sup, 0ms))
+      return abort_up("supervisor exited: " + last_line(p.state_dir + "/supervisor.log"));
+    std::this_thread::sleep_for(50ms);
+  }
+  if (connected != host->drivers.size()) {
+    std::string why;
+    for (auto& d : host->drivers) {
+      std::string l = last_line(p.state_dir + "/driver-" + d.name + ".log");
+      if (!l.empty()) why = " (driver " + d.name + ": " + l + ")";
+    }
+    return abort_up("driver domains did not connect to the hypervisor" + why);
+  }
+  printf("host up: %zu driver domain%s, state dir %s\n", host->drivers.size(),
+         host->drivers.size() == 1 ? "" : "s", p.state_dir.c_str());
+  return 0;
+}
+
+int host_down(const HostPaths& p) {
+  bool any = false;
+  for (const char* d : kDaemons) any |= live_daemon(p, d) > 0 || fs::exists(pid_file(p, d));
+  if (!any) return fail("no host running with state dir " + p.state_dir);
+  // Hypervisor first: it destroys every domain while their drivers still
+  // serve them; then the supervisor stops the driver domains.
+  stop_daemon(p, "hv", p.hv_socket());
+  stop_daemon(p, "supervisor", p.supervisor_socket());
+  remove_runtime_files(p);
+  printf("host down\n");
+  return 0;
+}
+
+}  // namespace axl::cli

@@ -1,0 +1,71 @@
+// axl: the Axolotl toolstack CLI (after Xen's xl).
+#include <CLI/CLI.hpp>
+#include <signal.h>
+
+#include "cli/commands.h"
+#include "cli/demo.h"
+
+int main(int argc, char** argv) {
+  signal(SIGPIPE, SIG_IGN);
+  CLI::App app{"axl: the Axolotl toolstack"};
+  app.require_subcommand(1);
+  axl::cli::HostPaths paths{"/run/axolotl"};
+  app.add_option("--state-dir", paths.state_dir, "where the host stack keeps its sockets and state")
+      ->capture_default_str();
+  auto state_opt = [&](CLI::App* c) {
+    c->add_option("--state-dir", paths.state_dir, "host state dir (default /run/axolotl)");
+  };
+
+  auto* host = app.add_subcommand("host", "start or stop the host stack");
+  host->require_subcommand(1);
+  std::string host_cfg;
+  auto* up = host->add_subcommand("up", "start hypervisor, supervisor and driver domains");
+  up->add_option("--config", host_cfg, "host config (TOML)")->required();
+  state_opt(up);
+  auto* down = host->add_subcommand("down", "stop everything `host up` started");
+  state_opt(down);
+
+  std::string file, name;
+  bool log_only = false;
+  double timeout_s = 600;
+  auto* create = app.add_subcommand("create", "create and start a domain from a guest config");
+  create->add_option("config", file, "guest config (TOML)")->required();
+  state_opt(create);
+  auto* list = app.add_subcommand("list", "list domains");
+  state_opt(list);
+  auto* destroy = app.add_subcommand("destroy", "stop a domain and release its devices");
+  destroy->add_option("name", name)->required();
+  state_opt(destroy);
+  auto* console = app.add_subcommand("console", "attach to a domain's serial console");
+  console->add_option("name", name)->required();
+  console->add_flag("--log", log_only, "print what the console has shown so far and exit");
+  state_opt(console);
+  auto* drivers = app.add_subcommand("drivers", "list driver domains");
+  state_opt(drivers);
+  auto* wait = app.add_subcommand("wait", "wait for a domain to shut off; exit with its script status");
+  wait->add_option("name", name)->required();
+  wait->add_option("--timeout", timeout_s, "seconds")->capture_default_str();
+  state_opt(wait);
+  auto* demo = app.add_subcommand("demo", "boot a guest with a disk and a NIC served by driver domains");
+  axl::cli::DemoOptions demo_opts;
+  demo->add_option("--mib", demo_opts.stream_mib, "MiB to stream over the NIC")->capture_default_str();
+
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    if (e.get_exit_code() == 0) return app.exit(e);
+    fprintf(stderr, "axl: %s\n", e.what());
+    return 2;
+  }
+  using namespace axl::cli;
+  if (*up) return host_up(paths, host_cfg);
+  if (*down) return host_down(paths);
+  if (*create) return axl::cli::create(paths, file);
+  if (*list) return axl::cli::list(paths);
+  if (*destroy) return axl::cli::destroy(paths, name);
+  if (*console) return axl::cli::console(paths, name, log_only);
+  if (*drivers) return axl::cli::drivers(paths);
+  if (*wait) return axl::cli::wait(paths, name, timeout_s);
+  if (*demo) return run_demo(demo_opts);
+  return 2;
+}
