@@ -1,0 +1,69 @@
+// axolotl-driverdom: one driver domain process (one driver instance).
+//
+//   axolotl-driverdom --name NAME --kind net|blk --hv-socket PATH [--tap-fd N]
+//
+// main() only wires the parts: options, fd hygiene, the driver of the asked
+// kind, the runtime that speaks to the hypervisor.
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <boost/asio/io_context.hpp>
+#include <cstdio>
+#include <memory>
+#include <vector>
+
+#include "common/log.h"
+#include "common/wire.h"
+#include "driverdom/blk/blk_driver.h"
+#include "driverdom/net/net_driver.h"
+#include "driverdom/runtime/fd_hygiene.h"
+#include "driverdom/runtime/options.h"
+#include "driverdom/runtime/runtime.h"
+
+int main(int argc, char** argv) {
+  using namespace axl;
+  using namespace axl::driverdom;
+  auto opts = parse_options(std::vector<std::string>(argv + 1, argv + argc));
+  if (!opts) {
+    fprintf(stderr, "axolotl-driverdom: %s\n%s\n", opts.error().message.c_str(), kUsage);
+    return 2;
+  }
+  log::set_component("driverdom[" + opts->name + "]");
+
+  std::vector<int> keep;
+  if (opts->tap_fd) keep.push_back(*opts->tap_fd);
+  if (auto s = close_inherited_fds(keep); !s) {
+    AXL_ERROR("%s", s.error().message.c_str());
+    return 1;
+  }
+  UniqueFd tap;
+  if (opts->tap_fd) {
+    tap.reset(*opts->tap_fd);
+    // Inherited without CLOEXEC on purpose; nothing this process starts may get it.
+    if (::fcntl(tap.get(), F_SETFD, FD_CLOEXEC) < 0) {
+      AXL_ERROR("--tap-fd %d is not an open fd", *opts->tap_fd);
+      return 1;
+    }
+  }
+
+  auto control = wire::connect(opts->hv_socket);
+  if (!control) {
+    AXL_ERROR("%s", control.error().message.c_str());
+    return 1;
+  }
+
+  boost::asio::io_context io;
+  std::unique_ptr<Driver> driver;
+  if (opts->kind == Kind::kBlk) {
+    driver = std::make_unique<blk::BlkDriver>(io);
+  } else {
+    auto net = std::make_unique<net::NetDriver>(io, std::move(tap));
+    if (auto s = net->start(); !s) {
+      AXL_ERROR("%s", s.error().message.c_str());
+      return 1;
+    }
+    driver = std::move(net);
+  }
+  Runtime runtime(io, std::move(opts).value(), std::move(control).value(), *driver);
+  return runtime.run();
+}

@@ -1,0 +1,53 @@
+// The contract between the runtime (control socket, event loop) and a driver
+// kind (blk, net).  The runtime parses and validates control messages, maps
+// the channel and hands the driver a ready DriverEnd; it never branches on
+// device type beyond choosing which Driver to build in main().
+#pragma once
+#include <array>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "channel/channel.h"
+#include "common/result.h"
+#include "common/unique_fd.h"
+
+namespace axl::driverdom {
+
+enum class Kind { kNet, kBlk };
+
+const char* kind_name(Kind k);
+
+struct NetAttachSpec {
+  std::array<uint8_t, 6> mac{};
+};
+
+struct BlkAttachSpec {
+  bool read_only = false;
+  std::string serial;  // at most 20 bytes (VIRTIO_BLK_T_GET_ID)
+};
+
+// A validated DriverMsg.attach, fds not included.
+struct AttachSpec {
+  uint32_t device_id = 0;
+  uint32_t slots = 0;
+  uint32_t slot_size = 0;
+  Kind kind = Kind::kNet;
+  NetAttachSpec net;
+  BlkAttachSpec blk;
+};
+
+class Driver {
+ public:
+  virtual ~Driver() = default;
+  // Fds each attach carries beyond the three channel fds (blk: the image).
+  virtual size_t extra_fds() const = 0;
+  // Takes over a device; the runtime guarantees spec.kind matches, the
+  // device id is new and `extra.size() == extra_fds()`.
+  virtual Status attach(const AttachSpec& spec, channel::DriverEnd end,
+                        std::vector<UniqueFd> extra) = 0;
+  // Drops a device; false if there was none with that id.
+  virtual bool detach(uint32_t device_id) = 0;
+};
+
+}  // namespace axl::driverdom

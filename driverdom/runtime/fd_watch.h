@@ -1,0 +1,49 @@
+// Readiness watch on an fd someone else owns, for the one Boost.Asio loop.
+//
+// The channel eventfds belong to DriverEnd and the TAP fd to NetDriver, so
+// the watch must never close them: it hands the fd back (release()) when it
+// goes away.  A readiness handler that was already queued when the watch was
+// destroyed finds its liveness token cleared and does nothing.
+#pragma once
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/posix/stream_descriptor.hpp>
+#include <functional>
+#include <memory>
+#include <string>
+
+#include "common/result.h"
+
+namespace axl::driverdom {
+
+class FdWatch {
+ public:
+  // `on_ready` runs when the fd is readable.  It returns true when it stopped
+  // early on its work budget: the watch then runs it again soon (posted)
+  // instead of waiting for another readiness edge that may never come.
+  // `on_error` runs once if the fd can no longer be waited on.
+  FdWatch(boost::asio::io_context& io, int fd, std::string what, std::function<bool()> on_ready,
+          std::function<void(const std::string&)> on_error = {});
+  ~FdWatch();
+  FdWatch(const FdWatch&) = delete;
+  FdWatch& operator=(const FdWatch&) = delete;
+
+  // Registers the fd with the loop and waits for the first readiness.
+  Status start();
+
+ private:
+  void arm();
+  void fire();
+
+  boost::asio::io_context& io_;
+  boost::asio::posix::stream_descriptor sd_;
+  std::string what_;
+  std::function<bool()> on_ready_;
+  std::function<void(const std::string&)> on_error_;
+  std::shared_ptr<bool> alive_ = std::make_shared<bool>(true);
+};
+
+// An fd the loop can wait on must be pollable; a regular file or directory
+// registers "fine" with Asio and then never becomes ready, so check first.
+Status check_pollable(int fd);
+
+}  // namespace axl::driverdom

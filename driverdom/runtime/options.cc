@@ -1,0 +1,41 @@
+#include "driverdom/runtime/options.h"
+
+#include <charconv>
+
+namespace axl::driverdom {
+
+Result<Options> parse_options(const std::vector<std::string>& args) {
+  Options o;
+  bool have_kind = false;
+  for (size_t i = 0; i < args.size(); ++i) {
+    const std::string& a = args[i];
+    if (a != "--name" && a != "--kind" && a != "--hv-socket" && a != "--tap-fd")
+      return make_error("unknown argument: " + a);
+    if (i + 1 >= args.size()) return make_error(a + " needs a value");
+    const std::string& v = args[++i];
+    if (a == "--name") {
+      o.name = v;
+    } else if (a == "--kind") {
+      if (v == "net") o.kind = Kind::kNet;
+      else if (v == "blk") o.kind = Kind::kBlk;
+      else return make_error("--kind must be net or blk, not " + v);
+      have_kind = true;
+    } else if (a == "--hv-socket") {
+      o.hv_socket = v;
+    } else {
+      int fd = -1;
+      auto [end, ec] = std::from_chars(v.data(), v.data() + v.size(), fd);
+      // 0-2 are stdio; a TAP there means the caller wired something wrong.
+      if (ec != std::errc() || end != v.data() + v.size() || fd < 3)
+        return make_error("--tap-fd must be a file descriptor number >= 3, not " + v);
+      o.tap_fd = fd;
+    }
+  }
+  if (o.name.empty()) return make_error("--name is required");
+  if (!have_kind) return make_error("--kind is required");
+  if (o.hv_socket.empty()) return make_error("--hv-socket is required");
+  if (o.tap_fd && o.kind != Kind::kNet) return make_error("--tap-fd is only for --kind net");
+  return o;
+}
+
+}  // namespace axl::driverdom

@@ -1,0 +1,24 @@
+// Command line of axolotl-driverdom.
+#pragma once
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "common/result.h"
+#include "driverdom/runtime/driver.h"
+
+namespace axl::driverdom {
+
+struct Options {
+  std::string name;
+  Kind kind = Kind::kNet;
+  std::string hv_socket;
+  std::optional<int> tap_fd;  // net only: inherited from the supervisor
+};
+
+constexpr const char* kUsage =
+    "usage: axolotl-driverdom --name NAME --kind net|blk --hv-socket PATH [--tap-fd N]";
+
+Result<Options> parse_options(const std::vector<std::string>& args);
+
+}  // namespace axl::driverdom
