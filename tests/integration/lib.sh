@@ -1,0 +1,82 @@
+# Shared helpers for Axolotl's integration tests (bash).  Every test runs in a
+# network namespace it creates, with a state dir of its own, and cleans up
+# what it started even when it fails: the host stack (by `axl host down`,
+# which stops daemons by their recorded PIDs), helper processes by PID, the
+# namespace and the temp dir.
+set -euo pipefail
+
+: "${AXL_BIN:?AXL_BIN must point at the build's bin dir}"
+AXL="$AXL_BIN/axl"
+TOOL="$AXL_BIN/axl-tool"
+
+T_NAME=$(basename "$0" .sh)
+T_DIR=$(mktemp -d "/tmp/axl-${T_NAME}.XXXXXX")
+T_NS="axl-${T_NAME:0:12}-$$"
+T_STATE="$T_DIR/state"
+T_PIDS=()
+T_UP=0
+
+log() { printf '[%s] %s\n' "$T_NAME" "$*" >&2; }
+die() {
+  log "FAIL: $*"
+  exit 1
+}
+
+in_ns() { ip netns exec "$T_NS" "$@"; }
+axl() { in_ns "$AXL" --state-dir "$T_STATE" "$@"; }
+
+t_cleanup() {
+  local rc=$?
+  set +e
+  for p in "${T_PIDS[@]}"; do kill "$p" 2>/dev/null; wait "$p" 2>/dev/null; done
+  if ((T_UP)); then
+    if ((rc != 0)); then
+      for f in "$T_STATE"/*.log "$T_STATE"/dom/*/console.log "$T_STATE"/dom/*/qemu.log; do
+        [ -f "$f" ] && { echo "----- $f (tail)"; tail -n 40 "$f"; } >&2
+      done
+    fi
+    "$AXL" --state-dir "$T_STATE" host down >/dev/null 2>&1
+  fi
+  ip netns del "$T_NS" 2>/dev/null
+  rm -rf "$T_DIR"
+  exit $rc
+}
+trap t_cleanup EXIT
+trap 'exit 130' INT TERM
+
+require_root_and_tools() {
+  if [ "$(id -u)" != 0 ]; then echo "SKIP: needs root (network namespaces, TAP)"; exit 77; fi
+  for t in ip qemu-system-x86_64 sha256sum; do
+    command -v "$t" >/dev/null || { echo "SKIP: $t not installed"; exit 77; }
+  done
+  [ -r "$AXL_BIN/../guest/vmlinuz" ] || { echo "SKIP: guest image not built (scripts/setup)"; exit 77; }
+}
+
+make_ns() {
+  ip netns add "$T_NS"
+  in_ns ip link set lo up
+}
+
+host_up() {  # host_up CONFIG
+  axl host up --config "$1" >&2
+  T_UP=1
+}
+
+# Records a background PID for cleanup.
+track() { T_PIDS+=("$1"); }
+
+sha_of() { sha256sum "$1" | cut -d' ' -f1; }
+
+# console_value NAME KEY: the hex value printed as "KEY <hex>" on NAME's console.
+console_value() {
+  axl console "$1" --log | tr -d '\r' | sed -n "s/^$2 \([0-9a-f]\{64\}\).*/\1/p" | tail -n 1
+}
+
+# Asserts that none of the given PIDs is alive any more.
+assert_gone() {
+  local p
+  for p in "$@"; do
+    [ -n "$p" ] && [ "$p" -gt 0 ] || continue
+    if kill -0 "$p" 2>/dev/null; then die "process $p ($(tr '\0' ' ' </proc/$p/cmdline)) still running"; fi
+  done
+}
