@@ -865,6 +865,10 @@ int run(const Options& o) {
   const DeviceInfo& info = dev.info();
   uint64_t range = o.range ? std::min(o.range, info.capacity_bytes) : info.capacity_bytes;
   range = range / kPage * kPage;
+  if (range < 16 * kPage) {
+    std::fprintf(stderr, "axl-bench-blk: --range must cover at least 64 KiB\n");
+    return 2;
+  }
   std::printf("{%s\"device\":{\"capacity\":%" PRIu64 ",\"range\":%" PRIu64 ",\"seg_max\":%u,\"size_max\":%u,"
               "\"max_req\":%" PRIu64 ",\"features\":\"0x%" PRIx64 "\",\"protocol_features\":\"0x%" PRIx64
               "\",\"event_idx\":%s,\"queue_size\":%u,\"mode\":\"%s\"}}\n",
