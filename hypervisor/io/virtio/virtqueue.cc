@@ -1,6 +1,8 @@
 #include "hypervisor/io/virtio/virtqueue.h"
 
+#include <errno.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <atomic>
 
@@ -171,6 +173,14 @@ bool Virtqueue::should_notify() {
   if (!valid) return true;
   // vring_need_event(): notify if `event` lies in (old, now].
   return uint16_t(now - event - 1) < uint16_t(now - old);
+}
+
+void Virtqueue::notify() {
+  if (!should_notify() || call_fd_ < 0) return;
+  uint64_t one = 1;
+  // EAGAIN means the counter is saturated: an interrupt is pending anyway.
+  while (::write(call_fd_, &one, sizeof one) < 0 && errno == EINTR) {
+  }
 }
 
 bool Virtqueue::enable_notification() {

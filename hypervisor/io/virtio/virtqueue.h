@@ -80,6 +80,11 @@ class Virtqueue {
 
   uint16_t used_idx() const { return used_idx_; }
 
+  // The front-end's call eventfd (not owned: the vhost-user handler owns
+  // it); -1 = none.  notify() signals it when should_notify() says so.
+  void set_call_fd(int fd) { call_fd_ = fd; }
+  void notify();
+
  private:
   uint16_t load_avail_idx() const;
   ChainError walk(uint16_t head, Chain* out);
@@ -96,6 +101,7 @@ class Virtqueue {
   bool event_idx_;
   bool indirect_;
   bool broken_ = false;
+  int call_fd_ = -1;
 };
 
 }  // namespace axl::virtio

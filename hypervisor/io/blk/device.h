@@ -1,0 +1,91 @@
+// virtio-blk device logic (virtio 1.2 §5.2) over a driver-domain channel.
+//
+// Every request popped from the guest takes a free in-flight id (= channel
+// slot); data moves guest->pool before a write is pushed and pool->guest
+// after a read completes; the status byte is written last.  Requests go to
+// the channel in the order they were popped, and the driver serves them in
+// order, so a flush completes after every earlier write (§5.2.6.2).  When all
+// slots are busy requests simply wait in the virtqueue.
+#pragma once
+#include <atomic>
+#include <cstdint>
+#include <deque>
+#include <optional>
+#include <vector>
+
+#include "channel/channel.h"
+#include "hypervisor/guest_device.h"
+#include "hypervisor/io/device_host.h"
+#include "hypervisor/io/virtio/virtqueue.h"
+
+namespace axl::hv::io::blk {
+
+// virtio-blk feature bits (§5.2.3) and request types/status (§5.2.6).
+constexpr unsigned kFSizeMax = 1;
+constexpr unsigned kFSegMax = 2;
+constexpr unsigned kFRo = 5;
+constexpr unsigned kFBlkSize = 6;
+constexpr unsigned kFFlush = 9;
+constexpr uint32_t kTIn = 0;
+constexpr uint32_t kTOut = 1;
+constexpr uint32_t kTFlush = 4;
+constexpr uint32_t kTGetId = 8;
+constexpr uint8_t kSOk = 0;
+constexpr uint8_t kSIoErr = 1;
+constexpr uint8_t kSUnsupp = 2;
+constexpr uint32_t kIdBytes = 20;  // VIRTIO_BLK_ID_BYTES
+
+// A request's data always fits one slot: seg_max segments of size_max bytes.
+constexpr uint32_t kSlots = 64;
+constexpr uint32_t kSizeMax = 4096;
+constexpr uint32_t kSegMax = 64;
+constexpr uint32_t kSlotSize = kSizeMax * kSegMax;
+
+class BlkDevice final : public DeviceLogic {
+ public:
+  BlkDevice(BlkDeviceSpec spec, channel::HvEnd chan);
+
+  uint64_t features() const override;
+  uint32_t queue_count() const override { return 1; }
+  Result<std::vector<uint8_t>> get_config(uint32_t offset, uint32_t size) override;
+  void queue_started(uint32_t index, virtio::Virtqueue& vq) override;
+  void queue_stopped(uint32_t index) override;
+  void queue_kicked(uint32_t index) override;
+  std::vector<int> extra_fds() const override;
+  void extra_fd_ready(int fd) override;
+  DeviceStats stats() const override;
+
+  bool quarantined() const { return quarantined_; }
+
+ private:
+  struct Inflight {
+    bool busy = false;
+    uint64_t queue_gen = 0;  // the ring incarnation the chain came from
+    uint64_t seq = 0;        // pop order, for an in-order replay on rebind
+    virtio::Chain chain;
+    channel::Request req{};
+    uint64_t status_off = 0;  // stream offset of the status byte
+  };
+
+  void process();
+  void submit(virtio::Chain chain);
+  void complete_now(const virtio::Chain& chain, uint64_t status_off, uint8_t status,
+                    uint32_t used_len);
+  void handle_responses();
+  void finish(uint32_t id, const channel::Response& r);
+  void violation(const char* what, uint32_t id);
+
+  BlkDeviceSpec spec_;
+  uint64_t capacity_sectors_;
+  channel::HvEnd chan_;
+  std::vector<Inflight> inflight_;
+  std::deque<uint32_t> free_;
+  virtio::Virtqueue* vq_ = nullptr;
+  uint64_t queue_gen_ = 0;
+  uint64_t next_seq_ = 0;
+  bool quarantined_ = false;
+
+  std::atomic<uint64_t> requests_{0}, bytes_{0}, bad_descriptors_{0}, violations_{0};
+};
+
+}  // namespace axl::hv::io::blk

@@ -1,0 +1,290 @@
+#include "hypervisor/io/net/device.h"
+
+#include <string.h>
+
+#include <algorithm>
+
+#include "common/log.h"
+
+namespace axl::hv::io::net {
+
+NetDevice::NetDevice(NetDeviceSpec spec, channel::HvEnd chan)
+    : spec_(spec), chan_(std::move(chan)), rx_slots_(chan_.slots() / 2), slots_(chan_.slots()) {
+  for (uint32_t id = rx_slots_; id < chan_.slots(); ++id) tx_free_.push_back(id);
+  // RX buffers are posted from the start: frames may arrive before the
+  // guest's driver is up and wait in their slots.
+  for (uint32_t id = 0; id < rx_slots_; ++id) post_rx(id);
+  chan_.kick();
+}
+
+uint64_t NetDevice::features() const {
+  return virtio::bit(virtio::kFVersion1) | virtio::bit(virtio::kFRingIndirectDesc) |
+         virtio::bit(virtio::kFRingEventIdx) | virtio::bit(kFMrgRxbuf);
+}
+
+void NetDevice::post_rx(uint32_t id) {
+  Slot& s = slots_[id];
+  s.use = Use::kRxPosted;
+  s.posted_len = chan_.slot_size();
+  s.filled_len = 0;
+  channel::Request r{};
+  r.id = id;
+  r.op = uint16_t(channel::Op::kNetRxPost);
+  r.pool_off = uint32_t(uint64_t(id) * chan_.slot_size());
+  r.len = chan_.slot_size();
+  chan_.push(r);
+}
+
+void NetDevice::queue_started(uint32_t index, virtio::Virtqueue& vq) {
+  if (index == kRxQueue) {
+    rx_vq_ = &vq;
+  } else if (index == kTxQueue) {
+    tx_vq_ = &vq;
+    ++tx_gen_;
+  }
+}
+
+void NetDevice::queue_stopped(uint32_t index) {
+  if (index == kRxQueue) {
+    rx_vq_ = nullptr;
+    // Chains popped from the old ring belong to the front-end again.
+    rx_held_.clear();
+    rx_held_bytes_ = 0;
+  } else if (index == kTxQueue) {
+    tx_vq_ = nullptr;
+  }
+}
+
+void NetDevice::queue_kicked(uint32_t index) {
+  if (index == kRxQueue)
+    deliver_rx();
+  else if (index == kTxQueue)
+    process_tx();
+}
+
+std::vector<int> NetDevice::extra_fds() const {
+  if (quarantined_) return {};
+  return {chan_.resp_kick_fd()};
+}
+
+void NetDevice::extra_fd_ready(int fd) {
+  if (fd != chan_.resp_kick_fd() || quarantined_) return;
+  chan_.ack_doorbell();
+  handle_responses();
+}
+
+DeviceStats NetDevice::stats() const {
+  DeviceStats s;
+  s.requests = frames_.load(std::memory_order_relaxed);
+  s.bytes = bytes_.load(std::memory_order_relaxed);
+  s.bad_descriptors = bad_descriptors_.load(std::memory_order_relaxed);
+  s.driver_violations = violations_.load(std::memory_order_relaxed);
+  return s;
+}
+
+void NetDevice::process_tx() {
+  if (!tx_vq_ || quarantined_) return;
+  for (;;) {
+    while (!tx_free_.empty()) {
+      auto p = tx_vq_->pop();
+      if (p.error != virtio::ChainError::kNone) {
+        bad_descriptors_.fetch_add(1, std::memory_order_relaxed);
+        AXL_WARN("virtio-net tx: bad chain: %s", virtio::to_string(p.error));
+        if (p.bad_head) tx_vq_->push(*p.bad_head, 0);
+        if (tx_vq_->broken()) break;
+        continue;
+      }
+      if (!p.chain) break;
+      virtio::Chain& c = *p.chain;
+      // §5.1.6.2: a TX chain is header + frame, all device-readable.
+      if (c.writable_bytes != 0 || c.readable_bytes < kHdrBytes ||
+          c.readable_bytes > chan_.slot_size()) {
+        bad_descriptors_.fetch_add(1, std::memory_order_relaxed);
+        AXL_WARN("virtio-net tx: chain of %llu readable / %llu writable bytes dropped",
+                 static_cast<unsigned long long>(c.readable_bytes),
+                 static_cast<unsigned long long>(c.writable_bytes));
+        tx_vq_->push(c.head, 0);
+        continue;
+      }
+      uint32_t id = tx_free_.front();
+      auto r = tx_vq_->dma().copy_from_guest(c.segs, 0, {chan_.slot(id), size_t(c.readable_bytes)});
+      if (!r.ok() || r.bytes != c.readable_bytes) {
+        tx_vq_->push(c.head, 0);
+        continue;
+      }
+      tx_free_.pop_front();
+      Slot& s = slots_[id];
+      s.use = Use::kTx;
+      s.posted_len = uint32_t(c.readable_bytes);
+      s.queue_gen = tx_gen_;
+      s.chain = std::move(c);
+      channel::Request req{};
+      req.id = id;
+      req.op = uint16_t(channel::Op::kNetTx);
+      req.pool_off = uint32_t(uint64_t(id) * chan_.slot_size());
+      req.len = s.posted_len;
+      chan_.push(req);
+    }
+    if (tx_free_.empty() || tx_vq_->broken() || !tx_vq_->enable_notification()) break;
+  }
+  chan_.kick();
+  tx_vq_->notify();
+}
+
+bool NetDevice::deliver_one(const Filled& f) {
+  // Gather guest buffers until the frame fits (§5.1.6.3.1); without
+  // MRG_RXBUF one chain must take it whole.
+  while (rx_held_bytes_ < f.len && (mrg_rxbuf_ || rx_held_.empty())) {
+    auto p = rx_vq_->pop();
+    if (p.error != virtio::ChainError::kNone) {
+      bad_descriptors_.fetch_add(1, std::memory_order_relaxed);
+      AXL_WARN("virtio-net rx: bad chain: %s", virtio::to_string(p.error));
+      if (p.bad_head) rx_vq_->push(*p.bad_head, 0);
+      if (rx_vq_->broken()) return false;
+      continue;
+    }
+    if (!p.chain) return false;  // wait for the guest to add buffers
+    if (p.chain->readable_bytes != 0 || p.chain->writable_bytes < kHdrBytes) {
+      bad_descriptors_.fetch_add(1, std::memory_order_relaxed);
+      rx_vq_->push(p.chain->head, 0);
+      continue;
+    }
+    rx_held_bytes_ += p.chain->writable_bytes;
+    rx_held_.push_back(std::move(*p.chain));
+  }
+  const uint8_t* frame = chan_.slot(f.id);
+  if (rx_held_bytes_ < f.len) {
+    // No MRG_RXBUF and the one buffer is too small: drop the frame.
+    rx_dropped_.fetch_add(1, std::memory_order_relaxed);
+    rx_vq_->push(rx_held_.front().head, 0);
+  } else {
+    // Our own header: no offloads were negotiated, so nothing the driver
+    // wrote there is passed on (§5.1.6.4: flags 0, gso_type NONE).
+    uint8_t hdr[kHdrBytes] = {};
+    size_t used_chains = 0;
+    uint64_t off = 0;
+    std::vector<std::pair<uint16_t, uint32_t>> used;
+    bool fault = false;
+    for (auto& c : rx_held_) {
+      if (off >= f.len) break;
+      uint64_t n = std::min<uint64_t>(c.writable_bytes, f.len - off);
+      iommu::CopyResult r;
+      if (off == 0) {
+        r = rx_vq_->dma().copy_to_guest(c.segs, 0, hdr);
+        if (r.ok())
+          r = rx_vq_->dma().copy_to_guest(c.segs, kHdrBytes, {frame + kHdrBytes, size_t(n - kHdrBytes)});
+      } else {
+        r = rx_vq_->dma().copy_to_guest(c.segs, 0, {frame + off, size_t(n)});
+      }
+      if (!r.ok()) fault = true;
+      used.push_back({c.head, uint32_t(n)});
+      off += n;
+      ++used_chains;
+    }
+    // num_buffers (§5.1.6.4) goes into the first buffer's header.
+    uint16_t num_buffers = uint16_t(used_chains);
+    rx_vq_->dma().copy_to_guest(rx_held_.front().segs, 10, {reinterpret_cast<uint8_t*>(&num_buffers), 2});
+    for (auto& [head, len] : used) rx_vq_->push(head, fault ? 0 : len);
+    if (!fault) {
+      frames_.fetch_add(1, std::memory_order_relaxed);
+      bytes_.fetch_add(f.len - kHdrBytes, std::memory_order_relaxed);
+    }
+    rx_held_.erase(rx_held_.begin(), rx_held_.begin() + used_chains);
+    rx_held_bytes_ = 0;
+    for (auto& c : rx_held_) rx_held_bytes_ += c.writable_bytes;
+    return true;
+  }
+  rx_held_.erase(rx_held_.begin());
+  rx_held_bytes_ = 0;
+  for (auto& c : rx_held_) rx_held_bytes_ += c.writable_bytes;
+  return true;
+}
+
+void NetDevice::deliver_rx() {
+  if (!rx_vq_) return;
+  bool reposted = false;
+  for (;;) {
+    while (!rx_filled_.empty()) {
+      if (!deliver_one(rx_filled_.front())) break;
+      uint32_t id = rx_filled_.front().id;
+      rx_filled_.pop_front();
+      if (!quarantined_) {
+        post_rx(id);
+        reposted = true;
+      }
+    }
+    if (rx_filled_.empty() || rx_vq_->broken() || !rx_vq_->enable_notification()) break;
+  }
+  if (reposted) chan_.kick();
+  rx_vq_->notify();
+}
+
+void NetDevice::violation(const char* what, uint32_t id) {
+  violations_.fetch_add(1, std::memory_order_relaxed);
+  AXL_ERROR("virtio-net: driver violation (%s, id %u): channel quarantined", what, id);
+  quarantined_ = true;
+}
+
+void NetDevice::handle_responses() {
+  bool tx_done = false, rx_new = false;
+  while (!quarantined_) {
+    auto r = chan_.pop();
+    if (!r) {
+      violation(r.error().message.c_str(), 0);
+      break;
+    }
+    if (!r->has_value()) break;
+    const channel::Response resp = **r;
+    if (resp.id >= slots_.size()) {
+      violation("response id beyond slots", resp.id);
+      break;
+    }
+    Slot& s = slots_[resp.id];
+    if (s.use != Use::kTx && s.use != Use::kRxPosted) {
+      violation("response for an id not in flight", resp.id);
+      break;
+    }
+    if (resp.status < 0 || resp.status > 2) {
+      violation("unknown status", resp.id);
+      break;
+    }
+    if (resp.len > s.posted_len) {
+      violation("length beyond what was posted", resp.id);
+      break;
+    }
+    if (s.use == Use::kTx) {
+      s.use = Use::kFree;
+      tx_free_.push_back(resp.id);
+      if (tx_vq_ && s.queue_gen == tx_gen_) {
+        tx_vq_->push(s.chain.head, 0);
+        tx_done = true;
+        if (resp.status == 0) {
+          frames_.fetch_add(1, std::memory_order_relaxed);
+          bytes_.fetch_add(s.posted_len - kHdrBytes, std::memory_order_relaxed);
+        }
+      }
+      s.chain = {};
+      continue;
+    }
+    // RX: a frame of resp.len bytes (header first) now sits in the slot.
+    if (resp.status != 0 || resp.len < kHdrBytes) {
+      if (resp.status == 0) {
+        violation("rx frame shorter than its header", resp.id);
+        break;
+      }
+      post_rx(resp.id);
+      continue;
+    }
+    s.use = Use::kRxFilled;
+    s.filled_len = resp.len;
+    rx_filled_.push_back({resp.id, resp.len});
+    rx_new = true;
+  }
+  if (tx_done && tx_vq_) tx_vq_->notify();
+  if (rx_new) deliver_rx();
+  chan_.kick();
+  // Freed TX slots let waiting frames in.
+  process_tx();
+}
+
+}  // namespace axl::hv::io::net

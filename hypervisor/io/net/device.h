@@ -1,0 +1,87 @@
+// virtio-net device logic (virtio 1.2 §5.1) over a driver-domain channel.
+// Queue 0 is receiveq1, queue 1 transmitq1.  Channel frames carry a 12-byte
+// struct virtio_net_hdr_v1 (§5.1.6) first, then the Ethernet frame.
+//
+// The first half of the channel slots stay posted to the driver as RX
+// buffers (kNetRxPost); the other half carry TX frames.  A received frame
+// waits in its slot until the guest has RX buffers for it, then is copied in
+// (spread over several chains with VIRTIO_NET_F_MRG_RXBUF) and the slot is
+// posted again.  No checksum or segmentation offloads are offered, so every
+// header this device writes to the guest is zero but for num_buffers.
+#pragma once
+#include <atomic>
+#include <cstdint>
+#include <deque>
+#include <vector>
+
+#include "channel/channel.h"
+#include "hypervisor/guest_device.h"
+#include "hypervisor/io/device_host.h"
+#include "hypervisor/io/virtio/virtqueue.h"
+
+namespace axl::hv::io::net {
+
+constexpr unsigned kFMrgRxbuf = 15;
+constexpr uint32_t kHdrBytes = 12;  // virtio_net_hdr_v1
+constexpr uint32_t kSlots = 256;
+constexpr uint32_t kSlotSize = 2048;  // header + a 1514-byte frame, 64-byte aligned
+constexpr uint32_t kRxQueue = 0;
+constexpr uint32_t kTxQueue = 1;
+
+class NetDevice final : public DeviceLogic {
+ public:
+  NetDevice(NetDeviceSpec spec, channel::HvEnd chan);
+
+  uint64_t features() const override;
+  uint32_t queue_count() const override { return 2; }
+  void set_acked_features(uint64_t f) override { mrg_rxbuf_ = f & virtio::bit(kFMrgRxbuf); }
+  void queue_started(uint32_t index, virtio::Virtqueue& vq) override;
+  void queue_stopped(uint32_t index) override;
+  void queue_kicked(uint32_t index) override;
+  std::vector<int> extra_fds() const override;
+  void extra_fd_ready(int fd) override;
+  DeviceStats stats() const override;
+
+  bool quarantined() const { return quarantined_; }
+
+ private:
+  enum class Use : uint8_t { kFree, kRxPosted, kRxFilled, kTx };
+  struct Slot {
+    Use use = Use::kFree;
+    uint32_t posted_len = 0;
+    uint32_t filled_len = 0;
+    uint64_t queue_gen = 0;
+    virtio::Chain chain;  // TX: the guest chain to complete
+  };
+  struct Filled {
+    uint32_t id;
+    uint32_t len;
+  };
+
+  void post_rx(uint32_t id);
+  void process_tx();
+  void deliver_rx();
+  bool deliver_one(const Filled& f);
+  void handle_responses();
+  void violation(const char* what, uint32_t id);
+  bool is_rx_id(uint32_t id) const { return id < rx_slots_; }
+
+  NetDeviceSpec spec_;
+  channel::HvEnd chan_;
+  uint32_t rx_slots_;
+  std::vector<Slot> slots_;
+  std::deque<uint32_t> tx_free_;
+  std::deque<Filled> rx_filled_;         // frames waiting for guest buffers, in order
+  std::vector<virtio::Chain> rx_held_;   // popped RX chains not yet used (MRG_RXBUF)
+  uint64_t rx_held_bytes_ = 0;
+  virtio::Virtqueue* rx_vq_ = nullptr;
+  virtio::Virtqueue* tx_vq_ = nullptr;
+  uint64_t tx_gen_ = 0;
+  bool mrg_rxbuf_ = false;
+  bool quarantined_ = false;
+
+  std::atomic<uint64_t> frames_{0}, bytes_{0}, bad_descriptors_{0}, violations_{0},
+      rx_dropped_{0};
+};
+
+}  // namespace axl::hv::io::net

@@ -1,0 +1,92 @@
+// The vhost-user back-end state machine (QEMU docs/interop/vhost-user.rst):
+// features, ownership, memory table, ring setup and lifecycle, config space,
+// REPLY_ACK.  It never touches device semantics: those sit behind Backend.
+//
+// Ring lifecycle ("Starting and stopping rings"): a ring starts when its kick
+// fd arrives and, once VHOST_USER_F_PROTOCOL_FEATURES is negotiated, only
+// while enabled by SET_VRING_ENABLE; GET_VRING_BASE stops it.
+#pragma once
+#include <array>
+#include <atomic>
+#include <cstdint>
+#include <memory>
+#include <vector>
+
+#include "hypervisor/io/vhost_user/backend.h"
+#include "hypervisor/io/vhost_user/protocol.h"
+#include "iommu/dma.h"
+#include "iommu/guest_memory.h"
+
+namespace axl::vhost_user {
+
+class Handler {
+ public:
+  static constexpr uint32_t kMaxQueues = 16;
+
+  // `dma` is the device's DMA context; the handler points it at the current
+  // memory table.  Both references must outlive the handler.
+  Handler(Backend& backend, iommu::DmaContext& dma);
+  ~Handler();
+
+  enum class Outcome { kKeep, kClose };
+  // Handles one message from the front-end, replying on `sock`.  kClose for a
+  // malformed message or a failed reply write: the caller drops the connection.
+  Outcome handle(int sock, Message msg);
+  // The connection is gone: stop every ring and forget per-connection state
+  // (the front-end replays the whole setup when it reconnects).
+  void disconnect();
+
+  struct KickFd {
+    int fd;
+    uint32_t queue;
+  };
+  std::vector<KickFd> kick_fds() const;
+  // `queue`'s kick fd polled readable.
+  void kicked(uint32_t queue);
+
+  uint64_t acked_features() const { return acked_features_; }
+  uint64_t protocol_errors() const { return protocol_errors_.load(std::memory_order_relaxed); }
+
+ private:
+  struct Vring {
+    uint32_t num = 0;
+    VringAddr addr{};
+    bool addr_set = false;
+    uint16_t base = 0;
+    UniqueFd kick, call, err;
+    bool kick_ready = false;  // SET_VRING_KICK seen since the last stop
+    bool enabled = false;
+    std::unique_ptr<virtio::Virtqueue> vq;
+  };
+
+  // The status of one request: a value for REPLY_ACK, or a closed connection.
+  struct Done {
+    bool ok = true;
+    bool close = false;
+    bool replied = false;  // the request sent its own reply already
+  };
+  Done dispatch(int sock, Message& m);
+  Done fail(const Message& m, const std::string& why);
+  Done malformed(const Message& m, const std::string& why);
+  Done reply(int sock, const Message& m, std::span<const uint8_t> payload);
+
+  Done set_mem_table(Message& m);
+  Done set_vring_fd(Message& m);
+  Vring* ring(uint32_t index);
+  bool protocol_features_on() const { return acked_features_ & virtio::bit(kFProtocolFeatures); }
+  void try_start(uint32_t index);
+  void stop(uint32_t index);
+  std::optional<virtio::Virtqueue::Layout> translate_ring(const Vring& r) const;
+
+  Backend& backend_;
+  iommu::DmaContext& dma_;
+  std::unique_ptr<iommu::GuestMemory> mem_;
+  std::array<Vring, kMaxQueues> rings_;
+  bool owner_ = false;
+  bool features_set_ = false;
+  uint64_t acked_features_ = 0;
+  uint64_t acked_protocol_ = 0;
+  std::atomic<uint64_t> protocol_errors_{0};
+};
+
+}  // namespace axl::vhost_user

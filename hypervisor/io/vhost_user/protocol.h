@@ -1,0 +1,142 @@
+// vhost-user wire format (QEMU docs/interop/vhost-user.rst, "Message
+// Specification"): a 12-byte header (request, flags, size) followed by
+// `size` payload bytes, little-endian, over a SOCK_STREAM Unix socket with
+// fds attached by SCM_RIGHTS.  Everything here parses untrusted front-end
+// input into typed values; a message whose size does not fit its request is
+// an Error, never a partial read.
+#pragma once
+#include <cstdint>
+#include <optional>
+#include <span>
+#include <vector>
+
+#include "common/result.h"
+#include "common/unique_fd.h"
+
+namespace axl::vhost_user {
+
+enum class Req : uint32_t {
+  kGetFeatures = 1,
+  kSetFeatures = 2,
+  kSetOwner = 3,
+  kResetOwner = 4,
+  kSetMemTable = 5,
+  kSetLogBase = 6,
+  kSetLogFd = 7,
+  kSetVringNum = 8,
+  kSetVringAddr = 9,
+  kSetVringBase = 10,
+  kGetVringBase = 11,
+  kSetVringKick = 12,
+  kSetVringCall = 13,
+  kSetVringErr = 14,
+  kGetProtocolFeatures = 15,
+  kSetProtocolFeatures = 16,
+  kGetQueueNum = 17,
+  kSetVringEnable = 18,
+  kSendRarp = 19,
+  kNetSetMtu = 20,
+  kSetBackendReqFd = 21,
+  kIotlbMsg = 22,
+  kSetVringEndian = 23,
+  kGetConfig = 24,
+  kSetConfig = 25,
+  kGetInflightFd = 31,
+  kSetInflightFd = 32,
+  kResetDevice = 34,
+  kGetMaxMemSlots = 36,
+};
+const char* to_string(Req r);
+
+// Header flags: bits 0-1 version (must be 1), bit 2 reply, bit 3 need-reply.
+constexpr uint32_t kVersion = 1;
+constexpr uint32_t kFlagVersionMask = 0x3;
+constexpr uint32_t kFlagReply = 1u << 2;
+constexpr uint32_t kFlagNeedReply = 1u << 3;
+
+// Feature bit in GET/SET_FEATURES that enables the protocol-feature handshake.
+constexpr unsigned kFProtocolFeatures = 30;
+// Protocol feature bits (vhost-user.rst "Protocol features").
+constexpr unsigned kPfMq = 0;
+constexpr unsigned kPfReplyAck = 3;
+constexpr unsigned kPfConfig = 9;
+
+constexpr size_t kHeaderSize = 12;
+// The largest payload we ever accept: a full memory table (8 + 8 * 32) or a
+// config message (12 + 256) fit with room; anything bigger is malformed.
+constexpr uint32_t kMaxPayload = 4096;
+constexpr size_t kMaxFds = 8;
+constexpr uint32_t kMaxConfigSize = 256;  // VHOST_USER_MAX_CONFIG_SIZE
+constexpr uint64_t kVringIdxMask = 0xff;
+constexpr uint64_t kVringNoFd = 1u << 8;
+
+struct Header {
+  uint32_t request = 0;
+  uint32_t flags = 0;
+  uint32_t size = 0;
+};
+
+struct Message {
+  Header hdr;
+  std::vector<uint8_t> payload;
+  std::vector<UniqueFd> fds;
+  Req req() const { return static_cast<Req>(hdr.request); }
+  bool need_reply() const { return hdr.flags & kFlagNeedReply; }
+};
+
+// Blocks for one message.  nullopt = the peer closed the connection at a
+// message boundary; Error = I/O error, truncated or malformed header.
+Result<std::optional<Message>> recv_message(int sock);
+// Sends a reply to `req` (version 1, REPLY flag) with `payload`.
+Status send_reply(int sock, const Header& req, std::span<const uint8_t> payload);
+// Sends a front-end->back-end style request (tests play the front-end).
+Status send_request(int sock, Req r, uint32_t flags, std::span<const uint8_t> payload,
+                    std::span<const int> fds = {});
+
+// ---- typed payloads --------------------------------------------------------
+
+struct VringState {
+  uint32_t index = 0;
+  uint32_t num = 0;
+};
+struct VringAddr {
+  uint32_t index = 0;
+  uint32_t flags = 0;
+  uint64_t desc = 0;   // front-end virtual addresses
+  uint64_t used = 0;
+  uint64_t avail = 0;
+  uint64_t log = 0;
+};
+struct MemRegion {
+  uint64_t guest_phys_addr = 0;
+  uint64_t memory_size = 0;
+  uint64_t userspace_addr = 0;
+  uint64_t mmap_offset = 0;
+};
+struct VringFd {
+  uint32_t index = 0;
+  std::optional<UniqueFd> fd;  // nullopt with the NOFD bit (polling mode)
+};
+struct Config {
+  uint32_t offset = 0;
+  uint32_t size = 0;
+  uint32_t flags = 0;
+  std::vector<uint8_t> data;
+};
+
+// Each checks the exact payload size its request needs (and fd count).
+Result<uint64_t> parse_u64(const Message& m);
+Result<VringState> parse_vring_state(const Message& m);
+Result<VringAddr> parse_vring_addr(const Message& m);
+Result<std::vector<MemRegion>> parse_mem_table(const Message& m);  // fds stay in m
+Result<VringFd> parse_vring_fd(Message& m);
+Result<Config> parse_config(const Message& m);
+Status expect_empty(const Message& m);
+
+std::vector<uint8_t> encode_u64(uint64_t v);
+std::vector<uint8_t> encode_vring_state(VringState s);
+std::vector<uint8_t> encode_config(const Config& c);
+std::vector<uint8_t> encode_vring_addr(const VringAddr& a);
+std::vector<uint8_t> encode_mem_table(std::span<const MemRegion> regions);
+
+}  // namespace axl::vhost_user

@@ -1,0 +1,141 @@
+#include "hypervisor/io/vhost_user/server.h"
+
+#include <errno.h>
+#include <poll.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <vector>
+
+#include "common/log.h"
+
+namespace axl::vhost_user {
+
+Server::Server(std::string socket_path, Backend& backend, iommu::DmaContext& dma)
+    : path_(std::move(socket_path)), backend_(backend), handler_(backend, dma) {}
+
+Server::~Server() {
+  if (thread_.joinable()) {
+    uint64_t one = 1;
+    while (::write(stop_.get(), &one, sizeof one) < 0 && errno == EINTR) {
+    }
+    thread_.join();
+  }
+  if (listen_) ::unlink(path_.c_str());
+}
+
+Status Server::start() {
+  if (thread_.joinable()) return make_error("already started");
+  struct sockaddr_un addr{};
+  addr.sun_family = AF_UNIX;
+  if (path_.empty() || path_.size() >= sizeof addr.sun_path)
+    return make_error("socket path empty or too long: " + path_);
+  memcpy(addr.sun_path, path_.c_str(), path_.size() + 1);
+  // A stale socket from an earlier run would make bind fail; only a socket
+  // is removed, never another kind of file.
+  struct stat st{};
+  if (::lstat(path_.c_str(), &st) == 0 && S_ISSOCK(st.st_mode)) ::unlink(path_.c_str());
+  UniqueFd s(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
+  if (!s) return make_error(std::string("socket: ") + strerror(errno));
+  if (::bind(s.get(), reinterpret_cast<sockaddr*>(&addr), sizeof addr) < 0)
+    return make_error("bind " + path_ + ": " + strerror(errno));
+  if (::listen(s.get(), 4) < 0) {
+    ::unlink(path_.c_str());
+    return make_error(std::string("listen: ") + strerror(errno));
+  }
+  stop_.reset(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
+  if (!stop_) {
+    ::unlink(path_.c_str());
+    return make_error(std::string("eventfd: ") + strerror(errno));
+  }
+  listen_ = std::move(s);
+  thread_ = std::thread([this] { run(); });
+  return {};
+}
+
+void Server::drop_connection(const char* why) {
+  AXL_INFO("vhost-user %s: front-end connection closed (%s)", path_.c_str(), why);
+  conn_.reset();
+  handler_.disconnect();
+}
+
+void Server::run() {
+  enum Kind { kStop, kListen, kConn, kKick, kExtra };
+  std::vector<pollfd> pfds;
+  std::vector<std::pair<Kind, uint32_t>> what;
+  for (;;) {
+    pfds.clear();
+    what.clear();
+    pfds.push_back({stop_.get(), POLLIN, 0});
+    what.push_back({kStop, 0});
+    if (conn_) {
+      pfds.push_back({conn_.get(), POLLIN, 0});
+      what.push_back({kConn, 0});
+      for (auto k : handler_.kick_fds()) {
+        pfds.push_back({k.fd, POLLIN, 0});
+        what.push_back({kKick, k.queue});
+      }
+    } else {
+      pfds.push_back({listen_.get(), POLLIN, 0});
+      what.push_back({kListen, 0});
+    }
+    // Device fds are polled with or without a front-end: driver responses
+    // keep arriving (and slots must be freed) across a QEMU reconnect.
+    for (int fd : backend_.extra_fds()) {
+      pfds.push_back({fd, POLLIN, 0});
+      what.push_back({kExtra, uint32_t(fd)});
+    }
+    int n = ::poll(pfds.data(), pfds.size(), -1);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      AXL_ERROR("vhost-user poll: %s", strerror(errno));
+      return;
+    }
+    for (size_t i = 0; i < pfds.size(); ++i) {
+      if (!pfds[i].revents) continue;
+      switch (what[i].first) {
+        case kStop:
+          return;
+        case kListen: {
+          int c = ::accept4(listen_.get(), nullptr, nullptr, SOCK_CLOEXEC);
+          if (c < 0) break;
+          conn_.reset(c);
+          // A front-end that stalls mid-message must not wedge the device
+          // thread: a partial message times out and closes the connection.
+          struct timeval tv{1, 0};
+          ::setsockopt(c, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+          ::setsockopt(c, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
+          connections_.fetch_add(1, std::memory_order_relaxed);
+          AXL_INFO("vhost-user %s: front-end connected", path_.c_str());
+          break;
+        }
+        case kConn: {
+          auto m = recv_message(conn_.get());
+          if (!m) {
+            dropped_.fetch_add(1, std::memory_order_relaxed);
+            drop_connection(m.error().message.c_str());
+          } else if (!m->has_value()) {
+            drop_connection("peer closed");
+          } else if (handler_.handle(conn_.get(), std::move(**m)) == Handler::Outcome::kClose) {
+            drop_connection("protocol error");
+          }
+          // The message may have replaced or closed fds in this poll set.
+          goto next_round;
+        }
+        case kKick:
+          handler_.kicked(what[i].second);
+          break;
+        case kExtra:
+          backend_.extra_fd_ready(int(what[i].second));
+          break;
+      }
+    }
+  next_round:;
+  }
+}
+
+}  // namespace axl::vhost_user

@@ -1,0 +1,46 @@
+// The device thread of one vhost-user device: a listening SOCK_STREAM Unix
+// socket (QEMU connects as the client, `-chardev socket,...,reconnect=1`),
+// one front-end connection at a time, the rings' kick eventfds, the device's
+// own fds (channel doorbell) and a stop eventfd, all in one poll loop.  On
+// disconnect it goes back to accepting; the device state survives.
+#pragma once
+#include <atomic>
+#include <string>
+#include <thread>
+
+#include "common/result.h"
+#include "common/unique_fd.h"
+#include "hypervisor/io/vhost_user/backend.h"
+#include "hypervisor/io/vhost_user/handler.h"
+
+namespace axl::vhost_user {
+
+class Server {
+ public:
+  // `backend` and `dma` must outlive the server.
+  Server(std::string socket_path, Backend& backend, iommu::DmaContext& dma);
+  Server(const Server&) = delete;
+  Server& operator=(const Server&) = delete;
+  // Stops and joins the thread, closes the socket and unlinks its path.
+  ~Server();
+
+  // The socket exists and listens when this returns.
+  Status start();
+
+  uint64_t connections() const { return connections_.load(std::memory_order_relaxed); }
+  uint64_t protocol_errors() const { return handler_.protocol_errors() + dropped_.load(); }
+
+ private:
+  void run();
+  void drop_connection(const char* why);
+
+  std::string path_;
+  Backend& backend_;
+  Handler handler_;
+  UniqueFd listen_, conn_, stop_;
+  std::thread thread_;
+  std::atomic<uint64_t> connections_{0};
+  std::atomic<uint64_t> dropped_{0};
+};
+
+}  // namespace axl::vhost_user
