@@ -7,6 +7,7 @@
 #include <filesystem>
 
 #include "common/log.h"
+#include "hypervisor/daemon/device_binding.h"
 #include "hypervisor/daemon/qemu_cmdline.h"
 #include "hypervisor/platform/accel.h"
 #include "hypervisor/platform/initramfs.h"
@@ -33,69 +34,40 @@ std::string disk_serial(const std::string& dom, size_t i) {
 }  // namespace
 
 Status DomainEngine::attach_devices(Domain& d, std::vector<QemuDevice>& qdevs) {
-  size_t idx = 0;
-  auto bind = [&](const std::string& driver_name, config::DriverKind kind, ChannelShape shape,
-                  DriverConnection::AttachArgs args, UniqueFd extra_fd,
-                  auto make) -> Status {
+  auto bind = [&](const std::string& driver_name, DeviceRequest req) -> Status {
     DriverConnection* drv = drivers_.find(driver_name);
     if (!drv) return make_error("driver '" + driver_name + "' is not running on this host");
-    if (drv->kind() != kind)
-      return make_error("driver '" + driver_name + "' is a " + config::to_string(drv->kind()) +
-                        " driver, not " + config::to_string(kind));
-    auto fds = channel::create(shape.slots, shape.slot_size);
-    if (!fds) return fds.error();
-    auto mapping = channel::Mapping::map(fds->mem.get(), shape.slots, shape.slot_size);
-    if (!mapping) return mapping.error();
-    args.slots = shape.slots;
-    args.slot_size = shape.slot_size;
-    args.fds = {fds->mem.get(), fds->req_kick.get(), fds->resp_kick.get()};
-    if (extra_fd) args.fds.push_back(extra_fd.get());
-    auto id = drv->attach(args);
-    if (!id) return id.error();
-    std::string sock = d.dir + "/dev" + std::to_string(idx++) + ".sock";
-    channel::HvEnd end(std::move(mapping).value(), std::move(fds->req_kick),
-                       std::move(fds->resp_kick));
-    std::unique_ptr<GuestDevice> dev = make(sock, std::move(end));
-    d.devices.push_back(DeviceBinding{driver_name, *id, nullptr});
-    if (auto s = dev->start(); !s) return s.error();
-    d.devices.back().device = std::move(dev);
+    const auto kind = req.kind;
+    const auto mac = req.net.mac;
+    std::string sock = d.dir + "/dev" + std::to_string(qdevs.size()) + ".sock";
+    auto b = bind_device(*drv, sock, std::move(req));
+    if (!b) return b.error();
+    d.devices.push_back(DeviceBinding{driver_name, b->device_id, std::move(b->device)});
     qdevs.push_back(QemuDevice{kind == config::DriverKind::kBlk ? QemuDevice::Kind::kBlk
                                                                 : QemuDevice::Kind::kNet,
-                               sock, args.mac});
+                               sock, mac});
     return {};
   };
 
   for (size_t i = 0; i < d.cfg.disks.size(); ++i) {
     const auto& disk = d.cfg.disks[i];
-    UniqueFd img(::open(disk.image.c_str(), (disk.read_only ? O_RDONLY : O_RDWR) | O_CLOEXEC));
-    if (!img) return make_error("cannot open image " + disk.image + ": " + strerror(errno));
+    DeviceRequest req;
+    req.kind = config::DriverKind::kBlk;
+    req.image.reset(::open(disk.image.c_str(), (disk.read_only ? O_RDONLY : O_RDWR) | O_CLOEXEC));
+    if (!req.image) return make_error("cannot open image " + disk.image + ": " + strerror(errno));
     struct stat st{};
-    if (::fstat(img.get(), &st) < 0 || !S_ISREG(st.st_mode))
+    if (::fstat(req.image.get(), &st) < 0 || !S_ISREG(st.st_mode))
       return make_error("image " + disk.image + " is not a regular file");
     if (st.st_size == 0 || st.st_size % 512 != 0)
       return make_error("image " + disk.image + " size is not a non-zero multiple of 512");
-    BlkDeviceSpec spec{uint64_t(st.st_size), disk.read_only, disk_serial(d.cfg.name, i)};
-    DriverConnection::AttachArgs args;
-    args.read_only = disk.read_only;
-    args.serial = spec.serial;
-    if (auto s = bind(disk.driver, config::DriverKind::kBlk, blk_channel_shape(), args,
-                      std::move(img),
-                      [&](std::string sock, channel::HvEnd end) {
-                        return make_blk_device(std::move(sock), spec, std::move(end));
-                      });
-        !s)
-      return s;
+    req.blk = BlkDeviceSpec{uint64_t(st.st_size), disk.read_only, disk_serial(d.cfg.name, i)};
+    if (auto s = bind(disk.driver, std::move(req)); !s) return s;
   }
   for (const auto& nic : d.cfg.nics) {
-    NetDeviceSpec spec{nic.mac};
-    DriverConnection::AttachArgs args;
-    args.mac = nic.mac;
-    if (auto s = bind(nic.driver, config::DriverKind::kNet, net_channel_shape(), args, UniqueFd(),
-                      [&](std::string sock, channel::HvEnd end) {
-                        return make_net_device(std::move(sock), spec, std::move(end));
-                      });
-        !s)
-      return s;
+    DeviceRequest req;
+    req.kind = config::DriverKind::kNet;
+    req.net = NetDeviceSpec{nic.mac};
+    if (auto s = bind(nic.driver, std::move(req)); !s) return s;
   }
   return {};
 }

@@ -1,0 +1,81 @@
+// axl-bench-serve-blk: serves one image through Axolotl's blk path (the
+// hypervisor's vhost-user-blk device + a blk driver domain process) on a
+// vhost-user socket, without QEMU, so run-blk-bench can drive it with the same
+// synthetic frontend it drives qemu-storage-daemon with.
+//
+//   axl-bench-serve-blk --socket SOCK --image IMG
+#include <fcntl.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <filesystem>
+
+#include "common/asio.h"
+#include "common/log.h"
+#include "common/process.h"
+#include "hypervisor/daemon/device_binding.h"
+#include "hypervisor/daemon/driver_registry.h"
+
+int main(int argc, char** argv) {
+  std::string socket, image;
+  for (int i = 1; i + 1 < argc; i += 2) {
+    std::string a = argv[i];
+    if (a == "--socket") socket = argv[i + 1];
+    else if (a == "--image") image = argv[i + 1];
+  }
+  if (socket.empty() || image.empty()) {
+    fprintf(stderr, "usage: axl-bench-serve-blk --socket SOCK --image IMG\n");
+    return 2;
+  }
+  axl::log::set_component("axl-bench-serve-blk");
+  signal(SIGPIPE, SIG_IGN);
+  char tmpl[] = "/tmp/axl-serve-blk.XXXXXX";
+  if (!mkdtemp(tmpl)) return 1;
+  const std::string dir = tmpl;
+  boost::asio::io_context io;
+  axl::hv::DriverRegistry reg(io);
+  if (auto s = reg.listen(dir + "/drivers.sock"); !s) {
+    fprintf(stderr, "%s\n", s.error().message.c_str());
+    return 1;
+  }
+  axl::proc::SpawnOptions so;
+  so.argv = {axl::proc::exe_dir() + "/axolotl-driverdom", "--name", "bench-blk", "--kind", "blk",
+             "--hv-socket", dir + "/drivers.sock"};
+  auto drv = axl::proc::spawn(so);
+  int rc = 1;
+  if (!drv) {
+    fprintf(stderr, "%s\n", drv.error().message.c_str());
+  } else {
+    auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+    while (!reg.find("bench-blk") && std::chrono::steady_clock::now() < deadline)
+      io.run_one_for(std::chrono::milliseconds(50));
+    axl::hv::DeviceRequest req;
+    req.kind = axl::config::DriverKind::kBlk;
+    req.image.reset(::open(image.c_str(), O_RDWR | O_CLOEXEC));
+    struct stat st{};
+    if (!reg.find("bench-blk")) {
+      fprintf(stderr, "driver domain did not connect\n");
+    } else if (!req.image || ::fstat(req.image.get(), &st) < 0) {
+      fprintf(stderr, "cannot open %s\n", image.c_str());
+    } else {
+      req.blk = axl::hv::BlkDeviceSpec{uint64_t(st.st_size) & ~511ull, false, "axl-bench"};
+      auto b = axl::hv::bind_device(*reg.find("bench-blk"), socket, std::move(req));
+      if (!b) {
+        fprintf(stderr, "%s\n", b.error().message.c_str());
+      } else {
+        boost::asio::signal_set sigs(io, SIGTERM, SIGINT);
+        sigs.async_wait([&](const boost::system::error_code&, int) { io.stop(); });
+        AXL_INFO("serving %s on %s", image.c_str(), socket.c_str());
+        io.run();
+        rc = 0;
+      }
+    }
+    axl::proc::stop(*drv, std::chrono::milliseconds(1000));
+  }
+  std::error_code ec;
+  std::filesystem::remove_all(dir, ec);
+  return rc;
+}

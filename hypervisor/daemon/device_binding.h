@@ -1,0 +1,29 @@
+// Binds one guest device to a driver domain: a fresh channel, the driver's
+// attach answer, and the vhost-user device that serves QEMU on `socket`.
+#pragma once
+#include <memory>
+#include <string>
+
+#include "common/config.h"
+#include "hypervisor/daemon/driver_registry.h"
+#include "hypervisor/guest_device.h"
+
+namespace axl::hv {
+
+struct DeviceRequest {
+  config::DriverKind kind = config::DriverKind::kBlk;
+  UniqueFd image;      // blk: opened by the hypervisor, handed to the driver
+  BlkDeviceSpec blk;
+  NetDeviceSpec net;
+};
+
+struct BoundDevice {
+  uint32_t device_id = 0;  // the driver's id for it (for detach)
+  std::unique_ptr<GuestDevice> device;
+};
+
+// On error nothing stays attached and no socket is left.
+Result<BoundDevice> bind_device(DriverConnection& drv, const std::string& socket,
+                                DeviceRequest req);
+
+}  // namespace axl::hv
