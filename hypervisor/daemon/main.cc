@@ -4,6 +4,7 @@
 #include <signal.h>
 
 #include "common/asio.h"
+#include <cstdlib>
 #include <cstring>
 #include <string>
 
@@ -33,7 +34,10 @@ void fill_domain(const axl::hv::Domain& d, axl::schema::DomainInfo::Builder b) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  std::string state_dir, guest_dir = axl::proc::exe_dir() + "/../guest";
+  // The bundled guest image: beside the binaries in a build tree
+  // (build/bin/../guest), or where AXL_GUEST_DIR points.
+  const char* env_guest = getenv("AXL_GUEST_DIR");
+  std::string state_dir, guest_dir = env_guest ? env_guest : axl::proc::exe_dir() + "/../guest";
   for (int i = 1; i < argc; ++i) {
     std::string a = argv[i];
     if (a == "--state-dir" && i + 1 < argc) state_dir = argv[++i];

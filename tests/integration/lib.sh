@@ -49,7 +49,8 @@ require_root_and_tools() {
   for t in ip qemu-system-x86_64 sha256sum; do
     command -v "$t" >/dev/null || { echo "SKIP: $t not installed"; exit 77; }
   done
-  [ -r "$AXL_BIN/../guest/vmlinuz" ] || { echo "SKIP: guest image not built (scripts/setup)"; exit 77; }
+  [ -r "${AXL_GUEST_DIR:-$AXL_BIN/../guest}/vmlinuz" ] ||
+    { echo "SKIP: guest image not built (scripts/setup)"; exit 77; }
 }
 
 make_ns() {
