@@ -7,10 +7,12 @@
 // Every completion is checked (status byte, used id in flight, length), and a
 // data-integrity pass runs first so a backend that acknowledges without doing
 // the I/O cannot post good numbers.
+#include <dirent.h>
 #include <fcntl.h>
 #include <poll.h>
 #include <sys/eventfd.h>
 #include <sys/mman.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <unistd.h>
@@ -22,6 +24,8 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <fstream>
+#include <map>
 #include <optional>
 #include <random>
 #include <string>
@@ -65,6 +69,7 @@ struct Options {
   double timeout = 10;
   double connect_timeout = 10;
   std::string label;
+  int backend_pid = 0;  // count CPU time of this process and its descendants
 };
 
 void usage(FILE* f) {
@@ -85,6 +90,7 @@ void usage(FILE* f) {
                "  --timeout S         fail when no completion arrives for S seconds (default 10)\n"
                "  --connect-timeout S keep retrying the socket for S seconds (default 10)\n"
                "  --label NAME        tag every JSON line with this name\n"
+               "  --backend-pid PID   also report the CPU time of PID and its descendants\n"
                "Prints one JSON object per line: device info, the integrity check, and one\n"
                "line per workload with iops, mb_s (10^6 B/s), mib_s and latency.\n");
 }
@@ -132,6 +138,7 @@ Result<Options> parse_args(int argc, char** argv) {
       else if (a == "--queue-size") o.queue_size = static_cast<uint32_t>(std::stoul(s));
       else if (a == "--seed") o.seed = std::stoull(s);
       else if (a == "--label") o.label = s;
+      else if (a == "--backend-pid") o.backend_pid = std::stoi(s);
       else if (a == "--range") {
         auto r = parse_size(s);
         if (!r) return make_error("bad --range " + s);
@@ -760,6 +767,67 @@ Status verify(BlkFrontend& dev, const Options& o, uint64_t range) {
   return s;
 }
 
+// ---------------------------------------------------------------- CPU accounting
+
+// CPU seconds (user + system, reaped children included) used so far by pid
+// and every live descendant. A disaggregated backend spends its CPU in
+// several processes (hypervisor, driver domain), so the whole tree counts;
+// per-request CPU cost is what a 2-core host runs out of first.
+double tree_cpu_seconds(int root) {
+  struct Proc {
+    int ppid;
+    double cpu;
+  };
+  std::map<int, Proc> procs;
+  static const double kTick = static_cast<double>(::sysconf(_SC_CLK_TCK));
+  DIR* d = ::opendir("/proc");
+  if (!d) return 0;
+  while (dirent* e = ::readdir(d)) {
+    char* end = nullptr;
+    long pid = std::strtol(e->d_name, &end, 10);
+    if (*end || pid <= 0) continue;
+    std::ifstream f("/proc/" + std::string(e->d_name) + "/stat");
+    std::string line;
+    if (!std::getline(f, line)) continue;
+    size_t close = line.rfind(')');  // the command name may hold spaces and parens
+    if (close == std::string::npos) continue;
+    std::vector<std::string> fields;
+    size_t pos = close + 2;
+    while (pos < line.size() && fields.size() < 15) {
+      size_t sp = line.find(' ', pos);
+      if (sp == std::string::npos) sp = line.size();
+      fields.push_back(line.substr(pos, sp - pos));
+      pos = sp + 1;
+    }
+    if (fields.size() < 15) continue;
+    // After the name: state ppid pgrp session tty tpgid flags minflt cminflt
+    // majflt cmajflt utime stime cutime cstime.
+    double ticks = std::stod(fields[11]) + std::stod(fields[12]) + std::stod(fields[13]) + std::stod(fields[14]);
+    procs[static_cast<int>(pid)] = {std::stoi(fields[1]), ticks / kTick};
+  }
+  ::closedir(d);
+  double total = 0;
+  for (const auto& [pid, p] : procs) {
+    int cur = pid;
+    for (int hops = 0; hops < 64 && cur > 1; ++hops) {
+      if (cur == root) {
+        total += p.cpu;
+        break;
+      }
+      auto it = procs.find(cur);
+      if (it == procs.end()) break;
+      cur = it->second.ppid;
+    }
+  }
+  return total;
+}
+
+double self_cpu_seconds() {
+  rusage ru{};
+  ::getrusage(RUSAGE_SELF, &ru);
+  return ru.ru_utime.tv_sec + ru.ru_stime.tv_sec + (ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) / 1e6;
+}
+
 // ---------------------------------------------------------------- workloads
 
 struct WorkloadSpec {
@@ -801,6 +869,8 @@ Status run_workload(BlkFrontend& dev, const Options& o, const WorkloadSpec& w, u
   lat_ns.reserve(1 << 20);
   uint64_t completed = 0;
   uint64_t kicks0 = dev.kicks(), calls0 = dev.calls();
+  double self_cpu0 = self_cpu_seconds();
+  double backend_cpu0 = o.backend_pid ? tree_cpu_seconds(o.backend_pid) : 0;
   auto start = Clock::now();
   auto deadline = start + std::chrono::duration<double>(o.seconds);
   Clock::time_point end{};
@@ -831,6 +901,8 @@ Status run_workload(BlkFrontend& dev, const Options& o, const WorkloadSpec& w, u
     if (now >= deadline) {
       stopping = true;
       end = now;
+      self_cpu0 = self_cpu_seconds() - self_cpu0;
+      if (o.backend_pid) backend_cpu0 = tree_cpu_seconds(o.backend_pid) - backend_cpu0;
     }
   }
   double secs = std::chrono::duration<double>(end - start).count();
@@ -845,12 +917,19 @@ Status run_workload(BlkFrontend& dev, const Options& o, const WorkloadSpec& w, u
   avg = lat_ns.empty() ? 0 : avg / lat_ns.size() / 1000.0;
   double iops = completed / secs;
   double bytes_s = iops * static_cast<double>(req);
+  double reqs = std::max<double>(1, static_cast<double>(completed));
+  char backend_cpu[128] = "";
+  if (o.backend_pid)
+    std::snprintf(backend_cpu, sizeof(backend_cpu), ",\"backend_cpu_pct\":%.1f,\"backend_cpu_us_per_req\":%.2f",
+                  100 * backend_cpu0 / secs, 1e6 * backend_cpu0 / reqs);
   std::printf("{%s\"workload\":\"%s\",\"qd\":%u,\"qd_requested\":%u,\"req_bytes\":%" PRIu64
               ",\"seconds\":%.3f,\"requests\":%" PRIu64
               ",\"iops\":%.1f,\"mb_s\":%.2f,\"mib_s\":%.2f,\"lat_avg_us\":%.1f,\"lat_p50_us\":%.1f,"
-              "\"lat_p99_us\":%.1f,\"lat_max_us\":%.1f,\"kicks\":%" PRIu64 ",\"calls\":%" PRIu64 "}\n",
+              "\"lat_p99_us\":%.1f,\"lat_max_us\":%.1f,\"kicks\":%" PRIu64 ",\"calls\":%" PRIu64
+              ",\"frontend_cpu_pct\":%.1f%s}\n",
               label_field(o).c_str(), w.name, qd, qd_req, req, secs, completed, iops, bytes_s / 1e6,
-              bytes_s / kMiB, avg, pct(0.5), pct(0.99), pct(1.0), dev.kicks() - kicks0, dev.calls() - calls0);
+              bytes_s / kMiB, avg, pct(0.5), pct(0.99), pct(1.0), dev.kicks() - kicks0, dev.calls() - calls0,
+              100 * self_cpu0 / secs, backend_cpu);
   std::fflush(stdout);
   return {};
 }
