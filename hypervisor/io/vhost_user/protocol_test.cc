@@ -1,0 +1,131 @@
+#include "hypervisor/io/vhost_user/protocol.h"
+
+#include <gtest/gtest.h>
+#include <sys/eventfd.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <cstring>
+
+namespace axl::vhost_user {
+namespace {
+
+struct Pair : ::testing::Test {
+  UniqueFd a, b;
+  void SetUp() override {
+    int sv[2];
+    ASSERT_EQ(::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
+    a.reset(sv[0]);
+    b.reset(sv[1]);
+    timeval tv{1, 0};
+    setsockopt(b.get(), SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+  }
+  void raw(uint32_t req, uint32_t flags, uint32_t size, const std::vector<uint8_t>& payload) {
+    uint32_t h[3] = {req, flags, size};
+    ASSERT_EQ(::write(a.get(), h, 12), 12);
+    if (!payload.empty())
+      ASSERT_EQ(::write(a.get(), payload.data(), payload.size()), ssize_t(payload.size()));
+  }
+};
+
+TEST_F(Pair, RoundTripWithFds) {
+  UniqueFd e(::eventfd(0, EFD_CLOEXEC));
+  int fds[] = {e.get()};
+  ASSERT_TRUE(send_request(a.get(), Req::kSetVringKick, kFlagNeedReply, encode_u64(3), fds).ok());
+  auto m = recv_message(b.get());
+  ASSERT_TRUE(m.ok());
+  ASSERT_TRUE(m->has_value());
+  Message& msg = **m;
+  EXPECT_EQ(msg.req(), Req::kSetVringKick);
+  EXPECT_TRUE(msg.need_reply());
+  auto v = parse_vring_fd(msg);
+  ASSERT_TRUE(v.ok());
+  EXPECT_EQ(v->index, 3u);
+  ASSERT_TRUE(v->fd.has_value());
+  EXPECT_TRUE(v->fd->valid());
+}
+
+TEST_F(Pair, OrderlyCloseIsNotAnError) {
+  a.reset();
+  auto m = recv_message(b.get());
+  ASSERT_TRUE(m.ok());
+  EXPECT_FALSE(m->has_value());
+}
+
+TEST_F(Pair, RejectsBadVersionOversizeAndTruncation) {
+  raw(1, 0x2, 0, {});
+  EXPECT_FALSE(recv_message(b.get()).ok());
+  raw(1, 0x1, kMaxPayload + 1, {});
+  EXPECT_FALSE(recv_message(b.get()).ok());
+  raw(1, 0x1, 8, {1, 2, 3});  // 3 of 8 bytes, then silence: times out
+  EXPECT_FALSE(recv_message(b.get()).ok());
+}
+
+Message msg(Req r, std::vector<uint8_t> p) {
+  Message m;
+  m.hdr = {uint32_t(r), kVersion, uint32_t(p.size())};
+  m.payload = std::move(p);
+  return m;
+}
+
+TEST(Parse, SizesAreExact) {
+  EXPECT_TRUE(parse_u64(msg(Req::kSetFeatures, encode_u64(5))).ok());
+  EXPECT_FALSE(parse_u64(msg(Req::kSetFeatures, {1, 2, 3, 4})).ok());
+  EXPECT_FALSE(parse_vring_state(msg(Req::kSetVringNum, std::vector<uint8_t>(12))).ok());
+  EXPECT_FALSE(parse_vring_addr(msg(Req::kSetVringAddr, std::vector<uint8_t>(39))).ok());
+  VringAddr a{1, 0, 0x1000, 0x2000, 0x3000, 0};
+  auto pa = parse_vring_addr(msg(Req::kSetVringAddr, encode_vring_addr(a)));
+  ASSERT_TRUE(pa.ok());
+  EXPECT_EQ(pa->used, 0x2000u);
+  EXPECT_EQ(pa->avail, 0x3000u);
+  EXPECT_FALSE(expect_empty(msg(Req::kGetFeatures, {0})).ok());
+}
+
+TEST(Parse, MemTable) {
+  MemRegion r[2] = {{0, 0x1000, 0x7000, 0}, {0x100000, 0x2000, 0x9000, 0}};
+  auto m = msg(Req::kSetMemTable, encode_mem_table(r));
+  EXPECT_FALSE(parse_mem_table(m).ok());  // no fds attached
+  m.fds.emplace_back(::eventfd(0, EFD_CLOEXEC));
+  m.fds.emplace_back(::eventfd(0, EFD_CLOEXEC));
+  auto t = parse_mem_table(m);
+  ASSERT_TRUE(t.ok());
+  EXPECT_EQ(t->size(), 2u);
+  EXPECT_EQ((*t)[1].guest_phys_addr, 0x100000u);
+  // Region count beyond the limit, or disagreeing with the size.
+  auto bad = encode_mem_table(r);
+  uint32_t n = 9;
+  memcpy(bad.data(), &n, 4);
+  EXPECT_FALSE(parse_mem_table(msg(Req::kSetMemTable, bad)).ok());
+  n = 3;
+  memcpy(bad.data(), &n, 4);
+  EXPECT_FALSE(parse_mem_table(msg(Req::kSetMemTable, bad)).ok());
+  EXPECT_FALSE(parse_mem_table(msg(Req::kSetMemTable, {1, 0})).ok());
+}
+
+TEST(Parse, VringFd) {
+  auto m = msg(Req::kSetVringCall, encode_u64(2 | kVringNoFd));
+  auto v = parse_vring_fd(m);
+  ASSERT_TRUE(v.ok());
+  EXPECT_FALSE(v->fd.has_value());
+  auto m2 = msg(Req::kSetVringCall, encode_u64(2));  // fd missing
+  EXPECT_FALSE(parse_vring_fd(m2).ok());
+  auto m3 = msg(Req::kSetVringCall, encode_u64(1ull << 20));  // reserved bits
+  EXPECT_FALSE(parse_vring_fd(m3).ok());
+}
+
+TEST(Parse, Config) {
+  Config c{0, 4, 0, {1, 2, 3, 4}};
+  auto p = parse_config(msg(Req::kSetConfig, encode_config(c)));
+  ASSERT_TRUE(p.ok());
+  EXPECT_EQ(p->data.size(), 4u);
+  auto bad = encode_config(c);
+  uint32_t size = 300;
+  memcpy(bad.data() + 4, &size, 4);
+  EXPECT_FALSE(parse_config(msg(Req::kSetConfig, bad)).ok());
+  size = 5;  // says 5, carries 4
+  memcpy(bad.data() + 4, &size, 4);
+  EXPECT_FALSE(parse_config(msg(Req::kSetConfig, bad)).ok());
+}
+
+}  // namespace
+}  // namespace axl::vhost_user
