@@ -80,6 +80,39 @@ class SplitQueue {
     return {};
   }
 
+  // Queues bufs as an indirect table written at `table` (guest address
+  // table_gpa), taking one ring descriptor: what Linux guests do for every
+  // multi-buffer request once VIRTIO_RING_F_INDIRECT_DESC is negotiated.
+  Status add_indirect(VringDesc* table, uint64_t table_gpa, std::span<const QueueBuf> bufs, uint32_t token) {
+    if (bufs.empty() || bufs.size() > size_) return make_error("indirect table longer than the queue");
+    if (free_.empty()) return make_error("virtqueue full: need 1 descriptor");
+    uint32_t writable = 0;
+    for (size_t i = 0; i < bufs.size(); ++i) {
+      bool last = i + 1 == bufs.size();
+      table[i].addr = bufs[i].gpa;
+      table[i].len = bufs[i].len;
+      table[i].flags = static_cast<uint16_t>((last ? 0 : kDescFNext) | (bufs[i].device_writes ? kDescFWrite : 0));
+      table[i].next = last ? 0 : static_cast<uint16_t>(i + 1);
+      if (bufs[i].device_writes) writable += bufs[i].len;
+    }
+    uint16_t head = free_.back();
+    free_.pop_back();
+    VringDesc& d = desc_[head];
+    d.addr = table_gpa;
+    d.len = static_cast<uint32_t>(bufs.size() * sizeof(VringDesc));
+    d.flags = kDescFIndirect;
+    d.next = 0;
+    Chain& chain = chains_[head];
+    chain.descs.assign(1, head);
+    chain.writable = writable;
+    chain.busy = true;
+    chain.token = token;
+    avail_ring()[avail_idx_ % size_] = head;
+    ++avail_idx_;
+    ++in_flight_;
+    return {};
+  }
+
   // Makes queued chains visible; returns whether the device wants a kick.
   bool publish() {
     if (avail_idx_ == published_idx_) return false;

@@ -55,6 +55,25 @@ TEST(SplitQueue, ChainIsLinkedAndReturned) {
   EXPECT_EQ(q.in_flight(), 0u);
 }
 
+TEST(SplitQueue, IndirectTakesOneRingDescriptor) {
+  Rings r;
+  auto q = r.queue(false);
+  VringDesc table[3] = {};
+  ASSERT_TRUE(q.add_indirect(table, 0x9000, kRead4k, 5).ok());
+  EXPECT_EQ(q.free_descs(), kSize - 1u);
+  q.publish();
+  const VringDesc& d = r.desc[r.avail_head(0)];
+  EXPECT_EQ(d.flags, kDescFIndirect);
+  EXPECT_EQ(d.addr, 0x9000u);
+  EXPECT_EQ(d.len, 3 * sizeof(VringDesc));
+  EXPECT_EQ(table[0].next, 1);
+  EXPECT_EQ(table[1].flags, kDescFNext | kDescFWrite);
+  EXPECT_EQ(table[2].flags, kDescFWrite);
+  r.complete(r.avail_head(0), 4098);  // more than the table lets the device write
+  std::vector<UsedEntry> out;
+  EXPECT_FALSE(q.harvest(out).ok());
+}
+
 TEST(SplitQueue, RefusesWhenFull) {
   Rings r;
   auto q = r.queue(false);

@@ -64,7 +64,8 @@ struct Options {
   bool verify_only = false;
   bool poll = false;
   bool event_idx = true;
-  uint32_t queue_size = 256;
+  uint32_t queue_size = 128;  // QEMU's vhost-user-blk default
+  bool indirect = true;
   uint64_t seed = 0;
   double timeout = 10;
   double connect_timeout = 10;
@@ -85,7 +86,9 @@ void usage(FILE* f) {
                "  --verify-only       run only the integrity pass\n"
                "  --poll              busy-poll the used ring instead of waiting for calls\n"
                "  --no-event-idx      do not negotiate VIRTIO_RING_F_EVENT_IDX\n"
-               "  --queue-size N      virtqueue size, power of two (default 256)\n"
+               "  --no-indirect       do not negotiate VIRTIO_RING_F_INDIRECT_DESC (by default,\n"
+               "                      like a Linux guest, every request is one indirect table)\n"
+               "  --queue-size N      virtqueue size, power of two (default 128, QEMU's default)\n"
                "  --seed N            random seed (default: from the clock)\n"
                "  --timeout S         fail when no completion arrives for S seconds (default 10)\n"
                "  --connect-timeout S keep retrying the socket for S seconds (default 10)\n"
@@ -124,6 +127,7 @@ Result<Options> parse_args(int argc, char** argv) {
     if (a == "--verify-only") { o.verify_only = true; continue; }
     if (a == "--poll") { o.poll = true; continue; }
     if (a == "--no-event-idx") { o.event_idx = false; continue; }
+    if (a == "--no-indirect") { o.indirect = false; continue; }
     if (a == "-h" || a == "--help") { usage(stdout); std::exit(0); }
     auto v = need(i);
     if (!v) return v.error();
@@ -336,6 +340,7 @@ struct DeviceInfo {
   uint32_t size_max = 0;  // 0 = no limit offered
   bool read_only = false;
   bool event_idx = false;
+  bool indirect = false;
 };
 
 // Per-slot layout: a request header and status byte in the header area, and a
@@ -343,6 +348,7 @@ struct DeviceInfo {
 struct Slot {
   size_t hdr_off;
   size_t data_off;
+  size_t table_off;  // indirect descriptor table
   bool busy = false;
   Clock::time_point submitted;
   uint32_t expect_len = 0;
@@ -375,6 +381,7 @@ class BlkFrontend {
   // Descriptors a request of len bytes needs, with data split into segments
   // no longer than seg_limit (and size_max).
   uint32_t descs_for(uint64_t len, uint64_t seg_limit = 0) const {
+    if (info_.indirect) return 1;
     uint64_t seg = segment_size(seg_limit);
     return static_cast<uint32_t>(2 + (len + seg - 1) / seg);
   }
@@ -411,7 +418,11 @@ class BlkFrontend {
     for (uint64_t done = 0; done < len; done += seg)
       bufs_.push_back({mem_->gpa(s.data_off + done), static_cast<uint32_t>(std::min(seg, len - done)), !write});
     bufs_.push_back({mem_->gpa(s.hdr_off + sizeof(BlkReqHeader)), 1, true});
-    if (auto st = queue_->add(bufs_, slot); !st) return st;
+    if (bufs_.size() > max_chain_) return make_error("request needs more segments than allowed");
+    Status st = info_.indirect ? queue_->add_indirect(reinterpret_cast<VringDesc*>(mem_->base() + s.table_off),
+                                                      mem_->gpa(s.table_off), bufs_, slot)
+                               : queue_->add(bufs_, slot);
+    if (!st) return st;
     s.busy = true;
     s.submitted = Clock::now();
     s.expect_len = static_cast<uint32_t>(write ? 1 : len + 1);
@@ -570,8 +581,10 @@ class BlkFrontend {
     for (int bit : {kBlkFSizeMax, kBlkFSegMax, kBlkFRo, kBlkFBlkSize, kBlkFFlush})
       if (has(bit)) ack |= 1ull << bit;
     if (opt_.event_idx && has(kRingFEventIdx)) ack |= 1ull << kRingFEventIdx;
+    if (opt_.indirect && has(kRingFIndirectDesc)) ack |= 1ull << kRingFIndirectDesc;
     if (has(kVhostUserFProtocolFeatures)) ack |= 1ull << kVhostUserFProtocolFeatures;
     info_.event_idx = (ack >> kRingFEventIdx) & 1;
+    info_.indirect = (ack >> kRingFIndirectDesc) & 1;
     if (auto s = client_.set_u64(R::kSetFeatures, ack); !s) return s;
 
     // Largest request: 1 MiB, or whatever seg_max * size_max allows, in
@@ -579,8 +592,11 @@ class BlkFrontend {
     max_req_ = kMiB;
     uint64_t seg = info_.size_max ? info_.size_max : max_req_;
     uint64_t segs = info_.seg_max ? info_.seg_max : max_req_ / kPage;
+    // A chain, indirect or not, may not be longer than the queue (virtio
+    // 2.7.5.3.1).
     segs = std::min<uint64_t>(segs, opt_.queue_size - 2);
     max_req_ = std::min(max_req_, seg * segs) / kPage * kPage;
+    max_chain_ = static_cast<uint32_t>(segs + 2);
     if (max_req_ == 0) return make_error("seg_max/size_max leave no room for a 4 KiB request");
 
     // Guest RAM: rings, then the request headers, then the data buffers.
@@ -590,12 +606,14 @@ class BlkFrontend {
     size_t avail_off = align_up(desc_off + SplitQueue::desc_bytes(n), kPage);
     size_t used_off = align_up(avail_off + SplitQueue::avail_bytes(n), kPage);
     size_t hdr_off = align_up(used_off + SplitQueue::used_bytes(n), kPage);
-    size_t data_off = align_up(hdr_off + 64 * nslots, kPage);
+    size_t table_off = align_up(hdr_off + 64 * nslots, kPage);
+    size_t table_bytes = align_up(sizeof(VringDesc) * max_chain_, 64);
+    size_t data_off = align_up(table_off + table_bytes * nslots, kPage);
     size_t total = align_up(data_off + max_req_ * nslots, 2 * kMiB);
     auto mem = GuestMemory::create(total);
     if (!mem) return mem.error();
     mem_.emplace(std::move(*mem));
-    for (uint32_t i = 0; i < nslots; ++i) slots_.push_back({hdr_off + 64 * i, data_off + max_req_ * i, false, {}, 0});
+    for (uint32_t i = 0; i < nslots; ++i) slots_.push_back({hdr_off + 64 * i, data_off + max_req_ * i, table_off + table_bytes * i, false, {}, 0});
     uint8_t* b = mem_->base();
     queue_.emplace(reinterpret_cast<VringDesc*>(b + desc_off), reinterpret_cast<uint16_t*>(b + avail_off),
                    reinterpret_cast<uint16_t*>(b + used_off), n, info_.event_idx);
@@ -639,6 +657,7 @@ class BlkFrontend {
   UniqueFd kick_fd_;
   UniqueFd call_fd_;
   uint64_t max_req_ = 0;
+  uint32_t max_chain_ = 0;
   uint32_t next_slot_ = 0;
   uint64_t kicks_ = 0;
   uint64_t calls_ = 0;
@@ -950,9 +969,9 @@ int run(const Options& o) {
   }
   std::printf("{%s\"device\":{\"capacity\":%" PRIu64 ",\"range\":%" PRIu64 ",\"seg_max\":%u,\"size_max\":%u,"
               "\"max_req\":%" PRIu64 ",\"features\":\"0x%" PRIx64 "\",\"protocol_features\":\"0x%" PRIx64
-              "\",\"event_idx\":%s,\"queue_size\":%u,\"mode\":\"%s\"}}\n",
+              "\",\"event_idx\":%s,\"indirect\":%s,\"queue_size\":%u,\"mode\":\"%s\"}}\n",
               label_field(o).c_str(), info.capacity_bytes, range, info.seg_max, info.size_max, dev.max_req(),
-              info.features, info.protocol_features, info.event_idx ? "true" : "false", dev.queue_size(),
+              info.features, info.protocol_features, info.event_idx ? "true" : "false", info.indirect ? "true" : "false", dev.queue_size(),
               o.poll ? "poll" : "notify");
   std::fflush(stdout);
 

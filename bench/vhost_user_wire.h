@@ -124,6 +124,7 @@ struct VringDesc {
 static_assert(sizeof(VringDesc) == 16);
 inline constexpr uint16_t kDescFNext = 1;
 inline constexpr uint16_t kDescFWrite = 2;
+inline constexpr uint16_t kDescFIndirect = 4;
 
 struct VringUsedElem {
   uint32_t id;
