@@ -2,6 +2,7 @@
 
 #include <fcntl.h>
 #include <linux/kvm.h>
+#include <poll.h>
 #include <signal.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
@@ -128,6 +129,11 @@ ChildResult run_probe(const char* device) {
   struct sigaction sa {};
   sa.sa_handler = on_alarm;
   ::sigaction(SIGALRM, &sa, nullptr);
+  // The forking thread's mask is inherited; event loops often block signals.
+  sigset_t alarm_set;
+  sigemptyset(&alarm_set);
+  sigaddset(&alarm_set, SIGALRM);
+  ::sigprocmask(SIG_UNBLOCK, &alarm_set, nullptr);
   itimerval timer{};
   timer.it_value.tv_sec = kChildTimerMs / 1000;
   timer.it_value.tv_usec = (kChildTimerMs % 1000) * 1000;
@@ -195,33 +201,40 @@ ProbeReport probe_kvm(const std::string& device) {
   }
   wr.reset();
 
+  // The result comes through the pipe, not the exit status: the caller may
+  // reap children itself (a SIGCHLD handler, or SIGCHLD ignored).
   auto deadline = std::chrono::steady_clock::now() + kChildDeadline;
+  ChildResult r{};
+  ssize_t got = -1;
+  for (;;) {
+    auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+        deadline - std::chrono::steady_clock::now());
+    if (left.count() <= 0) break;
+    pollfd p{rd.get(), POLLIN, 0};
+    int ready = ::poll(&p, 1, static_cast<int>(left.count()));
+    if (ready < 0 && errno == EINTR) continue;
+    if (ready > 0) {
+      do got = ::read(rd.get(), &r, sizeof r);
+      while (got < 0 && errno == EINTR);
+    }
+    break;
+  }
+  if (got < 0) ::kill(pid, SIGKILL);
+  // The child exits right after writing; a vCPU stuck in the kernel may not die
+  // at once even when killed, so the wait is bounded.
   int status = 0;
-  pid_t done = 0;
-  while ((done = ::waitpid(pid, &status, WNOHANG)) == 0 &&
-         std::chrono::steady_clock::now() < deadline)
+  for (int i = 0; i < 500; ++i) {
+    pid_t w = ::waitpid(pid, &status, WNOHANG);
+    if (w != 0) break;
     std::this_thread::sleep_for(std::chrono::milliseconds(2));
-  if (done == 0) {
-    ::kill(pid, SIGKILL);
-    // A vCPU stuck in the kernel may not die at once; do not wait for it forever.
-    for (int i = 0; i < 500 && ::waitpid(pid, &status, WNOHANG) == 0; ++i)
-      std::this_thread::sleep_for(std::chrono::milliseconds(2));
+  }
+  if (got < 0) {
     report.reason = "KVM probe hung and was killed";
     report.seconds = std::chrono::duration<double>(kChildDeadline).count();
     return report;
   }
-  if (done < 0) {
-    report.reason = std::string("waitpid: ") + std::strerror(errno);
-    return report;
-  }
-
-  ChildResult r{};
-  ssize_t n = ::read(rd.get(), &r, sizeof r);
-  if (n != static_cast<ssize_t>(sizeof r)) {
-    if (WIFSIGNALED(status))
-      report.reason = std::string("KVM probe died from signal ") + strsignal(WTERMSIG(status));
-    else
-      report.reason = "KVM probe exited without a result";
+  if (got != static_cast<ssize_t>(sizeof r)) {
+    report.reason = "KVM probe died without a result";
     return report;
   }
   r.reason[sizeof r.reason - 1] = '\0';
