@@ -16,7 +16,7 @@ namespace {
 // virtio 1.2 §5.2.6: the GET_ID answer is a 20-byte string.
 constexpr size_t kMaxSerialBytes = 20;
 
-std::variant<ControlCmd, Rejection> parse_attach(schema::Attach::Reader a) {
+ControlMsg parse_attach(schema::Attach::Reader a) {
   AttachSpec spec;
   spec.device_id = a.getDeviceId();
   spec.slots = a.getSlots();
@@ -52,12 +52,12 @@ std::variant<ControlCmd, Rejection> parse_attach(schema::Attach::Reader a) {
       return reject("attach names an unknown device kind (union member " +
                     std::to_string(static_cast<unsigned>(a.which())) + ")");
   }
-  return ControlCmd{spec};
+  return spec;
 }
 
 }  // namespace
 
-std::variant<ControlCmd, Rejection> parse_control(wire::Received& msg) {
+ControlMsg parse_control(wire::Received& msg) {
   try {
     auto root = msg.root<schema::DriverMsg>();
     switch (root.which()) {
@@ -66,7 +66,7 @@ std::variant<ControlCmd, Rejection> parse_control(wire::Received& msg) {
         return parse_attach(root.getAttach());
       case schema::DriverMsg::DETACH:
         if (!root.hasDetach()) return Rejection{0, false, "detach message without a body"};
-        return ControlCmd{DetachCmd{root.getDetach().getDeviceId()}};
+        return DetachCmd{root.getDetach().getDeviceId()};
       case schema::DriverMsg::HELLO:
       case schema::DriverMsg::ATTACHED:
         return Rejection{0, false, "hypervisor sent a driver-to-hypervisor message"};

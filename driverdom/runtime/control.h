@@ -13,8 +13,6 @@ struct DetachCmd {
   uint32_t device_id = 0;
 };
 
-using ControlCmd = std::variant<AttachSpec, DetachCmd>;
-
 // A rejected message still tells which device it was about when it got that
 // far, so the answer can name it.
 struct Rejection {
@@ -23,8 +21,11 @@ struct Rejection {
   std::string reason;
 };
 
+// What a control message turned out to be.
+using ControlMsg = std::variant<AttachSpec, DetachCmd, Rejection>;
+
 // Never throws: malformed Cap'n Proto is reported as a Rejection.
-std::variant<ControlCmd, Rejection> parse_control(wire::Received& msg);
+ControlMsg parse_control(wire::Received& msg);
 
 // Builds and sends DriverMsg.hello / DriverMsg.attached.
 Status send_hello(int sock, const std::string& name, Kind kind, int32_t pid);

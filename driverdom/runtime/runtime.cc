@@ -79,9 +79,8 @@ bool Runtime::on_control_readable() {
     reject(*r);
     return false;
   }
-  auto& cmd = std::get<ControlCmd>(parsed);
-  if (auto* a = std::get_if<AttachSpec>(&cmd)) handle(*a, std::move(msg->fds()));
-  else handle(std::get<DetachCmd>(cmd));
+  if (auto* a = std::get_if<AttachSpec>(&parsed)) handle(*a, std::move(msg->fds()));
+  else handle(std::get<DetachCmd>(parsed));
   return false;
 }
 
