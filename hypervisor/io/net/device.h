@@ -34,6 +34,11 @@ class NetDevice final : public DeviceLogic {
 
   uint64_t features() const override;
   uint32_t queue_count() const override { return 2; }
+  // QEMU's virtio-net keeps its own config space (MAC, status) for
+  // vhost-user: CONFIG is not offered.
+  uint64_t protocol_features() const override {
+    return virtio::bit(vhost_user::kPfReplyAck) | virtio::bit(vhost_user::kPfMq);
+  }
   void set_acked_features(uint64_t f) override { mrg_rxbuf_ = f & virtio::bit(kFMrgRxbuf); }
   void queue_started(uint32_t index, virtio::Virtqueue& vq) override;
   void queue_stopped(uint32_t index) override;

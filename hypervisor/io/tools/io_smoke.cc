@@ -22,6 +22,7 @@
 #include <string>
 
 #include "channel/channel.h"
+#include "common/log.h"
 #include "hypervisor/guest_device.h"
 
 using namespace axl;
@@ -168,6 +169,7 @@ int main(int argc, char** argv) {
   sa.sa_handler = [](int) { g_stop = 1; };
   sigaction(SIGINT, &sa, nullptr);
   sigaction(SIGTERM, &sa, nullptr);
+  if (getenv("AXL_DEBUG")) axl::log::set_level(axl::log::Level::kDebug);
   std::string mode = argv[1];
   if (mode == "blk") return run_blk(argv[2], argv[3]);
   if (mode == "net") return run_net(argv[2], argv[3]);

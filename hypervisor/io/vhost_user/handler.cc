@@ -52,6 +52,8 @@ Handler::Outcome Handler::handle(int sock, Message msg) {
     malformed(msg, "front-end sent a reply");
     return Outcome::kClose;
   }
+  AXL_DEBUG("vhost-user <- %s flags=0x%x size=%u fds=%zu", to_string(msg.req()), msg.hdr.flags,
+            msg.hdr.size, msg.fds.size());
   Done d = dispatch(sock, msg);
   if (d.close) return Outcome::kClose;
   // REPLY_ACK: a request with NEED_REPLY and no reply of its own gets a u64,
