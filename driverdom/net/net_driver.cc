@@ -15,6 +15,8 @@ using channel::Response;
 
 namespace {
 constexpr size_t kMinTxBytes = kVnetHdrBytes + kEthHeaderBytes;
+// virtio_net_hdr_v1.num_buffers, little-endian 16 bits at the end of the header.
+constexpr size_t kNumBuffersOffset = 10;
 }  // namespace
 
 NetDriver::NetDriver(boost::asio::io_context& io, UniqueFd tap) : io_(io) {
@@ -153,7 +155,15 @@ void NetDriver::deliver_to_guest(GuestPort& port, std::span<const uint8_t> frame
     return;
   }
   port.rx.pop_front();
-  memcpy(port.end.slot(post.id), frame.data(), frame.size());
+  uint8_t* slot = port.end.slot(post.id);
+  memcpy(slot, frame.data(), frame.size());
+  // virtio 1.2 §5.1.6.4: the device sets num_buffers to the buffers the packet
+  // used.  The rest of the header passes through unchanged, but this field
+  // comes from a sender that leaves it 0 (a guest's TX) or from a TAP read
+  // that does not write it, and a Linux guest with MRG_RXBUF would take 0 as
+  // 65536 missing buffers.  Each frame fills exactly one posted buffer.
+  slot[kNumBuffersOffset] = 1;
+  slot[kNumBuffersOffset + 1] = 0;
   port.end.push(Response{post.id, int32_t(RespStatus::kOk), uint32_t(frame.size()), 0});
   ++stats_.rx_frames;
 }

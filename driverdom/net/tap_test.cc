@@ -183,6 +183,8 @@ TEST_F(NetnsTapTest, GuestArpsTheHostThroughTheTap) {
       const uint8_t* rx = end.slot(resp.id) + 12;
       // Other frames (IPv6 neighbour discovery from the new link) may come too.
       if (rx[12] == 0x08 && rx[13] == 0x06 && rx[14 + 7] == 2) {
+        const uint8_t* hdr = end.slot(resp.id);
+        EXPECT_EQ(hdr[10] | hdr[11] << 8, 1);              // num_buffers
         EXPECT_EQ(memcmp(rx, kGuestMac, 6), 0);           // unicast to the guest
         EXPECT_EQ(memcmp(rx + 14 + 14, kHostIp, 4), 0);   // sender: the host side
         EXPECT_EQ(memcmp(rx + 14 + 18, kGuestMac, 6), 0); // target: us
