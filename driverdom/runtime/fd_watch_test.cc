@@ -1,0 +1,82 @@
+#include "driverdom/runtime/fd_watch.h"
+
+#include <fcntl.h>
+#include <gtest/gtest.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
+
+#include "common/unique_fd.h"
+
+namespace axl::driverdom {
+namespace {
+
+void ring(int fd) {
+  uint64_t one = 1;
+  ASSERT_EQ(::write(fd, &one, sizeof one), ssize_t(sizeof one));
+}
+void drain(int fd) {
+  uint64_t v;
+  (void)!::read(fd, &v, sizeof v);
+}
+
+TEST(FdWatch, RunsOnReadinessAndAgainWhileBudgetIsExhausted) {
+  boost::asio::io_context io;
+  UniqueFd ev(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
+  int calls = 0;
+  FdWatch w(io, ev.get(), "test eventfd", [&] {
+    drain(ev.get());
+    ++calls;
+    return calls < 3;  // two "more work" rounds without any new readiness
+  });
+  ASSERT_TRUE(w.start().ok());
+  ring(ev.get());
+  io.run_for(std::chrono::milliseconds(100));
+  EXPECT_EQ(calls, 3);
+  ring(ev.get());
+  io.restart();
+  io.run_for(std::chrono::milliseconds(100));
+  EXPECT_EQ(calls, 4);
+}
+
+TEST(FdWatch, DoesNotCloseTheFdAndMayBeDestroyedFromItsHandler) {
+  boost::asio::io_context io;
+  UniqueFd ev(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
+  int calls = 0;
+  std::unique_ptr<FdWatch> w;
+  w = std::make_unique<FdWatch>(io, ev.get(), "test eventfd", [&] {
+    ++calls;
+    w.reset();
+    return true;  // would repost, but the watch is gone
+  });
+  ASSERT_TRUE(w->start().ok());
+  ring(ev.get());
+  io.run_for(std::chrono::milliseconds(100));
+  EXPECT_EQ(calls, 1);
+  EXPECT_GE(::fcntl(ev.get(), F_GETFD), 0);  // still open: the watch only borrowed it
+}
+
+TEST(FdWatch, ReadinessQueuedBeforeDestructionIsIgnored) {
+  boost::asio::io_context io;
+  UniqueFd ev(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
+  int calls = 0;
+  auto w = std::make_unique<FdWatch>(io, ev.get(), "test eventfd", [&] {
+    ++calls;
+    return false;
+  });
+  ASSERT_TRUE(w->start().ok());
+  ring(ev.get());
+  io.poll_one();  // the reactor sees the readiness, the handler may now be queued
+  w.reset();
+  io.run_for(std::chrono::milliseconds(50));
+  EXPECT_LE(calls, 1);
+}
+
+TEST(FdWatch, RegularFileIsNotPollable) {
+  UniqueFd f(::open("/proc/self/exe", O_RDONLY | O_CLOEXEC));
+  EXPECT_FALSE(check_pollable(f.get()).ok());
+  UniqueFd ev(::eventfd(0, EFD_CLOEXEC));
+  EXPECT_TRUE(check_pollable(ev.get()).ok());
+}
+
+}  // namespace
+}  // namespace axl::driverdom
