@@ -64,10 +64,23 @@ static uint64_t parse_u64(const char* what, const char* s, int allow_suffix) {
   unsigned shift = 0;
   if (allow_suffix && *end != '\0' && end[1] == '\0') {
     switch (*end) {
-      case 'k': case 'K': shift = 10; end++; break;
-      case 'm': case 'M': shift = 20; end++; break;
-      case 'g': case 'G': shift = 30; end++; break;
-      default: break;
+      case 'k':
+      case 'K':
+        shift = 10;
+        end++;
+        break;
+      case 'm':
+      case 'M':
+        shift = 20;
+        end++;
+        break;
+      case 'g':
+      case 'G':
+        shift = 30;
+        end++;
+        break;
+      default:
+        break;
     }
   }
   if (*end != '\0') die("bad %s '%s'", what, s);

@@ -1,5 +1,6 @@
 // Runs the host build of axl-tool the way the integration tests and the guest
 // use it: through a shell, with pipes and files.
+#include <gtest/gtest.h>
 #include <unistd.h>
 
 #include <chrono>
@@ -10,8 +11,6 @@
 #include <sstream>
 #include <string>
 #include <thread>
-
-#include <gtest/gtest.h>
 
 namespace {
 

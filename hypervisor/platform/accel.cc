@@ -40,6 +40,7 @@ constexpr size_t kGuestPage = 0x1000;
 //   loop: add eax, ecx ; dec ecx ; jnz loop
 //   hlt
 // eax ends as the sum 1..kIterations modulo 2^32.
+// clang-format off
 constexpr unsigned char kGuestCode[] = {
     0x66, 0x31, 0xC0,                                    // xor eax, eax
     0x66, 0xB9,                                          // mov ecx, imm32
@@ -50,6 +51,7 @@ constexpr unsigned char kGuestCode[] = {
     0x75, 0xF9,        // jnz loop (-7)
     0xF4,              // hlt
 };
+// clang-format on
 
 constexpr uint32_t expected_sum() {
   uint64_t n = kIterations;
@@ -84,13 +86,15 @@ ChildResult run_probe(const char* device) {
   UniqueFd kvm(::open(device, O_RDWR | O_CLOEXEC));
   if (!kvm) return fail("cannot open %s: %s", device, std::strerror(errno));
   int api = ::ioctl(kvm.get(), KVM_GET_API_VERSION, 0);
-  if (api != KVM_API_VERSION) return fail("%s: KVM API version %d, want %d", device, api, KVM_API_VERSION);
+  if (api != KVM_API_VERSION)
+    return fail("%s: KVM API version %d, want %d", device, api, KVM_API_VERSION);
   UniqueFd vm(::ioctl(kvm.get(), KVM_CREATE_VM, 0));
   if (!vm) return fail("KVM_CREATE_VM: %s", std::strerror(errno));
   // Intel VMX needs a TSS area to run real-mode code; SVM ignores it.
   (void)::ioctl(vm.get(), KVM_SET_TSS_ADDR, 0xfffbd000ul);
 
-  void* mem = ::mmap(nullptr, kGuestPage, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  void* mem =
+      ::mmap(nullptr, kGuestPage, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
   if (mem == MAP_FAILED) return fail("mmap guest page: %s", std::strerror(errno));
   std::memset(mem, 0xF4, kGuestPage);  // hlt everywhere: a stray jump stops
   std::memcpy(mem, kGuestCode, sizeof kGuestCode);
@@ -107,8 +111,8 @@ ChildResult run_probe(const char* device) {
   int run_size = ::ioctl(kvm.get(), KVM_GET_VCPU_MMAP_SIZE, 0);
   if (run_size < static_cast<int>(sizeof(kvm_run)))
     return fail("KVM_GET_VCPU_MMAP_SIZE: %s", std::strerror(errno));
-  auto* run = static_cast<kvm_run*>(
-      ::mmap(nullptr, static_cast<size_t>(run_size), PROT_READ | PROT_WRITE, MAP_SHARED, vcpu.get(), 0));
+  auto* run = static_cast<kvm_run*>(::mmap(nullptr, static_cast<size_t>(run_size),
+                                           PROT_READ | PROT_WRITE, MAP_SHARED, vcpu.get(), 0));
   if (run == MAP_FAILED) return fail("mmap kvm_run: %s", std::strerror(errno));
 
   kvm_sregs sregs{};
@@ -151,9 +155,10 @@ ChildResult run_probe(const char* device) {
   ::setitimer(ITIMER_REAL, &timer, nullptr);
 
   if (rc < 0 && run_errno == EINTR)
-    return fail("KVM did not finish a %u-iteration loop in %.1f s (real KVM needs about 1 ms): "
-                "%s emulates guest code",
-                kIterations, r.seconds, device);
+    return fail(
+        "KVM did not finish a %u-iteration loop in %.1f s (real KVM needs about 1 ms): "
+        "%s emulates guest code",
+        kIterations, r.seconds, device);
   if (rc < 0) return fail("KVM_RUN: %s", std::strerror(run_errno));
   if (run->exit_reason != KVM_EXIT_HLT)
     return fail("KVM_RUN exited with reason %u, expected HLT (%u)", run->exit_reason, KVM_EXIT_HLT);

@@ -1,9 +1,9 @@
 #include "hypervisor/platform/accel.h"
 
+#include <gtest/gtest.h>
+
 #include <csignal>
 #include <cstdio>
-
-#include <gtest/gtest.h>
 
 namespace axl::hv {
 namespace {

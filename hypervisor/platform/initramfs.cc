@@ -36,10 +36,10 @@ void pad4(std::string& out) {
 void append_entry(std::string& out, uint32_t ino, uint32_t mode, uint32_t nlink,
                   const std::string& name, const std::string& data) {
   char header[6 + 13 * 8 + 1];
-  std::snprintf(header, sizeof header,
-                "070701%08X%08X%08X%08X%08X%08X%08X%08X%08X%08X%08X%08X%08X", ino, mode,
-                0u /*uid*/, 0u /*gid*/, nlink, 0u /*mtime*/, static_cast<uint32_t>(data.size()),
-                0u, 0u, 0u, 0u, static_cast<uint32_t>(name.size() + 1), 0u /*check*/);
+  std::snprintf(header, sizeof header, "070701%08X%08X%08X%08X%08X%08X%08X%08X%08X%08X%08X%08X%08X",
+                ino, mode, 0u /*uid*/, 0u /*gid*/, nlink, 0u /*mtime*/,
+                static_cast<uint32_t>(data.size()), 0u, 0u, 0u, 0u,
+                static_cast<uint32_t>(name.size() + 1), 0u /*check*/);
   out.append(header, sizeof header - 1);
   out.append(name);
   out.push_back('\0');

@@ -1,5 +1,6 @@
 #include "hypervisor/platform/initramfs.h"
 
+#include <gtest/gtest.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -7,8 +8,6 @@
 #include <filesystem>
 #include <fstream>
 #include <sstream>
-
-#include <gtest/gtest.h>
 
 namespace axl::hv {
 namespace {
@@ -140,9 +139,11 @@ TEST_F(InitramfsTest, BusyboxExtractsOverlay) {
   write_file(dir_ / "base.img", "0123456789ab");  // already 4-aligned: no padding
   std::vector<CpioFile> files{{"axl/script", 0755, "echo hello; exit 3\n"},
                               {"axl/payload.bin", 0640, std::string(5000, 'x')}};
-  ASSERT_TRUE(append_overlay((dir_ / "base.img").string(), files, (dir_ / "out.img").string()).ok());
+  ASSERT_TRUE(
+      append_overlay((dir_ / "base.img").string(), files, (dir_ / "out.img").string()).ok());
   fs::create_directory(dir_ / "x");
-  std::string cmd = "cd '" + (dir_ / "x").string() + "' && tail -c +13 ../out.img | busybox cpio -i 2>/dev/null";
+  std::string cmd =
+      "cd '" + (dir_ / "x").string() + "' && tail -c +13 ../out.img | busybox cpio -i 2>/dev/null";
   ASSERT_EQ(std::system(cmd.c_str()), 0);
   EXPECT_EQ(read_file(dir_ / "x/axl/script"), "echo hello; exit 3\n");
   EXPECT_EQ(read_file(dir_ / "x/axl/payload.bin"), std::string(5000, 'x'));
@@ -158,9 +159,9 @@ TEST_F(InitramfsTest, BusyboxExtractsOverlay) {
 TEST_F(InitramfsTest, ReplacesExistingOutput) {
   write_file(dir_ / "base.img", "base");
   write_file(dir_ / "out.img", std::string(100000, 'o'));
-  ASSERT_TRUE(append_overlay((dir_ / "base.img").string(), {{"a", 0644, "1"}},
-                             (dir_ / "out.img").string())
-                  .ok());
+  ASSERT_TRUE(
+      append_overlay((dir_ / "base.img").string(), {{"a", 0644, "1"}}, (dir_ / "out.img").string())
+          .ok());
   EXPECT_EQ(read_file(dir_ / "out.img").substr(0, 10), "base070701");
 }
 
@@ -182,8 +183,8 @@ TEST_F(InitramfsTest, EmptyBaseAndDirectoryBaseAreErrors) {
 
 TEST_F(InitramfsTest, UnwritableOutputIsAnError) {
   write_file(dir_ / "base.img", "base");
-  auto s = append_overlay((dir_ / "base.img").string(), {},
-                          (dir_ / "missing-dir" / "out.img").string());
+  auto s =
+      append_overlay((dir_ / "base.img").string(), {}, (dir_ / "missing-dir" / "out.img").string());
   ASSERT_FALSE(s.ok());
   EXPECT_NE(s.error().message.find("missing-dir"), std::string::npos) << s.error().message;
 }
@@ -194,11 +195,11 @@ TEST_F(InitramfsTest, BadPathsAndModesAreRejected) {
     EXPECT_FALSE(a.ok()) << "path '" << bad << "' accepted";
   }
   EXPECT_FALSE(newc_archive({{std::string("a\0b", 3), 0644, ""}}).ok());
-  EXPECT_FALSE(newc_archive({{"dev", 020644, ""}}).ok());       // char device
-  EXPECT_FALSE(newc_archive({{"d", 040755, "data"}}).ok());     // directory with data
-  EXPECT_FALSE(newc_archive({{"l", 0120777, ""}}).ok());        // symlink without target
-  EXPECT_FALSE(newc_archive({{"a", 0644, ""}, {"a", 0644, ""}}).ok());      // twice
-  EXPECT_FALSE(newc_archive({{"a", 0644, ""}, {"a/b", 0644, ""}}).ok());    // file as parent
+  EXPECT_FALSE(newc_archive({{"dev", 020644, ""}}).ok());                 // char device
+  EXPECT_FALSE(newc_archive({{"d", 040755, "data"}}).ok());               // directory with data
+  EXPECT_FALSE(newc_archive({{"l", 0120777, ""}}).ok());                  // symlink without target
+  EXPECT_FALSE(newc_archive({{"a", 0644, ""}, {"a", 0644, ""}}).ok());    // twice
+  EXPECT_FALSE(newc_archive({{"a", 0644, ""}, {"a/b", 0644, ""}}).ok());  // file as parent
 }
 
 }  // namespace
