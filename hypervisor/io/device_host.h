@@ -4,6 +4,7 @@
 // domain engine never branches on device type.
 #pragma once
 #include <memory>
+#include <optional>
 #include <string>
 
 #include "hypervisor/guest_device.h"
@@ -17,6 +18,11 @@ namespace axl::hv::io {
 class DeviceLogic : public vhost_user::Backend {
  public:
   virtual DeviceStats stats() const = 0;
+  // Moves the device onto a fresh channel (a restarted driver domain) and
+  // replays every request still in flight, in the order it was first sent
+  // (DESIGN.md "Restart without the guest noticing").  Runs on the device
+  // thread.  The new channel must have the same shape as the old one.
+  virtual Status rebind(channel::HvEnd chan) = 0;
 };
 
 class HostedDevice final : public GuestDevice {
@@ -27,6 +33,14 @@ class HostedDevice final : public GuestDevice {
         logic_(std::move(logic)),
         server_(std::move(socket_path), *logic_, *dma_) {}
   Status start() override { return server_.start(); }
+  // Thread-safe: runs DeviceLogic::rebind on the device thread and waits.
+  Status rebind(channel::HvEnd chan) {
+    std::optional<channel::HvEnd> holder(std::move(chan));
+    Status result;
+    auto st = server_.run_on_thread([&] { result = logic_->rebind(std::move(*holder)); });
+    if (!st) return st;
+    return result;
+  }
   DeviceStats stats() const override {
     DeviceStats s = logic_->stats();
     s.iommu_faults = dma_->faults();
@@ -40,5 +54,13 @@ class HostedDevice final : public GuestDevice {
   std::unique_ptr<DeviceLogic> logic_;
   vhost_user::Server server_;
 };
+
+// Rebinds a device made by make_blk_device / make_net_device to a fresh
+// channel.  (A candidate for a virtual on GuestDevice itself.)
+inline Status rebind(GuestDevice& dev, channel::HvEnd chan) {
+  auto* hosted = dynamic_cast<HostedDevice*>(&dev);
+  if (!hosted) return make_error("not a hosted vhost-user device");
+  return hosted->rebind(std::move(chan));
+}
 
 }  // namespace axl::hv::io

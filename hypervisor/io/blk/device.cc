@@ -28,11 +28,11 @@ bool known_status(int32_t s) { return s >= 0 && s <= 2; }
 BlkDevice::BlkDevice(BlkDeviceSpec spec, channel::HvEnd chan)
     : spec_(std::move(spec)),
       capacity_sectors_(spec_.capacity_bytes / kSector),
-      chan_(std::move(chan)) {
+      chan_(std::make_unique<channel::HvEnd>(std::move(chan))) {
   // Slots beyond what the device can use are simply never handed out; a
   // slot smaller than kSlotSize only lowers the largest request accepted.
-  inflight_.resize(chan_.slots());
-  for (uint32_t i = 0; i < chan_.slots(); ++i) free_.push_back(i);
+  inflight_.resize(chan_->slots());
+  for (uint32_t i = 0; i < chan_->slots(); ++i) free_.push_back(i);
 }
 
 uint64_t BlkDevice::features() const {
@@ -47,8 +47,8 @@ Result<std::vector<uint8_t>> BlkDevice::get_config(uint32_t offset, uint32_t siz
   // §5.2.4 struct virtio_blk_config, little-endian.
   std::vector<uint8_t> cfg(256, 0);
   uint64_t cap = capacity_sectors_;
-  uint32_t size_max = std::min(kSizeMax, chan_.slot_size());
-  uint32_t seg_max = std::max<uint32_t>(1, std::min(kSegMax, chan_.slot_size() / size_max));
+  uint32_t size_max = std::min(kSizeMax, chan_->slot_size());
+  uint32_t seg_max = std::max<uint32_t>(1, std::min(kSegMax, chan_->slot_size() / size_max));
   uint32_t blk_size = kSector;
   put(cfg, 0, &cap, 8);
   put(cfg, 8, &size_max, 4);
@@ -76,12 +76,12 @@ void BlkDevice::queue_kicked(uint32_t index) { process(); }
 
 std::vector<int> BlkDevice::extra_fds() const {
   if (quarantined_) return {};
-  return {chan_.resp_kick_fd()};
+  return {chan_->resp_kick_fd()};
 }
 
 void BlkDevice::extra_fd_ready(int fd) {
-  if (fd != chan_.resp_kick_fd() || quarantined_) return;
-  chan_.ack_doorbell();
+  if (fd != chan_->resp_kick_fd() || quarantined_) return;
+  chan_->ack_doorbell();
   handle_responses();
 }
 
@@ -113,7 +113,7 @@ void BlkDevice::process() {
     // All slots busy: the rest waits in the ring until a completion frees one.
     if (free_.empty() || vq_->broken() || !vq_->enable_notification()) break;
   }
-  chan_.kick();
+  chan_->kick();
   vq_->notify();
 }
 
@@ -182,13 +182,13 @@ void BlkDevice::submit(virtio::Chain c) {
       return;
     }
   }
-  if (data_len > chan_.slot_size()) {
+  if (data_len > chan_->slot_size()) {
     complete_now(c, status_off, kSIoErr, 1);
     return;
   }
   uint32_t id = free_.front();
   if (type == kTOut) {
-    auto r = vq_->dma().copy_from_guest(c.segs, 16, {chan_.slot(id), size_t(data_len)});
+    auto r = vq_->dma().copy_from_guest(c.segs, 16, {chan_->slot(id), size_t(data_len)});
     if (!r.ok() || r.bytes != data_len) {
       complete_now(c, status_off, kSIoErr, 1);
       return;
@@ -197,7 +197,7 @@ void BlkDevice::submit(virtio::Chain c) {
   free_.pop_front();
   req.id = id;
   req.sector = (type == kTIn || type == kTOut) ? sector : 0;
-  req.pool_off = uint32_t(uint64_t(id) * chan_.slot_size());
+  req.pool_off = uint32_t(uint64_t(id) * chan_->slot_size());
   req.len = uint32_t(data_len);
   Inflight& f = inflight_[id];
   f.busy = true;
@@ -206,7 +206,51 @@ void BlkDevice::submit(virtio::Chain c) {
   f.chain = std::move(c);
   f.req = req;
   f.status_off = status_off;
-  chan_.push(req);
+  chan_->push(req);
+}
+
+Status BlkDevice::rebind(channel::HvEnd fresh) {
+  if (fresh.slots() != inflight_.size() || fresh.slot_size() != chan_->slot_size())
+    return make_error("rebind: channel shape differs from the device's");
+  chan_ = std::make_unique<channel::HvEnd>(std::move(fresh));
+  quarantined_ = false;
+  // Replay in first-sent order: the driver serves in order, so writes stay
+  // ordered around flushes exactly as the guest issued them.
+  std::vector<uint32_t> ids;
+  for (uint32_t id = 0; id < inflight_.size(); ++id)
+    if (inflight_[id].busy) ids.push_back(id);
+  std::sort(ids.begin(), ids.end(),
+            [this](uint32_t a, uint32_t b) { return inflight_[a].seq < inflight_[b].seq; });
+  size_t replayed = 0;
+  for (uint32_t id : ids) {
+    Inflight& f = inflight_[id];
+    if (!vq_ || f.queue_gen != queue_gen_) {
+      // Its ring is gone; nobody waits for it.
+      f.busy = false;
+      f.chain = {};
+      free_.push_back(id);
+      continue;
+    }
+    if (static_cast<channel::Op>(f.req.op) == channel::Op::kBlkWrite) {
+      // The guest still owns the data (not completed), so copy it again
+      // rather than trusting the old pool a faulty driver could have touched.
+      auto r = vq_->dma().copy_from_guest(f.chain.segs, 16, {chan_->slot(id), size_t(f.req.len)});
+      if (!r.ok() || r.bytes != f.req.len) {
+        f.busy = false;
+        free_.push_back(id);
+        complete_now(f.chain, f.status_off, kSIoErr, 1);
+        f.chain = {};
+        continue;
+      }
+    }
+    chan_->push(f.req);
+    ++replayed;
+  }
+  chan_->kick();
+  AXL_INFO("virtio-blk: rebound to a fresh channel, %zu requests replayed", replayed);
+  if (vq_) vq_->notify();
+  process();
+  return {};
 }
 
 void BlkDevice::violation(const char* what, uint32_t id) {
@@ -220,7 +264,7 @@ void BlkDevice::violation(const char* what, uint32_t id) {
 void BlkDevice::handle_responses() {
   bool any = false;
   while (!quarantined_) {
-    auto r = chan_.pop();
+    auto r = chan_->pop();
     if (!r) {
       violation(r.error().message.c_str(), 0);
       break;
@@ -256,7 +300,7 @@ void BlkDevice::finish(uint32_t id, const channel::Response& resp) {
   uint32_t used = 1;
   auto op = static_cast<channel::Op>(f.req.op);
   if (status == kSOk && (op == channel::Op::kBlkRead || op == channel::Op::kBlkGetId)) {
-    uint8_t* slot = chan_.slot(id);
+    uint8_t* slot = chan_->slot(id);
     // A short answer never exposes stale pool bytes: the rest reads as zero.
     if (resp.len < f.req.len) memset(slot + resp.len, 0, f.req.len - resp.len);
     auto r = vq_->dma().copy_to_guest(f.chain.segs, f.chain.readable_bytes,

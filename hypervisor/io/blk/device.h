@@ -10,6 +10,7 @@
 #include <atomic>
 #include <cstdint>
 #include <deque>
+#include <memory>
 #include <optional>
 #include <vector>
 
@@ -54,6 +55,7 @@ class BlkDevice final : public DeviceLogic {
   std::vector<int> extra_fds() const override;
   void extra_fd_ready(int fd) override;
   DeviceStats stats() const override;
+  Status rebind(channel::HvEnd chan) override;
 
   bool quarantined() const { return quarantined_; }
 
@@ -77,7 +79,8 @@ class BlkDevice final : public DeviceLogic {
 
   BlkDeviceSpec spec_;
   uint64_t capacity_sectors_;
-  channel::HvEnd chan_;
+  // The current channel; replaced whole by rebind() (HvEnd is not assignable).
+  std::unique_ptr<channel::HvEnd> chan_;
   std::vector<Inflight> inflight_;
   std::deque<uint32_t> free_;
   virtio::Virtqueue* vq_ = nullptr;

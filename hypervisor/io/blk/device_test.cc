@@ -38,39 +38,42 @@ struct BlkTest : ::testing::Test {
     auto shape = blk_channel_shape();
     auto ch = testing::make_channel(shape.slots, shape.slot_size);
     ASSERT_TRUE(ch.hv && ch.drv);
-    driver = std::make_unique<testing::FakeDriver>(
-        std::move(*ch.drv),
-        [this](channel::DriverEnd& d, const channel::Request& r) -> std::optional<channel::Response> {
-          channel::Response resp{r.id, 0, 0, 0};
-          if (misbehave) {
-            resp.id = r.id + 1;  // an id that is not in flight
-            return resp;
-          }
-          uint64_t off = r.sector * 512;
-          switch (static_cast<channel::Op>(r.op)) {
-            case channel::Op::kBlkRead:
-              memcpy(d.slot(r.id), disk.data() + off, r.len);
-              resp.len = r.len;
-              break;
-            case channel::Op::kBlkWrite:
-              memcpy(disk.data() + off, d.slot(r.id), r.len);
-              break;
-            case channel::Op::kBlkFlush:
-              ++flushes;
-              break;
-            case channel::Op::kBlkGetId:
-              memcpy(d.slot(r.id), "axl-test-disk", 13);
-              resp.len = 13;
-              break;
-            default:
-              resp.status = int32_t(channel::RespStatus::kUnsupported);
-          }
-          return resp;
-        });
+    driver = start_driver(std::move(*ch.drv));
     BlkDeviceSpec spec{kDiskBytes, false, "serial-1"};
     dev = make_blk_device(sock, spec, std::move(*ch.hv));
     ASSERT_TRUE(dev->start().ok());
     ASSERT_TRUE(fe.connect(sock));
+  }
+  std::unique_ptr<testing::FakeDriver> start_driver(channel::DriverEnd end) {
+    return std::make_unique<testing::FakeDriver>(
+        std::move(end),
+        [this](channel::DriverEnd& d, const channel::Request& r) -> std::optional<channel::Response> {
+      channel::Response resp{r.id, 0, 0, 0};
+      if (misbehave) {
+        resp.id = r.id + 1000;  // an id that is not in flight
+        return resp;
+      }
+      uint64_t off = r.sector * 512;
+      switch (static_cast<channel::Op>(r.op)) {
+        case channel::Op::kBlkRead:
+          memcpy(d.slot(r.id), disk.data() + off, r.len);
+          resp.len = r.len;
+          break;
+        case channel::Op::kBlkWrite:
+          memcpy(disk.data() + off, d.slot(r.id), r.len);
+          break;
+        case channel::Op::kBlkFlush:
+          ++flushes;
+          break;
+        case channel::Op::kBlkGetId:
+          memcpy(d.slot(r.id), "axl-test-disk", 13);
+          resp.len = 13;
+          break;
+        default:
+          resp.status = int32_t(channel::RespStatus::kUnsupported);
+      }
+      return resp;
+    });
   }
   void TearDown() override {
     dev.reset();
@@ -221,6 +224,34 @@ TEST_F(BlkTest, DriverViolationQuarantinesChannel) {
     std::this_thread::sleep_for(std::chrono::milliseconds(5));
   EXPECT_EQ(dev->stats().driver_violations, 1u);
   EXPECT_EQ(fe.used_idx(0), 0);  // the guest sees nothing, the request waits
+}
+
+TEST_F(BlkTest, RebindReplaysInFlightRequestsInOrder) {
+  fe.handshake(1, ~0ull);
+  misbehave = true;
+  // A write then a read of the same sector: the replay must keep the order.
+  memset(fe.at(kData), 0x5a, 512);
+  put_hdr(0, kTOut, 7);
+  fe.add_chain(0, {{kHdr, 16, false}, {kData, 512, false}, {kStatus, 1, true}}, false);
+  put_hdr(1, kTIn, 7);
+  fe.add_chain(0, {{kHdr + 16, 16, false}, {kData + 4096, 512, true}, {kStatus + 1, 1, true}});
+  for (int i = 0; i < 200 && dev->stats().driver_violations == 0; ++i)
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  ASSERT_EQ(dev->stats().driver_violations, 1u);
+  // The faulty driver is replaced: fresh channel, fresh driver.
+  misbehave = false;
+  driver.reset();
+  auto shape = blk_channel_shape();
+  auto ch = testing::make_channel(shape.slots, shape.slot_size);
+  ASSERT_TRUE(ch.hv && ch.drv);
+  driver = start_driver(std::move(*ch.drv));
+  ASSERT_TRUE(io::rebind(*dev, std::move(*ch.hv)).ok());
+  auto u = fe.wait_used(0, 2);
+  ASSERT_EQ(u.size(), 2u);
+  EXPECT_EQ(status(0), kSOk);
+  EXPECT_EQ(status(1), kSOk);
+  EXPECT_EQ(*fe.at(kData + 4096), 0x5a);
+  EXPECT_EQ(disk[7 * 512], 0x5a);
 }
 
 TEST_F(BlkTest, ProtocolRejections) {

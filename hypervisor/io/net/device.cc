@@ -9,12 +9,12 @@
 namespace axl::hv::io::net {
 
 NetDevice::NetDevice(NetDeviceSpec spec, channel::HvEnd chan)
-    : spec_(spec), chan_(std::move(chan)), rx_slots_(chan_.slots() / 2), slots_(chan_.slots()) {
-  for (uint32_t id = rx_slots_; id < chan_.slots(); ++id) tx_free_.push_back(id);
+    : spec_(spec), chan_(std::make_unique<channel::HvEnd>(std::move(chan))), rx_slots_(chan_->slots() / 2), slots_(chan_->slots()) {
+  for (uint32_t id = rx_slots_; id < chan_->slots(); ++id) tx_free_.push_back(id);
   // RX buffers are posted from the start: frames may arrive before the
   // guest's driver is up and wait in their slots.
   for (uint32_t id = 0; id < rx_slots_; ++id) post_rx(id);
-  chan_.kick();
+  chan_->kick();
 }
 
 uint64_t NetDevice::features() const {
@@ -25,14 +25,14 @@ uint64_t NetDevice::features() const {
 void NetDevice::post_rx(uint32_t id) {
   Slot& s = slots_[id];
   s.use = Use::kRxPosted;
-  s.posted_len = chan_.slot_size();
+  s.posted_len = chan_->slot_size();
   s.filled_len = 0;
   channel::Request r{};
   r.id = id;
   r.op = uint16_t(channel::Op::kNetRxPost);
-  r.pool_off = uint32_t(uint64_t(id) * chan_.slot_size());
-  r.len = chan_.slot_size();
-  chan_.push(r);
+  r.pool_off = uint32_t(uint64_t(id) * chan_->slot_size());
+  r.len = chan_->slot_size();
+  chan_->push(r);
 }
 
 void NetDevice::queue_started(uint32_t index, virtio::Virtqueue& vq) {
@@ -64,12 +64,12 @@ void NetDevice::queue_kicked(uint32_t index) {
 
 std::vector<int> NetDevice::extra_fds() const {
   if (quarantined_) return {};
-  return {chan_.resp_kick_fd()};
+  return {chan_->resp_kick_fd()};
 }
 
 void NetDevice::extra_fd_ready(int fd) {
-  if (fd != chan_.resp_kick_fd() || quarantined_) return;
-  chan_.ack_doorbell();
+  if (fd != chan_->resp_kick_fd() || quarantined_) return;
+  chan_->ack_doorbell();
   handle_responses();
 }
 
@@ -98,7 +98,7 @@ void NetDevice::process_tx() {
       virtio::Chain& c = *p.chain;
       // §5.1.6.2: a TX chain is header + frame, all device-readable.
       if (c.writable_bytes != 0 || c.readable_bytes < kHdrBytes ||
-          c.readable_bytes > chan_.slot_size()) {
+          c.readable_bytes > chan_->slot_size()) {
         bad_descriptors_.fetch_add(1, std::memory_order_relaxed);
         AXL_WARN("virtio-net tx: chain of %llu readable / %llu writable bytes dropped",
                  static_cast<unsigned long long>(c.readable_bytes),
@@ -107,7 +107,7 @@ void NetDevice::process_tx() {
         continue;
       }
       uint32_t id = tx_free_.front();
-      auto r = tx_vq_->dma().copy_from_guest(c.segs, 0, {chan_.slot(id), size_t(c.readable_bytes)});
+      auto r = tx_vq_->dma().copy_from_guest(c.segs, 0, {chan_->slot(id), size_t(c.readable_bytes)});
       if (!r.ok() || r.bytes != c.readable_bytes) {
         tx_vq_->push(c.head, 0);
         continue;
@@ -117,17 +117,18 @@ void NetDevice::process_tx() {
       s.use = Use::kTx;
       s.posted_len = uint32_t(c.readable_bytes);
       s.queue_gen = tx_gen_;
+      s.seq = next_seq_++;
       s.chain = std::move(c);
       channel::Request req{};
       req.id = id;
       req.op = uint16_t(channel::Op::kNetTx);
-      req.pool_off = uint32_t(uint64_t(id) * chan_.slot_size());
+      req.pool_off = uint32_t(uint64_t(id) * chan_->slot_size());
       req.len = s.posted_len;
-      chan_.push(req);
+      chan_->push(req);
     }
     if (tx_free_.empty() || tx_vq_->broken() || !tx_vq_->enable_notification()) break;
   }
-  chan_.kick();
+  chan_->kick();
   tx_vq_->notify();
 }
 
@@ -152,7 +153,7 @@ bool NetDevice::deliver_one(const Filled& f) {
     rx_held_bytes_ += p.chain->writable_bytes;
     rx_held_.push_back(std::move(*p.chain));
   }
-  const uint8_t* frame = chan_.slot(f.id);
+  const uint8_t* frame = chan_->slot(f.id);
   if (rx_held_bytes_ < f.len) {
     // No MRG_RXBUF and the one buffer is too small: drop the frame.
     rx_dropped_.fetch_add(1, std::memory_order_relaxed);
@@ -215,8 +216,49 @@ void NetDevice::deliver_rx() {
     }
     if (rx_filled_.empty() || rx_vq_->broken() || !rx_vq_->enable_notification()) break;
   }
-  if (reposted) chan_.kick();
+  if (reposted) chan_->kick();
   rx_vq_->notify();
+}
+
+Status NetDevice::rebind(channel::HvEnd fresh) {
+  if (fresh.slots() != slots_.size() || fresh.slot_size() != chan_->slot_size())
+    return make_error("rebind: channel shape differs from the device's");
+  chan_ = std::make_unique<channel::HvEnd>(std::move(fresh));
+  quarantined_ = false;
+  // Frames that arrived into the old pool are dropped (the old memory is not
+  // trusted; TCP retransmits); every RX slot is posted again on the new one.
+  rx_filled_.clear();
+  for (uint32_t id = 0; id < rx_slots_; ++id) post_rx(id);
+  std::vector<uint32_t> tx;
+  for (uint32_t id = rx_slots_; id < slots_.size(); ++id)
+    if (slots_[id].use == Use::kTx) tx.push_back(id);
+  std::sort(tx.begin(), tx.end(),
+            [this](uint32_t a, uint32_t b) { return slots_[a].seq < slots_[b].seq; });
+  for (uint32_t id : tx) {
+    Slot& s = slots_[id];
+    iommu::CopyResult r;
+    bool live = tx_vq_ && s.queue_gen == tx_gen_;
+    if (live)
+      r = tx_vq_->dma().copy_from_guest(s.chain.segs, 0, {chan_->slot(id), size_t(s.posted_len)});
+    if (!live || !r.ok() || r.bytes != s.posted_len) {
+      if (live) tx_vq_->push(s.chain.head, 0);
+      s.use = Use::kFree;
+      s.chain = {};
+      tx_free_.push_back(id);
+      continue;
+    }
+    channel::Request req{};
+    req.id = id;
+    req.op = uint16_t(channel::Op::kNetTx);
+    req.pool_off = uint32_t(uint64_t(id) * chan_->slot_size());
+    req.len = s.posted_len;
+    chan_->push(req);
+  }
+  chan_->kick();
+  AXL_INFO("virtio-net: rebound to a fresh channel, %zu tx frames resent", tx.size());
+  if (tx_vq_) tx_vq_->notify();
+  process_tx();
+  return {};
 }
 
 void NetDevice::violation(const char* what, uint32_t id) {
@@ -228,7 +270,7 @@ void NetDevice::violation(const char* what, uint32_t id) {
 void NetDevice::handle_responses() {
   bool tx_done = false, rx_new = false;
   while (!quarantined_) {
-    auto r = chan_.pop();
+    auto r = chan_->pop();
     if (!r) {
       violation(r.error().message.c_str(), 0);
       break;
@@ -282,7 +324,7 @@ void NetDevice::handle_responses() {
   }
   if (tx_done && tx_vq_) tx_vq_->notify();
   if (rx_new) deliver_rx();
-  chan_.kick();
+  chan_->kick();
   // Freed TX slots let waiting frames in.
   process_tx();
 }

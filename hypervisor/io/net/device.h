@@ -12,6 +12,7 @@
 #include <atomic>
 #include <cstdint>
 #include <deque>
+#include <memory>
 #include <vector>
 
 #include "channel/channel.h"
@@ -46,6 +47,7 @@ class NetDevice final : public DeviceLogic {
   std::vector<int> extra_fds() const override;
   void extra_fd_ready(int fd) override;
   DeviceStats stats() const override;
+  Status rebind(channel::HvEnd chan) override;
 
   bool quarantined() const { return quarantined_; }
 
@@ -56,6 +58,7 @@ class NetDevice final : public DeviceLogic {
     uint32_t posted_len = 0;
     uint32_t filled_len = 0;
     uint64_t queue_gen = 0;
+    uint64_t seq = 0;     // TX send order, for an in-order replay on rebind
     virtio::Chain chain;  // TX: the guest chain to complete
   };
   struct Filled {
@@ -72,7 +75,8 @@ class NetDevice final : public DeviceLogic {
   bool is_rx_id(uint32_t id) const { return id < rx_slots_; }
 
   NetDeviceSpec spec_;
-  channel::HvEnd chan_;
+  // The current channel; replaced whole by rebind() (HvEnd is not assignable).
+  std::unique_ptr<channel::HvEnd> chan_;
   uint32_t rx_slots_;
   std::vector<Slot> slots_;
   std::deque<uint32_t> tx_free_;
@@ -82,6 +86,7 @@ class NetDevice final : public DeviceLogic {
   virtio::Virtqueue* rx_vq_ = nullptr;
   virtio::Virtqueue* tx_vq_ = nullptr;
   uint64_t tx_gen_ = 0;
+  uint64_t next_seq_ = 0;
   bool mrg_rxbuf_ = false;
   bool quarantined_ = false;
 

@@ -5,6 +5,7 @@
 #include <gtest/gtest.h>
 #include <stdlib.h>
 
+#include <atomic>
 #include <mutex>
 
 #include "hypervisor/guest_device.h"
@@ -32,20 +33,23 @@ struct NetTest : ::testing::Test {
     auto shape = net_channel_shape();
     auto ch = testing::make_channel(shape.slots, shape.slot_size);
     ASSERT_TRUE(ch.hv && ch.drv);
-    driver = std::make_unique<testing::FakeDriver>(
-        std::move(*ch.drv),
-        [this](channel::DriverEnd& d, const channel::Request& r) -> std::optional<channel::Response> {
+    driver = start_driver(std::move(*ch.drv));
+    dev = make_net_device(sock, NetDeviceSpec{{2, 0, 0, 0, 0, 1}}, std::move(*ch.hv));
+    ASSERT_TRUE(dev->start().ok());
+    ASSERT_TRUE(fe.connect(sock));
+  }
+  std::atomic<bool> hold_tx{false};
+  std::unique_ptr<testing::FakeDriver> start_driver(channel::DriverEnd end) {
+    return std::make_unique<testing::FakeDriver>(std::move(end), [this](channel::DriverEnd& d, const channel::Request& r) -> std::optional<channel::Response> {
           std::lock_guard<std::mutex> g(mu);
           if (r.op == uint16_t(channel::Op::kNetRxPost)) {
             posted.push_back(r);
             return std::nullopt;
           }
+          if (hold_tx) return std::nullopt;  // a hung driver
           sent.emplace_back(d.slot(r.id), d.slot(r.id) + r.len);
           return channel::Response{r.id, 0, 0, 0};
         });
-    dev = make_net_device(sock, NetDeviceSpec{{2, 0, 0, 0, 0, 1}}, std::move(*ch.hv));
-    ASSERT_TRUE(dev->start().ok());
-    ASSERT_TRUE(fe.connect(sock));
   }
   void TearDown() override {
     dev.reset();
@@ -91,6 +95,34 @@ TEST_F(NetTest, TxFrameReachesDriver) {
   std::lock_guard<std::mutex> g(mu);
   ASSERT_EQ(sent.size(), 1u);
   EXPECT_EQ(sent[0], frame);
+}
+
+TEST_F(NetTest, RebindResendsTxAndRepostsRx) {
+  fe.handshake(2, ~0ull);
+  hold_tx = true;
+  memset(fe.at(kBufs), 0, 12);
+  memset(fe.at(kBufs + 12), 0x42, 64);
+  fe.add_chain(kTxQueue, {{kBufs, 76, false}});
+  std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  EXPECT_EQ(fe.used_idx(kTxQueue), 0);
+  hold_tx = false;
+  driver.reset();
+  {
+    std::lock_guard<std::mutex> g(mu);
+    posted.clear();
+  }
+  auto shape = net_channel_shape();
+  auto ch = testing::make_channel(shape.slots, shape.slot_size);
+  ASSERT_TRUE(ch.hv && ch.drv);
+  driver = start_driver(std::move(*ch.drv));
+  ASSERT_TRUE(io::rebind(*dev, std::move(*ch.hv)).ok());
+  auto u = fe.wait_used(kTxQueue, 1);
+  ASSERT_EQ(u.size(), 1u);
+  wait_posted(shape.slots / 2);
+  std::lock_guard<std::mutex> g(mu);
+  ASSERT_EQ(sent.size(), 1u);
+  EXPECT_EQ(sent[0].size(), 76u);
+  EXPECT_EQ(sent[0][12], 0x42);
 }
 
 TEST_F(NetTest, TxRejectsWritableAndOversizedChains) {

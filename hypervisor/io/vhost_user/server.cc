@@ -9,6 +9,7 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include <future>
 #include <vector>
 
 #include "common/log.h"
@@ -48,12 +49,36 @@ Status Server::start() {
     return make_error(std::string("listen: ") + strerror(errno));
   }
   stop_.reset(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
-  if (!stop_) {
+  task_.reset(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
+  if (!stop_ || !task_) {
     ::unlink(path_.c_str());
     return make_error(std::string("eventfd: ") + strerror(errno));
   }
   listen_ = std::move(s);
   thread_ = std::thread([this] { run(); });
+  return {};
+}
+
+Status Server::run_on_thread(std::function<void()> fn) {
+  if (!thread_.joinable()) {
+    fn();
+    return {};
+  }
+  if (std::this_thread::get_id() == thread_.get_id())
+    return make_error("run_on_thread called from the device thread");
+  auto done = std::make_shared<std::promise<void>>();
+  std::future<void> f = done->get_future();
+  {
+    std::lock_guard<std::mutex> g(task_mu_);
+    tasks_.push_back([fn = std::move(fn), done] {
+      fn();
+      done->set_value();
+    });
+  }
+  uint64_t one = 1;
+  while (::write(task_.get(), &one, sizeof one) < 0 && errno == EINTR) {
+  }
+  f.wait();
   return {};
 }
 
@@ -64,7 +89,7 @@ void Server::drop_connection(const char* why) {
 }
 
 void Server::run() {
-  enum Kind { kStop, kListen, kConn, kKick, kExtra };
+  enum Kind { kStop, kTask, kListen, kConn, kKick, kExtra };
   std::vector<pollfd> pfds;
   std::vector<std::pair<Kind, uint32_t>> what;
   for (;;) {
@@ -72,6 +97,8 @@ void Server::run() {
     what.clear();
     pfds.push_back({stop_.get(), POLLIN, 0});
     what.push_back({kStop, 0});
+    pfds.push_back({task_.get(), POLLIN, 0});
+    what.push_back({kTask, 0});
     if (conn_) {
       pfds.push_back({conn_.get(), POLLIN, 0});
       what.push_back({kConn, 0});
@@ -100,6 +127,19 @@ void Server::run() {
       switch (what[i].first) {
         case kStop:
           return;
+        case kTask: {
+          uint64_t v;
+          while (::read(task_.get(), &v, sizeof v) < 0 && errno == EINTR) {
+          }
+          std::deque<std::function<void()>> tasks;
+          {
+            std::lock_guard<std::mutex> g(task_mu_);
+            tasks.swap(tasks_);
+          }
+          for (auto& t : tasks) t();
+          // A task may have changed the device's fds.
+          goto next_round;
+        }
         case kListen: {
           int c = ::accept4(listen_.get(), nullptr, nullptr, SOCK_CLOEXEC);
           if (c < 0) break;

@@ -5,6 +5,9 @@
 // disconnect it goes back to accepting; the device state survives.
 #pragma once
 #include <atomic>
+#include <deque>
+#include <functional>
+#include <mutex>
 #include <string>
 #include <thread>
 
@@ -27,6 +30,10 @@ class Server {
   // The socket exists and listens when this returns.
   Status start();
 
+  // Runs `fn` on the device thread (inline before start()) and waits for it.
+  // Never call it from the device thread itself.
+  Status run_on_thread(std::function<void()> fn);
+
   uint64_t connections() const { return connections_.load(std::memory_order_relaxed); }
   uint64_t protocol_errors() const { return handler_.protocol_errors() + dropped_.load(); }
 
@@ -37,7 +44,9 @@ class Server {
   std::string path_;
   Backend& backend_;
   Handler handler_;
-  UniqueFd listen_, conn_, stop_;
+  UniqueFd listen_, conn_, stop_, task_;
+  std::mutex task_mu_;
+  std::deque<std::function<void()>> tasks_;
   std::thread thread_;
   std::atomic<uint64_t> connections_{0};
   std::atomic<uint64_t> dropped_{0};
