@@ -62,6 +62,7 @@ struct Options {
   uint64_t range = 0;  // bytes from the start of the device; 0 = all of it
   bool verify = true;
   bool verify_only = false;
+  bool check_data = false;
   bool poll = false;
   bool event_idx = true;
   uint32_t queue_size = 128;  // QEMU's vhost-user-blk default
@@ -84,6 +85,9 @@ void usage(FILE* f) {
                "  --range BYTES       limit I/O to the first BYTES of the device (K/M/G suffix)\n"
                "  --no-verify         skip the write/read-back integrity pass\n"
                "  --verify-only       run only the integrity pass\n"
+               "  --check-data        fill the range with a known pattern first, write that\n"
+               "                      pattern in every write and check every read against it\n"
+               "                      (costs frontend CPU: for proving a backend, not timing it)\n"
                "  --poll              busy-poll the used ring instead of waiting for calls\n"
                "  --no-event-idx      do not negotiate VIRTIO_RING_F_EVENT_IDX\n"
                "  --no-indirect       do not negotiate VIRTIO_RING_F_INDIRECT_DESC (by default,\n"
@@ -125,6 +129,7 @@ Result<Options> parse_args(int argc, char** argv) {
     if (a == "--all") { o.all = true; continue; }
     if (a == "--no-verify") { o.verify = false; continue; }
     if (a == "--verify-only") { o.verify_only = true; continue; }
+    if (a == "--check-data") { o.check_data = true; continue; }
     if (a == "--poll") { o.poll = true; continue; }
     if (a == "--no-event-idx") { o.event_idx = false; continue; }
     if (a == "--no-indirect") { o.indirect = false; continue; }
@@ -880,6 +885,9 @@ Status run_workload(BlkFrontend& dev, const Options& o, const WorkloadSpec& w, u
   if (qd == 0) return make_error("ring too small for one request");
   for (uint32_t i = 0; i < dev.slots(); ++i)
     std::memset(dev.data(i), static_cast<int>(0x11 * (i % 15 + 1)), req);  // never all zeros
+  std::vector<uint64_t> slot_off(dev.slots());
+  std::vector<uint8_t> want;
+  uint64_t checked = 0;
 
   uint64_t blocks = range / req;
   uint64_t cursor = 0;
@@ -906,10 +914,25 @@ Status run_workload(BlkFrontend& dev, const Options& o, const WorkloadSpec& w, u
         off = cursor;
         cursor += req;
       }
+      if (o.check_data) {
+        slot_off[*slot] = off;
+        if (w.write) fill_pattern(dev.data(*slot), off, req, o.seed);
+        else std::memset(dev.data(*slot), 0xa5, req);
+      }
       if (auto s = dev.queue(*slot, w.write, off, req); !s) return s;
     }
     if (auto s = dev.kick(); !s) return s;
     if (auto s = dev.wait(done); !s) return s;
+    if (o.check_data && !w.write) {
+      for (const Completion& c : done) {
+        want.resize(req);
+        fill_pattern(want.data(), slot_off[c.slot], req, o.seed);
+        if (std::memcmp(want.data(), dev.data(c.slot), req) != 0)
+          return make_error(std::string(w.name) + ": read at device offset " + std::to_string(slot_off[c.slot]) +
+                            " returned the wrong data");
+        ++checked;
+      }
+    }
     if (stopping) continue;  // draining: not counted
     for (const Completion& c : done) {
       lat_ns.push_back(static_cast<uint32_t>(
@@ -945,10 +968,10 @@ Status run_workload(BlkFrontend& dev, const Options& o, const WorkloadSpec& w, u
               ",\"seconds\":%.3f,\"requests\":%" PRIu64
               ",\"iops\":%.1f,\"mb_s\":%.2f,\"mib_s\":%.2f,\"lat_avg_us\":%.1f,\"lat_p50_us\":%.1f,"
               "\"lat_p99_us\":%.1f,\"lat_max_us\":%.1f,\"kicks\":%" PRIu64 ",\"calls\":%" PRIu64
-              ",\"frontend_cpu_pct\":%.1f%s}\n",
+              ",\"frontend_cpu_pct\":%.1f,\"reads_checked\":%" PRIu64 "%s}\n",
               label_field(o).c_str(), w.name, qd, qd_req, req, secs, completed, iops, bytes_s / 1e6,
               bytes_s / kMiB, avg, pct(0.5), pct(0.99), pct(1.0), dev.kicks() - kicks0, dev.calls() - calls0,
-              100 * self_cpu0 / secs, backend_cpu);
+              100 * self_cpu0 / secs, checked, backend_cpu);
   std::fflush(stdout);
   return {};
 }
@@ -985,6 +1008,15 @@ int run(const Options& o) {
     } else if (auto s = verify(dev, o, range); !s) {
       return fail(s);
     }
+  }
+  if (o.check_data && !o.verify_only) {
+    // Every block of the range gets the pattern, so any later read can be
+    // checked whatever offset it lands on.
+    std::vector<VerifyOp> fill;
+    for (uint64_t off = 0; off < range; off += dev.max_req())
+      fill.push_back({off, std::min(dev.max_req(), range - off), 0});
+    uint64_t unused = 0;
+    if (auto s = run_ops(dev, fill, true, o.seed, unused); !s) return fail(s);
   }
   if (!o.verify_only) {
     std::mt19937_64 rng(o.seed);
