@@ -109,7 +109,6 @@ Result<const Domain*> DomainEngine::create(const std::string& toml, const std::s
 
   auto d = std::make_unique<Domain>();
   d->cfg = std::move(cfg).value();
-  d->id = next_id_++;
   d->dir = state_dir_ + "/dom/" + d->cfg.name;
   d->accel = accel_qemu_arg(*accel);
   std::error_code ec;
@@ -152,6 +151,7 @@ Result<const Domain*> DomainEngine::create(const std::string& toml, const std::s
     d->qemu.pid = -1;
     return fail(make_error("QEMU failed to start (" + proc::describe_status(*st) + "): " + last));
   }
+  d->id = next_id_++;
   Domain* raw = d.get();
   d->exit_watch = std::make_unique<asio::posix::stream_descriptor>(io_, ::dup(d->qemu.pidfd.get()));
   d->exit_watch->async_wait(asio::posix::stream_descriptor::wait_read,

@@ -25,7 +25,7 @@ TEST(QemuCmdline, SharedMemfdRamAndOnlyVhostUserDevices) {
   EXPECT_NE(std::find(a.begin(), a.end(), "-nodefaults"), a.end());
   EXPECT_TRUE(has_pair(a, "-device", "vhost-user-blk-pci,chardev=vu0,num-queues=1"));
   EXPECT_TRUE(has_pair(a, "-netdev", "vhost-user,id=net1,chardev=vu1"));
-  EXPECT_TRUE(has_pair(a, "-device", "virtio-net-pci,netdev=net1,mac=52:54:00:01:02:03"));
+  EXPECT_TRUE(has_pair(a, "-device", "virtio-net-pci,netdev=net1,vectors=0,mac=52:54:00:01:02:03"));
   EXPECT_TRUE(has_pair(a, "-append", "console=ttyS0 panic=-1 quiet"));
   for (auto& x : a) {
     EXPECT_EQ(x.find("virtio-blk-pci"), std::string::npos);

@@ -5,7 +5,7 @@
 # namespace and the temp dir.
 set -euo pipefail
 
-: "${AXL_BIN:?AXL_BIN must point at the build's bin dir}"
+: "${AXL_BIN:?AXL_BIN must point at the bin dir of a build}"
 AXL="$AXL_BIN/axl"
 TOOL="$AXL_BIN/axl-tool"
 
@@ -78,6 +78,11 @@ assert_gone() {
   local p
   for p in "$@"; do
     [ -n "$p" ] && [ "$p" -gt 0 ] || continue
-    if kill -0 "$p" 2>/dev/null; then die "process $p ($(tr '\0' ' ' </proc/$p/cmdline)) still running"; fi
+    # A zombie has exited; only its parent (whoever adopted the daemon) can reap it.
+    if kill -0 "$p" 2>/dev/null && [ "$(awk '{print $3}' "/proc/$p/stat" 2>/dev/null)" != Z ]; then
+      local cmd
+      cmd=$(tr '\0' ' ' <"/proc/$p/cmdline")
+      die "process $p ($cmd) still running"
+    fi
   done
 }
