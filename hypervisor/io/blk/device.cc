@@ -10,7 +10,6 @@ namespace axl::hv::io::blk {
 
 namespace {
 constexpr uint64_t kSector = 512;
-constexpr size_t kConfigSize = 60;  // struct virtio_blk_config up to write_zeroes fields
 
 void put(std::vector<uint8_t>& b, size_t off, const void* v, size_t n) { memcpy(&b[off], v, n); }
 
@@ -57,7 +56,6 @@ Result<std::vector<uint8_t>> BlkDevice::get_config(uint32_t offset, uint32_t siz
   uint16_t num_queues = 1;
   put(cfg, 34, &num_queues, 2);
   if (uint64_t(offset) + size > cfg.size()) return make_error("config read beyond the space");
-  (void)kConfigSize;
   return std::vector<uint8_t>(cfg.begin() + offset, cfg.begin() + offset + size);
 }
 

@@ -198,6 +198,35 @@ TEST_F(BlkTest, ManyRequestsInOneKick) {
   }
 }
 
+TEST_F(BlkTest, RequestsWaitInTheRingWhenSlotsAreBusy) {
+  // A 4-slot channel and 20 requests: 16 of them wait in the virtqueue and
+  // go out as completions free slots.
+  dev.reset();
+  driver.reset();
+  auto ch = testing::make_channel(4, blk_channel_shape().slot_size);
+  ASSERT_TRUE(ch.hv && ch.drv);
+  driver = start_driver(std::move(*ch.drv));
+  dev = make_blk_device(sock, BlkDeviceSpec{kDiskBytes, false, ""}, std::move(*ch.hv));
+  ASSERT_TRUE(dev->start().ok());
+  Frontend fe2;
+  ASSERT_TRUE(fe2.connect(sock));
+  fe2.handshake(1, ~0ull);
+  for (int i = 0; i < 20; ++i) {
+    uint8_t h[16] = {};
+    uint64_t sector = 19 - i;
+    memcpy(h + 8, &sector, 8);
+    memcpy(fe2.at(kHdr + 16 * i), h, 16);
+    fe2.add_chain(0, {{kHdr + 16 * i, 16, false}, {kData + 512 * i, 512, true}, {kStatus + i, 1, true}},
+                  i == 19);
+  }
+  auto u = fe2.wait_used(0, 20);
+  ASSERT_EQ(u.size(), 20u);
+  for (int i = 0; i < 20; ++i) {
+    EXPECT_EQ(*fe2.at(kStatus + i), kSOk);
+    EXPECT_EQ(0, memcmp(fe2.at(kData + 512 * i), disk.data() + 512 * (19 - i), 512));
+  }
+}
+
 TEST_F(BlkTest, ReadOnlyRejectsWrites) {
   dev.reset();
   auto shape = blk_channel_shape();
