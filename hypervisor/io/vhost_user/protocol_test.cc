@@ -23,8 +23,9 @@ struct Pair : ::testing::Test {
   void raw(uint32_t req, uint32_t flags, uint32_t size, const std::vector<uint8_t>& payload) {
     uint32_t h[3] = {req, flags, size};
     ASSERT_EQ(::write(a.get(), h, 12), 12);
-    if (!payload.empty())
+    if (!payload.empty()) {
       ASSERT_EQ(::write(a.get(), payload.data(), payload.size()), ssize_t(payload.size()));
+    }
   }
 };
 
