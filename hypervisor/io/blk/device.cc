@@ -2,7 +2,10 @@
 
 #include <string.h>
 
+#include <poll.h>
+
 #include <algorithm>
+#include <chrono>
 
 #include "common/log.h"
 
@@ -65,9 +68,37 @@ void BlkDevice::queue_started(uint32_t index, virtio::Virtqueue& vq) {
 }
 
 void BlkDevice::queue_stopped(uint32_t index) {
-  // Requests still at the driver complete into nothing: the front-end took
-  // the ring back (GET_VRING_BASE) and owns its state now.
+  // vhost-user.rst: after GET_VRING_BASE the front-end owns the ring and
+  // resumes it from the index we return (VM pause/resume, device reset).  A
+  // request popped but not completed would be lost, so let the driver finish
+  // first; only a driver that hangs past the deadline loses requests (its
+  // completions are then dropped: the ring they came from is gone).
+  if (vq_) drain_ring();
   vq_ = nullptr;
+}
+
+void BlkDevice::drain_ring() {
+  constexpr auto kDrainTimeout = std::chrono::seconds(2);
+  auto deadline = std::chrono::steady_clock::now() + kDrainTimeout;
+  stopping_ = true;
+  auto pending = [this] {
+    size_t n = 0;
+    for (const Inflight& f : inflight_) n += f.busy && f.queue_gen == queue_gen_;
+    return n;
+  };
+  while (!quarantined_ && pending() > 0) {
+    auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+        deadline - std::chrono::steady_clock::now());
+    if (left.count() <= 0) {
+      AXL_WARN("virtio-blk: ring stopped with %zu requests still at the driver", pending());
+      break;
+    }
+    pollfd p{chan_->resp_kick_fd(), POLLIN, 0};
+    ::poll(&p, 1, int(left.count()));
+    chan_->ack_doorbell();
+    handle_responses();
+  }
+  stopping_ = false;
 }
 
 void BlkDevice::queue_kicked(uint32_t index) { process(); }
@@ -93,7 +124,7 @@ DeviceStats BlkDevice::stats() const {
 }
 
 void BlkDevice::process() {
-  if (!vq_ || quarantined_) return;
+  if (!vq_ || quarantined_ || stopping_) return;
   for (;;) {
     while (!free_.empty()) {
       auto p = vq_->pop();

@@ -70,6 +70,9 @@ class BlkDevice final : public DeviceLogic {
   };
 
   void process();
+  // Waits (bounded) for the driver to finish every request of the current
+  // ring, so GET_VRING_BASE hands back a ring with nothing in flight.
+  void drain_ring();
   void submit(virtio::Chain chain);
   void complete_now(const virtio::Chain& chain, uint64_t status_off, uint8_t status,
                     uint32_t used_len);
@@ -87,6 +90,7 @@ class BlkDevice final : public DeviceLogic {
   uint64_t queue_gen_ = 0;
   uint64_t next_seq_ = 0;
   bool quarantined_ = false;
+  bool stopping_ = false;  // draining for a ring stop: pop nothing new
 
   std::atomic<uint64_t> requests_{0}, bytes_{0}, bad_descriptors_{0}, violations_{0};
 };

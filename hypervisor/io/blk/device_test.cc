@@ -26,6 +26,7 @@ struct BlkTest : ::testing::Test {
   std::vector<uint8_t> disk = std::vector<uint8_t>(kDiskBytes);
   std::atomic<int> flushes{0};
   std::atomic<bool> misbehave{false};
+  std::atomic<int> delay_ms{0};
   std::unique_ptr<testing::FakeDriver> driver;
   std::unique_ptr<GuestDevice> dev;
   Frontend fe;
@@ -49,6 +50,7 @@ struct BlkTest : ::testing::Test {
         std::move(end),
         [this](channel::DriverEnd& d, const channel::Request& r) -> std::optional<channel::Response> {
       channel::Response resp{r.id, 0, 0, 0};
+      if (delay_ms) std::this_thread::sleep_for(std::chrono::milliseconds(delay_ms.load()));
       if (misbehave) {
         resp.id = r.id + 1000;  // an id that is not in flight
         return resp;
@@ -225,6 +227,23 @@ TEST_F(BlkTest, RequestsWaitInTheRingWhenSlotsAreBusy) {
     EXPECT_EQ(*fe2.at(kStatus + i), kSOk);
     EXPECT_EQ(0, memcmp(fe2.at(kData + 512 * i), disk.data() + 512 * (19 - i), 512));
   }
+}
+
+TEST_F(BlkTest, GetVringBaseWaitsForRequestsInFlight) {
+  fe.handshake(1, ~0ull);
+  delay_ms = 100;  // a slow driver
+  put_hdr(0, kTIn, 2);
+  fe.add_chain(0, {{kHdr, 16, false}, {kData, 512, true}, {kStatus, 1, true}});
+  std::this_thread::sleep_for(std::chrono::milliseconds(20));  // popped, at the driver
+  auto rep = fe.call(Req::kGetVringBase, vhost_user::encode_vring_state({0, 0}));
+  ASSERT_EQ(rep.size(), 8u);
+  uint32_t base;
+  memcpy(&base, rep.data() + 4, 4);
+  EXPECT_EQ(base, 1u);
+  // Completed before the reply: resuming from `base` loses nothing.
+  EXPECT_EQ(fe.used_idx(0), 1);
+  EXPECT_EQ(status(0), kSOk);
+  EXPECT_EQ(0, memcmp(fe.at(kData), disk.data() + 1024, 512));
 }
 
 TEST_F(BlkTest, ReadOnlyRejectsWrites) {

@@ -2,7 +2,10 @@
 
 #include <string.h>
 
+#include <poll.h>
+
 #include <algorithm>
+#include <chrono>
 
 #include "common/log.h"
 
@@ -45,12 +48,20 @@ void NetDevice::queue_started(uint32_t index, virtio::Virtqueue& vq) {
 }
 
 void NetDevice::queue_stopped(uint32_t index) {
+  // The front-end resumes the ring from last_avail (vhost-user.rst
+  // GET_VRING_BASE): nothing popped may stay unanswered.
   if (index == kRxQueue) {
+    // RX buffers held for a frame that did not fit yet go back empty (the
+    // driver counts a length error and reuses them).
+    if (rx_vq_) {
+      for (auto& c : rx_held_) rx_vq_->push(c.head, 0);
+      if (!rx_held_.empty()) rx_vq_->notify();
+    }
     rx_vq_ = nullptr;
-    // Chains popped from the old ring belong to the front-end again.
     rx_held_.clear();
     rx_held_bytes_ = 0;
   } else if (index == kTxQueue) {
+    if (tx_vq_) drain_tx();
     tx_vq_ = nullptr;
   }
 }
@@ -82,8 +93,32 @@ DeviceStats NetDevice::stats() const {
   return s;
 }
 
+void NetDevice::drain_tx() {
+  constexpr auto kDrainTimeout = std::chrono::seconds(2);
+  auto deadline = std::chrono::steady_clock::now() + kDrainTimeout;
+  stopping_ = true;
+  auto pending = [this] {
+    size_t n = 0;
+    for (const Slot& s : slots_) n += s.use == Use::kTx && s.queue_gen == tx_gen_;
+    return n;
+  };
+  while (!quarantined_ && pending() > 0) {
+    auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+        deadline - std::chrono::steady_clock::now());
+    if (left.count() <= 0) {
+      AXL_WARN("virtio-net: tx ring stopped with %zu frames still at the driver", pending());
+      break;
+    }
+    pollfd p{chan_->resp_kick_fd(), POLLIN, 0};
+    ::poll(&p, 1, int(left.count()));
+    chan_->ack_doorbell();
+    handle_responses();
+  }
+  stopping_ = false;
+}
+
 void NetDevice::process_tx() {
-  if (!tx_vq_ || quarantined_) return;
+  if (!tx_vq_ || quarantined_ || stopping_) return;
   for (;;) {
     while (!tx_free_.empty()) {
       auto p = tx_vq_->pop();

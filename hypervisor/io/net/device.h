@@ -68,6 +68,7 @@ class NetDevice final : public DeviceLogic {
 
   void post_rx(uint32_t id);
   void process_tx();
+  void drain_tx();
   void deliver_rx();
   bool deliver_one(const Filled& f);
   void handle_responses();
@@ -89,6 +90,7 @@ class NetDevice final : public DeviceLogic {
   uint64_t next_seq_ = 0;
   bool mrg_rxbuf_ = false;
   bool quarantined_ = false;
+  bool stopping_ = false;
 
   std::atomic<uint64_t> frames_{0}, bytes_{0}, bad_descriptors_{0}, violations_{0},
       rx_dropped_{0};
