@@ -6,6 +6,7 @@
 //
 //   axl-io-smoke blk SOCK IMAGE
 //   axl-io-smoke net SOCK TAPNAME
+// blk: SIGUSR1 simulates a driver crash and restart (fresh channel, rebind).
 #include <errno.h>
 #include <fcntl.h>
 #include <linux/if_tun.h>
@@ -24,12 +25,14 @@
 #include "channel/channel.h"
 #include "common/log.h"
 #include "hypervisor/guest_device.h"
+#include "hypervisor/io/device_host.h"
 
 using namespace axl;
 
 namespace {
 
 volatile sig_atomic_t g_stop = 0;
+volatile sig_atomic_t g_rebind = 0;  // SIGUSR1: simulate a driver restart
 
 struct Ends {
   std::optional<channel::HvEnd> hv;
@@ -59,9 +62,22 @@ int run_blk(const char* sock, const char* image) {
   auto dev = hv::make_blk_device(sock, {uint64_t(st.st_size) & ~511ull, false, "axl-smoke"},
                                  std::move(*ends.hv));
   if (auto s = dev->start(); !s) return fprintf(stderr, "%s\n", s.error().message.c_str()), 1;
-  channel::DriverEnd& d = *ends.drv;
-  uint64_t served = 0;
+  std::optional<channel::DriverEnd> drv(std::move(*ends.drv));
+  uint64_t served = 0, restarts = 0;
   while (!g_stop) {
+    if (g_rebind) {
+      // The "driver" dies holding a request it never answers; a fresh
+      // channel replaces it and the device replays what was in flight.
+      g_rebind = 0;
+      (void)drv->pop();
+      auto fresh = make_channel(hv::blk_channel_shape());
+      if (!fresh.hv) return fprintf(stderr, "channel failed\n"), 1;
+      if (auto st = hv::io::rebind(*dev, std::move(*fresh.hv)); !st)
+        return fprintf(stderr, "rebind: %s\n", st.error().message.c_str()), 1;
+      drv.emplace(std::move(*fresh.drv));
+      ++restarts;
+    }
+    channel::DriverEnd& d = *drv;
     pollfd p{d.req_kick_fd(), POLLIN, 0};
     ::poll(&p, 1, 200);
     d.ack_doorbell();
@@ -96,8 +112,9 @@ int run_blk(const char* sock, const char* image) {
   }
   auto s = dev->stats();
   fprintf(stderr,
-          "blk smoke: served=%llu requests=%llu bytes=%llu bad=%llu faults=%llu violations=%llu\n",
-          (unsigned long long)served, (unsigned long long)s.requests,
+          "blk smoke: served=%llu restarts=%llu requests=%llu bytes=%llu bad=%llu faults=%llu "
+          "violations=%llu\n",
+          (unsigned long long)served, (unsigned long long)restarts, (unsigned long long)s.requests,
           (unsigned long long)s.bytes, (unsigned long long)s.bad_descriptors,
           (unsigned long long)s.iommu_faults, (unsigned long long)s.driver_violations);
   return 0;
@@ -169,6 +186,9 @@ int main(int argc, char** argv) {
   sa.sa_handler = [](int) { g_stop = 1; };
   sigaction(SIGINT, &sa, nullptr);
   sigaction(SIGTERM, &sa, nullptr);
+  struct sigaction su{};
+  su.sa_handler = [](int) { g_rebind = 1; };
+  sigaction(SIGUSR1, &su, nullptr);
   if (getenv("AXL_DEBUG")) axl::log::set_level(axl::log::Level::kDebug);
   std::string mode = argv[1];
   if (mode == "blk") return run_blk(argv[2], argv[3]);
