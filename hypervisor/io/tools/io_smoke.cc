@@ -6,7 +6,7 @@
 //
 //   axl-io-smoke blk SOCK IMAGE
 //   axl-io-smoke net SOCK TAPNAME
-// blk: SIGUSR1 simulates a driver crash and restart (fresh channel, rebind).
+// SIGUSR1 simulates a driver crash and restart (fresh channel, rebind).
 #include <errno.h>
 #include <fcntl.h>
 #include <linux/if_tun.h>
@@ -133,10 +133,23 @@ int run_net(const char* sock, const char* tapname) {
   if (!ends.hv) return fprintf(stderr, "channel failed\n"), 1;
   auto dev = hv::make_net_device(sock, {{0x52, 0x54, 0, 0x12, 0x34, 0x56}}, std::move(*ends.hv));
   if (auto s = dev->start(); !s) return fprintf(stderr, "%s\n", s.error().message.c_str()), 1;
-  channel::DriverEnd& d = *ends.drv;
+  std::optional<channel::DriverEnd> drv(std::move(*ends.drv));
   std::deque<channel::Request> rx_posted;
-  uint64_t tx = 0, rx = 0;
+  uint64_t tx = 0, rx = 0, restarts = 0;
   while (!g_stop) {
+    if (g_rebind) {
+      // A restarted net driver: fresh channel; posted RX buffers and any TX
+      // frame not yet answered belong to the old one.
+      g_rebind = 0;
+      rx_posted.clear();
+      auto fresh = make_channel(hv::net_channel_shape());
+      if (!fresh.hv) return fprintf(stderr, "channel failed\n"), 1;
+      if (auto st = hv::io::rebind(*dev, std::move(*fresh.hv)); !st)
+        return fprintf(stderr, "rebind: %s\n", st.error().message.c_str()), 1;
+      drv.emplace(std::move(*fresh.drv));
+      ++restarts;
+    }
+    channel::DriverEnd& d = *drv;
     pollfd p[2] = {{d.req_kick_fd(), POLLIN, 0}, {tap.get(), short(rx_posted.empty() ? 0 : POLLIN), 0}};
     ::poll(p, 2, 200);
     d.ack_doorbell();
@@ -168,8 +181,10 @@ int run_net(const char* sock, const char* tapname) {
     d.kick();
   }
   auto s = dev->stats();
-  fprintf(stderr, "net smoke: tx=%llu rx=%llu frames=%llu bad=%llu faults=%llu violations=%llu\n",
-          (unsigned long long)tx, (unsigned long long)rx, (unsigned long long)s.requests,
+  fprintf(stderr,
+          "net smoke: restarts=%llu tx=%llu rx=%llu frames=%llu bad=%llu faults=%llu "
+          "violations=%llu\n",
+          (unsigned long long)restarts, (unsigned long long)tx, (unsigned long long)rx, (unsigned long long)s.requests,
           (unsigned long long)s.bad_descriptors, (unsigned long long)s.iommu_faults,
           (unsigned long long)s.driver_violations);
   return 0;
