@@ -8,6 +8,7 @@
 #include <sys/eventfd.h>
 #include <sys/mman.h>
 
+#include <atomic>
 #include <random>
 
 #include "hypervisor/io/testing/frontend.h"
@@ -26,7 +27,10 @@ class FakeBackend : public Backend {
     if (uint64_t(offset) + size > 16) return make_error("beyond config");
     return std::vector<uint8_t>(size, 7);
   }
-  void queue_started(uint32_t, virtio::Virtqueue& vq) override { vq_ = &vq; }
+  void queue_started(uint32_t, virtio::Virtqueue& vq) override {
+    vq_ = &vq;
+    ++started_;
+  }
   void queue_stopped(uint32_t) override { vq_ = nullptr; }
   void queue_kicked(uint32_t) override {
     // Drain whatever the ring holds, as a device would.
@@ -39,6 +43,7 @@ class FakeBackend : public Backend {
     if (vq_) vq_->notify();
   }
   virtio::Virtqueue* vq_ = nullptr;
+  std::atomic<int> started_{0};
 };
 
 TEST(Server, SurvivesHostileFrontEnd) {
@@ -96,6 +101,60 @@ TEST(Server, SurvivesHostileFrontEnd) {
     ASSERT_TRUE(good.connect(sock));
     good.handshake(2, ~0ull);
     EXPECT_GT(server.protocol_errors(), 0u);
+  }
+  ::rmdir(dir.c_str());
+}
+
+// vhost-user.rst "Starting and stopping rings": with
+// VHOST_USER_F_PROTOCOL_FEATURES negotiated a ring starts disabled and runs
+// only once it has a kick fd and SET_VRING_ENABLE(1); GET_VRING_BASE stops it.
+TEST(Server, RingStartsOnKickAndEnable) {
+  char tmpl[] = "/tmp/axl-vu-XXXXXX";
+  std::string dir = ::mkdtemp(tmpl);
+  std::string sock = dir + "/s.sock";
+  FakeBackend backend;
+  iommu::DmaContext dma;
+  {
+    Server server(sock, backend, dma);
+    ASSERT_TRUE(server.start().ok());
+    testing::Frontend fe;
+    ASSERT_TRUE(fe.connect(sock));
+    using F = testing::Frontend;
+    uint64_t f = fe.call_u64(Req::kGetFeatures);
+    ASSERT_EQ(fe.call_ack(Req::kSetOwner, {}), 0u);
+    ASSERT_EQ(fe.call_ack(Req::kSetProtocolFeatures, encode_u64(virtio::bit(kPfReplyAck))), 0u);
+    ASSERT_EQ(fe.call_ack(Req::kSetFeatures, encode_u64(f)), 0u);
+    MemRegion r{F::kGpaBase, F::kRamSize, fe.uva(F::kGpaBase), 0};
+    // Only the ring addresses matter here: any memfd of the right size will do.
+    UniqueFd mem(::memfd_create("ram", MFD_CLOEXEC));
+    ASSERT_EQ(::ftruncate(mem.get(), F::kRamSize), 0);
+    ASSERT_EQ(fe.call_ack(Req::kSetMemTable, encode_mem_table({&r, 1}), {mem.get()}), 0u);
+    ASSERT_EQ(fe.call_ack(Req::kSetVringNum, encode_vring_state({0, 64})), 0u);
+    VringAddr a{0, 0, fe.uva(F::kGpaBase + 0x10000), fe.uva(F::kGpaBase + 0x18000),
+                fe.uva(F::kGpaBase + 0x14000), 0};
+    ASSERT_EQ(fe.call_ack(Req::kSetVringAddr, encode_vring_addr(a)), 0u);
+    UniqueFd kick(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
+    int kfd = kick.get();
+    ASSERT_EQ(fe.call_ack(Req::kSetVringKick, encode_u64(0), {kfd}), 0u);
+    EXPECT_EQ(backend.started_.load(), 0);  // kick fd alone: still disabled
+    ASSERT_EQ(fe.call_ack(Req::kSetVringEnable, encode_vring_state({0, 1})), 0u);
+    EXPECT_EQ(backend.started_.load(), 1);
+    auto rep = fe.call(Req::kGetVringBase, encode_vring_state({0, 0}));
+    ASSERT_EQ(rep.size(), 8u);
+    // Stopped: a new kick fd restarts it (still enabled).
+    UniqueFd kick2(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
+    kfd = kick2.get();
+    ASSERT_EQ(fe.call_ack(Req::kSetVringKick, encode_u64(0), {kfd}), 0u);
+    EXPECT_EQ(backend.started_.load(), 2);
+    // Ring addresses outside guest memory never start a ring.
+    ASSERT_EQ(fe.call_ack(Req::kSetVringNum, encode_vring_state({1, 64})), 0u);
+    VringAddr bad{1, 0, 0x1000, 0x2000, 0x3000, 0};
+    ASSERT_EQ(fe.call_ack(Req::kSetVringAddr, encode_vring_addr(bad)), 0u);
+    ASSERT_EQ(fe.call_ack(Req::kSetVringEnable, encode_vring_state({1, 1})), 0u);
+    UniqueFd kick3(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
+    kfd = kick3.get();
+    ASSERT_EQ(fe.call_ack(Req::kSetVringKick, encode_u64(1), {kfd}), 0u);
+    EXPECT_EQ(backend.started_.load(), 2);
   }
   ::rmdir(dir.c_str());
 }
