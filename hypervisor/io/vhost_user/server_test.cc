@@ -55,8 +55,12 @@ TEST(Server, SurvivesHostileFrontEnd) {
   {
     Server server(sock, backend, dma);
     ASSERT_TRUE(server.start().ok());
-    std::mt19937_64 rng(1234);
-    for (int round = 0; round < 60; ++round) {
+    // AXL_FUZZ_SEED / AXL_FUZZ_ROUNDS widen the search when run by hand.
+    const char* seed = getenv("AXL_FUZZ_SEED");
+    const char* rounds = getenv("AXL_FUZZ_ROUNDS");
+    std::mt19937_64 rng(seed ? strtoull(seed, nullptr, 0) : 1234);
+    int nrounds = rounds ? atoi(rounds) : 60;
+    for (int round = 0; round < nrounds; ++round) {
       testing::Frontend fe;
       ASSERT_TRUE(fe.connect(sock));
       timeval tv{0, 200000};
