@@ -25,8 +25,10 @@ Result<UniqueFd> open_tap(const std::string& name) {
   int hdr = 12;
   if (::ioctl(fd.get(), TUNSETVNETHDRSZ, &hdr) < 0)
     return make_error("tap '" + name + "': TUNSETVNETHDRSZ: " + strerror(errno));
-  // No offloads yet: the guest side negotiates none.
-  if (::ioctl(fd.get(), TUNSETOFFLOAD, 0) < 0)
+  // The net driver domain may be handed partially checksummed and TSO
+  // frames; the hypervisor finishes or drops them for guests that did not
+  // negotiate those offloads (hypervisor/io/net/offload.h).
+  if (::ioctl(fd.get(), TUNSETOFFLOAD, TUN_F_CSUM | TUN_F_TSO4 | TUN_F_TSO6 | TUN_F_TSO_ECN) < 0)
     return make_error("tap '" + name + "': TUNSETOFFLOAD: " + strerror(errno));
   UniqueFd s(::socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0));
   if (!s) return make_error(std::string("socket: ") + strerror(errno));

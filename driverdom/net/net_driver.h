@@ -40,7 +40,8 @@ class NetDriver final : public Driver {
   // Requests or TAP frames handled per wakeup before yielding to other fds.
   static constexpr uint32_t kBudget = 256;
   // A TAP read returns at most one (possibly GSO) frame of 64 KiB plus header.
-  static constexpr size_t kTapBufBytes = 64 * 1024 + kVnetHdrBytes;
+  // The largest TSO frame: header + 14-byte Ethernet + 65535-byte IP packet.
+  static constexpr size_t kTapBufBytes = kVnetHdrBytes + 14 + 65535;
 
   // `tap` may be empty: the switch then connects the guests only.
   NetDriver(boost::asio::io_context& io, UniqueFd tap);

@@ -22,7 +22,17 @@ NetDevice::NetDevice(NetDeviceSpec spec, channel::HvEnd chan)
 
 uint64_t NetDevice::features() const {
   return virtio::bit(virtio::kFVersion1) | virtio::bit(virtio::kFRingIndirectDesc) |
-         virtio::bit(virtio::kFRingEventIdx) | virtio::bit(kFMrgRxbuf);
+         virtio::bit(virtio::kFRingEventIdx) | virtio::bit(kFMrgRxbuf) | virtio::bit(kFCsum) |
+         virtio::bit(kFGuestCsum) | virtio::bit(kFGuestTso4) | virtio::bit(kFGuestTso6) |
+         virtio::bit(kFGuestEcn) | virtio::bit(kFHostTso4) | virtio::bit(kFHostTso6) |
+         virtio::bit(kFHostEcn);
+}
+
+void NetDevice::set_acked_features(uint64_t f) {
+  mrg_rxbuf_ = f & virtio::bit(kFMrgRxbuf);
+  offloads_ = GuestOffloads::from_features(f);
+  host_csum_ = f & virtio::bit(kFCsum);
+  host_tso_ = host_csum_ && (f & (virtio::bit(kFHostTso4) | virtio::bit(kFHostTso6)));
 }
 
 void NetDevice::post_rx(uint32_t id) {
@@ -148,6 +158,11 @@ void NetDevice::process_tx() {
         continue;
       }
       tx_free_.pop_front();
+      // Offloads the guest did not negotiate are not asked of the TAP or of
+      // other guests on its behalf.
+      uint8_t* txh = chan_->slot(id);
+      if (!host_csum_) txh[0] = 0;
+      if (!host_tso_) txh[1] = kGsoNone;
       Slot& s = slots_[id];
       s.use = Use::kTx;
       s.posted_len = uint32_t(c.readable_bytes);
@@ -188,15 +203,22 @@ bool NetDevice::deliver_one(const Filled& f) {
     rx_held_bytes_ += p.chain->writable_bytes;
     rx_held_.push_back(std::move(*p.chain));
   }
-  const uint8_t* frame = chan_->slot(f.id);
+  uint8_t* frame = chan_->slot(f.id);
+  // The header is the driver's: copy it out once and make it valid for
+  // this guest before anything of the frame reaches guest memory.
+  NetHdr nh;
+  memcpy(&nh, frame, sizeof nh);
+  if (sanitize_rx(nh, {frame + kHdrBytes, f.len - kHdrBytes}, offloads_) != RxVerdict::kDeliver) {
+    rx_dropped_.fetch_add(1, std::memory_order_relaxed);
+    return true;  // the held guest buffers stay for the next frame
+  }
   if (rx_held_bytes_ < f.len) {
     // No MRG_RXBUF and the one buffer is too small: drop the frame.
     rx_dropped_.fetch_add(1, std::memory_order_relaxed);
     rx_vq_->push(rx_held_.front().head, 0);
   } else {
-    // Our own header: no offloads were negotiated, so nothing the driver
-    // wrote there is passed on (§5.1.6.4: flags 0, gso_type NONE).
-    uint8_t hdr[kHdrBytes] = {};
+    uint8_t hdr[kHdrBytes];
+    memcpy(hdr, &nh, sizeof hdr);
     size_t used_chains = 0;
     uint64_t off = 0;
     std::vector<std::pair<uint16_t, uint32_t>> used;

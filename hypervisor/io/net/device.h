@@ -6,8 +6,9 @@
 // buffers (kNetRxPost); the other half carry TX frames.  A received frame
 // waits in its slot until the guest has RX buffers for it, then is copied in
 // (spread over several chains with VIRTIO_NET_F_MRG_RXBUF) and the slot is
-// posted again.  No checksum or segmentation offloads are offered, so every
-// header this device writes to the guest is zero but for num_buffers.
+// posted again.  Checksum and TCP segmentation offloads are offered both
+// ways; a received header is sanitized for what the guest negotiated
+// (offload.h) before the guest sees it.
 #pragma once
 #include <atomic>
 #include <cstdint>
@@ -18,6 +19,7 @@
 #include "channel/channel.h"
 #include "hypervisor/guest_device.h"
 #include "hypervisor/io/device_host.h"
+#include "hypervisor/io/net/offload.h"
 #include "hypervisor/io/virtio/virtqueue.h"
 
 namespace axl::hv::io::net {
@@ -25,7 +27,9 @@ namespace axl::hv::io::net {
 constexpr unsigned kFMrgRxbuf = 15;
 constexpr uint32_t kHdrBytes = 12;  // virtio_net_hdr_v1
 constexpr uint32_t kSlots = 256;
-constexpr uint32_t kSlotSize = 2048;  // header + a 1514-byte frame, 64-byte aligned
+// Header + the largest TSO frame (14-byte Ethernet + 65535-byte IP packet),
+// rounded up to 64 bytes.
+constexpr uint32_t kSlotSize = 65600;
 constexpr uint32_t kRxQueue = 0;
 constexpr uint32_t kTxQueue = 1;
 
@@ -40,7 +44,7 @@ class NetDevice final : public DeviceLogic {
   uint64_t protocol_features() const override {
     return virtio::bit(vhost_user::kPfReplyAck) | virtio::bit(vhost_user::kPfMq);
   }
-  void set_acked_features(uint64_t f) override { mrg_rxbuf_ = f & virtio::bit(kFMrgRxbuf); }
+  void set_acked_features(uint64_t f) override;
   void queue_started(uint32_t index, virtio::Virtqueue& vq) override;
   void queue_stopped(uint32_t index) override;
   void queue_kicked(uint32_t index) override;
@@ -89,6 +93,8 @@ class NetDevice final : public DeviceLogic {
   uint64_t tx_gen_ = 0;
   uint64_t next_seq_ = 0;
   bool mrg_rxbuf_ = false;
+  GuestOffloads offloads_;
+  bool host_csum_ = false, host_tso_ = false;
   bool quarantined_ = false;
   bool stopping_ = false;
 

@@ -57,14 +57,16 @@ struct NetTest : ::testing::Test {
     ::rmdir(dir.c_str());
   }
   // The driver "receives" a frame: header + payload into the next posted slot.
-  void inject(std::vector<uint8_t> payload, uint32_t claimed_len = 0) {
-    driver->post([this, payload, claimed_len](channel::DriverEnd& d) {
+  // Delivers a frame as the driver would, with `hdr_fill` in every byte of
+  // its virtio_net_hdr_v1 (0: a valid header without offloads).
+  void inject(std::vector<uint8_t> payload, uint32_t claimed_len = 0, uint8_t hdr_fill = 0) {
+    driver->post([this, payload, claimed_len, hdr_fill](channel::DriverEnd& d) {
       std::lock_guard<std::mutex> g(mu);
       ASSERT_FALSE(posted.empty());
       channel::Request r = posted.front();
       posted.pop_front();
       uint8_t* s = d.slot(r.id);
-      memset(s, 0xaa, 12);  // garbage header: the device must not pass it on
+      memset(s, hdr_fill, 12);
       memcpy(s + 12, payload.data(), payload.size());
       uint32_t len = claimed_len ? claimed_len : uint32_t(12 + payload.size());
       d.push(channel::Response{r.id, 0, len, 0});
@@ -128,11 +130,27 @@ TEST_F(NetTest, RebindResendsTxAndRepostsRx) {
 TEST_F(NetTest, TxRejectsWritableAndOversizedChains) {
   fe.handshake(2, ~0ull);
   fe.add_chain(kTxQueue, {{kBufs, 12, false}, {kBufs + 0x1000, 60, true}});
-  fe.add_chain(kTxQueue, {{kBufs, 4000, false}});
+  fe.add_chain(kTxQueue, {{kBufs, net_channel_shape().slot_size + 1, false}});
   auto u = fe.wait_used(kTxQueue, 2);
   EXPECT_EQ(dev->stats().bad_descriptors, 2u);
   std::lock_guard<std::mutex> g(mu);
   EXPECT_TRUE(sent.empty());
+}
+
+TEST_F(NetTest, RxFrameWithGarbageHeaderIsDroppedNotPassedOn) {
+  fe.handshake(2, ~0ull);
+  wait_posted(net_channel_shape().slots / 2);
+  fe.add_chain(kRxQueue, {{kBufs, 2048, true}});
+  inject(std::vector<uint8_t>(100, 0x11), 0, 0xaa);  // gso_type 0xaa: no such type
+  std::vector<uint8_t> good(100, 0x22);
+  inject(good);
+  auto u = fe.wait_used(kRxQueue, 1);
+  ASSERT_EQ(u.size(), 1u);
+  EXPECT_EQ(u[0].len, 112u);
+  EXPECT_EQ(0, memcmp(fe.at(kBufs + 12), good.data(), good.size()));
+  uint8_t hdr[10];
+  memcpy(hdr, fe.at(kBufs), 10);
+  for (uint8_t b : hdr) EXPECT_EQ(b, 0);
 }
 
 TEST_F(NetTest, RxWaitsForBuffersThenMergesAcrossChains) {
@@ -156,7 +174,7 @@ TEST_F(NetTest, RxWaitsForBuffersThenMergesAcrossChains) {
   uint16_t num_buffers;
   memcpy(&num_buffers, hdr + 10, 2);
   EXPECT_EQ(num_buffers, 2);
-  for (int i = 0; i < 10; ++i) EXPECT_EQ(hdr[i], 0);  // driver's garbage header dropped
+  for (int i = 0; i < 10; ++i) EXPECT_EQ(hdr[i], 0);
   EXPECT_EQ(0, memcmp(fe.at(kBufs + 12), payload.data(), 500));
   EXPECT_EQ(0, memcmp(fe.at(kBufs + 0x1000), payload.data() + 500, 500));
   // The slot goes back to the driver.
