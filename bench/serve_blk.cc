@@ -62,7 +62,7 @@ int main(int argc, char** argv) {
       fprintf(stderr, "cannot open %s\n", image.c_str());
     } else {
       req.blk = axl::hv::BlkDeviceSpec{uint64_t(st.st_size) & ~511ull, false, "axl-bench"};
-      auto b = axl::hv::bind_device(*reg.find("bench-blk"), socket, std::move(req));
+      auto b = axl::hv::bind_device(*reg.find("bench-blk"), socket, req);
       if (!b) {
         fprintf(stderr, "%s\n", b.error().message.c_str());
       } else {

@@ -2,6 +2,7 @@
 
 #include <fstream>
 #include <set>
+#include <tuple>
 #include <sstream>
 #include <toml++/toml.h>
 
@@ -127,7 +128,11 @@ Result<HostConfig> parse_host(const std::string& text, const std::string& origin
   if (*arr) {
     for (const toml::node& n : **arr) {
       const toml::table& d = *n.as_table();
-      if (auto s = check_keys(d, {"name", "kind", "tap"}, origin, "driver."); !s) return s.error();
+      if (auto s = check_keys(d, {"name", "kind", "tap", "restart_max", "restart_window_s",
+                                  "backoff_ms"},
+                              origin, "driver.");
+          !s)
+        return s.error();
       DriverConfig dc;
       auto name = get_req<std::string>(d, "name", origin, "driver.");
       if (!name) return name.error();
@@ -156,6 +161,17 @@ Result<HostConfig> parse_host(const std::string& text, const std::string& origin
             return make_error(origin + ": tap '" + dc.tap + "' used by two drivers");
       } else if (tap->has_value()) {
         return make_error(origin + ": blk driver '" + dc.name + "' takes no 'tap'");
+      }
+      for (auto [key, dst, max] : {std::tuple{"restart_max", &dc.restart_max, 1000},
+                                   std::tuple{"restart_window_s", &dc.restart_window_s, 86400},
+                                   std::tuple{"backoff_ms", &dc.backoff_ms, 60000}}) {
+        auto v = get_opt<int64_t>(d, key, origin, "driver.");
+        if (!v) return v.error();
+        if (!v->has_value()) continue;
+        if (**v < 0 || **v > max)
+          return make_error(origin + ": driver '" + dc.name + "': " + key + " must be between 0 and " +
+                            std::to_string(max));
+        *dst = uint32_t(**v);
       }
       h.drivers.push_back(std::move(dc));
     }

@@ -19,6 +19,12 @@ struct DriverConfig {
   std::string name;
   DriverKind kind = DriverKind::kNet;
   std::string tap;  // net only: TAP interface name, created if missing
+  // Restart policy: at most restart_max restarts within restart_window_s,
+  // each after backoff_ms (doubling while restarts come back to back);
+  // beyond that the driver is marked failed.
+  uint32_t restart_max = 10;
+  uint32_t restart_window_s = 60;
+  uint32_t backoff_ms = 0;
 };
 
 struct HostConfig {

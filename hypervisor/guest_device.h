@@ -41,6 +41,9 @@ class GuestDevice {
   // Creates the listening socket (it exists when this returns) and starts the thread.
   virtual Status start() = 0;
   virtual DeviceStats stats() const = 0;
+  // Moves the device to a fresh channel (a restarted driver domain) and
+  // replays every request still in flight, in the order first sent.
+  virtual Status rebind(channel::HvEnd chan) = 0;
 };
 
 std::unique_ptr<GuestDevice> make_blk_device(std::string socket_path, BlkDeviceSpec spec,

@@ -11,6 +11,8 @@ const char* to_string(DriverState s) {
   switch (s) {
     case DriverState::kStarting: return "starting";
     case DriverState::kRunning: return "running";
+    case DriverState::kRestarting: return "restarting";
+    case DriverState::kFailed: return "failed";
     case DriverState::kStopped: return "stopped";
   }
   return "?";
@@ -65,12 +67,47 @@ void DriverManager::on_exit(DriverDomain* d) {
   auto st = proc::wait_for(d->child, std::chrono::milliseconds(0));
   d->exit_status = st ? *st : -1;
   d->child.pid = -1;
-  d->state = DriverState::kStopped;
-  AXL_WARN("driver %s %s", d->cfg.name.c_str(), proc::describe_status(d->exit_status).c_str());
+  d->failed_at = std::chrono::steady_clock::now();
+  d->last_failure = proc::describe_status(d->exit_status);
+  AXL_WARN("driver %s %s", d->cfg.name.c_str(), d->last_failure.c_str());
+  if (stopping_) {
+    d->state = DriverState::kStopped;
+    return;
+  }
+  // Restart budget: restart_max within restart_window_s.
+  auto now = d->failed_at;
+  auto window = std::chrono::seconds(d->cfg.restart_window_s);
+  while (!d->recent_restarts.empty() && now - d->recent_restarts.front() > window)
+    d->recent_restarts.pop_front();
+  if (d->recent_restarts.size() >= d->cfg.restart_max) {
+    d->state = DriverState::kFailed;
+    AXL_ERROR("driver %s failed: %u restarts within %u s", d->cfg.name.c_str(),
+              d->cfg.restart_max, d->cfg.restart_window_s);
+    return;
+  }
+  d->state = DriverState::kRestarting;
+  // Back-to-back failures back off exponentially from backoff_ms.
+  uint32_t delay = d->cfg.backoff_ms;
+  for (size_t i = 1; i < d->recent_restarts.size() && delay && delay < 60000; ++i) delay *= 2;
+  d->restart_timer = std::make_unique<asio::steady_timer>(io_, std::chrono::milliseconds(delay));
+  d->restart_timer->async_wait([this, d](const boost::system::error_code& ec) {
+    if (!ec) restart(d);
+  });
+}
+
+void DriverManager::restart(DriverDomain* d) {
+  d->recent_restarts.push_back(std::chrono::steady_clock::now());
+  ++d->restarts;
+  if (auto s = spawn(*d); !s) {
+    AXL_ERROR("driver %s: restart failed: %s", d->cfg.name.c_str(), s.error().message.c_str());
+    d->state = DriverState::kFailed;
+  }
 }
 
 void DriverManager::stop_all() {
+  stopping_ = true;
   for (auto& d : drivers_) {
+    if (d->restart_timer) d->restart_timer->cancel();
     if (d->exit_watch) d->exit_watch->cancel();
     if (d->state != DriverState::kStopped && d->child.pid > 0) {
       d->exit_status = proc::stop(d->child, std::chrono::milliseconds(2000));

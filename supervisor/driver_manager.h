@@ -3,6 +3,8 @@
 // recorded as stopped.
 #pragma once
 #include "common/asio.h"
+#include <chrono>
+#include <deque>
 #include <memory>
 #include <string>
 #include <vector>
@@ -12,7 +14,8 @@
 
 namespace axl::supervisor {
 
-enum class DriverState { kStarting, kRunning, kStopped };
+// Lifecycle (STYLE.md habit 6); transitions live in DriverManager only.
+enum class DriverState { kStarting, kRunning, kRestarting, kFailed, kStopped };
 const char* to_string(DriverState s);
 
 struct DriverDomain {
@@ -21,6 +24,10 @@ struct DriverDomain {
   proc::Child child;
   int exit_status = 0;
   uint32_t restarts = 0;
+  std::string last_failure;  // e.g. "killed by Killed"
+  std::deque<std::chrono::steady_clock::time_point> recent_restarts;  // within the window
+  std::chrono::steady_clock::time_point failed_at;
+  std::unique_ptr<boost::asio::steady_timer> restart_timer;
   UniqueFd tap;  // net: held here for the driver's whole life and its successors
   std::unique_ptr<boost::asio::posix::stream_descriptor> exit_watch;
 };
@@ -37,6 +44,8 @@ class DriverManager {
  private:
   Status spawn(DriverDomain& d);
   void on_exit(DriverDomain* d);
+  void restart(DriverDomain* d);
+  bool stopping_ = false;
 
   boost::asio::io_context& io_;
   std::string bin_, hv_socket_, log_dir_;

@@ -2,8 +2,13 @@
 
 namespace axl::hv {
 
-Result<BoundDevice> bind_device(DriverConnection& drv, const std::string& socket,
-                                DeviceRequest req) {
+namespace {
+struct Grant {
+  uint32_t device_id;
+  channel::HvEnd end;
+};
+
+Result<Grant> attach_channel(DriverConnection& drv, const DeviceRequest& req) {
   if (drv.kind() != req.kind)
     return make_error("driver '" + drv.name() + "' is a " + config::to_string(drv.kind()) +
                       " driver, not " + config::to_string(req.kind));
@@ -29,18 +34,37 @@ Result<BoundDevice> bind_device(DriverConnection& drv, const std::string& socket
   }
   auto id = drv.attach(args);
   if (!id) return id.error();
-  channel::HvEnd end(std::move(mapping).value(), std::move(fds->req_kick),
-                     std::move(fds->resp_kick));
+  return Grant{*id, channel::HvEnd(std::move(mapping).value(), std::move(fds->req_kick),
+                                   std::move(fds->resp_kick))};
+}
+}  // namespace
+
+Result<BoundDevice> bind_device(DriverConnection& drv, const std::string& socket,
+                                const DeviceRequest& req) {
+  auto g = attach_channel(drv, req);
+  if (!g) return g.error();
   BoundDevice b;
-  b.device_id = *id;
-  b.device = blk ? make_blk_device(socket, req.blk, std::move(end))
-                 : make_net_device(socket, req.net, std::move(end));
+  b.device_id = g->device_id;
+  b.device = req.kind == config::DriverKind::kBlk
+                 ? make_blk_device(socket, req.blk, std::move(g->end))
+                 : make_net_device(socket, req.net, std::move(g->end));
   if (auto s = b.device->start(); !s) {
     b.device.reset();
     drv.detach(b.device_id);
     return s.error();
   }
   return b;
+}
+
+Status rebind_device(DriverConnection& drv, const DeviceRequest& req, BoundDevice& b) {
+  auto g = attach_channel(drv, req);
+  if (!g) return g.error();
+  if (auto s = b.device->rebind(std::move(g->end)); !s) {
+    drv.detach(g->device_id);
+    return s;
+  }
+  b.device_id = g->device_id;
+  return {};
 }
 
 }  // namespace axl::hv

@@ -24,6 +24,9 @@ struct BoundDevice {
 
 // On error nothing stays attached and no socket is left.
 Result<BoundDevice> bind_device(DriverConnection& drv, const std::string& socket,
-                                DeviceRequest req);
+                                const DeviceRequest& req);
+// A restarted driver domain: attach a fresh channel to it and move the live
+// device there (its in-flight requests are replayed).
+Status rebind_device(DriverConnection& drv, const DeviceRequest& req, BoundDevice& b);
 
 }  // namespace axl::hv

@@ -40,9 +40,9 @@ Status DomainEngine::attach_devices(Domain& d, std::vector<QemuDevice>& qdevs) {
     const auto kind = req.kind;
     const auto mac = req.net.mac;
     std::string sock = d.dir + "/dev" + std::to_string(qdevs.size()) + ".sock";
-    auto b = bind_device(*drv, sock, std::move(req));
+    auto b = bind_device(*drv, sock, req);
     if (!b) return b.error();
-    d.devices.push_back(DeviceBinding{driver_name, b->device_id, std::move(b->device)});
+    d.devices.push_back(DeviceBinding{driver_name, std::move(req), std::move(b).value()});
     qdevs.push_back(QemuDevice{kind == config::DriverKind::kBlk ? QemuDevice::Kind::kBlk
                                                                 : QemuDevice::Kind::kNet,
                                sock, mac});
@@ -74,8 +74,8 @@ Status DomainEngine::attach_devices(Domain& d, std::vector<QemuDevice>& qdevs) {
 
 void DomainEngine::release_devices(Domain& d) {
   for (auto& b : d.devices) {
-    b.device.reset();  // stops its thread, unlinks its socket
-    if (DriverConnection* drv = drivers_.find(b.driver)) drv->detach(b.device_id);
+    b.bound.device.reset();  // stops its thread, unlinks its socket
+    if (DriverConnection* drv = drivers_.find(b.driver)) drv->detach(b.bound.device_id);
   }
   d.devices.clear();
 }
@@ -192,6 +192,20 @@ Status DomainEngine::destroy(const std::string& name) {
 
 void DomainEngine::destroy_all() {
   while (!domains_.empty()) (void)destroy(domains_.begin()->first);
+}
+
+void DomainEngine::driver_connected(DriverConnection& drv) {
+  for (auto& [name, d] : domains_) {
+    for (auto& b : d->devices) {
+      if (b.driver != drv.name() || !b.bound.device) continue;
+      if (auto s = rebind_device(drv, b.request, b.bound); !s)
+        AXL_ERROR("domain %s: device on driver %s not rebound: %s", name.c_str(),
+                  drv.name().c_str(), s.error().message.c_str());
+      else
+        AXL_INFO("domain %s: device rebound to driver %s (pid %d)", name.c_str(),
+                 drv.name().c_str(), drv.pid());
+    }
+  }
 }
 
 const Domain* DomainEngine::find(const std::string& name) const {

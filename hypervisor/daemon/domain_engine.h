@@ -10,6 +10,7 @@
 
 #include "common/config.h"
 #include "common/process.h"
+#include "hypervisor/daemon/device_binding.h"
 #include "hypervisor/daemon/driver_registry.h"
 #include "hypervisor/guest_device.h"
 
@@ -20,8 +21,8 @@ const char* to_string(DomainState s);
 
 struct DeviceBinding {
   std::string driver;
-  uint32_t device_id = 0;
-  std::unique_ptr<GuestDevice> device;
+  DeviceRequest request;  // kept to attach a restarted driver (image fd included)
+  BoundDevice bound;
 };
 
 struct Domain {
@@ -49,6 +50,8 @@ class DomainEngine {
   Status destroy(const std::string& name);
   void destroy_all();
   const Domain* find(const std::string& name) const;
+  // A driver domain (re)connected: move every device it serves to it.
+  void driver_connected(DriverConnection& drv);
   std::vector<const Domain*> list() const;
 
  private:

@@ -101,20 +101,15 @@ void DriverRegistry::await_hello(std::shared_ptr<asio::posix::stream_descriptor>
     auto kind = h.getKind() == schema::DriverKind::NET ? config::DriverKind::kNet
                                                        : config::DriverKind::kBlk;
     UniqueFd own(s->release());
-    auto it = drivers_.find(name);
-    if (it != drivers_.end() && it->second->devices() > 0) {
-      // Rebinding live devices to a restarted driver is the supervisor's job
-      // (restart issue); until then a second driver of the same name is refused.
-      AXL_WARN("driver '%s' connected twice while the first serves devices; closing",
-               name.c_str());
-      return;
-    }
+    if (drivers_.count(name))
+      AXL_INFO("driver '%s' reconnected: its devices move to the new instance", name.c_str());
     AXL_INFO("driver '%s' (%s) connected, pid %d", name.c_str(), config::to_string(kind),
              h.getPid());
     auto conn = std::make_unique<DriverConnection>(name, kind, h.getPid(), std::move(own), io_);
     DriverConnection* raw = conn.get();
-    drivers_[name] = std::move(conn);
+    drivers_[name] = std::move(conn);  // a previous connection closes here
     watch(raw);
+    if (on_connect_) on_connect_(*raw);
   });
 }
 

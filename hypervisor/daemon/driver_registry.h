@@ -3,6 +3,7 @@
 // instances to it.  Everything a driver sends is untrusted.
 #pragma once
 #include "common/asio.h"
+#include <functional>
 #include <map>
 #include <memory>
 #include <string>
@@ -51,6 +52,9 @@ class DriverConnection {
 class DriverRegistry {
  public:
   explicit DriverRegistry(boost::asio::io_context& io) : io_(io) {}
+  // Called after a driver said hello, including a restarted instance of a
+  // driver seen before (which replaces the old connection).
+  void on_connect(std::function<void(DriverConnection&)> f) { on_connect_ = std::move(f); }
   Status listen(const std::string& path);
   DriverConnection* find(const std::string& name);
   std::vector<const DriverConnection*> all() const;
@@ -64,6 +68,7 @@ class DriverRegistry {
   UniqueFd listen_fd_;
   std::unique_ptr<boost::asio::posix::stream_descriptor> listen_watch_;
   std::map<std::string, std::unique_ptr<DriverConnection>> drivers_;
+  std::function<void(DriverConnection&)> on_connect_;
 };
 
 }  // namespace axl::hv

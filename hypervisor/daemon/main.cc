@@ -58,6 +58,7 @@ int main(int argc, char** argv) {
   boost::asio::io_context io;
   axl::hv::DriverRegistry drivers(io);
   axl::hv::DomainEngine engine(io, state_dir, guest_dir, drivers);
+  drivers.on_connect([&](axl::hv::DriverConnection& c) { engine.driver_connected(c); });
   bool stopping = false;
 
   axl::ControlServer control(io, [&](axl::schema::ControlRequest::Reader req,

@@ -34,7 +34,7 @@ class HostedDevice final : public GuestDevice {
         server_(std::move(socket_path), *logic_, *dma_) {}
   Status start() override { return server_.start(); }
   // Thread-safe: runs DeviceLogic::rebind on the device thread and waits.
-  Status rebind(channel::HvEnd chan) {
+  Status rebind(channel::HvEnd chan) override {
     std::optional<channel::HvEnd> holder(std::move(chan));
     Status result;
     auto st = server_.run_on_thread([&] { result = logic_->rebind(std::move(*holder)); });
@@ -57,10 +57,6 @@ class HostedDevice final : public GuestDevice {
 
 // Rebinds a device made by make_blk_device / make_net_device to a fresh
 // channel.  (A candidate for a virtual on GuestDevice itself.)
-inline Status rebind(GuestDevice& dev, channel::HvEnd chan) {
-  auto* hosted = dynamic_cast<HostedDevice*>(&dev);
-  if (!hosted) return make_error("not a hosted vhost-user device");
-  return hosted->rebind(std::move(chan));
-}
+inline Status rebind(GuestDevice& dev, channel::HvEnd chan) { return dev.rebind(std::move(chan)); }
 
 }  // namespace axl::hv::io
