@@ -120,6 +120,7 @@ DeviceStats BlkDevice::stats() const {
   s.bytes = bytes_.load(std::memory_order_relaxed);
   s.bad_descriptors = bad_descriptors_.load(std::memory_order_relaxed);
   s.driver_violations = violations_.load(std::memory_order_relaxed);
+  clock_.fill(s);
   return s;
 }
 
@@ -242,6 +243,7 @@ Status BlkDevice::rebind(channel::HvEnd fresh) {
   if (fresh.slots() != inflight_.size() || fresh.slot_size() != chan_->slot_size())
     return make_error("rebind: channel shape differs from the device's");
   chan_ = std::make_unique<channel::HvEnd>(std::move(fresh));
+  clock_.rebound();
   quarantined_ = false;
   // Replay in first-sent order: the driver serves in order, so writes stay
   // ordered around flushes exactly as the guest issued them.
@@ -312,6 +314,7 @@ void BlkDevice::handle_responses() {
       violation("length beyond what was posted", resp.id);
       break;
     }
+    clock_.served();
     finish(resp.id, resp);
     any = true;
   }

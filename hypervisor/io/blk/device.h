@@ -17,6 +17,7 @@
 #include "channel/channel.h"
 #include "hypervisor/guest_device.h"
 #include "hypervisor/io/device_host.h"
+#include "hypervisor/io/service_clock.h"
 #include "hypervisor/io/virtio/virtqueue.h"
 
 namespace axl::hv::io::blk {
@@ -93,6 +94,7 @@ class BlkDevice final : public DeviceLogic {
   bool stopping_ = false;  // draining for a ring stop: pop nothing new
 
   std::atomic<uint64_t> requests_{0}, bytes_{0}, bad_descriptors_{0}, violations_{0};
+  ServiceClock clock_;
 };
 
 }  // namespace axl::hv::io::blk

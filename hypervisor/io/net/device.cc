@@ -100,6 +100,7 @@ DeviceStats NetDevice::stats() const {
   s.bytes = bytes_.load(std::memory_order_relaxed);
   s.bad_descriptors = bad_descriptors_.load(std::memory_order_relaxed);
   s.driver_violations = violations_.load(std::memory_order_relaxed);
+  clock_.fill(s);
   return s;
 }
 
@@ -281,6 +282,7 @@ Status NetDevice::rebind(channel::HvEnd fresh) {
   if (fresh.slots() != slots_.size() || fresh.slot_size() != chan_->slot_size())
     return make_error("rebind: channel shape differs from the device's");
   chan_ = std::make_unique<channel::HvEnd>(std::move(fresh));
+  clock_.rebound();
   quarantined_ = false;
   // Frames that arrived into the old pool are dropped (the old memory is not
   // trusted; TCP retransmits); every RX slot is posted again on the new one.
@@ -351,6 +353,7 @@ void NetDevice::handle_responses() {
       violation("length beyond what was posted", resp.id);
       break;
     }
+    clock_.served();
     if (s.use == Use::kTx) {
       s.use = Use::kFree;
       tx_free_.push_back(resp.id);

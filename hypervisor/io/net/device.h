@@ -19,6 +19,7 @@
 #include "channel/channel.h"
 #include "hypervisor/guest_device.h"
 #include "hypervisor/io/device_host.h"
+#include "hypervisor/io/service_clock.h"
 #include "hypervisor/io/net/offload.h"
 #include "hypervisor/io/virtio/virtqueue.h"
 
@@ -100,6 +101,7 @@ class NetDevice final : public DeviceLogic {
 
   std::atomic<uint64_t> frames_{0}, bytes_{0}, bad_descriptors_{0}, violations_{0},
       rx_dropped_{0};
+  ServiceClock clock_;
 };
 
 }  // namespace axl::hv::io::net
