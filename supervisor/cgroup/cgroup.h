@@ -1,0 +1,119 @@
+// Resource limits for driver domains (DESIGN.md "Confinement" item 4 and
+// "Restart without the guest noticing": resource abuse is seen through
+// cgroup limits and events).  Each driver instance gets its own cgroup; the
+// kernel enforces the limits, OOM-kills a driver that exceeds its memory, and
+// the supervisor learns of it through Group::event_fd() and Group::breach().
+//
+// Two layouts are supported, chosen once by Manager::detect():
+//  - cgroup2: <mount>/<parent>/<prefix>/<name>, with memory, pids (and cpu
+//    when available) enabled in the subtree_control of <prefix>.
+//  - cgroup v1: one <mount>/<parent>/<prefix>/<name> per controller mount
+//    (memory, pids, cpu).
+// <parent> is the supervisor's own cgroup when that works, else the root.
+#pragma once
+#include <sys/types.h>
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "common/result.h"
+#include "common/unique_fd.h"
+
+namespace axl::cgroup {
+
+// 0 means unlimited.
+struct Limits {
+  uint64_t memory_max_bytes = 0;
+  uint32_t pids_max = 0;
+  uint32_t cpu_percent = 0;  // of one CPU; 200 = two CPUs' worth
+};
+
+enum class Breach { kNone, kMemory, kPids };
+const char* breach_name(Breach b);
+
+enum class Version { kV1, kV2 };
+
+class Group {
+ public:
+  Group(const Group&) = delete;
+  Group& operator=(const Group&) = delete;
+  // Kills whatever is still inside (only processes in this group) and removes
+  // the group's directories.
+  ~Group();
+
+  // Moves a process (all its threads) in.  Call it before the process runs
+  // driver code, e.g. from the parent while the child waits on a pipe.
+  Status add(pid_t pid);
+
+  // Whether the kernel enforced a limit: an OOM kill inside the group, or a
+  // fork refused by pids.max.  Memory wins when both happened.
+  Breach breach() const;
+
+  // Pollable (POLLIN) when the group's memory or pids events change; -1 when
+  // the kernel offers no notification.  Call ack_events() after it fires so
+  // it stops polling readable, then check breach().
+  int event_fd() const { return events_.get(); }
+  void ack_events();
+
+  // Pids currently inside the group.
+  std::vector<pid_t> pids() const;
+  // Kills everything inside and waits (bounded) until the group is empty.
+  // Returns true when it emptied.
+  bool kill_all();
+
+  const std::string& name() const { return name_; }
+  // The group's directories (one for cgroup2, one per controller for v1).
+  const std::vector<std::string>& dirs() const { return dirs_; }
+
+ private:
+  friend class Manager;
+  Group(Version version, std::string name) : version_(version), name_(std::move(name)) {}
+  Status apply(const Limits& limits);
+  Status watch();
+
+  Version version_;
+  std::string name_;
+  std::vector<std::string> dirs_;  // every directory this group made
+  std::string memory_dir_;         // the directory holding memory.* files
+  std::string pids_dir_;
+  std::string cpu_dir_;            // empty when no cpu controller
+  UniqueFd events_;                // epoll over the sources below
+  UniqueFd inotify_;               // memory.events / pids.events modifications
+  UniqueFd oom_eventfd_;           // v1: cgroup.event_control on memory.oom_control
+  UniqueFd oom_control_;           // v1: must stay open while registered
+};
+
+class Manager {
+ public:
+  // Finds where cgroups can be made and creates <prefix> there.  Returns an
+  // Error with a one-line reason when neither cgroup2 nor v1 works; the
+  // supervisor then warns and runs drivers without limits.
+  static Result<std::unique_ptr<Manager>> detect(const std::string& prefix);
+
+  Manager(const Manager&) = delete;
+  Manager& operator=(const Manager&) = delete;
+  // Removes the <prefix> directories (groups must be gone first).
+  ~Manager();
+
+  std::string describe() const;
+  Version version() const { return version_; }
+
+  // `name` is one path component (no '/', not "." or "..").
+  Result<std::unique_ptr<Group>> create(const std::string& name, const Limits& limits);
+
+ private:
+  Manager(Version version) : version_(version) {}
+
+  Version version_;
+  std::string description_;
+  // cgroup2: memory_base_ == pids_base_ == cpu_base_.  cpu_base_ is empty when
+  // no cpu controller can be had; cpu limits then fail at create().
+  std::string memory_base_;
+  std::string pids_base_;
+  std::string cpu_base_;
+  std::vector<std::string> made_;  // prefix directories this manager created
+};
+
+}  // namespace axl::cgroup
