@@ -7,16 +7,20 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <ctime>
 #include <cstring>
 #include <filesystem>
 #include <regex>
 #include <thread>
 
-#include "cli/client.h"
+#include "common/control_client.h"
 #include "common/config.h"
 #include "common/unique_fd.h"
 
 namespace axl::cli {
+
+using control::call;
+using control::ControlReply;
 
 namespace fs = std::filesystem;
 
@@ -69,19 +73,52 @@ int destroy(const HostPaths& p, const std::string& name) {
   return 0;
 }
 
-int drivers(const HostPaths& p) {
+int drivers(const HostPaths& p, bool stats) {
   auto sup = call(p.supervisor_socket(), [](auto q) { q.setListDrivers(); });
   if (!sup) return fail(sup.error().message);
   auto hv = call(p.hv_socket(), [](auto q) { q.setListDrivers(); });
-  printf("%-16s %-4s %8s %-9s %8s %7s\n", "Name", "Kind", "PID", "State", "Restarts", "Devices");
+  printf("%-16s %-4s %8s %-10s %8s %7s %9s  %s\n", "Name", "Kind", "PID", "State", "Restarts",
+         "Devices", "HbLag(ms)", "LastFailure");
   for (auto d : sup->get().getDrivers()) {
     uint32_t devices = 0;
     if (hv)
       for (auto h : hv->get().getDrivers())
         if (h.getName() == d.getName()) devices = h.getDevices();
-    printf("%-16s %-4s %8d %-9s %8u %7u\n", d.getName().cStr(), d.getKind().cStr(), d.getPid(),
-           d.getState().cStr(), d.getRestarts(), devices);
+    printf("%-16s %-4s %8d %-10s %8u %7u %9.1f  %s\n", d.getName().cStr(), d.getKind().cStr(),
+           d.getPid(), d.getState().cStr(), d.getRestarts(), devices, d.getHeartbeatLagMs(),
+           d.getLastFailure().size() ? d.getLastFailure().cStr() : "-");
   }
+  if (!stats) return 0;
+  printf("\n%-16s %-20s %12s %12s %12s  %s\n", "Driver", "When", "Detect(us)", "Restart(us)",
+         "Outage(us)", "Cause");
+  for (auto d : sup->get().getDrivers())
+    for (auto o : d.getOutages()) {
+      time_t t = time_t(o.getAtUnixS());
+      char when[32];
+      strftime(when, sizeof when, "%Y-%m-%d %H:%M:%S", localtime(&t));
+      std::string outage = o.getOutageUs() ? std::to_string(o.getOutageUs()) : "pending";
+      printf("%-16s %-20s %12llu %12llu %12s  %s\n", d.getName().cStr(), when,
+             (unsigned long long)o.getDetectUs(), (unsigned long long)o.getRestartUs(),
+             outage.c_str(), o.getCause().cStr());
+    }
+  return 0;
+}
+
+int driver_kill(const HostPaths& p, const std::string& name, const std::string& signal) {
+  auto r = call(p.supervisor_socket(), [&](auto q) {
+    auto k = q.initKillDriver();
+    k.setName(name);
+    k.setSignal(signal);
+  });
+  if (!r) return fail(r.error().message);
+  printf("sent SIG%s to driver %s\n", signal.c_str(), name.c_str());
+  return 0;
+}
+
+int driver_restart(const HostPaths& p, const std::string& name) {
+  auto r = call(p.supervisor_socket(), [&](auto q) { q.setRestartDriver(name); });
+  if (!r) return fail(r.error().message);
+  printf("restarting driver %s\n", name.c_str());
   return 0;
 }
 

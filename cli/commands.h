@@ -17,7 +17,9 @@ int create(const HostPaths& p, const std::string& config_path);
 int list(const HostPaths& p);
 int destroy(const HostPaths& p, const std::string& name);
 int console(const HostPaths& p, const std::string& name, bool log_only);
-int drivers(const HostPaths& p);
+int drivers(const HostPaths& p, bool stats = false);
+int driver_kill(const HostPaths& p, const std::string& name, const std::string& signal);
+int driver_restart(const HostPaths& p, const std::string& name);
 int wait(const HostPaths& p, const std::string& name, double timeout_s);
 
 // Shared by verbs: prints "axl: MSG" to stderr and returns 1.

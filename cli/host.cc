@@ -10,12 +10,15 @@
 #include <fstream>
 #include <thread>
 
-#include "cli/client.h"
+#include "common/control_client.h"
 #include "cli/commands.h"
 #include "common/config.h"
 #include "common/process.h"
 
 namespace axl::cli {
+
+using control::call;
+using control::ControlReply;
 
 namespace fs = std::filesystem;
 using namespace std::chrono_literals;

@@ -40,8 +40,20 @@ int main(int argc, char** argv) {
   console->add_option("name", name)->required();
   console->add_flag("--log", log_only, "print what the console has shown so far and exit");
   state_opt(console);
+  bool stats = false;
   auto* drivers = app.add_subcommand("drivers", "list driver domains");
+  drivers->add_flag("--stats", stats, "also list every outage: cause, detection and outage time");
   state_opt(drivers);
+  std::string signal = "KILL";
+  auto* dkill = app.add_subcommand("driver-kill", "send a signal to a driver domain (fault injection)");
+  dkill->add_option("name", name)->required();
+  dkill->add_option("--signal", signal, "KILL, STOP, SEGV or ABRT")
+      ->check(CLI::IsMember({"KILL", "STOP", "SEGV", "ABRT"}))
+      ->capture_default_str();
+  state_opt(dkill);
+  auto* drestart = app.add_subcommand("driver-restart", "kill and restart a driver domain");
+  drestart->add_option("name", name)->required();
+  state_opt(drestart);
   auto* wait = app.add_subcommand("wait", "wait for a domain to shut off; exit with its script status");
   wait->add_option("name", name)->required();
   wait->add_option("--timeout", timeout_s, "seconds")->capture_default_str();
@@ -64,7 +76,9 @@ int main(int argc, char** argv) {
   if (*list) return axl::cli::list(paths);
   if (*destroy) return axl::cli::destroy(paths, name);
   if (*console) return axl::cli::console(paths, name, log_only);
-  if (*drivers) return axl::cli::drivers(paths);
+  if (*drivers) return axl::cli::drivers(paths, stats);
+  if (*dkill) return driver_kill(paths, name, signal);
+  if (*drestart) return driver_restart(paths, name);
   if (*wait) return axl::cli::wait(paths, name, timeout_s);
   if (*demo) return run_demo(demo_opts);
   return 2;

@@ -129,7 +129,7 @@ Result<HostConfig> parse_host(const std::string& text, const std::string& origin
     for (const toml::node& n : **arr) {
       const toml::table& d = *n.as_table();
       if (auto s = check_keys(d, {"name", "kind", "tap", "restart_max", "restart_window_s",
-                                  "backoff_ms"},
+                                  "backoff_ms", "heartbeat_ms", "heartbeat_misses"},
                               origin, "driver.");
           !s)
         return s.error();
@@ -164,7 +164,9 @@ Result<HostConfig> parse_host(const std::string& text, const std::string& origin
       }
       for (auto [key, dst, max] : {std::tuple{"restart_max", &dc.restart_max, 1000},
                                    std::tuple{"restart_window_s", &dc.restart_window_s, 86400},
-                                   std::tuple{"backoff_ms", &dc.backoff_ms, 60000}}) {
+                                   std::tuple{"backoff_ms", &dc.backoff_ms, 60000},
+                                   std::tuple{"heartbeat_ms", &dc.heartbeat_ms, 60000},
+                                   std::tuple{"heartbeat_misses", &dc.heartbeat_misses, 1000}}) {
         auto v = get_opt<int64_t>(d, key, origin, "driver.");
         if (!v) return v.error();
         if (!v->has_value()) continue;
@@ -173,6 +175,9 @@ Result<HostConfig> parse_host(const std::string& text, const std::string& origin
                             std::to_string(max));
         *dst = uint32_t(**v);
       }
+      if (dc.heartbeat_ms == 0 || dc.heartbeat_misses == 0)
+        return make_error(origin + ": driver '" + dc.name +
+                          "': heartbeat_ms and heartbeat_misses must be at least 1");
       h.drivers.push_back(std::move(dc));
     }
   }

@@ -25,6 +25,10 @@ struct DriverConfig {
   uint32_t restart_max = 10;
   uint32_t restart_window_s = 60;
   uint32_t backoff_ms = 0;
+  // Health: a heartbeat every heartbeat_ms; heartbeat_misses unanswered in
+  // a row mean the driver hangs and is killed and restarted.
+  uint32_t heartbeat_ms = 100;
+  uint32_t heartbeat_misses = 5;
 };
 
 struct HostConfig {

@@ -1,8 +1,8 @@
-#include "cli/client.h"
+#include "common/control_client.h"
 
 #include <capnp/message.h>
 
-namespace axl::cli {
+namespace axl::control {
 
 Result<ControlReply> call(const std::string& socket,
                           const std::function<void(schema::ControlRequest::Builder)>& fill,
@@ -24,4 +24,4 @@ Result<ControlReply> call(const std::string& socket,
   return reply;
 }
 
-}  // namespace axl::cli
+}  // namespace axl::control

@@ -7,7 +7,7 @@
 #include "common/schema/control.capnp.h"
 #include "common/wire.h"
 
-namespace axl::cli {
+namespace axl::control {
 
 class ControlReply {
  public:
@@ -24,4 +24,4 @@ Result<ControlReply> call(const std::string& socket,
                           const std::function<void(schema::ControlRequest::Builder)>& fill,
                           int timeout_ms = 60000);
 
-}  // namespace axl::cli
+}  // namespace axl::control

@@ -17,6 +17,7 @@
 #include "driverdom/blk/blk_driver.h"
 #include "driverdom/net/net_driver.h"
 #include "driverdom/runtime/fd_hygiene.h"
+#include "driverdom/runtime/heartbeat.h"
 #include "driverdom/runtime/options.h"
 #include "driverdom/runtime/runtime.h"
 
@@ -32,6 +33,7 @@ int main(int argc, char** argv) {
 
   std::vector<int> keep;
   if (opts->tap_fd) keep.push_back(*opts->tap_fd);
+  if (opts->supervisor_fd) keep.push_back(*opts->supervisor_fd);
   if (auto s = close_inherited_fds(keep); !s) {
     AXL_ERROR("%s", s.error().message.c_str());
     return 1;
@@ -42,6 +44,16 @@ int main(int argc, char** argv) {
     // Inherited without CLOEXEC on purpose; nothing this process starts may get it.
     if (::fcntl(tap.get(), F_SETFD, FD_CLOEXEC) < 0) {
       AXL_ERROR("--tap-fd %d is not an open fd", *opts->tap_fd);
+      return 1;
+    }
+  }
+
+  UniqueFd health;
+  if (opts->supervisor_fd) {
+    health.reset(*opts->supervisor_fd);
+    if (::fcntl(health.get(), F_SETFD, FD_CLOEXEC) < 0 ||
+        ::fcntl(health.get(), F_SETFL, O_NONBLOCK) < 0) {
+      AXL_ERROR("--supervisor-fd %d is not an open fd", *opts->supervisor_fd);
       return 1;
     }
   }
@@ -64,6 +76,9 @@ int main(int argc, char** argv) {
     }
     driver = std::move(net);
   }
+  std::unique_ptr<HeartbeatResponder> heartbeat;
+  if (health)
+    heartbeat = std::make_unique<HeartbeatResponder>(io, std::move(health), [&io] { io.stop(); });
   Runtime runtime(io, std::move(opts).value(), std::move(control).value(), *driver);
   return runtime.run();
 }

@@ -33,6 +33,9 @@ struct DeviceStats {
   uint64_t bad_descriptors = 0; // guest descriptors rejected
   uint64_t iommu_faults = 0;    // copy-engine faults
   uint64_t driver_violations = 0;
+  uint64_t rebinds = 0;          // moves to a fresh channel (driver restarts)
+  uint64_t last_rebind_ns = 0;   // CLOCK_MONOTONIC of the last rebind
+  uint64_t first_served_ns = 0;  // first completion after it (0: none yet)
 };
 
 class GuestDevice {

@@ -1,11 +1,28 @@
 #include "supervisor/driver_manager.h"
 
+#include <signal.h>
+#include <sys/socket.h>
+#include <sys/syscall.h>
+#include <time.h>
+#include <unistd.h>
+
 #include "common/log.h"
+#include "common/schema/supervisor.capnp.h"
+#include "common/wire.h"
 #include "supervisor/tap.h"
 
 namespace axl::supervisor {
 
 namespace asio = boost::asio;
+using namespace std::chrono_literals;
+
+constexpr int kHealthFd = 4;  // where the driver finds its end of the health channel
+
+uint64_t monotonic_ns() {
+  timespec ts{};
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return uint64_t(ts.tv_sec) * 1000000000u + uint64_t(ts.tv_nsec);
+}
 
 const char* to_string(DriverState s) {
   switch (s) {
@@ -19,10 +36,21 @@ const char* to_string(DriverState s) {
 }
 
 DriverManager::DriverManager(asio::io_context& io, std::string bin, std::string hv_socket,
-                             std::string log_dir)
-    : io_(io), bin_(std::move(bin)), hv_socket_(std::move(hv_socket)), log_dir_(std::move(log_dir)) {}
+                             std::string log_dir, ServiceTimesFn service_times, Events events)
+    : io_(io),
+      bin_(std::move(bin)),
+      hv_socket_(std::move(hv_socket)),
+      log_dir_(std::move(log_dir)),
+      service_times_(std::move(service_times)),
+      events_(std::move(events)) {}
 
 DriverManager::~DriverManager() { stop_all(); }
+
+DriverDomain* DriverManager::find(const std::string& name) {
+  for (auto& d : drivers_)
+    if (d->cfg.name == name) return d.get();
+  return nullptr;
+}
 
 Status DriverManager::start_all(const config::HostConfig& host) {
   for (const auto& dc : host.drivers) {
@@ -40,9 +68,14 @@ Status DriverManager::start_all(const config::HostConfig& host) {
 }
 
 Status DriverManager::spawn(DriverDomain& d) {
+  int sp[2];
+  if (::socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC | SOCK_NONBLOCK, 0, sp) < 0)
+    return make_error(std::string("socketpair: ") + strerror(errno));
+  UniqueFd ours(sp[0]), theirs(sp[1]);
   proc::SpawnOptions so;
-  so.argv = {bin_, "--name", d.cfg.name, "--kind", config::to_string(d.cfg.kind), "--hv-socket",
-             hv_socket_};
+  so.argv = {bin_,        "--name",      d.cfg.name, "--kind", config::to_string(d.cfg.kind),
+             "--hv-socket", hv_socket_, "--supervisor-fd", std::to_string(kHealthFd)};
+  so.fds.emplace_back(theirs.get(), kHealthFd);
   if (d.tap) {
     so.argv.insert(so.argv.end(), {"--tap-fd", "3"});
     so.fds.emplace_back(d.tap.get(), 3);
@@ -52,43 +85,151 @@ Status DriverManager::spawn(DriverDomain& d) {
   if (!c) return make_error("driver '" + d.cfg.name + "': " + c.error().message);
   d.child = std::move(c).value();
   d.state = DriverState::kRunning;
+  d.started_ns = monotonic_ns();
+  d.health = std::move(ours);
+  d.ping_seq = d.pong_seq = 0;
+  d.last_pong_ns = d.started_ns;
+  d.pending_cause.clear();
+  d.pending_fail_ns = 0;
   DriverDomain* raw = &d;
   d.exit_watch = std::make_unique<asio::posix::stream_descriptor>(io_, ::dup(d.child.pidfd.get()));
   d.exit_watch->async_wait(asio::posix::stream_descriptor::wait_read,
                            [this, raw](const boost::system::error_code& ec) {
                              if (!ec) on_exit(raw);
                            });
+  d.health_watch = std::make_unique<asio::posix::stream_descriptor>(io_, ::dup(d.health.get()));
+  watch_health(raw);
+  d.heartbeat_timer = std::make_unique<asio::steady_timer>(io_);
+  heartbeat(raw);
   AXL_INFO("driver %s (%s) started, pid %d", d.cfg.name.c_str(), config::to_string(d.cfg.kind),
            d.child.pid);
   return {};
 }
 
+void DriverManager::watch_health(DriverDomain* d) {
+  d->health_watch->async_wait(
+      asio::posix::stream_descriptor::wait_read, [this, d](const boost::system::error_code& ec) {
+        if (ec) return;
+        for (;;) {
+          auto m = wire::recv(d->health.get(), MSG_DONTWAIT);
+          if (!m) {
+            if (m.error().message == wire::kWouldBlock) break;
+            return;  // closed: the pidfd reports the exit
+          }
+          try {
+            auto hb = m->root<schema::Heartbeat>();
+            if (hb.isPong() && hb.getPong() <= d->ping_seq && hb.getPong() > d->pong_seq) {
+              d->pong_seq = hb.getPong();
+              d->last_pong_ns = monotonic_ns();
+            }
+          } catch (const kj::Exception&) {
+            AXL_WARN("driver %s: malformed heartbeat answer", d->cfg.name.c_str());
+          }
+        }
+        watch_health(d);
+      });
+}
+
+void DriverManager::heartbeat(DriverDomain* d) {
+  if (d->state != DriverState::kRunning) return;
+  // ping_seq - pong_seq pings are unanswered.
+  if (d->ping_seq - d->pong_seq >= d->cfg.heartbeat_misses) {
+    kill_for(d, "hang: " + std::to_string(d->ping_seq - d->pong_seq) + " heartbeats missed",
+             d->pending_fail_ns ? d->pending_fail_ns : d->last_pong_ns);
+    return;
+  }
+  capnp::MallocMessageBuilder mb;
+  mb.initRoot<schema::Heartbeat>().setPing(++d->ping_seq);
+  (void)wire::send(d->health.get(), mb);
+  d->heartbeat_timer->expires_after(std::chrono::milliseconds(d->cfg.heartbeat_ms));
+  d->heartbeat_timer->async_wait([this, d](const boost::system::error_code& ec) {
+    if (!ec) heartbeat(d);
+  });
+}
+
+void DriverManager::kill_for(DriverDomain* d, const std::string& cause, uint64_t fail_ns) {
+  if (d->child.pid <= 0) return;
+  AXL_WARN("driver %s: %s; killing it", d->cfg.name.c_str(), cause.c_str());
+  d->pending_cause = cause;
+  d->pending_fail_ns = fail_ns;
+  ::syscall(SYS_pidfd_send_signal, d->child.pidfd.get(), SIGKILL, nullptr, 0);
+}
+
+Status DriverManager::kill(const std::string& name, const std::string& signal) {
+  DriverDomain* d = find(name);
+  if (!d) return make_error("no driver named '" + name + "'");
+  if (d->state != DriverState::kRunning || d->child.pid <= 0)
+    return make_error("driver '" + name + "' is " + to_string(d->state) + ", not running");
+  int sig = signal == "KILL" ? SIGKILL
+            : signal == "STOP" ? SIGSTOP
+            : signal == "SEGV" ? SIGSEGV
+            : signal == "ABRT" ? SIGABRT
+                               : 0;
+  if (!sig) return make_error("unknown signal '" + signal + "' (want KILL, STOP, SEGV or ABRT)");
+  // The outage is measured from now, whoever notices it.
+  d->pending_fail_ns = monotonic_ns();
+  if (::syscall(SYS_pidfd_send_signal, d->child.pidfd.get(), sig, nullptr, 0) < 0)
+    return make_error("cannot signal driver '" + name + "': " + strerror(errno));
+  AXL_INFO("driver %s: sent SIG%s on request", name.c_str(), signal.c_str());
+  return {};
+}
+
+Status DriverManager::restart_now(const std::string& name) {
+  DriverDomain* d = find(name);
+  if (!d) return make_error("no driver named '" + name + "'");
+  if (d->state == DriverState::kFailed) {
+    // An operator restart gives a failed driver a fresh budget.
+    d->recent_restarts.clear();
+    d->pending_cause = "restart requested";
+    d->pending_fail_ns = monotonic_ns();
+    restart(d);
+    return {};
+  }
+  if (d->state != DriverState::kRunning) return make_error("driver '" + name + "' is restarting");
+  kill_for(d, "restart requested", monotonic_ns());
+  return {};
+}
+
 void DriverManager::on_exit(DriverDomain* d) {
-  auto st = proc::wait_for(d->child, std::chrono::milliseconds(0));
+  const uint64_t detect = monotonic_ns();
+  auto st = proc::wait_for(d->child, 0ms);
   d->exit_status = st ? *st : -1;
   d->child.pid = -1;
-  d->failed_at = std::chrono::steady_clock::now();
-  d->last_failure = proc::describe_status(d->exit_status);
-  AXL_WARN("driver %s %s", d->cfg.name.c_str(), d->last_failure.c_str());
+  if (d->heartbeat_timer) d->heartbeat_timer->cancel();
+  if (d->health_watch) d->health_watch->cancel();
+  d->health_watch.reset();
+  d->health.reset();
   if (stopping_) {
     d->state = DriverState::kStopped;
     return;
   }
+  Outage o;
+  o.cause = d->pending_cause.empty() ? "crash: " + proc::describe_status(d->exit_status)
+                                     : d->pending_cause;
+  o.fail_ns = d->pending_fail_ns ? d->pending_fail_ns : detect;
+  o.detect_ns = detect;
+  o.at_unix_s = uint64_t(::time(nullptr));
+  d->last_failure = o.cause;
+  d->outages.push_back(o);
+  AXL_WARN("driver %s failed: %s (detected after %.3f ms)", d->cfg.name.c_str(), o.cause.c_str(),
+           double(o.detect_ns - o.fail_ns) / 1e6);
   // Restart budget: restart_max within restart_window_s.
-  auto now = d->failed_at;
+  auto now = std::chrono::steady_clock::now();
   auto window = std::chrono::seconds(d->cfg.restart_window_s);
   while (!d->recent_restarts.empty() && now - d->recent_restarts.front() > window)
     d->recent_restarts.pop_front();
   if (d->recent_restarts.size() >= d->cfg.restart_max) {
     d->state = DriverState::kFailed;
-    AXL_ERROR("driver %s failed: %u restarts within %u s", d->cfg.name.c_str(),
+    AXL_ERROR("driver %s failed for good: %u restarts within %u s", d->cfg.name.c_str(),
               d->cfg.restart_max, d->cfg.restart_window_s);
+    if (events_.failed) events_.failed(*d);
     return;
   }
   d->state = DriverState::kRestarting;
   // Back-to-back failures back off exponentially from backoff_ms.
   uint32_t delay = d->cfg.backoff_ms;
   for (size_t i = 1; i < d->recent_restarts.size() && delay && delay < 60000; ++i) delay *= 2;
+  if (delay == 0) return restart(d);
   d->restart_timer = std::make_unique<asio::steady_timer>(io_, std::chrono::milliseconds(delay));
   d->restart_timer->async_wait([this, d](const boost::system::error_code& ec) {
     if (!ec) restart(d);
@@ -101,19 +242,46 @@ void DriverManager::restart(DriverDomain* d) {
   if (auto s = spawn(*d); !s) {
     AXL_ERROR("driver %s: restart failed: %s", d->cfg.name.c_str(), s.error().message.c_str());
     d->state = DriverState::kFailed;
+    if (events_.failed) events_.failed(*d);
+    return;
   }
+  if (!d->outages.empty()) d->outages.back().restart_ns = d->started_ns;
+  if (events_.restarted) events_.restarted(*d);
+  poll_served(d, 5000);
+}
+
+// The hypervisor timestamps the first completion after it rebinds the
+// driver's devices; fetch it to close the outage record.  Polling only
+// retrieves that timestamp, so its period does not affect the figure.
+void DriverManager::poll_served(DriverDomain* d, int tries_left) {
+  if (d->outages.empty() || d->outages.back().served_ns || tries_left <= 0) return;
+  auto [rebound, served] = service_times_ ? service_times_(d->cfg.name)
+                                          : std::pair<uint64_t, uint64_t>{0, 0};
+  Outage& o = d->outages.back();
+  if (served && rebound >= o.restart_ns && served >= o.fail_ns) {
+    o.served_ns = served;
+    AXL_INFO("driver %s: outage %.3f ms (%s)", d->cfg.name.c_str(),
+             double(o.served_ns - o.fail_ns) / 1e6, o.cause.c_str());
+    return;
+  }
+  auto t = std::make_shared<asio::steady_timer>(io_, 2ms);
+  t->async_wait([this, d, t, tries_left](const boost::system::error_code& ec) {
+    if (!ec && !stopping_) poll_served(d, tries_left - 1);
+  });
 }
 
 void DriverManager::stop_all() {
   stopping_ = true;
   for (auto& d : drivers_) {
     if (d->restart_timer) d->restart_timer->cancel();
+    if (d->heartbeat_timer) d->heartbeat_timer->cancel();
+    if (d->health_watch) d->health_watch->cancel();
     if (d->exit_watch) d->exit_watch->cancel();
-    if (d->state != DriverState::kStopped && d->child.pid > 0) {
-      d->exit_status = proc::stop(d->child, std::chrono::milliseconds(2000));
+    if (d->child.pid > 0) {
+      d->exit_status = proc::stop(d->child, 2000ms);
       d->child.pid = -1;
-      d->state = DriverState::kStopped;
     }
+    d->state = DriverState::kStopped;
   }
   drivers_.clear();
 }

@@ -1,14 +1,21 @@
-// Spawns and watches the driver domains a host config names.  Health checks
-// and restarts build on this (restart issue); for now a driver that exits is
-// recorded as stopped.
+// Spawns, watches and restarts the driver domains a host config names.
+//
+// Health: a crash is seen at once through the child's pidfd; a hang through
+// heartbeats on a socketpair (common/schema/supervisor.capnp) that the
+// driver answers from its event loop.  A failed driver is restarted within
+// its restart budget; the hypervisor moves its devices to the new instance.
+// Each failure leaves an Outage record: cause, detection latency, and the
+// time until the new instance served its first request (read from the
+// hypervisor, which sees the completions).
 #pragma once
-#include "common/asio.h"
 #include <chrono>
 #include <deque>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
 
+#include "common/asio.h"
 #include "common/config.h"
 #include "common/process.h"
 
@@ -18,38 +25,78 @@ namespace axl::supervisor {
 enum class DriverState { kStarting, kRunning, kRestarting, kFailed, kStopped };
 const char* to_string(DriverState s);
 
+uint64_t monotonic_ns();
+
+struct Outage {
+  std::string cause;
+  uint64_t fail_ns = 0, detect_ns = 0, restart_ns = 0, served_ns = 0;  // CLOCK_MONOTONIC
+  uint64_t at_unix_s = 0;
+};
+
 struct DriverDomain {
   config::DriverConfig cfg;
   DriverState state = DriverState::kStarting;
   proc::Child child;
   int exit_status = 0;
   uint32_t restarts = 0;
-  std::string last_failure;  // e.g. "killed by Killed"
-  std::deque<std::chrono::steady_clock::time_point> recent_restarts;  // within the window
-  std::chrono::steady_clock::time_point failed_at;
-  std::unique_ptr<boost::asio::steady_timer> restart_timer;
+  std::string last_failure;
+  uint64_t started_ns = 0;
   UniqueFd tap;  // net: held here for the driver's whole life and its successors
+  // Health channel and heartbeat state.
+  UniqueFd health;
+  std::unique_ptr<boost::asio::posix::stream_descriptor> health_watch;
+  std::unique_ptr<boost::asio::steady_timer> heartbeat_timer;
+  uint64_t ping_seq = 0, pong_seq = 0;
+  uint64_t last_pong_ns = 0;
+  // Failure bookkeeping.
+  std::string pending_cause;    // set when the supervisor itself kills it (hang, request)
+  uint64_t pending_fail_ns = 0;  // when the failure began, if known better than detection
+  std::deque<std::chrono::steady_clock::time_point> recent_restarts;  // within the window
+  std::unique_ptr<boost::asio::steady_timer> restart_timer;
+  std::vector<Outage> outages;
   std::unique_ptr<boost::asio::posix::stream_descriptor> exit_watch;
 };
+
+struct Events {
+  std::function<void(const DriverDomain&)> failed;     // restart budget exhausted
+  std::function<void(const DriverDomain&)> restarted;  // a new instance was spawned
+};
+
+// The hypervisor's view of a driver: when its devices were last rebound and
+// first served after that (0: unknown / not yet).
+using ServiceTimesFn = std::function<std::pair<uint64_t, uint64_t>(const std::string& driver)>;
 
 class DriverManager {
  public:
   DriverManager(boost::asio::io_context& io, std::string driverdom_bin, std::string hv_socket,
-                std::string log_dir);
+                std::string log_dir, ServiceTimesFn service_times, Events events);
   ~DriverManager();
   Status start_all(const config::HostConfig& host);
   void stop_all();
   const std::vector<std::unique_ptr<DriverDomain>>& drivers() const { return drivers_; }
+  DriverDomain* find(const std::string& name);
+
+  // Sends `signal` (KILL, STOP, SEGV, ABRT) to a driver, recording when, so
+  // the outage it causes is measured from that moment.
+  Status kill(const std::string& name, const std::string& signal);
+  // Kills and restarts a driver now (cause "restart requested").
+  Status restart_now(const std::string& name);
 
  private:
   Status spawn(DriverDomain& d);
   void on_exit(DriverDomain* d);
   void restart(DriverDomain* d);
-  bool stopping_ = false;
+  void heartbeat(DriverDomain* d);
+  void watch_health(DriverDomain* d);
+  void kill_for(DriverDomain* d, const std::string& cause, uint64_t fail_ns);
+  void poll_served(DriverDomain* d, int tries_left);
 
   boost::asio::io_context& io_;
   std::string bin_, hv_socket_, log_dir_;
+  ServiceTimesFn service_times_;
+  Events events_;
   std::vector<std::unique_ptr<DriverDomain>> drivers_;
+  bool stopping_ = false;
 };
 
 }  // namespace axl::supervisor

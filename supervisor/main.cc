@@ -9,6 +9,7 @@
 #include "common/config.h"
 #include "common/log.h"
 #include "common/process.h"
+#include "common/control_client.h"
 #include "common/control_server.h"
 #include "supervisor/driver_manager.h"
 
@@ -41,8 +42,19 @@ int main(int argc, char** argv) {
   }
 
   boost::asio::io_context io;
+  const std::string hv_control = state_dir + "/hv.sock";
+  // The hypervisor sees completions; ask it when a restarted driver first served.
+  auto service_times = [&](const std::string& driver) -> std::pair<uint64_t, uint64_t> {
+    auto r = axl::control::call(hv_control, [](auto q) { q.setListDrivers(); }, 1000);
+    if (!r) return {0, 0};
+    for (auto d : r->get().getDrivers())
+      if (d.getName() == driver) return {d.getReboundNs(), d.getFirstServedNs()};
+    return {0, 0};
+  };
+  axl::supervisor::Events events;
   axl::supervisor::DriverManager drivers(io, axl::proc::exe_dir() + "/axolotl-driverdom",
-                                         state_dir + "/drivers.sock", state_dir);
+                                         state_dir + "/drivers.sock", state_dir, service_times,
+                                         events);
   axl::ControlServer control(io, [&](axl::schema::ControlRequest::Reader req,
                                      axl::schema::ControlReply::Builder rep) {
     using R = axl::schema::ControlRequest;
@@ -51,15 +63,44 @@ int main(int argc, char** argv) {
       case R::LIST_DRIVERS: {
         auto& all = drivers.drivers();
         auto l = rep.initDrivers(unsigned(all.size()));
+        const uint64_t now = axl::supervisor::monotonic_ns();
         for (unsigned i = 0; i < all.size(); ++i) {
-          l[i].setName(all[i]->cfg.name);
-          l[i].setKind(axl::config::to_string(all[i]->cfg.kind));
-          l[i].setPid(all[i]->child.pid);
-          l[i].setState(axl::supervisor::to_string(all[i]->state));
-          l[i].setRestarts(all[i]->restarts);
+          const auto& d = *all[i];
+          const bool running = d.state == axl::supervisor::DriverState::kRunning;
+          l[i].setName(d.cfg.name);
+          l[i].setKind(axl::config::to_string(d.cfg.kind));
+          l[i].setPid(d.child.pid);
+          l[i].setState(axl::supervisor::to_string(d.state));
+          l[i].setRestarts(d.restarts);
+          l[i].setLastFailure(d.last_failure);
+          l[i].setUptimeMs(running ? (now - d.started_ns) / 1000000 : 0);
+          l[i].setHeartbeatLagMs(running ? double(now - d.last_pong_ns) / 1e6 : 0);
+          auto os = l[i].initOutages(unsigned(d.outages.size()));
+          for (unsigned j = 0; j < d.outages.size(); ++j) {
+            const auto& o = d.outages[j];
+            os[j].setCause(o.cause);
+            os[j].setDetectUs((o.detect_ns - o.fail_ns) / 1000);
+            os[j].setRestartUs(o.restart_ns ? (o.restart_ns - o.fail_ns) / 1000 : 0);
+            os[j].setOutageUs(o.served_ns ? (o.served_ns - o.fail_ns) / 1000 : 0);
+            os[j].setAtUnixS(o.at_unix_s);
+          }
         }
         break;
       }
+      case R::KILL_DRIVER: {
+        auto k = req.getKillDriver();
+        if (auto st = drivers.kill(k.getName(), k.getSignal()); !st) {
+          rep.setOk(false);
+          rep.setError(st.error().message);
+        }
+        break;
+      }
+      case R::RESTART_DRIVER:
+        if (auto st = drivers.restart_now(req.getRestartDriver()); !st) {
+          rep.setOk(false);
+          rep.setError(st.error().message);
+        }
+        break;
       case R::SHUTDOWN:
         io.post([&] { io.stop(); });
         break;

@@ -12,7 +12,14 @@ struct ControlRequest {
     shutdown @4 :Void;         # stop the daemon and everything it started
     ping @5 :Void;
     domainInfo @6 :Text;       # domain name
+    killDriver @7 :KillDriver; # supervisor: send a signal to a driver domain
+    restartDriver @8 :Text;    # supervisor: kill and restart a driver domain
   }
+}
+
+struct KillDriver {
+  name @0 :Text;
+  signal @1 :Text;       # KILL | STOP | SEGV | ABRT
 }
 
 struct CreateDomain {
@@ -40,6 +47,21 @@ struct DriverInfo {
   state @3 :Text;        # starting | ready | failed | stopped
   restarts @4 :UInt32;
   devices @5 :UInt32;
+  lastFailure @6 :Text;
+  uptimeMs @7 :UInt64;
+  heartbeatLagMs @8 :Float64;   # age of the last heartbeat answer
+  reboundNs @9 :UInt64;         # hv: CLOCK_MONOTONIC of the last rebind of its devices
+  firstServedNs @10 :UInt64;    # hv: first completion after that rebind (0: none yet)
+  outages @11 :List(Outage);
+}
+
+# One driver failure and recovery, as the supervisor saw it.
+struct Outage {
+  cause @0 :Text;
+  detectUs @1 :UInt64;   # failure -> detection
+  restartUs @2 :UInt64;  # failure -> new instance spawned
+  outageUs @3 :UInt64;   # failure -> first request served by the new instance (0: not yet)
+  atUnixS @4 :UInt64;
 }
 
 struct ControlReply {

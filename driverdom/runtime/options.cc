@@ -9,7 +9,8 @@ Result<Options> parse_options(const std::vector<std::string>& args) {
   bool have_kind = false;
   for (size_t i = 0; i < args.size(); ++i) {
     const std::string& a = args[i];
-    if (a != "--name" && a != "--kind" && a != "--hv-socket" && a != "--tap-fd")
+    if (a != "--name" && a != "--kind" && a != "--hv-socket" && a != "--tap-fd" &&
+        a != "--supervisor-fd")
       return make_error("unknown argument: " + a);
     if (i + 1 >= args.size()) return make_error(a + " needs a value");
     const std::string& v = args[++i];
@@ -27,14 +28,16 @@ Result<Options> parse_options(const std::vector<std::string>& args) {
       auto [end, ec] = std::from_chars(v.data(), v.data() + v.size(), fd);
       // 0-2 are stdio; a TAP there means the caller wired something wrong.
       if (ec != std::errc() || end != v.data() + v.size() || fd < 3)
-        return make_error("--tap-fd must be a file descriptor number >= 3, not " + v);
-      o.tap_fd = fd;
+        return make_error(a + " must be a file descriptor number >= 3, not " + v);
+      (a == "--tap-fd" ? o.tap_fd : o.supervisor_fd) = fd;
     }
   }
   if (o.name.empty()) return make_error("--name is required");
   if (!have_kind) return make_error("--kind is required");
   if (o.hv_socket.empty()) return make_error("--hv-socket is required");
   if (o.tap_fd && o.kind != Kind::kNet) return make_error("--tap-fd is only for --kind net");
+  if (o.tap_fd && o.tap_fd == o.supervisor_fd)
+    return make_error("--tap-fd and --supervisor-fd must differ");
   return o;
 }
 

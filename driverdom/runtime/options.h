@@ -14,10 +14,12 @@ struct Options {
   Kind kind = Kind::kNet;
   std::string hv_socket;
   std::optional<int> tap_fd;  // net only: inherited from the supervisor
+  std::optional<int> supervisor_fd;  // health channel (heartbeats), inherited
 };
 
 constexpr const char* kUsage =
-    "usage: axolotl-driverdom --name NAME --kind net|blk --hv-socket PATH [--tap-fd N]";
+    "usage: axolotl-driverdom --name NAME --kind net|blk --hv-socket PATH [--tap-fd N] "
+    "[--supervisor-fd N]";
 
 Result<Options> parse_options(const std::vector<std::string>& args);
 

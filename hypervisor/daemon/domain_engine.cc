@@ -4,6 +4,7 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include <algorithm>
 #include <filesystem>
 
 #include "common/log.h"
@@ -206,6 +207,18 @@ void DomainEngine::driver_connected(DriverConnection& drv) {
                  drv.name().c_str(), drv.pid());
     }
   }
+}
+
+std::pair<uint64_t, uint64_t> DomainEngine::service_times(const std::string& driver) const {
+  uint64_t rebound = 0, served = 0;
+  for (auto& [name, d] : domains_)
+    for (auto& b : d->devices) {
+      if (b.driver != driver || !b.bound.device) continue;
+      DeviceStats st = b.bound.device->stats();
+      rebound = std::max(rebound, st.last_rebind_ns);
+      if (st.first_served_ns && (!served || st.first_served_ns < served)) served = st.first_served_ns;
+    }
+  return {rebound, served};
 }
 
 const Domain* DomainEngine::find(const std::string& name) const {

@@ -52,6 +52,9 @@ class DomainEngine {
   const Domain* find(const std::string& name) const;
   // A driver domain (re)connected: move every device it serves to it.
   void driver_connected(DriverConnection& drv);
+  // Over the devices a driver serves: the latest rebind and the first
+  // completion after it (CLOCK_MONOTONIC ns; 0 when none).
+  std::pair<uint64_t, uint64_t> service_times(const std::string& driver) const;
   std::vector<const Domain*> list() const;
 
  private:

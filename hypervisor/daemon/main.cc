@@ -108,6 +108,9 @@ int main(int argc, char** argv) {
           l[i].setPid(all[i]->pid());
           l[i].setState("connected");
           l[i].setDevices(uint32_t(all[i]->devices()));
+          auto [rebound, served] = engine.service_times(all[i]->name());
+          l[i].setReboundNs(rebound);
+          l[i].setFirstServedNs(served);
         }
         break;
       }

@@ -1,0 +1,13 @@
+@0x8bf7510bb001eb8e;
+# supervisor <-> driver domain health channel (a socketpair handed to the
+# driver at spawn).  The supervisor pings; a live driver answers from its
+# event loop, so a hung loop (or a SIGSTOPped process) stops answering.
+using Cxx = import "/capnp/c++.capnp";
+$Cxx.namespace("axl::schema");
+
+struct Heartbeat {
+  union {
+    ping @0 :UInt64;   # sequence number
+    pong @1 :UInt64;   # the sequence number answered
+  }
+}

@@ -1,0 +1,45 @@
+#include "driverdom/runtime/heartbeat.h"
+
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "common/log.h"
+#include "common/schema/supervisor.capnp.h"
+#include "common/wire.h"
+
+namespace axl::driverdom {
+
+HeartbeatResponder::HeartbeatResponder(boost::asio::io_context& io, UniqueFd fd,
+                                       std::function<void()> on_lost)
+    : fd_(std::move(fd)), watch_(io, ::dup(fd_.get())), on_lost_(std::move(on_lost)) {
+  arm();
+}
+
+void HeartbeatResponder::arm() {
+  watch_.async_wait(boost::asio::posix::stream_descriptor::wait_read,
+                    [this](const boost::system::error_code& ec) {
+                      if (ec) return;
+                      for (;;) {
+                        auto m = wire::recv(fd_.get(), MSG_DONTWAIT);
+                        if (!m) {
+                          if (m.error().message == wire::kWouldBlock) break;
+                          AXL_WARN("supervisor health channel lost: %s",
+                                   m.error().message.c_str());
+                          if (on_lost_) on_lost_();
+                          return;
+                        }
+                        try {
+                          auto hb = m->root<schema::Heartbeat>();
+                          if (!hb.isPing()) continue;
+                          capnp::MallocMessageBuilder mb;
+                          mb.initRoot<schema::Heartbeat>().setPong(hb.getPing());
+                          if (wire::send(fd_.get(), mb)) ++answered_;
+                        } catch (const kj::Exception&) {
+                          AXL_WARN("malformed heartbeat; ignored");
+                        }
+                      }
+                      arm();
+                    });
+}
+
+}  // namespace axl::driverdom
