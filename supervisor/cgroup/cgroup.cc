@@ -221,8 +221,11 @@ Result<V2Probe> probe_v2_parent(const std::string& mount, const std::string& par
     if (!contains(avail, c)) missing += std::string(missing.empty() ? "" : ",") + c;
   }
   if (!missing.empty())
-    return make_error(dir + " lacks " + missing + " (has: " +
-                      (avail.empty() ? std::string("none") : *avail_text).substr(0, 80) + ")");
+  {
+    std::string have;
+    for (const auto& c : avail) have += (have.empty() ? "" : ",") + c;
+    return make_error(dir + " lacks " + missing + " (has: " + (have.empty() ? "none" : have) + ")");
+  }
   bool cpu = contains(avail, "cpu");
   std::string want = cpu ? "+memory +pids +cpu" : "+memory +pids";
   auto enabled_text = read_file(dir + "/cgroup.subtree_control");
@@ -341,6 +344,8 @@ Result<std::unique_ptr<Manager>> Manager::detect(const std::string& prefix) {
     if (std::string(c) == "cpu") m->cpu_base_ = base;
   }
   if (v1_reason.empty()) {
+    // Worth a line: on a hybrid host it explains why limits live in v1.
+    AXL_INFO("cgroup: using v1; %s", v2_reason.c_str());
     std::string list;
     for (const auto& c : have) list += (list.empty() ? "" : ", ") + c;
     m->description_ = "cgroup v1 (" + list + ")";
@@ -465,6 +470,9 @@ Status Group::watch() {
   inotify_.reset(::inotify_init1(IN_NONBLOCK | IN_CLOEXEC));
   int watches = 0;
   if (inotify_) {
+    // On v1, Linux 6.13 and later notify only a pids.events.local that v1
+    // lacks, so this watch may stay silent there; breach() still reads the
+    // count, and the memory eventfd below still fires.
     std::vector<std::string> files{pids_dir_ + "/pids.events"};
     if (version_ == Version::kV2) files.push_back(memory_dir_ + "/memory.events");
     for (const auto& f : files) {
@@ -516,6 +524,17 @@ Status Group::add(pid_t pid) {
     if (auto st = write_file(d + "/cgroup.procs", p); !st) return st;
   }
   return {};
+}
+
+Result<std::vector<UniqueFd>> Group::open_procs_files() const {
+  std::vector<UniqueFd> out;
+  for (const auto& d : dirs_) {
+    std::string path = d + "/cgroup.procs";
+    UniqueFd fd(::open(path.c_str(), O_WRONLY | O_CLOEXEC));
+    if (!fd) return make_error(errno_text("open " + path));
+    out.push_back(std::move(fd));
+  }
+  return out;
 }
 
 Breach Group::breach() const {

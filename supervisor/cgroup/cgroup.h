@@ -47,6 +47,12 @@ class Group {
   // driver code, e.g. from the parent while the child waits on a pipe.
   Status add(pid_t pid);
 
+  // cgroup.procs of every directory of the group, opened for writing, for a
+  // freshly forked child to join by itself before exec: write(fd, "0", 1) on
+  // each (async-signal-safe; "0" means the writer).  The kernel checks
+  // permission against the opener, so the parent opens, the child writes.
+  Result<std::vector<UniqueFd>> open_procs_files() const;
+
   // Whether the kernel enforced a limit: an OOM kill inside the group, or a
   // fork refused by pids.max.  Memory wins when both happened.
   Breach breach() const;

@@ -173,6 +173,13 @@ TEST_F(CgroupTest, ForkBeyondPidsMaxGetsEagain) {
   EXPECT_EQ(out[1], 17);
   EXPECT_EQ(out[2], 0);
   EXPECT_EQ(group.breach(), Breach::kPids);
+  // v1 kernels from 6.13 on no longer notify pids.events; only cgroup2
+  // promises it.
+  if (manager_->version() == Version::kV2) {
+    ASSERT_GE(group.event_fd(), 0);
+    pollfd p{group.event_fd(), POLLIN, 0};
+    EXPECT_EQ(::poll(&p, 1, 5000), 1) << "event fd not readable after a refused fork";
+  }
   // The grandchildren are cleaned up by the group's destructor.
 }
 
@@ -225,6 +232,40 @@ TEST_F(CgroupTest, DestructorKillsLeftoversOnlyAndRemovesDirectories) {
   ASSERT_EQ(::waitpid(grandchild, &gstatus, 0), grandchild);
   EXPECT_TRUE(WIFSIGNALED(gstatus) && WTERMSIG(gstatus) == SIGKILL);
   EXPECT_EQ(outsider.wait(0), -1) << "a process outside the group was killed";
+}
+
+// The order the supervisor's spawn code can use: the child joins the group
+// itself, between fork and exec, through fds the parent opened.
+TEST_F(CgroupTest, ChildJoinsThroughProcsFilesBeforeRunning) {
+  auto g = manager_->create("join", Limits{.pids_max = 8});
+  ASSERT_TRUE(g.ok()) << g.error().message;
+  auto fds = (*g)->open_procs_files();
+  ASSERT_TRUE(fds.ok()) << fds.error().message;
+  std::vector<int> raw;
+  for (const auto& fd : *fds) raw.push_back(fd.get());
+  int ready[2];
+  ASSERT_EQ(::pipe2(ready, O_CLOEXEC), 0);
+  UniqueFd ready_read(ready[0]);
+  UniqueFd ready_write(ready[1]);
+  int wfd = ready_write.get();
+  HeldChild child([raw, wfd] {
+    for (int fd : raw) {
+      if (::write(fd, "0", 1) != 1) return 3;
+    }
+    char c = 'j';
+    (void)!::write(wfd, &c, 1);
+    ::pause();
+    return 0;
+  });
+  ready_write.reset();
+  child.release();
+  char c;
+  pollfd rp{ready_read.get(), POLLIN, 0};
+  ASSERT_EQ(::poll(&rp, 1, 10000), 1);
+  ASSERT_EQ(::read(ready_read.get(), &c, 1), 1) << "child could not join";
+  auto inside = (*g)->pids();
+  ASSERT_EQ(inside.size(), 1u);
+  EXPECT_EQ(inside[0], child.pid());
 }
 
 TEST_F(CgroupTest, CpuLimitIsWritten) {
