@@ -115,6 +115,17 @@ int driver_kill(const HostPaths& p, const std::string& name, const std::string& 
   return 0;
 }
 
+int inject(const HostPaths& p, const std::string& name, const std::string& fault) {
+  auto r = call(p.supervisor_socket(), [&](auto q) {
+    auto k = q.initInjectFault();
+    k.setName(name);
+    k.setSignal(fault);
+  });
+  if (!r) return fail(r.error().message);
+  printf("injected fault %s into driver %s\n", fault.c_str(), name.c_str());
+  return 0;
+}
+
 int driver_restart(const HostPaths& p, const std::string& name) {
   auto r = call(p.supervisor_socket(), [&](auto q) { q.setRestartDriver(name); });
   if (!r) return fail(r.error().message);

@@ -141,18 +141,35 @@ int host_up(const HostPaths& p, const std::string& config_path) {
   if (!sup) return abort_up(sup.error().message);
   if (!wait_ping(p.supervisor_socket(), *sup, 10s))
     return abort_up("supervisor did not start: " + last_line(p.state_dir + "/supervisor.log"));
-  // Up means every driver domain has said hello to the hypervisor.
+  // Up means every driver domain has said hello to the hypervisor, or has
+  // used up its restart budget (the host runs on without it, as Xen's does
+  // without a dead driver domain).
   auto deadline = std::chrono::steady_clock::now() + 15s;
-  size_t connected = 0;
-  while (std::chrono::steady_clock::now() < deadline) {
-    auto r = call(p.hv_socket(), [](auto q) { q.setListDrivers(); });
-    connected = r ? r->get().getDrivers().size() : 0;
-    if (connected == host->drivers.size()) break;
+  std::vector<std::string> failed;
+  bool settled = false;
+  while (!settled && std::chrono::steady_clock::now() < deadline) {
+    auto hv_r = call(p.hv_socket(), [](auto q) { q.setListDrivers(); });
+    auto sup_r = call(p.supervisor_socket(), [](auto q) { q.setListDrivers(); });
     if (proc::wait_for(*sup, 0ms))
       return abort_up("supervisor exited: " + last_line(p.state_dir + "/supervisor.log"));
-    std::this_thread::sleep_for(50ms);
+    if (hv_r && sup_r) {
+      failed.clear();
+      size_t settled_count = 0;
+      for (auto d : sup_r->get().getDrivers()) {
+        bool connected = false;
+        for (auto h : hv_r->get().getDrivers()) connected |= h.getName() == d.getName();
+        if (std::string(d.getState().cStr()) == "failed") {
+          failed.push_back(std::string(d.getName().cStr()) + " (" + d.getLastFailure().cStr() + ")");
+          ++settled_count;
+        } else if (connected) {
+          ++settled_count;
+        }
+      }
+      settled = settled_count == host->drivers.size();
+    }
+    if (!settled) std::this_thread::sleep_for(50ms);
   }
-  if (connected != host->drivers.size()) {
+  if (!settled) {
     std::string why;
     for (auto& d : host->drivers) {
       std::string l = last_line(p.state_dir + "/driver-" + d.name + ".log");
@@ -160,6 +177,9 @@ int host_up(const HostPaths& p, const std::string& config_path) {
     }
     return abort_up("driver domains did not connect to the hypervisor" + why);
   }
+  if (failed.size() == host->drivers.size())
+    return abort_up("every driver domain failed: " + failed.front());
+  for (auto& f : failed) fprintf(stderr, "axl: warning: driver %s failed at start\n", f.c_str());
   printf("host up: %zu driver domain%s, state dir %s\n", host->drivers.size(),
          host->drivers.size() == 1 ? "" : "s", p.state_dir.c_str());
   return 0;

@@ -51,6 +51,11 @@ int main(int argc, char** argv) {
       ->check(CLI::IsMember({"KILL", "STOP", "SEGV", "ABRT"}))
       ->capture_default_str();
   state_opt(dkill);
+  std::string fault;
+  auto* inj = app.add_subcommand("inject", "run a fault hook in a driver domain (needs fault_injection = true)");
+  inj->add_option("name", name)->required();
+  inj->add_option("fault", fault, "crash, hang, hog-memory or hog-pids")->required();
+  state_opt(inj);
   auto* drestart = app.add_subcommand("driver-restart", "kill and restart a driver domain");
   drestart->add_option("name", name)->required();
   state_opt(drestart);
@@ -78,6 +83,7 @@ int main(int argc, char** argv) {
   if (*console) return axl::cli::console(paths, name, log_only);
   if (*drivers) return axl::cli::drivers(paths, stats);
   if (*dkill) return driver_kill(paths, name, signal);
+  if (*inj) return inject(paths, name, fault);
   if (*drestart) return driver_restart(paths, name);
   if (*wait) return axl::cli::wait(paths, name, timeout_s);
   if (*demo) return run_demo(demo_opts);

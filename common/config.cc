@@ -83,6 +83,12 @@ const DriverConfig* HostConfig::find_driver(const std::string& name) const {
   return nullptr;
 }
 
+bool is_fault_name(const std::string& s) {
+  for (const char* f : kFaultNames)
+    if (s == f) return true;
+  return false;
+}
+
 bool valid_name(const std::string& s) {
   if (s.empty() || s.size() > 32) return false;
   for (char c : s)
@@ -129,7 +135,8 @@ Result<HostConfig> parse_host(const std::string& text, const std::string& origin
     for (const toml::node& n : **arr) {
       const toml::table& d = *n.as_table();
       if (auto s = check_keys(d, {"name", "kind", "tap", "restart_max", "restart_window_s",
-                                  "backoff_ms", "heartbeat_ms", "heartbeat_misses"},
+                                  "backoff_ms", "heartbeat_ms", "heartbeat_misses",
+                                  "fault_injection", "fault_at_start"},
                               origin, "driver.");
           !s)
         return s.error();
@@ -174,6 +181,19 @@ Result<HostConfig> parse_host(const std::string& text, const std::string& origin
           return make_error(origin + ": driver '" + dc.name + "': " + key + " must be between 0 and " +
                             std::to_string(max));
         *dst = uint32_t(**v);
+      }
+      auto fi = get_opt<bool>(d, "fault_injection", origin, "driver.");
+      if (!fi) return fi.error();
+      dc.fault_injection = fi->value_or(false);
+      auto fs = get_opt<std::string>(d, "fault_at_start", origin, "driver.");
+      if (!fs) return fs.error();
+      if (fs->has_value()) {
+        if (!dc.fault_injection)
+          return make_error(origin + ": driver '" + dc.name +
+                            "': fault_at_start needs fault_injection = true");
+        if (!is_fault_name(**fs))
+          return make_error(origin + ": driver '" + dc.name + "': unknown fault '" + **fs + "'");
+        dc.fault_at_start = **fs;
       }
       if (dc.heartbeat_ms == 0 || dc.heartbeat_misses == 0)
         return make_error(origin + ": driver '" + dc.name +

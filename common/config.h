@@ -29,6 +29,9 @@ struct DriverConfig {
   // a row mean the driver hangs and is killed and restarted.
   uint32_t heartbeat_ms = 100;
   uint32_t heartbeat_misses = 5;
+  // Fault hooks are compiled in but unreachable unless this is true.
+  bool fault_injection = false;
+  std::string fault_at_start;  // a fault hook to run at every start (needs fault_injection)
 };
 
 struct HostConfig {
@@ -67,6 +70,10 @@ Result<GuestConfig> parse_guest(const std::string& toml_text, const std::string&
 Result<std::string> read_file(const std::string& path);
 
 bool valid_name(const std::string& s);
+
+// Fault hooks a driver domain has (driverdom/runtime/fault_hooks.h).
+inline constexpr const char* kFaultNames[] = {"crash", "hang", "hog-memory", "hog-pids"};
+bool is_fault_name(const std::string& s);
 Result<std::array<uint8_t, 6>> parse_mac(const std::string& s);
 std::string format_mac(const std::array<uint8_t, 6>& mac);
 

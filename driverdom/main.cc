@@ -17,6 +17,7 @@
 #include "driverdom/blk/blk_driver.h"
 #include "driverdom/net/net_driver.h"
 #include "driverdom/runtime/fd_hygiene.h"
+#include "driverdom/runtime/fault_hooks.h"
 #include "driverdom/runtime/heartbeat.h"
 #include "driverdom/runtime/options.h"
 #include "driverdom/runtime/runtime.h"
@@ -76,9 +77,21 @@ int main(int argc, char** argv) {
     }
     driver = std::move(net);
   }
+  FaultHooks faults(io, opts->fault_injection);
   std::unique_ptr<HeartbeatResponder> heartbeat;
   if (health)
-    heartbeat = std::make_unique<HeartbeatResponder>(io, std::move(health), [&io] { io.stop(); });
+    heartbeat = std::make_unique<HeartbeatResponder>(
+        io, std::move(health), [&io] { io.stop(); },
+        [&faults](const std::string& f) {
+          if (auto s = faults.run(f); !s) AXL_WARN("fault '%s' refused: %s", f.c_str(),
+                                                    s.error().message.c_str());
+        });
+  if (!opts->fault_at_start.empty()) {
+    if (auto s = faults.run(opts->fault_at_start); !s) {
+      AXL_ERROR("%s", s.error().message.c_str());
+      return 1;
+    }
+  }
   Runtime runtime(io, std::move(opts).value(), std::move(control).value(), *driver);
   return runtime.run();
 }

@@ -76,6 +76,9 @@ Status DriverManager::spawn(DriverDomain& d) {
   so.argv = {bin_,        "--name",      d.cfg.name, "--kind", config::to_string(d.cfg.kind),
              "--hv-socket", hv_socket_, "--supervisor-fd", std::to_string(kHealthFd)};
   so.fds.emplace_back(theirs.get(), kHealthFd);
+  if (d.cfg.fault_injection) so.argv.push_back("--fault-injection");
+  if (!d.cfg.fault_at_start.empty())
+    so.argv.insert(so.argv.end(), {"--fault-at-start", d.cfg.fault_at_start});
   if (d.tap) {
     so.argv.insert(so.argv.end(), {"--tap-fd", "3"});
     so.fds.emplace_back(d.tap.get(), 3);
@@ -172,6 +175,21 @@ Status DriverManager::kill(const std::string& name, const std::string& signal) {
     return make_error("cannot signal driver '" + name + "': " + strerror(errno));
   AXL_INFO("driver %s: sent SIG%s on request", name.c_str(), signal.c_str());
   return {};
+}
+
+Status DriverManager::inject(const std::string& name, const std::string& fault) {
+  DriverDomain* d = find(name);
+  if (!d) return make_error("no driver named '" + name + "'");
+  if (!d->cfg.fault_injection)
+    return make_error("fault injection is disabled for driver '" + name +
+                      "' (set fault_injection = true in the host config)");
+  if (!config::is_fault_name(fault)) return make_error("unknown fault '" + fault + "'");
+  if (d->state != DriverState::kRunning || !d->health)
+    return make_error("driver '" + name + "' is not running");
+  capnp::MallocMessageBuilder mb;
+  mb.initRoot<schema::Heartbeat>().setFault(fault);
+  d->pending_fail_ns = monotonic_ns();
+  return wire::send(d->health.get(), mb);
 }
 
 Status DriverManager::restart_now(const std::string& name) {

@@ -79,6 +79,8 @@ class DriverManager {
   // Sends `signal` (KILL, STOP, SEGV, ABRT) to a driver, recording when, so
   // the outage it causes is measured from that moment.
   Status kill(const std::string& name, const std::string& signal);
+  // Runs a fault hook in a driver started with fault_injection = true.
+  Status inject(const std::string& name, const std::string& fault);
   // Kills and restarts a driver now (cause "restart requested").
   Status restart_now(const std::string& name);
 

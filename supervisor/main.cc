@@ -95,6 +95,14 @@ int main(int argc, char** argv) {
         }
         break;
       }
+      case R::INJECT_FAULT: {
+        auto k = req.getInjectFault();
+        if (auto st = drivers.inject(k.getName(), k.getSignal()); !st) {
+          rep.setOk(false);
+          rep.setError(st.error().message);
+        }
+        break;
+      }
       case R::RESTART_DRIVER:
         if (auto st = drivers.restart_now(req.getRestartDriver()); !st) {
           rep.setOk(false);

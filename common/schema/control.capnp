@@ -14,6 +14,7 @@ struct ControlRequest {
     domainInfo @6 :Text;       # domain name
     killDriver @7 :KillDriver; # supervisor: send a signal to a driver domain
     restartDriver @8 :Text;    # supervisor: kill and restart a driver domain
+    injectFault @9 :KillDriver;  # supervisor: run fault hook `signal` in driver `name`
   }
 }
 

@@ -9,5 +9,7 @@ struct Heartbeat {
   union {
     ping @0 :UInt64;   # sequence number
     pong @1 :UInt64;   # the sequence number answered
+    fault @2 :Text;    # run a fault hook (only honoured when the driver was
+                       # started with fault injection enabled by the host config)
   }
 }

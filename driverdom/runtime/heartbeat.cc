@@ -10,8 +10,12 @@
 namespace axl::driverdom {
 
 HeartbeatResponder::HeartbeatResponder(boost::asio::io_context& io, UniqueFd fd,
-                                       std::function<void()> on_lost)
-    : fd_(std::move(fd)), watch_(io, ::dup(fd_.get())), on_lost_(std::move(on_lost)) {
+                                       std::function<void()> on_lost,
+                                       std::function<void(const std::string&)> on_fault)
+    : fd_(std::move(fd)),
+      watch_(io, ::dup(fd_.get())),
+      on_lost_(std::move(on_lost)),
+      on_fault_(std::move(on_fault)) {
   arm();
 }
 
@@ -30,6 +34,10 @@ void HeartbeatResponder::arm() {
                         }
                         try {
                           auto hb = m->root<schema::Heartbeat>();
+                          if (hb.isFault()) {
+                            if (on_fault_) on_fault_(hb.getFault());
+                            continue;
+                          }
                           if (!hb.isPing()) continue;
                           capnp::MallocMessageBuilder mb;
                           mb.initRoot<schema::Heartbeat>().setPong(hb.getPing());

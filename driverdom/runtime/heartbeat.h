@@ -13,7 +13,8 @@ namespace axl::driverdom {
 
 class HeartbeatResponder {
  public:
-  HeartbeatResponder(boost::asio::io_context& io, UniqueFd fd, std::function<void()> on_lost);
+  HeartbeatResponder(boost::asio::io_context& io, UniqueFd fd, std::function<void()> on_lost,
+                     std::function<void(const std::string&)> on_fault);
   uint64_t answered() const { return answered_; }
 
  private:
@@ -21,6 +22,7 @@ class HeartbeatResponder {
   UniqueFd fd_;
   boost::asio::posix::stream_descriptor watch_;
   std::function<void()> on_lost_;
+  std::function<void(const std::string&)> on_fault_;
   uint64_t answered_ = 0;
 };
 

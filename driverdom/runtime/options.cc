@@ -9,6 +9,14 @@ Result<Options> parse_options(const std::vector<std::string>& args) {
   bool have_kind = false;
   for (size_t i = 0; i < args.size(); ++i) {
     const std::string& a = args[i];
+    if (a == "--fault-injection") {
+      o.fault_injection = true;
+      continue;
+    }
+    if (a == "--fault-at-start" && i + 1 < args.size()) {
+      o.fault_at_start = args[++i];
+      continue;
+    }
     if (a != "--name" && a != "--kind" && a != "--hv-socket" && a != "--tap-fd" &&
         a != "--supervisor-fd")
       return make_error("unknown argument: " + a);
@@ -36,6 +44,8 @@ Result<Options> parse_options(const std::vector<std::string>& args) {
   if (!have_kind) return make_error("--kind is required");
   if (o.hv_socket.empty()) return make_error("--hv-socket is required");
   if (o.tap_fd && o.kind != Kind::kNet) return make_error("--tap-fd is only for --kind net");
+  if (!o.fault_at_start.empty() && !o.fault_injection)
+    return make_error("--fault-at-start needs --fault-injection");
   if (o.tap_fd && o.tap_fd == o.supervisor_fd)
     return make_error("--tap-fd and --supervisor-fd must differ");
   return o;

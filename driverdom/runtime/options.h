@@ -15,11 +15,13 @@ struct Options {
   std::string hv_socket;
   std::optional<int> tap_fd;  // net only: inherited from the supervisor
   std::optional<int> supervisor_fd;  // health channel (heartbeats), inherited
+  bool fault_injection = false;       // fault hooks reachable (host config opt-in)
+  std::string fault_at_start;         // a fault hook to run right after start
 };
 
 constexpr const char* kUsage =
     "usage: axolotl-driverdom --name NAME --kind net|blk --hv-socket PATH [--tap-fd N] "
-    "[--supervisor-fd N]";
+    "[--supervisor-fd N] [--fault-injection [--fault-at-start FAULT]]";
 
 Result<Options> parse_options(const std::vector<std::string>& args);
 
