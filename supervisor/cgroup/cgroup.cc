@@ -474,6 +474,7 @@ Status Group::watch() {
     // lacks, so this watch may stay silent there; breach() still reads the
     // count, and the memory eventfd below still fires.
     std::vector<std::string> files{pids_dir_ + "/pids.events"};
+    if (exists(pids_dir_ + "/pids.events.local")) files.push_back(pids_dir_ + "/pids.events.local");
     if (version_ == Version::kV2) files.push_back(memory_dir_ + "/memory.events");
     for (const auto& f : files) {
       if (::inotify_add_watch(inotify_.get(), f.c_str(), IN_MODIFY) >= 0) ++watches;
@@ -551,7 +552,11 @@ Breach Group::breach() const {
       if (fail && std::strtoll(fail->c_str(), nullptr, 10) > 0) return Breach::kMemory;
     }
   }
-  if (keyed_file_value(pids_dir_ + "/pids.events", "max") > 0) return Breach::kPids;
+  // pids.events.local (Linux 6.13) is where a cgroup2 mounted with
+  // pids_localevents counts the forks refused inside this group.
+  if (keyed_file_value(pids_dir_ + "/pids.events", "max") > 0 ||
+      keyed_file_value(pids_dir_ + "/pids.events.local", "max") > 0)
+    return Breach::kPids;
   return Breach::kNone;
 }
 

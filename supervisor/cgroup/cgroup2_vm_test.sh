@@ -36,6 +36,7 @@ mount -t sysfs sys /sys
 mount -t devtmpfs dev /dev
 mount -t cgroup2 cgroup2 /sys/fs/cgroup
 run() {
+  echo
   echo "== $1: $(cat /proc/self/cgroup)"
   /bin/cgroup_test --gtest_color=no 2>&1
   echo "CGROUP_TEST_RC=$?"
