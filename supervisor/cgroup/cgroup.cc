@@ -191,7 +191,8 @@ void kill_listed(const std::string& dir) {
   if (pinned.empty()) return;
   auto still = read_procs(dir);
   for (auto& [p, fd] : pinned) {
-    if (std::find(still.begin(), still.end(), p) != still.end()) pidfd_send_signal(fd.get(), SIGKILL);
+    if (std::find(still.begin(), still.end(), p) != still.end())
+      pidfd_send_signal(fd.get(), SIGKILL);
   }
 }
 
@@ -220,18 +221,17 @@ Result<V2Probe> probe_v2_parent(const std::string& mount, const std::string& par
   for (const char* c : {"memory", "pids"}) {
     if (!contains(avail, c)) missing += std::string(missing.empty() ? "" : ",") + c;
   }
-  if (!missing.empty())
-  {
+  if (!missing.empty()) {
     std::string have;
     for (const auto& c : avail) have += (have.empty() ? "" : ",") + c;
     return make_error(dir + " lacks " + missing + " (has: " + (have.empty() ? "none" : have) + ")");
   }
   bool cpu = contains(avail, "cpu");
-  std::string want = cpu ? "+memory +pids +cpu" : "+memory +pids";
   auto enabled_text = read_file(dir + "/cgroup.subtree_control");
   if (!enabled_text) return enabled_text.error();
   auto enabled = words(*enabled_text);
-  if (!contains(enabled, "memory") || !contains(enabled, "pids") || (cpu && !contains(enabled, "cpu"))) {
+  if (!contains(enabled, "memory") || !contains(enabled, "pids") ||
+      (cpu && !contains(enabled, "cpu"))) {
     // One controller per write so a refused cpu (e.g. realtime tasks present)
     // does not cost us memory and pids.
     for (const char* c : {"memory", "pids"}) {
@@ -239,7 +239,8 @@ Result<V2Probe> probe_v2_parent(const std::string& mount, const std::string& par
       auto st = write_file(dir + "/cgroup.subtree_control", std::string("+") + c);
       if (!st) return st.error();
     }
-    if (cpu && !contains(enabled, "cpu")) cpu = bool(write_file(dir + "/cgroup.subtree_control", "+cpu"));
+    if (cpu && !contains(enabled, "cpu"))
+      cpu = bool(write_file(dir + "/cgroup.subtree_control", "+cpu"));
   }
   V2Probe probe;
   probe.base = join_path(dir, prefix);
@@ -247,8 +248,7 @@ Result<V2Probe> probe_v2_parent(const std::string& mount, const std::string& par
   auto st = make_dir(probe.base, &created);
   if (!st) return st.error();
   if (created) probe.made.push_back(probe.base);
-  want = cpu ? "+memory +pids +cpu" : "+memory +pids";
-  for (const auto& c : words(want)) {
+  for (const auto& c : words(cpu ? "+memory +pids +cpu" : "+memory +pids")) {
     auto wst = write_file(probe.base + "/cgroup.subtree_control", c);
     if (!wst) {
       if (c == "+cpu") {
@@ -277,7 +277,8 @@ const char* breach_name(Breach b) {
 // ---------------------------------------------------------------- Manager
 
 Result<std::unique_ptr<Manager>> Manager::detect(const std::string& prefix) {
-  if (!valid_component(prefix)) return make_error("cgroup prefix '" + prefix + "' is not one path component");
+  if (!valid_component(prefix))
+    return make_error("cgroup prefix '" + prefix + "' is not one path component");
   std::string v2_reason, v1_reason;
 
   // cgroup2 first: it is what a user's host has, and it alone offers
@@ -294,7 +295,8 @@ Result<std::unique_ptr<Manager>> Manager::detect(const std::string& prefix) {
         m->memory_base_ = m->pids_base_ = probe->base;
         if (probe->cpu) m->cpu_base_ = probe->base;
         m->made_ = probe->made;
-        m->description_ = "cgroup2 at " + probe->base + (probe->cpu ? " (memory, pids, cpu)" : " (memory, pids; no cpu)");
+        m->description_ = "cgroup2 at " + probe->base +
+                          (probe->cpu ? " (memory, pids, cpu)" : " (memory, pids; no cpu)");
         return m;
       }
       if (!v2_reason.empty()) v2_reason += "; ";
@@ -367,7 +369,8 @@ Manager::~Manager() {
 std::string Manager::describe() const { return description_; }
 
 Result<std::unique_ptr<Group>> Manager::create(const std::string& name, const Limits& limits) {
-  if (!valid_component(name)) return make_error("cgroup name '" + name + "' is not one path component");
+  if (!valid_component(name))
+    return make_error("cgroup name '" + name + "' is not one path component");
   if (limits.cpu_percent != 0 && cpu_base_.empty())
     return make_error("cgroup: cpu limit requested but no cpu controller is available");
   std::unique_ptr<Group> g(new Group(version_, name));
@@ -406,7 +409,9 @@ Result<std::unique_ptr<Group>> Manager::create(const std::string& name, const Li
 Status Group::apply(const Limits& limits) {
   if (version_ == Version::kV2) {
     if (limits.memory_max_bytes) {
-      if (auto st = write_file(memory_dir_ + "/memory.max", std::to_string(limits.memory_max_bytes)); !st)
+      if (auto st =
+              write_file(memory_dir_ + "/memory.max", std::to_string(limits.memory_max_bytes));
+          !st)
         return st;
       // Without this, a driver over its limit swaps instead of being killed,
       // and the limit stops bounding what it can take from the host.
@@ -416,13 +421,17 @@ Status Group::apply(const Limits& limits) {
     }
     // A driver domain is one unit: if the OOM killer picks one of its
     // processes, take them all so the restart starts clean.
-    if (exists(memory_dir_ + "/memory.oom.group")) (void)write_file(memory_dir_ + "/memory.oom.group", "1");
+    if (exists(memory_dir_ + "/memory.oom.group"))
+      (void)write_file(memory_dir_ + "/memory.oom.group", "1");
     if (limits.pids_max) {
-      if (auto st = write_file(pids_dir_ + "/pids.max", std::to_string(limits.pids_max)); !st) return st;
+      if (auto st = write_file(pids_dir_ + "/pids.max", std::to_string(limits.pids_max)); !st)
+        return st;
     }
     if (limits.cpu_percent) {
       uint64_t quota = std::max<uint64_t>(1000, kCpuPeriodUs * limits.cpu_percent / 100);
-      if (auto st = write_file(cpu_dir_ + "/cpu.max", std::to_string(quota) + " " + std::to_string(kCpuPeriodUs)); !st)
+      if (auto st = write_file(cpu_dir_ + "/cpu.max",
+                               std::to_string(quota) + " " + std::to_string(kCpuPeriodUs));
+          !st)
         return st;
     }
     return {};
@@ -442,11 +451,13 @@ Status Group::apply(const Limits& limits) {
     }
   }
   if (limits.pids_max) {
-    if (auto st = write_file(pids_dir_ + "/pids.max", std::to_string(limits.pids_max)); !st) return st;
+    if (auto st = write_file(pids_dir_ + "/pids.max", std::to_string(limits.pids_max)); !st)
+      return st;
   }
   if (limits.cpu_percent) {
     uint64_t quota = std::max<uint64_t>(1000, kCpuPeriodUs * limits.cpu_percent / 100);
-    if (auto st = write_file(cpu_dir_ + "/cpu.cfs_period_us", std::to_string(kCpuPeriodUs)); !st) return st;
+    if (auto st = write_file(cpu_dir_ + "/cpu.cfs_period_us", std::to_string(kCpuPeriodUs)); !st)
+      return st;
     if (auto st = write_file(cpu_dir_ + "/cpu.cfs_quota_us", std::to_string(quota)); !st) return st;
   }
   return {};
@@ -477,20 +488,25 @@ Status Group::watch() {
     if (exists(pids_dir_ + "/pids.events.local")) files.push_back(pids_dir_ + "/pids.events.local");
     if (version_ == Version::kV2) files.push_back(memory_dir_ + "/memory.events");
     for (const auto& f : files) {
-      if (::inotify_add_watch(inotify_.get(), f.c_str(), IN_MODIFY) >= 0) ++watches;
-      else reasons += errno_text("inotify " + f) + " ";
+      if (::inotify_add_watch(inotify_.get(), f.c_str(), IN_MODIFY) >= 0)
+        ++watches;
+      else
+        reasons += errno_text("inotify " + f) + " ";
     }
   }
-  if (watches > 0) add_source(inotify_.get());
-  else inotify_.reset();
+  if (watches > 0)
+    add_source(inotify_.get());
+  else
+    inotify_.reset();
 
   if (version_ == Version::kV1) {
     oom_eventfd_.reset(::eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC));
     oom_control_.reset(::open((memory_dir_ + "/memory.oom_control").c_str(), O_RDONLY | O_CLOEXEC));
-    bool ok = oom_eventfd_ && oom_control_ &&
-              write_file(memory_dir_ + "/cgroup.event_control",
-                         std::to_string(oom_eventfd_.get()) + " " + std::to_string(oom_control_.get()))
-                  .ok();
+    bool ok =
+        oom_eventfd_ && oom_control_ &&
+        write_file(memory_dir_ + "/cgroup.event_control",
+                   std::to_string(oom_eventfd_.get()) + " " + std::to_string(oom_control_.get()))
+            .ok();
     if (ok) {
       add_source(oom_eventfd_.get());
     } else {

@@ -84,11 +84,11 @@ class Group {
   std::vector<std::string> dirs_;  // every directory this group made
   std::string memory_dir_;         // the directory holding memory.* files
   std::string pids_dir_;
-  std::string cpu_dir_;            // empty when no cpu controller
-  UniqueFd events_;                // epoll over the sources below
-  UniqueFd inotify_;               // memory.events / pids.events modifications
-  UniqueFd oom_eventfd_;           // v1: cgroup.event_control on memory.oom_control
-  UniqueFd oom_control_;           // v1: must stay open while registered
+  std::string cpu_dir_;   // empty when no cpu controller
+  UniqueFd events_;       // epoll over the sources below
+  UniqueFd inotify_;      // memory.events / pids.events modifications
+  UniqueFd oom_eventfd_;  // v1: cgroup.event_control on memory.oom_control
+  UniqueFd oom_control_;  // v1: must stay open while registered
 };
 
 class Manager {

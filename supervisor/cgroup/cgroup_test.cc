@@ -2,8 +2,8 @@
 // cgroup2 mount or cgroup v1 controller mounts; skips (saying why) otherwise.
 #include "supervisor/cgroup/cgroup.h"
 
-#include <gtest/gtest.h>
 #include <fcntl.h>
+#include <gtest/gtest.h>
 #include <poll.h>
 #include <signal.h>
 #include <sys/mman.h>
@@ -150,9 +150,12 @@ TEST_F(CgroupTest, ForkBeyondPidsMaxGetsEagain) {
         ::pause();
         ::_exit(0);
       }
-      if (p > 0) ++forked;
-      else if (errno == EAGAIN) ++eagain;
-      else ++other;
+      if (p > 0)
+        ++forked;
+      else if (errno == EAGAIN)
+        ++eagain;
+      else
+        ++other;
     }
     int out[3] = {forked, eagain, other};
     (void)!::write(wfd, out, sizeof out);
