@@ -83,7 +83,7 @@ class CgroupTest : public ::testing::Test {
     auto m = Manager::detect("axolotl-test-" + std::to_string(::getpid()));
     if (!m) {
       std::fprintf(stderr, "cgroup detect failed: %s\n", m.error().message.c_str());
-      GTEST_SKIP() << "no usable cgroups: " << m.error().message;
+      GTEST_SKIP() << "Manager::detect() failed: " << m.error().message;
     }
     manager_ = std::move(m.value());
     std::fprintf(stderr, "using %s\n", manager_->describe().c_str());
