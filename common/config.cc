@@ -136,7 +136,7 @@ Result<HostConfig> parse_host(const std::string& text, const std::string& origin
       const toml::table& d = *n.as_table();
       if (auto s = check_keys(d, {"name", "kind", "tap", "restart_max", "restart_window_s",
                                   "backoff_ms", "heartbeat_ms", "heartbeat_misses",
-                                  "fault_injection", "fault_at_start"},
+                                  "fault_injection", "fault_at_start", "standby"},
                               origin, "driver.");
           !s)
         return s.error();
@@ -182,6 +182,9 @@ Result<HostConfig> parse_host(const std::string& text, const std::string& origin
                             std::to_string(max));
         *dst = uint32_t(**v);
       }
+      auto sb = get_opt<bool>(d, "standby", origin, "driver.");
+      if (!sb) return sb.error();
+      dc.standby = sb->value_or(false);
       auto fi = get_opt<bool>(d, "fault_injection", origin, "driver.");
       if (!fi) return fi.error();
       dc.fault_injection = fi->value_or(false);

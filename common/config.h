@@ -30,6 +30,8 @@ struct DriverConfig {
   uint32_t heartbeat_ms = 100;
   uint32_t heartbeat_misses = 5;
   // Fault hooks are compiled in but unreachable unless this is true.
+  // Keep a pre-spawned, already connected instance ready to take over.
+  bool standby = false;
   bool fault_injection = false;
   std::string fault_at_start;  // a fault hook to run at every start (needs fault_injection)
 };

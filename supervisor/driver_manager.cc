@@ -67,7 +67,7 @@ Status DriverManager::start_all(const config::HostConfig& host) {
   return {};
 }
 
-Status DriverManager::spawn(DriverDomain& d) {
+Result<proc::Child> DriverManager::launch(DriverDomain& d, bool standby, UniqueFd* health) {
   int sp[2];
   if (::socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC | SOCK_NONBLOCK, 0, sp) < 0)
     return make_error(std::string("socketpair: ") + strerror(errno));
@@ -76,6 +76,7 @@ Status DriverManager::spawn(DriverDomain& d) {
   so.argv = {bin_,        "--name",      d.cfg.name, "--kind", config::to_string(d.cfg.kind),
              "--hv-socket", hv_socket_, "--supervisor-fd", std::to_string(kHealthFd)};
   so.fds.emplace_back(theirs.get(), kHealthFd);
+  if (standby) so.argv.push_back("--standby");
   if (d.cfg.fault_injection) so.argv.push_back("--fault-injection");
   if (!d.cfg.fault_at_start.empty())
     so.argv.insert(so.argv.end(), {"--fault-at-start", d.cfg.fault_at_start});
@@ -86,10 +87,25 @@ Status DriverManager::spawn(DriverDomain& d) {
   so.log_path = log_dir_ + "/driver-" + d.cfg.name + ".log";
   auto c = proc::spawn(so);
   if (!c) return make_error("driver '" + d.cfg.name + "': " + c.error().message);
+  *health = std::move(ours);
+  return c;
+}
+
+Status DriverManager::spawn(DriverDomain& d) {
+  auto c = launch(d, false, &d.health);
+  if (!c) return c.error();
   d.child = std::move(c).value();
+  watch_active(d);
+  AXL_INFO("driver %s (%s) started, pid %d", d.cfg.name.c_str(), config::to_string(d.cfg.kind),
+           d.child.pid);
+  if (d.cfg.standby && d.standby.pid <= 0) return spawn_standby(d);
+  return {};
+}
+
+// Starts health and exit watching of the active instance (fresh or promoted).
+void DriverManager::watch_active(DriverDomain& d) {
   d.state = DriverState::kRunning;
   d.started_ns = monotonic_ns();
-  d.health = std::move(ours);
   d.ping_seq = d.pong_seq = 0;
   d.last_pong_ns = d.started_ns;
   d.pending_cause.clear();
@@ -104,8 +120,28 @@ Status DriverManager::spawn(DriverDomain& d) {
   watch_health(raw);
   d.heartbeat_timer = std::make_unique<asio::steady_timer>(io_);
   heartbeat(raw);
-  AXL_INFO("driver %s (%s) started, pid %d", d.cfg.name.c_str(), config::to_string(d.cfg.kind),
-           d.child.pid);
+}
+
+Status DriverManager::spawn_standby(DriverDomain& d) {
+  auto c = launch(d, true, &d.standby_health);
+  if (!c) return c.error();
+  d.standby = std::move(c).value();
+  DriverDomain* raw = &d;
+  d.standby_exit_watch =
+      std::make_unique<asio::posix::stream_descriptor>(io_, ::dup(d.standby.pidfd.get()));
+  d.standby_exit_watch->async_wait(
+      asio::posix::stream_descriptor::wait_read, [this, raw](const boost::system::error_code& ec) {
+        if (ec || stopping_) return;
+        // A standby that dies before it is needed is simply replaced.
+        (void)proc::wait_for(raw->standby, 0ms);
+        raw->standby.pid = -1;
+        AXL_WARN("driver %s: standby exited; starting another", raw->cfg.name.c_str());
+        auto t = std::make_shared<asio::steady_timer>(io_, 100ms);
+        t->async_wait([this, raw, t](const boost::system::error_code& e) {
+          if (!e && !stopping_ && raw->standby.pid <= 0) (void)spawn_standby(*raw);
+        });
+      });
+  AXL_INFO("driver %s standby started, pid %d", d.cfg.name.c_str(), d.standby.pid);
   return {};
 }
 
@@ -243,6 +279,25 @@ void DriverManager::on_exit(DriverDomain* d) {
     if (events_.failed) events_.failed(*d);
     return;
   }
+  if (d->standby.pid > 0) {
+    // The hypervisor has already switched the devices to the standby (it saw
+    // the connection drop); adopt it as the active and start a new standby.
+    d->recent_restarts.push_back(std::chrono::steady_clock::now());
+    ++d->restarts;
+    d->standby_exit_watch->cancel();
+    d->standby_exit_watch.reset();
+    d->child = std::move(d->standby);
+    d->standby = proc::Child{};
+    d->health = std::move(d->standby_health);
+    watch_active(*d);
+    d->outages.back().restart_ns = detect;
+    AXL_INFO("driver %s: standby pid %d is now active", d->cfg.name.c_str(), d->child.pid);
+    if (events_.restarted) events_.restarted(*d);
+    poll_served(d, 5000);
+    if (auto s = spawn_standby(*d); !s)
+      AXL_WARN("driver %s: no new standby: %s", d->cfg.name.c_str(), s.error().message.c_str());
+    return;
+  }
   d->state = DriverState::kRestarting;
   // Back-to-back failures back off exponentially from backoff_ms.
   uint32_t delay = d->cfg.backoff_ms;
@@ -295,6 +350,11 @@ void DriverManager::stop_all() {
     if (d->heartbeat_timer) d->heartbeat_timer->cancel();
     if (d->health_watch) d->health_watch->cancel();
     if (d->exit_watch) d->exit_watch->cancel();
+    if (d->standby_exit_watch) d->standby_exit_watch->cancel();
+    if (d->standby.pid > 0) {
+      proc::stop(d->standby, 2000ms);
+      d->standby.pid = -1;
+    }
     if (d->child.pid > 0) {
       d->exit_status = proc::stop(d->child, 2000ms);
       d->child.pid = -1;

@@ -55,6 +55,11 @@ struct DriverDomain {
   std::unique_ptr<boost::asio::steady_timer> restart_timer;
   std::vector<Outage> outages;
   std::unique_ptr<boost::asio::posix::stream_descriptor> exit_watch;
+  // Warm standby (standby = true): spawned and connected, idle until the
+  // hypervisor promotes it the moment the active instance's connection drops.
+  proc::Child standby;
+  UniqueFd standby_health;
+  std::unique_ptr<boost::asio::posix::stream_descriptor> standby_exit_watch;
 };
 
 struct Events {
@@ -86,6 +91,9 @@ class DriverManager {
 
  private:
   Status spawn(DriverDomain& d);
+  Status spawn_standby(DriverDomain& d);
+  Result<proc::Child> launch(DriverDomain& d, bool standby, UniqueFd* health);
+  void watch_active(DriverDomain& d);
   void on_exit(DriverDomain* d);
   void restart(DriverDomain* d);
   void heartbeat(DriverDomain* d);

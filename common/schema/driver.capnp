@@ -21,6 +21,7 @@ struct Hello {
   name @0 :Text;
   kind @1 :DriverKind;
   pid @2 :Int32;
+  standby @3 :Bool;       # a warm standby: attach channels now, requests only once promoted
 }
 
 struct Attach {

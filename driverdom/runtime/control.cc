@@ -79,12 +79,13 @@ ControlMsg parse_control(wire::Received& msg) {
   }
 }
 
-Status send_hello(int sock, const std::string& name, Kind kind, int32_t pid) {
+Status send_hello(int sock, const std::string& name, Kind kind, int32_t pid, bool standby) {
   capnp::MallocMessageBuilder b;
   auto h = b.initRoot<schema::DriverMsg>().initHello();
   h.setName(name);
   h.setKind(kind == Kind::kNet ? schema::DriverKind::NET : schema::DriverKind::BLK);
   h.setPid(pid);
+  h.setStandby(standby);
   return wire::send(sock, b);
 }
 

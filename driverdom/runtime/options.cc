@@ -9,6 +9,10 @@ Result<Options> parse_options(const std::vector<std::string>& args) {
   bool have_kind = false;
   for (size_t i = 0; i < args.size(); ++i) {
     const std::string& a = args[i];
+    if (a == "--standby") {
+      o.standby = true;
+      continue;
+    }
     if (a == "--fault-injection") {
       o.fault_injection = true;
       continue;

@@ -15,13 +15,14 @@ struct Options {
   std::string hv_socket;
   std::optional<int> tap_fd;  // net only: inherited from the supervisor
   std::optional<int> supervisor_fd;  // health channel (heartbeats), inherited
+  bool standby = false;               // start as a warm standby (hello says so)
   bool fault_injection = false;       // fault hooks reachable (host config opt-in)
   std::string fault_at_start;         // a fault hook to run right after start
 };
 
 constexpr const char* kUsage =
     "usage: axolotl-driverdom --name NAME --kind net|blk --hv-socket PATH [--tap-fd N] "
-    "[--supervisor-fd N] [--fault-injection [--fault-at-start FAULT]]";
+    "[--supervisor-fd N] [--standby] [--fault-injection [--fault-at-start FAULT]]";
 
 Result<Options> parse_options(const std::vector<std::string>& args);
 

@@ -2,13 +2,7 @@
 
 namespace axl::hv {
 
-namespace {
-struct Grant {
-  uint32_t device_id;
-  channel::HvEnd end;
-};
-
-Result<Grant> attach_channel(DriverConnection& drv, const DeviceRequest& req) {
+Result<ChannelGrant> attach_channel(DriverConnection& drv, const DeviceRequest& req) {
   if (drv.kind() != req.kind)
     return make_error("driver '" + drv.name() + "' is a " + config::to_string(drv.kind()) +
                       " driver, not " + config::to_string(req.kind));
@@ -34,10 +28,9 @@ Result<Grant> attach_channel(DriverConnection& drv, const DeviceRequest& req) {
   }
   auto id = drv.attach(args);
   if (!id) return id.error();
-  return Grant{*id, channel::HvEnd(std::move(mapping).value(), std::move(fds->req_kick),
-                                   std::move(fds->resp_kick))};
+  return ChannelGrant{*id, channel::HvEnd(std::move(mapping).value(), std::move(fds->req_kick),
+                                          std::move(fds->resp_kick))};
 }
-}  // namespace
 
 Result<BoundDevice> bind_device(DriverConnection& drv, const std::string& socket,
                                 const DeviceRequest& req) {

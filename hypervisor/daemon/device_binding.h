@@ -22,6 +22,13 @@ struct BoundDevice {
   std::unique_ptr<GuestDevice> device;
 };
 
+// A channel attached to a driver, not yet given to a device.
+struct ChannelGrant {
+  uint32_t device_id;
+  channel::HvEnd end;
+};
+Result<ChannelGrant> attach_channel(DriverConnection& drv, const DeviceRequest& req);
+
 // On error nothing stays attached and no socket is left.
 Result<BoundDevice> bind_device(DriverConnection& drv, const std::string& socket,
                                 const DeviceRequest& req);

@@ -43,7 +43,11 @@ Status DomainEngine::attach_devices(Domain& d, std::vector<QemuDevice>& qdevs) {
     std::string sock = d.dir + "/dev" + std::to_string(qdevs.size()) + ".sock";
     auto b = bind_device(*drv, sock, req);
     if (!b) return b.error();
-    d.devices.push_back(DeviceBinding{driver_name, std::move(req), std::move(b).value()});
+    d.devices.push_back(DeviceBinding{driver_name, std::move(req), std::move(b).value(), {}});
+    if (DriverConnection* sb = drivers_.find_standby(driver_name)) {
+      auto g = attach_channel(*sb, d.devices.back().request);
+      if (g) d.devices.back().standby.emplace(std::move(g).value());
+    }
     qdevs.push_back(QemuDevice{kind == config::DriverKind::kBlk ? QemuDevice::Kind::kBlk
                                                                 : QemuDevice::Kind::kNet,
                                sock, mac});
@@ -77,6 +81,8 @@ void DomainEngine::release_devices(Domain& d) {
   for (auto& b : d.devices) {
     b.bound.device.reset();  // stops its thread, unlinks its socket
     if (DriverConnection* drv = drivers_.find(b.driver)) drv->detach(b.bound.device_id);
+    if (b.standby)
+      if (DriverConnection* sb = drivers_.find_standby(b.driver)) sb->detach(b.standby->device_id);
   }
   d.devices.clear();
 }
@@ -207,6 +213,39 @@ void DomainEngine::driver_connected(DriverConnection& drv) {
                  drv.name().c_str(), drv.pid());
     }
   }
+}
+
+void DomainEngine::standby_connected(DriverConnection& sb) {
+  for (auto& [name, d] : domains_)
+    for (auto& b : d->devices) {
+      if (b.driver != sb.name() || !b.bound.device) continue;
+      auto g = attach_channel(sb, b.request);
+      if (!g) {
+        AXL_WARN("domain %s: standby of %s not pre-attached: %s", name.c_str(), sb.name().c_str(),
+                 g.error().message.c_str());
+        continue;
+      }
+      b.standby.emplace(std::move(g).value());
+    }
+}
+
+void DomainEngine::standby_promoted(DriverConnection& drv) {
+  for (auto& [name, d] : domains_)
+    for (auto& b : d->devices) {
+      if (b.driver != drv.name() || !b.bound.device) continue;
+      Status s;
+      if (b.standby) {
+        uint32_t id = b.standby->device_id;
+        s = b.bound.device->rebind(std::move(b.standby->end));
+        if (s) b.bound.device_id = id;
+        b.standby.reset();
+      } else {
+        s = rebind_device(drv, b.request, b.bound);
+      }
+      if (!s)
+        AXL_ERROR("domain %s: device not moved to the promoted standby of %s: %s", name.c_str(),
+                  drv.name().c_str(), s.error().message.c_str());
+    }
 }
 
 std::pair<uint64_t, uint64_t> DomainEngine::service_times(const std::string& driver) const {

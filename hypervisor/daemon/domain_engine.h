@@ -4,6 +4,7 @@
 #pragma once
 #include "common/asio.h"
 #include <map>
+#include <optional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -23,6 +24,7 @@ struct DeviceBinding {
   std::string driver;
   DeviceRequest request;  // kept to attach a restarted driver (image fd included)
   BoundDevice bound;
+  std::optional<ChannelGrant> standby;  // pre-attached to the driver's warm standby
 };
 
 struct Domain {
@@ -52,6 +54,10 @@ class DomainEngine {
   const Domain* find(const std::string& name) const;
   // A driver domain (re)connected: move every device it serves to it.
   void driver_connected(DriverConnection& drv);
+  // A warm standby connected: pre-attach a channel for every device its
+  // driver serves.  On promotion, switch the devices to those channels.
+  void standby_connected(DriverConnection& standby);
+  void standby_promoted(DriverConnection& drv);
   // Over the devices a driver serves: the latest rebind and the first
   // completion after it (CLOCK_MONOTONIC ns; 0 when none).
   std::pair<uint64_t, uint64_t> service_times(const std::string& driver) const;

@@ -101,6 +101,15 @@ void DriverRegistry::await_hello(std::shared_ptr<asio::posix::stream_descriptor>
     auto kind = h.getKind() == schema::DriverKind::NET ? config::DriverKind::kNet
                                                        : config::DriverKind::kBlk;
     UniqueFd own(s->release());
+    if (h.getStandby() && drivers_.count(name)) {
+      AXL_INFO("driver '%s' standby connected, pid %d", name.c_str(), h.getPid());
+      auto conn = std::make_unique<DriverConnection>(name, kind, h.getPid(), std::move(own), io_);
+      DriverConnection* raw = conn.get();
+      standbys_[name] = std::move(conn);  // a previous standby closes here
+      watch_standby(raw);
+      if (on_standby_) on_standby_(*raw);
+      return;
+    }
     if (drivers_.count(name))
       AXL_INFO("driver '%s' reconnected: its devices move to the new instance", name.c_str());
     AXL_INFO("driver '%s' (%s) connected, pid %d", name.c_str(), config::to_string(kind),
@@ -126,12 +135,47 @@ void DriverRegistry::watch(DriverConnection* c) {
                                        m.error().message.c_str());
                               std::string name = c->name();
                               drivers_.erase(name);
+                              auto sb = standbys_.find(name);
+                              if (sb != standbys_.end()) {
+                                DriverConnection* raw = sb->second.get();
+                                drivers_[name] = std::move(sb->second);
+                                standbys_.erase(sb);
+                                // Re-arm as the active's watch: cancel the standby one.
+                                raw->watcher().cancel();
+                                AXL_INFO("driver '%s': standby pid %d promoted", name.c_str(),
+                                         raw->pid());
+                                if (on_promote_) on_promote_(*raw);
+                                io_.post([this, raw, name] {
+                                  if (find(name) == raw) watch(raw);
+                                });
+                              }
                               return;
                             }
                             AXL_WARN("driver '%s' sent an unsolicited message; ignored",
                                      c->name().c_str());
                             watch(c);
                           });
+}
+
+void DriverRegistry::watch_standby(DriverConnection* c) {
+  c->watcher().async_wait(asio::posix::stream_descriptor::wait_read,
+                          [this, c](const boost::system::error_code& ec) {
+                            if (ec) return;
+                            auto m = wire::recv(c->watcher().native_handle(), MSG_DONTWAIT);
+                            if (!m && m.error().message == wire::kWouldBlock)
+                              return watch_standby(c);
+                            if (!m) {
+                              AXL_WARN("driver '%s' standby disconnected", c->name().c_str());
+                              standbys_.erase(c->name());
+                              return;
+                            }
+                            watch_standby(c);
+                          });
+}
+
+DriverConnection* DriverRegistry::find_standby(const std::string& name) {
+  auto it = standbys_.find(name);
+  return it == standbys_.end() ? nullptr : it->second.get();
 }
 
 DriverConnection* DriverRegistry::find(const std::string& name) {

@@ -55,6 +55,12 @@ class DriverRegistry {
   // Called after a driver said hello, including a restarted instance of a
   // driver seen before (which replaces the old connection).
   void on_connect(std::function<void(DriverConnection&)> f) { on_connect_ = std::move(f); }
+  // A warm standby said hello (it gets channels now, requests once promoted).
+  void on_standby(std::function<void(DriverConnection&)> f) { on_standby_ = std::move(f); }
+  // The active instance went away and its standby took over, here and now:
+  // promotion needs no process start and no supervisor round trip.
+  void on_promote(std::function<void(DriverConnection&)> f) { on_promote_ = std::move(f); }
+  DriverConnection* find_standby(const std::string& name);
   Status listen(const std::string& path);
   DriverConnection* find(const std::string& name);
   std::vector<const DriverConnection*> all() const;
@@ -63,12 +69,14 @@ class DriverRegistry {
   void accept_next();
   void await_hello(std::shared_ptr<boost::asio::posix::stream_descriptor> s, int fd);
   void watch(DriverConnection* c);
+  void watch_standby(DriverConnection* c);
 
   boost::asio::io_context& io_;
   UniqueFd listen_fd_;
   std::unique_ptr<boost::asio::posix::stream_descriptor> listen_watch_;
   std::map<std::string, std::unique_ptr<DriverConnection>> drivers_;
-  std::function<void(DriverConnection&)> on_connect_;
+  std::map<std::string, std::unique_ptr<DriverConnection>> standbys_;
+  std::function<void(DriverConnection&)> on_connect_, on_standby_, on_promote_;
 };
 
 }  // namespace axl::hv

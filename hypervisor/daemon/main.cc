@@ -59,6 +59,8 @@ int main(int argc, char** argv) {
   axl::hv::DriverRegistry drivers(io);
   axl::hv::DomainEngine engine(io, state_dir, guest_dir, drivers);
   drivers.on_connect([&](axl::hv::DriverConnection& c) { engine.driver_connected(c); });
+  drivers.on_standby([&](axl::hv::DriverConnection& c) { engine.standby_connected(c); });
+  drivers.on_promote([&](axl::hv::DriverConnection& c) { engine.standby_promoted(c); });
   bool stopping = false;
 
   axl::ControlServer control(io, [&](axl::schema::ControlRequest::Reader req,
