@@ -6,6 +6,7 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <stdlib.h>
+#include <sys/resource.h>
 #include <systemd/sd-bus.h>
 #include <unistd.h>
 
@@ -51,6 +52,16 @@ std::string read_text(const std::string& path) {
   return s.str();
 }
 
+// Built field by field so new SpawnOptions members keep their defaults.
+proc::SpawnOptions spawn_options(std::vector<std::string> argv, std::string log_path,
+                                 std::vector<std::pair<int, int>> fds = {}) {
+  proc::SpawnOptions o;
+  o.argv = std::move(argv);
+  o.log_path = std::move(log_path);
+  o.fds = std::move(fds);
+  return o;
+}
+
 // A dbus-daemon of our own on a socket in a temp dir; stopped by PID and
 // its directory removed when this goes out of scope, pass or fail.
 class PrivateBus {
@@ -77,10 +88,9 @@ class PrivateBus {
     int p[2];
     if (::pipe2(p, O_CLOEXEC) < 0) return make_error("pipe failed");
     UniqueFd rd(p[0]), wr(p[1]);
-    auto child = proc::spawn({.argv = {daemon, "--config-file=" + conf, "--nofork", "--nopidfile",
-                                       "--print-address=3"},
-                              .fds = {{wr.get(), 3}},
-                              .log_path = b->dir_.path() + "/daemon.log"});
+    auto child = proc::spawn(spawn_options(
+        {daemon, "--config-file=" + conf, "--nofork", "--nopidfile", "--print-address=3"},
+        b->dir_.path() + "/daemon.log", {{wr.get(), 3}}));
     if (!child) return child.error();
     b->daemon_ = std::move(*child);
     wr.reset();
@@ -247,7 +257,7 @@ class ManagerApiTest : public ::testing::Test {
     std::vector<std::string> argv = {busctl_, "--address=" + bus_->address(), "--timeout=10"};
     argv.insert(argv.end(), args.begin(), args.end());
     Output o;
-    auto child = proc::spawn({.argv = argv, .fds = {}, .log_path = out});
+    auto child = proc::spawn(spawn_options(argv, out));
     if (!child) {
       o.text = child.error().message;
       return o;
@@ -472,10 +482,9 @@ TEST_F(ManagerApiTest, SignalsReachSubscribers) {
 TEST_F(ManagerApiTest, BusctlMonitorSeesSignal) {
   // The real client again: busctl monitor prints the signal it saw.
   const std::string out = bus_->dir() + "/monitor.out";
-  auto mon = proc::spawn({.argv = {busctl_, "--address=" + bus_->address(), "monitor",
-                                   "--match=type='signal',member='DriverFailed'"},
-                          .fds = {},
-                          .log_path = out});
+  auto mon = proc::spawn(spawn_options({busctl_, "--address=" + bus_->address(), "monitor",
+                                        "--match=type='signal',member='DriverFailed'"},
+                                       out));
   ASSERT_TRUE(mon) << mon.error().message;
   // Until the monitor is attached, signals are lost; emit until one shows.
   bool seen = false;
@@ -542,6 +551,46 @@ TEST_F(ManagerApiTest, PropertyAndObjectChangesAreAnnounced) {
   on_loop([this] { api_->drivers_changed(); });
   ASSERT_TRUE(pump_until(c.get(), [&] { return !events.empty(); }));
   EXPECT_EQ(events, (std::vector<std::string>{"InterfacesRemoved /org/axolotl/Driver/vtpm0"}));
+}
+
+TEST_F(ManagerApiTest, ConcurrentCallers) {
+  // Several clients at once: each call is answered, none waits on another.
+  constexpr int kCallers = 12;
+  std::vector<proc::Child> kids;
+  for (int i = 0; i < kCallers; ++i) {
+    auto c = proc::spawn(spawn_options({busctl_, "--address=" + bus_->address(), "--timeout=10",
+                                        "call", kServiceName, kManagerPath, kManagerInterface,
+                                        "ListDrivers"},
+                                       bus_->dir() + "/caller-" + std::to_string(i) + ".out"));
+    ASSERT_TRUE(c) << c.error().message;
+    kids.push_back(std::move(*c));
+  }
+  for (int i = 0; i < kCallers; ++i) {
+    auto st = proc::wait_for(kids[i], 20000ms);
+    ASSERT_TRUE(st) << "caller " << i << " hung";
+    EXPECT_EQ(*st, 0) << read_text(bus_->dir() + "/caller-" + std::to_string(i) + ".out");
+  }
+}
+
+double cpu_seconds() {
+  rusage ru{};
+  getrusage(RUSAGE_SELF, &ru);
+  return double(ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) +
+         double(ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) / 1e6;
+}
+
+TEST_F(ManagerApiTest, BusDaemonGoingAwayIsSurvived) {
+  bus_.reset();  // stops dbus-daemon
+  on_loop([this] {
+    api_->emit_driver_failed("blk0", "after the bus went away");
+    api_->drivers_changed();
+  });
+  // The loop must neither stop answering nor spin on the dead socket.
+  const double before = cpu_seconds();
+  std::this_thread::sleep_for(300ms);
+  on_loop([this] { api_->emit_domain_state_changed("web", "running"); });
+  std::this_thread::sleep_for(200ms);
+  EXPECT_LT(cpu_seconds() - before, 0.25);
 }
 
 TEST_F(ManagerApiTest, SecondOwnerIsRefused) {
