@@ -136,7 +136,8 @@ Result<HostConfig> parse_host(const std::string& text, const std::string& origin
       const toml::table& d = *n.as_table();
       if (auto s = check_keys(d, {"name", "kind", "tap", "restart_max", "restart_window_s",
                                   "backoff_ms", "heartbeat_ms", "heartbeat_misses",
-                                  "fault_injection", "fault_at_start", "standby"},
+                                  "fault_injection", "fault_at_start", "standby",
+                                  "memory_max_mib", "pids_max", "cpu_percent"},
                               origin, "driver.");
           !s)
         return s.error();
@@ -173,7 +174,10 @@ Result<HostConfig> parse_host(const std::string& text, const std::string& origin
                                    std::tuple{"restart_window_s", &dc.restart_window_s, 86400},
                                    std::tuple{"backoff_ms", &dc.backoff_ms, 60000},
                                    std::tuple{"heartbeat_ms", &dc.heartbeat_ms, 60000},
-                                   std::tuple{"heartbeat_misses", &dc.heartbeat_misses, 1000}}) {
+                                   std::tuple{"heartbeat_misses", &dc.heartbeat_misses, 1000},
+                                   std::tuple{"memory_max_mib", &dc.memory_max_mib, 1 << 20},
+                                   std::tuple{"pids_max", &dc.pids_max, 1 << 20},
+                                   std::tuple{"cpu_percent", &dc.cpu_percent, 6400}}) {
         auto v = get_opt<int64_t>(d, key, origin, "driver.");
         if (!v) return v.error();
         if (!v->has_value()) continue;

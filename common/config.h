@@ -30,6 +30,11 @@ struct DriverConfig {
   uint32_t heartbeat_ms = 100;
   uint32_t heartbeat_misses = 5;
   // Fault hooks are compiled in but unreachable unless this is true.
+  // Resource limits per instance (cgroups); 0 = none.  Breaking one kills
+  // the driver, which is then restarted.
+  uint32_t memory_max_mib = 512;
+  uint32_t pids_max = 64;
+  uint32_t cpu_percent = 0;
   // Keep a pre-spawned, already connected instance ready to take over.
   bool standby = false;
   bool fault_injection = false;

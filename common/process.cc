@@ -19,6 +19,8 @@ namespace {
 int pidfd_open(pid_t pid) { return int(::syscall(SYS_pidfd_open, pid, 0)); }
 
 [[noreturn]] void child_exec(const SpawnOptions& o, int log_fd, char** argv) {
+  for (int fd : o.join_cgroup_fds)
+    if (::write(fd, "0", 1) != 1) _exit(126);
   if (o.new_session) ::setsid();
   sigset_t none;
   sigemptyset(&none);

@@ -19,6 +19,9 @@ struct SpawnOptions {
   std::vector<std::pair<int, int>> fds;
   std::string log_path;  // stdout+stderr appended here; empty: inherit
   bool new_session = false;
+  // cgroup.procs files (opened by the parent) the child joins by writing "0"
+  // right after fork, before it runs anything of its own.
+  std::vector<int> join_cgroup_fds;
 };
 
 struct Child {

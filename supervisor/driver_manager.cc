@@ -36,12 +36,14 @@ const char* to_string(DriverState s) {
 }
 
 DriverManager::DriverManager(asio::io_context& io, std::string bin, std::string hv_socket,
-                             std::string log_dir, ServiceTimesFn service_times, Events events)
+                             std::string log_dir, ServiceTimesFn service_times, Events events,
+                             cgroup::Manager* cgroups)
     : io_(io),
       bin_(std::move(bin)),
       hv_socket_(std::move(hv_socket)),
       log_dir_(std::move(log_dir)),
       service_times_(std::move(service_times)),
+      cgroups_(cgroups),
       events_(std::move(events)) {}
 
 DriverManager::~DriverManager() { stop_all(); }
@@ -67,7 +69,18 @@ Status DriverManager::start_all(const config::HostConfig& host) {
   return {};
 }
 
-Result<proc::Child> DriverManager::launch(DriverDomain& d, bool standby, UniqueFd* health) {
+Result<proc::Child> DriverManager::launch(DriverDomain& d, bool standby, UniqueFd* health,
+                                          std::unique_ptr<cgroup::Group>* group) {
+  std::vector<UniqueFd> join;
+  if (cgroups_) {
+    cgroup::Limits lim{uint64_t(d.cfg.memory_max_mib) << 20, d.cfg.pids_max, d.cfg.cpu_percent};
+    auto g = cgroups_->create(d.cfg.name + "-" + std::to_string(++d.instance_seq), lim);
+    if (!g) return make_error("driver '" + d.cfg.name + "': " + g.error().message);
+    auto fds = (*g)->open_procs_files();
+    if (!fds) return make_error("driver '" + d.cfg.name + "': " + fds.error().message);
+    join = std::move(fds).value();
+    *group = std::move(g).value();
+  }
   int sp[2];
   if (::socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC | SOCK_NONBLOCK, 0, sp) < 0)
     return make_error(std::string("socketpair: ") + strerror(errno));
@@ -85,6 +98,7 @@ Result<proc::Child> DriverManager::launch(DriverDomain& d, bool standby, UniqueF
     so.fds.emplace_back(d.tap.get(), 3);
   }
   so.log_path = log_dir_ + "/driver-" + d.cfg.name + ".log";
+  for (auto& f : join) so.join_cgroup_fds.push_back(f.get());
   auto c = proc::spawn(so);
   if (!c) return make_error("driver '" + d.cfg.name + "': " + c.error().message);
   *health = std::move(ours);
@@ -92,7 +106,7 @@ Result<proc::Child> DriverManager::launch(DriverDomain& d, bool standby, UniqueF
 }
 
 Status DriverManager::spawn(DriverDomain& d) {
-  auto c = launch(d, false, &d.health);
+  auto c = launch(d, false, &d.health, &d.group);
   if (!c) return c.error();
   d.child = std::move(c).value();
   watch_active(d);
@@ -120,10 +134,30 @@ void DriverManager::watch_active(DriverDomain& d) {
   watch_health(raw);
   d.heartbeat_timer = std::make_unique<asio::steady_timer>(io_);
   heartbeat(raw);
+  watch_group(d);
+}
+
+// The kernel OOM-kills a driver over its memory limit by itself (the pidfd
+// then reports it); a pids limit only refuses forks, so that breach kills.
+void DriverManager::watch_group(DriverDomain& d) {
+  d.group_watch.reset();
+  if (!d.group || d.group->event_fd() < 0) return;
+  DriverDomain* raw = &d;
+  d.group_watch =
+      std::make_unique<asio::posix::stream_descriptor>(io_, ::dup(d.group->event_fd()));
+  d.group_watch->async_wait(
+      asio::posix::stream_descriptor::wait_read, [this, raw](const boost::system::error_code& ec) {
+        if (ec || !raw->group) return;
+        raw->group->ack_events();
+        if (raw->group->breach() == cgroup::Breach::kPids)
+          kill_for(raw, "resource limit: pids", monotonic_ns());
+        else
+          watch_group(*raw);
+      });
 }
 
 Status DriverManager::spawn_standby(DriverDomain& d) {
-  auto c = launch(d, true, &d.standby_health);
+  auto c = launch(d, true, &d.standby_health, &d.standby_group);
   if (!c) return c.error();
   d.standby = std::move(c).value();
   DriverDomain* raw = &d;
@@ -135,6 +169,7 @@ Status DriverManager::spawn_standby(DriverDomain& d) {
         // A standby that dies before it is needed is simply replaced.
         (void)proc::wait_for(raw->standby, 0ms);
         raw->standby.pid = -1;
+        raw->standby_group.reset();
         AXL_WARN("driver %s: standby exited; starting another", raw->cfg.name.c_str());
         auto t = std::make_shared<asio::steady_timer>(io_, 100ms);
         t->async_wait([this, raw, t](const boost::system::error_code& e) {
@@ -171,6 +206,11 @@ void DriverManager::watch_health(DriverDomain* d) {
 
 void DriverManager::heartbeat(DriverDomain* d) {
   if (d->state != DriverState::kRunning) return;
+  // cgroup v1 does not notify a refused fork; look on every beat.
+  if (d->group && d->group->breach() == cgroup::Breach::kPids) {
+    kill_for(d, "resource limit: pids", monotonic_ns());
+    return;
+  }
   // ping_seq - pong_seq pings are unanswered.
   if (d->ping_seq - d->pong_seq >= d->cfg.heartbeat_misses) {
     kill_for(d, "hang: " + std::to_string(d->ping_seq - d->pong_seq) + " heartbeats missed",
@@ -253,6 +293,14 @@ void DriverManager::on_exit(DriverDomain* d) {
   if (d->health_watch) d->health_watch->cancel();
   d->health_watch.reset();
   d->health.reset();
+  if (d->group_watch) d->group_watch->cancel();
+  d->group_watch.reset();
+  if (d->group && d->pending_cause.empty()) {
+    auto b = d->group->breach();
+    if (b == cgroup::Breach::kMemory) d->pending_cause = "resource limit: memory (OOM kill)";
+    if (b == cgroup::Breach::kPids) d->pending_cause = "resource limit: pids";
+  }
+  d->group.reset();  // kills anything the driver left inside, removes the group
   if (stopping_) {
     d->state = DriverState::kStopped;
     return;
@@ -289,6 +337,7 @@ void DriverManager::on_exit(DriverDomain* d) {
     d->child = std::move(d->standby);
     d->standby = proc::Child{};
     d->health = std::move(d->standby_health);
+    d->group = std::move(d->standby_group);
     watch_active(*d);
     d->outages.back().restart_ns = detect;
     AXL_INFO("driver %s: standby pid %d is now active", d->cfg.name.c_str(), d->child.pid);
@@ -360,6 +409,7 @@ void DriverManager::stop_all() {
       d->child.pid = -1;
     }
     d->state = DriverState::kStopped;
+    if (d->group_watch) d->group_watch->cancel();
   }
   drivers_.clear();
 }

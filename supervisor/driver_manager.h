@@ -18,6 +18,7 @@
 #include "common/asio.h"
 #include "common/config.h"
 #include "common/process.h"
+#include "supervisor/cgroup/cgroup.h"
 
 namespace axl::supervisor {
 
@@ -55,10 +56,14 @@ struct DriverDomain {
   std::unique_ptr<boost::asio::steady_timer> restart_timer;
   std::vector<Outage> outages;
   std::unique_ptr<boost::asio::posix::stream_descriptor> exit_watch;
+  std::unique_ptr<cgroup::Group> group;  // the active instance's limits
+  std::unique_ptr<boost::asio::posix::stream_descriptor> group_watch;
+  uint32_t instance_seq = 0;             // names each instance's cgroup
   // Warm standby (standby = true): spawned and connected, idle until the
   // hypervisor promotes it the moment the active instance's connection drops.
   proc::Child standby;
   UniqueFd standby_health;
+  std::unique_ptr<cgroup::Group> standby_group;
   std::unique_ptr<boost::asio::posix::stream_descriptor> standby_exit_watch;
 };
 
@@ -73,8 +78,10 @@ using ServiceTimesFn = std::function<std::pair<uint64_t, uint64_t>(const std::st
 
 class DriverManager {
  public:
+  // `cgroups` may be null: drivers then run without resource limits.
   DriverManager(boost::asio::io_context& io, std::string driverdom_bin, std::string hv_socket,
-                std::string log_dir, ServiceTimesFn service_times, Events events);
+                std::string log_dir, ServiceTimesFn service_times, Events events,
+                cgroup::Manager* cgroups);
   ~DriverManager();
   Status start_all(const config::HostConfig& host);
   void stop_all();
@@ -92,7 +99,9 @@ class DriverManager {
  private:
   Status spawn(DriverDomain& d);
   Status spawn_standby(DriverDomain& d);
-  Result<proc::Child> launch(DriverDomain& d, bool standby, UniqueFd* health);
+  Result<proc::Child> launch(DriverDomain& d, bool standby, UniqueFd* health,
+                             std::unique_ptr<cgroup::Group>* group);
+  void watch_group(DriverDomain& d);
   void watch_active(DriverDomain& d);
   void on_exit(DriverDomain* d);
   void restart(DriverDomain* d);
@@ -104,6 +113,7 @@ class DriverManager {
   boost::asio::io_context& io_;
   std::string bin_, hv_socket_, log_dir_;
   ServiceTimesFn service_times_;
+  cgroup::Manager* cgroups_;
   Events events_;
   std::vector<std::unique_ptr<DriverDomain>> drivers_;
   bool stopping_ = false;

@@ -2,6 +2,7 @@
 // watches the driver domains named by the host config and holds their device
 // fds (TAPs).  Wiring happens here.
 #include <signal.h>
+#include <unistd.h>
 
 #include "common/asio.h"
 #include <string>
@@ -11,6 +12,8 @@
 #include "common/process.h"
 #include "common/control_client.h"
 #include "common/control_server.h"
+#include "supervisor/cgroup/cgroup.h"
+#include "supervisor/cgroup_mounts.h"
 #include "supervisor/driver_manager.h"
 
 int main(int argc, char** argv) {
@@ -51,10 +54,23 @@ int main(int argc, char** argv) {
       if (d.getName() == driver) return {d.getReboundNs(), d.getFirstServedNs()};
     return {0, 0};
   };
+  // Resource limits for driver domains; without usable cgroups drivers run
+  // unlimited, and the supervisor says so.
+  std::unique_ptr<axl::cgroup::Manager> cgroups;
+  const std::string prefix = "axolotl-" + std::to_string(getpid());
+  auto m = axl::cgroup::Manager::detect(prefix);
+  if (!m && axl::supervisor::mount_cgroups_privately(state_dir + "/cgroup"))
+    m = axl::cgroup::Manager::detect(prefix);
+  if (m) {
+    cgroups = std::move(m).value();
+    AXL_INFO("driver resource limits through %s", cgroups->describe().c_str());
+  } else {
+    AXL_WARN("driver domains run without resource limits: %s", m.error().message.c_str());
+  }
   axl::supervisor::Events events;
   axl::supervisor::DriverManager drivers(io, axl::proc::exe_dir() + "/axolotl-driverdom",
                                          state_dir + "/drivers.sock", state_dir, service_times,
-                                         events);
+                                         events, cgroups.get());
   axl::ControlServer control(io, [&](axl::schema::ControlRequest::Reader req,
                                      axl::schema::ControlReply::Builder rep) {
     using R = axl::schema::ControlRequest;

@@ -24,16 +24,22 @@ Status FaultHooks::run(const std::string& fault) {
     return {};
   }
   if (fault == "hog-pids") {
-    for (;;) {
-      pid_t p = ::fork();
-      if (p == 0) {
-        ::pause();
-        _exit(0);
-      }
-      if (p < 0) ::usleep(1000);
-    }
+    hog_pids_step();
+    return {};
   }
   return {};
+}
+
+// A child every millisecond, each parked forever; the loop keeps turning.
+void FaultHooks::hog_pids_step() {
+  if (::fork() == 0) {
+    for (;;) ::pause();
+  }
+  if (!timer_) timer_ = std::make_unique<boost::asio::steady_timer>(io_);
+  timer_->expires_after(std::chrono::milliseconds(1));
+  timer_->async_wait([this](const boost::system::error_code& ec) {
+    if (!ec) hog_pids_step();
+  });
 }
 
 // 8 MiB every millisecond, touched so it is really charged; never freed.

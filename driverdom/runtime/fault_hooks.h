@@ -19,6 +19,7 @@ class FaultHooks {
 
  private:
   void hog_memory_step();
+  void hog_pids_step();
   boost::asio::io_context& io_;
   bool enabled_;
   std::unique_ptr<boost::asio::steady_timer> timer_;
