@@ -109,7 +109,8 @@ struct Callbacks {
     const char* name = nullptr;
     int r = sd_bus_message_read(m, "s", &name);
     if (r < 0) return r;
-    if (auto st = api(userdata).backend_.destroy_domain(name); !st) return set_failed(e, st.error());
+    if (auto st = api(userdata).backend_.destroy_domain(name); !st)
+      return set_failed(e, st.error());
     return sd_bus_reply_method_return(m, "");
   }
 
@@ -435,30 +436,29 @@ void ManagerApi::pump() {
       return;
     }
     int r = sd_bus_process(bus_.get(), nullptr);
-    if (r < 0) {
-      // Typically the bus daemon went away.  Nothing more can be sent or
-      // received; the supervisor keeps running without its D-Bus API.
-      AXL_ERROR("dbus: connection lost: %s", errno_text(r).c_str());
-      dead_ = true;
-      boost::system::error_code ec;
-      watch_.cancel(ec);
-      timer_.cancel();
-      return;
-    }
+    if (r < 0) return lose_connection(r);
     if (r == 0) break;
   }
   arm();
 }
 
+void ManagerApi::lose_connection(int negative_errno) {
+  // Typically the bus daemon went away.  Nothing more can be sent or
+  // received; the supervisor keeps running without its D-Bus API.
+  AXL_ERROR("dbus: connection lost: %s", errno_text(negative_errno).c_str());
+  dead_ = true;
+  boost::system::error_code ec;
+  watch_.cancel(ec);
+  timer_.cancel();
+}
+
 void ManagerApi::arm() {
   int events = sd_bus_get_events(bus_.get());
-  if (events < 0) {
-    AXL_ERROR("dbus: sd_bus_get_events: %s", errno_text(events).c_str());
-    return;
-  }
+  if (events < 0) return lose_connection(events);
   // sd_bus_process() returned 0 only after a read hit EAGAIN, so the next
   // byte raises a fresh edge for Asio's edge-triggered epoll.
-  auto on_ready = [alive = std::weak_ptr<ManagerApi*>(alive_)](bool read) {
+  const std::weak_ptr<ManagerApi*> alive = alive_;
+  auto on_ready = [alive](bool read) {
     return [alive, read](const boost::system::error_code& ec) {
       auto self = alive.lock();
       if (!self) return;
@@ -483,7 +483,7 @@ void ManagerApi::arm() {
   // sd-bus gives an absolute CLOCK_MONOTONIC time; 0 means "now".
   const uint64_t now = monotonic_us();
   timer_.expires_after(std::chrono::microseconds(until > now ? until - now : 0));
-  timer_.async_wait([alive = std::weak_ptr<ManagerApi*>(alive_)](const boost::system::error_code& ec) {
+  timer_.async_wait([alive](const boost::system::error_code& ec) {
     auto self = alive.lock();
     if (!self || ec == boost::asio::error::operation_aborted) return;
     (*self)->pump();

@@ -125,6 +125,7 @@ class ManagerApi {
   void pump();
   void schedule_pump();  // pump() on the next loop turn, at most once queued
   void arm();
+  void lose_connection(int negative_errno);
 
   // sd-bus callbacks; userdata is the ManagerApi.
   friend struct Callbacks;
