@@ -11,7 +11,8 @@ struct HostPaths {
   std::string supervisor_socket() const { return state_dir + "/supervisor.sock"; }
 };
 
-int host_up(const HostPaths& p, const std::string& config_path);
+// bus: "" (the system bus when there is one), "system", "none", or a D-Bus address.
+int host_up(const HostPaths& p, const std::string& config_path, const std::string& bus = "");
 int host_down(const HostPaths& p);
 int create(const HostPaths& p, const std::string& config_path);
 int list(const HostPaths& p);

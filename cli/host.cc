@@ -86,7 +86,7 @@ void stop_daemon(const HostPaths& p, const std::string& daemon, const std::strin
 
 }  // namespace
 
-int host_up(const HostPaths& p, const std::string& config_path) {
+int host_up(const HostPaths& p, const std::string& config_path, const std::string& bus) {
   auto text = config::read_file(config_path);
   if (!text) return fail(text.error().message);
   auto host = config::parse_host(*text, config_path);
@@ -136,8 +136,12 @@ int host_up(const HostPaths& p, const std::string& config_path) {
   if (!hv) return abort_up(hv.error().message);
   if (!wait_ping(p.hv_socket(), *hv, 10s))
     return abort_up("hypervisor did not start: " + last_line(p.state_dir + "/hv.log"));
-  auto sup = start("supervisor", {bin + "/axolotl-supervisor", "--state-dir", p.state_dir,
-                                  "--config", p.state_dir + "/host.toml"});
+  std::vector<std::string> sup_argv{bin + "/axolotl-supervisor", "--state-dir", p.state_dir,
+                                    "--config", p.state_dir + "/host.toml"};
+  if (bus == "system") sup_argv.push_back("--dbus-system");
+  else if (bus == "none") sup_argv.push_back("--no-dbus");
+  else if (!bus.empty()) sup_argv.insert(sup_argv.end(), {"--dbus-address", bus});
+  auto sup = start("supervisor", std::move(sup_argv));
   if (!sup) return abort_up(sup.error().message);
   if (!wait_ping(p.supervisor_socket(), *sup, 10s))
     return abort_up("supervisor did not start: " + last_line(p.state_dir + "/supervisor.log"));

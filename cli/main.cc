@@ -21,6 +21,11 @@ int main(int argc, char** argv) {
   std::string host_cfg;
   auto* up = host->add_subcommand("up", "start hypervisor, supervisor and driver domains");
   up->add_option("--config", host_cfg, "host config (TOML)")->required();
+  std::string bus;
+  up->add_option("--bus", bus,
+                 "where to serve the org.axolotl.Manager1 D-Bus API: 'system', 'none', or a bus "
+                 "address such as unix:path=/run/my-bus (default: the system bus if the host "
+                 "has one)");
   state_opt(up);
   auto* down = host->add_subcommand("down", "stop everything `host up` started");
   state_opt(down);
@@ -75,7 +80,7 @@ int main(int argc, char** argv) {
     return 2;
   }
   using namespace axl::cli;
-  if (*up) return host_up(paths, host_cfg);
+  if (*up) return host_up(paths, host_cfg, bus);
   if (*down) return host_down(paths);
   if (*create) return axl::cli::create(paths, file);
   if (*list) return axl::cli::list(paths);

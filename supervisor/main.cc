@@ -14,21 +14,31 @@
 #include "common/control_server.h"
 #include "supervisor/cgroup/cgroup.h"
 #include "supervisor/cgroup_mounts.h"
+#include "supervisor/dbus/manager_api.h"
+#include "supervisor/dbus/supervisor_backend.h"
 #include "supervisor/driver_manager.h"
 
 int main(int argc, char** argv) {
-  std::string state_dir, config_path;
+  std::string state_dir, config_path, dbus_address;
+  // D-Bus: an address or the system bus when asked for (failing to get it
+  // is fatal); otherwise the system bus when the host has one (best effort:
+  // another host may own org.axolotl there); --no-dbus for none.
+  bool dbus_system = false, dbus_none = false;
   for (int i = 1; i < argc; ++i) {
     std::string a = argv[i];
     if (a == "--state-dir" && i + 1 < argc) state_dir = argv[++i];
     else if (a == "--config" && i + 1 < argc) config_path = argv[++i];
+    else if (a == "--dbus-address" && i + 1 < argc) dbus_address = argv[++i];
+    else if (a == "--dbus-system") dbus_system = true;
+    else if (a == "--no-dbus") dbus_none = true;
     else {
       fprintf(stderr, "axolotl-supervisor: unknown argument '%s'\n", a.c_str());
       return 2;
     }
   }
   if (state_dir.empty() || config_path.empty()) {
-    fprintf(stderr, "usage: axolotl-supervisor --state-dir DIR --config HOST.toml\n");
+    fprintf(stderr, "usage: axolotl-supervisor --state-dir DIR --config HOST.toml "
+                    "[--dbus-address ADDR | --dbus-system | --no-dbus]\n");
     return 2;
   }
   axl::log::set_component("axolotl-supervisor");
@@ -67,7 +77,18 @@ int main(int argc, char** argv) {
   } else {
     AXL_WARN("driver domains run without resource limits: %s", m.error().message.c_str());
   }
+  std::unique_ptr<axl::dbus::ManagerApi> dbus_api;  // outlives `events`' users below
   axl::supervisor::Events events;
+  events.failed = [&](const axl::supervisor::DriverDomain& d) {
+    if (!dbus_api) return;
+    dbus_api->emit_driver_failed(d.cfg.name, d.last_failure);
+    dbus_api->drivers_changed();
+  };
+  events.restarted = [&](const axl::supervisor::DriverDomain& d) {
+    if (!dbus_api) return;
+    dbus_api->emit_driver_restarted(d.cfg.name, d.restarts, axl::dbus::last_outage_us(d));
+    dbus_api->drivers_changed();
+  };
   axl::supervisor::DriverManager drivers(io, axl::proc::exe_dir() + "/axolotl-driverdom",
                                          state_dir + "/drivers.sock", state_dir, service_times,
                                          events, cgroups.get());
@@ -135,6 +156,57 @@ int main(int argc, char** argv) {
         rep.setError("request not supported by the supervisor");
     }
   });
+  // The management API: on the bus given, or the system bus when asked for;
+  // a host without a bus runs without it.
+  auto domain_call = [&](auto fill) { return axl::control::call(hv_control, fill); };
+  axl::dbus::DomainOps domain_ops;
+  domain_ops.list = [&]() -> axl::Result<std::vector<axl::dbus::DomainRow>> {
+    auto r = domain_call([](auto q) { q.setList(); });
+    if (!r) return r.error();
+    std::vector<axl::dbus::DomainRow> rows;
+    for (auto d : r->get().getDomains()) rows.push_back({d.getName(), d.getId(), d.getState()});
+    return rows;
+  };
+  domain_ops.create = [&](const std::string& path) -> axl::Result<std::string> {
+    auto text = axl::config::read_file(path);
+    if (!text) return text.error();
+    std::string base = path.rfind('/') == std::string::npos ? "." : path.substr(0, path.rfind('/'));
+    auto r = domain_call([&](auto q) {
+      auto c = q.initCreate();
+      c.setConfigToml(*text);
+      c.setBaseDir(base);
+    });
+    if (!r) return r.error();
+    std::string name = r->get().getDomains()[0].getName();
+    if (dbus_api) dbus_api->emit_domain_state_changed(name, "running");
+    return name;
+  };
+  domain_ops.destroy = [&](const std::string& name) -> axl::Status {
+    auto r = domain_call([&](auto q) { q.setDestroy(name); });
+    if (!r) return r.error();
+    if (dbus_api) dbus_api->emit_domain_state_changed(name, "destroyed");
+    return {};
+  };
+  axl::dbus::SupervisorBackend dbus_backend(drivers, domain_ops);
+  const bool dbus_required = !dbus_address.empty() || dbus_system;
+  const char* sys_env = getenv("DBUS_SYSTEM_BUS_ADDRESS");
+  const bool dbus_auto = !dbus_required && !dbus_none &&
+                         ((sys_env && *sys_env) || access("/run/dbus/system_bus_socket", F_OK) == 0);
+  if (dbus_required || dbus_auto) {
+    if (auto api = axl::dbus::ManagerApi::start(io, dbus_address, dbus_backend); api) {
+      dbus_api = std::move(api).value();
+      AXL_INFO("D-Bus API org.axolotl.Manager1 on %s",
+               dbus_address.empty() ? "the system bus" : dbus_address.c_str());
+    } else if (dbus_required) {
+      // Asked for and not there: an operator relying on it must know now.
+      AXL_ERROR("D-Bus API unavailable: %s", api.error().message.c_str());
+      return 1;
+    } else {
+      AXL_WARN("no D-Bus API on the system bus: %s", api.error().message.c_str());
+    }
+  } else if (!dbus_none) {
+    AXL_INFO("no system bus and no --bus given: running without the D-Bus API");
+  }
   if (auto s = control.listen(state_dir + "/supervisor.sock"); !s) {
     AXL_ERROR("%s", s.error().message.c_str());
     return 1;
@@ -148,6 +220,7 @@ int main(int argc, char** argv) {
   sigs.async_wait([&](const boost::system::error_code&, int) { io.stop(); });
   AXL_INFO("ready, %zu driver domains", drivers.drivers().size());
   io.run();
+  dbus_api.reset();  // it calls into the backend and the driver manager
   AXL_INFO("stopping: stopping every driver domain");
   drivers.stop_all();
   return 0;

@@ -1,0 +1,143 @@
+#!/usr/bin/env bash
+# The supervisor's org.axolotl.Manager1 API on a private dbus-daemon, driven
+# by busctl: drivers are listed, a domain is created over the bus, and a
+# driver that crashes at every start is given up after its budget with a
+# DriverFailed signal that a bus client sees, while the hypervisor and the
+# guest on another driver keep running and reading their disk.
+. "$(dirname "$0")/lib.sh"
+require_root_and_tools
+for t in dbus-daemon busctl; do
+  command -v "$t" >/dev/null || { echo "SKIP: $t not installed (apt-get install dbus systemd)"; exit 77; }
+done
+make_ns
+
+# A bus of our own, stopped by PID at exit.
+cat >"$T_DIR/bus.conf" <<XML
+<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-Bus Bus Configuration 1.0//EN"
+ "http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd">
+<busconfig>
+  <type>session</type>
+  <listen>unix:path=$T_DIR/bus</listen>
+  <auth>EXTERNAL</auth>
+  <policy context="default">
+    <allow send_destination="*" eavesdrop="true"/>
+    <allow eavesdrop="true"/>
+    <allow own="*"/>
+  </policy>
+</busconfig>
+XML
+dbus-daemon --config-file="$T_DIR/bus.conf" --nofork --nopidfile >"$T_DIR/bus.log" 2>&1 &
+track $!
+BUS="unix:path=$T_DIR/bus"
+for _ in $(seq 100); do [ -S "$T_DIR/bus" ] && break; sleep 0.05; done
+[ -S "$T_DIR/bus" ] || die "dbus-daemon did not start: $(cat "$T_DIR/bus.log")"
+bus() { busctl --address="$BUS" --timeout=30 "$@"; }
+manager() { bus "$1" org.axolotl /org/axolotl/Manager1 org.axolotl.Manager1 "${@:2}"; }
+
+# Every Manager1 signal, from before the host is up.
+busctl --address="$BUS" monitor --match="type='signal',interface='org.axolotl.Manager1'" \
+  >"$T_DIR/signals.txt" 2>&1 &
+track $!
+for _ in $(seq 100); do
+  bus list 2>/dev/null | grep -q busctl && break
+  sleep 0.05
+done
+
+cat >"$T_DIR/host.toml" <<TOML
+[[driver]]
+name = "blk0"
+kind = "blk"
+[[driver]]
+name = "bad0"
+kind = "blk"
+fault_injection = true
+fault_at_start = "crash"
+restart_max = 2
+restart_window_s = 60
+backoff_ms = 10
+TOML
+"$TOOL" gen 11 8M >"$T_DIR/disk.img"
+# Reads the disk, waits while the host fails a driver, reads it again.
+cat >"$T_DIR/guest.sh" <<'SH'
+i=0
+while [ ! -e /dev/vda ] && [ $i -lt 100 ]; do sleep 0.1; i=$((i + 1)); done
+echo FIRST-SHA256 $(sha256sum /dev/vda | cut -d' ' -f1)
+i=0
+while [ ! -e /tmp/never ] && [ $i -lt 80 ]; do sleep 0.1; i=$((i + 1)); done
+echo 3 >/proc/sys/vm/drop_caches
+echo SECOND-SHA256 $(sha256sum /dev/vda | cut -d' ' -f1)
+SH
+cat >"$T_DIR/guest.toml" <<TOML
+name = "dbg"
+memory_mib = 256
+[[disk]]
+driver = "blk0"
+image = "disk.img"
+[guest]
+script = "guest.sh"
+TOML
+
+# An unreachable bus that was asked for is an error, and nothing is left.
+out=$(axl host up --config "$T_DIR/host.toml" --bus "unix:path=$T_DIR/no-bus" 2>&1) &&
+  die "host up succeeded without its bus"
+echo "$out" | grep -q "D-Bus" || die "unclear error for a missing bus: $out"
+[ ! -e "$T_STATE/hv.pid" ] || die "host up left a pid file behind: $(ls "$T_STATE")"
+
+axl host up --config "$T_DIR/host.toml" --bus "$BUS" >&2
+T_UP=1
+grep -q "D-Bus API org.axolotl.Manager1 on $BUS" "$T_STATE/supervisor.log" ||
+  die "supervisor does not say it serves the API"
+
+# The real client lists the drivers; bad0 has used up its budget already.
+drivers=$(manager call ListDrivers)
+log "ListDrivers: $drivers"
+echo "$drivers" | grep -q '"blk0" "blk" [0-9]* "running"' || die "blk0 not listed running: $drivers"
+echo "$drivers" | grep -q '"bad0" "blk" -1 "failed" 2 ' || die "bad0 not listed failed: $drivers"
+for _ in $(seq 100); do grep -q 'Member=DriverFailed' "$T_DIR/signals.txt" && break; sleep 0.05; done
+grep -A3 'Member=DriverFailed' "$T_DIR/signals.txt" | grep -q '"bad0"' ||
+  die "no DriverFailed for bad0 seen by busctl monitor: $(cat "$T_DIR/signals.txt")"
+[ "$(bus get-property org.axolotl /org/axolotl/Driver/bad0 org.axolotl.Driver1 State)" = 's "failed"' ] ||
+  die "bad0's State property is not failed"
+bus get-property org.axolotl /org/axolotl/Driver/bad0 org.axolotl.Driver1 LastFailure | grep -q "crash: killed by Aborted" ||
+  die "bad0's LastFailure does not name the crash"
+
+# A domain created over the bus.
+[ "$(manager call CreateDomain s "$T_DIR/guest.toml")" = 's "dbg"' ] || die "CreateDomain failed"
+manager call ListDomains | grep -q '"dbg" [0-9]* "running"' || die "dbg not listed: $(manager call ListDomains)"
+for _ in $(seq 600); do
+  axl console dbg --log | grep -q FIRST-SHA256 && break
+  sleep 0.05
+done
+axl console dbg --log | grep -q FIRST-SHA256 || die "guest did not read its disk"
+
+# An operator restart gives bad0 a fresh budget; it crashes through it again
+# while the guest runs, and a second DriverFailed goes out.
+manager call RestartDriver s bad0
+for _ in $(seq 200); do
+  [ "$(grep -c 'Member=DriverFailed' "$T_DIR/signals.txt")" -ge 2 ] && break
+  sleep 0.05
+done
+[ "$(grep -c 'Member=DriverFailed' "$T_DIR/signals.txt")" -ge 2 ] ||
+  die "no second DriverFailed: $(cat "$T_DIR/signals.txt")"
+grep -q 'Member=DriverRestarted' "$T_DIR/signals.txt" || die "no DriverRestarted signal"
+manager call ListDrivers | grep -q '"bad0" "blk" -1 "failed" 4 ' ||
+  die "bad0 not failed after 4 restarts: $(manager call ListDrivers)"
+axl list | grep -q "dbg.*running" || die "guest not running after the failure: $(axl list)"
+
+axl wait dbg --timeout 120 >&2 || die "guest script failed"
+want=$(sha_of "$T_DIR/disk.img")
+[ "$(console_value dbg FIRST-SHA256)" = "$want" ] || die "first read wrong"
+[ "$(console_value dbg SECOND-SHA256)" = "$want" ] || die "second read wrong"
+
+# Destroy over the bus; its state change is signalled.
+manager call DestroyDomain s dbg
+for _ in $(seq 100); do grep -q '"destroyed"' "$T_DIR/signals.txt" && break; sleep 0.05; done
+grep -B1 -A4 'Member=DomainStateChanged' "$T_DIR/signals.txt" | grep -q '"running"' ||
+  die "no DomainStateChanged running"
+grep -q '"destroyed"' "$T_DIR/signals.txt" || die "no DomainStateChanged destroyed"
+# Bad input over the bus: an error reply naming the problem.
+err=$(manager call DestroyDomain s nosuch 2>&1) && die "destroying an unknown domain succeeded"
+log "unknown domain: $err"
+err=$(manager call KillDriver ss nosuch KILL 2>&1) && die "killing an unknown driver succeeded"
+echo "$err" | grep -q nosuch || die "unclear error: $err"
+log "PASS"
