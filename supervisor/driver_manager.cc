@@ -340,6 +340,7 @@ void DriverManager::on_exit(DriverDomain* d) {
     d->group = std::move(d->standby_group);
     watch_active(*d);
     d->outages.back().restart_ns = detect;
+    d->outages.back().promoted = true;
     AXL_INFO("driver %s: standby pid %d is now active", d->cfg.name.c_str(), d->child.pid);
     if (events_.restarted) events_.restarted(*d);
     poll_served(d, 5000);
@@ -380,12 +381,21 @@ void DriverManager::poll_served(DriverDomain* d, int tries_left) {
   auto [rebound, served] = service_times_ ? service_times_(d->cfg.name)
                                           : std::pair<uint64_t, uint64_t>{0, 0};
   Outage& o = d->outages.back();
-  if (served && rebound >= o.restart_ns && served >= o.fail_ns) {
+  // A rebind newer than the one that closed the previous record belongs to
+  // this outage; a cold restart's rebind also comes after its respawn.
+  const bool fresh = rebound > d->last_rebound_ns && (o.promoted || rebound >= o.restart_ns);
+  if (served && fresh && served >= rebound) {
     o.served_ns = served;
+    d->last_rebound_ns = rebound;
+    // A crash the hypervisor noticed (and promoted the standby for) before
+    // the pidfd woke us: its rebind is the earliest witness of the failure,
+    // so the record's outage is then a lower bound.
+    if (rebound < o.fail_ns) o.fail_ns = rebound;
     AXL_INFO("driver %s: outage %.3f ms (%s)", d->cfg.name.c_str(),
              double(o.served_ns - o.fail_ns) / 1e6, o.cause.c_str());
     return;
   }
+  if (tries_left == 1) d->last_rebound_ns = std::max(d->last_rebound_ns, rebound);  // giving up
   auto t = std::make_shared<asio::steady_timer>(io_, 2ms);
   t->async_wait([this, d, t, tries_left](const boost::system::error_code& ec) {
     if (!ec && !stopping_) poll_served(d, tries_left - 1);

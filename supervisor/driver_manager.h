@@ -32,6 +32,9 @@ struct Outage {
   std::string cause;
   uint64_t fail_ns = 0, detect_ns = 0, restart_ns = 0, served_ns = 0;  // CLOCK_MONOTONIC
   uint64_t at_unix_s = 0;
+  // A warm standby is promoted by the hypervisor when it sees the active's
+  // connection drop, which may come before the supervisor's pidfd wakes up.
+  bool promoted = false;
 };
 
 struct DriverDomain {
@@ -55,6 +58,8 @@ struct DriverDomain {
   std::deque<std::chrono::steady_clock::time_point> recent_restarts;  // within the window
   std::unique_ptr<boost::asio::steady_timer> restart_timer;
   std::vector<Outage> outages;
+  // The hypervisor's rebind time that closed the last outage record.
+  uint64_t last_rebound_ns = 0;
   std::unique_ptr<boost::asio::posix::stream_descriptor> exit_watch;
   std::unique_ptr<cgroup::Group> group;  // the active instance's limits
   std::unique_ptr<boost::asio::posix::stream_descriptor> group_watch;

@@ -118,7 +118,7 @@ int main(int argc, char** argv) {
             os[j].setCause(o.cause);
             os[j].setDetectUs((o.detect_ns - o.fail_ns) / 1000);
             os[j].setRestartUs(o.restart_ns ? (o.restart_ns - o.fail_ns) / 1000 : 0);
-            os[j].setOutageUs(o.served_ns ? (o.served_ns - o.fail_ns) / 1000 : 0);
+            os[j].setOutageUs(o.served_ns > o.fail_ns ? (o.served_ns - o.fail_ns) / 1000 : 0);
             os[j].setAtUnixS(o.at_unix_s);
           }
         }
