@@ -2,6 +2,7 @@
 #include <CLI/CLI.hpp>
 #include <signal.h>
 
+#include "cli/bus.h"
 #include "cli/commands.h"
 #include "cli/demo.h"
 
@@ -12,6 +13,10 @@ int main(int argc, char** argv) {
   axl::cli::HostPaths paths{"/run/axolotl"};
   app.add_option("--state-dir", paths.state_dir, "where the host stack keeps its sockets and state")
       ->capture_default_str();
+  std::string client_bus;
+  app.add_option("--bus", client_bus,
+                 "talk to the supervisor's org.axolotl.Manager1 D-Bus API on this bus ('system' "
+                 "or an address) for list, create, destroy, drivers, driver-kill, driver-restart");
   auto state_opt = [&](CLI::App* c) {
     c->add_option("--state-dir", paths.state_dir, "host state dir (default /run/axolotl)");
   };
@@ -82,6 +87,14 @@ int main(int argc, char** argv) {
   using namespace axl::cli;
   if (*up) return host_up(paths, host_cfg, bus);
   if (*down) return host_down(paths);
+  if (!client_bus.empty()) {
+    if (*create) return bus_create(client_bus, file);
+    if (*list) return bus_list(client_bus);
+    if (*destroy) return bus_destroy(client_bus, name);
+    if (*drivers) return bus_drivers(client_bus, stats);
+    if (*dkill) return bus_driver_kill(client_bus, name, signal);
+    if (*drestart) return bus_driver_restart(client_bus, name);
+  }
   if (*create) return axl::cli::create(paths, file);
   if (*list) return axl::cli::list(paths);
   if (*destroy) return axl::cli::destroy(paths, name);

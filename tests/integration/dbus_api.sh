@@ -110,9 +110,18 @@ for _ in $(seq 600); do
 done
 axl console dbg --log | grep -q FIRST-SHA256 || die "guest did not read its disk"
 
+# axl itself as a client of the API.
+abus() { "$AXL" --bus "$BUS" "$@"; }
+abus drivers | grep -q "^bad0 .* failed .*crash: killed by Aborted" || die "axl --bus drivers: $(abus drivers)"
+abus list | grep -q "^dbg .* running" || die "axl --bus list: $(abus list)"
+err=$(abus driver-restart nosuch 2>&1) && die "axl --bus driver-restart of an unknown driver succeeded"
+[ "$(echo "$err" | wc -l)" = 1 ] && echo "$err" | grep -q "nosuch" || die "unclear error: $err"
+err=$("$AXL" --bus "unix:path=$T_DIR/no-bus" drivers 2>&1) && die "axl on a missing bus succeeded"
+echo "$err" | grep -q "cannot connect" || die "unclear error for a missing bus: $err"
+
 # An operator restart gives bad0 a fresh budget; it crashes through it again
 # while the guest runs, and a second DriverFailed goes out.
-manager call RestartDriver s bad0
+abus driver-restart bad0 >&2
 for _ in $(seq 200); do
   [ "$(grep -c 'Member=DriverFailed' "$T_DIR/signals.txt")" -ge 2 ] && break
   sleep 0.05
@@ -120,6 +129,10 @@ done
 [ "$(grep -c 'Member=DriverFailed' "$T_DIR/signals.txt")" -ge 2 ] ||
   die "no second DriverFailed: $(cat "$T_DIR/signals.txt")"
 grep -q 'Member=DriverRestarted' "$T_DIR/signals.txt" || die "no DriverRestarted signal"
+# Outage records: 3 crashes before the first give-up (start + 2 restarts), 2
+# after the operator restart (it + 1 restart).
+n=$(abus drivers --stats | awk '/^Driver +Detect/ {t=1; next} t && $1=="bad0" && /crash: killed by Aborted/' | wc -l)
+[ "$n" = 5 ] || die "axl --bus drivers --stats lists $n of bad0's 5 failures: $(abus drivers --stats)"
 manager call ListDrivers | grep -q '"bad0" "blk" -1 "failed" 4 ' ||
   die "bad0 not failed after 4 restarts: $(manager call ListDrivers)"
 axl list | grep -q "dbg.*running" || die "guest not running after the failure: $(axl list)"
