@@ -24,6 +24,12 @@ int inject(const HostPaths& p, const std::string& name, const std::string& fault
 int driver_restart(const HostPaths& p, const std::string& name);
 int wait(const HostPaths& p, const std::string& name, double timeout_s);
 
+struct MeasureOptions {
+  std::string kernel, initrd, cmdline, config, name = "my-image";
+  bool iommu = false;
+};
+int measure(const MeasureOptions& o);
+
 // Shared by verbs: prints "axl: MSG" to stderr and returns 1.
 int fail(const std::string& msg);
 

@@ -73,6 +73,14 @@ int main(int argc, char** argv) {
   wait->add_option("name", name)->required();
   wait->add_option("--timeout", timeout_s, "seconds")->capture_default_str();
   state_opt(wait);
+  axl::cli::MeasureOptions mo;
+  auto* meas = app.add_subcommand("measure", "print the boot measurements (PCR 8, 9) and golden values for an image");
+  meas->add_option("--kernel", mo.kernel, "kernel image")->required()->check(CLI::ExistingFile);
+  meas->add_option("--initrd", mo.initrd, "initrd")->required()->check(CLI::ExistingFile);
+  meas->add_option("--cmdline", mo.cmdline, "the guest config's cmdline (the hypervisor prepends its console settings)");
+  meas->add_option("--config", mo.config, "guest config, measured into PCR 8 as the hypervisor does")->check(CLI::ExistingFile);
+  meas->add_flag("--iommu", mo.iommu, "the guest config has iommu = true");
+  meas->add_option("--name", mo.name, "image name for the policy entry")->capture_default_str();
   auto* demo = app.add_subcommand("demo", "boot a guest with a disk and a NIC served by driver domains");
   axl::cli::DemoOptions demo_opts;
   demo->add_option("--mib", demo_opts.stream_mib, "MiB to stream over the NIC")->capture_default_str();
@@ -105,5 +113,6 @@ int main(int argc, char** argv) {
   if (*drestart) return driver_restart(paths, name);
   if (*wait) return axl::cli::wait(paths, name, timeout_s);
   if (*demo) return run_demo(demo_opts);
+  if (*meas) return measure(mo);
   return 2;
 }

@@ -1,0 +1,36 @@
+// axl measure: the measurements the hypervisor will make for a boot, and the
+// golden values to put in an attestation policy for your own image.
+#include <cstdio>
+
+#include "cli/commands.h"
+#include "common/config.h"
+#include "policy/measure.h"
+
+namespace axl::cli {
+
+int measure(const MeasureOptions& o) {
+  policy::BootInputs in;
+  in.kernel_path = o.kernel;
+  in.initrd_path = o.initrd;
+  in.cmdline = policy::kernel_cmdline(o.cmdline, o.iommu);
+  if (!o.config.empty()) {
+    auto text = config::read_file(o.config);
+    if (!text) return fail(text.error().message);
+    in.config = *text;
+  }
+  auto ev = policy::measure_boot(in);
+  if (!ev) return fail(ev.error().message);
+  printf("%-4s %-64s  %s\n", "PCR", "SHA-256 of what was measured", "Event");
+  for (const auto& e : *ev) printf("%-4u %s  %s\n", e.pcr, policy::hex(e.digest).c_str(), e.data.c_str());
+  auto pcrs = policy::replay(*ev);
+  printf("\nPCR 8 (sha256) = %s\nPCR 9 (sha256) = %s\n", policy::hex(pcrs[8]).c_str(),
+         policy::hex(pcrs[9]).c_str());
+  printf("\n# policy entry (golden values) for this image:\n[[image]]\nname = \"%s\"\n",
+         o.name.c_str());
+  printf("kernel_sha256 = \"%s\"\ninitrd_sha256 = \"%s\"\ncmdline_sha256 = \"%s\"\n",
+         policy::hex((*ev)[0].digest).c_str(), policy::hex((*ev)[1].digest).c_str(),
+         policy::hex(policy::sha256(in.cmdline)).c_str());
+  return 0;
+}
+
+}  // namespace axl::cli
