@@ -29,6 +29,11 @@ struct DriverConfig {
   // a row mean the driver hangs and is killed and restarted.
   uint32_t heartbeat_ms = 100;
   uint32_t heartbeat_misses = 5;
+  // Progress: a request handed to the driver that sees no completion within
+  // io_timeout_ms means the driver's data path hangs even while its event
+  // loop still answers heartbeats; the hypervisor quarantines the channel
+  // and the driver is replaced.  0 disables the check.
+  uint32_t io_timeout_ms = 5000;
   // Fault hooks are compiled in but unreachable unless this is true.
   // Resource limits per instance (cgroups); 0 = none.  Breaking one kills
   // the driver, which is then restarted.
@@ -79,7 +84,10 @@ Result<std::string> read_file(const std::string& path);
 bool valid_name(const std::string& s);
 
 // Fault hooks a driver domain has (driverdom/runtime/fault_hooks.h).
-inline constexpr const char* kFaultNames[] = {"crash", "hang", "hog-memory", "hog-pids"};
+inline constexpr const char* kFaultNames[] = {
+    "crash", "hang", "hog-memory", "hog-pids",
+    // Data-path faults: the driver breaks the channel protocol.
+    "wild-write", "bogus-id", "bogus-len", "dup-completion", "stall"};
 bool is_fault_name(const std::string& s);
 Result<std::array<uint8_t, 6>> parse_mac(const std::string& s);
 std::string format_mac(const std::array<uint8_t, 6>& mac);

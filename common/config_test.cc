@@ -23,6 +23,41 @@ kind = "blk"
   EXPECT_EQ(h->find_driver("blk0")->kind, DriverKind::kBlk);
 }
 
+TEST(HostConfig, IoTimeoutDefaultsAndBounds) {
+  auto h = parse_host(R"(
+[[driver]]
+name = "blk0"
+kind = "blk"
+[[driver]]
+name = "blk1"
+kind = "blk"
+io_timeout_ms = 250
+[[driver]]
+name = "blk2"
+kind = "blk"
+io_timeout_ms = 0
+)",
+                      "host.toml");
+  ASSERT_TRUE(h.ok()) << h.error().message;
+  EXPECT_EQ(h->find_driver("blk0")->io_timeout_ms, 5000u);
+  EXPECT_EQ(h->find_driver("blk1")->io_timeout_ms, 250u);
+  EXPECT_EQ(h->find_driver("blk2")->io_timeout_ms, 0u);  // disabled
+  for (const char* bad : {"-1", "3600001", "\"5s\"", "1.5"}) {
+    auto b = parse_host(std::string("[[driver]]\nname = \"b\"\nkind = \"blk\"\nio_timeout_ms = ") +
+                            bad + "\n",
+                        "host.toml");
+    ASSERT_FALSE(b.ok()) << bad;
+    EXPECT_NE(b.error().message.find("io_timeout_ms"), std::string::npos) << b.error().message;
+    EXPECT_EQ(b.error().message.find('\n'), std::string::npos) << b.error().message;
+  }
+}
+
+TEST(HostConfig, DataPathFaultNamesAreFaultHooks) {
+  for (const char* f : {"wild-write", "bogus-id", "bogus-len", "dup-completion", "stall"})
+    EXPECT_TRUE(is_fault_name(f)) << f;
+  EXPECT_FALSE(is_fault_name("scribble"));
+}
+
 struct Bad {
   const char* text;
   const char* needle;

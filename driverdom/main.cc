@@ -66,18 +66,21 @@ int main(int argc, char** argv) {
   }
 
   boost::asio::io_context io;
+  // Declared before the driver: its devices deregister from it on the way out.
+  DataPathFaults data_faults;
+  DataPathFaults* data_faults_ptr = opts->fault_injection ? &data_faults : nullptr;
   std::unique_ptr<Driver> driver;
   if (opts->kind == Kind::kBlk) {
-    driver = std::make_unique<blk::BlkDriver>(io);
+    driver = std::make_unique<blk::BlkDriver>(io, data_faults_ptr);
   } else {
-    auto net = std::make_unique<net::NetDriver>(io, std::move(tap));
+    auto net = std::make_unique<net::NetDriver>(io, std::move(tap), data_faults_ptr);
     if (auto s = net->start(); !s) {
       AXL_ERROR("%s", s.error().message.c_str());
       return 1;
     }
     driver = std::move(net);
   }
-  FaultHooks faults(io, opts->fault_injection);
+  FaultHooks faults(io, opts->fault_injection, data_faults_ptr);
   std::unique_ptr<HeartbeatResponder> heartbeat;
   if (health)
     heartbeat = std::make_unique<HeartbeatResponder>(

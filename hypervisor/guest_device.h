@@ -9,6 +9,7 @@
 #pragma once
 #include <array>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 
@@ -38,21 +39,33 @@ struct DeviceStats {
   uint64_t first_served_ns = 0;  // first completion after it (0: none yet)
 };
 
+// How the hypervisor watches a device's driver.  A device that catches its
+// driver breaking the channel protocol (or making no progress past
+// io_timeout_ms) quarantines the channel and calls on_quarantine, on the
+// device thread, with the cause and the owner tag of the channel's driver
+// instance (given at creation and at every rebind), so a late report about
+// a replaced instance can be told apart from one about the current one.
+struct DeviceSupervision {
+  uint32_t io_timeout_ms = 0;  // 0: no progress watchdog
+  int owner = 0;
+  std::function<void(const std::string& cause, int owner)> on_quarantine;
+};
+
 class GuestDevice {
  public:
   virtual ~GuestDevice() = default;  // stops the thread, closes and unlinks the socket
   // Creates the listening socket (it exists when this returns) and starts the thread.
   virtual Status start() = 0;
   virtual DeviceStats stats() const = 0;
-  // Moves the device to a fresh channel (a restarted driver domain) and
-  // replays every request still in flight, in the order first sent.
-  virtual Status rebind(channel::HvEnd chan) = 0;
+  // Moves the device to a fresh channel (a restarted driver domain, tagged
+  // `owner`) and replays every request still in flight, in the order first sent.
+  virtual Status rebind(channel::HvEnd chan, int owner) = 0;
 };
 
 std::unique_ptr<GuestDevice> make_blk_device(std::string socket_path, BlkDeviceSpec spec,
-                                             channel::HvEnd chan);
+                                             channel::HvEnd chan, DeviceSupervision sup = {});
 std::unique_ptr<GuestDevice> make_net_device(std::string socket_path, NetDeviceSpec spec,
-                                             channel::HvEnd chan);
+                                             channel::HvEnd chan, DeviceSupervision sup = {});
 
 }  // namespace axl::hv
 

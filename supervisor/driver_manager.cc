@@ -234,6 +234,19 @@ void DriverManager::kill_for(DriverDomain* d, const std::string& cause, uint64_t
   ::syscall(SYS_pidfd_send_signal, d->child.pidfd.get(), SIGKILL, nullptr, 0);
 }
 
+Status DriverManager::kill_with_cause(const std::string& name, int pid, const std::string& cause) {
+  DriverDomain* d = find(name);
+  if (!d) return make_error("no driver named '" + name + "'");
+  if (d->state != DriverState::kRunning || d->child.pid <= 0 || d->child.pid != pid) {
+    AXL_INFO("driver %s: report about pid %d ignored (active instance: %d): %s", name.c_str(), pid,
+             d->child.pid, cause.c_str());
+    return {};
+  }
+  if (!d->pending_cause.empty()) return {};  // already being killed
+  kill_for(d, cause, monotonic_ns());
+  return {};
+}
+
 Status DriverManager::kill(const std::string& name, const std::string& signal) {
   DriverDomain* d = find(name);
   if (!d) return make_error("no driver named '" + name + "'");

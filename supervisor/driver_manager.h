@@ -100,6 +100,12 @@ class DriverManager {
   Status inject(const std::string& name, const std::string& fault);
   // Kills and restarts a driver now (cause "restart requested").
   Status restart_now(const std::string& name);
+  // Kills instance `pid` of driver `name` with `cause` (the outage record
+  // and last failure carry it); the normal restart path replaces it.  The
+  // hypervisor asks this when it quarantines a channel.  A report about an
+  // instance that is no longer the active one, or one already being killed,
+  // changes nothing and is not an error.
+  Status kill_with_cause(const std::string& name, int pid, const std::string& cause);
 
  private:
   Status spawn(DriverDomain& d);

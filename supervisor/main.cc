@@ -140,6 +140,23 @@ int main(int argc, char** argv) {
         }
         break;
       }
+      case R::DRIVER_QUARANTINED: {
+        // Only the hypervisor reports these (the control socket is the
+        // host's own); the cause still goes into records, so bound it.
+        auto q = req.getDriverQuarantined();
+        std::string cause = q.getCause();
+        if (cause.empty() || cause.size() > 256 ||
+            cause.find_first_of("\n\r") != std::string::npos) {
+          rep.setOk(false);
+          rep.setError("driverQuarantined: cause must be one line of 1 to 256 characters");
+          break;
+        }
+        if (auto st = drivers.kill_with_cause(q.getName(), q.getPid(), cause); !st) {
+          rep.setOk(false);
+          rep.setError(st.error().message);
+        }
+        break;
+      }
       case R::RESTART_DRIVER:
         if (auto st = drivers.restart_now(req.getRestartDriver()); !st) {
           rep.setOk(false);

@@ -15,7 +15,18 @@ struct ControlRequest {
     killDriver @7 :KillDriver; # supervisor: send a signal to a driver domain
     restartDriver @8 :Text;    # supervisor: kill and restart a driver domain
     injectFault @9 :KillDriver;  # supervisor: run fault hook `signal` in driver `name`
+    driverQuarantined @10 :DriverQuarantined;  # hv -> supervisor: replace that instance
   }
+}
+
+# The hypervisor quarantined a channel of one driver instance (a protocol
+# violation or no progress past io_timeout_ms).  The supervisor kills that
+# instance with `cause` and restarts it through its normal path; a report
+# about an instance that is no longer the active one is ignored.
+struct DriverQuarantined {
+  name @0 :Text;
+  pid @1 :Int32;         # the instance, as the kernel named it to the hypervisor
+  cause @2 :Text;        # e.g. "protocol violation: duplicate completion id 17"
 }
 
 struct KillDriver {

@@ -63,8 +63,14 @@ bool write_all(int fd, const uint8_t* buf, uint32_t len, off_t off) {
 
 }  // namespace
 
-BlkDevice::BlkDevice(channel::DriverEnd end, UniqueFd image, BlkConfig cfg)
-    : end_(std::move(end)), image_(std::move(image)), cfg_(std::move(cfg)) {}
+BlkDevice::BlkDevice(channel::DriverEnd end, UniqueFd image, BlkConfig cfg, DataPathFaults* faults)
+    : end_(std::move(end)), image_(std::move(image)), cfg_(std::move(cfg)), faults_(faults) {
+  if (faults_) faults_->add_channel(&end_);
+}
+
+BlkDevice::~BlkDevice() {
+  if (faults_) faults_->remove_channel(&end_);
+}
 
 bool BlkDevice::service() {
   // Drain the doorbell before the ring: a request pushed after the last pop
@@ -85,7 +91,11 @@ bool BlkDevice::service() {
       break;
     }
     if (!r->has_value()) break;
-    end_.push(execute(**r));
+    Response resp = execute(**r);
+    if (faults_)
+      faults_->answer(end_, (*r)->len, resp);
+    else
+      end_.push(resp);
   }
   end_.kick();
   return more;

@@ -7,6 +7,7 @@
 
 #include "channel/channel.h"
 #include "common/unique_fd.h"
+#include "driverdom/runtime/fault_hooks.h"
 
 namespace axl::driverdom::blk {
 
@@ -30,7 +31,12 @@ class BlkDevice {
   // Requests served per wakeup before yielding to the other fds in the loop.
   static constexpr uint32_t kBudget = 128;
 
-  BlkDevice(channel::DriverEnd end, UniqueFd image, BlkConfig cfg);
+  // `faults` (may be null) bends the responses when a data-path fault is armed.
+  BlkDevice(channel::DriverEnd end, UniqueFd image, BlkConfig cfg,
+            DataPathFaults* faults = nullptr);
+  ~BlkDevice();
+  BlkDevice(const BlkDevice&) = delete;
+  BlkDevice& operator=(const BlkDevice&) = delete;
 
   // Acknowledges the doorbell, serves queued requests in ring order and kicks
   // once.  Returns true if it stopped on kBudget with requests still queued.
@@ -46,6 +52,7 @@ class BlkDevice {
   channel::DriverEnd end_;
   UniqueFd image_;
   BlkConfig cfg_;
+  DataPathFaults* faults_;
   State state_ = State::kServing;
   BlkStats stats_;
 };

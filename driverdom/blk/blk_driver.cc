@@ -28,7 +28,7 @@ Status BlkDriver::attach(const AttachSpec& spec, channel::DriverEnd end,
   if (auto s = check_image_fd(extra[0].get(), spec.blk.read_only); !s) return s;
   Instance inst;
   inst.device = std::make_unique<BlkDevice>(std::move(end), std::move(extra[0]),
-                                            BlkConfig{spec.blk.read_only, spec.blk.serial});
+                                            BlkConfig{spec.blk.read_only, spec.blk.serial}, faults_);
   BlkDevice* dev = inst.device.get();
   uint32_t id = spec.device_id;
   inst.watch = std::make_unique<FdWatch>(

@@ -13,7 +13,9 @@ namespace axl::driverdom::blk {
 
 class BlkDriver final : public Driver {
  public:
-  explicit BlkDriver(boost::asio::io_context& io) : io_(io) {}
+  // `faults` (may be null): the data-path fault hooks every device answers through.
+  explicit BlkDriver(boost::asio::io_context& io, DataPathFaults* faults = nullptr)
+      : io_(io), faults_(faults) {}
   size_t extra_fds() const override { return 1; }  // the image
   Status attach(const AttachSpec& spec, channel::DriverEnd end,
                 std::vector<UniqueFd> extra) override;
@@ -25,6 +27,7 @@ class BlkDriver final : public Driver {
     std::unique_ptr<FdWatch> watch;  // declared last: goes first, before the fd it watches
   };
   boost::asio::io_context& io_;
+  DataPathFaults* faults_;
   std::map<uint32_t, Instance> devices_;
 };
 

@@ -19,14 +19,25 @@ constexpr size_t kMinTxBytes = kVnetHdrBytes + kEthHeaderBytes;
 constexpr size_t kNumBuffersOffset = 10;
 }  // namespace
 
-NetDriver::NetDriver(boost::asio::io_context& io, UniqueFd tap) : io_(io) {
+NetDriver::NetDriver(boost::asio::io_context& io, UniqueFd tap, DataPathFaults* faults)
+    : io_(io), faults_(faults) {
   if (tap) tap_.emplace(std::move(tap));
 }
 
 NetDriver::~NetDriver() {
   // Watches go before the fds they watch.
   tap_watch_.reset();
-  for (auto& [id, port] : guests_) port->watch.reset();
+  for (auto& [id, port] : guests_) {
+    port->watch.reset();
+    if (faults_) faults_->remove_channel(&port->end);
+  }
+}
+
+void NetDriver::respond(GuestPort& port, uint32_t posted_len, const Response& r) {
+  if (faults_)
+    faults_->answer(port.end, posted_len, r);
+  else
+    port.end.push(r);
 }
 
 Status NetDriver::start() {
@@ -55,6 +66,7 @@ Status NetDriver::attach(const AttachSpec& spec, channel::DriverEnd end,
       io_, port->end.req_kick_fd(), "net device " + std::to_string(id) + " doorbell",
       [this, id] { return service_guest(id); });
   if (auto s = port->watch->start(); !s) return s;
+  if (faults_) faults_->add_channel(&port->end);
   guests_.emplace(id, std::move(port));
   switch_.add_port(id);
   switch_.pin(spec.net.mac, id);
@@ -67,6 +79,7 @@ bool NetDriver::detach(uint32_t device_id) {
   // Posted RX buffers are simply forgotten: the hypervisor owns them and
   // re-posts them on the next channel.
   it->second->watch.reset();
+  if (faults_) faults_->remove_channel(&it->second->end);
   guests_.erase(it);
   switch_.remove_port(device_id);
   return true;
@@ -106,7 +119,7 @@ bool NetDriver::service_guest(uint32_t device_id) {
 void NetDriver::handle_request(uint32_t device_id, GuestPort& port, const Request& r) {
   const uint32_t slots = port.end.slots(), slot_size = port.end.slot_size();
   auto answer = [&](RespStatus s, uint32_t len = 0) {
-    port.end.push(Response{r.id, int32_t(s), len, 0});
+    respond(port, r.len, Response{r.id, int32_t(s), len, 0});
   };
   auto bad = [&](RespStatus s, const char* why) {
     ++stats_.bad_requests;
@@ -164,7 +177,7 @@ void NetDriver::deliver_to_guest(GuestPort& port, std::span<const uint8_t> frame
   // 65536 missing buffers.  Each frame fills exactly one posted buffer.
   slot[kNumBuffersOffset] = 1;
   slot[kNumBuffersOffset + 1] = 0;
-  port.end.push(Response{post.id, int32_t(RespStatus::kOk), uint32_t(frame.size()), 0});
+  respond(port, post.len, Response{post.id, int32_t(RespStatus::kOk), uint32_t(frame.size()), 0});
   ++stats_.rx_frames;
 }
 

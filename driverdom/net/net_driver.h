@@ -17,6 +17,7 @@
 #include "driverdom/net/switch.h"
 #include "driverdom/net/tap.h"
 #include "driverdom/runtime/driver.h"
+#include "driverdom/runtime/fault_hooks.h"
 #include "driverdom/runtime/fd_watch.h"
 
 namespace axl::driverdom::net {
@@ -44,7 +45,8 @@ class NetDriver final : public Driver {
   static constexpr size_t kTapBufBytes = kVnetHdrBytes + 14 + 65535;
 
   // `tap` may be empty: the switch then connects the guests only.
-  NetDriver(boost::asio::io_context& io, UniqueFd tap);
+  // `faults` (may be null): the data-path fault hooks every response goes through.
+  NetDriver(boost::asio::io_context& io, UniqueFd tap, DataPathFaults* faults = nullptr);
   ~NetDriver() override;
 
   // Validates the TAP and starts watching it.
@@ -84,8 +86,10 @@ class NetDriver final : public Driver {
   void deliver_to_guest(GuestPort& port, std::span<const uint8_t> frame);
   void write_tap(std::span<const uint8_t> frame);
   void kick_all();
+  void respond(GuestPort& port, uint32_t posted_len, const channel::Response& r);
 
   boost::asio::io_context& io_;
+  DataPathFaults* faults_;
   std::optional<Tap> tap_;
   TapState tap_state_ = TapState::kAbsent;
   std::unique_ptr<FdWatch> tap_watch_;

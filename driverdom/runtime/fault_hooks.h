@@ -2,19 +2,56 @@
 // domain but unreachable unless the supervisor started it with
 // --fault-injection (host config `fault_injection = true`).
 #pragma once
+#include <cstdint>
 #include <string>
+#include <vector>
 
+#include "channel/channel.h"
 #include "common/asio.h"
 #include "common/result.h"
 
 namespace axl::driverdom {
 
+// Data-path faults: the driver breaks the channel protocol, as a buggy or
+// hostile driver would.  Each must make the hypervisor quarantine the
+// channel (DESIGN.md "Confinement", point 3).  Drivers register their
+// channels and send every response through answer(); FaultHooks arms them.
+class DataPathFaults {
+ public:
+  enum class Mode { kNone, kBogusLen, kDupCompletion, kStall };
+
+  void add_channel(channel::DriverEnd* end) { ends_.push_back(end); }
+  void remove_channel(channel::DriverEnd* end);
+
+  // Pushes `resp` (to a request that posted `posted_len` bytes) onto `end`,
+  // as the armed fault bends it:
+  // bogus-len (once) claims one byte more than was posted, dup-completion
+  // (once) pushes it twice, stall swallows it and every later one.
+  void answer(channel::DriverEnd& end, uint32_t posted_len, channel::Response resp);
+
+  void arm(Mode m) { mode_ = m; }
+  // bogus-id, now: every channel gets a completion for an id never issued.
+  void bogus_id();
+  // wild-write, now: once the hypervisor has taken the responses already
+  // published, every channel's pool and ring entries are overwritten and a
+  // completion made of that garbage is published.
+  void wild_write();
+
+ private:
+  Mode mode_ = Mode::kNone;
+  std::vector<channel::DriverEnd*> ends_;
+};
+
 class FaultHooks {
  public:
-  FaultHooks(boost::asio::io_context& io, bool enabled) : io_(io), enabled_(enabled) {}
+  // `data` may be null: the data-path faults are then refused.
+  FaultHooks(boost::asio::io_context& io, bool enabled, DataPathFaults* data = nullptr)
+      : io_(io), enabled_(enabled), data_(data) {}
   // Runs a named fault: crash (abort), hang (the event loop stops turning),
   // hog-memory (allocates and touches memory without bound), hog-pids
-  // (forks without bound).  Error when disabled or unknown.
+  // (forks without bound); the data-path faults of DataPathFaults
+  // (wild-write, bogus-id, bogus-len, dup-completion, stall).  Error when
+  // disabled or unknown.
   Status run(const std::string& fault);
 
  private:
@@ -22,6 +59,7 @@ class FaultHooks {
   void hog_pids_step();
   boost::asio::io_context& io_;
   bool enabled_;
+  DataPathFaults* data_;
   std::unique_ptr<boost::asio::steady_timer> timer_;
 };
 

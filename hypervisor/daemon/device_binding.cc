@@ -33,14 +33,15 @@ Result<ChannelGrant> attach_channel(DriverConnection& drv, const DeviceRequest& 
 }
 
 Result<BoundDevice> bind_device(DriverConnection& drv, const std::string& socket,
-                                const DeviceRequest& req) {
+                                const DeviceRequest& req, DeviceSupervision sup) {
   auto g = attach_channel(drv, req);
   if (!g) return g.error();
   BoundDevice b;
   b.device_id = g->device_id;
+  sup.owner = drv.peer_pid();
   b.device = req.kind == config::DriverKind::kBlk
-                 ? make_blk_device(socket, req.blk, std::move(g->end))
-                 : make_net_device(socket, req.net, std::move(g->end));
+                 ? make_blk_device(socket, req.blk, std::move(g->end), std::move(sup))
+                 : make_net_device(socket, req.net, std::move(g->end), std::move(sup));
   if (auto s = b.device->start(); !s) {
     b.device.reset();
     drv.detach(b.device_id);
@@ -52,7 +53,7 @@ Result<BoundDevice> bind_device(DriverConnection& drv, const std::string& socket
 Status rebind_device(DriverConnection& drv, const DeviceRequest& req, BoundDevice& b) {
   auto g = attach_channel(drv, req);
   if (!g) return g.error();
-  if (auto s = b.device->rebind(std::move(g->end)); !s) {
+  if (auto s = b.device->rebind(std::move(g->end), drv.peer_pid()); !s) {
     drv.detach(g->device_id);
     return s;
   }

@@ -30,8 +30,9 @@ struct ChannelGrant {
 Result<ChannelGrant> attach_channel(DriverConnection& drv, const DeviceRequest& req);
 
 // On error nothing stays attached and no socket is left.
+// `sup.owner` is set to the driver's pid here.
 Result<BoundDevice> bind_device(DriverConnection& drv, const std::string& socket,
-                                const DeviceRequest& req);
+                                const DeviceRequest& req, DeviceSupervision sup = {});
 // A restarted driver domain: attach a fresh channel to it and move the live
 // device there (its in-flight requests are replayed).
 Status rebind_device(DriverConnection& drv, const DeviceRequest& req, BoundDevice& b);

@@ -21,8 +21,26 @@ namespace fs = std::filesystem;
 const char* to_string(DomainState s) { return s == DomainState::kRunning ? "running" : "shutoff"; }
 
 DomainEngine::DomainEngine(asio::io_context& io, std::string state_dir, std::string guest_dir,
-                           DriverRegistry& drivers)
-    : io_(io), state_dir_(std::move(state_dir)), guest_dir_(std::move(guest_dir)), drivers_(drivers) {}
+                           DriverRegistry& drivers, DriverSupervision supervision)
+    : io_(io),
+      state_dir_(std::move(state_dir)),
+      guest_dir_(std::move(guest_dir)),
+      drivers_(drivers),
+      supervision_(std::move(supervision)) {}
+
+// A device quarantines on its own thread; the report crosses to the engine's
+// loop, which hands it on without waiting for anyone.
+DeviceSupervision DomainEngine::supervision_for(const std::string& driver) {
+  DeviceSupervision sup;
+  sup.io_timeout_ms = supervision_.io_timeout_ms ? supervision_.io_timeout_ms(driver) : 0;
+  sup.on_quarantine = [this, driver](const std::string& cause, int pid) {
+    asio::post(io_, [this, driver, pid, cause] {
+      AXL_WARN("driver %s (pid %d) quarantined: %s", driver.c_str(), pid, cause.c_str());
+      if (supervision_.report) supervision_.report(driver, pid, cause);
+    });
+  };
+  return sup;
+}
 
 DomainEngine::~DomainEngine() { destroy_all(); }
 
@@ -41,7 +59,7 @@ Status DomainEngine::attach_devices(Domain& d, std::vector<QemuDevice>& qdevs) {
     const auto kind = req.kind;
     const auto mac = req.net.mac;
     std::string sock = d.dir + "/dev" + std::to_string(qdevs.size()) + ".sock";
-    auto b = bind_device(*drv, sock, req);
+    auto b = bind_device(*drv, sock, req, supervision_for(driver_name));
     if (!b) return b.error();
     d.devices.push_back(DeviceBinding{driver_name, std::move(req), std::move(b).value(), {}});
     if (DriverConnection* sb = drivers_.find_standby(driver_name)) {
@@ -236,7 +254,7 @@ void DomainEngine::standby_promoted(DriverConnection& drv) {
       Status s;
       if (b.standby) {
         uint32_t id = b.standby->device_id;
-        s = b.bound.device->rebind(std::move(b.standby->end));
+        s = b.bound.device->rebind(std::move(b.standby->end), drv.peer_pid());
         if (s) b.bound.device_id = id;
         b.standby.reset();
       } else {

@@ -3,6 +3,7 @@
 // tears everything down again.  A failed create leaves nothing behind.
 #pragma once
 #include "common/asio.h"
+#include <functional>
 #include <map>
 #include <optional>
 #include <memory>
@@ -42,10 +43,18 @@ struct Domain {
   std::string console_socket() const { return dir + "/console.sock"; }
 };
 
+// The engine's view of the drivers' supervision: each driver's progress
+// deadline (host config io_timeout_ms) and where a quarantine is reported.
+// report() runs on the engine's io_context thread and must not block.
+struct DriverSupervision {
+  std::function<uint32_t(const std::string& driver)> io_timeout_ms;
+  std::function<void(const std::string& driver, int pid, const std::string& cause)> report;
+};
+
 class DomainEngine {
  public:
   DomainEngine(boost::asio::io_context& io, std::string state_dir, std::string guest_dir,
-               DriverRegistry& drivers);
+               DriverRegistry& drivers, DriverSupervision supervision = {});
   ~DomainEngine();
 
   Result<const Domain*> create(const std::string& config_toml, const std::string& base_dir);
@@ -68,9 +77,12 @@ class DomainEngine {
   void release_devices(Domain& d);
   void on_qemu_exit(Domain* d);
 
+  DeviceSupervision supervision_for(const std::string& driver);
+
   boost::asio::io_context& io_;
   std::string state_dir_, guest_dir_;
   DriverRegistry& drivers_;
+  DriverSupervision supervision_;
   std::map<std::string, std::unique_ptr<Domain>> domains_;
   uint32_t next_id_ = 1;
 };

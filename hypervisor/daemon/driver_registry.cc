@@ -14,6 +14,9 @@ DriverConnection::DriverConnection(std::string name, config::DriverKind kind, in
                                    UniqueFd sock, asio::io_context& io)
     : name_(std::move(name)), kind_(kind), pid_(pid), sock_(std::move(sock)), watch_(io) {
   watch_.assign(::dup(sock_.get()));
+  struct ucred cred{};
+  socklen_t len = sizeof cred;
+  if (::getsockopt(sock_.get(), SOL_SOCKET, SO_PEERCRED, &cred, &len) == 0) peer_pid_ = cred.pid;
 }
 
 Result<uint32_t> DriverConnection::attach(const AttachArgs& a) {

@@ -21,7 +21,10 @@ class DriverConnection {
                    boost::asio::io_context& io);
   const std::string& name() const { return name_; }
   config::DriverKind kind() const { return kind_; }
-  int pid() const { return pid_; }
+  int pid() const { return pid_; }  // as the driver said in its hello: informational only
+  // The connecting process as the kernel saw it (SO_PEERCRED), not as it
+  // claims: what the hypervisor names when it asks for the driver's replacement.
+  int peer_pid() const { return peer_pid_; }
   size_t devices() const { return devices_; }
   boost::asio::posix::stream_descriptor& watcher() { return watch_; }
 
@@ -43,6 +46,7 @@ class DriverConnection {
   std::string name_;
   config::DriverKind kind_;
   int pid_;
+  int peer_pid_ = 0;
   UniqueFd sock_;
   boost::asio::posix::stream_descriptor watch_;  // borrows sock_ for readiness only
   uint32_t next_device_id_ = 1;

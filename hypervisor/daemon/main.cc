@@ -6,13 +6,16 @@
 #include "common/asio.h"
 #include <cstdlib>
 #include <cstring>
+#include <map>
 #include <string>
+#include <unistd.h>
 
 #include "common/log.h"
 #include "common/process.h"
 #include "common/control_server.h"
 #include "hypervisor/daemon/domain_engine.h"
 #include "hypervisor/daemon/driver_registry.h"
+#include "hypervisor/daemon/quarantine_reporter.h"
 
 namespace {
 
@@ -55,9 +58,35 @@ int main(int argc, char** argv) {
   axl::log::set_component("axolotl-hv");
   signal(SIGPIPE, SIG_IGN);
 
+  // Each driver's progress deadline comes from the host config that `axl
+  // host up` copied into the state dir, not from the driver's hello: a
+  // driver must not choose how long it may hang.  Without that file every
+  // driver gets the default.
+  std::map<std::string, uint32_t> io_timeouts;
+  const std::string host_toml = state_dir + "/host.toml";
+  if (::access(host_toml.c_str(), F_OK) == 0) {
+    auto text = axl::config::read_file(host_toml);
+    auto host = text ? axl::config::parse_host(*text, host_toml)
+                     : axl::Result<axl::config::HostConfig>(text.error());
+    if (!host) {
+      AXL_ERROR("%s", host.error().message.c_str());
+      return 1;
+    }
+    for (const auto& d : host->drivers) io_timeouts[d.name] = d.io_timeout_ms;
+  }
+
   boost::asio::io_context io;
+  axl::hv::QuarantineReporter reporter(state_dir + "/supervisor.sock");
+  axl::hv::DriverSupervision supervision;
+  supervision.io_timeout_ms = [&](const std::string& driver) {
+    auto it = io_timeouts.find(driver);
+    return it != io_timeouts.end() ? it->second : axl::config::DriverConfig{}.io_timeout_ms;
+  };
+  supervision.report = [&](const std::string& driver, int pid, const std::string& cause) {
+    reporter.report(driver, pid, cause);
+  };
   axl::hv::DriverRegistry drivers(io);
-  axl::hv::DomainEngine engine(io, state_dir, guest_dir, drivers);
+  axl::hv::DomainEngine engine(io, state_dir, guest_dir, drivers, supervision);
   drivers.on_connect([&](axl::hv::DriverConnection& c) { engine.driver_connected(c); });
   drivers.on_standby([&](axl::hv::DriverConnection& c) { engine.standby_connected(c); });
   drivers.on_promote([&](axl::hv::DriverConnection& c) { engine.standby_promoted(c); });

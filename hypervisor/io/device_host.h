@@ -3,6 +3,7 @@
 // and the vhost-user server thread.  The same for every device kind, so the
 // domain engine never branches on device type.
 #pragma once
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
@@ -17,27 +18,50 @@ namespace axl::hv::io {
 // Device logic: the vhost-user backend plus counters readable from any thread.
 class DeviceLogic : public vhost_user::Backend {
  public:
+  // Called on the device thread with the cause whenever the device
+  // quarantines its channel.  Set before the device thread starts.
+  using QuarantineSink = std::function<void(const std::string& cause)>;
+  void set_quarantine_sink(QuarantineSink s) { sink_ = std::move(s); }
+
   virtual DeviceStats stats() const = 0;
   // Moves the device onto a fresh channel (a restarted driver domain) and
   // replays every request still in flight, in the order it was first sent
   // (DESIGN.md "Restart without the guest noticing").  Runs on the device
   // thread.  The new channel must have the same shape as the old one.
   virtual Status rebind(channel::HvEnd chan) = 0;
+
+ protected:
+  void report_quarantine(const std::string& cause) {
+    if (sink_) sink_(cause);
+  }
+
+ private:
+  QuarantineSink sink_;
 };
 
 class HostedDevice final : public GuestDevice {
  public:
   HostedDevice(std::string socket_path, std::unique_ptr<iommu::DmaContext> dma,
-               std::unique_ptr<DeviceLogic> logic)
+               std::unique_ptr<DeviceLogic> logic, DeviceSupervision sup = {})
       : dma_(std::move(dma)),
         logic_(std::move(logic)),
-        server_(std::move(socket_path), *logic_, *dma_) {}
+        owner_(sup.owner),
+        on_quarantine_(std::move(sup.on_quarantine)),
+        server_(std::move(socket_path), *logic_, *dma_) {
+    // owner_ is read and written on the device thread only (rebind runs there).
+    logic_->set_quarantine_sink([this](const std::string& cause) {
+      if (on_quarantine_) on_quarantine_(cause, owner_);
+    });
+  }
   Status start() override { return server_.start(); }
   // Thread-safe: runs DeviceLogic::rebind on the device thread and waits.
-  Status rebind(channel::HvEnd chan) override {
+  Status rebind(channel::HvEnd chan, int owner) override {
     std::optional<channel::HvEnd> holder(std::move(chan));
     Status result;
-    auto st = server_.run_on_thread([&] { result = logic_->rebind(std::move(*holder)); });
+    auto st = server_.run_on_thread([&] {
+      result = logic_->rebind(std::move(*holder));
+      if (result) owner_ = owner;
+    });
     if (!st) return st;
     return result;
   }
@@ -52,11 +76,15 @@ class HostedDevice final : public GuestDevice {
   // and DMA context it uses go away.
   std::unique_ptr<iommu::DmaContext> dma_;
   std::unique_ptr<DeviceLogic> logic_;
+  int owner_;
+  std::function<void(const std::string&, int)> on_quarantine_;
   vhost_user::Server server_;
 };
 
 // Rebinds a device made by make_blk_device / make_net_device to a fresh
 // channel.  (A candidate for a virtual on GuestDevice itself.)
-inline Status rebind(GuestDevice& dev, channel::HvEnd chan) { return dev.rebind(std::move(chan)); }
+inline Status rebind(GuestDevice& dev, channel::HvEnd chan, int owner = 0) {
+  return dev.rebind(std::move(chan), owner);
+}
 
 }  // namespace axl::hv::io

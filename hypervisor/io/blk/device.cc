@@ -27,10 +27,11 @@ uint8_t to_virtio_status(int32_t s) {
 bool known_status(int32_t s) { return s >= 0 && s <= 2; }
 }  // namespace
 
-BlkDevice::BlkDevice(BlkDeviceSpec spec, channel::HvEnd chan)
+BlkDevice::BlkDevice(BlkDeviceSpec spec, channel::HvEnd chan, uint32_t io_timeout_ms)
     : spec_(std::move(spec)),
       capacity_sectors_(spec_.capacity_bytes / kSector),
-      chan_(std::make_unique<channel::HvEnd>(std::move(chan))) {
+      chan_(std::make_unique<channel::HvEnd>(std::move(chan))),
+      watchdog_(io_timeout_ms) {
   // Slots beyond what the device can use are simply never handed out; a
   // slot smaller than kSlotSize only lowers the largest request accepted.
   inflight_.resize(chan_->slots());
@@ -105,13 +106,37 @@ void BlkDevice::queue_kicked(uint32_t index) { process(); }
 
 std::vector<int> BlkDevice::extra_fds() const {
   if (quarantined_) return {};
+  if (watchdog_.fd() >= 0) return {chan_->resp_kick_fd(), watchdog_.fd()};
   return {chan_->resp_kick_fd()};
 }
 
 void BlkDevice::extra_fd_ready(int fd) {
-  if (fd != chan_->resp_kick_fd() || quarantined_) return;
+  if (quarantined_) return;
+  if (fd == watchdog_.fd()) {
+    watchdog_.ack();
+    check_progress();
+    return;
+  }
+  if (fd != chan_->resp_kick_fd()) return;
   chan_->ack_doorbell();
   handle_responses();
+}
+
+// The driver serves in order, so the oldest request sent is the one it owes
+// first; every request at the driver counts, whichever ring it came from.
+void BlkDevice::check_progress() {
+  const Inflight* oldest = nullptr;
+  uint32_t oldest_id = 0;
+  for (uint32_t id = 0; id < inflight_.size(); ++id) {
+    const Inflight& f = inflight_[id];
+    if (f.busy && (!oldest || f.sent_ns < oldest->sent_ns)) {
+      oldest = &f;
+      oldest_id = id;
+    }
+  }
+  if (!oldest) return;
+  if (auto cause = stall_cause(watchdog_.deadline_ms(), monotonic_ns(), oldest_id, oldest->sent_ns))
+    violation(*cause);
 }
 
 DeviceStats BlkDevice::stats() const {
@@ -231,6 +256,8 @@ void BlkDevice::submit(virtio::Chain c) {
   req.len = uint32_t(data_len);
   Inflight& f = inflight_[id];
   f.busy = true;
+  f.completed = false;
+  f.sent_ns = monotonic_ns();
   f.queue_gen = queue_gen_;
   f.seq = next_seq_++;
   f.chain = std::move(c);
@@ -245,6 +272,7 @@ Status BlkDevice::rebind(channel::HvEnd fresh) {
   chan_ = std::make_unique<channel::HvEnd>(std::move(fresh));
   clock_.rebound();
   quarantined_ = false;
+  for (Inflight& f : inflight_) f.completed = false;  // answers count per channel
   // Replay in first-sent order: the driver serves in order, so writes stay
   // ordered around flushes exactly as the guest issued them.
   std::vector<uint32_t> ids;
@@ -274,6 +302,7 @@ Status BlkDevice::rebind(channel::HvEnd fresh) {
         continue;
       }
     }
+    f.sent_ns = monotonic_ns();
     chan_->push(f.req);
     ++replayed;
   }
@@ -284,12 +313,13 @@ Status BlkDevice::rebind(channel::HvEnd fresh) {
   return {};
 }
 
-void BlkDevice::violation(const char* what, uint32_t id) {
+void BlkDevice::violation(const std::string& cause) {
   violations_.fetch_add(1, std::memory_order_relaxed);
-  AXL_ERROR("virtio-blk: driver violation (%s, id %u): channel quarantined", what, id);
+  AXL_ERROR("virtio-blk: %s: channel quarantined", cause.c_str());
   // Fail nothing to the guest: in-flight requests stay in the table for a
-  // replay on a fresh channel.
+  // replay on a fresh channel, once the driver is replaced.
   quarantined_ = true;
+  report_quarantine(cause);
 }
 
 void BlkDevice::handle_responses() {
@@ -297,21 +327,30 @@ void BlkDevice::handle_responses() {
   while (!quarantined_) {
     auto r = chan_->pop();
     if (!r) {
-      violation(r.error().message.c_str(), 0);
+      violation("protocol violation: " + r.error().message);
       break;
     }
     if (!r->has_value()) break;
     const channel::Response resp = **r;
-    if (resp.id >= inflight_.size() || !inflight_[resp.id].busy) {
-      violation("response for an id not in flight", resp.id);
+    const std::string id = std::to_string(resp.id);
+    if (resp.id >= inflight_.size()) {
+      violation("protocol violation: completion id " + id + " was never issued");
+      break;
+    }
+    const Inflight& f = inflight_[resp.id];
+    if (!f.busy) {
+      violation(f.completed ? "protocol violation: duplicate completion id " + id
+                            : "protocol violation: completion id " + id + " was never issued");
       break;
     }
     if (!known_status(resp.status)) {
-      violation("unknown status", resp.id);
+      violation("protocol violation: unknown status " + std::to_string(resp.status) +
+                " for id " + id);
       break;
     }
-    if (resp.len > inflight_[resp.id].req.len) {
-      violation("length beyond what was posted", resp.id);
+    if (resp.len > f.req.len) {
+      violation("protocol violation: length " + std::to_string(resp.len) + " beyond the " +
+                std::to_string(f.req.len) + " posted for id " + id);
       break;
     }
     clock_.served();
@@ -326,6 +365,7 @@ void BlkDevice::handle_responses() {
 void BlkDevice::finish(uint32_t id, const channel::Response& resp) {
   Inflight& f = inflight_[id];
   f.busy = false;
+  f.completed = true;
   free_.push_back(id);
   if (!vq_ || f.queue_gen != queue_gen_) return;  // the ring it came from is gone
   uint8_t status = to_virtio_status(resp.status);

@@ -17,6 +17,7 @@
 #include "channel/channel.h"
 #include "hypervisor/guest_device.h"
 #include "hypervisor/io/device_host.h"
+#include "hypervisor/io/progress_watchdog.h"
 #include "hypervisor/io/service_clock.h"
 #include "hypervisor/io/virtio/virtqueue.h"
 
@@ -45,7 +46,8 @@ constexpr uint32_t kSlotSize = kSizeMax * kSegMax;
 
 class BlkDevice final : public DeviceLogic {
  public:
-  BlkDevice(BlkDeviceSpec spec, channel::HvEnd chan);
+  // io_timeout_ms: the progress watchdog's deadline (0: none).
+  BlkDevice(BlkDeviceSpec spec, channel::HvEnd chan, uint32_t io_timeout_ms = 0);
 
   uint64_t features() const override;
   uint32_t queue_count() const override { return 1; }
@@ -63,6 +65,8 @@ class BlkDevice final : public DeviceLogic {
  private:
   struct Inflight {
     bool busy = false;
+    bool completed = false;  // answered since it was last issued: a second answer is a duplicate
+    uint64_t sent_ns = 0;    // when handed to the current channel
     uint64_t queue_gen = 0;  // the ring incarnation the chain came from
     uint64_t seq = 0;        // pop order, for an in-order replay on rebind
     virtio::Chain chain;
@@ -79,7 +83,8 @@ class BlkDevice final : public DeviceLogic {
                     uint32_t used_len);
   void handle_responses();
   void finish(uint32_t id, const channel::Response& r);
-  void violation(const char* what, uint32_t id);
+  void violation(const std::string& what);
+  void check_progress();
 
   BlkDeviceSpec spec_;
   uint64_t capacity_sectors_;
@@ -92,6 +97,7 @@ class BlkDevice final : public DeviceLogic {
   uint64_t next_seq_ = 0;
   bool quarantined_ = false;
   bool stopping_ = false;  // draining for a ring stop: pop nothing new
+  ProgressWatchdog watchdog_;
 
   std::atomic<uint64_t> requests_{0}, bytes_{0}, bad_descriptors_{0}, violations_{0};
   ServiceClock clock_;

@@ -7,6 +7,7 @@
 #include <stdlib.h>
 
 #include <atomic>
+#include <mutex>
 #include <numeric>
 
 #include "hypervisor/guest_device.h"
@@ -27,6 +28,11 @@ struct BlkTest : ::testing::Test {
   std::atomic<int> flushes{0};
   std::atomic<bool> misbehave{false};
   std::atomic<int> delay_ms{0};
+  // Protocol breaches the fake driver commits (FaultHooks' data-path faults).
+  enum Fault { kNone, kDup, kBogusLen, kHold };
+  std::atomic<int> fault{kNone};
+  std::mutex causes_mu;
+  std::vector<std::pair<std::string, int>> causes;  // (cause, owner) reported
   std::unique_ptr<testing::FakeDriver> driver;
   std::unique_ptr<GuestDevice> dev;
   Frontend fe;
@@ -55,6 +61,7 @@ struct BlkTest : ::testing::Test {
         resp.id = r.id + 1000;  // an id that is not in flight
         return resp;
       }
+      if (fault == kHold) return std::nullopt;
       uint64_t off = r.sector * 512;
       switch (static_cast<channel::Op>(r.op)) {
         case channel::Op::kBlkRead:
@@ -74,9 +81,47 @@ struct BlkTest : ::testing::Test {
         default:
           resp.status = int32_t(channel::RespStatus::kUnsupported);
       }
+      if (fault == kDup) d.push(resp);
+      if (fault == kBogusLen) resp.len = r.len + 1;
       return resp;
     });
   }
+  // Replaces the device with one that reports quarantines (owner 42).
+  void supervised(uint32_t io_timeout_ms) {
+    dev.reset();
+    driver.reset();
+    auto shape = blk_channel_shape();
+    auto ch = testing::make_channel(shape.slots, shape.slot_size);
+    ASSERT_TRUE(ch.hv && ch.drv);
+    driver = start_driver(std::move(*ch.drv));
+    DeviceSupervision sup;
+    sup.io_timeout_ms = io_timeout_ms;
+    sup.owner = 42;
+    sup.on_quarantine = [this](const std::string& cause, int owner) {
+      std::lock_guard<std::mutex> g(causes_mu);
+      causes.emplace_back(cause, owner);
+    };
+    dev = make_blk_device(sock, BlkDeviceSpec{kDiskBytes, false, ""}, std::move(*ch.hv), sup);
+    ASSERT_TRUE(dev->start().ok());
+    ASSERT_TRUE(fe.connect(sock));  // no handshake yet: the tests do it
+  }
+  std::vector<std::pair<std::string, int>> wait_causes(size_t n) {
+    for (int i = 0; i < 400; ++i) {
+      {
+        std::lock_guard<std::mutex> g(causes_mu);
+        if (causes.size() >= n) return causes;
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+    std::lock_guard<std::mutex> g(causes_mu);
+    return causes;
+  }
+  void read_sector(int slot, uint64_t sector, bool kick = true) {
+    put_hdr(slot, kTIn, sector);
+    fe.add_chain(0, {{kHdr + 16 * slot, 16, false}, {kData + 4096 * slot, 512, true},
+                     {kStatus + slot, 1, true}}, kick);
+  }
+
   void TearDown() override {
     dev.reset();
     driver.reset();
@@ -300,6 +345,85 @@ TEST_F(BlkTest, RebindReplaysInFlightRequestsInOrder) {
   EXPECT_EQ(status(1), kSOk);
   EXPECT_EQ(*fe.at(kData + 4096), 0x5a);
   EXPECT_EQ(disk[7 * 512], 0x5a);
+}
+
+TEST_F(BlkTest, DuplicateCompletionIsReportedWithItsId) {
+  supervised(0);
+  fe.handshake(1, ~0ull);
+  fault = kDup;
+  read_sector(0, 1);
+  auto c = wait_causes(1);
+  ASSERT_EQ(c.size(), 1u);
+  EXPECT_EQ(c[0].first.rfind("protocol violation: duplicate completion id ", 0), 0u) << c[0].first;
+  EXPECT_EQ(c[0].second, 42);
+  EXPECT_EQ(dev->stats().driver_violations, 1u);
+  // The first completion was valid and reached the guest.
+  auto u = fe.wait_used(0, 1);
+  ASSERT_EQ(u.size(), 1u);
+  EXPECT_EQ(status(0), kSOk);
+}
+
+TEST_F(BlkTest, LengthBeyondWhatWasPostedIsReported) {
+  supervised(0);
+  fe.handshake(1, ~0ull);
+  fault = kBogusLen;
+  read_sector(0, 1);
+  auto c = wait_causes(1);
+  ASSERT_EQ(c.size(), 1u);
+  EXPECT_EQ(c[0].first, "protocol violation: length 513 beyond the 512 posted for id 0");
+  EXPECT_EQ(fe.used_idx(0), 0);  // nothing completed to the guest
+}
+
+TEST_F(BlkTest, UnknownIdIsReportedAsNeverIssued) {
+  supervised(0);
+  fe.handshake(1, ~0ull);
+  misbehave = true;
+  read_sector(0, 1);
+  auto c = wait_causes(1);
+  ASSERT_EQ(c.size(), 1u);
+  EXPECT_EQ(c[0].first, "protocol violation: completion id 1000 was never issued");
+}
+
+TEST_F(BlkTest, WatchdogQuarantinesAStalledDriverAndRebindReplays) {
+  supervised(100);
+  fe.handshake(1, ~0ull);
+  fault = kHold;  // requests are taken and never answered
+  read_sector(0, 2);
+  auto c = wait_causes(1);
+  ASSERT_EQ(c.size(), 1u);
+  EXPECT_EQ(c[0].first.rfind("stalled: request 0 outstanding for ", 0), 0u) << c[0].first;
+  EXPECT_EQ(c[0].second, 42);
+  // The new instance (owner 43) serves the replayed request.
+  fault = kNone;
+  driver.reset();
+  auto shape = blk_channel_shape();
+  auto ch = testing::make_channel(shape.slots, shape.slot_size);
+  ASSERT_TRUE(ch.hv && ch.drv);
+  driver = start_driver(std::move(*ch.drv));
+  ASSERT_TRUE(io::rebind(*dev, std::move(*ch.hv), 43).ok());
+  auto u = fe.wait_used(0, 1);
+  ASSERT_EQ(u.size(), 1u);
+  EXPECT_EQ(status(0), kSOk);
+  EXPECT_EQ(*fe.at(kData), disk[2 * 512]);
+  // A stall of the new instance names it.
+  fault = kHold;
+  read_sector(1, 3);
+  c = wait_causes(2);
+  ASSERT_EQ(c.size(), 2u);
+  EXPECT_EQ(c[1].second, 43);
+}
+
+TEST_F(BlkTest, WatchdogLeavesAnIdleOrBusyButProgressingDriverAlone) {
+  supervised(200);
+  fe.handshake(1, ~0ull);
+  delay_ms = 20;  // slow, but each request completes well within the deadline
+  for (int i = 0; i < 20; ++i) {
+    read_sector(i % 8, uint64_t(i));
+    ASSERT_EQ(fe.wait_used(0, 1).size(), 1u);
+  }
+  std::this_thread::sleep_for(std::chrono::milliseconds(400));  // idle, nothing outstanding
+  EXPECT_TRUE(wait_causes(0).empty());
+  EXPECT_EQ(dev->stats().driver_violations, 0u);
 }
 
 TEST_F(BlkTest, ProtocolRejections) {

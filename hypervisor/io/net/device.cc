@@ -11,8 +11,12 @@
 
 namespace axl::hv::io::net {
 
-NetDevice::NetDevice(NetDeviceSpec spec, channel::HvEnd chan)
-    : spec_(spec), chan_(std::make_unique<channel::HvEnd>(std::move(chan))), rx_slots_(chan_->slots() / 2), slots_(chan_->slots()) {
+NetDevice::NetDevice(NetDeviceSpec spec, channel::HvEnd chan, uint32_t io_timeout_ms)
+    : spec_(spec),
+      chan_(std::make_unique<channel::HvEnd>(std::move(chan))),
+      rx_slots_(chan_->slots() / 2),
+      slots_(chan_->slots()),
+      watchdog_(io_timeout_ms) {
   for (uint32_t id = rx_slots_; id < chan_->slots(); ++id) tx_free_.push_back(id);
   // RX buffers are posted from the start: frames may arrive before the
   // guest's driver is up and wait in their slots.
@@ -38,6 +42,7 @@ void NetDevice::set_acked_features(uint64_t f) {
 void NetDevice::post_rx(uint32_t id) {
   Slot& s = slots_[id];
   s.use = Use::kRxPosted;
+  s.completed = false;
   s.posted_len = chan_->slot_size();
   s.filled_len = 0;
   channel::Request r{};
@@ -85,13 +90,37 @@ void NetDevice::queue_kicked(uint32_t index) {
 
 std::vector<int> NetDevice::extra_fds() const {
   if (quarantined_) return {};
+  if (watchdog_.fd() >= 0) return {chan_->resp_kick_fd(), watchdog_.fd()};
   return {chan_->resp_kick_fd()};
 }
 
 void NetDevice::extra_fd_ready(int fd) {
-  if (fd != chan_->resp_kick_fd() || quarantined_) return;
+  if (quarantined_) return;
+  if (fd == watchdog_.fd()) {
+    watchdog_.ack();
+    check_progress();
+    return;
+  }
+  if (fd != chan_->resp_kick_fd()) return;
   chan_->ack_doorbell();
   handle_responses();
+}
+
+// Only TX frames are owed: a posted RX buffer waits, legitimately, for a
+// frame that may never come.
+void NetDevice::check_progress() {
+  const Slot* oldest = nullptr;
+  uint32_t oldest_id = 0;
+  for (uint32_t id = rx_slots_; id < slots_.size(); ++id) {
+    const Slot& s = slots_[id];
+    if (s.use == Use::kTx && (!oldest || s.sent_ns < oldest->sent_ns)) {
+      oldest = &s;
+      oldest_id = id;
+    }
+  }
+  if (!oldest) return;
+  if (auto cause = stall_cause(watchdog_.deadline_ms(), monotonic_ns(), oldest_id, oldest->sent_ns))
+    violation(*cause);
 }
 
 DeviceStats NetDevice::stats() const {
@@ -166,6 +195,8 @@ void NetDevice::process_tx() {
       if (!host_tso_) txh[1] = kGsoNone;
       Slot& s = slots_[id];
       s.use = Use::kTx;
+      s.completed = false;
+      s.sent_ns = monotonic_ns();
       s.posted_len = uint32_t(c.readable_bytes);
       s.queue_gen = tx_gen_;
       s.seq = next_seq_++;
@@ -284,6 +315,7 @@ Status NetDevice::rebind(channel::HvEnd fresh) {
   chan_ = std::make_unique<channel::HvEnd>(std::move(fresh));
   clock_.rebound();
   quarantined_ = false;
+  for (Slot& s : slots_) s.completed = false;  // answers count per channel
   // Frames that arrived into the old pool are dropped (the old memory is not
   // trusted; TCP retransmits); every RX slot is posted again on the new one.
   rx_filled_.clear();
@@ -311,6 +343,7 @@ Status NetDevice::rebind(channel::HvEnd fresh) {
     req.op = uint16_t(channel::Op::kNetTx);
     req.pool_off = uint32_t(uint64_t(id) * chan_->slot_size());
     req.len = s.posted_len;
+    s.sent_ns = monotonic_ns();
     chan_->push(req);
   }
   chan_->kick();
@@ -320,10 +353,11 @@ Status NetDevice::rebind(channel::HvEnd fresh) {
   return {};
 }
 
-void NetDevice::violation(const char* what, uint32_t id) {
+void NetDevice::violation(const std::string& cause) {
   violations_.fetch_add(1, std::memory_order_relaxed);
-  AXL_ERROR("virtio-net: driver violation (%s, id %u): channel quarantined", what, id);
+  AXL_ERROR("virtio-net: %s: channel quarantined", cause.c_str());
   quarantined_ = true;
+  report_quarantine(cause);
 }
 
 void NetDevice::handle_responses() {
@@ -331,29 +365,34 @@ void NetDevice::handle_responses() {
   while (!quarantined_) {
     auto r = chan_->pop();
     if (!r) {
-      violation(r.error().message.c_str(), 0);
+      violation("protocol violation: " + r.error().message);
       break;
     }
     if (!r->has_value()) break;
     const channel::Response resp = **r;
+    const std::string id = std::to_string(resp.id);
     if (resp.id >= slots_.size()) {
-      violation("response id beyond slots", resp.id);
+      violation("protocol violation: completion id " + id + " was never issued");
       break;
     }
     Slot& s = slots_[resp.id];
     if (s.use != Use::kTx && s.use != Use::kRxPosted) {
-      violation("response for an id not in flight", resp.id);
+      violation(s.completed ? "protocol violation: duplicate completion id " + id
+                            : "protocol violation: completion id " + id + " was never issued");
       break;
     }
     if (resp.status < 0 || resp.status > 2) {
-      violation("unknown status", resp.id);
+      violation("protocol violation: unknown status " + std::to_string(resp.status) +
+                " for id " + id);
       break;
     }
     if (resp.len > s.posted_len) {
-      violation("length beyond what was posted", resp.id);
+      violation("protocol violation: length " + std::to_string(resp.len) + " beyond the " +
+                std::to_string(s.posted_len) + " posted for id " + id);
       break;
     }
     clock_.served();
+    s.completed = true;
     if (s.use == Use::kTx) {
       s.use = Use::kFree;
       tx_free_.push_back(resp.id);
@@ -371,7 +410,8 @@ void NetDevice::handle_responses() {
     // RX: a frame of resp.len bytes (header first) now sits in the slot.
     if (resp.status != 0 || resp.len < kHdrBytes) {
       if (resp.status == 0) {
-        violation("rx frame shorter than its header", resp.id);
+        violation("protocol violation: rx frame of " + std::to_string(resp.len) +
+                  " bytes for id " + id + " is shorter than its header");
         break;
       }
       post_rx(resp.id);

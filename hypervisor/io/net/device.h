@@ -19,6 +19,7 @@
 #include "channel/channel.h"
 #include "hypervisor/guest_device.h"
 #include "hypervisor/io/device_host.h"
+#include "hypervisor/io/progress_watchdog.h"
 #include "hypervisor/io/service_clock.h"
 #include "hypervisor/io/net/offload.h"
 #include "hypervisor/io/virtio/virtqueue.h"
@@ -36,7 +37,8 @@ constexpr uint32_t kTxQueue = 1;
 
 class NetDevice final : public DeviceLogic {
  public:
-  NetDevice(NetDeviceSpec spec, channel::HvEnd chan);
+  // io_timeout_ms: the progress watchdog's deadline for TX frames (0: none).
+  NetDevice(NetDeviceSpec spec, channel::HvEnd chan, uint32_t io_timeout_ms = 0);
 
   uint64_t features() const override;
   uint32_t queue_count() const override { return 2; }
@@ -64,6 +66,8 @@ class NetDevice final : public DeviceLogic {
     uint32_t filled_len = 0;
     uint64_t queue_gen = 0;
     uint64_t seq = 0;     // TX send order, for an in-order replay on rebind
+    uint64_t sent_ns = 0;  // TX: when handed to the current channel
+    bool completed = false;  // answered since last issued: a second answer is a duplicate
     virtio::Chain chain;  // TX: the guest chain to complete
   };
   struct Filled {
@@ -77,7 +81,8 @@ class NetDevice final : public DeviceLogic {
   void deliver_rx();
   bool deliver_one(const Filled& f);
   void handle_responses();
-  void violation(const char* what, uint32_t id);
+  void violation(const std::string& cause);
+  void check_progress();
   bool is_rx_id(uint32_t id) const { return id < rx_slots_; }
 
   NetDeviceSpec spec_;
@@ -98,6 +103,7 @@ class NetDevice final : public DeviceLogic {
   bool host_csum_ = false, host_tso_ = false;
   bool quarantined_ = false;
   bool stopping_ = false;
+  ProgressWatchdog watchdog_;
 
   std::atomic<uint64_t> frames_{0}, bytes_{0}, bad_descriptors_{0}, violations_{0},
       rx_dropped_{0};

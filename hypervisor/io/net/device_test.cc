@@ -127,6 +127,73 @@ TEST_F(NetTest, RebindResendsTxAndRepostsRx) {
   EXPECT_EQ(sent[0][12], 0x42);
 }
 
+TEST_F(NetTest, WatchdogIgnoresPostedRxButCatchesAStalledTx) {
+  std::mutex cmu;
+  std::vector<std::string> causes;
+  dev.reset();
+  driver.reset();
+  {
+    std::lock_guard<std::mutex> g(mu);
+    posted.clear();
+  }
+  auto shape = net_channel_shape();
+  auto ch = testing::make_channel(shape.slots, shape.slot_size);
+  ASSERT_TRUE(ch.hv && ch.drv);
+  driver = start_driver(std::move(*ch.drv));
+  DeviceSupervision sup;
+  sup.io_timeout_ms = 100;
+  sup.on_quarantine = [&](const std::string& cause, int) {
+    std::lock_guard<std::mutex> g(cmu);
+    causes.push_back(cause);
+  };
+  dev = make_net_device(sock, NetDeviceSpec{{2, 0, 0, 0, 0, 1}}, std::move(*ch.hv), sup);
+  ASSERT_TRUE(dev->start().ok());
+  ASSERT_TRUE(fe.connect(sock));
+  fe.handshake(2, ~0ull);
+  wait_posted(shape.slots / 2);
+  // Every RX buffer stays posted, unanswered, for several deadlines: no stall.
+  std::this_thread::sleep_for(std::chrono::milliseconds(400));
+  {
+    std::lock_guard<std::mutex> g(cmu);
+    EXPECT_TRUE(causes.empty());
+  }
+  hold_tx = true;
+  memset(fe.at(kBufs), 0, 12);
+  memset(fe.at(kBufs + 12), 0x42, 64);
+  fe.add_chain(kTxQueue, {{kBufs, 76, false}});
+  for (int i = 0; i < 300; ++i) {
+    {
+      std::lock_guard<std::mutex> g(cmu);
+      if (!causes.empty()) break;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  std::lock_guard<std::mutex> g(cmu);
+  ASSERT_EQ(causes.size(), 1u);
+  EXPECT_EQ(causes[0].rfind("stalled: request " + std::to_string(shape.slots / 2) + " outstanding for ", 0), 0u)
+      << causes[0];
+  EXPECT_EQ(dev->stats().driver_violations, 1u);
+}
+
+TEST_F(NetTest, DuplicateRxCompletionIsReported) {
+  std::vector<uint8_t> payload(60, 0x11);
+  fe.handshake(2, ~0ull);
+  wait_posted(1);
+  driver->post([this, payload](channel::DriverEnd& d) {
+    std::lock_guard<std::mutex> g(mu);
+    channel::Request r = posted.front();
+    posted.pop_front();
+    memset(d.slot(r.id), 0, 12);
+    memcpy(d.slot(r.id) + 12, payload.data(), payload.size());
+    channel::Response resp{r.id, 0, uint32_t(12 + payload.size()), 0};
+    d.push(resp);
+    d.push(resp);
+  });
+  for (int i = 0; i < 300 && dev->stats().driver_violations == 0; ++i)
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  EXPECT_EQ(dev->stats().driver_violations, 1u);
+}
+
 TEST_F(NetTest, TxRejectsWritableAndOversizedChains) {
   fe.handshake(2, ~0ull);
   fe.add_chain(kTxQueue, {{kBufs, 12, false}, {kBufs + 0x1000, 60, true}});
