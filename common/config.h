@@ -38,6 +38,9 @@ struct DriverConfig {
   // Keep a pre-spawned, already connected instance ready to take over.
   bool standby = false;
   bool fault_injection = false;
+  // Confine the driver (namespaces, empty root, seccomp, rlimits; README
+  // "Sandbox").  Only for hosts without user namespaces: false runs it unconfined.
+  bool sandbox = true;
   std::string fault_at_start;  // a fault hook to run at every start (needs fault_injection)
 };
 
@@ -79,7 +82,10 @@ Result<std::string> read_file(const std::string& path);
 bool valid_name(const std::string& s);
 
 // Fault hooks a driver domain has (driverdom/runtime/fault_hooks.h).
-inline constexpr const char* kFaultNames[] = {"crash", "hang", "hog-memory", "hog-pids"};
+inline constexpr const char* kFaultNames[] = {
+    "crash", "hang", "hog-memory", "hog-pids",
+    // Escape attempts: each must be refused by the sandbox.
+    "open-host-file", "open-socket", "ptrace-hv", "signal-hv", "map-hv-mem"};
 bool is_fault_name(const std::string& s);
 Result<std::array<uint8_t, 6>> parse_mac(const std::string& s);
 std::string format_mac(const std::array<uint8_t, 6>& mac);
