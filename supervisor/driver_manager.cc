@@ -344,6 +344,7 @@ void DriverManager::on_exit(DriverDomain* d) {
     d->recent_restarts.pop_front();
   if (d->recent_restarts.size() >= d->cfg.restart_max) {
     d->state = DriverState::kFailed;
+    d->child.ns_holder.reset();  // nothing left to hold its pid namespace for
     AXL_ERROR("driver %s failed for good: %u restarts within %u s", d->cfg.name.c_str(),
               d->cfg.restart_max, d->cfg.restart_window_s);
     if (events_.failed) events_.failed(*d);

@@ -114,7 +114,10 @@ void FaultHooks::escape_open_host_file() {
   if (escape_.state_dir.empty()) return;
   for (const char* f : {"host.toml", "hv.pid", "supervisor.log"})
     try_open(hook, escape_.state_dir + "/" + f, O_WRONLY | O_APPEND);
-  try_open(hook, escape_.state_dir + "/planted", O_WRONLY | O_CREAT);
+  // A file planted for the host to find; removed again should it ever work.
+  const std::string planted = escape_.state_dir + "/planted-by-driver";
+  try_open(hook, planted, O_WRONLY | O_CREAT | O_EXCL);
+  ::unlink(planted.c_str());
 }
 
 void FaultHooks::escape_open_socket() {
