@@ -82,12 +82,15 @@ void outcome(const char* hook, const std::string& what, int err) {
     AXL_ERROR("escape %s: %s SUCCEEDED: the sandbox let it through", hook, what.c_str());
 }
 
-void try_open(const char* hook, const std::string& path, int flags) {
+// True when the open worked (a sandbox hole).
+bool try_open(const char* hook, const std::string& path, int flags) {
   std::string what = "open(" + path + ", " + (flags & O_ACCMODE ? "write" : "read") + ")";
   attempting(hook, what);
   int fd = ::open(path.c_str(), flags | O_CLOEXEC, 0600);
   outcome(hook, what, fd < 0 ? errno : 0);
-  if (fd >= 0) ::close(fd);
+  if (fd < 0) return false;
+  ::close(fd);
+  return true;
 }
 
 }  // namespace
@@ -116,8 +119,7 @@ void FaultHooks::escape_open_host_file() {
     try_open(hook, escape_.state_dir + "/" + f, O_WRONLY | O_APPEND);
   // A file planted for the host to find; removed again should it ever work.
   const std::string planted = escape_.state_dir + "/planted-by-driver";
-  try_open(hook, planted, O_WRONLY | O_CREAT | O_EXCL);
-  ::unlink(planted.c_str());
+  if (try_open(hook, planted, O_WRONLY | O_CREAT | O_EXCL)) ::unlink(planted.c_str());
 }
 
 void FaultHooks::escape_open_socket() {
