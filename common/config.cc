@@ -136,7 +136,7 @@ Result<HostConfig> parse_host(const std::string& text, const std::string& origin
       const toml::table& d = *n.as_table();
       if (auto s = check_keys(d, {"name", "kind", "tap", "restart_max", "restart_window_s",
                                   "backoff_ms", "heartbeat_ms", "heartbeat_misses",
-                                  "fault_injection", "fault_at_start", "standby",
+                                  "fault_injection", "fault_at_start", "standby", "sandbox",
                                   "memory_max_mib", "pids_max", "cpu_percent", "io_timeout_ms"},
                               origin, "driver.");
           !s)
@@ -190,6 +190,9 @@ Result<HostConfig> parse_host(const std::string& text, const std::string& origin
       auto sb = get_opt<bool>(d, "standby", origin, "driver.");
       if (!sb) return sb.error();
       dc.standby = sb->value_or(false);
+      auto sandbox = get_opt<bool>(d, "sandbox", origin, "driver.");
+      if (!sandbox) return sandbox.error();
+      dc.sandbox = sandbox->value_or(true);
       auto fi = get_opt<bool>(d, "fault_injection", origin, "driver.");
       if (!fi) return fi.error();
       dc.fault_injection = fi->value_or(false);

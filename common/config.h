@@ -43,6 +43,9 @@ struct DriverConfig {
   // Keep a pre-spawned, already connected instance ready to take over.
   bool standby = false;
   bool fault_injection = false;
+  // Confine the driver (namespaces, empty root, seccomp, rlimits; README
+  // "Sandbox").  Only for hosts without user namespaces: false runs it unconfined.
+  bool sandbox = true;
   std::string fault_at_start;  // a fault hook to run at every start (needs fault_injection)
 };
 
@@ -87,7 +90,9 @@ bool valid_name(const std::string& s);
 inline constexpr const char* kFaultNames[] = {
     "crash", "hang", "hog-memory", "hog-pids",
     // Data-path faults: the driver breaks the channel protocol.
-    "wild-write", "bogus-id", "bogus-len", "dup-completion", "stall"};
+    "wild-write", "bogus-id", "bogus-len", "dup-completion", "stall",
+    // Escape attempts: each must be refused by the sandbox.
+    "open-host-file", "open-socket", "ptrace-hv", "signal-hv", "map-hv-mem"};
 bool is_fault_name(const std::string& s);
 Result<std::array<uint8_t, 6>> parse_mac(const std::string& s);
 std::string format_mac(const std::array<uint8_t, 6>& mac);

@@ -21,6 +21,21 @@ kind = "blk"
   EXPECT_EQ(h->drivers[0].kind, DriverKind::kNet);
   EXPECT_EQ(h->drivers[0].tap, "axltap0");
   EXPECT_EQ(h->find_driver("blk0")->kind, DriverKind::kBlk);
+  EXPECT_TRUE(h->drivers[0].sandbox) << "confinement is on unless a host opts out";
+}
+
+TEST(HostConfig, SandboxOptOutAndEscapeHooks) {
+  auto h = parse_host(
+      "[[driver]]\nname = \"b\"\nkind = \"blk\"\nsandbox = false\nfault_injection = true\n"
+      "fault_at_start = \"signal-hv\"\n",
+      "host.toml");
+  ASSERT_TRUE(h.ok()) << h.error().message;
+  EXPECT_FALSE(h->drivers[0].sandbox);
+  for (const char* f : {"open-host-file", "open-socket", "ptrace-hv", "signal-hv", "map-hv-mem"})
+    EXPECT_TRUE(is_fault_name(f)) << f;
+  auto bad = parse_host("[[driver]]\nname = \"b\"\nkind = \"blk\"\nsandbox = \"no\"\n", "host.toml");
+  ASSERT_FALSE(bad.ok());
+  EXPECT_NE(bad.error().message.find("driver.sandbox"), std::string::npos) << bad.error().message;
 }
 
 TEST(HostConfig, IoTimeoutDefaultsAndBounds) {

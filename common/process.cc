@@ -6,6 +6,9 @@
 #include <poll.h>
 #include <signal.h>
 #include <string.h>
+#include <grp.h>
+#include <sched.h>
+#include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
@@ -13,40 +16,203 @@
 
 #include <cstdlib>
 
+#include "common/log.h"
+
 namespace axl::proc {
 
 namespace {
 int pidfd_open(pid_t pid) { return int(::syscall(SYS_pidfd_open, pid, 0)); }
 
-[[noreturn]] void child_exec(const SpawnOptions& o, int log_fd, char** argv) {
-  for (int fd : o.join_cgroup_fds)
-    if (::write(fd, "0", 1) != 1) _exit(126);
-  if (o.new_session) ::setsid();
+// Everything the child needs, prepared by the parent: after a raw clone()
+// the child must not allocate (another thread may have held malloc's lock).
+constexpr size_t kMaxFds = 64;
+constexpr size_t kPidDigits = 12;
+struct ExecPlan {
+  char** argv = nullptr;
+  std::pair<int, int> fds[kMaxFds];
+  size_t nfds = 0;
+  int log_fd = -1;  // -1: stdout/stderr are in `fds` (inherited)
+  bool new_session = false;
+  const int* cgroup_fds = nullptr;  // joined by writing "0" (unconfined only)
+  size_t ncgroup_fds = 0;
+  // Confined only: the parent sends our PID (its view) on sync_fd once it
+  // has mapped our ids; the digits go into pid_slot (kPidDigits + 1 bytes).
+  int sync_fd = -1;
+  int sync_peer = -1;
+  char* pid_slot = nullptr;
+  int exe_fd = -1;  // confined: exec this fd (the path may not be reachable)
+};
+
+void put_digits(char* slot, long v) {
+  char tmp[kPidDigits];
+  size_t n = 0;
+  do tmp[n++] = char('0' + v % 10), v /= 10;
+  while (v && n < kPidDigits);
+  for (size_t i = 0; i < n; ++i) slot[i] = tmp[n - 1 - i];
+  slot[n] = 0;
+}
+
+[[noreturn]] void child_exec(const ExecPlan& p) {
+  for (size_t i = 0; i < p.ncgroup_fds; ++i)
+    if (::write(p.cgroup_fds[i], "0", 1) != 1) _exit(126);
+  if (p.sync_fd >= 0) {
+    ::close(p.sync_peer);  // so a parent that dies leaves us reading EOF
+    int32_t host_pid = 0;
+    if (::read(p.sync_fd, &host_pid, sizeof host_pid) != sizeof host_pid) _exit(126);
+    ::close(p.sync_fd);
+    // Ids are mapped now: become root of our user namespace, which is the
+    // unprivileged host_uid/host_gid outside.
+    if (::setgroups(0, nullptr) < 0 || ::setresgid(0, 0, 0) < 0 || ::setresuid(0, 0, 0) < 0) {
+      dprintf(p.log_fd >= 0 ? p.log_fd : 2, "sandbox: cannot switch ids: %s\n", strerror(errno));
+      _exit(126);
+    }
+    if (p.pid_slot) put_digits(p.pid_slot, host_pid);
+  }
+  if (p.new_session) ::setsid();
   sigset_t none;
   sigemptyset(&none);
   sigprocmask(SIG_SETMASK, &none, nullptr);
   int devnull = ::open("/dev/null", O_RDWR);
   // Move every fd we hand over above the target range first, so a mapping
   // like (5 -> 3), (3 -> 5) cannot clobber itself.
-  std::vector<std::pair<int, int>> fds;
-  for (auto [from, to] : o.fds) fds.emplace_back(::fcntl(from, F_DUPFD_CLOEXEC, 100), to);
+  std::pair<int, int> fds[kMaxFds];
+  for (size_t i = 0; i < p.nfds; ++i)
+    fds[i] = {::fcntl(p.fds[i].first, F_DUPFD_CLOEXEC, 100), p.fds[i].second};
+  int exe = p.exe_fd >= 0 ? ::fcntl(p.exe_fd, F_DUPFD_CLOEXEC, 100) : -1;
   ::dup2(devnull, 0);
-  ::dup2(log_fd >= 0 ? log_fd : devnull, 1);
-  ::dup2(log_fd >= 0 ? log_fd : devnull, 2);
-  for (auto [from, to] : fds) ::dup2(from, to);  // dup2 clears CLOEXEC on `to`
+  ::dup2(p.log_fd >= 0 ? p.log_fd : devnull, 1);
+  ::dup2(p.log_fd >= 0 ? p.log_fd : devnull, 2);
+  for (size_t i = 0; i < p.nfds; ++i) ::dup2(fds[i].first, fds[i].second);  // clears CLOEXEC
   int maxfd = 3;
-  for (auto& p : fds) maxfd = std::max(maxfd, p.second + 1);
+  for (size_t i = 0; i < p.nfds; ++i) maxfd = std::max(maxfd, fds[i].second + 1);
   for (int fd = 3; fd < maxfd; ++fd) {
     bool keep = false;
-    for (auto& p : fds) keep |= p.second == fd;
+    for (size_t i = 0; i < p.nfds; ++i) keep |= fds[i].second == fd;
     if (!keep) ::close(fd);
   }
-  ::syscall(SYS_close_range, maxfd, ~0U, 0);
-  ::execv(argv[0], argv);
-  dprintf(2, "cannot exec %s: %s\n", argv[0], strerror(errno));
+  if (exe >= 0) {
+    int e = ::fcntl(exe, F_DUPFD_CLOEXEC, maxfd);
+    if (e > maxfd) ::syscall(SYS_close_range, maxfd, e - 1, 0);
+    ::syscall(SYS_close_range, e + 1, ~0U, 0);
+    ::syscall(SYS_execveat, e, "", p.argv, environ, AT_EMPTY_PATH);
+  } else {
+    ::syscall(SYS_close_range, maxfd, ~0U, 0);
+    ::execv(p.argv[0], p.argv);
+  }
+  dprintf(2, "cannot exec %s: %s\n", p.argv[0], strerror(errno));
   _exit(127);
 }
+
+// fork() without glibc's wrapper, so namespace flags can be given.
+pid_t raw_clone(unsigned long flags) {
+  return pid_t(::syscall(SYS_clone, flags | SIGCHLD, nullptr, nullptr, nullptr, 0));
+}
+
+Status write_file(const std::string& path, const std::string& text) {
+  UniqueFd f(::open(path.c_str(), O_WRONLY | O_CLOEXEC));
+  if (!f || ::write(f.get(), text.data(), text.size()) != ssize_t(text.size()))
+    return make_error("cannot write " + path + ": " + strerror(errno));
+  return {};
+}
+
+void kill_and_reap(pid_t pid) {
+  ::kill(pid, SIGKILL);
+  ::waitpid(pid, nullptr, 0);
+}
+
+// A pid namespace whose init does nothing but hold it.
+Result<NsHolder> make_pid_ns_holder() {
+  pid_t h = raw_clone(CLONE_NEWPID);
+  if (h < 0) return make_error(std::string("cannot create a pid namespace: ") + strerror(errno));
+  if (h == 0) {
+    ::prctl(PR_SET_PDEATHSIG, SIGKILL);
+    ::syscall(SYS_close_range, 0, ~0U, 0);
+    for (;;) ::pause();
+  }
+  UniqueFd fd(pidfd_open(h));
+  if (!fd) {
+    int e = errno;
+    kill_and_reap(h);
+    return make_error(std::string("pidfd_open: ") + strerror(e));
+  }
+  return NsHolder(h, std::move(fd));
+}
+
+Result<Child> spawn_confined(const SpawnOptions& o, ExecPlan& plan, char* pid_slot) {
+  const SandboxSpec& sb = *o.sandbox;
+  UniqueFd exe(::open(plan.argv[0], O_PATH | O_CLOEXEC));
+  if (!exe) return make_error(std::string("cannot open ") + plan.argv[0] + ": " + strerror(errno));
+  int sp[2];
+  if (::pipe2(sp, O_CLOEXEC) < 0) return make_error(std::string("pipe2: ") + strerror(errno));
+  UniqueFd sync_r(sp[0]), sync_w(sp[1]);
+  auto holder = make_pid_ns_holder();
+  if (!holder) return holder.error();
+  UniqueFd own_ns(::open("/proc/thread-self/ns/pid", O_RDONLY | O_CLOEXEC));
+  if (!own_ns) return make_error(std::string("cannot open own pid namespace: ") + strerror(errno));
+  // Our next child goes into the holder's pid namespace; this thread's own
+  // pid namespace does not change, and is restored for children right after.
+  UniqueFd hfd(pidfd_open(holder->pid()));
+  if (!hfd || ::setns(hfd.get(), CLONE_NEWPID) < 0)
+    return make_error(std::string("cannot enter the new pid namespace: ") + strerror(errno));
+  plan.sync_fd = sync_r.get();
+  plan.sync_peer = sync_w.get();
+  plan.pid_slot = pid_slot;
+  plan.exe_fd = exe.get();
+  pid_t pid = raw_clone(CLONE_NEWUSER | CLONE_NEWNS | CLONE_NEWNET | CLONE_NEWIPC | CLONE_NEWUTS);
+  if (pid == 0) child_exec(plan);
+  int clone_errno = errno;
+  if (::setns(own_ns.get(), CLONE_NEWPID) < 0) {
+    // Every later child would land in the wrong namespace: unrecoverable.
+    AXL_ERROR("cannot return to own pid namespace: %s", strerror(errno));
+    std::abort();
+  }
+  if (pid < 0)
+    return make_error(std::string("cannot create the sandbox namespaces (user namespaces "
+                                  "unavailable?): ") +
+                      strerror(clone_errno));
+  sync_r.reset();
+  auto fail = [&](Error e) -> Result<Child> {
+    kill_and_reap(pid);
+    return e;
+  };
+  const std::string proc = "/proc/" + std::to_string(pid);
+  if (auto s = write_file(proc + "/uid_map", "0 " + std::to_string(sb.host_uid) + " 1\n"); !s)
+    return fail(s.error());
+  if (auto s = write_file(proc + "/gid_map", "0 " + std::to_string(sb.host_gid) + " 1\n"); !s)
+    return fail(s.error());
+  const std::string pid_text = std::to_string(pid);
+  for (int fd : o.join_cgroup_fds)
+    if (::write(fd, pid_text.data(), pid_text.size()) != ssize_t(pid_text.size()))
+      return fail(make_error(std::string("cannot move the child into its cgroup: ") +
+                             strerror(errno)));
+  int32_t host_pid = pid;
+  if (::write(sync_w.get(), &host_pid, sizeof host_pid) != sizeof host_pid)
+    return fail(make_error(std::string("cannot release the child: ") + strerror(errno)));
+  Child c;
+  c.pid = pid;
+  c.pidfd.reset(pidfd_open(pid));
+  c.ns_holder = std::move(holder).value();
+  if (!c.pidfd) return fail(make_error(std::string("pidfd_open: ") + strerror(errno)));
+  return c;
+}
 }  // namespace
+
+NsHolder& NsHolder::operator=(NsHolder&& o) noexcept {
+  if (this != &o) {
+    reset();
+    pid_ = std::exchange(o.pid_, -1);
+    pidfd_ = std::move(o.pidfd_);
+  }
+  return *this;
+}
+
+void NsHolder::reset() {
+  if (pid_ <= 0) return;
+  ::syscall(SYS_pidfd_send_signal, pidfd_.get(), SIGKILL, nullptr, 0);
+  ::waitpid(pid_, nullptr, 0);
+  pid_ = -1;
+  pidfd_.reset();
+}
 
 Result<Child> spawn(const SpawnOptions& o) {
   if (o.argv.empty()) return make_error("spawn: empty argv");
@@ -57,20 +223,33 @@ Result<Child> spawn(const SpawnOptions& o) {
   }
   std::vector<char*> argv;
   for (auto& a : o.argv) argv.push_back(const_cast<char*>(a.c_str()));
+  std::vector<char> pid_slot(kPidDigits + 1, '0');
+  pid_slot.back() = 0;
+  std::string pid_flag;
+  if (o.sandbox && !o.sandbox->host_pid_flag.empty()) {
+    pid_flag = o.sandbox->host_pid_flag;
+    argv.push_back(pid_flag.data());
+    argv.push_back(pid_slot.data());
+  }
   argv.push_back(nullptr);
   if (::access(argv[0], X_OK) != 0) return make_error(std::string("cannot execute ") + argv[0]);
+  ExecPlan plan;
+  plan.argv = argv.data();
+  if (o.fds.size() + 2 > kMaxFds) return make_error("spawn: too many fds");
+  for (auto& f : o.fds) plan.fds[plan.nfds++] = f;
+  if (o.log_path.empty()) {
+    // Inherit stdout/stderr: map them onto themselves.
+    plan.fds[plan.nfds++] = {1, 1};
+    plan.fds[plan.nfds++] = {2, 2};
+  }
+  plan.log_fd = log.get();
+  plan.new_session = o.new_session;
+  if (o.sandbox) return spawn_confined(o, plan, pid_slot.data());
+  plan.cgroup_fds = o.join_cgroup_fds.data();
+  plan.ncgroup_fds = o.join_cgroup_fds.size();
   pid_t pid = ::fork();
   if (pid < 0) return make_error(std::string("fork: ") + strerror(errno));
-  if (pid == 0) {
-    if (o.log_path.empty()) {
-      // Inherit stdout/stderr: map them onto themselves.
-      SpawnOptions copy = o;
-      copy.fds.emplace_back(1, 1);
-      copy.fds.emplace_back(2, 2);
-      child_exec(copy, -1, argv.data());
-    }
-    child_exec(o, log.get(), argv.data());
-  }
+  if (pid == 0) child_exec(plan);
   Child c;
   c.pid = pid;
   c.pidfd.reset(pidfd_open(pid));

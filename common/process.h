@@ -4,6 +4,7 @@
 #include <sys/types.h>
 
 #include <chrono>
+#include <optional>
 #include <string>
 #include <utility>
 #include <vector>
@@ -12,6 +13,22 @@
 #include "common/unique_fd.h"
 
 namespace axl::proc {
+
+// Confinement applied at spawn (DESIGN.md, "Confinement" 4).  The child is
+// created in fresh user, mount, network, ipc, uts and cgroup namespaces and in
+// a pid namespace of its own; root inside its user namespace is `host_uid` /
+// `host_gid` outside.  The pid namespace is held by a tiny holder process as
+// its init, so the child itself is an ordinary process there: signals from
+// the parent (SEGV, ABRT, TERM) keep their default actions.  What can only
+// be done once the program runs (an empty root, seccomp, rlimits) is the
+// program's own job.
+struct SandboxSpec {
+  uid_t host_uid = 65534;
+  gid_t host_gid = 65534;
+  // If set, argv gets this flag and the child's PID as the parent sees it
+  // (inside its namespace the child is not that number).
+  std::string host_pid_flag;
+};
 
 struct SpawnOptions {
   std::vector<std::string> argv;
@@ -22,11 +39,34 @@ struct SpawnOptions {
   // cgroup.procs files (opened by the parent) the child joins by writing "0"
   // right after fork, before it runs anything of its own.
   std::vector<int> join_cgroup_fds;
+  // Set: spawn confined (see SandboxSpec); the cgroups are then joined by the
+  // parent writing the child's PID before the child runs on.
+  std::optional<SandboxSpec> sandbox;
+};
+
+// Init of a sandboxed child's pid namespace: killed and reaped when this
+// object goes (after the child it holds the namespace for has exited).
+class NsHolder {
+ public:
+  NsHolder() = default;
+  NsHolder(pid_t pid, UniqueFd pidfd) : pid_(pid), pidfd_(std::move(pidfd)) {}
+  NsHolder(NsHolder&& o) noexcept : pid_(std::exchange(o.pid_, -1)), pidfd_(std::move(o.pidfd_)) {}
+  NsHolder& operator=(NsHolder&& o) noexcept;
+  NsHolder(const NsHolder&) = delete;
+  NsHolder& operator=(const NsHolder&) = delete;
+  ~NsHolder() { reset(); }
+  pid_t pid() const { return pid_; }
+  void reset();
+
+ private:
+  pid_t pid_ = -1;
+  UniqueFd pidfd_;
 };
 
 struct Child {
   pid_t pid = -1;
   UniqueFd pidfd;  // readable when the child exits
+  NsHolder ns_holder;  // sandboxed children only
 };
 
 Result<Child> spawn(const SpawnOptions& opts);

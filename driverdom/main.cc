@@ -1,9 +1,11 @@
 // axolotl-driverdom: one driver domain process (one driver instance).
 //
-//   axolotl-driverdom --name NAME --kind net|blk --hv-socket PATH [--tap-fd N]
+//   axolotl-driverdom --name NAME --kind net|blk --hv-socket PATH [--tap-fd N] ...
 //
 // main() only wires the parts: options, fd hygiene, the driver of the asked
-// kind, the runtime that speaks to the hypervisor.
+// kind, the runtime that speaks to the hypervisor, then the sandbox: the
+// supervisor spawned it in its namespaces, it confines itself here once every
+// fd it needs is in hand, before it says hello.
 #include <fcntl.h>
 #include <unistd.h>
 
@@ -21,6 +23,7 @@
 #include "driverdom/runtime/heartbeat.h"
 #include "driverdom/runtime/options.h"
 #include "driverdom/runtime/runtime.h"
+#include "driverdom/runtime/sandbox.h"
 
 int main(int argc, char** argv) {
   using namespace axl;
@@ -35,6 +38,7 @@ int main(int argc, char** argv) {
   std::vector<int> keep;
   if (opts->tap_fd) keep.push_back(*opts->tap_fd);
   if (opts->supervisor_fd) keep.push_back(*opts->supervisor_fd);
+  if (opts->hv_fd) keep.push_back(*opts->hv_fd);
   if (auto s = close_inherited_fds(keep); !s) {
     AXL_ERROR("%s", s.error().message.c_str());
     return 1;
@@ -59,7 +63,18 @@ int main(int argc, char** argv) {
     }
   }
 
-  auto control = wire::connect(opts->hv_socket);
+  // Confined drivers get the connection made for them (they reach no path).
+  Result<UniqueFd> control = make_error("no hypervisor connection");
+  if (opts->hv_fd) {
+    UniqueFd c(*opts->hv_fd);
+    if (::fcntl(c.get(), F_SETFD, FD_CLOEXEC) < 0) {
+      AXL_ERROR("--hv-fd %d is not an open fd", *opts->hv_fd);
+      return 1;
+    }
+    control = std::move(c);
+  } else {
+    control = wire::connect(opts->hv_socket);
+  }
   if (!control) {
     AXL_ERROR("%s", control.error().message.c_str());
     return 1;
@@ -81,6 +96,10 @@ int main(int argc, char** argv) {
     driver = std::move(net);
   }
   FaultHooks faults(io, opts->fault_injection, data_faults_ptr);
+  if (opts->fault_injection) {
+    std::string dir = opts->hv_socket.substr(0, opts->hv_socket.rfind('/'));
+    faults.set_escape_targets({opts->hv_pid.value_or(0), opts->hv_socket.empty() ? "" : dir});
+  }
   std::unique_ptr<HeartbeatResponder> heartbeat;
   if (health)
     heartbeat = std::make_unique<HeartbeatResponder>(
@@ -89,12 +108,24 @@ int main(int argc, char** argv) {
           if (auto s = faults.run(f); !s) AXL_WARN("fault '%s' refused: %s", f.c_str(),
                                                     s.error().message.c_str());
         });
-  if (!opts->fault_at_start.empty()) {
-    if (auto s = faults.run(opts->fault_at_start); !s) {
+  const std::string fault_at_start = opts->fault_at_start;
+  const SandboxPolicy policy{opts->kind, opts->fault_injection};
+  const bool sandbox = opts->sandbox;
+  Runtime runtime(io, std::move(opts).value(), std::move(control).value(), *driver);
+  // Everything it will ever use is in hand now: confine before serving.
+  if (sandbox) {
+    if (auto s = enter_sandbox(policy); !s) {
+      AXL_ERROR("sandbox: %s", s.error().message.c_str());
+      return 1;
+    }
+    AXL_INFO("sandboxed: empty root, no capabilities, no_new_privs, seccomp (%s)",
+             kind_name(policy.kind));
+  }
+  if (!fault_at_start.empty()) {
+    if (auto s = faults.run(fault_at_start); !s) {
       AXL_ERROR("%s", s.error().message.c_str());
       return 1;
     }
   }
-  Runtime runtime(io, std::move(opts).value(), std::move(control).value(), *driver);
   return runtime.run();
 }

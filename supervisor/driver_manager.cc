@@ -17,6 +17,10 @@ namespace asio = boost::asio;
 using namespace std::chrono_literals;
 
 constexpr int kHealthFd = 4;  // where the driver finds its end of the health channel
+constexpr int kHvFd = 5;      // sandboxed: its connection to the hypervisor
+// Root inside a driver's user namespace is nobody outside it.
+constexpr uid_t kSandboxUid = 65534;
+constexpr gid_t kSandboxGid = 65534;
 
 uint64_t monotonic_ns() {
   timespec ts{};
@@ -99,6 +103,24 @@ Result<proc::Child> DriverManager::launch(DriverDomain& d, bool standby, UniqueF
   }
   so.log_path = log_dir_ + "/driver-" + d.cfg.name + ".log";
   for (auto& f : join) so.join_cgroup_fds.push_back(f.get());
+  UniqueFd hv_conn;
+  if (d.cfg.sandbox) {
+    // A confined driver reaches no path: it gets its hypervisor connection
+    // from us, already made, and confines itself once it runs.
+    auto conn = wire::connect(hv_socket_);
+    if (!conn) return make_error("driver '" + d.cfg.name + "': " + conn.error().message);
+    hv_conn = std::move(conn).value();
+    so.fds.emplace_back(hv_conn.get(), kHvFd);
+    so.argv.insert(so.argv.end(), {"--hv-fd", std::to_string(kHvFd), "--sandbox"});
+    if (d.cfg.fault_injection) {
+      // Only the escape-attempt hooks need to know whom to attack.
+      ucred peer{};
+      socklen_t len = sizeof peer;
+      if (::getsockopt(hv_conn.get(), SOL_SOCKET, SO_PEERCRED, &peer, &len) == 0)
+        so.argv.insert(so.argv.end(), {"--hv-pid", std::to_string(peer.pid)});
+    }
+    so.sandbox = proc::SandboxSpec{kSandboxUid, kSandboxGid, "--host-pid"};
+  }
   auto c = proc::spawn(so);
   if (!c) return make_error("driver '" + d.cfg.name + "': " + c.error().message);
   *health = std::move(ours);
@@ -335,6 +357,7 @@ void DriverManager::on_exit(DriverDomain* d) {
     d->recent_restarts.pop_front();
   if (d->recent_restarts.size() >= d->cfg.restart_max) {
     d->state = DriverState::kFailed;
+    d->child.ns_holder.reset();  // nothing left to hold its pid namespace for
     AXL_ERROR("driver %s failed for good: %u restarts within %u s", d->cfg.name.c_str(),
               d->cfg.restart_max, d->cfg.restart_window_s);
     if (events_.failed) events_.failed(*d);

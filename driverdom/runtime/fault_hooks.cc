@@ -1,5 +1,13 @@
 #include "driverdom/runtime/fault_hooks.h"
 
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <sys/mman.h>
+#include <sys/ptrace.h>
+#include <sys/socket.h>
+#include <sys/uio.h>
+#include <sys/un.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -18,6 +26,7 @@ Status FaultHooks::run(const std::string& fault) {
   if (!enabled_) return make_error("fault injection is disabled for this driver");
   if (!config::is_fault_name(fault)) return make_error("unknown fault '" + fault + "'");
   AXL_WARN("fault hook: %s", fault.c_str());
+  if (run_escape(fault)) return {};
   if (fault == "crash") std::abort();
   if (fault == "hang") {
     for (;;) ::pause();  // the loop never turns again; heartbeats go unanswered
@@ -128,5 +137,135 @@ void FaultHooks::hog_memory_step() {
     if (!ec) hog_memory_step();
   });
 }
+
+// ---- escape-attempt hooks ----
+// Each attempt is logged before it is made (a syscall outside the seccomp
+// allow-list kills the process on the spot) and its outcome after.
+
+namespace {
+
+void attempting(const char* hook, const std::string& what) {
+  AXL_WARN("escape %s: attempting %s", hook, what.c_str());
+}
+
+// `err` is the attempt's errno, 0 when it worked (a sandbox hole).
+void outcome(const char* hook, const std::string& what, int err) {
+  if (err)
+    AXL_WARN("escape %s: %s denied: %s (%s)", hook, what.c_str(), strerrorname_np(err),
+             strerror(err));
+  else
+    AXL_ERROR("escape %s: %s SUCCEEDED: the sandbox let it through", hook, what.c_str());
+}
+
+// True when the open worked (a sandbox hole).
+bool try_open(const char* hook, const std::string& path, int flags) {
+  std::string what = "open(" + path + ", " + (flags & O_ACCMODE ? "write" : "read") + ")";
+  attempting(hook, what);
+  int fd = ::open(path.c_str(), flags | O_CLOEXEC, 0600);
+  outcome(hook, what, fd < 0 ? errno : 0);
+  if (fd < 0) return false;
+  ::close(fd);
+  return true;
+}
+
+}  // namespace
+
+bool FaultHooks::run_escape(const std::string& fault) {
+  const bool aims_at_hv = fault == "ptrace-hv" || fault == "signal-hv" || fault == "map-hv-mem";
+  if (aims_at_hv && escape_.hv_pid <= 0) {
+    // kill(0, ...) would hit our own process group; without a target, refuse.
+    AXL_WARN("escape %s: no hypervisor PID given (--hv-pid); not attempted", fault.c_str());
+    return true;
+  }
+  if (fault == "open-host-file") escape_open_host_file();
+  else if (fault == "open-socket") escape_open_socket();
+  else if (fault == "ptrace-hv") escape_ptrace_hv();
+  else if (fault == "signal-hv") escape_signal_hv();
+  else if (fault == "map-hv-mem") escape_map_hv_mem();
+  else return false;
+  return true;
+}
+
+void FaultHooks::escape_open_host_file() {
+  const char* hook = "open-host-file";
+  try_open(hook, "/etc/shadow", O_WRONLY);
+  if (escape_.state_dir.empty()) return;
+  for (const char* f : {"host.toml", "hv.pid", "supervisor.log"})
+    try_open(hook, escape_.state_dir + "/" + f, O_WRONLY | O_APPEND);
+  // A file planted for the host to find; removed again should it ever work.
+  const std::string planted = escape_.state_dir + "/planted-by-driver";
+  if (try_open(hook, planted, O_WRONLY | O_CREAT | O_EXCL)) ::unlink(planted.c_str());
+}
+
+void FaultHooks::escape_open_socket() {
+  const char* hook = "open-socket";
+  attempting(hook, "socket(AF_INET)");
+  int s = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  outcome(hook, "socket(AF_INET)", s < 0 ? errno : 0);
+  if (s >= 0) {
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    a.sin_port = htons(22);
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    attempting(hook, "connect(127.0.0.1:22)");
+    int r = ::connect(s, reinterpret_cast<sockaddr*>(&a), sizeof a);
+    outcome(hook, "connect(127.0.0.1:22)", r < 0 ? errno : 0);
+    ::close(s);
+  }
+  if (escape_.state_dir.empty()) return;
+  const std::string path = escape_.state_dir + "/hv.sock";
+  attempting(hook, "socket(AF_UNIX)");
+  s = ::socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
+  outcome(hook, "socket(AF_UNIX)", s < 0 ? errno : 0);
+  if (s < 0) return;
+  sockaddr_un u{};
+  u.sun_family = AF_UNIX;
+  snprintf(u.sun_path, sizeof u.sun_path, "%s", path.c_str());
+  attempting(hook, "connect(" + path + ")");
+  int r = ::connect(s, reinterpret_cast<sockaddr*>(&u), sizeof u);
+  outcome(hook, "connect(" + path + ")", r < 0 ? errno : 0);
+  ::close(s);
+}
+
+void FaultHooks::escape_ptrace_hv() {
+  const char* hook = "ptrace-hv";
+  const std::string pid = std::to_string(escape_.hv_pid);
+  attempting(hook, "ptrace(PTRACE_ATTACH, " + pid + ")");
+  long r = ::ptrace(PTRACE_ATTACH, escape_.hv_pid, nullptr, nullptr);
+  outcome(hook, "ptrace(PTRACE_ATTACH, " + pid + ")", r < 0 ? errno : 0);
+  char buf[64];
+  iovec local{buf, sizeof buf};
+  iovec remote{reinterpret_cast<void*>(0x400000), sizeof buf};
+  attempting(hook, "process_vm_readv(" + pid + ")");
+  ssize_t n = ::process_vm_readv(escape_.hv_pid, &local, 1, &remote, 1, 0);
+  outcome(hook, "process_vm_readv(" + pid + ")", n < 0 ? errno : 0);
+}
+
+void FaultHooks::escape_signal_hv() {
+  const char* hook = "signal-hv";
+  const std::string what = "kill(" + std::to_string(escape_.hv_pid) + ", SIGKILL)";
+  attempting(hook, what);
+  int r = ::kill(escape_.hv_pid, SIGKILL);
+  outcome(hook, what, r < 0 ? errno : 0);
+}
+
+void FaultHooks::escape_map_hv_mem() {
+  const char* hook = "map-hv-mem";
+  const std::string path = "/proc/" + std::to_string(escape_.hv_pid) + "/mem";
+  attempting(hook, "open(" + path + ", read)");
+  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  outcome(hook, "open(" + path + ", read)", fd < 0 ? errno : 0);
+  if (fd < 0) return;
+  attempting(hook, "mmap(" + path + ")");
+  void* p = ::mmap(nullptr, 4096, PROT_READ, MAP_SHARED, fd, 0x400000);
+  outcome(hook, "mmap(" + path + ")", p == MAP_FAILED ? errno : 0);
+  if (p != MAP_FAILED) ::munmap(p, 4096);
+  char buf[64];
+  attempting(hook, "pread(" + path + ")");
+  ssize_t n = ::pread(fd, buf, sizeof buf, 0x400000);
+  outcome(hook, "pread(" + path + ")", n < 0 ? errno : 0);
+  ::close(fd);
+}
+// ---- end of escape-attempt hooks ----
 
 }  // namespace axl::driverdom

@@ -18,11 +18,16 @@ struct Options {
   bool standby = false;               // start as a warm standby (hello says so)
   bool fault_injection = false;       // fault hooks reachable (host config opt-in)
   std::string fault_at_start;         // a fault hook to run right after start
+  std::optional<int> hv_fd;           // an inherited, connected hypervisor socket
+  bool sandbox = false;               // confine itself before serving (sandbox.h)
+  std::optional<int> hv_pid;          // escape-attempt hooks only: the hypervisor's PID
+  std::optional<int> host_pid;        // own PID outside its pid namespace (for hello)
 };
 
 constexpr const char* kUsage =
     "usage: axolotl-driverdom --name NAME --kind net|blk --hv-socket PATH [--tap-fd N] "
-    "[--supervisor-fd N] [--standby] [--fault-injection [--fault-at-start FAULT]]";
+    "[--supervisor-fd N] [--hv-fd N] [--sandbox] [--host-pid N] [--standby] "
+    "[--fault-injection [--fault-at-start FAULT] [--hv-pid N]]";
 
 Result<Options> parse_options(const std::vector<std::string>& args);
 

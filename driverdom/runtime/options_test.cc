@@ -21,6 +21,27 @@ TEST(Options, BlkWithoutTap) {
   EXPECT_FALSE(o->tap_fd.has_value());
 }
 
+TEST(Options, SandboxedWithConnectedSocket) {
+  auto o = parse_options({"--name", "d", "--kind", "blk", "--hv-fd", "5", "--sandbox",
+                          "--host-pid", "1234", "--fault-injection", "--hv-pid", "99"});
+  ASSERT_TRUE(o.ok()) << o.error().message;
+  EXPECT_EQ(o->hv_fd, std::optional<int>(5));
+  EXPECT_TRUE(o->sandbox);
+  EXPECT_EQ(o->host_pid, std::optional<int>(1234));
+  EXPECT_EQ(o->hv_pid, std::optional<int>(99));
+}
+
+TEST(Options, SandboxRejections) {
+  using V = std::vector<std::string>;
+  // The hypervisor's PID is for the escape hooks only.
+  EXPECT_FALSE(parse_options(V{"--name", "d", "--kind", "blk", "--hv-fd", "5", "--hv-pid", "9"}).ok());
+  EXPECT_FALSE(parse_options(V{"--name", "d", "--kind", "blk", "--hv-fd", "5", "--host-pid", "0"}).ok());
+  EXPECT_FALSE(parse_options(V{"--name", "d", "--kind", "blk", "--hv-fd", "5", "--supervisor-fd",
+                               "5"})
+                   .ok());
+  EXPECT_FALSE(parse_options(V{"--name", "d", "--kind", "blk", "--hv-fd", "1"}).ok());
+}
+
 TEST(Options, Rejections) {
   using V = std::vector<std::string>;
   EXPECT_FALSE(parse_options(V{}).ok());

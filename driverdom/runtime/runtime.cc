@@ -23,7 +23,8 @@ Runtime::Runtime(asio::io_context& io, Options opts, UniqueFd control, Driver& d
       signals_(io, SIGTERM, SIGINT) {}
 
 int Runtime::run() {
-  if (auto s = send_hello(control_.get(), opts_.name, opts_.kind, int32_t(::getpid()), opts_.standby);
+  if (auto s = send_hello(control_.get(), opts_.name, opts_.kind,
+                          int32_t(opts_.host_pid.value_or(::getpid())), opts_.standby);
       !s) {
     AXL_ERROR("hello to hypervisor failed: %s", s.error().message.c_str());
     return 1;
