@@ -73,7 +73,47 @@ Result<toml::table> parse_toml(const std::string& text, const std::string& origi
   }
 }
 
+// Errors quote the input (toml++ quotes the text it choked on, we quote
+// names and values), and the input may hold line breaks or other control
+// characters: escape them so every error stays one line.
+std::string one_line(const std::string& msg) {
+  std::string out;
+  for (unsigned char c : msg) {
+    if (c == '\n') {
+      out += "\\n";
+    } else if (c == '\r') {
+      out += "\\r";
+    } else if (c == '\t') {
+      out += "\\t";
+    } else if (c < 0x20 || c == 0x7f) {
+      char b[8];
+      snprintf(b, sizeof b, "\\x%02x", c);
+      out += b;
+    } else {
+      out += char(c);
+    }
+  }
+  return out;
+}
+
 }  // namespace
+
+static Result<HostConfig> parse_host_checked(const std::string& text, const std::string& origin);
+static Result<GuestConfig> parse_guest_checked(const std::string& text, const std::string& origin,
+                                               const std::string& base_dir);
+
+Result<HostConfig> parse_host(const std::string& text, const std::string& origin) {
+  auto h = parse_host_checked(text, origin);
+  if (!h) return make_error(one_line(h.error().message));
+  return h;
+}
+
+Result<GuestConfig> parse_guest(const std::string& text, const std::string& origin,
+                                const std::string& base_dir) {
+  auto g = parse_guest_checked(text, origin, base_dir);
+  if (!g) return make_error(one_line(g.error().message));
+  return g;
+}
 
 const char* to_string(DriverKind k) { return k == DriverKind::kNet ? "net" : "blk"; }
 
@@ -123,7 +163,7 @@ Result<std::string> read_file(const std::string& path) {
   return os.str();
 }
 
-Result<HostConfig> parse_host(const std::string& text, const std::string& origin) {
+Result<HostConfig> parse_host_checked(const std::string& text, const std::string& origin) {
   auto parsed = parse_toml(text, origin);
   if (!parsed) return parsed.error();
   const toml::table& t = *parsed;
@@ -216,8 +256,8 @@ Result<HostConfig> parse_host(const std::string& text, const std::string& origin
   return h;
 }
 
-Result<GuestConfig> parse_guest(const std::string& text, const std::string& origin,
-                                const std::string& base_dir) {
+Result<GuestConfig> parse_guest_checked(const std::string& text, const std::string& origin,
+                                        const std::string& base_dir) {
   auto parsed = parse_toml(text, origin);
   if (!parsed) return parsed.error();
   const toml::table& t = *parsed;

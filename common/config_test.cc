@@ -139,5 +139,28 @@ TEST(GuestConfig, RejectsBadInput) {
   }
 }
 
+// Found by fuzz_host_config / fuzz_guest_config: toml++ quotes the text it
+// choked on and we quote names, so a line break in the input used to make a
+// multi-line error.
+TEST(Config, ErrorsQuotingTheInputStayOneLine) {
+  const Bad host[] = {
+      {"n=in\n[1", "host.toml:1"},
+      {"5=n\n", "host.toml:1"},
+      {"[[driver]]\nname = \"a\\nb\"\nkind = \"blk\"\n", "bad driver name 'a\\nb'"},
+      {"[[driver]]\nname = \"a\"\nkind = \"blk\\r\\u0001\"\n", "unknown kind 'blk\\r\\x01'"},
+  };
+  for (auto& c : host) {
+    auto h = parse_host(c.text, "host.toml");
+    ASSERT_FALSE(h.ok()) << c.text;
+    EXPECT_NE(h.error().message.find(c.needle), std::string::npos) << h.error().message;
+    EXPECT_EQ(h.error().message.find('\n'), std::string::npos) << h.error().message;
+    EXPECT_EQ(h.error().message.find('\r'), std::string::npos) << h.error().message;
+  }
+  auto g = parse_guest("name = \"g\"\naccel = \"tcg\\nkvm\"\n", "g.toml", "/");
+  ASSERT_FALSE(g.ok());
+  EXPECT_NE(g.error().message.find("not 'tcg\\nkvm'"), std::string::npos) << g.error().message;
+  EXPECT_EQ(g.error().message.find('\n'), std::string::npos) << g.error().message;
+}
+
 }  // namespace
 }  // namespace axl::config
