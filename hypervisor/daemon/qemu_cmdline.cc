@@ -21,7 +21,9 @@ std::vector<std::string> qemu_argv(const QemuSpec& s) {
   // The vIOMMU comes before the PCI devices it translates for.
   // device-iotlb=on + ats=on: the guest invalidates the device's IOTLB, and
   // QEMU forwards those invalidations to the vhost-user back-end.
-  const std::string viommu = s.iommu ? ",iommu_platform=on,ats=on" : "";
+  // disable-legacy=on: QEMU 7.2 refuses iommu_platform on a transitional
+  // device (what a virtio-pci device on q35's root bus is by default).
+  const std::string viommu = s.iommu ? ",disable-legacy=on,iommu_platform=on,ats=on" : "";
   if (s.iommu) a.insert(a.end(), {"-device", "intel-iommu,intremap=on,device-iotlb=on"});
   int i = 0;
   for (const QemuDevice& d : s.devices) {
