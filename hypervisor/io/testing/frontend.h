@@ -158,9 +158,11 @@ class Frontend {
     MemRegion r{kGpaBase, kRamSize, uva(kGpaBase), 0};
     ASSERT_EQ(call_ack(Req::kSetMemTable, encode_mem_table({&r, 1}), {mem_.get()}), 0u);
     // Like QEMU (which pre-sends the used ring), map the rings up front.
-    if (iommu_)
-      for (uint32_t q = 0; q < queues; ++q)
+    if (iommu_) {
+      for (uint32_t q = 0; q < queues; ++q) {
         ASSERT_EQ(map(kGpaBase + 0x10000 * (q + 1), 0x10000), 0u);
+      }
+    }
     for (uint32_t q = 0; q < queues; ++q) {
       Ring ring;
       ring.index = q;
