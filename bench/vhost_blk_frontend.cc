@@ -72,6 +72,10 @@ struct Options {
   double connect_timeout = 10;
   std::string label;
   int backend_pid = 0;  // count CPU time of this process and its descendants
+  // Guest IOMMU emulation: none, identity (IOVA = GPA), offset (IOVA = GPA +
+  // 1 TiB) as one IOTLB entry over all of guest RAM, or pages (identity, one
+  // IOTLB entry per 4 KiB page, as a guest's per-buffer mappings look).
+  std::string iommu = "none";
 };
 
 void usage(FILE* f) {
@@ -98,6 +102,9 @@ void usage(FILE* f) {
                "  --connect-timeout S keep retrying the socket for S seconds (default 10)\n"
                "  --label NAME        tag every JSON line with this name\n"
                "  --backend-pid PID   also report the CPU time of PID and its descendants\n"
+               "  --iommu MODE        none | identity | offset | pages: ack VIRTIO_F_ACCESS_PLATFORM\n"
+               "                      and program the backend's IOTLB (offset: IOVA = GPA + 1 TiB;\n"
+               "                      pages: identity, one entry per 4 KiB page)\n"
                "Prints one JSON object per line: device info, the integrity check, and one\n"
                "line per workload with iops, mb_s (10^6 B/s), mib_s and latency.\n");
 }
@@ -147,6 +154,7 @@ Result<Options> parse_args(int argc, char** argv) {
       else if (a == "--queue-size") o.queue_size = static_cast<uint32_t>(std::stoul(s));
       else if (a == "--seed") o.seed = std::stoull(s);
       else if (a == "--label") o.label = s;
+      else if (a == "--iommu") o.iommu = s;
       else if (a == "--backend-pid") o.backend_pid = std::stoi(s);
       else if (a == "--range") {
         auto r = parse_size(s);
@@ -158,6 +166,8 @@ Result<Options> parse_args(int argc, char** argv) {
     }
   }
   if (o.socket.empty()) return make_error("--socket is required");
+  if (o.iommu != "none" && o.iommu != "identity" && o.iommu != "offset" && o.iommu != "pages")
+    return make_error("--iommu must be none, identity, offset or pages");
   if (!o.all && !o.verify_only && o.workload.empty())
     return make_error("give --workload, --all or --verify-only");
   if (o.qd == 0 || o.qd > kMaxSlots) return make_error("--qd must be 1.." + std::to_string(kMaxSlots));
@@ -326,6 +336,9 @@ class GuestMemory {
   uint8_t* base() const { return base_; }
   size_t size() const { return size_; }
   uint64_t gpa(size_t off) const { return kGpaBase + off; }
+  // The address the device is given: the GPA, or with a guest IOMMU the IOVA.
+  uint64_t iova(size_t off) const { return kGpaBase + iova_offset_ + off; }
+  void set_iova_offset(uint64_t o) { iova_offset_ = o; }
   uint64_t hva(size_t off) const { return reinterpret_cast<uint64_t>(base_ + off); }
 
  private:
@@ -333,6 +346,7 @@ class GuestMemory {
   UniqueFd fd_;
   uint8_t* base_;
   size_t size_;
+  uint64_t iova_offset_ = 0;
 };
 
 // ---------------------------------------------------------------- the device
@@ -418,14 +432,14 @@ class BlkFrontend {
     // read as success.
     mem_->base()[s.hdr_off + sizeof(BlkReqHeader)] = 0xff;
     bufs_.clear();
-    bufs_.push_back({mem_->gpa(s.hdr_off), sizeof(BlkReqHeader), false});
+    bufs_.push_back({mem_->iova(s.hdr_off), sizeof(BlkReqHeader), false});
     uint64_t seg = segment_size(seg_limit);
     for (uint64_t done = 0; done < len; done += seg)
-      bufs_.push_back({mem_->gpa(s.data_off + done), static_cast<uint32_t>(std::min(seg, len - done)), !write});
-    bufs_.push_back({mem_->gpa(s.hdr_off + sizeof(BlkReqHeader)), 1, true});
+      bufs_.push_back({mem_->iova(s.data_off + done), static_cast<uint32_t>(std::min(seg, len - done)), !write});
+    bufs_.push_back({mem_->iova(s.hdr_off + sizeof(BlkReqHeader)), 1, true});
     if (bufs_.size() > max_chain_) return make_error("request needs more segments than allowed");
     Status st = info_.indirect ? queue_->add_indirect(reinterpret_cast<VringDesc*>(mem_->base() + s.table_off),
-                                                      mem_->gpa(s.table_off), bufs_, slot)
+                                                      mem_->iova(s.table_off), bufs_, slot)
                                : queue_->add(bufs_, slot);
     if (!st) return st;
     s.busy = true;
@@ -441,8 +455,8 @@ class BlkFrontend {
     hdr->reserved = 0;
     hdr->sector = 0;
     mem_->base()[s.hdr_off + sizeof(BlkReqHeader)] = 0xff;
-    QueueBuf b[2] = {{mem_->gpa(s.hdr_off), sizeof(BlkReqHeader), false},
-                     {mem_->gpa(s.hdr_off + sizeof(BlkReqHeader)), 1, true}};
+    QueueBuf b[2] = {{mem_->iova(s.hdr_off), sizeof(BlkReqHeader), false},
+                     {mem_->iova(s.hdr_off + sizeof(BlkReqHeader)), 1, true}};
     if (auto st = queue_->add(b, slot); !st) return st;
     s.busy = true;
     s.submitted = Clock::now();
@@ -558,6 +572,11 @@ class BlkFrontend {
       if (!pf) return pf.error();
       info_.protocol_features = *pf;
       uint64_t want = *pf & ((1ull << kProtocolFReplyAck) | (1ull << kProtocolFConfig));
+      if (iommu()) {
+        uint64_t need = (1ull << kProtocolFIotlb) | (1ull << kProtocolFBackendReq) | (1ull << kProtocolFReplyAck);
+        if ((*pf & need) != need) return make_error("--iommu: backend does not offer IOTLB, BACKEND_REQ and REPLY_ACK");
+        want |= need;
+      }
       if (auto s = client_.set_u64(R::kSetProtocolFeatures, want); !s) return s;
       client_.set_reply_ack((want >> kProtocolFReplyAck) & 1);
       config = (want >> kProtocolFConfig) & 1;
@@ -588,6 +607,19 @@ class BlkFrontend {
     if (opt_.event_idx && has(kRingFEventIdx)) ack |= 1ull << kRingFEventIdx;
     if (opt_.indirect && has(kRingFIndirectDesc)) ack |= 1ull << kRingFIndirectDesc;
     if (has(kVhostUserFProtocolFeatures)) ack |= 1ull << kVhostUserFProtocolFeatures;
+    if (iommu()) {
+      if (!has(kFAccessPlatform)) return make_error("--iommu: backend does not offer VIRTIO_F_ACCESS_PLATFORM");
+      if (!has(kVhostUserFProtocolFeatures)) return make_error("--iommu: needs protocol features");
+      ack |= 1ull << kFAccessPlatform;
+      // The back-end channel (misses would come here; the whole of guest RAM
+      // is mapped up front, so none should).
+      int sv[2];
+      if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0) return make_error(errno_text("socketpair"));
+      backend_chan_.reset(sv[0]);
+      UniqueFd theirs(sv[1]);
+      int t = theirs.get();
+      if (auto s = client_.set(R::kSetBackendReqFd, nullptr, 0, {&t, 1}); !s) return s;
+    }
     info_.event_idx = (ack >> kRingFEventIdx) & 1;
     info_.indirect = (ack >> kRingFIndirectDesc) & 1;
     if (auto s = client_.set_u64(R::kSetFeatures, ack); !s) return s;
@@ -626,6 +658,14 @@ class BlkFrontend {
     MemoryTableOne table{1, 0, {mem_->gpa(0), mem_->size(), mem_->hva(0), 0}};
     int memfd = mem_->fd();
     if (auto s = client_.set(R::kSetMemTable, &table, sizeof(table), {&memfd, 1}); !s) return s;
+    if (iommu()) {
+      if (opt_.iommu == "offset") mem_->set_iova_offset(1ull << 40);
+      uint64_t step = opt_.iommu == "pages" ? kPage : mem_->size();
+      for (uint64_t off = 0; off < mem_->size(); off += step) {
+        IotlbMsg m{mem_->iova(off), step, mem_->hva(off), kIotlbPermRw, kIotlbUpdate, {}};
+        if (auto s = client_.set(R::kIotlbMsg, &m, sizeof(m)); !s) return s;
+      }
+    }
 
     kick_fd_.reset(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
     call_fd_.reset(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
@@ -635,7 +675,9 @@ class BlkFrontend {
     if (auto s = client_.set(R::kSetVringNum, &num, sizeof(num)); !s) return s;
     VringState base{0, 0};
     if (auto s = client_.set(R::kSetVringBase, &base, sizeof(base)); !s) return s;
-    VringAddr addr{0, 0, mem_->hva(desc_off), mem_->hva(used_off), mem_->hva(avail_off), 0};
+    // With a guest IOMMU ring addresses are IOVAs, else front-end addresses.
+    VringAddr addr = iommu() ? VringAddr{0, 0, mem_->iova(desc_off), mem_->iova(used_off), mem_->iova(avail_off), 0}
+                             : VringAddr{0, 0, mem_->hva(desc_off), mem_->hva(used_off), mem_->hva(avail_off), 0};
     if (auto s = client_.set(R::kSetVringAddr, &addr, sizeof(addr)); !s) return s;
     int call = call_fd_.get();
     if (auto s = client_.set_u64(R::kSetVringCall, 0, {&call, 1}); !s) return s;
@@ -653,7 +695,10 @@ class BlkFrontend {
     return {};
   }
 
+  bool iommu() const { return opt_.iommu != "none"; }
+
   VhostUserClient client_;
+  UniqueFd backend_chan_;
   Options opt_;
   DeviceInfo info_;
   std::optional<GuestMemory> mem_;

@@ -33,6 +33,8 @@ enum class VhostUserRequest : uint32_t {
   kGetProtocolFeatures = 15,
   kSetProtocolFeatures = 16,
   kSetVringEnable = 18,
+  kSetBackendReqFd = 21,
+  kIotlbMsg = 22,
   kGetConfig = 24,
 };
 
@@ -46,11 +48,28 @@ inline constexpr int kRingFIndirectDesc = 28;
 inline constexpr int kRingFEventIdx = 29;
 inline constexpr int kVhostUserFProtocolFeatures = 30;
 inline constexpr int kFVersion1 = 32;
+inline constexpr int kFAccessPlatform = 33;
 
 // Protocol feature bits we may accept; everything else offered is declined so
 // the backend never waits for messages this frontend does not send.
 inline constexpr int kProtocolFReplyAck = 3;
 inline constexpr int kProtocolFConfig = 9;
+// Only with --iommu: the device IOTLB and the back-end channel its misses use.
+inline constexpr int kProtocolFIotlb = 1;
+inline constexpr int kProtocolFBackendReq = 5;
+
+// VHOST_USER_IOTLB_MSG payload (struct vhost_iotlb_msg, padded to 32 bytes).
+struct IotlbMsg {
+  uint64_t iova;
+  uint64_t size;
+  uint64_t uaddr;
+  uint8_t perm;  // 1 RO, 2 WO, 3 RW
+  uint8_t type;  // 2 update
+  uint8_t pad[6];
+};
+static_assert(sizeof(IotlbMsg) == 32);
+inline constexpr uint8_t kIotlbUpdate = 2;
+inline constexpr uint8_t kIotlbPermRw = 3;
 
 struct VringState {
   uint32_t index;

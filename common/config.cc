@@ -261,7 +261,7 @@ Result<GuestConfig> parse_guest_checked(const std::string& text, const std::stri
   auto parsed = parse_toml(text, origin);
   if (!parsed) return parsed.error();
   const toml::table& t = *parsed;
-  if (auto s = check_keys(t, {"name", "memory_mib", "vcpus", "accel", "kernel", "initrd",
+  if (auto s = check_keys(t, {"name", "memory_mib", "vcpus", "accel", "iommu", "kernel", "initrd",
                               "cmdline", "disk", "nic", "guest"},
                           origin, "");
       !s)
@@ -284,6 +284,9 @@ Result<GuestConfig> parse_guest_checked(const std::string& text, const std::stri
     if (**vcpus < 1 || **vcpus > 64) return make_error(origin + ": vcpus must be between 1 and 64");
     g.vcpus = uint32_t(**vcpus);
   }
+  auto iommu = get_opt<bool>(t, "iommu", origin, "");
+  if (!iommu) return iommu.error();
+  g.iommu = iommu->value_or(false);
   for (auto [key, dst] : {std::pair{"accel", &g.accel}, std::pair{"kernel", &g.kernel},
                           std::pair{"initrd", &g.initrd}, std::pair{"cmdline", &g.cmdline}}) {
     auto v = get_opt<std::string>(t, key, origin, "");

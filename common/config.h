@@ -70,6 +70,7 @@ struct GuestConfig {
   uint32_t memory_mib = 512;
   uint32_t vcpus = 1;
   std::string accel = "auto";  // auto | kvm | tcg
+  bool iommu = false;          // emulated Intel IOMMU; devices reach RAM through IOVAs
   std::string kernel;          // empty: the bundled guest image
   std::string initrd;          // empty: the bundled guest image
   std::string cmdline;         // appended to "console=ttyS0 panic=-1"

@@ -118,6 +118,16 @@ script = "/abs/run.sh"
   EXPECT_EQ(format_mac(g->nics[0].mac), "52:54:00:12:34:56");
   EXPECT_EQ(g->script, "/abs/run.sh");
   EXPECT_EQ(g->accel, "auto");
+  EXPECT_FALSE(g->iommu);
+}
+
+TEST(GuestConfig, IommuKey) {
+  auto g = parse_guest("name = \"g\"\niommu = true\n", "g.toml", "/");
+  ASSERT_TRUE(g.ok()) << g.error().message;
+  EXPECT_TRUE(g->iommu);
+  g = parse_guest("name = \"g\"\niommu = false\n", "g.toml", "/");
+  ASSERT_TRUE(g.ok());
+  EXPECT_FALSE(g->iommu);
 }
 
 TEST(GuestConfig, RejectsBadInput) {
@@ -126,6 +136,8 @@ TEST(GuestConfig, RejectsBadInput) {
       {"memory_mib = 512\n", "missing required key 'name'"},
       {"name = \"g 1\"\n", "bad guest name"},
       {"name = \"g\"\naccel = \"hvf\"\n", "accel must be"},
+      {"name = \"g\"\niommu = \"yes\"\n", "'iommu' must be a boolean"},
+      {"name = \"g\"\niommu = 1\n", "'iommu' must be a boolean"},
       {"name = \"g\"\n[[nic]]\ndriver = \"n\"\nmac = \"zz\"\n", "bad MAC"},
       {"name = \"g\"\n[[nic]]\ndriver = \"n\"\nmac = \"01:00:00:00:00:01\"\n", "multicast"},
       {"name = \"g\"\n[[disk]]\ndriver = \"b\"\n", "missing required key 'disk.image'"},

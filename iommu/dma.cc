@@ -4,6 +4,8 @@
 
 #include <algorithm>
 
+#include "common/log.h"
+
 namespace axl::iommu {
 
 const char* to_string(Fault f) {
@@ -15,6 +17,7 @@ const char* to_string(Fault f) {
     case Fault::kDirection: return "direction";
     case Fault::kIotlbMiss: return "iotlb-miss";
     case Fault::kPermission: return "permission";
+    case Fault::kPending: return "pending";
   }
   return "?";
 }
@@ -34,16 +37,25 @@ bool wraps(uint64_t a, uint64_t len) { return len != 0 && a + (len - 1) < a; }
 
 uint64_t DmaContext::faults() const {
   uint64_t n = 0;
-  for (size_t i = 1; i < kFaultKinds; ++i) n += counts_[i].load(std::memory_order_relaxed);
+  for (size_t i = 1; i < kFaultKinds; ++i)
+    if (Fault(i) != Fault::kPending) n += counts_[i].load(std::memory_order_relaxed);
   return n;
 }
 
-Fault DmaContext::count(Fault f) {
-  if (f != Fault::kNone) counts_[size_t(f)].fetch_add(1, std::memory_order_relaxed);
+Fault DmaContext::count(Fault f, uint64_t addr, Access access) {
+  if (f == Fault::kNone || f == Fault::kPending) return f;
+  uint64_t n = counts_[size_t(f)].fetch_add(1, std::memory_order_relaxed) + 1;
+  // A guest can fault at will: log the first few of each kind, then only at
+  // powers of two, so the log cannot be flooded.
+  if (n <= 8 || (n & (n - 1)) == 0)
+    AXL_WARN("%s: %s fault at %s 0x%llx (%s, %llu of this kind)", label_.c_str(), to_string(f),
+             iotlb_ ? "iova" : "gpa", static_cast<unsigned long long>(addr),
+             access == Access::kWrite ? "device write" : "device read",
+             static_cast<unsigned long long>(n));
   return f;
 }
 
-DmaContext::Piece DmaContext::translate(uint64_t addr, uint64_t len, Access access) const {
+DmaContext::Piece DmaContext::translate(uint64_t addr, uint64_t len, Access access) {
   if (wraps(addr, len)) return {Fault::kWrap, nullptr, 0};
   if (!mem_) return {Fault::kUnmapped, nullptr, 0};
   if (iotlb_) {
@@ -59,18 +71,56 @@ DmaContext::Piece DmaContext::translate(uint64_t addr, uint64_t len, Access acce
   return {Fault::kNone, t.host, len};
 }
 
-Fault DmaContext::check(std::span<const Segment> segs) {
+Fault DmaContext::scan(std::span<const Segment> segs, bool record) {
+  bool pending = false;
   for (const Segment& s : segs) {
     uint64_t addr = s.addr, left = s.len;
-    if (wraps(addr, left)) return count(Fault::kWrap);
     Access a = s.device_writable ? Access::kWrite : Access::kRead;
-    do {
+    if (wraps(addr, left)) return record ? count(Fault::kWrap, addr, a) : Fault::kWrap;
+    if (left == 0 && !iotlb_) {
+      // An empty segment still names a guest-physical address: it must be RAM.
+      Piece p = translate(addr, 0, a);
+      if (p.fault != Fault::kNone) return record ? count(p.fault, addr, a) : p.fault;
+    }
+    while (left > 0) {
       Piece p = translate(addr, left, a);
-      if (p.fault != Fault::kNone) return count(p.fault);
+      if (p.fault == Fault::kPending) {
+        // Go on to the next page: every missing translation is asked for now.
+        pending = true;
+        uint64_t next = (addr | 4095) + 1;
+        if (next == 0 || next - addr >= left) break;
+        left -= next - addr;
+        addr = next;
+        continue;
+      }
+      if (p.fault != Fault::kNone) return record ? count(p.fault, addr, a) : p.fault;
       addr += p.len;
       left -= p.len;
-    } while (left > 0);
+    }
   }
+  return pending ? Fault::kPending : Fault::kNone;
+}
+
+Fault DmaContext::check(std::span<const Segment> segs) { return scan(segs, true); }
+Fault DmaContext::probe(std::span<const Segment> segs) { return scan(segs, false); }
+
+Fault DmaContext::host_range(uint64_t addr, uint64_t len, Access access, uint8_t** host) {
+  Segment seg{addr, 0, access == Access::kWrite};
+  if (len == 0 || len > UINT32_MAX) return count(Fault::kOutOfRange, addr, access);
+  seg.len = uint32_t(len);
+  if (Fault f = check({&seg, 1}); f != Fault::kNone) return f;
+  // Reachable; now it must also be one host range.
+  uint8_t* start = nullptr;
+  uint64_t a = addr, left = len;
+  while (left > 0) {
+    Piece p = translate(a, left, access);
+    if (p.fault != Fault::kNone) return count(p.fault, a, access);
+    if (!start) start = p.host;
+    else if (p.host != start + (a - addr)) return count(Fault::kOutOfRange, a, access);
+    a += p.len;
+    left -= p.len;
+  }
+  *host = start;
   return Fault::kNone;
 }
 
@@ -86,20 +136,23 @@ CopyResult DmaContext::copy(std::span<const Segment> segs, uint64_t offset, uint
     }
     bool allowed = access == Access::kWrite ? s.device_writable : !s.device_writable;
     if (!allowed) {
-      res.fault = count(Fault::kDirection);
+      res.fault = count(Fault::kDirection, s.addr + skip, access);
       return res;
     }
     uint64_t addr = s.addr + skip;
     if (addr < s.addr) {
-      res.fault = count(Fault::kWrap);
+      res.fault = count(Fault::kWrap, s.addr, access);
       return res;
     }
     uint64_t left = std::min<uint64_t>(s.len - skip, n - res.bytes);
     skip = 0;
     while (left > 0) {
       Piece p = translate(addr, left, access);
+      // A copy cannot wait for the front-end: a translation missing now (an
+      // invalidated buffer still in flight) fails the request.
+      if (p.fault == Fault::kPending) p.fault = Fault::kIotlbMiss;
       if (p.fault != Fault::kNone) {
-        res.fault = count(p.fault);
+        res.fault = count(p.fault, addr, access);
         return res;
       }
       // Guest memory changes under us (the guest is concurrent); memcpy of
@@ -127,17 +180,10 @@ CopyResult DmaContext::copy_to_guest(std::span<const Segment> segs, uint64_t off
 }
 
 Fault DmaContext::raw(uint64_t addr, uint8_t* buf, size_t n, Access access) {
-  if (wraps(addr, n)) return count(Fault::kWrap);
+  if (n > UINT32_MAX) return count(Fault::kOutOfRange, addr, access);
   // Check the whole range first so a fault copies nothing.
-  uint64_t a = addr, left = n;
-  while (left > 0) {
-    Piece p = translate(a, left, access);
-    if (p.fault != Fault::kNone) return count(p.fault);
-    a += p.len;
-    left -= p.len;
-  }
   Segment seg{addr, uint32_t(n), access == Access::kWrite};
-  if (n > UINT32_MAX) return count(Fault::kOutOfRange);
+  if (Fault f = check({&seg, 1}); f != Fault::kNone) return f;
   CopyResult r = copy(std::span<const Segment>(&seg, 1), 0, buf, n, access);
   return r.fault;
 }

@@ -8,6 +8,7 @@
 #include <atomic>
 #include <cstdint>
 #include <span>
+#include <string>
 
 #include "iommu/guest_memory.h"
 
@@ -21,8 +22,11 @@ enum class Fault : uint8_t {
   kDirection,   // read from a device-writable or write to a device-readable segment
   kIotlbMiss,   // guest IOMMU: no translation for the IOVA (vhost-user IOTLB miss)
   kPermission,  // guest IOMMU: mapping lacks the needed read/write permission
+  // Not a fault: the guest IOMMU translation was asked of the front-end
+  // (vhost-user IOTLB miss); retry once it answers.  Never counted.
+  kPending,
 };
-constexpr size_t kFaultKinds = 7;
+constexpr size_t kFaultKinds = 8;
 const char* to_string(Fault f);
 
 enum class Access : uint8_t { kRead, kWrite };  // from the device's point of view
@@ -46,7 +50,8 @@ class IovaTranslator {
     uint64_t uva = 0;
     uint64_t len = 0;  // > 0 when fault == kNone
   };
-  virtual Span translate(uint64_t iova, uint64_t len, Access access) const = 0;
+  // Not const: a miss may be forwarded to whoever can fill it.
+  virtual Span translate(uint64_t iova, uint64_t len, Access access) = 0;
 };
 
 struct CopyResult {
@@ -66,10 +71,24 @@ class DmaContext {
   void set_memory(const GuestMemory* mem) { mem_ = mem; }
   const GuestMemory* memory() const { return mem_; }
   // nullptr = no guest IOMMU: segment addresses are guest-physical.
-  void set_translator(const IovaTranslator* t) { iotlb_ = t; }
+  void set_translator(IovaTranslator* t) { iotlb_ = t; }
+  bool translating() const { return iotlb_ != nullptr; }
+  // Names the device in fault logs.
+  void set_label(std::string label) { label_ = std::move(label); }
 
-  // Checks that every byte of every segment is reachable (no copy).
+  // Checks that every byte of every segment is reachable (no copy).  A real
+  // fault is counted and returned at once; translations still being asked
+  // of the front-end give kPending after every segment was looked at (so
+  // all the misses of a chain go out together).
   Fault check(std::span<const Segment> segs);
+  // check() without counting or logging real faults (kPending misses are
+  // still asked for).
+  Fault probe(std::span<const Segment> segs);
+
+  // [addr, addr+len) as one host range (ring parts, which are accessed in
+  // place): every byte reachable with `access` and contiguous in host
+  // memory.  kPending as in check(); a discontiguous range is kOutOfRange.
+  Fault host_range(uint64_t addr, uint64_t len, Access access, uint8_t** host);
 
   // The chain is one byte stream: segments in order.  Copies min(dst.size(),
   // stream bytes after `offset`) bytes from the stream at `offset`; every
@@ -82,6 +101,7 @@ class DmaContext {
 
   // Plain guest-address accesses (indirect descriptor tables, virtio-net
   // headers): the whole range must be reachable or nothing is copied.
+  // kPending (uncounted) when a translation was asked of the front-end.
   Fault read(uint64_t addr, std::span<uint8_t> dst);
   Fault write(uint64_t addr, std::span<const uint8_t> src);
 
@@ -95,14 +115,17 @@ class DmaContext {
     uint64_t len;
   };
   // Translates the longest contiguous host span starting at addr (<= len).
-  Piece translate(uint64_t addr, uint64_t len, Access access) const;
-  Fault count(Fault f);
+  Piece translate(uint64_t addr, uint64_t len, Access access);
+  // Counts and logs a real fault (kNone and kPending pass through).
+  Fault count(Fault f, uint64_t addr = 0, Access access = Access::kRead);
+  Fault scan(std::span<const Segment> segs, bool record);
   CopyResult copy(std::span<const Segment> segs, uint64_t offset, uint8_t* buf, size_t n,
                   Access access);
   Fault raw(uint64_t addr, uint8_t* buf, size_t n, Access access);
 
   const GuestMemory* mem_ = nullptr;
-  const IovaTranslator* iotlb_ = nullptr;
+  IovaTranslator* iotlb_ = nullptr;
+  std::string label_ = "device";
   // Read by stats() on other threads.
   std::array<std::atomic<uint64_t>, kFaultKinds> counts_{};
 };

@@ -122,7 +122,7 @@ TEST(Dma, NoMemoryTableIsUnmapped) {
 
 // A fake guest IOMMU: IOVA 0x1000.. maps read-only to gpa 0x10000 (uva 0xa000).
 struct FakeIotlb : IovaTranslator {
-  Span translate(uint64_t iova, uint64_t len, Access a) const override {
+  Span translate(uint64_t iova, uint64_t len, Access a) override {
     if (iova < 0x1000 || iova >= 0x2000) return {Fault::kIotlbMiss, 0, 0};
     if (a == Access::kWrite) return {Fault::kPermission, 0, 0};
     return {Fault::kNone, 0xa000 + (iova - 0x1000), std::min<uint64_t>(len, 0x2000 - iova)};

@@ -159,6 +159,7 @@ Result<const Domain*> DomainEngine::create(const std::string& toml, const std::s
 
   QemuSpec qs{qemu, d->cfg.name, d->accel, d->cfg.memory_mib, d->cfg.vcpus, d->cfg.kernel,
               initrd, d->cfg.cmdline, d->console_socket(), d->console_log(), qdevs};
+  qs.iommu = d->cfg.iommu;
   proc::SpawnOptions so;
   so.argv = qemu_argv(qs);
   so.log_path = d->dir + "/qemu.log";

@@ -10,11 +10,21 @@ std::vector<std::string> qemu_argv(const QemuSpec& s) {
       s.qemu, "-name", s.name, "-accel", s.accel,
       // vhost-user needs guest RAM in a shareable fd (FACTS.md).
       "-object", "memory-backend-memfd,id=mem,size=" + mem + ",share=on",
-      "-machine", "q35,memory-backend=mem", "-m", mem, "-smp", std::to_string(s.vcpus),
+      // Interrupt remapping (intremap=on) needs the split irqchip under KVM;
+      // QEMU 7.2 accepts it under TCG too.
+      "-machine", std::string("q35,memory-backend=mem") + (s.iommu ? ",kernel-irqchip=split" : ""),
+      "-m", mem, "-smp", std::to_string(s.vcpus),
       "-nodefaults", "-no-user-config", "-display", "none", "-monitor", "none", "-no-reboot",
       "-chardev",
       "socket,id=ser0,path=" + s.console_socket + ",server=on,wait=off,logfile=" + s.console_log,
       "-serial", "chardev:ser0"};
+  // The vIOMMU comes before the PCI devices it translates for.
+  // device-iotlb=on + ats=on: the guest invalidates the device's IOTLB, and
+  // QEMU forwards those invalidations to the vhost-user back-end.
+  // disable-legacy=on: QEMU 7.2 refuses iommu_platform on a transitional
+  // device (what a virtio-pci device on q35's root bus is by default).
+  const std::string viommu = s.iommu ? ",disable-legacy=on,iommu_platform=on,ats=on" : "";
+  if (s.iommu) a.insert(a.end(), {"-device", "intel-iommu,intremap=on,device-iotlb=on"});
   int i = 0;
   for (const QemuDevice& d : s.devices) {
     const std::string id = std::to_string(i++);
@@ -23,7 +33,7 @@ std::vector<std::string> qemu_argv(const QemuSpec& s) {
     a.push_back("socket,id=vu" + id + ",path=" + d.socket + ",reconnect=1");
     if (d.kind == QemuDevice::Kind::kBlk) {
       a.push_back("-device");
-      a.push_back("vhost-user-blk-pci,chardev=vu" + id + ",num-queues=1");
+      a.push_back("vhost-user-blk-pci,chardev=vu" + id + ",num-queues=1" + viommu);
     } else {
       a.push_back("-netdev");
       a.push_back("vhost-user,id=net" + id + ",chardev=vu" + id);
@@ -31,10 +41,16 @@ std::vector<std::string> qemu_argv(const QemuSpec& s) {
       // msix_set_vector_notifiers when the guest enables a vhost-user
       // virtio-net device with MSI-X (seen here under TCG).
       a.push_back("-device");
-      a.push_back("virtio-net-pci,netdev=net" + id + ",vectors=0,mac=" + config::format_mac(d.mac));
+      a.push_back("virtio-net-pci,netdev=net" + id + ",vectors=0,mac=" + config::format_mac(d.mac) +
+                  viommu);
     }
   }
   std::string append = "console=ttyS0 panic=-1";
+  // iommu.strict=1: the guest invalidates exactly what it unmaps, when it
+  // unmaps it.  The lazy default batches unmaps into periodic whole-space
+  // invalidations that would drop translations of buffers still in flight,
+  // and a completion cannot wait for a miss (see iommu/dma.h).
+  if (s.iommu) append += " intel_iommu=on iommu.strict=1";
   if (!s.cmdline.empty()) append += " " + s.cmdline;
   a.insert(a.end(), {"-kernel", s.kernel, "-initrd", s.initrd, "-append", append});
   return a;

@@ -23,6 +23,9 @@ struct QemuSpec {
   std::string kernel, initrd, cmdline;
   std::string console_socket, console_log;
   std::vector<QemuDevice> devices;
+  // A guest IOMMU (emulated Intel VT-d): every device reaches guest RAM
+  // through IOVAs the guest programs, checked by the hypervisor's IOTLB.
+  bool iommu = false;
 };
 
 std::vector<std::string> qemu_argv(const QemuSpec& s);

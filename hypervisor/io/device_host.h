@@ -68,6 +68,10 @@ class HostedDevice final : public GuestDevice {
   DeviceStats stats() const override {
     DeviceStats s = logic_->stats();
     s.iommu_faults = dma_->faults();
+    auto t = server_.iotlb_stats();
+    s.iotlb_updates = t.updates;
+    s.iotlb_invalidates = t.invalidates;
+    s.iotlb_misses = t.misses;
     return s;
   }
 

@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <optional>
 #include <string>
 #include <thread>
 #include <vector>
@@ -95,6 +96,44 @@ class Frontend {
     uint16_t avail_idx = 0, seen_used = 0, next_desc = 0;
   };
 
+  // Guest IOMMU mode (QEMU's iommu_platform=on): VIRTIO_F_ACCESS_PLATFORM is
+  // acked, a back-end channel is set up, and ring addresses are IOVAs =
+  // gpa + `iova_offset` (the test maps them with iotlb()).  Call before
+  // handshake(); without it ACCESS_PLATFORM is never acked, as QEMU does for
+  // a device without iommu_platform.
+  void use_iommu(uint64_t iova_offset) {
+    iommu_ = true;
+    iova_offset_ = iova_offset;
+  }
+  uint64_t iova(uint64_t gpa) const { return iommu_ ? gpa + iova_offset_ : gpa; }
+  int backend_sock() const { return backend_.get(); }
+  // IOTLB_MSG from the front-end (NEED_REPLY): returns the ack (0 = ok).
+  uint64_t iotlb(IotlbType type, uint64_t iova, uint64_t size, uint64_t gpa, uint8_t perm) {
+    IotlbMsg m{iova, size, type == IotlbType::kUpdate ? uva(gpa) : 0, perm, type};
+    return call_ack(Req::kIotlbMsg, encode_iotlb(m));
+  }
+  // Maps [gpa, gpa+size) at its IOVA.
+  uint64_t map(uint64_t gpa, uint64_t size, uint8_t perm = 3) {
+    return iotlb(IotlbType::kUpdate, iova(gpa), size, gpa, perm);
+  }
+  // Reads one miss from the back-end channel (nullopt: none within timeout).
+  std::optional<IotlbMsg> next_miss(int timeout_ms = 2000) {
+    pollfd p{backend_.get(), POLLIN, 0};
+    if (::poll(&p, 1, timeout_ms) != 1) return std::nullopt;
+    auto m = recv_message(backend_.get());
+    if (!m.ok() || !m->has_value()) return std::nullopt;
+    EXPECT_EQ((*m)->hdr.request, uint32_t(BackendReq::kIotlbMsg));
+    EXPECT_TRUE((*m)->need_reply());
+    auto r = parse_iotlb_miss((*m)->payload);
+    return r;
+  }
+  // Answers the oldest miss, QEMU-style: the update (if any) on the main
+  // socket first, then the ack on the back-end channel.
+  void answer_miss(bool ok) {
+    Header h{uint32_t(BackendReq::kIotlbMsg), kVersion, 0};
+    EXPECT_TRUE(send_reply(backend_.get(), h, encode_u64(ok ? 0 : 1)).ok());
+  }
+
   // The handshake QEMU's vhost-user-blk / vhost-user-net performs.
   void handshake(uint32_t queues, uint64_t want_features) {
     uint64_t f = call_u64(Req::kGetFeatures);
@@ -103,10 +142,27 @@ class Frontend {
     uint64_t pf = call_u64(Req::kGetProtocolFeatures);
     ASSERT_TRUE(pf & virtio::bit(kPfReplyAck));
     ASSERT_EQ(call_ack(Req::kSetProtocolFeatures, encode_u64(pf)), 0u);
-    features_ = (f & want_features) | virtio::bit(kFProtocolFeatures);
+    features_ = (f & want_features & ~virtio::bit(kFAccessPlatform)) | virtio::bit(kFProtocolFeatures);
+    if (iommu_) {
+      ASSERT_TRUE(f & virtio::bit(kFAccessPlatform));
+      ASSERT_TRUE(pf & virtio::bit(kPfIotlb));
+      ASSERT_TRUE(pf & virtio::bit(kPfBackendReq));
+      features_ |= virtio::bit(kFAccessPlatform);
+      int sv[2];
+      ASSERT_EQ(::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
+      backend_.reset(sv[0]);
+      UniqueFd theirs(sv[1]);
+      ASSERT_EQ(call_ack(Req::kSetBackendReqFd, {}, {theirs.get()}), 0u);
+    }
     ASSERT_EQ(call_ack(Req::kSetFeatures, encode_u64(features_)), 0u);
     MemRegion r{kGpaBase, kRamSize, uva(kGpaBase), 0};
     ASSERT_EQ(call_ack(Req::kSetMemTable, encode_mem_table({&r, 1}), {mem_.get()}), 0u);
+    // Like QEMU (which pre-sends the used ring), map the rings up front.
+    if (iommu_) {
+      for (uint32_t q = 0; q < queues; ++q) {
+        ASSERT_EQ(map(kGpaBase + 0x10000 * (q + 1), 0x10000), 0u);
+      }
+    }
     for (uint32_t q = 0; q < queues; ++q) {
       Ring ring;
       ring.index = q;
@@ -118,6 +174,7 @@ class Frontend {
       ASSERT_EQ(call_ack(Req::kSetVringNum, encode_vring_state({q, kQueueSize})), 0u);
       ASSERT_EQ(call_ack(Req::kSetVringBase, encode_vring_state({q, 0})), 0u);
       VringAddr a{q, 0, uva(ring.desc), uva(ring.used), uva(ring.avail), 0};
+      if (iommu_) a = VringAddr{q, 0, iova(ring.desc), iova(ring.used), iova(ring.avail), 0};
       ASSERT_EQ(call_ack(Req::kSetVringAddr, encode_vring_addr(a)), 0u);
       ASSERT_EQ(call_ack(Req::kSetVringCall, encode_u64(q), {ring.call.get()}), 0u);
       ASSERT_EQ(call_ack(Req::kSetVringKick, encode_u64(q), {ring.kick.get()}), 0u);
@@ -139,7 +196,7 @@ class Frontend {
     uint16_t head = r.next_desc;
     for (size_t i = 0; i < bufs.size(); ++i) {
       uint16_t idx = uint16_t((head + i) % kQueueSize);
-      virtio::Desc d{bufs[i].gpa, bufs[i].len,
+      virtio::Desc d{iova(bufs[i].gpa), bufs[i].len,
                      uint16_t((bufs[i].writable ? virtio::kDescFWrite : 0) |
                               (i + 1 < bufs.size() ? virtio::kDescFNext : 0)),
                      uint16_t((idx + 1) % kQueueSize)};
@@ -185,6 +242,19 @@ class Frontend {
   }
 
  private:
+  static std::optional<IotlbMsg> parse_iotlb_miss(const std::vector<uint8_t>& p) {
+    if (p.size() != kIotlbMsgSize) return std::nullopt;
+    IotlbMsg m;
+    memcpy(&m.iova, p.data(), 8);
+    memcpy(&m.size, p.data() + 8, 8);
+    memcpy(&m.uaddr, p.data() + 16, 8);
+    m.perm = p[24];
+    m.type = IotlbType(p[25]);
+    return m;
+  }
+  bool iommu_ = false;
+  uint64_t iova_offset_ = 0;
+  UniqueFd backend_;
   UniqueFd mem_, sock_;
   uint8_t* ram_ = nullptr;
   uint64_t features_ = 0;

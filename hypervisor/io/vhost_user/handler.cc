@@ -2,6 +2,7 @@
 
 #include <fcntl.h>
 #include <errno.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include <string>
@@ -14,11 +15,183 @@ namespace {
 bool is_pow2(uint32_t v) { return v && !(v & (v - 1)); }
 }  // namespace
 
-Handler::Handler(Backend& backend, iommu::DmaContext& dma) : backend_(backend), dma_(dma) {}
+Handler::Handler(Backend& backend, iommu::DmaContext& dma, std::string label)
+    : backend_(backend), dma_(dma), label_(std::move(label)) {
+  dma_.set_label(label_);
+  iommu_.set_miss_sink([this](uint64_t iova, iommu::Access a) { return send_miss(iova, a); });
+}
 
 Handler::~Handler() {
   for (uint32_t i = 0; i < kMaxQueues; ++i) stop(i);
   dma_.set_memory(nullptr);
+  dma_.set_translator(nullptr);
+}
+
+uint64_t Handler::offered_features() const {
+  return backend_.features() | virtio::bit(kFProtocolFeatures) | virtio::bit(kFAccessPlatform);
+}
+
+uint64_t Handler::offered_protocol() const {
+  uint64_t p = backend_.protocol_features();
+  // IOTLB misses need the back-end channel and REPLY_ACK (QEMU refuses an
+  // IOMMU device without both).
+  if (p & virtio::bit(kPfReplyAck)) p |= virtio::bit(kPfIotlb) | virtio::bit(kPfBackendReq);
+  return p;
+}
+
+void Handler::set_translating(bool on) {
+  if (on == translating_) return;
+  // Ring addresses change meaning (front-end VAs <-> IOVAs): no ring keeps
+  // host views derived the other way.
+  for (uint32_t i = 0; i < kMaxQueues; ++i) stop(i);
+  translating_ = on;
+  iommu_.reset();
+  dma_.set_translator(on ? &iommu_ : nullptr);
+  if (on) AXL_INFO("%s: guest IOMMU on: ring and buffer addresses are IOVAs", label_.c_str());
+  for (uint32_t i = 0; i < kMaxQueues; ++i) try_start(i);
+}
+
+Handler::Done Handler::set_features(const Message& m, uint64_t v) {
+  uint64_t offered = offered_features();
+  if (v & ~offered) {
+    char buf[64];
+    snprintf(buf, sizeof buf, "bits 0x%llx were never offered",
+             static_cast<unsigned long long>(v & ~offered));
+    return fail(m, buf);
+  }
+  acked_features_ = v;
+  features_set_ = true;
+  set_translating(v & virtio::bit(kFAccessPlatform));
+  backend_.set_acked_features(v & ~(virtio::bit(kFProtocolFeatures) | virtio::bit(kFAccessPlatform)));
+  return {};
+}
+
+Handler::Done Handler::set_backend_req_fd(Message& m) {
+  if (!m.payload.empty()) return malformed(m, "SET_BACKEND_REQ_FD: unexpected payload");
+  if (m.fds.size() != 1) return malformed(m, "SET_BACKEND_REQ_FD: needs exactly one fd");
+  drop_backend_channel("replaced");
+  backend_req_ = std::move(m.fds[0]);
+  m.fds.clear();
+  // A front-end that stops reading must not wedge the device thread.
+  struct timeval tv{1, 0};
+  ::setsockopt(backend_req_.get(), SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+  ::setsockopt(backend_req_.get(), SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
+  return {};
+}
+
+void Handler::drop_backend_channel(const std::string& why) {
+  if (!backend_req_) return;
+  if (why != "replaced")
+    AXL_WARN("%s: back-end channel dropped: %s", label_.c_str(), why.c_str());
+  backend_req_.reset();
+  if (iommu_.outstanding()) {
+    // Nobody will answer: what waited on a miss faults on its retry.
+    iommu_.fail_outstanding();
+    retry_pending_ = true;
+  }
+}
+
+bool Handler::send_miss(uint64_t iova, iommu::Access access) {
+  if (!translating_ || !backend_req_ || !(acked_protocol_ & virtio::bit(kPfReplyAck))) return false;
+  IotlbMsg msg{iova, iommu::IommuContext::kPageSize, 0,
+               uint8_t(access == iommu::Access::kWrite ? iommu::Perm::kWrite : iommu::Perm::kRead),
+               IotlbType::kMiss};
+  auto st = send_backend_request(backend_req_.get(), BackendReq::kIotlbMsg, true, encode_iotlb(msg));
+  if (!st) {
+    AXL_WARN("%s: IOTLB miss not sent: %s", label_.c_str(), st.error().message.c_str());
+    return false;
+  }
+  return true;
+}
+
+void Handler::backend_readable() {
+  if (!backend_req_) return;
+  auto m = recv_message(backend_req_.get());
+  if (!m) {
+    drop_backend_channel(m.error().message);
+  } else if (!m->has_value()) {
+    drop_backend_channel("closed by the front-end");
+  } else {
+    auto v = parse_backend_ack(**m, BackendReq::kIotlbMsg);
+    if (!v) {
+      protocol_errors_.fetch_add(1, std::memory_order_relaxed);
+      drop_backend_channel(v.error().message);
+    } else {
+      iommu_.miss_answered(*v == 0);
+      // A failure must turn the wait into a fault; an answered batch lets
+      // the waiting rings go on (the update itself came on the main socket
+      // before this answer).
+      if (*v != 0 || iommu_.outstanding() == 0) retry_pending_ = true;
+    }
+  }
+  if (retry_pending_) {
+    retry_pending_ = false;
+    retry_waiting();
+  }
+}
+
+Handler::Done Handler::iotlb_msg(const Message& m) {
+  auto msg = parse_iotlb(m);
+  if (!msg) return malformed(m, msg.error().message);
+  switch (msg->type) {
+    case IotlbType::kUpdate:
+      if (auto st = iommu_.update(msg->iova, msg->size, msg->uaddr, iommu::Perm(msg->perm)); !st)
+        return fail(m, st.error().message);
+      retry_pending_ = true;
+      return {};
+    case IotlbType::kInvalidate:
+      // Takes effect now: buffers translate at every access, and rings whose
+      // memory went are suspended before the front-end hears back.
+      iommu_.invalidate(msg->iova, msg->size);
+      revalidate_rings();
+      return {};
+    case IotlbType::kAccessFail:
+      iommu_.access_failed(msg->iova, msg->size);
+      retry_pending_ = true;
+      return {};
+    default:
+      return fail(m, "unexpected IOTLB message type");
+  }
+}
+
+void Handler::revalidate_rings() {
+  for (uint32_t i = 0; i < kMaxQueues; ++i) {
+    Vring& r = rings_[i];
+    if (!r.vq || r.vq->suspended()) continue;
+    RingMap rm = translate_ring(r);
+    if (rm.fault == iommu::Fault::kNone) {
+      r.vq->relocate(rm.layout);
+    } else {
+      AXL_DEBUG("%s: ring %u suspended: its memory is no longer translated (%s)", label_.c_str(), i,
+                iommu::to_string(rm.fault));
+      r.vq->suspend();
+    }
+  }
+}
+
+void Handler::retry_waiting() {
+  for (uint32_t i = 0; i < kMaxQueues; ++i) {
+    Vring& r = rings_[i];
+    if (!r.vq) {
+      try_start(i);
+      continue;
+    }
+    bool kick = false;
+    if (r.vq->suspended()) {
+      RingMap rm = translate_ring(r);
+      if (rm.fault == iommu::Fault::kNone) {
+        r.vq->resume(rm.layout);
+        r.vq->notify();
+        kick = true;
+      }
+    }
+    if (r.vq->waiting()) {
+      r.vq->clear_wait();
+      kick = true;
+    }
+    if (kick) backend_.queue_kicked(i);
+  }
+  iommu_.end_retry_round();
 }
 
 Handler::Vring* Handler::ring(uint32_t index) {
@@ -62,6 +235,12 @@ Handler::Outcome Handler::handle(int sock, Message msg) {
     auto ack = encode_u64(d.ok ? 0 : 1);
     if (!send_reply(sock, msg.hdr, ack)) return Outcome::kClose;
   }
+  // Work an IOTLB message released runs after the front-end has its answer
+  // (it waits for it, and may be what the retried accesses ask next).
+  if (retry_pending_) {
+    retry_pending_ = false;
+    retry_waiting();
+  }
   return Outcome::kKeep;
 }
 
@@ -69,31 +248,21 @@ Handler::Done Handler::dispatch(int sock, Message& m) {
   switch (m.req()) {
     case Req::kGetFeatures: {
       if (auto st = expect_empty(m); !st) return malformed(m, st.error().message);
-      return reply(sock, m, encode_u64(backend_.features() | virtio::bit(kFProtocolFeatures)));
+      return reply(sock, m, encode_u64(offered_features()));
     }
     case Req::kSetFeatures: {
       auto v = parse_u64(m);
       if (!v) return malformed(m, v.error().message);
-      uint64_t offered = backend_.features() | virtio::bit(kFProtocolFeatures);
-      if (*v & ~offered) {
-        char buf[64];
-        snprintf(buf, sizeof buf, "bits 0x%llx were never offered",
-                 static_cast<unsigned long long>(*v & ~offered));
-        return fail(m, buf);
-      }
-      acked_features_ = *v;
-      features_set_ = true;
-      backend_.set_acked_features(*v & ~virtio::bit(kFProtocolFeatures));
-      return {};
+      return set_features(m, *v);
     }
     case Req::kGetProtocolFeatures: {
       if (auto st = expect_empty(m); !st) return malformed(m, st.error().message);
-      return reply(sock, m, encode_u64(backend_.protocol_features()));
+      return reply(sock, m, encode_u64(offered_protocol()));
     }
     case Req::kSetProtocolFeatures: {
       auto v = parse_u64(m);
       if (!v) return malformed(m, v.error().message);
-      if (*v & ~backend_.protocol_features()) return fail(m, "protocol bits never offered");
+      if (*v & ~offered_protocol()) return fail(m, "protocol bits never offered");
       acked_protocol_ = *v;
       return {};
     }
@@ -116,6 +285,7 @@ Handler::Done Handler::dispatch(int sock, Message& m) {
         rings_[i] = Vring{};
       }
       acked_features_ = 0;
+      set_translating(false);
       return {};
     }
     case Req::kGetQueueNum: {
@@ -124,6 +294,10 @@ Handler::Done Handler::dispatch(int sock, Message& m) {
     }
     case Req::kSetMemTable:
       return set_mem_table(m);
+    case Req::kSetBackendReqFd:
+      return set_backend_req_fd(m);
+    case Req::kIotlbMsg:
+      return iotlb_msg(m);
     case Req::kSetVringNum: {
       auto s = parse_vring_state(m);
       if (!s) return malformed(m, s.error().message);
@@ -231,9 +405,14 @@ Handler::Done Handler::set_mem_table(Message& m) {
   for (uint32_t i = 0; i < kMaxQueues; ++i) {
     Vring& r = rings_[i];
     if (r.vq) {
-      auto layout = translate_ring(r);
-      if (layout) {
-        r.vq->relocate(*layout);
+      RingMap rm = translate_ring(r);
+      if (rm.fault == iommu::Fault::kNone) {
+        if (r.vq->suspended())
+          r.vq->resume(rm.layout);
+        else
+          r.vq->relocate(rm.layout);
+      } else if (rm.fault == iommu::Fault::kPending) {
+        r.vq->suspend();
       } else {
         AXL_WARN("vhost-user ring %u no longer inside guest memory: stopped", i);
         stop(i);
@@ -278,31 +457,62 @@ Handler::Done Handler::set_vring_fd(Message& m) {
   }
 }
 
-std::optional<virtio::Virtqueue::Layout> Handler::translate_ring(const Vring& r) const {
-  if (!mem_ || !r.addr_set || r.num == 0) return std::nullopt;
-  auto d = mem_->translate_uva(r.addr.desc, virtio::desc_table_bytes(r.num));
-  auto a = mem_->translate_uva(r.addr.avail, virtio::avail_ring_bytes(r.num));
-  auto u = mem_->translate_uva(r.addr.used, virtio::used_ring_bytes(r.num));
-  using L = iommu::GuestMemory::Lookup;
-  if (d.result != L::kOk || a.result != L::kOk || u.result != L::kOk) return std::nullopt;
+Handler::RingMap Handler::translate_ring(const Vring& r) {
+  RingMap out;
+  if (!mem_ || !r.addr_set || r.num == 0) return out;
+  uint8_t *d = nullptr, *a = nullptr, *u = nullptr;
+  if (translating_) {
+    // IOVAs: each part must be mapped with the access the device makes
+    // (descriptors and avail read, used written) and be one host range,
+    // since the rings are accessed in place.  All three are asked at once.
+    using iommu::Access;
+    using iommu::Fault;
+    Fault f[3] = {dma_.host_range(r.addr.desc, virtio::desc_table_bytes(r.num), Access::kRead, &d),
+                  dma_.host_range(r.addr.avail, virtio::avail_ring_bytes(r.num), Access::kRead, &a),
+                  dma_.host_range(r.addr.used, virtio::used_ring_bytes(r.num), Access::kWrite, &u)};
+    out.fault = Fault::kNone;
+    for (Fault x : f)
+      if (x != Fault::kNone && x != Fault::kPending) out.fault = x;
+    if (out.fault == Fault::kNone)
+      for (Fault x : f)
+        if (x == Fault::kPending) out.fault = Fault::kPending;
+    if (out.fault != Fault::kNone) return out;
+  } else {
+    // Front-end virtual addresses (vhost-user "Ring addresses").
+    auto td = mem_->translate_uva(r.addr.desc, virtio::desc_table_bytes(r.num));
+    auto ta = mem_->translate_uva(r.addr.avail, virtio::avail_ring_bytes(r.num));
+    auto tu = mem_->translate_uva(r.addr.used, virtio::used_ring_bytes(r.num));
+    using L = iommu::GuestMemory::Lookup;
+    if (td.result != L::kOk || ta.result != L::kOk || tu.result != L::kOk) return out;
+    d = td.host;
+    a = ta.host;
+    u = tu.host;
+  }
   // §2.7 alignment: descriptor table 16, avail 2, used 4; also what the
   // atomic accesses to the indices need.
-  if (reinterpret_cast<uintptr_t>(d.host) % 16 || reinterpret_cast<uintptr_t>(a.host) % 2 ||
-      reinterpret_cast<uintptr_t>(u.host) % 4)
-    return std::nullopt;
-  return virtio::Virtqueue::Layout{r.num, d.host, a.host, u.host};
+  if (reinterpret_cast<uintptr_t>(d) % 16 || reinterpret_cast<uintptr_t>(a) % 2 ||
+      reinterpret_cast<uintptr_t>(u) % 4) {
+    out.fault = iommu::Fault::kOutOfRange;
+    return out;
+  }
+  out.fault = iommu::Fault::kNone;
+  out.layout = virtio::Virtqueue::Layout{r.num, d, a, u};
+  return out;
 }
 
 void Handler::try_start(uint32_t index) {
   Vring& r = rings_[index];
   if (r.vq || !r.kick_ready || !r.kick) return;
   if (protocol_features_on() && !r.enabled) return;
-  auto layout = translate_ring(r);
-  if (!layout) {
+  RingMap rm = translate_ring(r);
+  // Pending: started when the front-end has answered (retry_waiting).
+  if (rm.fault == iommu::Fault::kPending) return;
+  if (rm.fault != iommu::Fault::kNone) {
     if (mem_ && r.addr_set)
       AXL_WARN("vhost-user ring %u: addresses outside guest memory or misaligned", index);
     return;
   }
+  const auto* layout = &rm.layout;
   bool event_idx = acked_features_ & virtio::bit(virtio::kFRingEventIdx);
   bool indirect = acked_features_ & virtio::bit(virtio::kFRingIndirectDesc);
   r.vq = std::make_unique<virtio::Virtqueue>(&dma_, *layout, r.base, event_idx, indirect);
@@ -323,6 +533,14 @@ void Handler::stop(uint32_t index) {
 }
 
 void Handler::disconnect() {
+  if (translating_) {
+    auto st = iommu_.stats();
+    AXL_INFO("%s: iotlb: %llu updates, %llu invalidates, %llu misses (%llu failed), %llu faults",
+             label_.c_str(), (unsigned long long)st.updates, (unsigned long long)st.invalidates,
+             (unsigned long long)st.misses, (unsigned long long)st.miss_failures,
+             (unsigned long long)dma_.faults());
+  }
+  backend_req_.reset();
   for (uint32_t i = 0; i < kMaxQueues; ++i) {
     stop(i);
     rings_[i] = Vring{};
@@ -331,6 +549,10 @@ void Handler::disconnect() {
   features_set_ = false;
   acked_features_ = 0;
   acked_protocol_ = 0;
+  translating_ = false;
+  retry_pending_ = false;
+  iommu_.reset();
+  dma_.set_translator(nullptr);
   dma_.set_memory(nullptr);
   mem_.reset();
 }

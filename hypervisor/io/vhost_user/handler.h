@@ -5,17 +5,28 @@
 // Ring lifecycle ("Starting and stopping rings"): a ring starts when its kick
 // fd arrives and, once VHOST_USER_F_PROTOCOL_FEATURES is negotiated, only
 // while enabled by SET_VRING_ENABLE; GET_VRING_BASE stops it.
+//
+// Guest IOMMU ("IOMMU support"): VIRTIO_F_ACCESS_PLATFORM is always offered
+// (with the IOTLB and BACKEND_REQ protocol features) and QEMU acks it only
+// for a device it gave iommu_platform=on.  Once acked, ring and buffer
+// addresses are IOVAs and every access goes through the device's IOTLB
+// (iommu::IommuContext); a miss is asked of the front-end on the back-end
+// channel and the access waits (the ring is not touched, the chain stays in
+// it) until the answer; an invalidation takes effect before this handler
+// replies to it.
 #pragma once
 #include <array>
 #include <atomic>
 #include <cstdint>
 #include <memory>
+#include <string>
 #include <vector>
 
 #include "hypervisor/io/vhost_user/backend.h"
 #include "hypervisor/io/vhost_user/protocol.h"
 #include "iommu/dma.h"
 #include "iommu/guest_memory.h"
+#include "iommu/iotlb.h"
 
 namespace axl::vhost_user {
 
@@ -25,7 +36,7 @@ class Handler {
 
   // `dma` is the device's DMA context; the handler points it at the current
   // memory table.  Both references must outlive the handler.
-  Handler(Backend& backend, iommu::DmaContext& dma);
+  Handler(Backend& backend, iommu::DmaContext& dma, std::string label = "vhost-user device");
   ~Handler();
 
   enum class Outcome { kKeep, kClose };
@@ -43,6 +54,14 @@ class Handler {
   std::vector<KickFd> kick_fds() const;
   // `queue`'s kick fd polled readable.
   void kicked(uint32_t queue);
+
+  // The back-end channel (SET_BACKEND_REQ_FD), -1 if none; poll it and call
+  // backend_readable() when it is.
+  int backend_fd() const { return backend_req_.get(); }
+  void backend_readable();
+
+  iommu::IommuContext::Stats iotlb_stats() const { return iommu_.stats(); }
+  bool translating() const { return translating_; }
 
   uint64_t acked_features() const { return acked_features_; }
   uint64_t protocol_errors() const { return protocol_errors_.load(std::memory_order_relaxed); }
@@ -76,10 +95,33 @@ class Handler {
   bool protocol_features_on() const { return acked_features_ & virtio::bit(kFProtocolFeatures); }
   void try_start(uint32_t index);
   void stop(uint32_t index);
-  std::optional<virtio::Virtqueue::Layout> translate_ring(const Vring& r) const;
+  struct RingMap {
+    iommu::Fault fault = iommu::Fault::kUnmapped;  // kPending: asked of the front-end
+    virtio::Virtqueue::Layout layout{};
+  };
+  RingMap translate_ring(const Vring& r);
+
+  uint64_t offered_features() const;
+  uint64_t offered_protocol() const;
+  Done set_features(const Message& m, uint64_t v);
+  Done set_backend_req_fd(Message& m);
+  Done iotlb_msg(const Message& m);
+  bool send_miss(uint64_t iova, iommu::Access access);
+  void drop_backend_channel(const std::string& why);
+  // After an invalidation: rings whose memory is gone are suspended.
+  void revalidate_rings();
+  // After an update or an answer: suspended rings resume, waiting ones are
+  // walked again, rings that could not start start.
+  void retry_waiting();
+  void set_translating(bool on);
 
   Backend& backend_;
   iommu::DmaContext& dma_;
+  std::string label_;
+  iommu::IommuContext iommu_;
+  bool translating_ = false;  // VIRTIO_F_ACCESS_PLATFORM acked
+  bool retry_pending_ = false;
+  UniqueFd backend_req_;
   std::unique_ptr<iommu::GuestMemory> mem_;
   std::array<Vring, kMaxQueues> rings_;
   bool owner_ = false;

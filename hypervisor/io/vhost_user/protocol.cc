@@ -281,6 +281,54 @@ Result<Config> parse_config(const Message& m) {
   return c;
 }
 
+Result<IotlbMsg> parse_iotlb(const Message& m) {
+  if (auto st = expect_size(m, kIotlbMsgSize); !st) return st.error();
+  if (auto st = expect_fds(m, 0); !st) return st.error();
+  const uint8_t* p = m.payload.data();
+  IotlbMsg out{get64(p), get64(p + 8), get64(p + 16), p[24], IotlbType(p[25])};
+  switch (out.type) {
+    case IotlbType::kUpdate:
+      if (out.perm < 1 || out.perm > 3)
+        return make_error("IOTLB_MSG: update with bad permission " + std::to_string(out.perm));
+      if (out.size == 0) return make_error("IOTLB_MSG: update of size 0");
+      break;
+    case IotlbType::kInvalidate:
+    case IotlbType::kAccessFail:
+      break;
+    case IotlbType::kMiss:
+      return make_error("IOTLB_MSG: a miss comes from the back-end, not the front-end");
+    default:
+      return make_error("IOTLB_MSG: bad type " + std::to_string(p[25]));
+  }
+  return out;
+}
+
+Result<uint64_t> parse_backend_ack(const Message& m, BackendReq req) {
+  if (!(m.hdr.flags & kFlagReply)) return make_error("back-end channel: request, not a reply");
+  if (m.hdr.request != uint32_t(req))
+    return make_error("back-end channel: reply to request " + std::to_string(m.hdr.request));
+  if (m.payload.size() != 8) return make_error("back-end channel: reply of wrong size");
+  if (!m.fds.empty()) return make_error("back-end channel: fds in a reply");
+  return get64(m.payload.data());
+}
+
+std::vector<uint8_t> encode_iotlb(const IotlbMsg& m) {
+  std::vector<uint8_t> o;
+  put64(o, m.iova);
+  put64(o, m.size);
+  put64(o, m.uaddr);
+  o.push_back(m.perm);
+  o.push_back(uint8_t(m.type));
+  o.resize(kIotlbMsgSize, 0);
+  return o;
+}
+
+Status send_backend_request(int sock, BackendReq r, bool need_reply,
+                            std::span<const uint8_t> payload) {
+  Header h{uint32_t(r), kVersion | (need_reply ? kFlagNeedReply : 0), 0};
+  return send_raw(sock, h, payload, {});
+}
+
 std::vector<uint8_t> encode_u64(uint64_t v) {
   std::vector<uint8_t> o;
   put64(o, v);

@@ -58,8 +58,21 @@ constexpr uint32_t kFlagNeedReply = 1u << 3;
 constexpr unsigned kFProtocolFeatures = 30;
 // Protocol feature bits (vhost-user.rst "Protocol features").
 constexpr unsigned kPfMq = 0;
+constexpr unsigned kPfIotlb = 1;
 constexpr unsigned kPfReplyAck = 3;
+constexpr unsigned kPfBackendReq = 5;  // "SLAVE_REQ" in older texts
 constexpr unsigned kPfConfig = 9;
+// virtio 1.2 §6: the device reaches memory through the platform's IOMMU;
+// vhost-user ring and buffer addresses become IOVAs (vhost-user "IOMMU support").
+constexpr unsigned kFAccessPlatform = 33;
+
+// Requests the back-end sends on the back-end channel (SET_BACKEND_REQ_FD).
+enum class BackendReq : uint32_t { kIotlbMsg = 1 };
+
+// struct vhost_iotlb_msg: iova, size, uaddr (u64 each), perm, type (u8),
+// padded to 8 bytes as the front-end sends it.
+constexpr size_t kIotlbMsgSize = 32;
+enum class IotlbType : uint8_t { kMiss = 1, kUpdate = 2, kInvalidate = 3, kAccessFail = 4 };
 
 constexpr size_t kHeaderSize = 12;
 // The largest payload we ever accept: a full memory table (8 + 8 * 32) or a
@@ -117,6 +130,13 @@ struct VringFd {
   uint32_t index = 0;
   std::optional<UniqueFd> fd;  // nullopt with the NOFD bit (polling mode)
 };
+struct IotlbMsg {
+  uint64_t iova = 0;
+  uint64_t size = 0;
+  uint64_t uaddr = 0;
+  uint8_t perm = 0;  // VHOST_ACCESS_RO 1, WO 2, RW 3
+  IotlbType type = IotlbType::kMiss;
+};
 struct Config {
   uint32_t offset = 0;
   uint32_t size = 0;
@@ -131,6 +151,11 @@ Result<VringAddr> parse_vring_addr(const Message& m);
 Result<std::vector<MemRegion>> parse_mem_table(const Message& m);  // fds stay in m
 Result<VringFd> parse_vring_fd(Message& m);
 Result<Config> parse_config(const Message& m);
+// IOTLB_MSG from the front-end: UPDATE (perm must be RO/WO/RW, size > 0),
+// INVALIDATE or ACCESS_FAIL.  MISS only travels the other way.
+Result<IotlbMsg> parse_iotlb(const Message& m);
+// The front-end's REPLY_ACK to a back-end-channel request of type `req`.
+Result<uint64_t> parse_backend_ack(const Message& m, BackendReq req);
 Status expect_empty(const Message& m);
 
 std::vector<uint8_t> encode_u64(uint64_t v);
@@ -138,5 +163,10 @@ std::vector<uint8_t> encode_vring_state(VringState s);
 std::vector<uint8_t> encode_config(const Config& c);
 std::vector<uint8_t> encode_vring_addr(const VringAddr& a);
 std::vector<uint8_t> encode_mem_table(std::span<const MemRegion> regions);
+std::vector<uint8_t> encode_iotlb(const IotlbMsg& m);
+// Sends a back-end request (version 1, NEED_REPLY if asked) on the back-end
+// channel.
+Status send_backend_request(int sock, BackendReq r, bool need_reply,
+                            std::span<const uint8_t> payload);
 
 }  // namespace axl::vhost_user

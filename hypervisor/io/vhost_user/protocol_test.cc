@@ -128,5 +128,88 @@ TEST(Parse, Config) {
   EXPECT_FALSE(parse_config(msg(Req::kSetConfig, bad)).ok());
 }
 
+Message iotlb_message(std::vector<uint8_t> payload) {
+  Message m;
+  m.hdr = Header{uint32_t(Req::kIotlbMsg), kVersion, uint32_t(payload.size())};
+  m.payload = std::move(payload);
+  return m;
+}
+
+TEST(Iotlb, ParsesUpdateInvalidateAccessFail) {
+  IotlbMsg in{0x1000, 0x2000, 0x7f00'0000'0000, 3, IotlbType::kUpdate};
+  auto enc = encode_iotlb(in);
+  ASSERT_EQ(enc.size(), kIotlbMsgSize);
+  auto out = parse_iotlb(iotlb_message(enc));
+  ASSERT_TRUE(out.ok());
+  EXPECT_EQ(out->iova, 0x1000u);
+  EXPECT_EQ(out->size, 0x2000u);
+  EXPECT_EQ(out->uaddr, 0x7f00'0000'0000u);
+  EXPECT_EQ(out->perm, 3);
+  EXPECT_EQ(out->type, IotlbType::kUpdate);
+  // Invalidate and access-fail carry no permission.
+  EXPECT_TRUE(parse_iotlb(iotlb_message(encode_iotlb({0, 0, 0, 0, IotlbType::kInvalidate}))).ok());
+  EXPECT_TRUE(parse_iotlb(iotlb_message(encode_iotlb({0x1000, 1, 0, 0, IotlbType::kAccessFail}))).ok());
+}
+
+TEST(Iotlb, RejectsShortBadTypeBadPerm) {
+  auto enc = encode_iotlb({0x1000, 0x1000, 0xa000, 1, IotlbType::kUpdate});
+  // Short and long payloads.
+  EXPECT_FALSE(parse_iotlb(iotlb_message({enc.begin(), enc.begin() + 26})).ok());
+  EXPECT_FALSE(parse_iotlb(iotlb_message({})).ok());
+  auto longer = enc;
+  longer.push_back(0);
+  EXPECT_FALSE(parse_iotlb(iotlb_message(longer)).ok());
+  // Types 0 and 5+ do not exist; a miss never comes from the front-end.
+  for (uint8_t t : {0, 1, 5, 255}) {
+    auto bad = enc;
+    bad[25] = t;
+    EXPECT_FALSE(parse_iotlb(iotlb_message(bad)).ok()) << int(t);
+  }
+  // An update needs RO, WO or RW, and a size.
+  for (uint8_t p : {0, 4, 0x80}) {
+    auto bad = enc;
+    bad[24] = p;
+    EXPECT_FALSE(parse_iotlb(iotlb_message(bad)).ok()) << int(p);
+  }
+  EXPECT_FALSE(parse_iotlb(iotlb_message(encode_iotlb({0x1000, 0, 0xa000, 1, IotlbType::kUpdate}))).ok());
+  // No fds ride along.
+  Message m = iotlb_message(enc);
+  m.fds.emplace_back(::eventfd(0, EFD_CLOEXEC));
+  EXPECT_FALSE(parse_iotlb(m).ok());
+}
+
+TEST_F(Pair, BackendMissAndItsAck) {
+  IotlbMsg miss{0x5000, 4096, 0, 1, IotlbType::kMiss};
+  ASSERT_TRUE(send_backend_request(a.get(), BackendReq::kIotlbMsg, true, encode_iotlb(miss)).ok());
+  auto m = recv_message(b.get());
+  ASSERT_TRUE(m.ok() && m->has_value());
+  EXPECT_EQ((*m)->hdr.request, uint32_t(BackendReq::kIotlbMsg));
+  EXPECT_TRUE((*m)->need_reply());
+  EXPECT_EQ((*m)->payload, encode_iotlb(miss));
+  // The front-end's ack: a reply carrying a u64.
+  ASSERT_TRUE(send_reply(b.get(), (*m)->hdr, encode_u64(0)).ok());
+  auto ack = recv_message(a.get());
+  ASSERT_TRUE(ack.ok() && ack->has_value());
+  auto v = parse_backend_ack(**ack, BackendReq::kIotlbMsg);
+  ASSERT_TRUE(v.ok());
+  EXPECT_EQ(*v, 0u);
+  // Not a reply, wrong request, wrong size: rejected.
+  auto copy = [&] {
+    Message c;
+    c.hdr = (*ack)->hdr;
+    c.payload = (*ack)->payload;
+    return c;
+  };
+  Message notreply = copy();
+  notreply.hdr.flags = kVersion;
+  EXPECT_FALSE(parse_backend_ack(notreply, BackendReq::kIotlbMsg).ok());
+  Message other = copy();
+  other.hdr.request = 2;
+  EXPECT_FALSE(parse_backend_ack(other, BackendReq::kIotlbMsg).ok());
+  Message shorter = copy();
+  shorter.payload.resize(4);
+  EXPECT_FALSE(parse_backend_ack(shorter, BackendReq::kIotlbMsg).ok());
+}
+
 }  // namespace
 }  // namespace axl::vhost_user

@@ -17,7 +17,7 @@
 namespace axl::vhost_user {
 
 Server::Server(std::string socket_path, Backend& backend, iommu::DmaContext& dma)
-    : path_(std::move(socket_path)), backend_(backend), handler_(backend, dma) {}
+    : path_(std::move(socket_path)), backend_(backend), handler_(backend, dma, path_) {}
 
 Server::~Server() {
   if (thread_.joinable()) {
@@ -89,7 +89,7 @@ void Server::drop_connection(const char* why) {
 }
 
 void Server::run() {
-  enum Kind { kStop, kTask, kListen, kConn, kKick, kExtra };
+  enum Kind { kStop, kTask, kListen, kConn, kKick, kExtra, kBackendReq };
   std::vector<pollfd> pfds;
   std::vector<std::pair<Kind, uint32_t>> what;
   for (;;) {
@@ -102,6 +102,10 @@ void Server::run() {
     if (conn_) {
       pfds.push_back({conn_.get(), POLLIN, 0});
       what.push_back({kConn, 0});
+      if (handler_.backend_fd() >= 0) {
+        pfds.push_back({handler_.backend_fd(), POLLIN, 0});
+        what.push_back({kBackendReq, 0});
+      }
       for (auto k : handler_.kick_fds()) {
         pfds.push_back({k.fd, POLLIN, 0});
         what.push_back({kKick, k.queue});
@@ -169,6 +173,10 @@ void Server::run() {
         case kKick:
           handler_.kicked(what[i].second);
           break;
+        case kBackendReq:
+          // IOTLB miss answers; may restart or close rings and fds.
+          handler_.backend_readable();
+          goto next_round;
         case kExtra:
           backend_.extra_fd_ready(int(what[i].second));
           break;

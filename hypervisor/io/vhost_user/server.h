@@ -34,6 +34,7 @@ class Server {
   // Never call it from the device thread itself.
   Status run_on_thread(std::function<void()> fn);
 
+  iommu::IommuContext::Stats iotlb_stats() const { return handler_.iotlb_stats(); }
   uint64_t connections() const { return connections_.load(std::memory_order_relaxed); }
   uint64_t protocol_errors() const { return handler_.protocol_errors() + dropped_.load(); }
 

@@ -57,11 +57,19 @@ void Virtqueue::relocate(Layout l) {
   used_ = static_cast<uint8_t*>(l.used);
 }
 
+void Virtqueue::resume(Layout l) {
+  relocate(l);
+  suspended_ = false;
+  std::vector<UsedElem> held;
+  held.swap(held_);
+  for (const UsedElem& e : held) push(uint16_t(e.id), e.len);
+}
+
 uint16_t Virtqueue::load_avail_idx() const { return load_acquire(&avail_[1]); }
 
 Virtqueue::Popped Virtqueue::pop() {
   Popped p;
-  if (broken_) return p;
+  if (broken_ || suspended_ || waiting_) return p;
   // Acquire pairs with the driver's write barrier before its idx update
   // (§2.7.13.3): ring entries below idx are visible after this load.
   uint16_t avail_idx = load_avail_idx();
@@ -83,7 +91,15 @@ Virtqueue::Popped Virtqueue::pop() {
     return p;
   }
   Chain c;
-  ChainError e = walk(head, &c);
+  bool wait = false;
+  ChainError e = walk(head, &c, &wait);
+  if (wait) {
+    // Leave the chain in the ring; it is walked again once the front-end
+    // has answered the IOTLB misses (the handler clears the wait and kicks).
+    --last_avail_;
+    waiting_ = true;
+    return p;
+  }
   if (e != ChainError::kNone) {
     p.error = e;
     p.bad_head = head;
@@ -93,7 +109,7 @@ Virtqueue::Popped Virtqueue::pop() {
   return p;
 }
 
-ChainError Virtqueue::walk(uint16_t head, Chain* c) {
+ChainError Virtqueue::walk(uint16_t head, Chain* c, bool* pending) {
   c->head = head;
   bool in_indirect = false;
   uint64_t table_gpa = 0;
@@ -104,9 +120,9 @@ ChainError Virtqueue::walk(uint16_t head, Chain* c) {
   for (;;) {
     Desc d;
     if (in_indirect) {
-      if (dma_->read(table_gpa + 16ull * idx, {reinterpret_cast<uint8_t*>(&d), sizeof d}) !=
-          iommu::Fault::kNone)
-        return ChainError::kMemory;
+      iommu::Fault f = dma_->read(table_gpa + 16ull * idx, {reinterpret_cast<uint8_t*>(&d), sizeof d});
+      if (f == iommu::Fault::kPending) *pending = true;
+      if (f != iommu::Fault::kNone) return ChainError::kMemory;
     } else {
       // One copy, then only the copy is interpreted: the guest may rewrite
       // the table concurrently.
@@ -122,7 +138,9 @@ ChainError Virtqueue::walk(uint16_t head, Chain* c) {
           d.len / sizeof(Desc) > num_)
         return ChainError::kBadIndirect;
       iommu::Segment table{d.addr, d.len, false};
-      if (dma_->check({&table, 1}) != iommu::Fault::kNone) return ChainError::kMemory;
+      iommu::Fault f = dma_->check({&table, 1});
+      if (f == iommu::Fault::kPending) *pending = true;
+      if (f != iommu::Fault::kNone) return ChainError::kMemory;
       in_indirect = true;
       table_gpa = d.addr;
       table_size = d.len / sizeof(Desc);
@@ -143,12 +161,33 @@ ChainError Virtqueue::walk(uint16_t head, Chain* c) {
     if (d.next >= table_size) return ChainError::kIndexOutOfRange;
     idx = d.next;
   }
-  if (dma_->check(c->segs) != iommu::Fault::kNone) return ChainError::kMemory;
+  if (!dma_->translating()) {
+    if (dma_->check(c->segs) != iommu::Fault::kNone) return ChainError::kMemory;
+    return ChainError::kNone;
+  }
+  // Guest IOMMU: buffers not yet translated are asked for (all at once) and
+  // the chain waits.  A buffer the IOMMU forbids is not a malformed chain:
+  // the device's copy faults on it and fails the request as hardware would
+  // (blk: VIRTIO_BLK_S_IOERR, net: frame dropped).
+  iommu::Fault f = dma_->probe(c->segs);
+  if (f == iommu::Fault::kPending) {
+    *pending = true;
+    return ChainError::kMemory;
+  }
+  if (f == iommu::Fault::kIotlbMiss || f == iommu::Fault::kPermission) return ChainError::kNone;
+  if (f != iommu::Fault::kNone) {
+    dma_->check(c->segs);  // counts and logs it
+    return ChainError::kMemory;
+  }
   return ChainError::kNone;
 }
 
 void Virtqueue::push(uint16_t head, uint32_t len) {
   UsedElem e{head, len};
+  if (suspended_) {
+    held_.push_back(e);
+    return;
+  }
   memcpy(used_ + 4 + 8ull * (used_idx_ % num_), &e, sizeof e);
   ++used_idx_;
   // Release: the element (and the data written into the buffers) is visible
@@ -157,6 +196,7 @@ void Virtqueue::push(uint16_t head, uint32_t len) {
 }
 
 bool Virtqueue::should_notify() {
+  if (suspended_) return false;
   // The used idx store must be ordered before reading the driver's
   // suppression fields, or both sides can miss each other (§2.7.7.2).
   std::atomic_thread_fence(std::memory_order_seq_cst);
@@ -184,7 +224,8 @@ void Virtqueue::notify() {
 }
 
 bool Virtqueue::enable_notification() {
-  if (broken_) return false;
+  // Suspended or waiting: the handler kicks the device when that ends.
+  if (broken_ || suspended_ || waiting_) return false;
   if (event_idx_)
     store_release(reinterpret_cast<uint16_t*>(used_ + 4 + 8ull * num_), last_avail_);
   std::atomic_thread_fence(std::memory_order_seq_cst);

@@ -57,6 +57,19 @@ class Virtqueue {
   // Ring memory moved (SET_MEM_TABLE): new host views, same indices.
   void relocate(Layout layout);
 
+  // Guest IOMMU (VIRTIO_F_ACCESS_PLATFORM): the ring's own memory is no
+  // longer translatable (an IOTLB invalidation).  Until resume() nothing in
+  // the ring is touched: pop() finds nothing, push() is held back in order.
+  void suspend() { suspended_ = true; }
+  // The ring is translatable again (at `layout`): held-back completions are
+  // written, in order.  Call notify() afterwards.
+  void resume(Layout layout);
+  bool suspended() const { return suspended_; }
+  // A chain's translation was asked of the front-end: the chain stays in the
+  // ring and nothing more is popped until clear_wait() (the answer came).
+  bool waiting() const { return waiting_; }
+  void clear_wait() { waiting_ = false; }
+
   struct Popped {
     ChainError error = ChainError::kNone;
     std::optional<Chain> chain;  // set when error == kNone and something was available
@@ -87,7 +100,8 @@ class Virtqueue {
 
  private:
   uint16_t load_avail_idx() const;
-  ChainError walk(uint16_t head, Chain* out);
+  // *pending: a translation is still being asked of the front-end.
+  ChainError walk(uint16_t head, Chain* out, bool* pending);
 
   iommu::DmaContext* dma_;
   uint32_t num_;
@@ -101,6 +115,9 @@ class Virtqueue {
   bool event_idx_;
   bool indirect_;
   bool broken_ = false;
+  bool suspended_ = false;
+  bool waiting_ = false;
+  std::vector<UsedElem> held_;  // completions while suspended (at most num)
   int call_fd_ = -1;
 };
 
