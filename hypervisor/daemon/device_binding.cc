@@ -38,7 +38,7 @@ Result<BoundDevice> bind_device(DriverConnection& drv, const std::string& socket
   if (!g) return g.error();
   BoundDevice b;
   b.device_id = g->device_id;
-  sup.owner = drv.peer_pid();
+  sup.owner = drv.instance_pid();
   b.device = req.kind == config::DriverKind::kBlk
                  ? make_blk_device(socket, req.blk, std::move(g->end), std::move(sup))
                  : make_net_device(socket, req.net, std::move(g->end), std::move(sup));
@@ -53,7 +53,7 @@ Result<BoundDevice> bind_device(DriverConnection& drv, const std::string& socket
 Status rebind_device(DriverConnection& drv, const DeviceRequest& req, BoundDevice& b) {
   auto g = attach_channel(drv, req);
   if (!g) return g.error();
-  if (auto s = b.device->rebind(std::move(g->end), drv.peer_pid()); !s) {
+  if (auto s = b.device->rebind(std::move(g->end), drv.instance_pid()); !s) {
     drv.detach(g->device_id);
     return s;
   }

@@ -255,7 +255,7 @@ void DomainEngine::standby_promoted(DriverConnection& drv) {
       Status s;
       if (b.standby) {
         uint32_t id = b.standby->device_id;
-        s = b.bound.device->rebind(std::move(b.standby->end), drv.peer_pid());
+        s = b.bound.device->rebind(std::move(b.standby->end), drv.instance_pid());
         if (s) b.bound.device_id = id;
         b.standby.reset();
       } else {

@@ -21,10 +21,17 @@ class DriverConnection {
                    boost::asio::io_context& io);
   const std::string& name() const { return name_; }
   config::DriverKind kind() const { return kind_; }
-  int pid() const { return pid_; }  // as the driver said in its hello: informational only
-  // The connecting process as the kernel saw it (SO_PEERCRED), not as it
-  // claims: what the hypervisor names when it asks for the driver's replacement.
+  int pid() const { return pid_; }  // as the driver said in its hello
+  // The connecting process as the kernel saw it (SO_PEERCRED).  For a
+  // sandboxed driver that is the supervisor, which connects on its behalf.
   int peer_pid() const { return peer_pid_; }
+  // The instance the hypervisor names when it asks for a replacement: the
+  // connecting process when it is the driver itself; else (the supervisor
+  // connected for a sandboxed driver) the host pid the supervisor gave the
+  // driver to announce.  A driver that lies there can only name a process
+  // the supervisor does not hold as that driver's active instance, and the
+  // supervisor ignores such a report.
+  int instance_pid() const { return pid_; }
   size_t devices() const { return devices_; }
   boost::asio::posix::stream_descriptor& watcher() { return watch_; }
 
