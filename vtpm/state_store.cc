@@ -9,7 +9,9 @@
 #include <cerrno>
 #include <climits>
 #include <cstdlib>
+#include <algorithm>
 #include <cstring>
+#include <dirent.h>
 #include <memory>
 
 namespace axl::vtpm {
@@ -170,14 +172,47 @@ Result<StateStore> StateStore::open(const std::string& dir, const Key& key) {
   return StateStore(dir, std::move(fd), key);
 }
 
+std::string StateStore::file_name(StateKind kind, uint64_t seq) const {
+  if (kind == StateKind::kPermanent) return "permanent.state";
+  return "volatile." + std::to_string(seq) + ".state";
+}
+
+std::vector<uint64_t> StateStore::volatile_seqs() const {
+  std::vector<uint64_t> seqs;
+  DIR* d = ::opendir(dir_.c_str());
+  if (!d) return seqs;
+  while (dirent* e = ::readdir(d)) {
+    const std::string n = e->d_name;
+    if (n.size() < 16 || n.rfind("volatile.", 0) != 0 || n.substr(n.size() - 6) != ".state") continue;
+    const std::string num = n.substr(9, n.size() - 15);
+    if (num.empty() || num.size() > 19 || num.find_first_not_of("0123456789") != std::string::npos) continue;
+    seqs.push_back(std::stoull(num));
+  }
+  ::closedir(d);
+  std::sort(seqs.begin(), seqs.end());
+  return seqs;
+}
+
 std::string StateStore::path(StateKind kind) const {
-  return dir_ + "/" + kind_name(kind) + ".state";
+  if (kind == StateKind::kPermanent) return dir_ + "/" + file_name(kind, 0);
+  auto seqs = volatile_seqs();
+  return dir_ + "/" + file_name(kind, seqs.empty() ? 1 : seqs.back());
 }
 
 Status StateStore::save(StateKind kind, std::span<const uint8_t> plain, Durability d) {
   const std::vector<uint8_t> sealed = seal(key_, kind, plain);
-  const std::string name = std::string(kind_name(kind)) + ".state";
-  const std::string tmp = "." + name + ".tmp";
+  std::vector<uint64_t> old;
+  if (kind == StateKind::kVolatile) {
+    if (next_seq_ == 0) {
+      old = volatile_seqs();
+      next_seq_ = old.empty() ? 1 : old.back() + 1;
+    } else {
+      old.push_back(next_seq_ - 1);
+    }
+  }
+  const uint64_t seq = kind == StateKind::kVolatile ? next_seq_ : 0;
+  const std::string name = file_name(kind, seq);
+  const std::string tmp = std::string(".") + kind_name(kind) + ".tmp";
   UniqueFd fd(::openat(dirfd_.get(), tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600));
   if (!fd) return make_error(errno_text("create " + dir_ + "/" + tmp));
   if (auto s = write_all(fd.get(), sealed.data(), sealed.size(), dir_ + "/" + tmp); !s) {
@@ -191,7 +226,11 @@ Status StateStore::save(StateKind kind, std::span<const uint8_t> plain, Durabili
   fd.reset();
   if (::renameat(dirfd_.get(), tmp.c_str(), dirfd_.get(), name.c_str()) != 0) {
     ::unlinkat(dirfd_.get(), tmp.c_str(), 0);
-    return make_error(errno_text("rename to " + path(kind)));
+    return make_error(errno_text("rename to " + dir_ + "/" + name));
+  }
+  if (kind == StateKind::kVolatile) {
+    ++next_seq_;
+    for (uint64_t o : old) ::unlinkat(dirfd_.get(), file_name(kind, o).c_str(), 0);
   }
   if (d == Durability::kPowerLoss && ::fsync(dirfd_.get()) != 0) {
     return make_error(errno_text("fsync " + dir_));
@@ -228,9 +267,16 @@ Result<std::optional<std::vector<uint8_t>>> StateStore::load(StateKind kind) con
 }
 
 Status StateStore::remove(StateKind kind) {
-  const std::string name = std::string(kind_name(kind)) + ".state";
-  if (::unlinkat(dirfd_.get(), name.c_str(), 0) != 0 && errno != ENOENT) {
-    return make_error(errno_text("remove " + path(kind)));
+  std::vector<std::string> names;
+  if (kind == StateKind::kPermanent) {
+    names.push_back(file_name(kind, 0));
+  } else {
+    for (uint64_t q : volatile_seqs()) names.push_back(file_name(kind, q));
+  }
+  for (const auto& n : names) {
+    if (::unlinkat(dirfd_.get(), n.c_str(), 0) != 0 && errno != ENOENT) {
+      return make_error(errno_text("remove " + dir_ + "/" + n));
+    }
   }
   if (::fsync(dirfd_.get()) != 0) return make_error(errno_text("fsync " + dir_));
   return {};

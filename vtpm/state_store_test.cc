@@ -118,6 +118,30 @@ TEST_F(StateStoreTest, TruncatedAndWrongKindAndWrongKeyAreRefusedWithReasons) {
   EXPECT_NE(r.error().message.find("authentication failed"), std::string::npos);
 }
 
+TEST_F(StateStoreTest, VolatileCheckpointsKeepOnlyTheNewest) {
+  auto st = StateStore::open(dir_, key_);
+  for (uint8_t i = 1; i <= 5; ++i) {
+    ASSERT_TRUE(st->save(StateKind::kVolatile, std::vector<uint8_t>(100, i),
+                         Durability::kProcessCrash).ok());
+  }
+  int n = 0;
+  for (auto& e : fs::directory_iterator(dir_)) n += e.is_regular_file();
+  EXPECT_EQ(n, 1);
+  EXPECT_EQ(st->path(StateKind::kVolatile), dir_ + "/volatile.5.state");
+  // A second store on the same dir (a restarted vTPM) reads the newest and
+  // continues the sequence.
+  auto st2 = StateStore::open(dir_, key_);
+  auto r = st2->load(StateKind::kVolatile);
+  ASSERT_TRUE(r.ok() && r.value());
+  EXPECT_EQ(r.value()->at(0), 5);
+  ASSERT_TRUE(st2->save(StateKind::kVolatile, std::vector<uint8_t>(3, 6), Durability::kProcessCrash).ok());
+  EXPECT_EQ(st2->path(StateKind::kVolatile), dir_ + "/volatile.6.state");
+  ASSERT_TRUE(st2->remove(StateKind::kVolatile).ok());
+  r = st2->load(StateKind::kVolatile);
+  ASSERT_TRUE(r.ok());
+  EXPECT_FALSE(r.value().has_value());
+}
+
 TEST_F(StateStoreTest, SealingUsesAFreshNonceEachTime) {
   auto a = seal(key_, StateKind::kPermanent, secret());
   auto b = seal(key_, StateKind::kPermanent, secret());
