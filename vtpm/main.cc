@@ -1,0 +1,106 @@
+// axolotl-vtpm: one guest's TPM 2.0 (libtpms), its state sealed at rest,
+// served over the swtpm control protocol and a TCP command port.
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstdio>
+#include <cstring>
+#include <string>
+#include <vector>
+
+#include "common/asio.h"
+#include "common/log.h"
+#include "vtpm/options.h"
+#include "vtpm/provision.h"
+#include "vtpm/server.h"
+#include "vtpm/tpm_engine.h"
+#include "vtpm/tpm_wire.h"
+
+namespace {
+
+int fail(const std::string& msg) {
+  fprintf(stderr, "axolotl-vtpm: %s\n", msg.c_str());
+  return 1;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  using namespace axl::vtpm;
+  axl::log::set_component("vtpm");
+  auto opts = parse_options({argv + 1, argv + argc});
+  if (!opts) {
+    fprintf(stderr, "axolotl-vtpm: %s\n%s\n", opts.error().message.c_str(), kUsage);
+    return 2;
+  }
+  const Options& o = opts.value();
+
+  struct stat st{};
+  if (::stat(o.state_dir.c_str(), &st) != 0 || !S_ISDIR(st.st_mode)) {
+    return fail("state dir " + o.state_dir + " is not a directory");
+  }
+  auto key = load_key_file(o.key_file, o.state_dir);
+  if (!key) return fail(key.error().message);
+  auto store = StateStore::open(o.state_dir, key.value());
+  if (!store) return fail(store.error().message);
+  const std::string perm_path = store->path(StateKind::kPermanent);
+  const bool fresh = ::access(perm_path.c_str(), F_OK) != 0 && errno == ENOENT;
+  auto engine = TpmEngine::create(std::move(store.value()), o.checkpoint);
+  if (!engine) return fail(engine.error().message);
+  TpmEngine& tpm = *engine.value();
+
+  if (fresh) {
+    // First creation: manufacture the TPM (EK + certificate, AK).
+    if (o.ca_dir.empty()) return fail("creating a new vTPM needs --ca-dir (the host vTPM CA)");
+    auto ca = ensure_host_ca(o.ca_dir);
+    if (!ca) return fail(ca.error().message);
+    axl::Status s = tpm.power_on(false);
+    if (s) s = provision(tpm, ca.value(), o.state_dir + "/ek.crt");
+    if (!s) {
+      tpm.power_off(true);
+      ::unlink(perm_path.c_str());  // a half-made TPM is no TPM
+      return fail("provisioning failed: " + s.error().message);
+    }
+  }
+  if (o.provision_only) return 0;
+
+  if (auto s = tpm.power_on(true); !s) return fail(s.error().message);
+  if (tpm.resumed()) {
+    AXL_INFO("resumed the volatile state of %s", o.state_dir.c_str());
+  } else if (o.startup_clear) {
+    auto r = tpm.call(tpm::Command(tpm::kCcStartup, {}, 0).u16(0).finish());
+    if (!r) return fail("TPM2_Startup: " + r.error().message);
+  }
+
+  boost::asio::io_context io;
+  Server server(io, tpm);
+  if (auto s = server.start({o.ctrl_socket, o.ctrl_fd, o.command_port}); !s) {
+    return fail(s.error().message);
+  }
+  bool orderly = false;
+  boost::asio::signal_set signals(io, SIGTERM, SIGINT);
+  signals.async_wait([&](const boost::system::error_code& ec, int) {
+    if (ec) return;
+    orderly = true;
+    io.stop();
+  });
+  AXL_INFO("serving %s%s%s", o.ctrl_socket.empty() ? "" : ("control " + o.ctrl_socket + " ").c_str(),
+           o.command_port ? ("tcp 127.0.0.1:" + std::to_string(o.command_port) + "/" +
+                             std::to_string(o.command_port + 1) + " ").c_str()
+                          : "",
+           o.checkpoint ? "checkpointing" : "without checkpoints");
+  io.run();
+  server.stop();
+  // SIGTERM or CMD_SHUTDOWN: the TPM is powered off, its volatile state goes.
+  if (orderly || server.shutdown_requested()) tpm.power_off(true);
+  const auto& s = tpm.stats();
+  AXL_INFO("stopped: commands=%llu checkpoints=%llu failures=%llu mean_checkpoint_us=%.1f "
+           "volatile_bytes=%llu",
+           static_cast<unsigned long long>(s.commands),
+           static_cast<unsigned long long>(s.checkpoints),
+           static_cast<unsigned long long>(s.checkpoint_failures),
+           s.checkpoints ? s.checkpoint_time.count() / 1e3 / static_cast<double>(s.checkpoints) : 0.0,
+           static_cast<unsigned long long>(s.checkpoint_bytes));
+  return 0;
+}

@@ -1,0 +1,430 @@
+#include "vtpm/server.h"
+
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+
+#include "common/log.h"
+#include "vtpm/tpm_wire.h"
+
+namespace axl::vtpm {
+
+namespace asio = boost::asio;
+using Sd = asio::posix::stream_descriptor;
+
+namespace {
+
+constexpr size_t kReadChunk = 4096;
+// libtpms' largest buffer; a command claiming more is refused unread.
+constexpr uint32_t kMaxCommand = 4096;
+
+std::string errno_text(const std::string& what) { return what + ": " + strerror(errno); }
+
+void set_nonblocking(int fd) { ::fcntl(fd, F_SETFL, ::fcntl(fd, F_GETFL) | O_NONBLOCK); }
+
+constexpr uint64_t kCaps = ctrl::kCapInit | ctrl::kCapShutdown | ctrl::kCapGetTpmEstablished |
+                           ctrl::kCapSetLocality | ctrl::kCapCancelTpmCmd |
+                           ctrl::kCapStoreVolatile | ctrl::kCapResetTpmEstablished |
+                           ctrl::kCapGetStateBlob | ctrl::kCapSetStateBlob | ctrl::kCapStop |
+                           ctrl::kCapGetConfig | ctrl::kCapSetDataFd | ctrl::kCapSetBufferSize;
+
+std::optional<StateKind> blob_kind(uint32_t type) {
+  if (type == ctrl::kBlobPermanent) return StateKind::kPermanent;
+  if (type == ctrl::kBlobVolatile) return StateKind::kVolatile;
+  return std::nullopt;  // savestate: TPM 1.2 only, always empty for TPM 2.0
+}
+
+}  // namespace
+
+// One connected stream: a control channel or a TPM command channel.
+class Connection : public std::enable_shared_from_this<Connection> {
+ public:
+  Connection(Server& s, UniqueFd fd, bool ctrl)
+      : server_(s), sd_(s.io(), fd.release()), ctrl_(ctrl) {}
+  void start() { arm_read(); }
+  void close() {
+    if (closed_) return;
+    closed_ = true;
+    boost::system::error_code ec;
+    sd_.close(ec);
+  }
+
+ private:
+  void arm_read() {
+    if (closed_) return;
+    sd_.async_wait(Sd::wait_read, [self = shared_from_this()](const boost::system::error_code& ec) {
+      if (ec || self->closed_) return;
+      self->ctrl_ ? self->read_ctrl() : self->read_data();
+    });
+  }
+
+  void finish() {
+    close();
+    server_.forget(this);
+  }
+
+  void read_ctrl() {
+    const size_t want = need_ ? need_ - in_.size() : kReadChunk;
+    const size_t at = in_.size();
+    in_.resize(at + want);
+    iovec iov{in_.data() + at, want};
+    alignas(cmsghdr) char cbuf[CMSG_SPACE(sizeof(int) * 4)];
+    msghdr msg{};
+    msg.msg_iov = &iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = cbuf;
+    msg.msg_controllen = sizeof cbuf;
+    ssize_t n = ::recvmsg(sd_.native_handle(), &msg, MSG_CMSG_CLOEXEC | MSG_DONTWAIT);
+    if (n < 0 && (errno == EAGAIN || errno == EINTR)) {
+      in_.resize(at);
+      return arm_read();
+    }
+    if (n <= 0) return finish();
+    in_.resize(at + static_cast<size_t>(n));
+    UniqueFd fd;
+    for (cmsghdr* c = CMSG_FIRSTHDR(&msg); c; c = CMSG_NXTHDR(&msg, c)) {
+      if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS) continue;
+      const size_t nfds = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+      for (size_t i = 0; i < nfds; ++i) {
+        int f;
+        std::memcpy(&f, CMSG_DATA(c) + i * sizeof(int), sizeof f);
+        if (!fd) fd.reset(f); else ::close(f);  // only one fd is ever expected
+      }
+    }
+    if (fd) pending_fd_ = std::move(fd);
+    auto parsed = ctrl::parse(in_);
+    if (auto* more = std::get_if<ctrl::NeedMore>(&parsed)) {
+      need_ = more->total;
+      return arm_read();
+    }
+    std::vector<uint8_t> rsp;
+    if (auto* bad = std::get_if<ctrl::Rejected>(&parsed)) {
+      AXL_WARN("control channel: %s", bad->why.c_str());
+      rsp = ctrl::rejection(*bad);
+      pending_fd_.reset();
+    } else {
+      rsp = server_.handle_ctrl(std::get<ctrl::Request>(parsed), std::move(pending_fd_));
+    }
+    in_.clear();
+    need_ = 0;
+    send(std::move(rsp), false);
+  }
+
+  void read_data() {
+    const size_t at = in_.size();
+    in_.resize(at + kReadChunk);
+    ssize_t n = ::read(sd_.native_handle(), in_.data() + at, kReadChunk);
+    if (n < 0 && (errno == EAGAIN || errno == EINTR)) {
+      in_.resize(at);
+      return arm_read();
+    }
+    if (n <= 0) return finish();
+    in_.resize(at + static_cast<size_t>(n));
+    process_data();
+  }
+
+  void process_data() {
+    auto h = tpm::header(in_);
+    if (!h) return arm_read();
+    if (h->size < 10 || h->size > kMaxCommand) {
+      AXL_WARN("command channel: TPM command claims %u bytes (10..%u allowed); closing", h->size,
+               kMaxCommand);
+      return send(tpm::error_response(tpm::kRcCommandSize), true);
+    }
+    if (in_.size() < h->size) return arm_read();
+    auto rsp = server_.handle_command({in_.data(), h->size});
+    in_.erase(in_.begin(), in_.begin() + h->size);
+    send(std::move(rsp), false);
+  }
+
+  void send(std::vector<uint8_t> rsp, bool close_after) {
+    out_ = std::move(rsp);
+    out_off_ = 0;
+    close_after_ = close_after;
+    flush();
+  }
+
+  void flush() {
+    while (out_off_ < out_.size()) {
+      ssize_t w = ::send(sd_.native_handle(), out_.data() + out_off_, out_.size() - out_off_,
+                         MSG_NOSIGNAL | MSG_DONTWAIT);
+      if (w < 0 && errno == ENOTSOCK) {
+        w = ::write(sd_.native_handle(), out_.data() + out_off_, out_.size() - out_off_);
+      }
+      if (w < 0 && (errno == EAGAIN || errno == EINTR)) {
+        sd_.async_wait(Sd::wait_write,
+                       [self = shared_from_this()](const boost::system::error_code& ec) {
+                         if (!ec && !self->closed_) self->flush();
+                       });
+        return;
+      }
+      if (w <= 0) return finish();
+      out_off_ += static_cast<size_t>(w);
+    }
+    out_.clear();
+    if (close_after_) return finish();
+    if (server_.shutdown_requested()) return;
+    // More whole commands may already be buffered.
+    if (!ctrl_ && !in_.empty()) return process_data();
+    arm_read();
+  }
+
+  Server& server_;
+  Sd sd_;
+  bool ctrl_;
+  bool closed_ = false;
+  bool close_after_ = false;
+  std::vector<uint8_t> in_;
+  size_t need_ = 0;
+  UniqueFd pending_fd_;
+  std::vector<uint8_t> out_;
+  size_t out_off_ = 0;
+
+  friend class Server;
+};
+
+struct Server::Listener {
+  Listener(asio::io_context& io, int fd, bool c) : sd(io, fd), ctrl(c) {}
+  Sd sd;
+  bool ctrl;
+};
+
+Server::Server(asio::io_context& io, TpmEngine& engine) : io_(io), engine_(engine) {}
+
+Server::~Server() {
+  stop();
+  if (!ctrl_path_.empty()) ::unlink(ctrl_path_.c_str());
+}
+
+void Server::stop() {
+  for (auto& l : listeners_) {
+    boost::system::error_code ec;
+    l->sd.close(ec);
+  }
+  listeners_.clear();
+  for (auto& c : conns_) c->close();
+  conns_.clear();
+}
+
+void Server::forget(Connection* c) {
+  std::erase_if(conns_, [c](const auto& p) { return p.get() == c; });
+}
+
+void Server::add_connection(UniqueFd fd, bool ctrl) {
+  set_nonblocking(fd.get());
+  auto c = std::make_shared<Connection>(*this, std::move(fd), ctrl);
+  conns_.push_back(c);
+  c->start();
+}
+
+void Server::listen_on(UniqueFd fd, bool ctrl) {
+  listeners_.push_back(std::make_unique<Listener>(io_, fd.release(), ctrl));
+  accept_loop(listeners_.back().get());
+}
+
+void Server::accept_loop(Listener* l) {
+  l->sd.async_wait(Sd::wait_read, [this, l](const boost::system::error_code& ec) {
+    if (ec) return;
+    int fd = ::accept4(l->sd.native_handle(), nullptr, nullptr, SOCK_CLOEXEC | SOCK_NONBLOCK);
+    if (fd >= 0) {
+      if (!l->ctrl) {
+        int one = 1;
+        ::setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+      }
+      add_connection(UniqueFd(fd), l->ctrl);
+    } else if (errno != EAGAIN && errno != EINTR && errno != ECONNABORTED) {
+      AXL_WARN("accept: %s", strerror(errno));
+    }
+    accept_loop(l);
+  });
+}
+
+namespace {
+Result<UniqueFd> tcp_listen(int port) {
+  UniqueFd fd(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0));
+  if (!fd) return make_error(errno_text("socket"));
+  int one = 1;
+  ::setsockopt(fd.get(), SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_port = htons(static_cast<uint16_t>(port));
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  if (::bind(fd.get(), reinterpret_cast<sockaddr*>(&a), sizeof a) != 0) {
+    return make_error(errno_text("bind 127.0.0.1:" + std::to_string(port)));
+  }
+  if (::listen(fd.get(), 16) != 0) return make_error(errno_text("listen"));
+  return fd;
+}
+
+Result<UniqueFd> unix_listen(const std::string& path) {
+  sockaddr_un a{};
+  a.sun_family = AF_UNIX;
+  if (path.size() >= sizeof a.sun_path) return make_error("control socket path too long: " + path);
+  std::memcpy(a.sun_path, path.c_str(), path.size() + 1);
+  UniqueFd fd(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0));
+  if (!fd) return make_error(errno_text("socket"));
+  struct stat st{};
+  if (::lstat(path.c_str(), &st) == 0) {
+    if (!S_ISSOCK(st.st_mode)) return make_error(path + " exists and is not a socket");
+    ::unlink(path.c_str());  // a stale socket of an earlier (crashed) instance
+  }
+  if (::bind(fd.get(), reinterpret_cast<sockaddr*>(&a), sizeof a) != 0) {
+    return make_error(errno_text("bind " + path));
+  }
+  ::chmod(path.c_str(), 0600);
+  if (::listen(fd.get(), 4) != 0) return make_error(errno_text("listen " + path));
+  return fd;
+}
+}  // namespace
+
+Status Server::start(const ServerOptions& o) {
+  if (o.command_port) {
+    if (o.command_port < 1 || o.command_port > 65534) {
+      return make_error("command port " + std::to_string(o.command_port) + " out of range 1..65534");
+    }
+    auto cmd = tcp_listen(o.command_port);
+    if (!cmd) return cmd.error();
+    auto ctl = tcp_listen(o.command_port + 1);
+    if (!ctl) return ctl.error();
+    listen_on(std::move(cmd.value()), false);
+    listen_on(std::move(ctl.value()), true);
+  }
+  if (!o.ctrl_socket.empty()) {
+    auto l = unix_listen(o.ctrl_socket);
+    if (!l) return l.error();
+    ctrl_path_ = o.ctrl_socket;
+    listen_on(std::move(l.value()), true);
+  }
+  if (o.ctrl_fd >= 0) {
+    int type = 0;
+    socklen_t len = sizeof type;
+    if (::getsockopt(o.ctrl_fd, SOL_SOCKET, SO_TYPE, &type, &len) != 0 || type != SOCK_STREAM) {
+      return make_error("--ctrl-fd " + std::to_string(o.ctrl_fd) + " is not a stream socket");
+    }
+    ::fcntl(o.ctrl_fd, F_SETFD, FD_CLOEXEC);
+    add_connection(UniqueFd(o.ctrl_fd), true);
+  }
+  return {};
+}
+
+std::vector<uint8_t> Server::handle_command(std::span<const uint8_t> cmd) {
+  return engine_.execute(cmd);
+}
+
+std::vector<uint8_t> Server::handle_ctrl(const ctrl::Request& req, UniqueFd fd) {
+  using namespace ctrl;
+  const Cmd cmd = command_of(req);
+  if (fd && cmd != Cmd::kSetDataFd) {
+    AXL_WARN("control channel: CMD_%s came with a file descriptor; closed it", name(uint32_t(cmd)));
+    fd.reset();
+  }
+  auto fail = [&](const std::string& why, uint32_t rc = kFail) {
+    AXL_WARN("control channel: CMD_%s: %s", name(uint32_t(cmd)), why.c_str());
+    Rejected r{uint32_t(cmd), rc, why};
+    return rejection(r);
+  };
+  switch (cmd) {
+    case Cmd::kGetCapability: return capability(kCaps);
+    case Cmd::kInit: {
+      // A power cycle: the TPM restarts from its permanent state, resuming
+      // volatile state only when it was explicitly stored or set (swtpm's
+      // rule; QEMU resuming a migrated guest relies on it).
+      const bool resume = pending_volatile_;
+      pending_volatile_ = false;
+      engine_.power_off(!resume);
+      if (auto s = engine_.power_on(resume); !s) return fail(s.error().message);
+      return result_only(kSuccess);
+    }
+    case Cmd::kShutdown:
+      engine_.power_off(true);
+      shutdown_requested_ = true;
+      // Answer first; the event loop stops once the reply is out.
+      asio::post(io_, [this] { io_.stop(); });
+      return result_only(kSuccess);
+    case Cmd::kGetTpmEstablished: {
+      auto bit = engine_.established();
+      if (!bit) return fail(bit.error().message);
+      return established(kSuccess, bit.value());
+    }
+    case Cmd::kSetLocality:
+      engine_.set_locality(std::get<SetLocality>(req).locality);
+      return result_only(kSuccess);
+    case Cmd::kCancelTpmCmd:
+      engine_.cancel();
+      return result_only(kSuccess);
+    case Cmd::kStoreVolatile:
+      if (!engine_.running()) return fail("TPM is not running", kInvalidPostInit);
+      if (auto s = engine_.checkpoint_now(); !s) return fail(s.error().message);
+      pending_volatile_ = true;
+      return result_only(kSuccess);
+    case Cmd::kResetTpmEstablished: {
+      const uint8_t old = engine_.locality();
+      engine_.set_locality(std::get<ResetEstablished>(req).locality);
+      auto s = engine_.reset_established();
+      engine_.set_locality(old);
+      if (!s) return fail(s.error().message);
+      return result_only(kSuccess);
+    }
+    case Cmd::kGetStateBlob: {
+      const auto& g = std::get<GetStateBlob>(req);
+      std::vector<uint8_t> blob;
+      if (auto k = blob_kind(g.type)) {
+        auto b = engine_.get_state(*k);
+        if (!b) return fail(b.error().message);
+        blob = std::move(b.value());
+      }
+      if (g.offset > blob.size()) return fail("offset beyond the blob", kBadParameter);
+      return state_blob(kSuccess, 0, static_cast<uint32_t>(blob.size()),
+                        std::span<const uint8_t>(blob).subspan(g.offset));
+    }
+    case Cmd::kSetStateBlob: {
+      const auto& s = std::get<SetStateBlob>(req);
+      if (engine_.running()) return fail("the TPM must be stopped first", kInvalidPostInit);
+      auto k = blob_kind(s.type);
+      if (!k) return result_only(kSuccess);
+      if (auto st = engine_.set_state(*k, s.data); !st) return fail(st.error().message);
+      if (*k == StateKind::kVolatile) pending_volatile_ = true;
+      return result_only(kSuccess);
+    }
+    case Cmd::kStop:
+      engine_.power_off(false);
+      return result_only(kSuccess);
+    case Cmd::kGetConfig: return config(kSuccess, 0);
+    case Cmd::kSetDataFd: {
+      if (!fd) return fail("no file descriptor came with it", kBadParameter);
+      int type = 0;
+      socklen_t len = sizeof type;
+      if (::getsockopt(fd.get(), SOL_SOCKET, SO_TYPE, &type, &len) != 0 || type != SOCK_STREAM) {
+        return fail("the descriptor is not a stream socket", kBadParameter);
+      }
+      if (auto old = datafd_conn_.lock()) {
+        old->close();
+        forget(old.get());
+      }
+      add_connection(std::move(fd), false);
+      datafd_conn_ = conns_.back();
+      return result_only(kSuccess);
+    }
+    case Cmd::kSetBufferSize: {
+      const uint32_t want = std::get<SetBufferSize>(req).size;
+      uint32_t mn = 0, mx = 0;
+      if (engine_.running() && want != 0) {
+        return fail("the buffer size can only change while the TPM is stopped", kInvalidPostInit);
+      }
+      const uint32_t got = engine_.set_buffer_size(want, &mn, &mx);
+      return buffer_size(kSuccess, got, mn, mx);
+    }
+    default: return fail("not supported", kBadOrdinal);
+  }
+}
+
+}  // namespace axl::vtpm

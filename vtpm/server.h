@@ -1,0 +1,64 @@
+// The vTPM domain's I/O: the control channel (swtpm protocol, ctrl_protocol.h)
+// and the TPM command channel, over
+//  - a Unix socket QEMU's `-chardev socket,path=CTRL` connects to (or an
+//    inherited connected socket), with the command channel being the socket
+//    QEMU hands over by CMD_SET_DATAFD;
+//  - TCP on 127.0.0.1: commands on port N, control on N+1, which is what
+//    tpm2-tss' `swtpm:host=127.0.0.1,port=N` TCTI expects.
+// One Asio event loop; TPM commands run one at a time, to completion.
+#pragma once
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+
+#include "common/asio.h"
+#include "common/result.h"
+#include "common/unique_fd.h"
+#include "vtpm/ctrl_protocol.h"
+#include "vtpm/tpm_engine.h"
+
+namespace axl::vtpm {
+
+struct ServerOptions {
+  std::string ctrl_socket;    // listen here (Unix); empty: none
+  int ctrl_fd = -1;           // an inherited, connected control socket; -1: none
+  int command_port = 0;       // 0: no TCP
+};
+
+class Connection;
+
+class Server {
+ public:
+  Server(boost::asio::io_context& io, TpmEngine& engine);
+  ~Server();
+  Status start(const ServerOptions& opts);
+  // Stops accepting and closes every connection.
+  void stop();
+  bool shutdown_requested() const { return shutdown_requested_; }
+
+  // Handles one control message (as one read returned it) and says what to
+  // send back; `fd` is a descriptor that came with it (SCM_RIGHTS).
+  std::vector<uint8_t> handle_ctrl(const ctrl::Request& req, UniqueFd fd);
+  std::vector<uint8_t> handle_command(std::span<const uint8_t> cmd);
+  void forget(Connection* c);
+  TpmEngine& engine() { return engine_; }
+  boost::asio::io_context& io() { return io_; }
+
+ private:
+  struct Listener;
+  void listen_on(UniqueFd fd, bool ctrl);
+  void accept_loop(Listener* l);
+  void add_connection(UniqueFd fd, bool ctrl);
+
+  boost::asio::io_context& io_;
+  TpmEngine& engine_;
+  std::vector<std::unique_ptr<Listener>> listeners_;
+  std::vector<std::shared_ptr<Connection>> conns_;
+  std::weak_ptr<Connection> datafd_conn_;
+  std::string ctrl_path_;
+  bool pending_volatile_ = false;  // CMD_STORE_VOLATILE or a volatile blob set
+  bool shutdown_requested_ = false;
+};
+
+}  // namespace axl::vtpm

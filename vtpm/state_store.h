@@ -1,0 +1,86 @@
+// Encrypted, atomic storage of the TPM's state blobs.
+//
+// One file per kind of state (`permanent.state`, `volatile.state`) in the
+// vTPM's state directory.  Each file is a 48-byte header followed by the blob
+// sealed with AES-256-GCM:
+//
+//   0  magic "AXLVTPMS"      8  version (u16, 1)   10 kind (u16)
+//   12 reserved (u32, 0)     16 plaintext length (u32)
+//   20 nonce (12 bytes, fresh per write)           32 GCM tag (16 bytes)
+//   48 ciphertext (plaintext length bytes)
+//
+// Bytes 0..31 are the AEAD's associated data, so a changed kind, length or
+// version fails authentication just like a changed ciphertext.  The key
+// comes from a host key file that must not live under the state directory.
+//
+// Writes go to a temporary file that is renamed into place, so a crash
+// leaves either the old or the new state, never a torn one.  With
+// Durability::kPowerLoss the data and the directory are also fsync'd.
+// The permanent state is renamed over `permanent.state`.  The volatile state,
+// written after nearly every command, is renamed to a new name
+// `volatile.<seq>.state` and the previous one unlinked: renaming over an
+// existing file makes ext4 (auto_da_alloc) start writeback of the new data
+// at once, which cost about 150 us per checkpoint here.  The highest <seq>
+// is the current one.
+// A file that fails any check is refused with an error naming what was wrong
+// and is left exactly as found.
+#pragma once
+#include <array>
+#include <cstdint>
+#include <optional>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "common/result.h"
+#include "common/unique_fd.h"
+
+namespace axl::vtpm {
+
+enum class StateKind : uint16_t { kPermanent = 1, kVolatile = 2 };
+
+// kProcessCrash: atomic against the vTPM process dying (write + rename).
+// kPowerLoss: also against the host losing power (fsync file, rename, fsync dir).
+enum class Durability { kProcessCrash, kPowerLoss };
+
+struct Key {
+  std::array<uint8_t, 32> bytes{};
+};
+
+inline constexpr size_t kStateHeaderSize = 48;
+
+// Reads a key file: exactly 32 raw bytes, or 64 hex digits (a trailing
+// newline allowed).  Refuses a key file inside `state_dir`.
+Result<Key> load_key_file(const std::string& path, const std::string& state_dir);
+
+// Pure sealing/opening, exposed for tests.
+std::vector<uint8_t> seal(const Key& key, StateKind kind, std::span<const uint8_t> plain);
+Result<std::vector<uint8_t>> open_sealed(const Key& key, StateKind kind,
+                                         std::span<const uint8_t> file, const std::string& what);
+
+class StateStore {
+ public:
+  static Result<StateStore> open(const std::string& dir, const Key& key);
+
+  Status save(StateKind kind, std::span<const uint8_t> plain, Durability d);
+  // nullopt when the file does not exist; an error when it exists but is bad.
+  Result<std::optional<std::vector<uint8_t>>> load(StateKind kind) const;
+  Status remove(StateKind kind);
+  std::string path(StateKind kind) const;
+  const std::string& dir() const { return dir_; }
+
+ private:
+  StateStore(std::string dir, UniqueFd dirfd, const Key& key)
+      : dir_(std::move(dir)), dirfd_(std::move(dirfd)), key_(key) {}
+  // Sequence numbers of the volatile files present, ascending.
+  std::vector<uint64_t> volatile_seqs() const;
+  std::string file_name(StateKind kind, uint64_t seq) const;
+  uint64_t next_seq_ = 0;  // 0: not yet scanned
+  std::string dir_;
+  UniqueFd dirfd_;
+  Key key_;
+};
+
+const char* kind_name(StateKind k);
+
+}  // namespace axl::vtpm

@@ -1,0 +1,255 @@
+#include "vtpm/tpm_engine.h"
+
+#include <libtpms/tpm_error.h>
+#include <libtpms/tpm_library.h>
+#include <libtpms/tpm_memory.h>
+#include <libtpms/tpm_nvfilename.h>
+#include <libtpms/tpm_tis.h>
+#include <sys/random.h>
+
+#include <cstdlib>
+#include <cstring>
+
+#include "common/log.h"
+#include "vtpm/tpm_wire.h"
+
+namespace axl::vtpm {
+namespace {
+
+// libtpms' callbacks carry no context: this is the one engine of the process.
+TpmEngine* g_engine = nullptr;
+
+TPM_RESULT cb_nvram_init() { return TPM_SUCCESS; }
+TPM_RESULT cb_load(unsigned char** data, uint32_t* length, uint32_t, const char* name) {
+  return g_engine ? g_engine->nv_load(data, length, name) : TPM_FAIL;
+}
+TPM_RESULT cb_store(const unsigned char* data, uint32_t length, uint32_t, const char* name) {
+  return g_engine ? g_engine->nv_store(data, length, name) : TPM_FAIL;
+}
+// The engine owns the lifetime of its files: libtpms deleting the volatile
+// state after loading it must not remove the checkpoint.
+TPM_RESULT cb_delete(uint32_t, const char*, TPM_BOOL) { return TPM_SUCCESS; }
+TPM_RESULT cb_io_init() { return TPM_SUCCESS; }
+TPM_RESULT cb_locality(TPM_MODIFIER_INDICATOR* loc, uint32_t) {
+  *loc = g_engine ? g_engine->locality() : 0;
+  return TPM_SUCCESS;
+}
+TPM_RESULT cb_presence(TPM_BOOL* pp, uint32_t) {
+  *pp = FALSE;
+  return TPM_SUCCESS;
+}
+
+std::optional<StateKind> kind_of(const char* name) {
+  if (std::strcmp(name, TPM_PERMANENT_ALL_NAME) == 0) return StateKind::kPermanent;
+  if (std::strcmp(name, TPM_VOLATILESTATE_NAME) == 0) return StateKind::kVolatile;
+  return std::nullopt;
+}
+
+}  // namespace
+
+Result<std::unique_ptr<TpmEngine>> TpmEngine::create(StateStore store, bool checkpoint) {
+  if (g_engine) return make_error("a TPM engine already exists in this process");
+  if (TPMLIB_ChooseTPMVersion(TPMLIB_TPM_VERSION_2) != TPM_SUCCESS) {
+    return make_error("libtpms has no TPM 2.0 support");
+  }
+  static libtpms_callbacks cbs{};
+  cbs.sizeOfStruct = sizeof cbs;
+  cbs.tpm_nvram_init = cb_nvram_init;
+  cbs.tpm_nvram_loaddata = cb_load;
+  cbs.tpm_nvram_storedata = cb_store;
+  cbs.tpm_nvram_deletename = cb_delete;
+  cbs.tpm_io_init = cb_io_init;
+  cbs.tpm_io_getlocality = cb_locality;
+  cbs.tpm_io_getphysicalpresence = cb_presence;
+  if (TPMLIB_RegisterCallbacks(&cbs) != TPM_SUCCESS) {
+    return make_error("libtpms refused the storage callbacks");
+  }
+  std::unique_ptr<TpmEngine> e(new TpmEngine(std::move(store), checkpoint));
+  g_engine = e.get();
+  return e;
+}
+
+TpmEngine::~TpmEngine() {
+  if (running_) TPMLIB_Terminate();
+  if (rsp_) TPM_Free(rsp_);
+  g_engine = nullptr;
+}
+
+uint32_t TpmEngine::nv_load(unsigned char** data, uint32_t* length, const char* name) {
+  auto kind = kind_of(name);
+  // The volatile state reaches libtpms only through TPMLIB_SetState, when
+  // power_on decides to resume; "not found" makes libtpms start fresh.
+  if (!kind || *kind == StateKind::kVolatile) return TPM_RETRY;
+  auto blob = store_.load(*kind);
+  if (!blob) {
+    AXL_ERROR("%s", blob.error().message.c_str());
+    return TPM_FAIL;
+  }
+  if (!blob.value()) return TPM_RETRY;
+  const auto& b = *blob.value();
+  if (TPM_Malloc(data, static_cast<uint32_t>(b.size())) != TPM_SUCCESS) return TPM_FAIL;
+  std::memcpy(*data, b.data(), b.size());
+  *length = static_cast<uint32_t>(b.size());
+  return TPM_SUCCESS;
+}
+
+uint32_t TpmEngine::nv_store(const unsigned char* data, uint32_t length, const char* name) {
+  auto kind = kind_of(name);
+  if (!kind) return TPM_SUCCESS;  // savestate: TPM 1.2 only
+  auto st = store_.save(*kind, {data, length},
+                        *kind == StateKind::kPermanent ? Durability::kPowerLoss
+                                                       : Durability::kProcessCrash);
+  if (!st) {
+    AXL_ERROR("storing %s state: %s", kind_name(*kind), st.error().message.c_str());
+    return TPM_FAIL;
+  }
+  return TPM_SUCCESS;
+}
+
+Status TpmEngine::power_on(bool resume) {
+  if (running_) return make_error("TPM is already running");
+  resumed_ = false;
+  // Check both files before libtpms sees either: a bad one is refused here,
+  // with its reason, and nothing is written.
+  auto perm = store_.load(StateKind::kPermanent);
+  if (!perm) return perm.error();
+  auto vol = store_.load(StateKind::kVolatile);
+  if (!vol) return vol.error();
+  if (perm.value() && TPMLIB_SetState(TPMLIB_STATE_PERMANENT, perm.value()->data(),
+                                      static_cast<uint32_t>(perm.value()->size())) !=
+                          TPM_SUCCESS) {
+    return make_error("libtpms refused the permanent state in " +
+                      store_.path(StateKind::kPermanent));
+  }
+  if (vol.value() && resume) {
+    if (!perm.value()) {
+      return make_error("volatile state " + store_.path(StateKind::kVolatile) +
+                        " without permanent state");
+    }
+    if (TPMLIB_SetState(TPMLIB_STATE_VOLATILE, vol.value()->data(),
+                        static_cast<uint32_t>(vol.value()->size())) != TPM_SUCCESS) {
+      return make_error("libtpms refused the volatile state in " +
+                        store_.path(StateKind::kVolatile));
+    }
+  } else if (vol.value()) {
+    if (auto s = store_.remove(StateKind::kVolatile); !s) return s;
+  }
+  if (TPM_RESULT rc = TPMLIB_MainInit(); rc != TPM_SUCCESS) {
+    return make_error("libtpms failed to start (rc " + std::to_string(rc) + ") with the state in " +
+                      store_.dir());
+  }
+  running_ = true;
+  if (vol.value() && resume) {
+    resumed_ = true;
+    // The restored random generator state was used before the crash: stir
+    // fresh entropy in so that no random number is ever handed out twice.
+    uint8_t seed[32];
+    if (getrandom(seed, sizeof seed, 0) == sizeof seed) {
+      auto cmd = tpm::Command(tpm::kCcStirRandom, {}, 0).tpm2b(seed).finish();
+      (void)execute(cmd);
+    }
+  }
+  return {};
+}
+
+void TpmEngine::power_off(bool orderly) {
+  if (running_) {
+    TPMLIB_Terminate();
+    running_ = false;
+  }
+  if (orderly) {
+    if (auto s = store_.remove(StateKind::kVolatile); !s) AXL_WARN("%s", s.error().message.c_str());
+  }
+}
+
+std::vector<uint8_t> TpmEngine::execute(std::span<const uint8_t> cmd) {
+  if (!running_) return tpm::error_response(tpm::kRcFailure);
+  uint32_t len = 0;
+  TPM_RESULT rc = TPMLIB_Process(&rsp_, &len, &rsp_cap_, const_cast<unsigned char*>(cmd.data()),
+                                 static_cast<uint32_t>(cmd.size()));
+  ++stats_.commands;
+  if (checkpoint_ && tpm::may_change_state(cmd)) checkpoint();
+  if (rc != TPM_SUCCESS || len < 10 || len > rsp_cap_) return tpm::error_response(tpm::kRcFailure);
+  return {rsp_, rsp_ + len};
+}
+
+Result<std::vector<uint8_t>> TpmEngine::call(std::span<const uint8_t> cmd) {
+  auto rsp = execute(cmd);
+  auto rc = tpm::response_code(rsp);
+  if (!rc) return rc.error();
+  if (rc.value() != tpm::kRcSuccess) {
+    char buf[64];
+    snprintf(buf, sizeof buf, "TPM command 0x%x failed: rc 0x%x", tpm::header(cmd)->code,
+             rc.value());
+    return make_error(buf);
+  }
+  return rsp;
+}
+
+void TpmEngine::checkpoint() {
+  if (auto s = checkpoint_now(); !s) {
+    ++stats_.checkpoint_failures;
+    AXL_ERROR("volatile checkpoint failed: %s", s.error().message.c_str());
+  }
+}
+
+Status TpmEngine::checkpoint_now() {
+  if (!running_) return {};
+  const auto t0 = std::chrono::steady_clock::now();
+  unsigned char* buf = nullptr;
+  uint32_t len = 0;
+  if (TPMLIB_VolatileAll_Store(&buf, &len) != TPM_SUCCESS || !buf) {
+    return make_error("libtpms could not serialise its volatile state");
+  }
+  auto st = store_.save(StateKind::kVolatile, {buf, len}, Durability::kProcessCrash);
+  TPM_Free(buf);
+  ++stats_.checkpoints;
+  stats_.checkpoint_bytes = len;
+  stats_.checkpoint_time += std::chrono::steady_clock::now() - t0;
+  return st;
+}
+
+Result<bool> TpmEngine::established() const {
+  TPM_BOOL bit = FALSE;
+  if (!running_) return make_error("TPM is not running");
+  if (TPM_IO_TpmEstablished_Get(&bit) != TPM_SUCCESS) return make_error("libtpms refused");
+  return bit != FALSE;
+}
+
+Status TpmEngine::reset_established() {
+  if (!running_) return make_error("TPM is not running");
+  if (TPM_IO_TpmEstablished_Reset() != TPM_SUCCESS) return make_error("libtpms refused");
+  return {};
+}
+
+void TpmEngine::cancel() { TPMLIB_CancelCommand(); }
+
+uint32_t TpmEngine::set_buffer_size(uint32_t wanted, uint32_t* min, uint32_t* max) {
+  buffer_size_ = TPMLIB_SetBufferSize(wanted, min, max);
+  return buffer_size_;
+}
+
+Result<std::vector<uint8_t>> TpmEngine::get_state(StateKind kind) {
+  if (running_) {
+    unsigned char* buf = nullptr;
+    uint32_t len = 0;
+    TPM_RESULT rc = kind == StateKind::kVolatile
+                        ? TPMLIB_VolatileAll_Store(&buf, &len)
+                        : TPMLIB_GetState(TPMLIB_STATE_PERMANENT, &buf, &len);
+    if (rc != TPM_SUCCESS || !buf) return make_error("libtpms could not serialise its state");
+    std::vector<uint8_t> v(buf, buf + len);
+    TPM_Free(buf);
+    return v;
+  }
+  auto blob = store_.load(kind);
+  if (!blob) return blob.error();
+  if (!blob.value()) return std::vector<uint8_t>{};
+  return std::move(*blob.value());
+}
+
+Status TpmEngine::set_state(StateKind kind, std::span<const uint8_t> blob) {
+  if (running_) return make_error("state can only be set while the TPM is stopped");
+  return store_.save(kind, blob, Durability::kPowerLoss);
+}
+
+}  // namespace axl::vtpm

@@ -1,0 +1,101 @@
+// The TPM itself: libtpms (TPM 2.0) plus the state store behind it.
+//
+// libtpms keeps one TPM per process in globals and reaches storage through C
+// callbacks without a context pointer, so there is at most one TpmEngine per
+// process (the vTPM domain serves exactly one guest).  create() refuses a
+// second one.
+//
+// State handling:
+//  - permanent state (seeds, NV, persistent objects): libtpms hands it to the
+//    NVRAM store callback whenever it changes; it is sealed and written with
+//    Durability::kPowerLoss before the command's response leaves.
+//  - volatile state (PCRs, loaded objects, sessions): after every command
+//    that may change it (tpm::may_change_state) it is checkpointed, sealed,
+//    with Durability::kProcessCrash: the checkpoint exists so that a killed
+//    vTPM domain resumes where it was; after a host power loss the guest has
+//    lost power too, and a TPM loses volatile state on power loss anyway.
+//  - power_on(resume=true) restores the checkpoint, so the next command of
+//    the guest or client finds PCRs, objects and sessions as they were.
+#pragma once
+#include <chrono>
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <span>
+#include <vector>
+
+#include "common/result.h"
+#include "vtpm/state_store.h"
+
+namespace axl::vtpm {
+
+struct EngineStats {
+  uint64_t commands = 0;
+  uint64_t checkpoints = 0;
+  uint64_t checkpoint_failures = 0;
+  std::chrono::nanoseconds checkpoint_time{0};
+  uint64_t checkpoint_bytes = 0;  // last checkpoint's plaintext size
+};
+
+class TpmEngine {
+ public:
+  static Result<std::unique_ptr<TpmEngine>> create(StateStore store, bool checkpoint);
+  ~TpmEngine();
+  TpmEngine(const TpmEngine&) = delete;
+  TpmEngine& operator=(const TpmEngine&) = delete;
+
+  // Loads and checks the stored state (refusing a bad file with its reason),
+  // then starts libtpms.  resume: restore the volatile checkpoint if any;
+  // otherwise it is deleted and the TPM waits for TPM2_Startup.
+  Status power_on(bool resume);
+  // Stops libtpms; with `orderly` the volatile checkpoint is removed (a
+  // powered-off TPM has no volatile state).
+  void power_off(bool orderly);
+  bool running() const { return running_; }
+  // True when power_on found and restored a volatile checkpoint.
+  bool resumed() const { return resumed_; }
+
+  // Executes one command (already framed: header size == cmd.size()).
+  std::vector<uint8_t> execute(std::span<const uint8_t> cmd);
+
+  // Convenience for the vTPM's own commands: execute and return the response
+  // code, or an error for a malformed response.
+  Result<std::vector<uint8_t>> call(std::span<const uint8_t> cmd);
+
+  Status checkpoint_now();
+  void set_locality(uint8_t l) { locality_ = l; }
+  uint8_t locality() const { return locality_; }
+  Result<bool> established() const;
+  Status reset_established();
+  void cancel();
+  uint32_t set_buffer_size(uint32_t wanted, uint32_t* min, uint32_t* max);
+  uint32_t buffer_size() const { return buffer_size_; }
+
+  // CMD_GET_STATEBLOB / CMD_SET_STATEBLOB.
+  Result<std::vector<uint8_t>> get_state(StateKind kind);
+  Status set_state(StateKind kind, std::span<const uint8_t> blob);
+
+  StateStore& store() { return store_; }
+  const EngineStats& stats() const { return stats_; }
+
+  // libtpms callbacks land here.
+  uint32_t nv_load(unsigned char** data, uint32_t* length, const char* name);
+  uint32_t nv_store(const unsigned char* data, uint32_t length, const char* name);
+
+ private:
+  TpmEngine(StateStore store, bool checkpoint)
+      : store_(std::move(store)), checkpoint_(checkpoint) {}
+  void checkpoint();
+
+  StateStore store_;
+  bool checkpoint_;
+  bool running_ = false;
+  bool resumed_ = false;
+  uint8_t locality_ = 0;
+  uint32_t buffer_size_ = 4096;
+  unsigned char* rsp_ = nullptr;  // libtpms' response buffer, reused
+  uint32_t rsp_cap_ = 0;
+  EngineStats stats_;
+};
+
+}  // namespace axl::vtpm
