@@ -39,7 +39,7 @@ sha2=$("$TOOL" gen 42 64M | sha256sum | cut -d' ' -f1)
 
 host_up "$T_DIR/host.toml"
 axl create "$T_DIR/guest.toml" >&2
-for _ in $(seq 200); do axl console br --log | grep -q AXL-GUEST-READY && break; sleep 0.05; done
+for _ in $(seq 200); do console_has br AXL-GUEST-READY && break; sleep 0.05; done
 
 driver_pid() { axl drivers | awk '$1=="blk0" && $4=="running"{print $3}'; }
 for sig in KILL STOP KILL STOP KILL; do

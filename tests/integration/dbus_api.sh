@@ -105,10 +105,10 @@ bus get-property org.axolotl /org/axolotl/Driver/bad0 org.axolotl.Driver1 LastFa
 [ "$(manager call CreateDomain s "$T_DIR/guest.toml")" = 's "dbg"' ] || die "CreateDomain failed"
 manager call ListDomains | grep -q '"dbg" [0-9]* "running"' || die "dbg not listed: $(manager call ListDomains)"
 for _ in $(seq 600); do
-  axl console dbg --log | grep -q FIRST-SHA256 && break
+  console_has dbg FIRST-SHA256 && break
   sleep 0.05
 done
-axl console dbg --log | grep -q FIRST-SHA256 || die "guest did not read its disk"
+console_has dbg FIRST-SHA256 || die "guest did not read its disk"
 
 # axl itself as a client of the API.
 abus() { "$AXL" --bus "$BUS" "$@"; }

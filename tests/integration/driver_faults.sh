@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
-# Data-path faults: the blk and the net driver domain each break the channel
-# protocol in five ways (fault hooks wild-write, bogus-id, bogus-len,
-# dup-completion, stall) while one guest keeps doing O_DIRECT disk I/O and
-# TCP to a receiver on the host side of its TAP.  After every hook: the
-# hypervisor quarantined the channel and is alive, the supervisor replaced
-# the driver with the hook's cause as its last failure, and the guest runs
-# on.  At the end: a 64 MiB region of guest memory hashes as before the
+# Data-path faults and escape attempts: the blk and the net driver domain
+# each break the channel protocol in five ways (fault hooks wild-write,
+# bogus-id, bogus-len, dup-completion, stall) and try five escapes
+# (open-host-file, open-socket, ptrace-hv, signal-hv, map-hv-mem) while one
+# guest keeps doing O_DIRECT disk I/O and TCP to a receiver on the host side
+# of its TAP.  After every hook: the hypervisor quarantined the channel (or
+# the sandbox killed the driver by SIGSYS) and is alive, the supervisor
+# replaced the driver with the hook's cause as its last failure, and the
+# guest runs on.  At the end: a 64 MiB region of guest memory hashes as before the
 # attacks, every disk round and every TCP stream verifies, and the guest's
 # kernel logged no I/O or virtio error.
 . "$(dirname "$0")/lib.sh"
@@ -17,12 +19,14 @@ cat >"$T_DIR/host.toml" <<TOML
 name = "blk0"
 kind = "blk"
 fault_injection = true
+restart_max = 20
 io_timeout_ms = 1000
 [[driver]]
 name = "net0"
 kind = "net"
 tap = "axlt5"
 fault_injection = true
+restart_max = 20
 io_timeout_ms = 1000
 TOML
 truncate -s 16M "$T_DIR/disk.img"
@@ -91,10 +95,17 @@ declare -A CAUSE=(
   [bogus-len]="protocol violation: length .* beyond the .* posted for id"
   [dup-completion]="protocol violation: duplicate completion id"
   [stall]="stalled: request [0-9]* outstanding for [0-9]* ms"
+  # Escape attempts: the sandbox's seccomp filter kills the driver (SIGSYS).
+  [open-host-file]="crash: killed by Bad system call"
+  [open-socket]="crash: killed by Bad system call"
+  [ptrace-hv]="crash: killed by Bad system call"
+  [signal-hv]="crash: killed by Bad system call"
+  [map-hv-mem]="crash: killed by Bad system call"
 )
 attacks=0
 for drv in blk0 net0; do
-  for hook in wild-write bogus-id bogus-len dup-completion stall; do
+  for hook in wild-write bogus-id bogus-len dup-completion stall \
+    open-host-file open-socket ptrace-hv signal-hv map-hv-mem; do
     pid=$(driver_field "$drv" 3)
     before=$(rounds_done)
     axl inject "$drv" "$hook" >&2
@@ -136,9 +147,12 @@ done
 [ "$(dd if="$T_DIR/disk.img" bs=256K count=16 2>/dev/null | sha256sum | cut -d' ' -f1)" = \
   "$("$TOOL" gen "$rounds" 4M | sha256sum | cut -d' ' -f1)" ] || die "host image does not hold the last round's data"
 for drv in blk0 net0; do
-  [ "$(driver_field "$drv" 5)" = 5 ] || die "$drv: expected 5 restarts, got $(driver_field "$drv" 5)"
+  [ "$(driver_field "$drv" 5)" = 10 ] || die "$drv: expected 10 restarts, got $(driver_field "$drv" 5)"
+  grep -q "escape .*: attempting" "$T_STATE/driver-$drv.log" || die "$drv: no escape attempt in its log"
+  ! grep -q "SUCCEEDED" "$T_STATE/driver-$drv.log" || die "$drv: an escape attempt succeeded"
 done
 outages=$(axl drivers --stats | sed '1,/^$/d')  # the outage records, not the driver table
 [ "$(grep -c 'protocol violation: ' <<<"$outages")" = 8 ] || die "expected 8 protocol violations in the outage records"
 [ "$(grep -c 'stalled: request ' <<<"$outages")" = 2 ] || die "expected 2 stalls in the outage records"
+[ "$(grep -c 'killed by Bad system call' <<<"$outages")" = 10 ] || die "expected 10 SIGSYS kills in the outage records"
 log "PASS"

@@ -86,3 +86,12 @@ assert_gone() {
     fi
   done
 }
+
+# console_has NAME REGEX: whether NAME's console has shown a line matching
+# REGEX.  (The log is read whole first: `... | grep -q` under pipefail fails
+# when grep exits early and the writer gets SIGPIPE on a long log.)
+console_has() {
+  local text
+  text=$(axl console "$1" --log | tr -d '\r')
+  grep -q -- "$2" <<<"$text"
+}
