@@ -30,6 +30,12 @@ struct MeasureOptions {
 };
 int measure(const MeasureOptions& o);
 
+struct AttestOptions {
+  std::string name, policy, nonce_hex, tpm, event_log, boot_record, ca;
+  bool json = false;
+};
+int attest(const HostPaths& p, const AttestOptions& o);
+
 // Shared by verbs: prints "axl: MSG" to stderr and returns 1.
 int fail(const std::string& msg);
 
