@@ -80,6 +80,8 @@ int main(int argc, char** argv) {
   meas->add_option("--cmdline", mo.cmdline, "the guest config's cmdline (the hypervisor prepends its console settings)");
   meas->add_option("--config", mo.config, "guest config, measured into PCR 8 as the hypervisor does")->check(CLI::ExistingFile);
   meas->add_flag("--iommu", mo.iommu, "the guest config has iommu = true");
+  meas->add_option("--write-log", mo.write_log, "also write the binary event log (eventlog.bin) to this file");
+  meas->add_option("--write-record", mo.write_record, "also write the host's boot record (boot-record.toml) to this file");
   meas->add_option("--name", mo.name, "image name for the policy entry")->capture_default_str();
   axl::cli::AttestOptions ao;
   auto* att = app.add_subcommand("attest", "quote a domain's vTPM and verify it (EK, AK, signature, nonce, PCRs, golden values)");

@@ -151,12 +151,18 @@ Result<Bytes> Client::call(const char* what, uint32_t cc, const std::vector<uint
   const auto n = uint32_t(cmd.size());
   for (int i = 0; i < 4; ++i) cmd[2 + i] = uint8_t(n >> (24 - 8 * i));
 
-  auto rsp = transact(cmd);
-  if (!rsp) return rsp.error();
-  Reader r(*rsp);
+  Result<Bytes> rsp = make_error("");
   uint16_t tag;
   uint32_t size, rc;
-  if (!r.u16(tag) || !r.u32(size) || !r.u32(rc)) return make_error(std::string(what) + ": short response");
+  Reader r{std::span<const uint8_t>{}};
+  for (int attempt = 0;; ++attempt) {
+    rsp = transact(cmd);
+    if (!rsp) return rsp.error();
+    r = Reader(*rsp);
+    if (!r.u16(tag) || !r.u32(size) || !r.u32(rc)) return make_error(std::string(what) + ": short response");
+    // TPM_RC_RETRY, TPM_RC_YIELDED, TPM_RC_TESTING: send it again (as TSS2 does).
+    if ((rc != 0x922 && rc != 0x908 && rc != 0x90A) || attempt == 4) break;
+  }
   if (rc != 0) {
     char buf[16];
     snprintf(buf, sizeof(buf), "0x%03x", rc);
