@@ -26,9 +26,16 @@ int wait(const HostPaths& p, const std::string& name, double timeout_s);
 
 struct MeasureOptions {
   std::string kernel, initrd, cmdline, config, name = "my-image";
+  std::string write_log, write_record;  // also write the event log / boot record as the hypervisor does
   bool iommu = false;
 };
 int measure(const MeasureOptions& o);
+
+struct AttestOptions {
+  std::string name, policy, nonce_hex, tpm, event_log, boot_record, ca;
+  bool json = false;
+};
+int attest(const HostPaths& p, const AttestOptions& o);
 
 // Shared by verbs: prints "axl: MSG" to stderr and returns 1.
 int fail(const std::string& msg);

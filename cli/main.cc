@@ -80,7 +80,20 @@ int main(int argc, char** argv) {
   meas->add_option("--cmdline", mo.cmdline, "the guest config's cmdline (the hypervisor prepends its console settings)");
   meas->add_option("--config", mo.config, "guest config, measured into PCR 8 as the hypervisor does")->check(CLI::ExistingFile);
   meas->add_flag("--iommu", mo.iommu, "the guest config has iommu = true");
+  meas->add_option("--write-log", mo.write_log, "also write the binary event log (eventlog.bin) to this file");
+  meas->add_option("--write-record", mo.write_record, "also write the host's boot record (boot-record.toml) to this file");
   meas->add_option("--name", mo.name, "image name for the policy entry")->capture_default_str();
+  axl::cli::AttestOptions ao;
+  auto* att = app.add_subcommand("attest", "quote a domain's vTPM and verify it (EK, AK, signature, nonce, PCRs, golden values)");
+  att->add_option("name", ao.name, "domain")->required();
+  att->add_option("--policy", ao.policy, "golden values (TOML); default golden.toml of the bundled guest image");
+  att->add_option("--nonce", ao.nonce_hex, "nonce in hex (default: 32 random bytes)");
+  att->add_flag("--json", ao.json, "print the verdict and every check as JSON");
+  att->add_option("--tpm", ao.tpm, "talk to this TPM instead of the domain's vtpm.cmd: unix:PATH or tcp:IPV4:PORT");
+  att->add_option("--event-log", ao.event_log, "event log instead of STATE/dom/NAME/eventlog.bin");
+  att->add_option("--boot-record", ao.boot_record, "boot record instead of STATE/dom/NAME/boot-record.toml");
+  att->add_option("--ca", ao.ca, "vTPM CA certificate instead of STATE/vtpm-host/ca/ca.crt");
+  state_opt(att);
   auto* demo = app.add_subcommand("demo", "boot a guest with a disk and a NIC served by driver domains");
   axl::cli::DemoOptions demo_opts;
   demo->add_option("--mib", demo_opts.stream_mib, "MiB to stream over the NIC")->capture_default_str();
@@ -114,5 +127,6 @@ int main(int argc, char** argv) {
   if (*wait) return axl::cli::wait(paths, name, timeout_s);
   if (*demo) return run_demo(demo_opts);
   if (*meas) return measure(mo);
+  if (*att) return axl::cli::attest(paths, ao);
   return 2;
 }

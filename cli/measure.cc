@@ -7,6 +7,31 @@
 #include "policy/measure.h"
 
 namespace axl::cli {
+namespace {
+
+bool write_file(const std::string& path, const std::string& bytes) {
+  FILE* f = fopen(path.c_str(), "wb");
+  if (!f) return false;
+  const bool ok = fwrite(bytes.data(), 1, bytes.size(), f) == bytes.size();
+  return fclose(f) == 0 && ok;
+}
+
+std::string toml_string(const std::string& s) {
+  std::string o = "\"";
+  for (unsigned char c : s) {
+    if (c == '"' || c == '\\') o += '\\';
+    if (c < 0x20) {
+      char b[8];
+      snprintf(b, sizeof(b), "\\u%04x", c);
+      o += b;
+      continue;
+    }
+    o += char(c);
+  }
+  return o + "\"";
+}
+
+}  // namespace
 
 int measure(const MeasureOptions& o) {
   policy::BootInputs in;
@@ -20,6 +45,16 @@ int measure(const MeasureOptions& o) {
   }
   auto ev = policy::measure_boot(in);
   if (!ev) return fail(ev.error().message);
+  if (!o.write_log.empty() && !write_file(o.write_log, policy::encode_event_log(*ev)))
+    return fail("cannot write " + o.write_log);
+  if (!o.write_record.empty()) {
+    // As STATE/dom/NAME/boot-record.toml: what the host passed, beside the measurements.
+    std::string r = "kernel = " + toml_string(o.kernel) + "\ninitrd = " + toml_string(o.initrd) +
+                    "\ncmdline = " + toml_string(in.cmdline) + "\ncmdline_sha256 = \"" +
+                    policy::hex(policy::sha256(in.cmdline)) + "\"\n";
+    if (!in.config.empty()) r += "config_sha256 = \"" + policy::hex(policy::sha256(in.config)) + "\"\n";
+    if (!write_file(o.write_record, r)) return fail("cannot write " + o.write_record);
+  }
   printf("%-4s %-64s  %s\n", "PCR", "SHA-256 of what was measured", "Event");
   for (const auto& e : *ev) printf("%-4u %s  %s\n", e.pcr, policy::hex(e.digest).c_str(), e.data.c_str());
   auto pcrs = policy::replay(*ev);
