@@ -119,6 +119,20 @@ digest=$(printf 'axolotl vtpm restart' | sha256sum | cut -d' ' -f1)
 in_ns tpm2_pcrextend -T "swtpm:host=127.0.0.1,port=$PORT" "16:sha256=$digest" ||
   die "tpm2_pcrextend through the restarted vTPM failed"
 pcr16=$(extend "$zero" "$digest")
+# The host tools' socket (vtpm.cmd, raw TPM commands) reaches the same TPM:
+# TPM2_PCR_Read(sha256: PCR 9); the digest is the response's last 32 bytes.
+tpm_cmd() {  # tpm_cmd SOCKET HEX -> response HEX (perl-base is always there)
+  perl -MIO::Socket::UNIX -e '
+    my $s = IO::Socket::UNIX->new(Type => SOCK_STREAM(), Peer => $ARGV[0]) or die "connect: $!\n";
+    print $s pack("H*", $ARGV[1]); $s->flush;
+    my $h = ""; while (length($h) < 10) { sysread($s, $h, 10 - length($h), length($h)) or die "short\n" }
+    my $n = unpack("x2 N", $h); my $b = "";
+    while (length($b) < $n - 10) { sysread($s, $b, $n - 10 - length($b), length($b)) or die "short\n" }
+    print unpack("H*", $h . $b), "\n";' "$1" "$2"
+}
+rsp=$(tpm_cmd "$D/vtpm.cmd" 8001000000140000017e00000001000b03000200) || die "no answer on vtpm.cmd"
+[ "${rsp:12:8}" = 00000000 ] || die "TPM2_PCR_Read on vtpm.cmd failed: $rsp"
+[ "${rsp: -64}" = "$pcr9" ] || die "PCR 9 read on vtpm.cmd is ${rsp: -64}, expected $pcr9"
 axl console vb --log | grep -q '^PCR9-B' && die "guest read its PCRs again before the restart was done (schedule too tight)"
 axl wait vb --timeout 300 >&2 || die "guest script failed"
 [ "$(guest_pcr PCR9-B)" = "$pcr9" ] || die "PCR 9 after the restart is '$(guest_pcr PCR9-B)'"
