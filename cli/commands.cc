@@ -104,6 +104,20 @@ int drivers(const HostPaths& p, bool stats) {
   return 0;
 }
 
+int vtpms(const HostPaths& p) {
+  auto sup = call(p.supervisor_socket(), [](auto q) { q.setListVtpms(); });
+  if (!sup) return fail(sup.error().message);
+  printf("%-16s %8s %-10s %8s %6s %10s  %s\n", "Domain", "PID", "State", "Restarts", "Port",
+         "Uptime(s)", "LastFailure");
+  for (auto v : sup->get().getVtpms()) {
+    std::string port = v.getCommandPort() ? std::to_string(v.getCommandPort()) : "-";
+    printf("%-16s %8d %-10s %8u %6s %10.1f  %s\n", v.getDomain().cStr(), v.getPid(),
+           v.getState().cStr(), v.getRestarts(), port.c_str(), double(v.getUptimeMs()) / 1e3,
+           v.getLastFailure().size() ? v.getLastFailure().cStr() : "-");
+  }
+  return 0;
+}
+
 int driver_kill(const HostPaths& p, const std::string& name, const std::string& signal) {
   auto r = call(p.supervisor_socket(), [&](auto q) {
     auto k = q.initKillDriver();

@@ -19,6 +19,7 @@ int list(const HostPaths& p);
 int destroy(const HostPaths& p, const std::string& name);
 int console(const HostPaths& p, const std::string& name, bool log_only);
 int drivers(const HostPaths& p, bool stats = false);
+int vtpms(const HostPaths& p);
 int driver_kill(const HostPaths& p, const std::string& name, const std::string& signal);
 int inject(const HostPaths& p, const std::string& name, const std::string& fault);
 int driver_restart(const HostPaths& p, const std::string& name);

@@ -54,6 +54,8 @@ int main(int argc, char** argv) {
   auto* drivers = app.add_subcommand("drivers", "list driver domains");
   drivers->add_flag("--stats", stats, "also list every outage: cause, detection and outage time");
   state_opt(drivers);
+  auto* vtpms = app.add_subcommand("vtpms", "list vTPM domains (one per guest with [vtpm] enabled)");
+  state_opt(vtpms);
   std::string signal = "KILL";
   auto* dkill = app.add_subcommand("driver-kill", "send a signal to a driver domain (fault injection)");
   dkill->add_option("name", name)->required();
@@ -121,6 +123,7 @@ int main(int argc, char** argv) {
   if (*destroy) return axl::cli::destroy(paths, name);
   if (*console) return axl::cli::console(paths, name, log_only);
   if (*drivers) return axl::cli::drivers(paths, stats);
+  if (*vtpms) return axl::cli::vtpms(paths);
   if (*dkill) return driver_kill(paths, name, signal);
   if (*inj) return inject(paths, name, fault);
   if (*drestart) return driver_restart(paths, name);

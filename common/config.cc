@@ -262,7 +262,7 @@ Result<GuestConfig> parse_guest_checked(const std::string& text, const std::stri
   if (!parsed) return parsed.error();
   const toml::table& t = *parsed;
   if (auto s = check_keys(t, {"name", "memory_mib", "vcpus", "accel", "iommu", "kernel", "initrd",
-                              "cmdline", "disk", "nic", "guest"},
+                              "cmdline", "disk", "nic", "guest", "vtpm"},
                           origin, "");
       !s)
     return s.error();
@@ -345,6 +345,25 @@ Result<GuestConfig> parse_guest_checked(const std::string& text, const std::stri
     auto sc = get_opt<std::string>(*gt, "script", origin, "guest.");
     if (!sc) return sc.error();
     if (sc->has_value()) g.script = resolve(base_dir, **sc);
+  }
+  if (const toml::node* vn = t.get("vtpm")) {
+    const toml::table* vt = vn->as_table();
+    if (!vt) return make_error(origin + ": [vtpm] must be a table");
+    if (auto s = check_keys(*vt, {"enabled", "command_port"}, origin, "vtpm."); !s)
+      return s.error();
+    auto en = get_opt<bool>(*vt, "enabled", origin, "vtpm.");
+    if (!en) return en.error();
+    g.vtpm.enabled = en->value_or(false);
+    auto port = get_opt<int64_t>(*vt, "command_port", origin, "vtpm.");
+    if (!port) return port.error();
+    if (port->has_value()) {
+      // The port and port + 1 (control) must both be unprivileged ports.
+      if (**port < 1024 || **port > 65534)
+        return make_error(origin + ": vtpm.command_port must be between 1024 and 65534");
+      if (!g.vtpm.enabled)
+        return make_error(origin + ": vtpm.command_port needs vtpm.enabled = true");
+      g.vtpm.command_port = uint32_t(**port);
+    }
   }
   return g;
 }

@@ -65,6 +65,14 @@ struct NicConfig {
   std::array<uint8_t, 6> mac{};
 };
 
+// [vtpm]: a virtual TPM domain (axolotl-vtpm) for the guest.
+struct VtpmConfig {
+  bool enabled = false;
+  // Non-zero: the vTPM also serves TPM commands on 127.0.0.1:command_port
+  // and its control channel on command_port + 1 (tpm2-tools' swtpm TCTI).
+  uint32_t command_port = 0;
+};
+
 struct GuestConfig {
   std::string name;
   uint32_t memory_mib = 512;
@@ -77,6 +85,7 @@ struct GuestConfig {
   std::string script;          // [guest] script, absolute; empty: interactive shell
   std::vector<DiskConfig> disks;
   std::vector<NicConfig> nics;
+  VtpmConfig vtpm;
 };
 
 // `base_dir` resolves relative paths; `origin` names the input in errors.

@@ -130,6 +130,23 @@ TEST(GuestConfig, IommuKey) {
   EXPECT_FALSE(g->iommu);
 }
 
+TEST(GuestConfig, VtpmTable) {
+  auto g = parse_guest("name = \"g\"\n", "g.toml", "/");
+  ASSERT_TRUE(g.ok());
+  EXPECT_FALSE(g->vtpm.enabled);
+  EXPECT_EQ(g->vtpm.command_port, 0u);
+  g = parse_guest("name = \"g\"\n[vtpm]\nenabled = true\n", "g.toml", "/");
+  ASSERT_TRUE(g.ok()) << g.error().message;
+  EXPECT_TRUE(g->vtpm.enabled);
+  EXPECT_EQ(g->vtpm.command_port, 0u);
+  g = parse_guest("name = \"g\"\n[vtpm]\nenabled = true\ncommand_port = 2321\n", "g.toml", "/");
+  ASSERT_TRUE(g.ok()) << g.error().message;
+  EXPECT_EQ(g->vtpm.command_port, 2321u);
+  g = parse_guest("name = \"g\"\n[vtpm]\nenabled = false\n", "g.toml", "/");
+  ASSERT_TRUE(g.ok());
+  EXPECT_FALSE(g->vtpm.enabled);
+}
+
 TEST(GuestConfig, RejectsBadInput) {
   const Bad cases[] = {
       {"name = \"g\"\nmemroy_mib = 5\n", "unknown key 'memroy_mib'"},
@@ -143,6 +160,12 @@ TEST(GuestConfig, RejectsBadInput) {
       {"name = \"g\"\n[[disk]]\ndriver = \"b\"\n", "missing required key 'disk.image'"},
       {"name = \"g\"\nmemory_mib = 1\n", "memory_mib must be"},
       {"name = \"g\"\n[guest]\nscrpt = \"x\"\n", "unknown key 'guest.scrpt'"},
+      {"name = \"g\"\nvtpm = true\n", "[vtpm] must be a table"},
+      {"name = \"g\"\n[vtpm]\nenabled = 1\n", "'vtpm.enabled' must be a boolean"},
+      {"name = \"g\"\n[vtpm]\nenable = true\n", "unknown key 'vtpm.enable'"},
+      {"name = \"g\"\n[vtpm]\nenabled = true\ncommand_port = 80\n", "command_port must be"},
+      {"name = \"g\"\n[vtpm]\nenabled = true\ncommand_port = 65535\n", "command_port must be"},
+      {"name = \"g\"\n[vtpm]\ncommand_port = 2321\n", "needs vtpm.enabled"},
   };
   for (auto& c : cases) {
     auto g = parse_guest(c.text, "g.toml", "/");

@@ -17,6 +17,7 @@
 #include "supervisor/dbus/manager_api.h"
 #include "supervisor/dbus/supervisor_backend.h"
 #include "supervisor/driver_manager.h"
+#include "supervisor/vtpm_manager.h"
 
 int main(int argc, char** argv) {
   std::string state_dir, config_path, dbus_address;
@@ -92,6 +93,7 @@ int main(int argc, char** argv) {
   axl::supervisor::DriverManager drivers(io, axl::proc::exe_dir() + "/axolotl-driverdom",
                                          state_dir + "/drivers.sock", state_dir, service_times,
                                          events, cgroups.get());
+  axl::supervisor::VtpmManager vtpms(io, axl::proc::exe_dir() + "/axolotl-vtpm", state_dir);
   axl::ControlServer control(io, [&](axl::schema::ControlRequest::Reader req,
                                      axl::schema::ControlReply::Builder rep) {
     using R = axl::schema::ControlRequest;
@@ -154,6 +156,37 @@ int main(int argc, char** argv) {
         if (auto st = drivers.kill_with_cause(q.getName(), q.getPid(), cause); !st) {
           rep.setOk(false);
           rep.setError(st.error().message);
+        }
+        break;
+      }
+      case R::START_VTPM: {
+        auto v = req.getStartVtpm();
+        if (auto st = vtpms.start(v.getDomain(), v.getMeasureLog(), v.getCommandPort()); !st) {
+          rep.setOk(false);
+          rep.setError(st.error().message);
+        }
+        break;
+      }
+      case R::STOP_VTPM:
+        if (auto st = vtpms.stop(req.getStopVtpm()); !st) {
+          rep.setOk(false);
+          rep.setError(st.error().message);
+        }
+        break;
+      case R::LIST_VTPMS: {
+        auto& all = vtpms.all();
+        auto l = rep.initVtpms(unsigned(all.size()));
+        const uint64_t now = axl::supervisor::monotonic_ns();
+        for (unsigned i = 0; i < all.size(); ++i) {
+          const auto& v = *all[i];
+          const bool running = v.state == axl::supervisor::VtpmState::kRunning;
+          l[i].setDomain(v.domain);
+          l[i].setPid(running ? v.child.pid : -1);
+          l[i].setState(axl::supervisor::to_string(v.state));
+          l[i].setRestarts(v.restarts);
+          l[i].setLastFailure(v.last_failure);
+          l[i].setCommandPort(v.command_port);
+          l[i].setUptimeMs(running ? (now - v.started_ns) / 1000000 : 0);
         }
         break;
       }
@@ -238,7 +271,8 @@ int main(int argc, char** argv) {
   AXL_INFO("ready, %zu driver domains", drivers.drivers().size());
   io.run();
   dbus_api.reset();  // it calls into the backend and the driver manager
-  AXL_INFO("stopping: stopping every driver domain");
+  AXL_INFO("stopping: stopping every driver and vTPM domain");
+  vtpms.stop_all();
   drivers.stop_all();
   return 0;
 }

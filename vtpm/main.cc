@@ -10,7 +10,9 @@
 #include <vector>
 
 #include "common/asio.h"
+#include "common/config.h"
 #include "common/log.h"
+#include "policy/measure.h"
 #include "vtpm/options.h"
 #include "vtpm/provision.h"
 #include "vtpm/server.h"
@@ -40,6 +42,21 @@ int main(int argc, char** argv) {
   if (::stat(o.state_dir.c_str(), &st) != 0 || !S_ISDIR(st.st_mode)) {
     return fail("state dir " + o.state_dir + " is not a directory");
   }
+  // The hypervisor's measurements of this boot: checked before anything is
+  // made or served, so a bad log fails the start with its reason.
+  std::vector<BootMeasurement> boot;
+  if (!o.measure_log.empty()) {
+    auto text = axl::config::read_file(o.measure_log);
+    if (!text) return fail("--measure-log: " + text.error().message);
+    auto events = axl::policy::parse_event_log(*text);
+    if (!events) return fail("--measure-log " + o.measure_log + ": " + events.error().message);
+    for (const auto& e : *events) {
+      if (e.type == axl::policy::kEvNoAction) continue;
+      if (e.pcr > 23) return fail("--measure-log " + o.measure_log + ": PCR " +
+                                  std::to_string(e.pcr) + " out of range");
+      boot.push_back({e.pcr, e.digest});
+    }
+  }
   auto key = load_key_file(o.key_file, o.state_dir);
   if (!key) return fail(key.error().message);
   auto store = StateStore::open(o.state_dir, key.value());
@@ -64,6 +81,8 @@ int main(int argc, char** argv) {
     }
   }
   if (o.provision_only) return 0;
+  // Only now: provisioning's own TPM2_Startup is no boot of the guest.
+  tpm.set_boot_measurements(std::move(boot));
 
   if (auto s = tpm.power_on(true); !s) return fail(s.error().message);
   if (tpm.resumed()) {
@@ -75,8 +94,19 @@ int main(int argc, char** argv) {
 
   boost::asio::io_context io;
   Server server(io, tpm);
-  if (auto s = server.start({o.ctrl_socket, o.ctrl_fd, o.command_port}); !s) {
-    return fail(s.error().message);
+  ServerOptions so;
+  so.ctrl_socket = o.ctrl_socket;
+  so.ctrl_fd = o.ctrl_fd;
+  so.command_port = o.command_port;
+  so.command_socket = o.command_socket;
+  so.data_fd = o.data_fd;
+  so.handover_fd = o.handover_fd;
+  if (auto s = server.start(so); !s) return fail(s.error().message);
+  if (o.ready_fd >= 0) {
+    // Everything listens: whoever started us may now point QEMU here.
+    const char ready = 'R';
+    if (::write(o.ready_fd, &ready, 1) != 1) return fail("--ready-fd: " + std::string(strerror(errno)));
+    ::close(o.ready_fd);
   }
   bool orderly = false;
   boost::asio::signal_set signals(io, SIGTERM, SIGINT);

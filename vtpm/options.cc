@@ -35,13 +35,26 @@ Result<Options> parse_options(const std::vector<std::string>& args) {
     else if (a == "--key-file") st = str(o.key_file);
     else if (a == "--ca-dir") st = str(o.ca_dir);
     else if (a == "--ctrl-socket") st = str(o.ctrl_socket);
-    else if (a == "--ctrl-fd" || a == "--command-port") {
+    else if (a == "--command-socket") st = str(o.command_socket);
+    else if (a == "--measure-log") st = str(o.measure_log);
+    else if (a == "--command-port") {
       auto v = value();
       if (!v) return v.error();
-      auto n = a == "--ctrl-fd" ? parse_int(a, v.value(), 0, 1 << 20)
-                                : parse_int(a, v.value(), 1, 65534);
+      auto n = parse_int(a, v.value(), 1, 65534);
       if (!n) return n.error();
-      (a == "--ctrl-fd" ? o.ctrl_fd : o.command_port) = n.value();
+      o.command_port = n.value();
+    } else if (a == "--ctrl-fd" || a == "--ctrl-conn-fd" || a == "--data-fd" ||
+               a == "--ready-fd" || a == "--handover-fd") {
+      auto v = value();
+      if (!v) return v.error();
+      // 0..2 are stdio: never a channel.
+      auto n = parse_int(a, v.value(), 3, 1 << 20);
+      if (!n) return n.error();
+      int& dst = a == "--data-fd"      ? o.data_fd
+                 : a == "--ready-fd"   ? o.ready_fd
+                 : a == "--handover-fd" ? o.handover_fd
+                                        : o.ctrl_fd;
+      dst = n.value();
     } else if (a == "--provision") o.provision_only = true;
     else if (a == "--startup-clear") o.startup_clear = true;
     else if (a == "--no-checkpoint") o.checkpoint = false;
@@ -50,11 +63,18 @@ Result<Options> parse_options(const std::vector<std::string>& args) {
   }
   if (o.state_dir.empty()) return make_error("--state-dir is required");
   if (o.key_file.empty()) return make_error("--key-file is required");
-  if (!o.ctrl_socket.empty() && o.ctrl_fd >= 0) {
-    return make_error("--ctrl-socket and --ctrl-fd exclude each other");
+  if (o.data_fd >= 0 && o.ctrl_fd < 0) {
+    return make_error("--data-fd needs the control connection it belongs to (--ctrl-fd)");
   }
-  if (!o.provision_only && o.ctrl_socket.empty() && o.ctrl_fd < 0 && o.command_port == 0) {
-    return make_error("nothing to serve: give --ctrl-socket, --ctrl-fd or --command-port");
+  for (int fd : {o.ctrl_fd, o.data_fd, o.ready_fd, o.handover_fd}) {
+    int same = 0;
+    for (int g : {o.ctrl_fd, o.data_fd, o.ready_fd, o.handover_fd}) same += fd >= 0 && g == fd;
+    if (same > 1) return make_error("fd " + std::to_string(fd) + " given for two purposes");
+  }
+  if (!o.provision_only && o.ctrl_socket.empty() && o.ctrl_fd < 0 && o.command_port == 0 &&
+      o.command_socket.empty()) {
+    return make_error(
+        "nothing to serve: give --ctrl-socket, --ctrl-fd, --command-port or --command-socket");
   }
   return o;
 }

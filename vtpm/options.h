@@ -12,7 +12,12 @@ struct Options {
   std::string key_file;
   std::string ca_dir;
   std::string ctrl_socket;
-  int ctrl_fd = -1;
+  int ctrl_fd = -1;        // --ctrl-fd / --ctrl-conn-fd: an inherited, connected control socket
+  int data_fd = -1;        // --data-fd: the command channel a previous instance was handed
+  std::string command_socket;  // raw TPM commands on a Unix stream socket
+  std::string measure_log;     // TCG event log to extend after TPM2_Startup(CLEAR)
+  int ready_fd = -1;       // one byte is written here once everything listens
+  int handover_fd = -1;    // the control and data channels are sent here (SCM_RIGHTS)
   int command_port = 0;
   bool provision_only = false;
   bool startup_clear = false;
@@ -21,7 +26,9 @@ struct Options {
 
 inline constexpr const char* kUsage =
     "usage: axolotl-vtpm --state-dir DIR --key-file FILE [--ca-dir DIR]\n"
-    "                    [--ctrl-socket PATH | --ctrl-fd N] [--command-port N]\n"
+    "                    [--ctrl-socket PATH] [--ctrl-fd N] [--data-fd N] [--command-port N]\n"
+    "                    [--command-socket PATH] [--measure-log FILE]\n"
+    "                    [--ready-fd N] [--handover-fd N]\n"
     "                    [--startup-clear] [--provision] [--no-checkpoint]";
 
 Result<Options> parse_options(const std::vector<std::string>& args);

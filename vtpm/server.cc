@@ -193,9 +193,10 @@ class Connection : public std::enable_shared_from_this<Connection> {
 };
 
 struct Server::Listener {
-  Listener(asio::io_context& io, int fd, bool c) : sd(io, fd), ctrl(c) {}
+  Listener(asio::io_context& io, int fd, bool c, bool h) : sd(io, fd), ctrl(c), hand_over(h) {}
   Sd sd;
   bool ctrl;
+  bool hand_over;  // QEMU's control socket: its connections are handed over
 };
 
 Server::Server(asio::io_context& io, TpmEngine& engine) : io_(io), engine_(engine) {}
@@ -203,6 +204,7 @@ Server::Server(asio::io_context& io, TpmEngine& engine) : io_(io), engine_(engin
 Server::~Server() {
   stop();
   if (!ctrl_path_.empty()) ::unlink(ctrl_path_.c_str());
+  if (!cmd_path_.empty()) ::unlink(cmd_path_.c_str());
 }
 
 void Server::stop() {
@@ -226,8 +228,8 @@ void Server::add_connection(UniqueFd fd, bool ctrl) {
   c->start();
 }
 
-void Server::listen_on(UniqueFd fd, bool ctrl) {
-  listeners_.push_back(std::make_unique<Listener>(io_, fd.release(), ctrl));
+void Server::listen_on(UniqueFd fd, bool ctrl, bool hand_over) {
+  listeners_.push_back(std::make_unique<Listener>(io_, fd.release(), ctrl, hand_over));
   accept_loop(listeners_.back().get());
 }
 
@@ -240,6 +242,7 @@ void Server::accept_loop(Listener* l) {
         int one = 1;
         ::setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
       }
+      if (l->hand_over) hand_over('C', fd);
       add_connection(UniqueFd(fd), l->ctrl);
     } else if (errno != EAGAIN && errno != EINTR && errno != ECONNABORTED) {
       AXL_WARN("accept: %s", strerror(errno));
@@ -295,25 +298,73 @@ Status Server::start(const ServerOptions& o) {
     if (!cmd) return cmd.error();
     auto ctl = tcp_listen(o.command_port + 1);
     if (!ctl) return ctl.error();
-    listen_on(std::move(cmd.value()), false);
-    listen_on(std::move(ctl.value()), true);
+    listen_on(std::move(cmd.value()), false, false);
+    listen_on(std::move(ctl.value()), true, false);
+  }
+  auto inherited = [](int fd, const char* flag) -> Status {
+    int type = 0;
+    socklen_t len = sizeof type;
+    if (::getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &len) != 0 || type != SOCK_STREAM) {
+      return make_error(std::string(flag) + " " + std::to_string(fd) + " is not a stream socket");
+    }
+    ::fcntl(fd, F_SETFD, FD_CLOEXEC);
+    return {};
+  };
+  if (o.handover_fd >= 0) {
+    int type = 0;
+    socklen_t len = sizeof type;
+    if (::getsockopt(o.handover_fd, SOL_SOCKET, SO_TYPE, &type, &len) != 0 ||
+        type != SOCK_SEQPACKET) {
+      return make_error("--handover-fd " + std::to_string(o.handover_fd) +
+                        " is not a seqpacket socket");
+    }
+    ::fcntl(o.handover_fd, F_SETFD, FD_CLOEXEC);
+    handover_.reset(o.handover_fd);
   }
   if (!o.ctrl_socket.empty()) {
     auto l = unix_listen(o.ctrl_socket);
     if (!l) return l.error();
     ctrl_path_ = o.ctrl_socket;
-    listen_on(std::move(l.value()), true);
+    listen_on(std::move(l.value()), true, true);
+  }
+  if (!o.command_socket.empty()) {
+    auto l = unix_listen(o.command_socket);
+    if (!l) return l.error();
+    cmd_path_ = o.command_socket;
+    listen_on(std::move(l.value()), false, false);
   }
   if (o.ctrl_fd >= 0) {
-    int type = 0;
-    socklen_t len = sizeof type;
-    if (::getsockopt(o.ctrl_fd, SOL_SOCKET, SO_TYPE, &type, &len) != 0 || type != SOCK_STREAM) {
-      return make_error("--ctrl-fd " + std::to_string(o.ctrl_fd) + " is not a stream socket");
-    }
-    ::fcntl(o.ctrl_fd, F_SETFD, FD_CLOEXEC);
+    if (auto s = inherited(o.ctrl_fd, "--ctrl-fd"); !s) return s;
     add_connection(UniqueFd(o.ctrl_fd), true);
   }
+  if (o.data_fd >= 0) {
+    if (auto s = inherited(o.data_fd, "--data-fd"); !s) return s;
+    add_connection(UniqueFd(o.data_fd), false);
+    datafd_conn_ = conns_.back();
+  }
   return {};
+}
+
+// Best effort and never blocking: without a handover the vTPM still serves,
+// only a restart would then lose the guest's TPM.
+void Server::hand_over(char tag, int fd) {
+  if (!handover_) return;
+  iovec iov{&tag, 1};
+  alignas(cmsghdr) char cbuf[CMSG_SPACE(sizeof(int))]{};
+  msghdr msg{};
+  msg.msg_iov = &iov;
+  msg.msg_iovlen = 1;
+  msg.msg_control = cbuf;
+  msg.msg_controllen = sizeof cbuf;
+  cmsghdr* c = CMSG_FIRSTHDR(&msg);
+  c->cmsg_level = SOL_SOCKET;
+  c->cmsg_type = SCM_RIGHTS;
+  c->cmsg_len = CMSG_LEN(sizeof(int));
+  std::memcpy(CMSG_DATA(c), &fd, sizeof fd);
+  if (::sendmsg(handover_.get(), &msg, MSG_NOSIGNAL | MSG_DONTWAIT) != 1) {
+    AXL_WARN("handing the %s channel to the supervisor failed: %s",
+             tag == 'C' ? "control" : "data", strerror(errno));
+  }
 }
 
 std::vector<uint8_t> Server::handle_command(std::span<const uint8_t> cmd) {
@@ -410,6 +461,7 @@ std::vector<uint8_t> Server::handle_ctrl(const ctrl::Request& req, UniqueFd fd) 
         old->close();
         forget(old.get());
       }
+      hand_over('D', fd.get());
       add_connection(std::move(fd), false);
       datafd_conn_ = conns_.back();
       return result_only(kSuccess);

@@ -24,6 +24,12 @@ struct ServerOptions {
   std::string ctrl_socket;    // listen here (Unix); empty: none
   int ctrl_fd = -1;           // an inherited, connected control socket; -1: none
   int command_port = 0;       // 0: no TCP
+  std::string command_socket; // raw TPM commands on a Unix stream socket; empty: none
+  int data_fd = -1;           // an inherited command channel (a previous instance's DATAFD)
+  // A socket of the supervisor's: QEMU's control connection and its data
+  // channel are sent there (SCM_RIGHTS) as soon as this instance has them,
+  // so that they outlive this process and reach its successor.
+  int handover_fd = -1;
 };
 
 class Connection;
@@ -47,7 +53,8 @@ class Server {
 
  private:
   struct Listener;
-  void listen_on(UniqueFd fd, bool ctrl);
+  void listen_on(UniqueFd fd, bool ctrl, bool hand_over);
+  void hand_over(char tag, int fd);
   void accept_loop(Listener* l);
   void add_connection(UniqueFd fd, bool ctrl);
 
@@ -56,7 +63,8 @@ class Server {
   std::vector<std::unique_ptr<Listener>> listeners_;
   std::vector<std::shared_ptr<Connection>> conns_;
   std::weak_ptr<Connection> datafd_conn_;
-  std::string ctrl_path_;
+  std::string ctrl_path_, cmd_path_;
+  UniqueFd handover_;
   bool pending_volatile_ = false;  // CMD_STORE_VOLATILE or a volatile blob set
   bool shutdown_requested_ = false;
 };

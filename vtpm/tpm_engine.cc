@@ -168,9 +168,56 @@ std::vector<uint8_t> TpmEngine::execute(std::span<const uint8_t> cmd) {
   TPM_RESULT rc = TPMLIB_Process(&rsp_, &len, &rsp_cap_, const_cast<unsigned char*>(cmd.data()),
                                  static_cast<uint32_t>(cmd.size()));
   ++stats_.commands;
+  std::vector<uint8_t> rsp;
+  if (rc != TPM_SUCCESS || len < 10 || len > rsp_cap_) {
+    rsp = tpm::error_response(tpm::kRcFailure);
+  } else {
+    rsp.assign(rsp_, rsp_ + len);
+  }
+  if (!boot_.empty() && is_startup_clear(cmd)) {
+    auto code = tpm::response_code(rsp);
+    if (code && code.value() == tpm::kRcSuccess) extend_boot_measurements();
+  }
   if (checkpoint_ && tpm::may_change_state(cmd)) checkpoint();
-  if (rc != TPM_SUCCESS || len < 10 || len > rsp_cap_) return tpm::error_response(tpm::kRcFailure);
-  return {rsp_, rsp_ + len};
+  return rsp;
+}
+
+bool TpmEngine::is_startup_clear(std::span<const uint8_t> cmd) {
+  auto h = tpm::header(cmd);
+  // TPM2_Startup: header (10 bytes) + TPM_SU startupType; TPM_SU_CLEAR = 0.
+  return h && h->code == tpm::kCcStartup && cmd.size() == 12 && cmd[10] == 0 && cmd[11] == 0;
+}
+
+void TpmEngine::extend_boot_measurements() {
+  // The hypervisor, as the guest's boot loader, extends at locality 0
+  // (TCG PC Client Platform Firmware Profile: PCRs 8 and 9 belong to the OS
+  // loader, which runs there).
+  const uint8_t saved = locality_;
+  locality_ = 0;
+  size_t done = 0;
+  for (const auto& m : boot_) {
+    auto cmd = tpm::Command(tpm::kCcPcrExtend, {m.pcr}, 1)
+                   .u32(1)        // TPML_DIGEST_VALUES.count
+                   .u16(0x000B)   // TPM_ALG_SHA256
+                   .bytes(m.digest)
+                   .finish();
+    uint32_t len = 0;
+    TPM_RESULT rc = TPMLIB_Process(&rsp_, &len, &rsp_cap_, cmd.data(),
+                                   static_cast<uint32_t>(cmd.size()));
+    auto code = rc == TPM_SUCCESS && len >= 10 && len <= rsp_cap_
+                    ? tpm::response_code({rsp_, len})
+                    : Result<uint32_t>(make_error("libtpms failed"));
+    if (!code || code.value() != tpm::kRcSuccess) {
+      AXL_ERROR("measured boot: extending PCR %u failed (%s)", m.pcr,
+                code ? ("rc " + std::to_string(code.value())).c_str() : code.error().message.c_str());
+      break;
+    }
+    ++done;
+  }
+  locality_ = saved;
+  ++stats_.measured_boots;
+  AXL_INFO("measured boot: extended %zu of %zu events after TPM2_Startup(CLEAR)", done,
+           boot_.size());
 }
 
 Result<std::vector<uint8_t>> TpmEngine::call(std::span<const uint8_t> cmd) {

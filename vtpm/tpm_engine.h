@@ -17,6 +17,7 @@
 //  - power_on(resume=true) restores the checkpoint, so the next command of
 //    the guest or client finds PCRs, objects and sessions as they were.
 #pragma once
+#include <array>
 #include <chrono>
 #include <cstdint>
 #include <memory>
@@ -29,12 +30,20 @@
 
 namespace axl::vtpm {
 
+// One measurement the hypervisor made for this boot (its event log): the
+// SHA-256 digest to extend into `pcr`.
+struct BootMeasurement {
+  uint32_t pcr = 0;
+  std::array<uint8_t, 32> digest{};
+};
+
 struct EngineStats {
   uint64_t commands = 0;
   uint64_t checkpoints = 0;
   uint64_t checkpoint_failures = 0;
   std::chrono::nanoseconds checkpoint_time{0};
   uint64_t checkpoint_bytes = 0;  // last checkpoint's plaintext size
+  uint64_t measured_boots = 0;    // Startup(CLEAR)s followed by the boot measurements
 };
 
 class TpmEngine {
@@ -62,6 +71,15 @@ class TpmEngine {
   // code, or an error for a malformed response.
   Result<std::vector<uint8_t>> call(std::span<const uint8_t> cmd);
 
+  // Measured boot: after every successful TPM2_Startup(TPM_SU_CLEAR) these
+  // are extended (sha256 bank, locality 0) before the Startup response
+  // leaves and before the checkpoint of that command is taken.  So every
+  // checkpoint taken after a Startup(CLEAR) already holds the extended PCRs,
+  // and an instance resumed from it never extends a second time in one boot;
+  // a killed instance that had not yet checkpointed resumes from before the
+  // Startup.  A guest reboot (a new Startup(CLEAR)) extends again.
+  void set_boot_measurements(std::vector<BootMeasurement> m) { boot_ = std::move(m); }
+
   Status checkpoint_now();
   void set_locality(uint8_t l) { locality_ = l; }
   uint8_t locality() const { return locality_; }
@@ -86,6 +104,8 @@ class TpmEngine {
   TpmEngine(StateStore store, bool checkpoint)
       : store_(std::move(store)), checkpoint_(checkpoint) {}
   void checkpoint();
+  void extend_boot_measurements();
+  static bool is_startup_clear(std::span<const uint8_t> cmd);
 
   StateStore store_;
   bool checkpoint_;
@@ -96,6 +116,7 @@ class TpmEngine {
   unsigned char* rsp_ = nullptr;  // libtpms' response buffer, reused
   uint32_t rsp_cap_ = 0;
   EngineStats stats_;
+  std::vector<BootMeasurement> boot_;
 };
 
 }  // namespace axl::vtpm

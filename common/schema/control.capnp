@@ -16,7 +16,31 @@ struct ControlRequest {
     restartDriver @8 :Text;    # supervisor: kill and restart a driver domain
     injectFault @9 :KillDriver;  # supervisor: run fault hook `signal` in driver `name`
     driverQuarantined @10 :DriverQuarantined;  # hv -> supervisor: replace that instance
+    startVtpm @11 :StartVtpm;  # hv -> supervisor: start a domain's vTPM; replies when it listens
+    stopVtpm @12 :Text;        # hv -> supervisor: stop the vTPM of this domain (SIGTERM, by PID)
+    listVtpms @13 :Void;       # supervisor: the vTPM domains it watches
   }
+}
+
+# The hypervisor asks for a domain's vTPM at `axl create`.  Every path is
+# derived by the supervisor from the domain name and its own state dir
+# (STATE/vtpm/NAME, STATE/vtpm-host/{key,ca}, STATE/dom/NAME/vtpm.ctrl and
+# vtpm.cmd); the hypervisor only says whether it wrote a boot event log
+# (STATE/dom/NAME/eventlog.bin) and which TCP port to serve, if any.
+struct StartVtpm {
+  domain @0 :Text;
+  measureLog @1 :Bool;
+  commandPort @2 :UInt32;  # 0: none; else 1024..65534 (and +1 for control)
+}
+
+struct VtpmInfo {
+  domain @0 :Text;
+  pid @1 :Int32;
+  state @2 :Text;        # running | restarting | failed | stopped
+  restarts @3 :UInt32;
+  lastFailure @4 :Text;
+  commandPort @5 :UInt32;
+  uptimeMs @6 :UInt64;
 }
 
 # The hypervisor quarantined a channel of one driver instance (a protocol
@@ -81,4 +105,5 @@ struct ControlReply {
   error @1 :Text;
   domains @2 :List(DomainInfo);
   drivers @3 :List(DriverInfo);
+  vtpms @4 :List(VtpmInfo);
 }

@@ -6,12 +6,14 @@
 
 #include <algorithm>
 #include <filesystem>
+#include <fstream>
 
 #include "common/log.h"
 #include "hypervisor/daemon/device_binding.h"
 #include "hypervisor/daemon/qemu_cmdline.h"
 #include "hypervisor/platform/accel.h"
 #include "hypervisor/platform/initramfs.h"
+#include "policy/measure.h"
 
 namespace axl::hv {
 
@@ -21,12 +23,14 @@ namespace fs = std::filesystem;
 const char* to_string(DomainState s) { return s == DomainState::kRunning ? "running" : "shutoff"; }
 
 DomainEngine::DomainEngine(asio::io_context& io, std::string state_dir, std::string guest_dir,
-                           DriverRegistry& drivers, DriverSupervision supervision)
+                           DriverRegistry& drivers, DriverSupervision supervision,
+                           VtpmControl vtpm)
     : io_(io),
       state_dir_(std::move(state_dir)),
       guest_dir_(std::move(guest_dir)),
       drivers_(drivers),
-      supervision_(std::move(supervision)) {}
+      supervision_(std::move(supervision)),
+      vtpm_(std::move(vtpm)) {}
 
 // A device quarantines on its own thread; the report crosses to the engine's
 // loop, which hands it on without waiting for anyone.
@@ -43,6 +47,82 @@ DeviceSupervision DomainEngine::supervision_for(const std::string& driver) {
 }
 
 DomainEngine::~DomainEngine() { destroy_all(); }
+
+namespace {
+Status write_file(const std::string& path, const std::string& bytes) {
+  UniqueFd fd(::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600));
+  if (!fd) return make_error("cannot create " + path + ": " + strerror(errno));
+  size_t off = 0;
+  while (off < bytes.size()) {
+    ssize_t w = ::write(fd.get(), bytes.data() + off, bytes.size() - off);
+    if (w < 0 && errno == EINTR) continue;
+    if (w <= 0) return make_error("cannot write " + path + ": " + strerror(errno));
+    off += size_t(w);
+  }
+  return {};
+}
+
+// A TOML basic string.
+std::string toml_quote(const std::string& s) {
+  std::string q = "\"";
+  for (unsigned char c : s) {
+    if (c == '"' || c == '\\') {
+      q += '\\';
+      q += char(c);
+    } else if (c < 0x20 || c == 0x7f) {
+      char buf[8];
+      snprintf(buf, sizeof buf, "\\u%04x", c);
+      q += buf;
+    } else {
+      q += char(c);
+    }
+  }
+  return q + "\"";
+}
+
+// The bytes the hypervisor appended to the base initrd for this domain.
+Result<std::string> overlay_bytes(const std::string& base, const std::string& combined) {
+  std::error_code ec;
+  const auto base_size = fs::file_size(base, ec);
+  if (ec) return make_error("cannot stat " + base + ": " + ec.message());
+  std::ifstream in(combined, std::ios::binary);
+  if (!in) return make_error("cannot read " + combined);
+  in.seekg(std::streamoff(base_size));
+  std::string tail((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  if (!in.eof() && in.fail()) return make_error("cannot read " + combined);
+  return tail;
+}
+}  // namespace
+
+// Measured boot (DESIGN.md "vTPM and measured boot"): the hypervisor is the
+// guest's boot loader and measures what it hands QEMU.  Writes
+// DIR/eventlog.bin (the TCG event log the vTPM extends after the guest's
+// TPM2_Startup, and a verifier replays) and DIR/boot-record.toml (what the
+// host itself knows about this boot: a verifier's HostRecord).
+static Status write_boot_measurements(const std::string& dir, const config::GuestConfig& cfg,
+                                      const std::string& initrd, const std::string& append,
+                                      const std::string& config_text) {
+  policy::BootInputs in;
+  in.kernel_path = cfg.kernel;
+  in.initrd_path = cfg.initrd;
+  if (initrd != cfg.initrd) {
+    auto ov = overlay_bytes(cfg.initrd, initrd);
+    if (!ov) return ov.error();
+    in.initrd_overlay = std::move(ov).value();
+  }
+  in.cmdline = append;
+  in.config = config_text;
+  auto events = policy::measure_boot(in);
+  if (!events) return make_error("measuring the boot: " + events.error().message);
+  if (auto s = write_file(dir + "/eventlog.bin", policy::encode_event_log(*events)); !s) return s;
+  std::string rec = "kernel = " + toml_quote(cfg.kernel) + "\ninitrd = " + toml_quote(cfg.initrd) +
+                    "\ncmdline = " + toml_quote(append) + "\ncmdline_sha256 = \"" +
+                    policy::hex(policy::sha256(append)) + "\"\nconfig_sha256 = \"" +
+                    policy::hex(policy::sha256(config_text)) + "\"\n";
+  if (!in.initrd_overlay.empty())
+    rec += "initrd_overlay_sha256 = \"" + policy::hex(policy::sha256(in.initrd_overlay)) + "\"\n";
+  return write_file(dir + "/boot-record.toml", rec);
+}
 
 namespace {
 // Stable, short serial for VIRTIO_BLK_T_GET_ID (at most 20 bytes).
@@ -143,6 +223,7 @@ Result<const Domain*> DomainEngine::create(const std::string& toml, const std::s
 
   auto fail = [&](Error e) -> Result<const Domain*> {
     release_devices(*d);
+    stop_vtpm(*d);
     std::error_code ec2;
     fs::remove_all(d->dir, ec2);
     return e;
@@ -154,12 +235,23 @@ Result<const Domain*> DomainEngine::create(const std::string& toml, const std::s
     if (auto s = append_overlay(d->cfg.initrd, {CpioFile{"axl/script", 0755, script}}, initrd); !s)
       return fail(s.error());
   }
+  if (d->cfg.vtpm.enabled) {
+    if (!vtpm_.start) return fail(make_error("[vtpm] enabled, but no supervisor runs vTPMs here"));
+    if (auto s = write_boot_measurements(d->dir, d->cfg, initrd,
+                                         kernel_append(d->cfg.cmdline, d->cfg.iommu), toml);
+        !s)
+      return fail(s.error());
+    if (auto s = vtpm_.start(d->cfg.name, true, d->cfg.vtpm.command_port); !s)
+      return fail(make_error("vTPM: " + s.error().message));
+    d->vtpm = true;
+  }
   std::vector<QemuDevice> qdevs;
   if (auto s = attach_devices(*d, qdevs); !s) return fail(s.error());
 
   QemuSpec qs{qemu, d->cfg.name, d->accel, d->cfg.memory_mib, d->cfg.vcpus, d->cfg.kernel,
               initrd, d->cfg.cmdline, d->console_socket(), d->console_log(), qdevs};
   qs.iommu = d->cfg.iommu;
+  if (d->vtpm) qs.tpm_socket = d->dir + "/vtpm.ctrl";
   proc::SpawnOptions so;
   so.argv = qemu_argv(qs);
   so.log_path = d->dir + "/qemu.log";
@@ -196,6 +288,7 @@ void DomainEngine::on_qemu_exit(Domain* d) {
   d->qemu.pid = -1;
   d->state = DomainState::kShutoff;
   release_devices(*d);
+  stop_vtpm(*d);
   AXL_INFO("domain %s shut off: qemu %s", d->cfg.name.c_str(),
            proc::describe_status(d->exit_status).c_str());
 }
@@ -209,11 +302,19 @@ Status DomainEngine::destroy(const std::string& name) {
     d.exit_status = proc::stop(d.qemu, std::chrono::milliseconds(2000));
   }
   release_devices(d);
+  stop_vtpm(d);
   std::error_code ec;
   fs::remove_all(d.dir, ec);
   AXL_INFO("domain %s destroyed", name.c_str());
   domains_.erase(it);
   return {};
+}
+
+void DomainEngine::stop_vtpm(Domain& d) {
+  if (!d.vtpm) return;
+  d.vtpm = false;
+  if (auto s = vtpm_.stop(d.cfg.name); !s)
+    AXL_WARN("domain %s: stopping its vTPM: %s", d.cfg.name.c_str(), s.error().message.c_str());
 }
 
 void DomainEngine::destroy_all() {

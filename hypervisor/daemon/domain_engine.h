@@ -37,6 +37,7 @@ struct Domain {
   proc::Child qemu;
   int exit_status = 0;
   std::vector<DeviceBinding> devices;
+  bool vtpm = false;  // the supervisor runs a vTPM for it ([vtpm] enabled)
   std::unique_ptr<boost::asio::posix::stream_descriptor> exit_watch;
 
   std::string console_log() const { return dir + "/console.log"; }
@@ -51,10 +52,18 @@ struct DriverSupervision {
   std::function<void(const std::string& driver, int pid, const std::string& cause)> report;
 };
 
+// The vTPM domains live under the supervisor; the engine asks it to start
+// one (returning once its control socket listens) and to stop it again.
+struct VtpmControl {
+  std::function<Status(const std::string& domain, bool measure_log, uint32_t command_port)> start;
+  std::function<Status(const std::string& domain)> stop;
+};
+
 class DomainEngine {
  public:
   DomainEngine(boost::asio::io_context& io, std::string state_dir, std::string guest_dir,
-               DriverRegistry& drivers, DriverSupervision supervision = {});
+               DriverRegistry& drivers, DriverSupervision supervision = {},
+               VtpmControl vtpm = {});
   ~DomainEngine();
 
   Result<const Domain*> create(const std::string& config_toml, const std::string& base_dir);
@@ -76,6 +85,7 @@ class DomainEngine {
   Status attach_devices(Domain& d, std::vector<struct QemuDevice>& qdevs);
   void release_devices(Domain& d);
   void on_qemu_exit(Domain* d);
+  void stop_vtpm(Domain& d);
 
   DeviceSupervision supervision_for(const std::string& driver);
 
@@ -83,6 +93,7 @@ class DomainEngine {
   std::string state_dir_, guest_dir_;
   DriverRegistry& drivers_;
   DriverSupervision supervision_;
+  VtpmControl vtpm_;
   std::map<std::string, std::unique_ptr<Domain>> domains_;
   uint32_t next_id_ = 1;
 };

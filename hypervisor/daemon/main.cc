@@ -12,6 +12,7 @@
 
 #include "common/log.h"
 #include "common/process.h"
+#include "common/control_client.h"
 #include "common/control_server.h"
 #include "hypervisor/daemon/domain_engine.h"
 #include "hypervisor/daemon/driver_registry.h"
@@ -86,7 +87,30 @@ int main(int argc, char** argv) {
     reporter.report(driver, pid, cause);
   };
   axl::hv::DriverRegistry drivers(io);
-  axl::hv::DomainEngine engine(io, state_dir, guest_dir, drivers, supervision);
+  // vTPM domains run under the supervisor.  This call blocks the loop: it
+  // comes from `axl create`, which waits for QEMU to start anyway; the
+  // supervisor's own calls here (service times) time out after a second.
+  const std::string supervisor_sock = state_dir + "/supervisor.sock";
+  axl::hv::VtpmControl vtpm;
+  vtpm.start = [&](const std::string& dom, bool measure_log, uint32_t port) -> axl::Status {
+    auto r = axl::control::call(
+        supervisor_sock,
+        [&](auto q) {
+          auto v = q.initStartVtpm();
+          v.setDomain(dom);
+          v.setMeasureLog(measure_log);
+          v.setCommandPort(port);
+        },
+        30000);
+    if (!r) return r.error();
+    return {};
+  };
+  vtpm.stop = [&](const std::string& dom) -> axl::Status {
+    auto r = axl::control::call(supervisor_sock, [&](auto q) { q.setStopVtpm(dom); }, 10000);
+    if (!r) return r.error();
+    return {};
+  };
+  axl::hv::DomainEngine engine(io, state_dir, guest_dir, drivers, supervision, vtpm);
   drivers.on_connect([&](axl::hv::DriverConnection& c) { engine.driver_connected(c); });
   drivers.on_standby([&](axl::hv::DriverConnection& c) { engine.standby_connected(c); });
   drivers.on_promote([&](axl::hv::DriverConnection& c) { engine.standby_promoted(c); });

@@ -45,15 +45,27 @@ std::vector<std::string> qemu_argv(const QemuSpec& s) {
                   viommu);
     }
   }
+  if (!s.tpm_socket.empty()) {
+    // No reconnect option: the tpm-emulator backend connects once, at
+    // start; a restarted vTPM inherits this very connection (supervisor/
+    // vtpm_manager.h).  tpm-crb: the guest kernel's TCG_CRB is built in.
+    a.insert(a.end(), {"-chardev", "socket,id=chrtpm,path=" + s.tpm_socket, "-tpmdev",
+                       "emulator,id=tpm0,chardev=chrtpm", "-device", "tpm-crb,tpmdev=tpm0"});
+  }
+  a.insert(a.end(), {"-kernel", s.kernel, "-initrd", s.initrd, "-append",
+                     kernel_append(s.cmdline, s.iommu)});
+  return a;
+}
+
+std::string kernel_append(const std::string& user_cmdline, bool iommu) {
   std::string append = "console=ttyS0 panic=-1";
   // iommu.strict=1: the guest invalidates exactly what it unmaps, when it
   // unmaps it.  The lazy default batches unmaps into periodic whole-space
   // invalidations that would drop translations of buffers still in flight,
   // and a completion cannot wait for a miss (see iommu/dma.h).
-  if (s.iommu) append += " intel_iommu=on iommu.strict=1";
-  if (!s.cmdline.empty()) append += " " + s.cmdline;
-  a.insert(a.end(), {"-kernel", s.kernel, "-initrd", s.initrd, "-append", append});
-  return a;
+  if (iommu) append += " intel_iommu=on iommu.strict=1";
+  if (!user_cmdline.empty()) append += " " + user_cmdline;
+  return append;
 }
 
 }  // namespace axl::hv

@@ -26,8 +26,15 @@ struct QemuSpec {
   // A guest IOMMU (emulated Intel VT-d): every device reaches guest RAM
   // through IOVAs the guest programs, checked by the hypervisor's IOTLB.
   bool iommu = false;
+  // The vTPM's control socket (QEMU's tpm-emulator backend connects to it
+  // and hands the TPM command channel over); empty: no TPM.
+  std::string tpm_socket{};
 };
 
 std::vector<std::string> qemu_argv(const QemuSpec& s);
+
+// The kernel command line QEMU passes (-append): what the hypervisor
+// measures into PCR 8, so it is built in this one place.
+std::string kernel_append(const std::string& user_cmdline, bool iommu);
 
 }  // namespace axl::hv

@@ -61,5 +61,40 @@ TEST(QemuCmdline, GuestIommu) {
   EXPECT_LT(iommu, blk);
 }
 
+TEST(QemuCmdline, NoTpmUnlessAsked) {
+  QemuSpec s{"qemu", "g1", "tcg", 256, 1, "k", "i", "", "c.sock", "c.log", {}};
+  for (auto& x : qemu_argv(s)) EXPECT_EQ(x.find("tpm"), std::string::npos) << x;
+}
+
+TEST(QemuCmdline, VtpmThroughTheEmulatorBackend) {
+  QemuSpec s{"qemu", "g1", "tcg", 256, 1, "k", "i", "quiet", "c.sock", "c.log", {}};
+  s.tpm_socket = "/state/dom/g1/vtpm.ctrl";
+  auto a = qemu_argv(s);
+  EXPECT_TRUE(has_pair(a, "-chardev", "socket,id=chrtpm,path=/state/dom/g1/vtpm.ctrl"));
+  EXPECT_TRUE(has_pair(a, "-tpmdev", "emulator,id=tpm0,chardev=chrtpm"));
+  EXPECT_TRUE(has_pair(a, "-device", "tpm-crb,tpmdev=tpm0"));
+  // The backend connects once and never reconnects: a restarted vTPM
+  // inherits the connection instead.
+  for (auto& x : a) {
+    if (x.find("chrtpm") != std::string::npos) {
+      EXPECT_EQ(x.find("reconnect"), std::string::npos) << x;
+    }
+  }
+  // The chardev exists before the tpmdev that names it.
+  auto chr = std::find(a.begin(), a.end(), "socket,id=chrtpm,path=/state/dom/g1/vtpm.ctrl");
+  auto dev = std::find(a.begin(), a.end(), "emulator,id=tpm0,chardev=chrtpm");
+  EXPECT_LT(chr, dev);
+}
+
+TEST(QemuCmdline, KernelAppendIsWhatQemuGets) {
+  // What the hypervisor measures into PCR 8 is exactly the -append string.
+  for (bool iommu : {false, true}) {
+    QemuSpec s{"qemu", "g1", "tcg", 256, 1, "k", "i", "quiet x=1", "c.sock", "c.log", {}};
+    s.iommu = iommu;
+    EXPECT_TRUE(has_pair(qemu_argv(s), "-append", kernel_append("quiet x=1", iommu)));
+  }
+  EXPECT_EQ(kernel_append("", false), "console=ttyS0 panic=-1");
+}
+
 }  // namespace
 }  // namespace axl::hv

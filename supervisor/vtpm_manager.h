@@ -1,0 +1,93 @@
+// Spawns, watches and restarts the vTPM domains (axolotl-vtpm), one per
+// guest that asks for one.  The hypervisor asks for a domain's vTPM at
+// `axl create` (control.capnp StartVtpm); the answer comes once the vTPM's
+// control socket listens, so QEMU can be started right after.
+//
+// Transparent restart: QEMU connects its tpm-emulator control channel once
+// and hands over its command channel once (CMD_SET_DATAFD); neither is ever
+// re-established.  So each vTPM instance sends both sockets here (SCM_RIGHTS
+// over a socketpair given at spawn) the moment it has them, and a crashed
+// instance's successor is spawned with them (--ctrl-fd, --data-fd).  It
+// resumes its checkpointed volatile state (PCRs, sessions, loaded objects)
+// and serves on; QEMU never sees a closed socket.
+//
+// Paths (all under the supervisor's state dir STATE):
+//   STATE/vtpm/NAME/            the vTPM's sealed state; kept across destroy
+//   STATE/vtpm-host/key         the host key sealing it (0600, made on first need)
+//   STATE/vtpm-host/ca/         the per-host vTPM CA (made by the first vTPM)
+//   STATE/dom/NAME/vtpm.ctrl    QEMU's control socket
+//   STATE/dom/NAME/vtpm.cmd     raw TPM commands for host tools (axl attest)
+//   STATE/dom/NAME/eventlog.bin the hypervisor's boot measurements, if any
+//   STATE/vtpm-NAME.log         the vTPM's stderr
+#pragma once
+#include <chrono>
+#include <deque>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "common/asio.h"
+#include "common/process.h"
+#include "common/result.h"
+#include "common/unique_fd.h"
+
+namespace axl::supervisor {
+
+// Lifecycle (STYLE.md habit 6); transitions live in VtpmManager only.
+enum class VtpmState { kRunning, kFailed, kStopped };
+const char* to_string(VtpmState s);
+
+struct VtpmDomain {
+  std::string domain;
+  VtpmState state = VtpmState::kRunning;
+  bool measure_log = false;
+  uint32_t command_port = 0;
+  proc::Child child;
+  uint32_t restarts = 0;
+  std::string last_failure;
+  uint64_t started_ns = 0;
+  // QEMU's channels, as the current instance handed them over.
+  UniqueFd ctrl_conn, data_conn;
+  std::unique_ptr<boost::asio::posix::stream_descriptor> handover;  // our end
+  std::unique_ptr<boost::asio::posix::stream_descriptor> exit_watch;
+  std::deque<std::chrono::steady_clock::time_point> recent_restarts;
+};
+
+class VtpmManager {
+ public:
+  // Restart budget, as a driver's default (common/config.h DriverConfig).
+  static constexpr uint32_t kRestartMax = 10;
+  static constexpr std::chrono::seconds kRestartWindow{60};
+  // How long a vTPM may take to listen (first creation provisions an EK,
+  // its certificate and an AK; measured well under a second here).
+  static constexpr std::chrono::seconds kReadyTimeout{20};
+
+  VtpmManager(boost::asio::io_context& io, std::string vtpm_bin, std::string state_dir);
+  ~VtpmManager();
+
+  // Starts the vTPM of `domain`; returns once its control socket listens.
+  // A vTPM that cannot start is stopped and leaves no socket behind.
+  Status start(const std::string& domain, bool measure_log, uint32_t command_port);
+  // Stops it (SIGTERM by PID: an orderly power-off) and forgets it.
+  Status stop(const std::string& domain);
+  void stop_all();
+  const std::vector<std::unique_ptr<VtpmDomain>>& all() const { return vtpms_; }
+
+ private:
+  Status launch(VtpmDomain& v);
+  Status ensure_host_key();
+  void on_exit(VtpmDomain* v);
+  void read_handover(VtpmDomain* v);
+  bool drain_handover(VtpmDomain* v);  // false: the instance closed its end
+  std::string dom_dir(const std::string& domain) const { return state_dir_ + "/dom/" + domain; }
+  std::string log_path(const std::string& domain) const {
+    return state_dir_ + "/vtpm-" + domain + ".log";
+  }
+
+  boost::asio::io_context& io_;
+  std::string bin_, state_dir_;
+  std::vector<std::unique_ptr<VtpmDomain>> vtpms_;
+  bool stopping_ = false;
+};
+
+}  // namespace axl::supervisor
