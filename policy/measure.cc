@@ -250,7 +250,11 @@ namespace axl::policy {
 
 std::string kernel_cmdline(const std::string& user_cmdline, bool iommu) {
   std::string s = "console=ttyS0 panic=-1";
-  if (iommu) s += " intel_iommu=on";
+  // iommu.strict=1: the guest invalidates exactly what it unmaps, when it
+  // unmaps it.  The lazy default batches unmaps into periodic whole-space
+  // invalidations that would drop translations of buffers still in flight,
+  // and a completion cannot wait for a miss (see iommu/dma.h).
+  if (iommu) s += " intel_iommu=on iommu.strict=1";
   if (!user_cmdline.empty()) s += " " + user_cmdline;
   return s;
 }

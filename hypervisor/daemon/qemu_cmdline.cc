@@ -1,5 +1,7 @@
 #include "hypervisor/daemon/qemu_cmdline.h"
 
+#include "policy/measure.h"
+
 #include "common/config.h"
 
 namespace axl::hv {
@@ -58,14 +60,8 @@ std::vector<std::string> qemu_argv(const QemuSpec& s) {
 }
 
 std::string kernel_append(const std::string& user_cmdline, bool iommu) {
-  std::string append = "console=ttyS0 panic=-1";
-  // iommu.strict=1: the guest invalidates exactly what it unmaps, when it
-  // unmaps it.  The lazy default batches unmaps into periodic whole-space
-  // invalidations that would drop translations of buffers still in flight,
-  // and a completion cannot wait for a miss (see iommu/dma.h).
-  if (iommu) append += " intel_iommu=on iommu.strict=1";
-  if (!user_cmdline.empty()) append += " " + user_cmdline;
-  return append;
+  // One definition, shared with `axl measure`: what QEMU gets is what is measured.
+  return policy::kernel_cmdline(user_cmdline, iommu);
 }
 
 }  // namespace axl::hv
