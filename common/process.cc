@@ -236,12 +236,13 @@ Result<Child> spawn(const SpawnOptions& o) {
   ExecPlan plan;
   plan.argv = argv.data();
   if (o.fds.size() + 2 > kMaxFds) return make_error("spawn: too many fds");
-  for (auto& f : o.fds) plan.fds[plan.nfds++] = f;
   if (o.log_path.empty()) {
-    // Inherit stdout/stderr: map them onto themselves.
+    // Inherit stdout/stderr: map them onto themselves, first, so that a
+    // mapping the caller gives for 1 or 2 (applied later) wins.
     plan.fds[plan.nfds++] = {1, 1};
     plan.fds[plan.nfds++] = {2, 2};
   }
+  for (auto& f : o.fds) plan.fds[plan.nfds++] = f;
   plan.log_fd = log.get();
   plan.new_session = o.new_session;
   if (o.sandbox) return spawn_confined(o, plan, pid_slot.data());
