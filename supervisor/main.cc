@@ -228,13 +228,18 @@ int main(int argc, char** argv) {
     });
     if (!r) return r.error();
     std::string name = r->get().getDomains()[0].getName();
-    if (dbus_api) dbus_api->emit_domain_state_changed(name, "running");
+    // Off the loop here (see ManagerBackend): signal from the loop.
+    boost::asio::post(io, [&, name] {
+      if (dbus_api) dbus_api->emit_domain_state_changed(name, "running");
+    });
     return name;
   };
   domain_ops.destroy = [&](const std::string& name) -> axl::Status {
     auto r = domain_call([&](auto q) { q.setDestroy(name); });
     if (!r) return r.error();
-    if (dbus_api) dbus_api->emit_domain_state_changed(name, "destroyed");
+    boost::asio::post(io, [&, name] {
+      if (dbus_api) dbus_api->emit_domain_state_changed(name, "destroyed");
+    });
     return {};
   };
   axl::dbus::SupervisorBackend dbus_backend(drivers, domain_ops);

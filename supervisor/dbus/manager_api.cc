@@ -3,6 +3,9 @@
 #include <poll.h>
 #include <string.h>
 #include <systemd/sd-bus.h>
+
+#include <thread>
+#include <type_traits>
 #include <time.h>
 
 #include <cstdarg>
@@ -95,23 +98,57 @@ struct Callbacks {
     });
   }
 
+  // Domain calls go to the hypervisor, which may itself call back into the
+  // supervisor (to start a domain's vTPM) before it answers: they run on a
+  // thread of their own and are answered later from the loop, so the loop
+  // keeps serving meanwhile.  `work` returns Result<std::string> (the reply
+  // body when `reply_sig` is "s") or Status (an empty reply).
+  template <typename Work>
+  static int defer(sd_bus_message* m, void* userdata, Work work) {
+    ManagerApi& self = api(userdata);
+    sd_bus_message_ref(m);
+    std::weak_ptr<ManagerApi*> alive = self.alive_;
+    boost::asio::io_context* io = &self.io_;
+    std::thread([m, alive, io, work = std::move(work)]() mutable {
+      auto result = work();
+      boost::asio::post(*io, [m, alive, result = std::move(result)] {
+        auto a = alive.lock();
+        if (a && *a) {
+          int r;
+          if (!result) {
+            sd_bus_error e = SD_BUS_ERROR_NULL;
+            set_failed(&e, result.error());
+            r = sd_bus_reply_method_error(m, &e);
+            sd_bus_error_free(&e);
+          } else if constexpr (std::is_same_v<std::decay_t<decltype(result)>, Status>) {
+            r = sd_bus_reply_method_return(m, "");
+          } else {
+            r = sd_bus_reply_method_return(m, "s", result->c_str());
+          }
+          if (r < 0) AXL_WARN("dbus: cannot send a deferred reply: %s", errno_text(r).c_str());
+          (*a)->schedule_pump();
+        }
+        sd_bus_message_unref(m);
+      });
+    }).detach();
+    return 1;  // answered later
+  }
+
   static int create_domain(sd_bus_message* m, void* userdata, sd_bus_error* e) {
     const char* path = nullptr;
     int r = sd_bus_message_read(m, "s", &path);
     if (r < 0) return r;
     if (!*path) return sd_bus_error_set(e, SD_BUS_ERROR_INVALID_ARGS, "empty config path");
-    auto name = api(userdata).backend_.create_domain(path);
-    if (!name) return set_failed(e, name.error());
-    return sd_bus_reply_method_return(m, "s", name->c_str());
+    ManagerBackend* backend = &api(userdata).backend_;
+    return defer(m, userdata, [backend, p = std::string(path)] { return backend->create_domain(p); });
   }
 
   static int destroy_domain(sd_bus_message* m, void* userdata, sd_bus_error* e) {
     const char* name = nullptr;
     int r = sd_bus_message_read(m, "s", &name);
     if (r < 0) return r;
-    if (auto st = api(userdata).backend_.destroy_domain(name); !st)
-      return set_failed(e, st.error());
-    return sd_bus_reply_method_return(m, "");
+    ManagerBackend* backend = &api(userdata).backend_;
+    return defer(m, userdata, [backend, n = std::string(name)] { return backend->destroy_domain(n); });
   }
 
   static int list_drivers(sd_bus_message* m, void* userdata, sd_bus_error*) {

@@ -59,9 +59,13 @@ struct OutageRow {
 };
 
 // Implemented by the supervisor.  Every call is made on the io_context
-// thread, from inside sd_bus_process(); a backend must not call
-// ManagerApi's emit_* re-entrantly expecting them to be sent before it
-// returns (they are queued and flushed on the next loop turn).
+// thread, from inside sd_bus_process(), except create_domain and
+// destroy_domain: they reach the hypervisor, which may call back into the
+// supervisor before it answers, so each runs on a thread of its own and is
+// answered later from the loop; they must touch nothing of the loop's (post
+// to the io_context for that).  A backend must not call ManagerApi's emit_*
+// re-entrantly expecting them to be sent before it returns (they are queued
+// and flushed on the next loop turn).
 class ManagerBackend {
  public:
   virtual ~ManagerBackend() = default;

@@ -73,6 +73,10 @@ memory_mib = 256
 [[disk]]
 driver = "blk0"
 image = "disk.img"
+# A vTPM makes the hypervisor call back into the supervisor while it
+# creates the domain: the D-Bus call must not hold the supervisor's loop.
+[vtpm]
+enabled = true
 [guest]
 script = "guest.sh"
 TOML
@@ -104,6 +108,7 @@ bus get-property org.axolotl /org/axolotl/Driver/bad0 org.axolotl.Driver1 LastFa
 # A domain created over the bus.
 [ "$(manager call CreateDomain s "$T_DIR/guest.toml")" = 's "dbg"' ] || die "CreateDomain failed"
 manager call ListDomains | grep -q '"dbg" [0-9]* "running"' || die "dbg not listed: $(manager call ListDomains)"
+[ "$(axl vtpms | awk '$1=="dbg"{print $3}')" = running ] || die "dbg's vTPM is not running: $(axl vtpms)"
 for _ in $(seq 600); do
   console_has dbg FIRST-SHA256 && break
   sleep 0.05
