@@ -86,7 +86,8 @@ int main(int argc, char** argv) {
 
   if (auto s = tpm.power_on(true); !s) return fail(s.error().message);
   if (tpm.resumed()) {
-    AXL_INFO("resumed the volatile state of %s", o.state_dir.c_str());
+    AXL_INFO("resumed the volatile state of %s (%llu journal records replayed)",
+             o.state_dir.c_str(), static_cast<unsigned long long>(tpm.stats().replayed));
   } else if (o.startup_clear) {
     auto r = tpm.call(tpm::Command(tpm::kCcStartup, {}, 0).u16(0).finish());
     if (!r) return fail("TPM2_Startup: " + r.error().message);
@@ -125,12 +126,16 @@ int main(int argc, char** argv) {
   // SIGTERM or CMD_SHUTDOWN: the TPM is powered off, its volatile state goes.
   if (orderly || server.shutdown_requested()) tpm.power_off(true);
   const auto& s = tpm.stats();
+  auto mean_us = [](std::chrono::nanoseconds t, uint64_t n) {
+    return n ? static_cast<double>(t.count()) / 1e3 / static_cast<double>(n) : 0.0;
+  };
   AXL_INFO("stopped: commands=%llu checkpoints=%llu failures=%llu mean_checkpoint_us=%.1f "
-           "volatile_bytes=%llu",
+           "volatile_bytes=%llu journaled=%llu mean_journal_us=%.2f",
            static_cast<unsigned long long>(s.commands),
            static_cast<unsigned long long>(s.checkpoints),
            static_cast<unsigned long long>(s.checkpoint_failures),
-           s.checkpoints ? s.checkpoint_time.count() / 1e3 / static_cast<double>(s.checkpoints) : 0.0,
-           static_cast<unsigned long long>(s.checkpoint_bytes));
+           mean_us(s.checkpoint_time, s.checkpoints),
+           static_cast<unsigned long long>(s.checkpoint_bytes),
+           static_cast<unsigned long long>(s.journaled), mean_us(s.journal_time, s.journaled));
   return 0;
 }

@@ -1,5 +1,7 @@
 #include "vtpm/state_store.h"
 
+#include "vtpm/checkpoint.h"
+
 #include <fcntl.h>
 #include <openssl/evp.h>
 #include <openssl/rand.h>
@@ -11,7 +13,6 @@
 #include <cstdlib>
 #include <algorithm>
 #include <cstring>
-#include <dirent.h>
 #include <memory>
 
 namespace axl::vtpm {
@@ -172,47 +173,19 @@ Result<StateStore> StateStore::open(const std::string& dir, const Key& key) {
   return StateStore(dir, std::move(fd), key);
 }
 
-std::string StateStore::file_name(StateKind kind, uint64_t seq) const {
-  if (kind == StateKind::kPermanent) return "permanent.state";
-  return "volatile." + std::to_string(seq) + ".state";
-}
-
-std::vector<uint64_t> StateStore::volatile_seqs() const {
-  std::vector<uint64_t> seqs;
-  DIR* d = ::opendir(dir_.c_str());
-  if (!d) return seqs;
-  while (dirent* e = ::readdir(d)) {
-    const std::string n = e->d_name;
-    if (n.size() < 16 || n.rfind("volatile.", 0) != 0 || n.substr(n.size() - 6) != ".state") continue;
-    const std::string num = n.substr(9, n.size() - 15);
-    if (num.empty() || num.size() > 19 || num.find_first_not_of("0123456789") != std::string::npos) continue;
-    seqs.push_back(std::stoull(num));
-  }
-  ::closedir(d);
-  std::sort(seqs.begin(), seqs.end());
-  return seqs;
-}
-
 std::string StateStore::path(StateKind kind) const {
-  if (kind == StateKind::kPermanent) return dir_ + "/" + file_name(kind, 0);
-  auto seqs = volatile_seqs();
-  return dir_ + "/" + file_name(kind, seqs.empty() ? 1 : seqs.back());
+  return dir_ + "/" + (kind == StateKind::kPermanent ? "permanent.state" : CheckpointFile::kName);
 }
 
 Status StateStore::save(StateKind kind, std::span<const uint8_t> plain, Durability d) {
-  const std::vector<uint8_t> sealed = seal(key_, kind, plain);
-  std::vector<uint64_t> old;
   if (kind == StateKind::kVolatile) {
-    if (next_seq_ == 0) {
-      old = volatile_seqs();
-      next_seq_ = old.empty() ? 1 : old.back() + 1;
-    } else {
-      old.push_back(next_seq_ - 1);
-    }
+    auto f = CheckpointFile::create(dirfd_.get(), dir_, key_, plain);
+    if (!f) return f.error();
+    return {};
   }
-  const uint64_t seq = kind == StateKind::kVolatile ? next_seq_ : 0;
-  const std::string name = file_name(kind, seq);
-  const std::string tmp = std::string(".") + kind_name(kind) + ".tmp";
+  const std::vector<uint8_t> sealed = seal(key_, kind, plain);
+  const std::string name = "permanent.state";
+  const std::string tmp = ".permanent.tmp";
   UniqueFd fd(::openat(dirfd_.get(), tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600));
   if (!fd) return make_error(errno_text("create " + dir_ + "/" + tmp));
   if (auto s = write_all(fd.get(), sealed.data(), sealed.size(), dir_ + "/" + tmp); !s) {
@@ -228,10 +201,6 @@ Status StateStore::save(StateKind kind, std::span<const uint8_t> plain, Durabili
     ::unlinkat(dirfd_.get(), tmp.c_str(), 0);
     return make_error(errno_text("rename to " + dir_ + "/" + name));
   }
-  if (kind == StateKind::kVolatile) {
-    ++next_seq_;
-    for (uint64_t o : old) ::unlinkat(dirfd_.get(), file_name(kind, o).c_str(), 0);
-  }
   if (d == Durability::kPowerLoss && ::fsync(dirfd_.get()) != 0) {
     return make_error(errno_text("fsync " + dir_));
   }
@@ -239,8 +208,19 @@ Status StateStore::save(StateKind kind, std::span<const uint8_t> plain, Durabili
 }
 
 Result<std::optional<std::vector<uint8_t>>> StateStore::load(StateKind kind) const {
+  if (kind == StateKind::kVolatile) {
+    auto img = CheckpointFile::read(dirfd_.get(), dir_, key_);
+    if (!img) return img.error();
+    if (!img.value()) return std::optional<std::vector<uint8_t>>{};
+    if (!img.value()->journal.empty()) {
+      return make_error("volatile checkpoint " + path(kind) + " holds " +
+                        std::to_string(img.value()->journal.size()) +
+                        " journal records not yet replayed; start the TPM to apply them");
+    }
+    return std::optional<std::vector<uint8_t>>(std::move(img.value()->snapshot));
+  }
   const std::string p = path(kind);
-  UniqueFd fd(::open(p.c_str(), O_RDONLY | O_CLOEXEC));
+  UniqueFd fd(::openat(dirfd_.get(), "permanent.state", O_RDONLY | O_CLOEXEC));
   if (!fd) {
     if (errno == ENOENT) return std::optional<std::vector<uint8_t>>{};
     return make_error(errno_text("open " + p));
@@ -267,16 +247,10 @@ Result<std::optional<std::vector<uint8_t>>> StateStore::load(StateKind kind) con
 }
 
 Status StateStore::remove(StateKind kind) {
-  std::vector<std::string> names;
-  if (kind == StateKind::kPermanent) {
-    names.push_back(file_name(kind, 0));
-  } else {
-    for (uint64_t q : volatile_seqs()) names.push_back(file_name(kind, q));
-  }
-  for (const auto& n : names) {
-    if (::unlinkat(dirfd_.get(), n.c_str(), 0) != 0 && errno != ENOENT) {
-      return make_error(errno_text("remove " + dir_ + "/" + n));
-    }
+  if (kind == StateKind::kVolatile) {
+    if (auto s = CheckpointFile::remove(dirfd_.get(), dir_); !s) return s;
+  } else if (::unlinkat(dirfd_.get(), "permanent.state", 0) != 0 && errno != ENOENT) {
+    return make_error(errno_text("remove " + path(kind)));
   }
   if (::fsync(dirfd_.get()) != 0) return make_error(errno_text("fsync " + dir_));
   return {};

@@ -1,8 +1,7 @@
 // Encrypted, atomic storage of the TPM's state blobs.
 //
-// One file per kind of state (`permanent.state`, `volatile.state`) in the
-// vTPM's state directory.  Each file is a 48-byte header followed by the blob
-// sealed with AES-256-GCM:
+// The permanent state lives in `permanent.state`: a 48-byte header followed
+// by the blob sealed with AES-256-GCM:
 //
 //   0  magic "AXLVTPMS"      8  version (u16, 1)   10 kind (u16)
 //   12 reserved (u32, 0)     16 plaintext length (u32)
@@ -12,16 +11,14 @@
 // Bytes 0..31 are the AEAD's associated data, so a changed kind, length or
 // version fails authentication just like a changed ciphertext.  The key
 // comes from a host key file that must not live under the state directory.
-//
 // Writes go to a temporary file that is renamed into place, so a crash
-// leaves either the old or the new state, never a torn one.  With
+// leaves either the old or the new state, never a torn one; with
 // Durability::kPowerLoss the data and the directory are also fsync'd.
-// The permanent state is renamed over `permanent.state`.  The volatile state,
-// written after nearly every command, is renamed to a new name
-// `volatile.<seq>.state` and the previous one unlinked: renaming over an
-// existing file makes ext4 (auto_da_alloc) start writeback of the new data
-// at once, which cost about 150 us per checkpoint here.  The highest <seq>
-// is the current one.
+//
+// The volatile state, checkpointed after nearly every command, lives in
+// `volatile.ckpt` (vtpm/checkpoint.h): a preallocated file mapped shared, so
+// that a checkpoint is memory writes.  load/save/remove of kVolatile use it;
+// save(kVolatile) starts a new such file holding just that state.
 // A file that fails any check is refused with an error naming what was wrong
 // and is left exactly as found.
 #pragma once
@@ -68,14 +65,12 @@ class StateStore {
   Status remove(StateKind kind);
   std::string path(StateKind kind) const;
   const std::string& dir() const { return dir_; }
+  int dirfd() const { return dirfd_.get(); }
+  const Key& key() const { return key_; }
 
  private:
   StateStore(std::string dir, UniqueFd dirfd, const Key& key)
       : dir_(std::move(dir)), dirfd_(std::move(dirfd)), key_(key) {}
-  // Sequence numbers of the volatile files present, ascending.
-  std::vector<uint64_t> volatile_seqs() const;
-  std::string file_name(StateKind kind, uint64_t seq) const;
-  uint64_t next_seq_ = 0;  // 0: not yet scanned
   std::string dir_;
   UniqueFd dirfd_;
   Key key_;

@@ -71,14 +71,14 @@ TEST_F(StateStoreTest, MissingFileIsNotAnError) {
 
 TEST_F(StateStoreTest, EveryFlippedByteIsRefusedAndTheFileKept) {
   auto st = StateStore::open(dir_, key_);
-  ASSERT_TRUE(st->save(StateKind::kVolatile, secret(), Durability::kProcessCrash).ok());
-  const std::string p = st->path(StateKind::kVolatile);
+  ASSERT_TRUE(st->save(StateKind::kPermanent, secret(), Durability::kPowerLoss).ok());
+  const std::string p = st->path(StateKind::kPermanent);
   const auto good = read(p);
   for (size_t i = 0; i < good.size(); ++i) {
     auto bad = good;
     bad[i] ^= 0x01;
     write(p, bad);
-    auto r = st->load(StateKind::kVolatile);
+    auto r = st->load(StateKind::kPermanent);
     ASSERT_FALSE(r.ok()) << "byte " << i;
     EXPECT_NE(r.error().message.find(p), std::string::npos);
     EXPECT_EQ(read(p), bad) << "refusal must leave the file untouched";
@@ -107,7 +107,7 @@ TEST_F(StateStoreTest, TruncatedAndWrongKindAndWrongKeyAreRefusedWithReasons) {
   write(st->path(StateKind::kVolatile), good);
   r = st->load(StateKind::kVolatile);
   ASSERT_FALSE(r.ok());
-  EXPECT_NE(r.error().message.find("expected volatile"), std::string::npos);
+  EXPECT_NE(r.error().message.find("volatile checkpoint"), std::string::npos) << r.error().message;
 
   write(st->path(StateKind::kPermanent), good);
   Key other = key_;
@@ -118,24 +118,20 @@ TEST_F(StateStoreTest, TruncatedAndWrongKindAndWrongKeyAreRefusedWithReasons) {
   EXPECT_NE(r.error().message.find("authentication failed"), std::string::npos);
 }
 
-TEST_F(StateStoreTest, VolatileCheckpointsKeepOnlyTheNewest) {
+TEST_F(StateStoreTest, VolatileStateIsOneCheckpointFile) {
   auto st = StateStore::open(dir_, key_);
-  for (uint8_t i = 1; i <= 5; ++i) {
+  for (uint8_t i = 1; i <= 3; ++i) {
     ASSERT_TRUE(st->save(StateKind::kVolatile, std::vector<uint8_t>(100, i),
                          Durability::kProcessCrash).ok());
   }
   int n = 0;
   for (auto& e : fs::directory_iterator(dir_)) n += e.is_regular_file();
   EXPECT_EQ(n, 1);
-  EXPECT_EQ(st->path(StateKind::kVolatile), dir_ + "/volatile.5.state");
-  // A second store on the same dir (a restarted vTPM) reads the newest and
-  // continues the sequence.
+  EXPECT_EQ(st->path(StateKind::kVolatile), dir_ + "/volatile.ckpt");
   auto st2 = StateStore::open(dir_, key_);
   auto r = st2->load(StateKind::kVolatile);
   ASSERT_TRUE(r.ok() && r.value());
-  EXPECT_EQ(r.value()->at(0), 5);
-  ASSERT_TRUE(st2->save(StateKind::kVolatile, std::vector<uint8_t>(3, 6), Durability::kProcessCrash).ok());
-  EXPECT_EQ(st2->path(StateKind::kVolatile), dir_ + "/volatile.6.state");
+  EXPECT_EQ(*r.value(), std::vector<uint8_t>(100, 3));
   ASSERT_TRUE(st2->remove(StateKind::kVolatile).ok());
   r = st2->load(StateKind::kVolatile);
   ASSERT_TRUE(r.ok());

@@ -96,6 +96,7 @@ uint32_t TpmEngine::nv_load(unsigned char** data, uint32_t* length, const char* 
 uint32_t TpmEngine::nv_store(const unsigned char* data, uint32_t length, const char* name) {
   auto kind = kind_of(name);
   if (!kind) return TPM_SUCCESS;  // savestate: TPM 1.2 only
+  if (*kind == StateKind::kPermanent) ++perm_stores_;
   auto st = store_.save(*kind, {data, length},
                         *kind == StateKind::kPermanent ? Durability::kPowerLoss
                                                        : Durability::kProcessCrash);
@@ -109,11 +110,11 @@ uint32_t TpmEngine::nv_store(const unsigned char* data, uint32_t length, const c
 Status TpmEngine::power_on(bool resume) {
   if (running_) return make_error("TPM is already running");
   resumed_ = false;
-  // Check both files before libtpms sees either: a bad one is refused here,
-  // with its reason, and nothing is written.
+  // Check both before libtpms sees either: a bad file is refused here, with
+  // its reason, and nothing is written.
   auto perm = store_.load(StateKind::kPermanent);
   if (!perm) return perm.error();
-  auto vol = store_.load(StateKind::kVolatile);
+  auto vol = CheckpointFile::read(store_.dirfd(), store_.dir(), store_.key());
   if (!vol) return vol.error();
   if (perm.value() && TPMLIB_SetState(TPMLIB_STATE_PERMANENT, perm.value()->data(),
                                       static_cast<uint32_t>(perm.value()->size())) !=
@@ -121,13 +122,15 @@ Status TpmEngine::power_on(bool resume) {
     return make_error("libtpms refused the permanent state in " +
                       store_.path(StateKind::kPermanent));
   }
-  if (vol.value() && resume) {
+  const bool resuming = vol.value() && resume;
+  if (resuming) {
     if (!perm.value()) {
       return make_error("volatile state " + store_.path(StateKind::kVolatile) +
                         " without permanent state");
     }
-    if (TPMLIB_SetState(TPMLIB_STATE_VOLATILE, vol.value()->data(),
-                        static_cast<uint32_t>(vol.value()->size())) != TPM_SUCCESS) {
+    const auto& snap = vol.value()->snapshot;
+    if (TPMLIB_SetState(TPMLIB_STATE_VOLATILE, snap.data(), static_cast<uint32_t>(snap.size())) !=
+        TPM_SUCCESS) {
       return make_error("libtpms refused the volatile state in " +
                         store_.path(StateKind::kVolatile));
     }
@@ -139,24 +142,53 @@ Status TpmEngine::power_on(bool resume) {
                       store_.dir());
   }
   running_ = true;
-  if (vol.value() && resume) {
-    resumed_ = true;
-    // The restored random generator state was used before the crash: stir
-    // fresh entropy in so that no random number is ever handed out twice.
-    uint8_t seed[32];
-    if (getrandom(seed, sizeof seed, 0) == sizeof seed) {
-      auto cmd = tpm::Command(tpm::kCcStirRandom, {}, 0).tpm2b(seed).finish();
-      (void)execute(cmd);
+  if (!resuming) return {};
+  // The journal's commands, replayed in order at the locality each ran at.
+  const uint8_t saved = locality_;
+  size_t n = 0;
+  for (const auto& rec : vol.value()->journal) {
+    locality_ = rec.locality;
+    uint32_t len = 0;
+    TPM_RESULT rc = TPMLIB_Process(&rsp_, &len, &rsp_cap_, const_cast<uint8_t*>(rec.command.data()),
+                                   static_cast<uint32_t>(rec.command.size()));
+    auto code = rc == TPM_SUCCESS && len >= 10 && len <= rsp_cap_
+                    ? tpm::response_code({rsp_, len})
+                    : Result<uint32_t>(make_error("libtpms failed"));
+    if (!code || code.value() != tpm::kRcSuccess || !tpm::replayable(rec.command)) {
+      locality_ = saved;
+      power_off(false);
+      return make_error("volatile checkpoint " + store_.path(StateKind::kVolatile) +
+                        ": replaying journal record " + std::to_string(n + 1) + " of " +
+                        std::to_string(vol.value()->journal.size()) + " failed");
     }
+    ++n;
+  }
+  locality_ = saved;
+  stats_.replayed += n;
+  resumed_ = true;
+  // The restored random generator state was used before the crash: stir
+  // fresh entropy in so that no random number is ever handed out twice.
+  uint8_t seed[32];
+  if (getrandom(seed, sizeof seed, 0) == sizeof seed) {
+    auto cmd = tpm::Command(tpm::kCcStirRandom, {}, 0).tpm2b(seed).finish();
+    (void)execute(cmd);
+  }
+  // A new checkpoint file from here on: the old one is only ever read.
+  if (checkpoint_ && !ckpt_) {
+    if (auto s = checkpoint_now(); !s) return s;
   }
   return {};
 }
 
 void TpmEngine::power_off(bool orderly) {
   if (running_) {
+    // A stopped TPM's volatile state is one whole snapshot (CMD_GET_STATEBLOB
+    // reads it), not a snapshot and a journal.
+    if (!orderly && checkpoint_ && ckpt_ && ckpt_->journaled_since_snapshot() > 0) checkpoint();
     TPMLIB_Terminate();
     running_ = false;
   }
+  ckpt_.reset();
   if (orderly) {
     if (auto s = store_.remove(StateKind::kVolatile); !s) AXL_WARN("%s", s.error().message.c_str());
   }
@@ -164,6 +196,7 @@ void TpmEngine::power_off(bool orderly) {
 
 std::vector<uint8_t> TpmEngine::execute(std::span<const uint8_t> cmd) {
   if (!running_) return tpm::error_response(tpm::kRcFailure);
+  const uint64_t perm_before = perm_stores_;
   uint32_t len = 0;
   TPM_RESULT rc = TPMLIB_Process(&rsp_, &len, &rsp_cap_, const_cast<unsigned char*>(cmd.data()),
                                  static_cast<uint32_t>(cmd.size()));
@@ -178,7 +211,17 @@ std::vector<uint8_t> TpmEngine::execute(std::span<const uint8_t> cmd) {
     auto code = tpm::response_code(rsp);
     if (code && code.value() == tpm::kRcSuccess) extend_boot_measurements();
   }
-  if (checkpoint_ && tpm::may_change_state(cmd)) checkpoint();
+  if (checkpoint_ && tpm::may_change_state(cmd)) {
+    const auto t0 = std::chrono::steady_clock::now();
+    auto code = tpm::response_code(rsp);
+    if (ckpt_ && perm_stores_ == perm_before && code && code.value() == tpm::kRcSuccess &&
+        tpm::replayable(cmd) && ckpt_->journal(locality_, cmd)) {
+      ++stats_.journaled;
+      stats_.journal_time += std::chrono::steady_clock::now() - t0;
+    } else {
+      checkpoint();
+    }
+  }
   return rsp;
 }
 
@@ -248,7 +291,16 @@ Status TpmEngine::checkpoint_now() {
   if (TPMLIB_VolatileAll_Store(&buf, &len) != TPM_SUCCESS || !buf) {
     return make_error("libtpms could not serialise its volatile state");
   }
-  auto st = store_.save(StateKind::kVolatile, {buf, len}, Durability::kProcessCrash);
+  Status st;
+  if (!ckpt_ || !ckpt_->snapshot({buf, len})) {
+    // The first checkpoint of this power cycle, or one too large for its slot.
+    auto f = CheckpointFile::create(store_.dirfd(), store_.dir(), store_.key(), {buf, len});
+    if (f) {
+      ckpt_ = std::move(f.value());
+    } else {
+      st = f.error();
+    }
+  }
   TPM_Free(buf);
   ++stats_.checkpoints;
   stats_.checkpoint_bytes = len;

@@ -10,12 +10,17 @@
 //    NVRAM store callback whenever it changes; it is sealed and written with
 //    Durability::kPowerLoss before the command's response leaves.
 //  - volatile state (PCRs, loaded objects, sessions): after every command
-//    that may change it (tpm::may_change_state) it is checkpointed, sealed,
-//    with Durability::kProcessCrash: the checkpoint exists so that a killed
-//    vTPM domain resumes where it was; after a host power loss the guest has
-//    lost power too, and a TPM loses volatile state on power loss anyway.
-//  - power_on(resume=true) restores the checkpoint, so the next command of
-//    the guest or client finds PCRs, objects and sessions as they were.
+//    that may change it (tpm::may_change_state), before its response leaves,
+//    it is checkpointed into the mapped file of vtpm/checkpoint.h: a whole
+//    snapshot, or for a replayable command (tpm::replayable) that succeeded
+//    and wrote no permanent state, just that command in the journal.  The
+//    checkpoint exists so that a killed vTPM domain resumes where it was;
+//    after a host power loss the guest has lost power too, and a TPM loses
+//    volatile state on power loss anyway.
+//  - power_on(resume=true) restores the newest snapshot and replays the
+//    journal after it, so the next command of the guest or client finds
+//    PCRs, objects and sessions as they were; then it starts a new
+//    checkpoint file.
 #pragma once
 #include <array>
 #include <chrono>
@@ -26,6 +31,7 @@
 #include <vector>
 
 #include "common/result.h"
+#include "vtpm/checkpoint.h"
 #include "vtpm/state_store.h"
 
 namespace axl::vtpm {
@@ -43,6 +49,9 @@ struct EngineStats {
   uint64_t checkpoint_failures = 0;
   std::chrono::nanoseconds checkpoint_time{0};
   uint64_t checkpoint_bytes = 0;  // last checkpoint's plaintext size
+  uint64_t journaled = 0;         // commands checkpointed as a journal record
+  std::chrono::nanoseconds journal_time{0};
+  uint64_t replayed = 0;          // journal records replayed at resume
   uint64_t measured_boots = 0;    // Startup(CLEAR)s followed by the boot measurements
 };
 
@@ -109,6 +118,8 @@ class TpmEngine {
 
   StateStore store_;
   bool checkpoint_;
+  std::unique_ptr<CheckpointFile> ckpt_;  // the current volatile checkpoint file
+  uint64_t perm_stores_ = 0;              // permanent-state writes so far
   bool running_ = false;
   bool resumed_ = false;
   uint8_t locality_ = 0;

@@ -111,6 +111,28 @@ constexpr ReadOnly kReadOnly[] = {
 };
 }  // namespace
 
+namespace {
+// True when the authorisation area after `handles` handles holds password
+// sessions (TPM_RS_PW) only, which leave no session state behind.
+bool only_password_sessions(std::span<const uint8_t> cmd, int handles) {
+  Reader r(cmd);
+  uint32_t auth_size;
+  if (!r.skip(10 + 4 * static_cast<size_t>(handles)) || !r.u32(auth_size) ||
+      r.left() < auth_size) {
+    return false;
+  }
+  Reader a(cmd.subspan(cmd.size() - r.left(), auth_size));
+  while (a.left() > 0) {
+    uint32_t handle;
+    uint8_t attrs;
+    std::span<const uint8_t> nonce, hmac;
+    if (!a.u32(handle) || !a.tpm2b(nonce) || !a.u8(attrs) || !a.tpm2b(hmac)) return false;
+    if (handle != kRsPw) return false;
+  }
+  return true;
+}
+}  // namespace
+
 bool may_change_state(std::span<const uint8_t> cmd) {
   auto h = header(cmd);
   if (!h) return true;
@@ -121,24 +143,14 @@ bool may_change_state(std::span<const uint8_t> cmd) {
   if (!ro) return true;
   if (h->tag == kStNoSessions) return false;
   if (h->tag != kStSessions) return true;
-  // Only password sessions (TPM_RS_PW) leave no session state behind.
-  Reader r(cmd);
-  uint32_t auth_size;
-  if (!r.skip(10 + 4 * static_cast<size_t>(ro->handles)) || !r.u32(auth_size) ||
-      r.left() < auth_size) {
-    return true;
-  }
-  std::vector<uint8_t> area(cmd.begin() + static_cast<long>(cmd.size() - r.left()),
-                            cmd.begin() + static_cast<long>(cmd.size() - r.left() + auth_size));
-  Reader a(area);
-  while (a.left() > 0) {
-    uint32_t handle;
-    uint8_t attrs;
-    std::span<const uint8_t> nonce, hmac;
-    if (!a.u32(handle) || !a.tpm2b(nonce) || !a.u8(attrs) || !a.tpm2b(hmac)) return true;
-    if (handle != kRsPw) return true;
-  }
-  return false;
+  return !only_password_sessions(cmd, ro->handles);
+}
+
+bool replayable(std::span<const uint8_t> cmd) {
+  auto h = header(cmd);
+  if (!h || h->size != cmd.size() || h->tag != kStSessions) return false;
+  if (h->code != kCcPcrExtend && h->code != kCcPcrEvent && h->code != kCcPcrReset) return false;
+  return only_password_sessions(cmd, 1);  // each takes one handle, the PCR
 }
 
 std::vector<uint8_t> error_response(uint32_t rc) {

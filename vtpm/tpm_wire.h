@@ -29,6 +29,8 @@ inline constexpr uint32_t kCcFlushContext = 0x165;
 inline constexpr uint32_t kCcNvDefineSpace = 0x12A;
 inline constexpr uint32_t kCcNvWrite = 0x137;
 inline constexpr uint32_t kCcPcrExtend = 0x182;
+inline constexpr uint32_t kCcPcrEvent = 0x13C;
+inline constexpr uint32_t kCcPcrReset = 0x13D;
 inline constexpr uint32_t kCcGetRandom = 0x17B;
 inline constexpr uint32_t kCcQuote = 0x158;
 
@@ -86,6 +88,14 @@ std::optional<Header> header(std::span<const uint8_t> b);
 // TPM's volatile state?  False only for commands that read, with no session
 // other than passwords (whose use changes nothing).
 bool may_change_state(std::span<const uint8_t> cmd);
+
+// Is this command's effect on the volatile state a function of that state
+// and the command alone, so that replaying it on the state before it gives
+// the state after it?  True for PCR_Extend, PCR_Event and PCR_Reset with
+// password authorisation only: no session nonce, no random number, no
+// clock.  (The engine journals these only when they succeeded and wrote no
+// permanent state.)
+bool replayable(std::span<const uint8_t> cmd);
 
 // A TPM response carrying only `rc` (for commands we refuse before the TPM).
 std::vector<uint8_t> error_response(uint32_t rc);

@@ -63,3 +63,32 @@ TEST(TpmWire, ReaderStopsAtTheEnd) {
 
 }  // namespace
 }  // namespace axl::vtpm::tpm
+
+namespace axl::vtpm::tpm {
+namespace {
+
+TEST(TpmWire, OnlyPasswordAuthorisedPcrChangesAreReplayable) {
+  std::vector<uint8_t> d(32, 7);
+  auto ext = Command(kCcPcrExtend, {16}, 1).u32(1).u16(0x000B).bytes(d).finish();
+  EXPECT_TRUE(replayable(ext));
+  EXPECT_TRUE(replayable(Command(kCcPcrReset, {16}, 1).finish()));
+  EXPECT_TRUE(replayable(Command(kCcPcrEvent, {16}, 1).tpm2b(d).finish()));
+  // An HMAC session (handle 0x02000000): its nonces change with every use.
+  auto hmac = ext;
+  hmac[18] = 0x02, hmac[19] = hmac[20] = hmac[21] = 0;
+  EXPECT_FALSE(replayable(hmac));
+  // Not a PCR change, no sessions, a wrong size, truncated.
+  EXPECT_FALSE(replayable(Command(kCcGetRandom, {}, 0).u16(8).finish()));
+  EXPECT_FALSE(replayable(Command(kCcNvWrite, {1, 2}, 1).finish()));
+  auto nosess = ext;
+  nosess[1] = 0x01;
+  EXPECT_FALSE(replayable(nosess));
+  auto longer = ext;
+  longer.push_back(0);
+  EXPECT_FALSE(replayable(longer));
+  EXPECT_FALSE(replayable(std::span<const uint8_t>(ext).first(20)));
+  EXPECT_FALSE(replayable({}));
+}
+
+}  // namespace
+}  // namespace axl::vtpm::tpm
