@@ -12,6 +12,7 @@
 #include <algorithm>
 #include <cerrno>
 #include <cstring>
+#include <thread>
 
 #include "common/log.h"
 #include "vtpm/tpm_wire.h"
@@ -45,11 +46,10 @@ std::optional<StateKind> blob_kind(uint32_t type) {
 
 }  // namespace
 
-// One connected stream: a control channel or a TPM command channel.
+// One connected control channel, on the event loop.
 class Connection : public std::enable_shared_from_this<Connection> {
  public:
-  Connection(Server& s, UniqueFd fd, bool ctrl)
-      : server_(s), sd_(s.io(), fd.release()), ctrl_(ctrl) {}
+  Connection(Server& s, UniqueFd fd) : server_(s), sd_(s.io(), fd.release()) {}
   void start() { arm_read(); }
   void close() {
     if (closed_) return;
@@ -63,7 +63,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
     if (closed_) return;
     sd_.async_wait(Sd::wait_read, [self = shared_from_this()](const boost::system::error_code& ec) {
       if (ec || self->closed_) return;
-      self->ctrl_ ? self->read_ctrl() : self->read_data();
+      self->read_ctrl();
     });
   }
 
@@ -119,33 +119,6 @@ class Connection : public std::enable_shared_from_this<Connection> {
     send(std::move(rsp), false);
   }
 
-  void read_data() {
-    const size_t at = in_.size();
-    in_.resize(at + kReadChunk);
-    ssize_t n = ::read(sd_.native_handle(), in_.data() + at, kReadChunk);
-    if (n < 0 && (errno == EAGAIN || errno == EINTR)) {
-      in_.resize(at);
-      return arm_read();
-    }
-    if (n <= 0) return finish();
-    in_.resize(at + static_cast<size_t>(n));
-    process_data();
-  }
-
-  void process_data() {
-    auto h = tpm::header(in_);
-    if (!h) return arm_read();
-    if (h->size < 10 || h->size > kMaxCommand) {
-      AXL_WARN("command channel: TPM command claims %u bytes (10..%u allowed); closing", h->size,
-               kMaxCommand);
-      return send(tpm::error_response(tpm::kRcCommandSize), true);
-    }
-    if (in_.size() < h->size) return arm_read();
-    auto rsp = server_.handle_command({in_.data(), h->size});
-    in_.erase(in_.begin(), in_.begin() + h->size);
-    send(std::move(rsp), false);
-  }
-
   void send(std::vector<uint8_t> rsp, bool close_after) {
     out_ = std::move(rsp);
     out_off_ = 0;
@@ -173,14 +146,11 @@ class Connection : public std::enable_shared_from_this<Connection> {
     out_.clear();
     if (close_after_) return finish();
     if (server_.shutdown_requested()) return;
-    // More whole commands may already be buffered.
-    if (!ctrl_ && !in_.empty()) return process_data();
     arm_read();
   }
 
   Server& server_;
   Sd sd_;
-  bool ctrl_;
   bool closed_ = false;
   bool close_after_ = false;
   std::vector<uint8_t> in_;
@@ -190,6 +160,69 @@ class Connection : public std::enable_shared_from_this<Connection> {
   size_t out_off_ = 0;
 
   friend class Server;
+};
+
+// One TPM command stream (QEMU's data channel, a TCP or Unix client), served
+// on a thread of its own with blocking I/O: per command one read() and one
+// write(), no event-loop round trip.  The engine is shared with the control
+// channel and other streams under Server::engine_mu_.
+class DataConnection {
+ public:
+  DataConnection(Server& s, UniqueFd fd, uint64_t id) : server_(s), fd_(std::move(fd)), id_(id) {}
+  ~DataConnection() {
+    close();
+    if (thread_.joinable()) thread_.join();
+  }
+  void start() { thread_ = std::thread([this] { run(); }); }
+  // Wakes a blocked read; the thread then ends and the server reaps it.
+  void close() { ::shutdown(fd_.get(), SHUT_RDWR); }
+  uint64_t id() const { return id_; }
+
+ private:
+  void run() {
+    std::vector<uint8_t> in;
+    in.reserve(kReadChunk);
+    uint8_t buf[kReadChunk];
+    for (bool open = true; open;) {
+      ssize_t n = ::read(fd_.get(), buf, sizeof buf);
+      if (n < 0 && errno == EINTR) continue;
+      if (n <= 0) break;
+      in.insert(in.end(), buf, buf + n);
+      while (open) {
+        auto h = tpm::header(in);
+        if (!h) break;
+        if (h->size < 10 || h->size > kMaxCommand) {
+          AXL_WARN("command channel: TPM command claims %u bytes (10..%u allowed); closing",
+                   h->size, kMaxCommand);
+          send(tpm::error_response(tpm::kRcCommandSize));
+          open = false;
+          break;
+        }
+        if (in.size() < h->size) break;
+        auto rsp = server_.handle_command({in.data(), h->size});
+        in.erase(in.begin(), in.begin() + h->size);
+        open = send(rsp) && !server_.shutdown_requested();
+      }
+    }
+    server_.reap_later(id_);
+  }
+
+  bool send(std::span<const uint8_t> rsp) {
+    size_t off = 0;
+    while (off < rsp.size()) {
+      ssize_t w = ::send(fd_.get(), rsp.data() + off, rsp.size() - off, MSG_NOSIGNAL);
+      if (w < 0 && errno == ENOTSOCK) w = ::write(fd_.get(), rsp.data() + off, rsp.size() - off);
+      if (w < 0 && errno == EINTR) continue;
+      if (w <= 0) return false;
+      off += static_cast<size_t>(w);
+    }
+    return true;
+  }
+
+  Server& server_;
+  UniqueFd fd_;
+  uint64_t id_;
+  std::thread thread_;
 };
 
 struct Server::Listener {
@@ -215,17 +248,49 @@ void Server::stop() {
   listeners_.clear();
   for (auto& c : conns_) c->close();
   conns_.clear();
+  std::vector<std::unique_ptr<DataConnection>> data;
+  {
+    std::lock_guard lock(data_mu_);
+    data.swap(data_conns_);
+  }
+  data.clear();  // each closes its stream and joins its thread
+}
+
+void Server::reap_later(uint64_t id) {
+  asio::post(io_, [this, id] { drop_data(id); });
+}
+
+void Server::drop_data(uint64_t id) {
+  std::unique_ptr<DataConnection> gone;
+  {
+    std::lock_guard lock(data_mu_);
+    auto it = std::find_if(data_conns_.begin(), data_conns_.end(),
+                           [id](const auto& c) { return c->id() == id; });
+    if (it == data_conns_.end()) return;
+    gone = std::move(*it);
+    data_conns_.erase(it);
+  }
+  gone.reset();  // joins its (finished or finishing) thread
 }
 
 void Server::forget(Connection* c) {
   std::erase_if(conns_, [c](const auto& p) { return p.get() == c; });
 }
 
-void Server::add_connection(UniqueFd fd, bool ctrl) {
+uint64_t Server::add_connection(UniqueFd fd, bool ctrl) {
+  if (!ctrl) {
+    ::fcntl(fd.get(), F_SETFL, ::fcntl(fd.get(), F_GETFL) & ~O_NONBLOCK);
+    std::lock_guard lock(data_mu_);
+    const uint64_t id = ++next_data_id_;
+    data_conns_.push_back(std::make_unique<DataConnection>(*this, std::move(fd), id));
+    data_conns_.back()->start();
+    return id;
+  }
   set_nonblocking(fd.get());
-  auto c = std::make_shared<Connection>(*this, std::move(fd), ctrl);
+  auto c = std::make_shared<Connection>(*this, std::move(fd));
   conns_.push_back(c);
   c->start();
+  return 0;
 }
 
 void Server::listen_on(UniqueFd fd, bool ctrl, bool hand_over) {
@@ -339,8 +404,7 @@ Status Server::start(const ServerOptions& o) {
   }
   if (o.data_fd >= 0) {
     if (auto s = inherited(o.data_fd, "--data-fd"); !s) return s;
-    add_connection(UniqueFd(o.data_fd), false);
-    datafd_conn_ = conns_.back();
+    datafd_conn_ = add_connection(UniqueFd(o.data_fd), false);
   }
   return {};
 }
@@ -368,12 +432,19 @@ void Server::hand_over(char tag, int fd) {
 }
 
 std::vector<uint8_t> Server::handle_command(std::span<const uint8_t> cmd) {
+  std::lock_guard lock(engine_mu_);
   return engine_.execute(cmd);
 }
 
 std::vector<uint8_t> Server::handle_ctrl(const ctrl::Request& req, UniqueFd fd) {
   using namespace ctrl;
   const Cmd cmd = command_of(req);
+  // Cancelling is meant for a command in progress: it must not wait for it.
+  if (cmd == Cmd::kCancelTpmCmd) {
+    engine_.cancel();
+    return result_only(kSuccess);
+  }
+  std::lock_guard lock(engine_mu_);
   if (fd && cmd != Cmd::kSetDataFd) {
     AXL_WARN("control channel: CMD_%s came with a file descriptor; closed it", name(uint32_t(cmd)));
     fd.reset();
@@ -408,9 +479,6 @@ std::vector<uint8_t> Server::handle_ctrl(const ctrl::Request& req, UniqueFd fd) 
     }
     case Cmd::kSetLocality:
       engine_.set_locality(std::get<SetLocality>(req).locality);
-      return result_only(kSuccess);
-    case Cmd::kCancelTpmCmd:
-      engine_.cancel();
       return result_only(kSuccess);
     case Cmd::kStoreVolatile:
       if (!engine_.running()) return fail("TPM is not running", kInvalidPostInit);
@@ -457,13 +525,15 @@ std::vector<uint8_t> Server::handle_ctrl(const ctrl::Request& req, UniqueFd fd) 
       if (::getsockopt(fd.get(), SOL_SOCKET, SO_TYPE, &type, &len) != 0 || type != SOCK_STREAM) {
         return fail("the descriptor is not a stream socket", kBadParameter);
       }
-      if (auto old = datafd_conn_.lock()) {
-        old->close();
-        forget(old.get());
+      if (datafd_conn_) {
+        // The old channel's thread may be waiting for the engine lock held
+        // here: wake it (it ends on its own) and let the loop reap it later.
+        std::lock_guard lock(data_mu_);
+        for (auto& c : data_conns_)
+          if (c->id() == datafd_conn_) c->close();
       }
       hand_over('D', fd.get());
-      add_connection(std::move(fd), false);
-      datafd_conn_ = conns_.back();
+      datafd_conn_ = add_connection(std::move(fd), false);
       return result_only(kSuccess);
     }
     case Cmd::kSetBufferSize: {

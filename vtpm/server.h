@@ -5,10 +5,14 @@
 //    QEMU hands over by CMD_SET_DATAFD;
 //  - TCP on 127.0.0.1: commands on port N, control on N+1, which is what
 //    tpm2-tss' `swtpm:host=127.0.0.1,port=N` TCTI expects.
-// One Asio event loop; TPM commands run one at a time, to completion.
+// The control channels and the listeners run on one Asio event loop; each
+// TPM command stream has a thread of its own (blocking read, execute, write).
+// TPM commands run one at a time, to completion, under one engine lock.
 #pragma once
 #include <cstdint>
+#include <atomic>
 #include <memory>
+#include <mutex>
 #include <optional>
 #include <string>
 
@@ -33,6 +37,7 @@ struct ServerOptions {
 };
 
 class Connection;
+class DataConnection;
 
 class Server {
  public:
@@ -41,13 +46,15 @@ class Server {
   Status start(const ServerOptions& opts);
   // Stops accepting and closes every connection.
   void stop();
-  bool shutdown_requested() const { return shutdown_requested_; }
+  bool shutdown_requested() const { return shutdown_requested_.load(); }
 
   // Handles one control message (as one read returned it) and says what to
   // send back; `fd` is a descriptor that came with it (SCM_RIGHTS).
   std::vector<uint8_t> handle_ctrl(const ctrl::Request& req, UniqueFd fd);
   std::vector<uint8_t> handle_command(std::span<const uint8_t> cmd);
   void forget(Connection* c);
+  // From a command stream's thread as it ends: the loop joins and drops it.
+  void reap_later(uint64_t id);
   TpmEngine& engine() { return engine_; }
   boost::asio::io_context& io() { return io_; }
 
@@ -56,17 +63,23 @@ class Server {
   void listen_on(UniqueFd fd, bool ctrl, bool hand_over);
   void hand_over(char tag, int fd);
   void accept_loop(Listener* l);
-  void add_connection(UniqueFd fd, bool ctrl);
+  // Returns a command stream's id (0 for a control channel).
+  uint64_t add_connection(UniqueFd fd, bool ctrl);
+  void drop_data(uint64_t id);
 
   boost::asio::io_context& io_;
   TpmEngine& engine_;
   std::vector<std::unique_ptr<Listener>> listeners_;
   std::vector<std::shared_ptr<Connection>> conns_;
-  std::weak_ptr<Connection> datafd_conn_;
+  std::mutex engine_mu_;  // the engine, and everything the control channel changes
+  std::mutex data_mu_;    // data_conns_
+  std::vector<std::unique_ptr<DataConnection>> data_conns_;
+  uint64_t next_data_id_ = 0;
+  uint64_t datafd_conn_ = 0;  // QEMU's data channel (CMD_SET_DATAFD), 0: none
   std::string ctrl_path_, cmd_path_;
   UniqueFd handover_;
   bool pending_volatile_ = false;  // CMD_STORE_VOLATILE or a volatile blob set
-  bool shutdown_requested_ = false;
+  std::atomic<bool> shutdown_requested_ = false;
 };
 
 }  // namespace axl::vtpm
