@@ -24,28 +24,37 @@ namespace {
 constexpr char kMagic[8] = {'A', 'X', 'L', 'V', 'T', 'P', 'M', 'C'};
 constexpr uint32_t kVersion = 1;
 constexpr size_t kFileHeader = 4096;
-constexpr size_t kSlotsOffset = 12288;
+constexpr size_t kPendingCmd = 4096;
+constexpr size_t kPendingRsp = 12288;
+constexpr size_t kPendingRoom = 8192;
+constexpr size_t kPermWriteOffset = 64;
+constexpr size_t kSlotsOffset = 20480;
 constexpr size_t kDefaultSlot = 64 * 1024;
 constexpr size_t kMaxSlot = 16 * 1024 * 1024;
 constexpr size_t kSaltOffset = 32;
 constexpr uint8_t kTypeSnapshot = 1;
 constexpr uint8_t kTypeRecord = 2;
+constexpr uint8_t kTypePendingCmd = 3;
+constexpr uint8_t kTypePendingRsp = 4;
 constexpr const char* kTmpName = ".volatile.ckpt.tmp";
 
 // Entry header, at the start of every slot and record.  `seq` is written
 // first (0) and last (its value); see checkpoint.h.
+// `prev`: the sequence number of the snapshot or record this one follows
+// (pending entries take numbers too, so the journal's are not consecutive).
 struct EntryHeader {
   uint64_t seq;
   uint32_t len;
   uint8_t type;
   uint8_t locality;
   uint16_t reserved;
+  uint64_t prev;
   uint8_t tag[16];
-  uint8_t unused[16];
+  uint8_t unused[8];
 };
 static_assert(sizeof(EntryHeader) == CheckpointFile::kEntryHeader);
-constexpr size_t kAadOffset = 8;  // len, type, locality, reserved
-constexpr size_t kAadSize = 8;
+constexpr size_t kAadOffset = 8;  // len, type, locality, reserved, prev
+constexpr size_t kAadSize = 16;
 
 struct FileHeader {
   char magic[8];
@@ -128,11 +137,15 @@ struct CheckpointFile::Impl {
   uint8_t* map = nullptr;
   size_t size = 0;
   size_t slot_size = 0;
-  uint64_t seq = 0;      // the newest entry's
+  uint64_t seq = 0;          // the newest entry's
+  uint64_t last_commit = 0;  // the newest snapshot or record's
   int newest_slot = 0;   // the slot holding the newest snapshot
   uint64_t next_record = 0;
   std::unique_ptr<EVP_CIPHER_CTX, CtxFree> ctx{EVP_CIPHER_CTX_new()};
 
+  EntryHeader* pending_cmd() { return reinterpret_cast<EntryHeader*>(map + kPendingCmd); }
+  EntryHeader* pending_rsp() { return reinterpret_cast<EntryHeader*>(map + kPendingRsp); }
+  uint64_t* perm_write() { return reinterpret_cast<uint64_t*>(map + kPermWriteOffset); }
   EntryHeader* slot(int i) { return reinterpret_cast<EntryHeader*>(map + kSlotsOffset + i * slot_size); }
   EntryHeader* record(size_t i) {
     return reinterpret_cast<EntryHeader*>(map + kSlotsOffset + 2 * slot_size + i * kRecordSize);
@@ -146,6 +159,7 @@ struct CheckpointFile::Impl {
     h->type = type;
     h->locality = locality;
     h->reserved = 0;
+    h->prev = last_commit;
     uint8_t iv[12];
     nonce_for(type, s, iv);
     uint8_t* ct = reinterpret_cast<uint8_t*>(h) + kEntryHeader;
@@ -160,6 +174,7 @@ struct CheckpointFile::Impl {
       abort();  // see derive_key
     }
     set_seq(h, s);
+    if (type == kTypeSnapshot || type == kTypeRecord) last_commit = s;
   }
 
   ~Impl() {
@@ -230,6 +245,36 @@ bool CheckpointFile::journal(uint8_t locality, std::span<const uint8_t> command)
   return true;
 }
 
+bool CheckpointFile::begin(uint8_t locality, std::span<const uint8_t> command) {
+  Impl& m = *impl_;
+  if (command.size() + kEntryHeader > kPendingRoom) return false;
+  set_seq(m.pending_rsp(), 0);
+  m.write(m.pending_cmd(), kTypePendingCmd, locality, command);
+  return true;
+}
+
+bool CheckpointFile::answer(std::span<const uint8_t> response) {
+  Impl& m = *impl_;
+  if (response.size() + kEntryHeader > kPendingRoom) return false;
+  m.write(m.pending_rsp(), kTypePendingRsp, 0, response);
+  return true;
+}
+
+void CheckpointFile::mark_permanent_write() {
+  Impl& m = *impl_;
+  const uint64_t s = std::atomic_ref<uint64_t>(m.pending_cmd()->seq).load(std::memory_order_relaxed);
+  compiler_fence();
+  std::atomic_ref<uint64_t>(*m.perm_write()).store(s, std::memory_order_relaxed);
+  compiler_fence();
+}
+
+void CheckpointFile::settle() {
+  Impl& m = *impl_;
+  // The command first: without it a response is never looked at.
+  set_seq(m.pending_cmd(), 0);
+  set_seq(m.pending_rsp(), 0);
+}
+
 Result<std::optional<VolatileImage>> CheckpointFile::read(int dirfd, const std::string& dir,
                                                           const Key& key) {
   const std::string path = dir + "/" + kName;
@@ -298,7 +343,11 @@ Result<std::optional<VolatileImage>> CheckpointFile::read(int dirfd, const std::
     }
   }
   if (snap_seq == 0) return make_error(what + ": holds no snapshot");
-  std::vector<std::pair<uint64_t, JournalEntry>> recs;
+  struct Rec {
+    uint64_t prev;
+    JournalEntry entry;
+  };
+  std::vector<std::pair<uint64_t, Rec>> recs;
   const size_t jbase = kSlotsOffset + 2 * size_t{fh.slot_size};
   for (size_t i = 0; i < kJournalRecords; ++i) {
     EntryHeader h;
@@ -307,17 +356,34 @@ Result<std::optional<VolatileImage>> CheckpointFile::read(int dirfd, const std::
     auto e = entry(jbase + i * kRecordSize, kRecordSize, kTypeRecord,
                    "journal record " + std::to_string(i));
     if (!e) return e.error();
-    recs.push_back({h.seq, JournalEntry{h.locality, std::move(e.value()->second)}});
+    recs.push_back({h.seq, Rec{h.prev, JournalEntry{h.locality, std::move(e.value()->second)}}});
   }
   std::sort(recs.begin(), recs.end(), [](const auto& a, const auto& b) { return a.first < b.first; });
+  auto cmd = entry(kPendingCmd, kPendingRoom, kTypePendingCmd, "the pending command");
+  if (!cmd) return cmd.error();
+  if (cmd.value()) {
+    PendingCommand p;
+    p.seq = cmd.value()->first.seq;
+    p.command = {cmd.value()->first.locality, std::move(cmd.value()->second)};
+    auto rsp = entry(kPendingRsp, kPendingRoom, kTypePendingRsp, "the pending response");
+    if (!rsp) return rsp.error();
+    if (rsp.value() && rsp.value()->first.seq > p.seq) {
+      p.response = std::move(rsp.value()->second);
+      p.response_seq = rsp.value()->first.seq;
+    }
+    uint64_t perm;
+    std::memcpy(&perm, buf.data() + kPermWriteOffset, sizeof perm);
+    p.permanent_write = perm == p.seq;
+    img.pending = std::move(p);
+  }
   img.seq = snap_seq;
   for (auto& [seq, rec] : recs) {
-    if (seq != img.seq + 1) {
+    if (rec.prev != img.seq) {
       return make_error(what + ": journal has a gap after entry " + std::to_string(img.seq) +
                         " (entries removed?)");
     }
     img.seq = seq;
-    img.journal.push_back(std::move(rec));
+    img.journal.push_back(std::move(rec.entry));
   }
   return std::optional<VolatileImage>(std::move(img));
 }

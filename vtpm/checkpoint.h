@@ -6,13 +6,16 @@
 //
 // Layout (sizes in bytes):
 //   0      file header (4096): magic "AXLVTPMC", version, slot size,
-//          journal geometry, a random 32-byte salt
-//   4096   reserved (8192)
-//   12288  snapshot slot A, then snapshot slot B (slot size each)
+//          journal geometry, a random 32-byte salt; at 64 the (unsealed)
+//          sequence number of a pending command that began a permanent write
+//   4096   the pending guest command (8192)
+//   12288  its response (8192)
+//   20480  snapshot slot A, then snapshot slot B (slot size each)
 //   ...    journal: kJournalRecords records of kRecordSize
 //
 // Every slot and record is an entry: a 48-byte header (sequence number, length,
-// type, locality, GCM tag) and its AES-256-GCM ciphertext.  The key is
+// type, locality, the sequence number of the entry it follows, GCM tag) and
+// its AES-256-GCM ciphertext.  The key is
 // HKDF-SHA256(host key, salt, "axolotl-vtpm volatile"): a fresh key for
 // every file, so the nonce can be the entry's type and sequence number, which
 // only ever grow within one file.  A resumed instance starts a new file (new
@@ -27,11 +30,17 @@
 //    command replayed.  Journaling costs a ~100-byte seal instead of a ~9 KB
 //    one.  A snapshot is taken instead when the journal is full.
 //
+//  - The pending command: the guest's command in progress (QEMU's data
+//    channel), written before it runs, and its response, written before its
+//    checkpoint; both are cleared ("settled") before the response is sent.
+//    A successor finds a command its predecessor was killed in the middle
+//    of, and whether its checkpoint was taken (an entry newer than the
+//    response), so it can answer it (TpmEngine::take_guest_reply).
+//
 // Torn writes: an entry's sequence number is set to 0 before anything else
 // of it is written and to its value after everything else, so an entry cut
 // short by a kill reads as empty.  The state is the newest snapshot plus the
-// records that follow it, which must carry the consecutive sequence numbers
-// after it.  An entry that claims a sequence number and fails authentication,
+// records that follow it, each naming the one before it.  An entry that claims a sequence number and fails authentication,
 // or a gap in the journal, can only be tampering and is refused with a
 // reason; nothing is changed then.
 #pragma once
@@ -52,10 +61,20 @@ struct JournalEntry {
   std::vector<uint8_t> command;
 };
 
+// A guest command that was in progress when its instance went away.
+struct PendingCommand {
+  uint64_t seq = 0;
+  JournalEntry command;
+  std::optional<std::vector<uint8_t>> response;  // recorded after it ran
+  uint64_t response_seq = 0;
+  bool permanent_write = false;  // it began writing permanent state
+};
+
 struct VolatileImage {
   std::vector<uint8_t> snapshot;
   std::vector<JournalEntry> journal;  // to replay on top of it, in order
-  uint64_t seq = 0;                   // the newest entry's sequence number
+  uint64_t seq = 0;                   // the newest snapshot or record's sequence number
+  std::optional<PendingCommand> pending;
 };
 
 class CheckpointFile {
@@ -87,6 +106,12 @@ class CheckpointFile {
   // false: the journal is full or the command too long; take a snapshot.
   bool journal(uint8_t locality, std::span<const uint8_t> command);
   size_t journaled_since_snapshot() const { return since_snapshot_; }
+
+  // The pending guest command (see above); false: too long to record.
+  bool begin(uint8_t locality, std::span<const uint8_t> command);
+  bool answer(std::span<const uint8_t> response);
+  void mark_permanent_write();
+  void settle();
 
  private:
   struct Impl;

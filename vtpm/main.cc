@@ -5,6 +5,7 @@
 
 #include <cerrno>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <string>
 #include <vector>
@@ -24,6 +25,30 @@ namespace {
 int fail(const std::string& msg) {
   fprintf(stderr, "axolotl-vtpm: %s\n", msg.c_str());
   return 1;
+}
+
+// AXL_VTPM_FAULT=die-in-command:CODE | die-after-checkpoint:CODE (CODE a TPM
+// command code, e.g. 0x17e): a test hook for the first instance only (one
+// not handed a data channel), so the restarted one serves normally.
+axl::Result<std::pair<axl::vtpm::TpmEngine::Fault, uint32_t>> parse_fault(const std::string& v) {
+  using F = axl::vtpm::TpmEngine::Fault;
+  const auto colon = v.find(':');
+  const std::string kind = v.substr(0, colon);
+  F f = kind == "die-in-command"         ? F::kDieInCommand
+        : kind == "die-after-checkpoint" ? F::kDieAfterCheckpoint
+                                         : F::kNone;
+  if (f == F::kNone || colon == std::string::npos) {
+    return axl::make_error("AXL_VTPM_FAULT '" + v +
+                           "': want die-in-command:CODE or die-after-checkpoint:CODE");
+  }
+  const std::string num = v.substr(colon + 1);
+  char* end = nullptr;
+  errno = 0;
+  unsigned long code = std::strtoul(num.c_str(), &end, 0);
+  if (num.empty() || *end != '\0' || errno != 0 || code > 0xffffffffUL) {
+    return axl::make_error("AXL_VTPM_FAULT '" + v + "': bad command code '" + num + "'");
+  }
+  return std::pair{f, static_cast<uint32_t>(code)};
 }
 
 }  // namespace
@@ -66,6 +91,16 @@ int main(int argc, char** argv) {
   auto engine = TpmEngine::create(std::move(store.value()), o.checkpoint);
   if (!engine) return fail(engine.error().message);
   TpmEngine& tpm = *engine.value();
+  if (const char* f = std::getenv("AXL_VTPM_FAULT"); f && *f) {
+    auto fault = parse_fault(f);
+    if (!fault) return fail(fault.error().message);
+    if (o.data_fd < 0) {
+      tpm.set_fault(fault->first, fault->second);
+      AXL_WARN("fault injection: %s", f);
+    } else {
+      AXL_INFO("fault injection %s: not in a restarted instance", f);
+    }
+  }
 
   if (fresh) {
     // First creation: manufacture the TPM (EK + certificate, AK).

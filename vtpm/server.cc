@@ -168,7 +168,11 @@ class Connection : public std::enable_shared_from_this<Connection> {
 // channel and other streams under Server::engine_mu_.
 class DataConnection {
  public:
-  DataConnection(Server& s, UniqueFd fd, uint64_t id) : server_(s), fd_(std::move(fd)), id_(id) {}
+  // guest: QEMU's data channel (commands recorded as pending, engine.h);
+  // inherited: handed to this instance at start, so a predecessor may have
+  // left a command of it unanswered.
+  DataConnection(Server& s, UniqueFd fd, uint64_t id, bool guest, bool inherited)
+      : server_(s), fd_(std::move(fd)), id_(id), guest_(guest), inherited_(inherited) {}
   ~DataConnection() {
     close();
     if (thread_.joinable()) thread_.join();
@@ -183,7 +187,11 @@ class DataConnection {
     std::vector<uint8_t> in;
     in.reserve(kReadChunk);
     uint8_t buf[kReadChunk];
-    for (bool open = true; open;) {
+    bool open = true;
+    if (inherited_) {
+      if (auto reply = server_.take_guest_reply()) open = send(*reply);
+    }
+    while (open) {
       ssize_t n = ::read(fd_.get(), buf, sizeof buf);
       if (n < 0 && errno == EINTR) continue;
       if (n <= 0) break;
@@ -199,7 +207,7 @@ class DataConnection {
           break;
         }
         if (in.size() < h->size) break;
-        auto rsp = server_.handle_command({in.data(), h->size});
+        auto rsp = server_.handle_command({in.data(), h->size}, guest_);
         in.erase(in.begin(), in.begin() + h->size);
         open = send(rsp) && !server_.shutdown_requested();
       }
@@ -222,6 +230,7 @@ class DataConnection {
   Server& server_;
   UniqueFd fd_;
   uint64_t id_;
+  bool guest_, inherited_;
   std::thread thread_;
 };
 
@@ -277,12 +286,13 @@ void Server::forget(Connection* c) {
   std::erase_if(conns_, [c](const auto& p) { return p.get() == c; });
 }
 
-uint64_t Server::add_connection(UniqueFd fd, bool ctrl) {
+uint64_t Server::add_connection(UniqueFd fd, bool ctrl, bool guest, bool inherited) {
   if (!ctrl) {
     ::fcntl(fd.get(), F_SETFL, ::fcntl(fd.get(), F_GETFL) & ~O_NONBLOCK);
     std::lock_guard lock(data_mu_);
     const uint64_t id = ++next_data_id_;
-    data_conns_.push_back(std::make_unique<DataConnection>(*this, std::move(fd), id));
+    data_conns_.push_back(
+        std::make_unique<DataConnection>(*this, std::move(fd), id, guest, inherited));
     data_conns_.back()->start();
     return id;
   }
@@ -404,7 +414,7 @@ Status Server::start(const ServerOptions& o) {
   }
   if (o.data_fd >= 0) {
     if (auto s = inherited(o.data_fd, "--data-fd"); !s) return s;
-    datafd_conn_ = add_connection(UniqueFd(o.data_fd), false);
+    datafd_conn_ = add_connection(UniqueFd(o.data_fd), false, true, true);
   }
   return {};
 }
@@ -431,9 +441,14 @@ void Server::hand_over(char tag, int fd) {
   }
 }
 
-std::vector<uint8_t> Server::handle_command(std::span<const uint8_t> cmd) {
+std::vector<uint8_t> Server::handle_command(std::span<const uint8_t> cmd, bool guest) {
   std::lock_guard lock(engine_mu_);
-  return engine_.execute(cmd);
+  return guest ? engine_.execute_guest(cmd) : engine_.execute(cmd);
+}
+
+std::optional<std::vector<uint8_t>> Server::take_guest_reply() {
+  std::lock_guard lock(engine_mu_);
+  return engine_.take_guest_reply();
 }
 
 std::vector<uint8_t> Server::handle_ctrl(const ctrl::Request& req, UniqueFd fd) {
@@ -533,7 +548,7 @@ std::vector<uint8_t> Server::handle_ctrl(const ctrl::Request& req, UniqueFd fd) 
           if (c->id() == datafd_conn_) c->close();
       }
       hand_over('D', fd.get());
-      datafd_conn_ = add_connection(std::move(fd), false);
+      datafd_conn_ = add_connection(std::move(fd), false, true, false);
       return result_only(kSuccess);
     }
     case Cmd::kSetBufferSize: {

@@ -51,7 +51,9 @@ class Server {
   // Handles one control message (as one read returned it) and says what to
   // send back; `fd` is a descriptor that came with it (SCM_RIGHTS).
   std::vector<uint8_t> handle_ctrl(const ctrl::Request& req, UniqueFd fd);
-  std::vector<uint8_t> handle_command(std::span<const uint8_t> cmd);
+  // guest: from QEMU's data channel (TpmEngine::execute_guest).
+  std::vector<uint8_t> handle_command(std::span<const uint8_t> cmd, bool guest);
+  std::optional<std::vector<uint8_t>> take_guest_reply();
   void forget(Connection* c);
   // From a command stream's thread as it ends: the loop joins and drops it.
   void reap_later(uint64_t id);
@@ -64,7 +66,7 @@ class Server {
   void hand_over(char tag, int fd);
   void accept_loop(Listener* l);
   // Returns a command stream's id (0 for a control channel).
-  uint64_t add_connection(UniqueFd fd, bool ctrl);
+  uint64_t add_connection(UniqueFd fd, bool ctrl, bool guest = false, bool inherited = false);
   void drop_data(uint64_t id);
 
   boost::asio::io_context& io_;

@@ -7,6 +7,9 @@
 #include <libtpms/tpm_tis.h>
 #include <sys/random.h>
 
+#include <csignal>
+#include <utility>
+
 #include <cstdlib>
 #include <cstring>
 
@@ -96,7 +99,10 @@ uint32_t TpmEngine::nv_load(unsigned char** data, uint32_t* length, const char* 
 uint32_t TpmEngine::nv_store(const unsigned char* data, uint32_t length, const char* name) {
   auto kind = kind_of(name);
   if (!kind) return TPM_SUCCESS;  // savestate: TPM 1.2 only
-  if (*kind == StateKind::kPermanent) ++perm_stores_;
+  if (*kind == StateKind::kPermanent) {
+    ++perm_stores_;
+    if (guest_cmd_ && ckpt_) ckpt_->mark_permanent_write();
+  }
   auto st = store_.save(*kind, {data, length},
                         *kind == StateKind::kPermanent ? Durability::kPowerLoss
                                                        : Durability::kProcessCrash);
@@ -142,7 +148,12 @@ Status TpmEngine::power_on(bool resume) {
                       store_.dir());
   }
   running_ = true;
-  if (!resuming) return {};
+  if (!resuming) {
+    // The checkpoint file exists from power-on, so that the guest's very
+    // first command (TPM2_Startup) is recorded as pending like any other.
+    if (checkpoint_) return checkpoint_now();
+    return {};
+  }
   // The journal's commands, replayed in order at the locality each ran at.
   const uint8_t saved = locality_;
   size_t n = 0;
@@ -177,10 +188,12 @@ Status TpmEngine::power_on(bool resume) {
   if (checkpoint_ && !ckpt_) {
     if (auto s = checkpoint_now(); !s) return s;
   }
+  if (vol.value()->pending) answer_pending(*vol.value()->pending, vol.value()->seq);
   return {};
 }
 
 void TpmEngine::power_off(bool orderly) {
+  guest_reply_.reset();  // an answer for before a power cycle is no answer
   if (running_) {
     // A stopped TPM's volatile state is one whole snapshot (CMD_GET_STATEBLOB
     // reads it), not a snapshot and a journal.
@@ -197,6 +210,74 @@ void TpmEngine::power_off(bool orderly) {
 std::vector<uint8_t> TpmEngine::execute(std::span<const uint8_t> cmd) {
   if (!running_) return tpm::error_response(tpm::kRcFailure);
   const uint64_t perm_before = perm_stores_;
+  auto rsp = process(cmd);
+  commit(cmd, rsp, perm_before);
+  return rsp;
+}
+
+std::vector<uint8_t> TpmEngine::execute_guest(std::span<const uint8_t> cmd) {
+  return run_guest(cmd, true);
+}
+
+std::vector<uint8_t> TpmEngine::run_guest(std::span<const uint8_t> cmd, bool settle) {
+  if (!running_) return tpm::error_response(tpm::kRcFailure);
+  if (!checkpoint_ || !ckpt_ || !ckpt_->begin(locality_, cmd)) return execute(cmd);
+  const uint64_t perm_before = perm_stores_;
+  const uint32_t code = tpm::header(cmd) ? tpm::header(cmd)->code : 0;
+  guest_cmd_ = true;
+  auto rsp = process(cmd);
+  guest_cmd_ = false;
+  if (fault_ == Fault::kDieInCommand && code == fault_code_) ::raise(SIGKILL);
+  CheckpointFile* recorded = ckpt_.get();
+  recorded->answer(rsp);
+  commit(cmd, rsp, perm_before);
+  if (fault_ == Fault::kDieAfterCheckpoint && code == fault_code_) ::raise(SIGKILL);
+  // A checkpoint too large for its slot started a new file, which never
+  // held this command: nothing to settle there.
+  if (settle && ckpt_.get() == recorded) ckpt_->settle();
+  return rsp;
+}
+
+std::optional<std::vector<uint8_t>> TpmEngine::take_guest_reply() {
+  if (!guest_reply_) return std::nullopt;
+  if (ckpt_) ckpt_->settle();
+  return std::exchange(guest_reply_, std::nullopt);
+}
+
+// Called by power_on(resume) with the new checkpoint file in place.
+void TpmEngine::answer_pending(const PendingCommand& p, uint64_t committed) {
+  const uint8_t saved = locality_;
+  if (p.seq > committed && !p.permanent_write) {
+    // Killed before its checkpoint: the restored state is from before it,
+    // and the guest never saw an answer.  Run it now.
+    locality_ = p.command.locality;
+    guest_reply_ = run_guest(p.command.command, false);
+    AXL_INFO("answered the guest's command in flight at the kill: ran it again");
+  } else {
+    std::vector<uint8_t> reply;
+    if (p.seq > committed) {
+      reply = tpm::error_response(tpm::kRcCanceled);
+      AXL_WARN("the guest's command in flight at the kill had begun writing permanent state: "
+               "answered TPM_RC_CANCELED");
+    } else if (p.response) {
+      reply = *p.response;
+      AXL_INFO("answered the guest's command in flight at the kill: its recorded response");
+    } else {
+      AXL_WARN("a pending guest command with a checkpoint but no response; not answered");
+      return;
+    }
+    // Recorded in the new file as answered and checkpointed, so that a kill
+    // before it is sent repeats this answer rather than the command.
+    if (ckpt_ && ckpt_->begin(p.command.locality, p.command.command) && ckpt_->answer(reply)) {
+      (void)checkpoint_now();
+    }
+    guest_reply_ = std::move(reply);
+  }
+  locality_ = saved;
+  ++stats_.guest_answered;
+}
+
+std::vector<uint8_t> TpmEngine::process(std::span<const uint8_t> cmd) {
   uint32_t len = 0;
   TPM_RESULT rc = TPMLIB_Process(&rsp_, &len, &rsp_cap_, const_cast<unsigned char*>(cmd.data()),
                                  static_cast<uint32_t>(cmd.size()));
@@ -211,18 +292,21 @@ std::vector<uint8_t> TpmEngine::execute(std::span<const uint8_t> cmd) {
     auto code = tpm::response_code(rsp);
     if (code && code.value() == tpm::kRcSuccess) extend_boot_measurements();
   }
-  if (checkpoint_ && tpm::may_change_state(cmd)) {
-    const auto t0 = std::chrono::steady_clock::now();
-    auto code = tpm::response_code(rsp);
-    if (ckpt_ && perm_stores_ == perm_before && code && code.value() == tpm::kRcSuccess &&
-        tpm::replayable(cmd) && ckpt_->journal(locality_, cmd)) {
-      ++stats_.journaled;
-      stats_.journal_time += std::chrono::steady_clock::now() - t0;
-    } else {
-      checkpoint();
-    }
-  }
   return rsp;
+}
+
+void TpmEngine::commit(std::span<const uint8_t> cmd, std::span<const uint8_t> rsp,
+                       uint64_t perm_before) {
+  if (!checkpoint_ || !tpm::may_change_state(cmd)) return;
+  const auto t0 = std::chrono::steady_clock::now();
+  auto code = tpm::response_code(rsp);
+  if (ckpt_ && perm_stores_ == perm_before && code && code.value() == tpm::kRcSuccess &&
+      tpm::replayable(cmd) && ckpt_->journal(locality_, cmd)) {
+    ++stats_.journaled;
+    stats_.journal_time += std::chrono::steady_clock::now() - t0;
+  } else {
+    checkpoint();
+  }
 }
 
 bool TpmEngine::is_startup_clear(std::span<const uint8_t> cmd) {

@@ -52,6 +52,7 @@ struct EngineStats {
   uint64_t journaled = 0;         // commands checkpointed as a journal record
   std::chrono::nanoseconds journal_time{0};
   uint64_t replayed = 0;          // journal records replayed at resume
+  uint64_t guest_answered = 0;    // guest commands in flight at a kill, answered at resume
   uint64_t measured_boots = 0;    // Startup(CLEAR)s followed by the boot measurements
 };
 
@@ -75,6 +76,23 @@ class TpmEngine {
 
   // Executes one command (already framed: header size == cmd.size()).
   std::vector<uint8_t> execute(std::span<const uint8_t> cmd);
+  // The same for a command of the guest (QEMU's data channel, which outlives
+  // this process): the command is recorded before it runs and its response
+  // before its checkpoint, and both are cleared before it returns, so that a
+  // successor of an instance killed in between can answer it.
+  std::vector<uint8_t> execute_guest(std::span<const uint8_t> cmd);
+  // After power_on(resume): the answer to the guest command the previous
+  // instance was killed in the middle of, to be sent on the guest's channel
+  // before anything else.  Re-executed when its checkpoint had not been
+  // taken; the recorded response when it had; TPM_RC_CANCELED when it had
+  // begun writing permanent state (running it again could apply it twice).
+  std::optional<std::vector<uint8_t>> take_guest_reply();
+
+  // Test hooks (AXL_VTPM_FAULT): the process kills itself (SIGKILL) in the
+  // middle of a guest command with this code, after it ran but before its
+  // response and checkpoint were recorded, or after its checkpoint.
+  enum class Fault { kNone, kDieInCommand, kDieAfterCheckpoint };
+  void set_fault(Fault f, uint32_t code) { fault_ = f, fault_code_ = code; }
 
   // Convenience for the vTPM's own commands: execute and return the response
   // code, or an error for a malformed response.
@@ -113,6 +131,11 @@ class TpmEngine {
   TpmEngine(StateStore store, bool checkpoint)
       : store_(std::move(store)), checkpoint_(checkpoint) {}
   void checkpoint();
+  // execute()'s two halves: run it, then checkpoint what it changed.
+  std::vector<uint8_t> process(std::span<const uint8_t> cmd);
+  void commit(std::span<const uint8_t> cmd, std::span<const uint8_t> rsp, uint64_t perm_before);
+  std::vector<uint8_t> run_guest(std::span<const uint8_t> cmd, bool settle);
+  void answer_pending(const PendingCommand& p, uint64_t committed);
   void extend_boot_measurements();
   static bool is_startup_clear(std::span<const uint8_t> cmd);
 
@@ -120,6 +143,10 @@ class TpmEngine {
   bool checkpoint_;
   std::unique_ptr<CheckpointFile> ckpt_;  // the current volatile checkpoint file
   uint64_t perm_stores_ = 0;              // permanent-state writes so far
+  bool guest_cmd_ = false;                // a guest command is running
+  std::optional<std::vector<uint8_t>> guest_reply_;
+  Fault fault_ = Fault::kNone;
+  uint32_t fault_code_ = 0;
   bool running_ = false;
   bool resumed_ = false;
   uint8_t locality_ = 0;

@@ -38,6 +38,7 @@ inline constexpr uint32_t kRcSuccess = 0;
 inline constexpr uint32_t kRcInitialize = 0x100;
 inline constexpr uint32_t kRcCommandSize = 0x142;
 inline constexpr uint32_t kRcFailure = 0x101;
+inline constexpr uint32_t kRcCanceled = 0x909;
 
 // Builds a command: header, handles, an optional empty-password session for
 // each authorised handle, then parameters; the size is fixed up by finish().

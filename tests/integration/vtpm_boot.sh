@@ -26,7 +26,7 @@ name = "blk0"
 kind = "blk"
 TOML
 # The guest reads its PCRs, then leaves the TPM alone while the host kills
-# the vTPM (a command in flight at the kill is not replayed: vtpm/README.md),
+# the vTPM (commands in flight at a kill: vtpm_inflight.sh),
 # then reads them again once the host has extended PCR 16 through the
 # restarted instance.
 cat >"$T_DIR/guest.sh" <<'SH'
