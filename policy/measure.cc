@@ -138,7 +138,8 @@ Result<std::vector<Event>> measure_boot(const BootInputs& in) {
   if (!in.initrd_overlay.empty())
     ev.push_back(make(kPcrKernel, in.initrd_overlay, "initrd overlay (guest script)"));
   ev.push_back(make(kPcrCmdline, in.cmdline, "kernel_cmdline: " + in.cmdline));
-  if (!in.config.empty()) ev.push_back(make(kPcrCmdline, in.config, "domain config"));
+  if (!in.config.empty())
+    ev.push_back({kPcrCmdline, kEvEventTag, sha256(in.config), "domain config"});
   return ev;
 }
 
@@ -178,8 +179,19 @@ std::string encode_event_log(const std::vector<Event>& events) {
     put32(out, 1);  // TPML_DIGEST_VALUES.count
     put16(out, kAlgSha256);
     out.append(reinterpret_cast<const char*>(e.digest.data()), e.digest.size());
-    put32(out, uint32_t(e.data.size()));
+    // EV_IPL data is a NUL-terminated string, as GRUB writes it (tpm2_eventlog
+    // warns about the PCR 8 ones otherwise).
+    if (e.type == kEvEventTag) {  // a TCG_PCClientTaggedEvent
+      put32(out, uint32_t(e.data.size() + 8));
+      put32(out, kAxlTaggedEventId);
+      put32(out, uint32_t(e.data.size()));
+      out += e.data;
+      continue;
+    }
+    const bool nul = e.type == kEvIpl;
+    put32(out, uint32_t(e.data.size() + (nul ? 1 : 0)));
     out += e.data;
+    if (nul) out += '\0';
   }
   return out;
 }
@@ -239,6 +251,16 @@ Result<std::vector<Event>> parse_event_log(std::string_view log) {
     if (!have) return make_error("event log: event without a SHA-256 digest");
     if (!r.u32(size) || size > kMaxEventData || !r.str(e.data, size))
       return make_error("event log: truncated event data");
+    if (e.type == kEvIpl && !e.data.empty() && e.data.back() == '\0') e.data.pop_back();
+    if (e.type == kEvEventTag && e.data.size() >= 8) {
+      auto le32 = [&](size_t at) {
+        uint32_t v = 0;
+        for (int i = 3; i >= 0; --i) v = v << 8 | uint8_t(e.data[at + size_t(i)]);
+        return v;
+      };
+      const uint32_t id = le32(0), n = le32(4);
+      if (id == kAxlTaggedEventId && n == e.data.size() - 8) e.data.erase(0, 8);
+    }
     events.push_back(std::move(e));
   }
   return events;

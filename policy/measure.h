@@ -24,12 +24,20 @@ inline constexpr uint32_t kPcrKernel = 9;   // kernel, initrd (GRUB: loaded file
 inline constexpr uint32_t kPcrCmdline = 8;  // command line, domain config (GRUB: strings)
 inline constexpr uint32_t kEvIpl = 0x0000000D;       // EV_IPL, as GRUB records these
 inline constexpr uint32_t kEvNoAction = 0x00000003;  // EV_NO_ACTION (the Spec ID header)
+// EV_EVENT_TAG, for the domain config: a TCG_PCClientTaggedEvent with this
+// ID around the text.  (As EV_IPL in PCR 8, where GRUB's convention is a
+// string whose own digest is extended, tpm2_eventlog flags a file's digest.)
+inline constexpr uint32_t kEvEventTag = 0x00000006;
+inline constexpr uint32_t kAxlTaggedEventId = 0x43584c41;  // "AXLC" in the log
 
 struct Event {
   uint32_t pcr = 0;
   uint32_t type = kEvIpl;
   Sha256 digest{};
-  std::string data;  // what was measured, for people: "kernel vmlinuz", ...
+  // What was measured, for people: "kernel vmlinuz", ...  In the binary log
+  // an EV_IPL's text ends in a NUL and an EV_EVENT_TAG's is wrapped in the
+  // tagged-event header; this is the text alone.
+  std::string data;
   bool operator==(const Event&) const = default;
 };
 

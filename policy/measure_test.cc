@@ -69,6 +69,12 @@ TEST(Measure, BootEventsFollowGrubConvention) {
   EXPECT_EQ((*ev)[3].digest, sha256("console=ttyS0"));
   EXPECT_EQ((*ev)[3].data, "kernel_cmdline: console=ttyS0");
   EXPECT_EQ((*ev)[4].digest, sha256("name = \"g\"\n"));
+  EXPECT_EQ((*ev)[4].type, kEvEventTag);
+  EXPECT_EQ((*ev)[3].type, kEvIpl);
+  // Through the binary log and back: the same events, texts included.
+  auto back = parse_event_log(encode_event_log(*ev));
+  ASSERT_TRUE(back) << back.error().message;
+  EXPECT_EQ(*back, *ev);
   EXPECT_FALSE(measure_boot({"/nonexistent/vmlinuz", i.path(), "", "", ""}));
 }
 
@@ -81,6 +87,15 @@ TEST(EventLog, RoundTrip) {
   ASSERT_TRUE(back) << back.error().message;
   EXPECT_EQ(*back, *ev);
   EXPECT_EQ(replay(*back), replay(*ev));
+}
+
+TEST(EventLog, IplDataIsNulTerminatedAsGrubWritesIt) {
+  auto log = encode_event_log({{8, kEvIpl, sha256("b"), "kernel_cmdline: c"}});
+  // The event's data size (18, little-endian), then the string and its NUL.
+  EXPECT_EQ(log.substr(log.size() - 22), std::string("\x12\0\0\0kernel_cmdline: c\0", 22));
+  auto back = parse_event_log(log);
+  ASSERT_TRUE(back);
+  EXPECT_EQ(back->back().data, "kernel_cmdline: c");
 }
 
 TEST(EventLog, RejectsEveryTruncation) {
@@ -104,7 +119,7 @@ TEST(EventLog, RejectsBadFields) {
   bad[32] = 'X';  // Spec ID signature
   EXPECT_FALSE(parse_event_log(bad));
   // The first event's PCR index: out of range.
-  const size_t ev = good.size() - (4 + 4 + 4 + 2 + 32 + 4 + 1);
+  const size_t ev = good.size() - (4 + 4 + 4 + 2 + 32 + 4 + 2);  // data "x" and its NUL
   bad = good;
   bad[ev] = 24;
   EXPECT_FALSE(parse_event_log(bad));

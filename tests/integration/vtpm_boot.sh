@@ -81,6 +81,7 @@ pcr8=$(extend "$zero" "$(printf '%s' "$append" | sha256sum | cut -d' ' -f1)")
 pcr8=$(extend "$pcr8" "$(sha_of "$T_DIR/guest.toml")")
 # The same from the event log, replayed by tpm2-tools.
 tpm2_eventlog "$D/eventlog.bin" >"$T_DIR/eventlog.yaml" 2>"$T_DIR/eventlog.err" || die "tpm2_eventlog cannot read eventlog.bin"
+! grep -q WARN "$T_DIR/eventlog.err" || die "tpm2_eventlog warns about eventlog.bin: $(grep WARN "$T_DIR/eventlog.err")"
 log_pcr() { awk -v p="$1" '/sha256:/{s=1;next} s && $1==p{gsub("0x","",$3); print tolower($3); exit}' "$T_DIR/eventlog.yaml"; }
 [ "$(log_pcr 9)" = "$pcr9" ] || die "event log replays PCR 9 to '$(log_pcr 9)', the files give $pcr9"
 [ "$(log_pcr 8)" = "$pcr8" ] || die "event log replays PCR 8 to '$(log_pcr 8)', the files give $pcr8"
