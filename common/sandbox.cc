@@ -132,17 +132,18 @@ Status confine(const Limits& limits, std::span<const BindMount> binds) {
         if (m.source_fd >= 0) ::close(m.source_fd);
     }
   } close_sources{binds};
+#if defined(__SANITIZE_ADDRESS__)
+  // LeakSanitizer's check at exit clones a tracer thread, which a filter
+  // kills; check now instead, while it can still read /proc and start that
+  // thread (NPROC), and everything live is still reachable.
+  __lsan_do_leak_check();
+#endif
   if (auto s = set_rlimits(limits); !s) return s;
   if (auto s = empty_root(binds); !s) return s;
   if (auto s = drop_capabilities(); !s) return s;
   // Not even a same-uid process outside may ptrace it or read its memory.
   if (::prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) < 0) return sys_error("PR_SET_DUMPABLE");
   if (::prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0) return sys_error("PR_SET_NO_NEW_PRIVS");
-#if defined(__SANITIZE_ADDRESS__)
-  // LeakSanitizer's check at exit clones a tracer thread, which a filter
-  // kills; check now instead (everything live is still reachable here).
-  __lsan_do_leak_check();
-#endif
   return {};
 }
 
@@ -182,6 +183,11 @@ Status Filter::allow_base() {
   // ioctl only to make an fd (non-)blocking or close-on-exec (Asio does).
   for (uint64_t req : {uint64_t(FIONBIO), uint64_t(FIOCLEX), uint64_t(FIONCLEX)})
     if (auto s = allow_if(SCMP_SYS(ioctl), SCMP_A1(SCMP_CMP_EQ, req)); !s) return s;
+#if defined(__SANITIZE_ADDRESS__)
+  // ASan probes whether memory is readable by writing it into a pipe (when a
+  // thread starts, for one).
+  if (auto s = allow(SCMP_SYS(pipe2)); !s) return s;
+#endif
   return {};
 }
 
