@@ -41,6 +41,11 @@ struct ExecPlan {
   int sync_peer = -1;
   char* pid_slot = nullptr;
   int exe_fd = -1;  // confined: exec this fd (the path may not be reachable)
+  // Confined only: directories to open in the new mount namespace, and the
+  // child fd each goes to (SandboxSpec::mount_sources).
+  const char* source_paths[kMaxFds] = {};
+  int source_fds[kMaxFds] = {};
+  size_t nsources = 0;
 };
 
 void put_digits(char* slot, long v) {
@@ -55,11 +60,22 @@ void put_digits(char* slot, long v) {
 [[noreturn]] void child_exec(const ExecPlan& p) {
   for (size_t i = 0; i < p.ncgroup_fds; ++i)
     if (::write(p.cgroup_fds[i], "0", 1) != 1) _exit(126);
+  // The mount sources, opened while this process still has the parent's
+  // uid (see SandboxSpec), then handed over like the other fds.
+  int sources[kMaxFds];
   if (p.sync_fd >= 0) {
     ::close(p.sync_peer);  // so a parent that dies leaves us reading EOF
     int32_t host_pid = 0;
     if (::read(p.sync_fd, &host_pid, sizeof host_pid) != sizeof host_pid) _exit(126);
     ::close(p.sync_fd);
+    for (size_t i = 0; i < p.nsources; ++i) {
+      sources[i] = ::open(p.source_paths[i], O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+      if (sources[i] < 0) {
+        dprintf(p.log_fd >= 0 ? p.log_fd : 2, "sandbox: cannot open %s: %s\n", p.source_paths[i],
+                strerror(errno));
+        _exit(126);
+      }
+    }
     // Ids are mapped now: become root of our user namespace, which is the
     // unprivileged host_uid/host_gid outside.
     if (::setgroups(0, nullptr) < 0 || ::setresgid(0, 0, 0) < 0 || ::setresuid(0, 0, 0) < 0) {
@@ -76,18 +92,21 @@ void put_digits(char* slot, long v) {
   // Move every fd we hand over above the target range first, so a mapping
   // like (5 -> 3), (3 -> 5) cannot clobber itself.
   std::pair<int, int> fds[kMaxFds];
+  size_t nfds = 0;
   for (size_t i = 0; i < p.nfds; ++i)
-    fds[i] = {::fcntl(p.fds[i].first, F_DUPFD_CLOEXEC, 100), p.fds[i].second};
+    fds[nfds++] = {::fcntl(p.fds[i].first, F_DUPFD_CLOEXEC, 100), p.fds[i].second};
+  for (size_t i = 0; i < p.nsources; ++i)
+    fds[nfds++] = {::fcntl(sources[i], F_DUPFD_CLOEXEC, 100), p.source_fds[i]};
   int exe = p.exe_fd >= 0 ? ::fcntl(p.exe_fd, F_DUPFD_CLOEXEC, 100) : -1;
   ::dup2(devnull, 0);
   ::dup2(p.log_fd >= 0 ? p.log_fd : devnull, 1);
   ::dup2(p.log_fd >= 0 ? p.log_fd : devnull, 2);
-  for (size_t i = 0; i < p.nfds; ++i) ::dup2(fds[i].first, fds[i].second);  // clears CLOEXEC
+  for (size_t i = 0; i < nfds; ++i) ::dup2(fds[i].first, fds[i].second);  // clears CLOEXEC
   int maxfd = 3;
-  for (size_t i = 0; i < p.nfds; ++i) maxfd = std::max(maxfd, fds[i].second + 1);
+  for (size_t i = 0; i < nfds; ++i) maxfd = std::max(maxfd, fds[i].second + 1);
   for (int fd = 3; fd < maxfd; ++fd) {
     bool keep = false;
-    for (size_t i = 0; i < p.nfds; ++i) keep |= fds[i].second == fd;
+    for (size_t i = 0; i < nfds; ++i) keep |= fds[i].second == fd;
     if (!keep) ::close(fd);
   }
   if (exe >= 0) {
@@ -158,6 +177,10 @@ Result<Child> spawn_confined(const SpawnOptions& o, ExecPlan& plan, char* pid_sl
   plan.sync_peer = sync_w.get();
   plan.pid_slot = pid_slot;
   plan.exe_fd = exe.get();
+  for (const auto& [path, fd] : sb.mount_sources) {
+    plan.source_paths[plan.nsources] = path.c_str();
+    plan.source_fds[plan.nsources++] = fd;
+  }
   pid_t pid = raw_clone(CLONE_NEWUSER | CLONE_NEWNS | CLONE_NEWNET | CLONE_NEWIPC | CLONE_NEWUTS);
   if (pid == 0) child_exec(plan);
   int clone_errno = errno;
@@ -235,7 +258,8 @@ Result<Child> spawn(const SpawnOptions& o) {
   if (::access(argv[0], X_OK) != 0) return make_error(std::string("cannot execute ") + argv[0]);
   ExecPlan plan;
   plan.argv = argv.data();
-  if (o.fds.size() + 2 > kMaxFds) return make_error("spawn: too many fds");
+  if (o.fds.size() + 2 + (o.sandbox ? o.sandbox->mount_sources.size() : 0) > kMaxFds)
+    return make_error("spawn: too many fds");
   if (o.log_path.empty()) {
     // Inherit stdout/stderr: map them onto themselves, first, so that a
     // mapping the caller gives for 1 or 2 (applied later) wins.

@@ -28,6 +28,14 @@ struct SandboxSpec {
   // If set, argv gets this flag and the child's PID as the parent sees it
   // (inside its namespace the child is not that number).
   std::string host_pid_flag;
+  // (host directory, child fd): opened O_PATH (the last component not
+  // through a symlink) by the child inside its new mount namespace, before
+  // it becomes host_uid, for the program to bind-mount into its empty root
+  // (common/sandbox.h).  A directory the parent opened cannot serve: the
+  // kernel refuses to mount from another mount namespace; and host_uid may
+  // have no search permission on the way to it.  One that cannot be opened
+  // fails the child (status 126, the reason in its log).
+  std::vector<std::pair<std::string, int>> mount_sources;
 };
 
 struct SpawnOptions {

@@ -18,9 +18,6 @@ using namespace std::chrono_literals;
 
 constexpr int kHealthFd = 4;  // where the driver finds its end of the health channel
 constexpr int kHvFd = 5;      // sandboxed: its connection to the hypervisor
-// Root inside a driver's user namespace is nobody outside it.
-constexpr uid_t kSandboxUid = 65534;
-constexpr gid_t kSandboxGid = 65534;
 
 uint64_t monotonic_ns() {
   timespec ts{};
@@ -119,7 +116,11 @@ Result<proc::Child> DriverManager::launch(DriverDomain& d, bool standby, UniqueF
       if (::getsockopt(hv_conn.get(), SOL_SOCKET, SO_PEERCRED, &peer, &len) == 0)
         so.argv.insert(so.argv.end(), {"--hv-pid", std::to_string(peer.pid)});
     }
-    so.sandbox = proc::SandboxSpec{kSandboxUid, kSandboxGid, "--host-pid"};
+    proc::SandboxSpec sandbox;
+    sandbox.host_uid = kSandboxUid;
+    sandbox.host_gid = kSandboxGid;
+    sandbox.host_pid_flag = "--host-pid";
+    so.sandbox = std::move(sandbox);
   }
   auto c = proc::spawn(so);
   if (!c) return make_error("driver '" + d.cfg.name + "': " + c.error().message);

@@ -28,6 +28,11 @@ const char* to_string(DriverState s);
 
 uint64_t monotonic_ns();
 
+// Root inside a confined domain's user namespace (driver or vTPM) is nobody
+// outside it.
+inline constexpr uid_t kSandboxUid = 65534;
+inline constexpr gid_t kSandboxGid = 65534;
+
 struct Outage {
   std::string cause;
   uint64_t fail_ns = 0, detect_ns = 0, restart_ns = 0, served_ns = 0;  // CLOCK_MONOTONIC

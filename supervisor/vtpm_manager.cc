@@ -1,10 +1,14 @@
 #include "supervisor/vtpm_manager.h"
 
+#include <arpa/inet.h>
+#include <dirent.h>
 #include <fcntl.h>
+#include <netinet/in.h>
 #include <poll.h>
 #include <sys/random.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -52,6 +56,71 @@ Status make_private_dir(const std::string& path) {
   return {};
 }
 
+Error sys_error(const std::string& what) { return make_error(what + ": " + strerror(errno)); }
+
+// The names in a directory (not . and ..).
+Result<std::vector<std::string>> entries(int dirfd, const std::string& path) {
+  int fd = ::openat(dirfd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (fd < 0) return sys_error("cannot read " + path);
+  DIR* d = ::fdopendir(fd);
+  if (!d) {
+    ::close(fd);
+    return sys_error("cannot read " + path);
+  }
+  std::vector<std::string> names;
+  while (dirent* e = ::readdir(d)) {
+    const std::string n = e->d_name;
+    if (n != "." && n != "..") names.push_back(n);
+  }
+  ::closedir(d);
+  return names;
+}
+
+Result<UniqueFd> unix_listen(const std::string& path) {
+  sockaddr_un a{};
+  a.sun_family = AF_UNIX;
+  if (path.size() >= sizeof a.sun_path) return make_error("socket path too long: " + path);
+  std::memcpy(a.sun_path, path.c_str(), path.size() + 1);
+  struct stat st{};
+  if (::lstat(path.c_str(), &st) == 0) {
+    if (!S_ISSOCK(st.st_mode)) return make_error(path + " exists and is not a socket");
+    ::unlink(path.c_str());  // a stale socket of an earlier life of the domain
+  }
+  UniqueFd fd(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
+  if (!fd) return sys_error("socket");
+  if (::bind(fd.get(), reinterpret_cast<sockaddr*>(&a), sizeof a) != 0)
+    return sys_error("cannot bind " + path);
+  if (::chmod(path.c_str(), 0600) != 0 || ::listen(fd.get(), 4) != 0) {
+    Error err = sys_error("cannot listen on " + path);
+    ::unlink(path.c_str());
+    return err;
+  }
+  return fd;
+}
+
+Result<UniqueFd> tcp_listen(uint32_t port) {
+  UniqueFd fd(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
+  if (!fd) return sys_error("socket");
+  int one = 1;
+  ::setsockopt(fd.get(), SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_port = htons(static_cast<uint16_t>(port));
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  if (::bind(fd.get(), reinterpret_cast<sockaddr*>(&a), sizeof a) != 0 ||
+      ::listen(fd.get(), 16) != 0)
+    return sys_error("cannot listen on 127.0.0.1:" + std::to_string(port));
+  return fd;
+}
+
+// Where each fd lies in a serving instance (the argv below names them).
+constexpr int kReadyFd = 3, kHandoverFd = 4, kCtrlConnFd = 5, kDataConnFd = 6, kStateFd = 7,
+              kKeyFd = 8, kMeasureLogFd = 9, kCtrlListenFd = 10, kCmdListenFd = 11,
+              kPortCmdFd = 12, kPortCtrlFd = 13;
+
+// vtpm/state_store.h: a state dir without it holds no TPM yet.
+constexpr const char* kPermanentState = "permanent.state";
+
 }  // namespace
 
 VtpmManager::VtpmManager(asio::io_context& io, std::string vtpm_bin, std::string state_dir)
@@ -95,15 +164,107 @@ Status VtpmManager::start(const std::string& domain, bool measure_log, uint32_t 
   if (::stat(dom_dir(domain).c_str(), &st) != 0 || !S_ISDIR(st.st_mode))
     return make_error("startVtpm: no domain directory " + dom_dir(domain));
   if (auto s = ensure_host_key(); !s) return s;
-  if (auto s = make_private_dir(state_dir_ + "/vtpm/" + domain); !s) return s;
+  if (auto s = prepare_state_dir(domain); !s) return s;
   auto v = std::make_unique<VtpmDomain>();
   v->domain = domain;
   v->measure_log = measure_log;
   v->command_port = command_port;
-  if (auto s = launch(*v); !s) return s;
+  if (auto s = listen(*v); !s) {
+    close_listeners(*v);
+    return s;
+  }
+  if (auto s = launch(*v); !s) {
+    close_listeners(*v);
+    return s;
+  }
   AXL_INFO("vTPM of domain %s started: pid %d", domain.c_str(), v->child.pid);
   vtpms_.push_back(std::move(v));
   return {};
+}
+
+// Makes STATE/vtpm/NAME ready for a confined instance: provisioned, and
+// owned by the sandbox uid with everything in it (a dir an older version
+// made is root's).  Nothing here follows a symlink a confined instance may
+// have planted in its dir.
+Status VtpmManager::prepare_state_dir(const std::string& domain) {
+  if (auto s = make_private_dir(state_dir_ + "/vtpm"); !s) return s;
+  const std::string dir = vtpm_dir(domain);
+  if (::mkdir(dir.c_str(), 0700) != 0 && errno != EEXIST) return sys_error("cannot create " + dir);
+  UniqueFd dfd(::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
+  if (!dfd) return sys_error("cannot open " + dir);
+  struct stat st{};
+  if (::fstatat(dfd.get(), kPermanentState, &st, AT_SYMLINK_NOFOLLOW) != 0) {
+    if (errno != ENOENT) return sys_error("cannot stat " + dir + "/" + kPermanentState);
+    // No TPM yet.  Whatever else lies here is left over (a TPM's other
+    // files mean nothing without its permanent state) and goes, so that the
+    // provisioning instance, which runs as root, writes into an empty dir
+    // that no confined instance (the only other ones that reach it) runs in.
+    auto names = entries(dfd.get(), dir);
+    if (!names) return names.error();
+    for (const auto& n : *names)
+      if (::unlinkat(dfd.get(), n.c_str(), 0) != 0 &&
+          (errno != EISDIR || ::unlinkat(dfd.get(), n.c_str(), AT_REMOVEDIR) != 0))
+        return sys_error("cannot clear " + dir + "/" + n);
+    if (auto s = provision(domain); !s) return s;
+  }
+  if (::fchown(dfd.get(), kSandboxUid, kSandboxGid) != 0 || ::fchmod(dfd.get(), 0700) != 0)
+    return sys_error("cannot hand " + dir + " to uid " + std::to_string(kSandboxUid));
+  auto names = entries(dfd.get(), dir);
+  if (!names) return names.error();
+  for (const auto& n : *names)
+    if (::fchownat(dfd.get(), n.c_str(), kSandboxUid, kSandboxGid, AT_SYMLINK_NOFOLLOW) != 0)
+      return sys_error("cannot hand " + dir + "/" + n + " to uid " + std::to_string(kSandboxUid));
+  return {};
+}
+
+// Runs `axolotl-vtpm --provision` on the (empty) state dir and waits for it.
+Status VtpmManager::provision(const std::string& domain) {
+  proc::SpawnOptions so;
+  so.argv = {bin_,         "--state-dir", vtpm_dir(domain), "--key-file", host_key(),
+             "--ca-dir",   state_dir_ + "/vtpm-host/ca",    "--provision"};
+  so.log_path = log_path(domain);
+  so.new_session = true;
+  auto child = proc::spawn(so);
+  if (!child) return child.error();
+  auto st = proc::wait_for(*child, kReadyTimeout);
+  const int status = st ? *st : proc::stop(*child, 1000ms);
+  if (!st || !WIFEXITED(status) || WEXITSTATUS(status) != 0) {
+    std::string why = last_line(so.log_path);
+    return make_error("vTPM of domain " + domain + " could not be provisioned (" +
+                      (st ? proc::describe_status(status) : "timed out") + ")" +
+                      (why.empty() ? "" : ": " + why));
+  }
+  AXL_INFO("vTPM of domain %s provisioned", domain.c_str());
+  return {};
+}
+
+Status VtpmManager::listen(VtpmDomain& v) {
+  const std::string dd = dom_dir(v.domain);
+  auto ctrl = unix_listen(dd + "/vtpm.ctrl");
+  if (!ctrl) return ctrl.error();
+  v.ctrl_listen = std::move(ctrl).value();
+  auto cmd = unix_listen(dd + "/vtpm.cmd");
+  if (!cmd) return cmd.error();
+  v.cmd_listen = std::move(cmd).value();
+  if (v.command_port) {
+    auto pc = tcp_listen(v.command_port);
+    if (!pc) return pc.error();
+    v.port_cmd_listen = std::move(pc).value();
+    auto pt = tcp_listen(v.command_port + 1);
+    if (!pt) return pt.error();
+    v.port_ctrl_listen = std::move(pt).value();
+  }
+  return {};
+}
+
+void VtpmManager::close_listeners(VtpmDomain& v) {
+  const std::string dd = dom_dir(v.domain);
+  if (v.ctrl_listen) ::unlink((dd + "/vtpm.ctrl").c_str());
+  if (v.cmd_listen) ::unlink((dd + "/vtpm.cmd").c_str());
+  v.ctrl_listen.reset();
+  v.cmd_listen.reset();
+  v.port_cmd_listen.reset();
+  v.port_ctrl_listen.reset();
 }
 
 // Spawns an instance and waits (blocking this loop, as the control request
@@ -118,29 +279,50 @@ Status VtpmManager::launch(VtpmDomain& v) {
   UniqueFd ready_r(pp[0]), ready_w(pp[1]);
 
   const std::string dd = dom_dir(v.domain);
+  UniqueFd key(::open(host_key().c_str(), O_RDONLY | O_CLOEXEC));
+  if (!key) return sys_error("cannot open " + host_key());
   proc::SpawnOptions so;
   so.argv = {bin_,
-             "--state-dir", state_dir_ + "/vtpm/" + v.domain,
-             "--key-file", state_dir_ + "/vtpm-host/key",
-             "--ca-dir", state_dir_ + "/vtpm-host/ca",
-             "--ctrl-socket", dd + "/vtpm.ctrl",
-             "--command-socket", dd + "/vtpm.cmd",
-             "--ready-fd", "3",
-             "--handover-fd", "4"};
-  so.fds = {{ready_w.get(), 3}, {theirs.get(), 4}};
-  if (v.measure_log) so.argv.insert(so.argv.end(), {"--measure-log", dd + "/eventlog.bin"});
-  if (v.command_port)
-    so.argv.insert(so.argv.end(), {"--command-port", std::to_string(v.command_port)});
+             "--state-dir", vtpm_dir(v.domain),
+             "--sandbox", "--state-fd", std::to_string(kStateFd),
+             "--key-fd", std::to_string(kKeyFd),
+             "--ctrl-listen-fd", std::to_string(kCtrlListenFd),
+             "--command-listen-fd", std::to_string(kCmdListenFd),
+             "--ready-fd", std::to_string(kReadyFd),
+             "--handover-fd", std::to_string(kHandoverFd)};
+  so.fds = {{ready_w.get(), kReadyFd},
+            {theirs.get(), kHandoverFd},
+            {key.get(), kKeyFd},
+            {v.ctrl_listen.get(), kCtrlListenFd},
+            {v.cmd_listen.get(), kCmdListenFd}};
+  UniqueFd measure_log;
+  if (v.measure_log) {
+    measure_log.reset(::open((dd + "/eventlog.bin").c_str(), O_RDONLY | O_CLOEXEC));
+    if (!measure_log) return sys_error("cannot open " + dd + "/eventlog.bin");
+    so.argv.insert(so.argv.end(), {"--measure-log-fd", std::to_string(kMeasureLogFd)});
+    so.fds.push_back({measure_log.get(), kMeasureLogFd});
+  }
+  if (v.command_port) {
+    so.argv.insert(so.argv.end(), {"--command-port-fds", std::to_string(kPortCmdFd) + "," +
+                                                             std::to_string(kPortCtrlFd)});
+    so.fds.push_back({v.port_cmd_listen.get(), kPortCmdFd});
+    so.fds.push_back({v.port_ctrl_listen.get(), kPortCtrlFd});
+  }
   if (v.ctrl_conn) {
-    so.argv.insert(so.argv.end(), {"--ctrl-fd", "5"});
-    so.fds.push_back({v.ctrl_conn.get(), 5});
+    so.argv.insert(so.argv.end(), {"--ctrl-fd", std::to_string(kCtrlConnFd)});
+    so.fds.push_back({v.ctrl_conn.get(), kCtrlConnFd});
     if (v.data_conn) {
-      so.argv.insert(so.argv.end(), {"--data-fd", "6"});
-      so.fds.push_back({v.data_conn.get(), 6});
+      so.argv.insert(so.argv.end(), {"--data-fd", std::to_string(kDataConnFd)});
+      so.fds.push_back({v.data_conn.get(), kDataConnFd});
     }
   }
   so.log_path = log_path(v.domain);
   so.new_session = true;
+  proc::SandboxSpec sandbox;
+  sandbox.host_uid = kSandboxUid;
+  sandbox.host_gid = kSandboxGid;
+  sandbox.mount_sources = {{vtpm_dir(v.domain), kStateFd}};
+  so.sandbox = std::move(sandbox);
   auto child = proc::spawn(so);
   if (!child) return child.error();
   ready_w.reset();
@@ -162,8 +344,6 @@ Status VtpmManager::launch(VtpmDomain& v) {
   }
   if (!ready) {
     int status = proc::stop(*child, 1000ms);
-    ::unlink((dd + "/vtpm.ctrl").c_str());
-    ::unlink((dd + "/vtpm.cmd").c_str());
     std::string why = last_line(so.log_path);
     return make_error("vTPM of domain " + v.domain + " did not start (" +
                       proc::describe_status(status) + ")" + (why.empty() ? "" : ": " + why));
@@ -250,6 +430,7 @@ void VtpmManager::on_exit(VtpmDomain* v) {
     v->state = VtpmState::kStopped;
     v->ctrl_conn.reset();
     v->data_conn.reset();
+    close_listeners(*v);
     AXL_INFO("vTPM of domain %s stopped", v->domain.c_str());
     return;
   }
@@ -262,6 +443,7 @@ void VtpmManager::on_exit(VtpmDomain* v) {
     v->state = VtpmState::kFailed;
     v->ctrl_conn.reset();  // QEMU now sees the TPM gone
     v->data_conn.reset();
+    close_listeners(*v);
     AXL_ERROR("vTPM of domain %s failed for good: %u restarts within %lld s", v->domain.c_str(),
               kRestartMax, static_cast<long long>(kRestartWindow.count()));
     return;
@@ -273,6 +455,7 @@ void VtpmManager::on_exit(VtpmDomain* v) {
     v->last_failure = s.error().message;
     v->ctrl_conn.reset();
     v->data_conn.reset();
+    close_listeners(*v);
     AXL_ERROR("%s", s.error().message.c_str());
     return;
   }
@@ -289,6 +472,7 @@ Status VtpmManager::stop(const std::string& domain) {
   v.exit_watch.reset();
   v.handover.reset();
   if (v.child.pid > 0) proc::stop(v.child, 2000ms);
+  close_listeners(v);
   AXL_INFO("vTPM of domain %s stopped on request", domain.c_str());
   vtpms_.erase(it);
   return {};

@@ -11,8 +11,18 @@
 // resumes its checkpointed volatile state (PCRs, sessions, loaded objects)
 // and serves on; QEMU never sees a closed socket.
 //
+// Confinement (vtpm/sandbox.h): each serving instance runs in namespaces
+// of its own as uid 65534, in an empty root holding only its state dir.  So
+// everything it uses is made here and handed over as fds: its listening
+// sockets (bound once per vTPM and kept across restarts), the host key, the
+// boot's event log, and its state dir (opened inside its mount namespace by
+// the spawn, common/process.h).  A vTPM whose state dir holds no TPM yet is
+// first made by a short unconfined `--provision` instance, the only one that
+// reads the host CA's key (vtpm/README.md says why that one runs as root).
+//
 // Paths (all under the supervisor's state dir STATE):
-//   STATE/vtpm/NAME/            the vTPM's sealed state; kept across destroy
+//   STATE/vtpm/NAME/            the vTPM's sealed state; kept across destroy;
+//                               owned by the sandbox uid, 0700
 //   STATE/vtpm-host/key         the host key sealing it (0600, made on first need)
 //   STATE/vtpm-host/ca/         the per-host vTPM CA (made by the first vTPM)
 //   STATE/dom/NAME/vtpm.ctrl    QEMU's control socket
@@ -48,6 +58,9 @@ struct VtpmDomain {
   uint64_t started_ns = 0;
   // QEMU's channels, as the current instance handed them over.
   UniqueFd ctrl_conn, data_conn;
+  // Listening, made here and handed to every instance: vtpm.ctrl,
+  // vtpm.cmd and, with a command port, 127.0.0.1:port and port + 1.
+  UniqueFd ctrl_listen, cmd_listen, port_cmd_listen, port_ctrl_listen;
   std::unique_ptr<boost::asio::posix::stream_descriptor> handover;  // our end
   std::unique_ptr<boost::asio::posix::stream_descriptor> exit_watch;
   std::deque<std::chrono::steady_clock::time_point> recent_restarts;
@@ -58,15 +71,16 @@ class VtpmManager {
   // Restart budget, as a driver's default (common/config.h DriverConfig).
   static constexpr uint32_t kRestartMax = 10;
   static constexpr std::chrono::seconds kRestartWindow{60};
-  // How long a vTPM may take to listen (first creation provisions an EK,
-  // its certificate and an AK; measured well under a second here).
+  // How long a vTPM may take to listen, and provisioning to make an EK, its
+  // certificate and an AK (measured well under a second each here).
   static constexpr std::chrono::seconds kReadyTimeout{20};
 
   VtpmManager(boost::asio::io_context& io, std::string vtpm_bin, std::string state_dir);
   ~VtpmManager();
 
-  // Starts the vTPM of `domain`; returns once its control socket listens.
-  // A vTPM that cannot start is stopped and leaves no socket behind.
+  // Starts the vTPM of `domain` (provisioning it first if its state dir
+  // holds no TPM); returns once it serves.  A vTPM that cannot start is
+  // stopped and leaves no socket behind.
   Status start(const std::string& domain, bool measure_log, uint32_t command_port);
   // Stops it (SIGTERM by PID: an orderly power-off) and forgets it.
   Status stop(const std::string& domain);
@@ -76,10 +90,16 @@ class VtpmManager {
  private:
   Status launch(VtpmDomain& v);
   Status ensure_host_key();
+  Status prepare_state_dir(const std::string& domain);
+  Status provision(const std::string& domain);
+  Status listen(VtpmDomain& v);
+  void close_listeners(VtpmDomain& v);
   void on_exit(VtpmDomain* v);
   void read_handover(VtpmDomain* v);
   bool drain_handover(VtpmDomain* v);  // false: the instance closed its end
   std::string dom_dir(const std::string& domain) const { return state_dir_ + "/dom/" + domain; }
+  std::string vtpm_dir(const std::string& domain) const { return state_dir_ + "/vtpm/" + domain; }
+  std::string host_key() const { return state_dir_ + "/vtpm-host/key"; }
   std::string log_path(const std::string& domain) const {
     return state_dir_ + "/vtpm-" + domain + ".log";
   }

@@ -1,5 +1,7 @@
 // axolotl-vtpm: one guest's TPM 2.0 (libtpms), its state sealed at rest,
 // served over the swtpm control protocol and a TCP command port.
+#include <fcntl.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -8,6 +10,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "common/asio.h"
@@ -16,6 +19,7 @@
 #include "policy/measure.h"
 #include "vtpm/options.h"
 #include "vtpm/provision.h"
+#include "vtpm/sandbox.h"
 #include "vtpm/server.h"
 #include "vtpm/tpm_engine.h"
 #include "vtpm/tpm_wire.h"
@@ -51,6 +55,65 @@ axl::Result<std::pair<axl::vtpm::TpmEngine::Fault, uint32_t>> parse_fault(const 
   return std::pair{f, static_cast<uint32_t>(code)};
 }
 
+// Every fd named on the command line, checked before anything is made or
+// served (or confined): a wrong one fails the start with one line naming it.
+axl::Status check_fds(const axl::vtpm::Options& o) {
+  const std::pair<int, const char*> open_fds[] = {
+      {o.ctrl_fd, "--ctrl-fd"},         {o.data_fd, "--data-fd"},
+      {o.ready_fd, "--ready-fd"},       {o.handover_fd, "--handover-fd"},
+      {o.key_fd, "--key-fd"},           {o.measure_log_fd, "--measure-log-fd"},
+      {o.state_fd, "--state-fd"}};
+  for (const auto& [fd, flag] : open_fds)
+    if (fd >= 0 && ::fcntl(fd, F_GETFD) < 0)
+      return axl::make_error(std::string(flag) + " " + std::to_string(fd) + " is not an open fd");
+  const std::pair<int, const char*> listening[] = {{o.ctrl_listen_fd, "--ctrl-listen-fd"},
+                                                   {o.command_listen_fd, "--command-listen-fd"},
+                                                   {o.port_command_fd, "--command-port-fds"},
+                                                   {o.port_ctrl_fd, "--command-port-fds"}};
+  for (const auto& [fd, flag] : listening) {
+    if (fd < 0) continue;
+    int type = 0, accepting = 0;
+    socklen_t len = sizeof type, alen = sizeof accepting;
+    if (::getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &len) != 0 || type != SOCK_STREAM ||
+        ::getsockopt(fd, SOL_SOCKET, SO_ACCEPTCONN, &accepting, &alen) != 0 || !accepting) {
+      return axl::make_error(std::string(flag) + " " + std::to_string(fd) +
+                             " is not a listening stream socket");
+    }
+  }
+  return {};
+}
+
+// An event log is a few KiB; anything near this is not one.
+constexpr size_t kMaxLogBytes = 16 << 20;
+
+axl::Result<std::string> read_fd(int fd, const std::string& what) {
+  std::string text;
+  char buf[65536];
+  for (;;) {
+    ssize_t n = ::read(fd, buf, sizeof buf);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) return axl::make_error("cannot read " + what + ": " + strerror(errno));
+    if (n == 0) return text;
+    text.append(buf, static_cast<size_t>(n));
+    if (text.size() > kMaxLogBytes) return axl::make_error(what + " is too large for an event log");
+  }
+}
+
+// The hypervisor's measurements of this boot.
+axl::Result<std::vector<axl::vtpm::BootMeasurement>> read_measurements(const std::string& text,
+                                                                      const std::string& what) {
+  auto events = axl::policy::parse_event_log(text);
+  if (!events) return axl::make_error(what + ": " + events.error().message);
+  std::vector<axl::vtpm::BootMeasurement> boot;
+  for (const auto& e : *events) {
+    if (e.type == axl::policy::kEvNoAction) continue;
+    if (e.pcr > 23)
+      return axl::make_error(what + ": PCR " + std::to_string(e.pcr) + " out of range");
+    boot.push_back({e.pcr, e.digest});
+  }
+  return boot;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -62,32 +125,63 @@ int main(int argc, char** argv) {
     return 2;
   }
   const Options& o = opts.value();
+  if (auto s = check_fds(o); !s) return fail(s.error().message);
+
+  // The event loop and its signal handling first: Asio makes its epoll
+  // instance, eventfd, timerfd and signal pipe here, which a confined
+  // process no longer can.
+  boost::asio::io_context io;
+  boost::asio::signal_set signals(io, SIGTERM, SIGINT);
 
   struct stat st{};
-  if (::stat(o.state_dir.c_str(), &st) != 0 || !S_ISDIR(st.st_mode)) {
-    return fail("state dir " + o.state_dir + " is not a directory");
+  const int rc = o.state_fd >= 0 ? ::fstat(o.state_fd, &st) : ::stat(o.state_dir.c_str(), &st);
+  if (rc != 0 || !S_ISDIR(st.st_mode)) {
+    return fail(o.state_fd >= 0 ? "--state-fd " + std::to_string(o.state_fd) + " is not a directory"
+                                : "state dir " + o.state_dir + " is not a directory");
   }
   // The hypervisor's measurements of this boot: checked before anything is
   // made or served, so a bad log fails the start with its reason.
   std::vector<BootMeasurement> boot;
-  if (!o.measure_log.empty()) {
-    auto text = axl::config::read_file(o.measure_log);
-    if (!text) return fail("--measure-log: " + text.error().message);
-    auto events = axl::policy::parse_event_log(*text);
-    if (!events) return fail("--measure-log " + o.measure_log + ": " + events.error().message);
-    for (const auto& e : *events) {
-      if (e.type == axl::policy::kEvNoAction) continue;
-      if (e.pcr > 23) return fail("--measure-log " + o.measure_log + ": PCR " +
-                                  std::to_string(e.pcr) + " out of range");
-      boot.push_back({e.pcr, e.digest});
+  if (!o.measure_log.empty() || o.measure_log_fd >= 0) {
+    const std::string what = o.measure_log_fd >= 0
+                                 ? "--measure-log-fd " + std::to_string(o.measure_log_fd)
+                                 : "--measure-log " + o.measure_log;
+    axl::Result<std::string> text = axl::make_error("");
+    if (o.measure_log_fd >= 0) {
+      text = read_fd(o.measure_log_fd, what);
+      ::close(o.measure_log_fd);
+    } else {
+      text = axl::config::read_file(o.measure_log);
     }
+    if (!text) return fail(what + ": " + text.error().message);
+    auto m = read_measurements(*text, what);
+    if (!m) return fail(m.error().message);
+    boot = std::move(m.value());
   }
-  auto key = load_key_file(o.key_file, o.state_dir);
+  axl::Result<Key> key = axl::make_error("");
+  if (o.key_fd >= 0) {
+    key = load_key_fd(o.key_fd, "--key-fd " + std::to_string(o.key_fd));
+    ::close(o.key_fd);
+  } else {
+    key = load_key_file(o.key_file, o.state_dir);
+  }
   if (!key) return fail(key.error().message);
-  auto store = StateStore::open(o.state_dir, key.value());
+
+  // Nothing a guest or a stored state file says has been read yet: confine
+  // now (vtpm/sandbox.h).  The state dir is /state from here on.
+  std::string state_dir = o.state_dir;
+  if (o.sandbox) {
+    if (auto s = enter_sandbox(o.state_fd); !s) return fail("sandbox: " + s.error().message);
+    state_dir = kSandboxStateDir;
+    AXL_INFO("sandboxed: empty root with %s at %s, no capabilities, no_new_privs, seccomp",
+             o.state_dir.c_str(), kSandboxStateDir);
+  }
+
+  auto store = StateStore::open(state_dir, key.value());
   if (!store) return fail(store.error().message);
   const std::string perm_path = store->path(StateKind::kPermanent);
-  const bool fresh = ::access(perm_path.c_str(), F_OK) != 0 && errno == ENOENT;
+  struct stat perm{};
+  const bool fresh = ::stat(perm_path.c_str(), &perm) != 0 && errno == ENOENT;
   auto engine = TpmEngine::create(std::move(store.value()), o.checkpoint);
   if (!engine) return fail(engine.error().message);
   TpmEngine& tpm = *engine.value();
@@ -104,11 +198,15 @@ int main(int argc, char** argv) {
 
   if (fresh) {
     // First creation: manufacture the TPM (EK + certificate, AK).
+    if (o.sandbox) {
+      return fail("the state dir holds no vTPM yet: make it first with --provision (unconfined, "
+                  "with --ca-dir)");
+    }
     if (o.ca_dir.empty()) return fail("creating a new vTPM needs --ca-dir (the host vTPM CA)");
     auto ca = ensure_host_ca(o.ca_dir);
     if (!ca) return fail(ca.error().message);
     axl::Status s = tpm.power_on(false);
-    if (s) s = provision(tpm, ca.value(), o.state_dir + "/ek.crt");
+    if (s) s = provision(tpm, ca.value(), state_dir + "/ek.crt");
     if (!s) {
       tpm.power_off(true);
       ::unlink(perm_path.c_str());  // a half-made TPM is no TPM
@@ -128,7 +226,6 @@ int main(int argc, char** argv) {
     if (!r) return fail("TPM2_Startup: " + r.error().message);
   }
 
-  boost::asio::io_context io;
   Server server(io, tpm);
   ServerOptions so;
   so.ctrl_socket = o.ctrl_socket;
@@ -137,6 +234,10 @@ int main(int argc, char** argv) {
   so.command_socket = o.command_socket;
   so.data_fd = o.data_fd;
   so.handover_fd = o.handover_fd;
+  so.ctrl_listen_fd = o.ctrl_listen_fd;
+  so.command_listen_fd = o.command_listen_fd;
+  so.port_command_fd = o.port_command_fd;
+  so.port_ctrl_fd = o.port_ctrl_fd;
   if (auto s = server.start(so); !s) return fail(s.error().message);
   if (o.ready_fd >= 0) {
     // Everything listens: whoever started us may now point QEMU here.
@@ -145,16 +246,19 @@ int main(int argc, char** argv) {
     ::close(o.ready_fd);
   }
   bool orderly = false;
-  boost::asio::signal_set signals(io, SIGTERM, SIGINT);
   signals.async_wait([&](const boost::system::error_code& ec, int) {
     if (ec) return;
     orderly = true;
     io.stop();
   });
-  AXL_INFO("serving %s%s%s", o.ctrl_socket.empty() ? "" : ("control " + o.ctrl_socket + " ").c_str(),
+  const bool inherited_listeners =
+      o.ctrl_listen_fd >= 0 || o.command_listen_fd >= 0 || o.port_command_fd >= 0;
+  AXL_INFO("serving %s%s%s%s",
+           o.ctrl_socket.empty() ? "" : ("control " + o.ctrl_socket + " ").c_str(),
            o.command_port ? ("tcp 127.0.0.1:" + std::to_string(o.command_port) + "/" +
                              std::to_string(o.command_port + 1) + " ").c_str()
                           : "",
+           inherited_listeners ? "on the listening sockets it was handed, " : "",
            o.checkpoint ? "checkpointing" : "without checkpoints");
   io.run();
   server.stop();

@@ -13,6 +13,10 @@ Result<int> parse_int(const std::string& flag, const std::string& v, int lo, int
   }
   return x;
 }
+
+// 0..2 are stdio: never a channel, key or directory.
+constexpr int kMinFd = 3;
+constexpr int kMaxFd = 1 << 20;
 }  // namespace
 
 Result<Options> parse_options(const std::vector<std::string>& args) {
@@ -30,6 +34,14 @@ Result<Options> parse_options(const std::vector<std::string>& args) {
       dst = v.value();
       return {};
     };
+    auto fd = [&](int& dst) -> Status {
+      auto v = value();
+      if (!v) return v.error();
+      auto n = parse_int(a, v.value(), kMinFd, kMaxFd);
+      if (!n) return n.error();
+      dst = n.value();
+      return {};
+    };
     Status st;
     if (a == "--state-dir") st = str(o.state_dir);
     else if (a == "--key-file") st = str(o.key_file);
@@ -43,38 +55,68 @@ Result<Options> parse_options(const std::vector<std::string>& args) {
       auto n = parse_int(a, v.value(), 1, 65534);
       if (!n) return n.error();
       o.command_port = n.value();
-    } else if (a == "--ctrl-fd" || a == "--ctrl-conn-fd" || a == "--data-fd" ||
-               a == "--ready-fd" || a == "--handover-fd") {
+    } else if (a == "--command-port-fds") {
       auto v = value();
       if (!v) return v.error();
-      // 0..2 are stdio: never a channel.
-      auto n = parse_int(a, v.value(), 3, 1 << 20);
+      const auto comma = v->find(',');
+      if (comma == std::string::npos)
+        return make_error(a + " wants two fds N,M (commands, control), got '" + v.value() + "'");
+      auto n = parse_int(a, v->substr(0, comma), kMinFd, kMaxFd);
       if (!n) return n.error();
-      int& dst = a == "--data-fd"      ? o.data_fd
-                 : a == "--ready-fd"   ? o.ready_fd
-                 : a == "--handover-fd" ? o.handover_fd
-                                        : o.ctrl_fd;
-      dst = n.value();
-    } else if (a == "--provision") o.provision_only = true;
+      auto m = parse_int(a, v->substr(comma + 1), kMinFd, kMaxFd);
+      if (!m) return m.error();
+      o.port_command_fd = n.value();
+      o.port_ctrl_fd = m.value();
+    } else if (a == "--ctrl-fd" || a == "--ctrl-conn-fd") st = fd(o.ctrl_fd);
+    else if (a == "--data-fd") st = fd(o.data_fd);
+    else if (a == "--ready-fd") st = fd(o.ready_fd);
+    else if (a == "--handover-fd") st = fd(o.handover_fd);
+    else if (a == "--key-fd") st = fd(o.key_fd);
+    else if (a == "--measure-log-fd") st = fd(o.measure_log_fd);
+    else if (a == "--ctrl-listen-fd") st = fd(o.ctrl_listen_fd);
+    else if (a == "--command-listen-fd") st = fd(o.command_listen_fd);
+    else if (a == "--state-fd") st = fd(o.state_fd);
+    else if (a == "--sandbox") o.sandbox = true;
+    else if (a == "--provision") o.provision_only = true;
     else if (a == "--startup-clear") o.startup_clear = true;
     else if (a == "--no-checkpoint") o.checkpoint = false;
     else return make_error("unknown argument '" + a + "'");
     if (!st) return st.error();
   }
   if (o.state_dir.empty()) return make_error("--state-dir is required");
-  if (o.key_file.empty()) return make_error("--key-file is required");
+  if (o.key_file.empty() == (o.key_fd < 0)) return make_error("give one of --key-file and --key-fd");
+  if (!o.measure_log.empty() && o.measure_log_fd >= 0)
+    return make_error("give one of --measure-log and --measure-log-fd");
   if (o.data_fd >= 0 && o.ctrl_fd < 0) {
     return make_error("--data-fd needs the control connection it belongs to (--ctrl-fd)");
   }
-  for (int fd : {o.ctrl_fd, o.data_fd, o.ready_fd, o.handover_fd}) {
+  const int fds[] = {o.ctrl_fd,        o.data_fd,           o.ready_fd,        o.handover_fd,
+                     o.key_fd,         o.measure_log_fd,    o.ctrl_listen_fd,  o.command_listen_fd,
+                     o.port_command_fd, o.port_ctrl_fd,     o.state_fd};
+  for (int fd : fds) {
     int same = 0;
-    for (int g : {o.ctrl_fd, o.data_fd, o.ready_fd, o.handover_fd}) same += fd >= 0 && g == fd;
+    for (int g : fds) same += fd >= 0 && g == fd;
     if (same > 1) return make_error("fd " + std::to_string(fd) + " given for two purposes");
   }
+  if (o.sandbox) {
+    // Once confined no path leads anywhere but into the state dir, and no
+    // socket can be made: everything comes as an fd.
+    if (o.state_fd < 0) return make_error("--sandbox needs --state-fd (the state dir, opened)");
+    if (!o.ctrl_socket.empty() || !o.command_socket.empty() || o.command_port)
+      return make_error("--sandbox binds no socket: give --ctrl-listen-fd, --command-listen-fd or "
+                        "--command-port-fds instead of paths and ports");
+    if (!o.ca_dir.empty() || o.provision_only)
+      return make_error("--sandbox does not provision (no --ca-dir, no --provision): a confined "
+                        "vTPM never holds the CA key");
+  } else if (o.state_fd >= 0) {
+    return make_error("--state-fd is for --sandbox only");
+  }
   if (!o.provision_only && o.ctrl_socket.empty() && o.ctrl_fd < 0 && o.command_port == 0 &&
-      o.command_socket.empty()) {
+      o.command_socket.empty() && o.ctrl_listen_fd < 0 && o.command_listen_fd < 0 &&
+      o.port_command_fd < 0) {
     return make_error(
-        "nothing to serve: give --ctrl-socket, --ctrl-fd, --command-port or --command-socket");
+        "nothing to serve: give --ctrl-socket, --ctrl-fd, --command-port, --command-socket or "
+        "a listening fd");
   }
   return o;
 }

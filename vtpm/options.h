@@ -19,16 +19,27 @@ struct Options {
   int ready_fd = -1;       // one byte is written here once everything listens
   int handover_fd = -1;    // the control and data channels are sent here (SCM_RIGHTS)
   int command_port = 0;
+  // What a confined instance gets instead of paths and a port: every file it
+  // reads and every socket it listens on, already open (vtpm/sandbox.h).
+  int key_fd = -1;            // instead of --key-file
+  int measure_log_fd = -1;    // instead of --measure-log
+  int ctrl_listen_fd = -1;    // instead of --ctrl-socket
+  int command_listen_fd = -1; // instead of --command-socket
+  int port_command_fd = -1;   // --command-port-fds: instead of --command-port (N ...
+  int port_ctrl_fd = -1;      // ... and N+1)
+  int state_fd = -1;          // the state dir, bind-mounted at /state once confined
+  bool sandbox = false;
   bool provision_only = false;
   bool startup_clear = false;
   bool checkpoint = true;
 };
 
 inline constexpr const char* kUsage =
-    "usage: axolotl-vtpm --state-dir DIR --key-file FILE [--ca-dir DIR]\n"
+    "usage: axolotl-vtpm --state-dir DIR (--key-file FILE | --key-fd N) [--ca-dir DIR]\n"
     "                    [--ctrl-socket PATH] [--ctrl-fd N] [--data-fd N] [--command-port N]\n"
-    "                    [--command-socket PATH] [--measure-log FILE]\n"
-    "                    [--ready-fd N] [--handover-fd N]\n"
+    "                    [--command-socket PATH] [--measure-log FILE | --measure-log-fd N]\n"
+    "                    [--ctrl-listen-fd N] [--command-listen-fd N] [--command-port-fds N,M]\n"
+    "                    [--ready-fd N] [--handover-fd N] [--sandbox --state-fd N]\n"
     "                    [--startup-clear] [--provision] [--no-checkpoint]";
 
 Result<Options> parse_options(const std::vector<std::string>& args);

@@ -48,5 +48,60 @@ TEST(VtpmOptions, RestartedInstance) {
   EXPECT_TRUE(parse_options({"--state-dir", "s", "--key-file", "k", "--command-socket", "x"}).ok());
 }
 
+TEST(VtpmOptions, ConfinedInstance) {
+  // What the supervisor gives a confined vTPM: no path but its state dir's
+  // name, everything else as fds.
+  auto o = parse_options({"--state-dir", "s", "--sandbox", "--state-fd", "7", "--key-fd", "8",
+                          "--ctrl-listen-fd", "10", "--command-listen-fd", "11",
+                          "--command-port-fds", "12,13", "--measure-log-fd", "9",
+                          "--ready-fd", "3", "--handover-fd", "4", "--ctrl-fd", "5",
+                          "--data-fd", "6"});
+  ASSERT_TRUE(o.ok()) << o.error().message;
+  EXPECT_TRUE(o->sandbox);
+  EXPECT_EQ(o->state_fd, 7);
+  EXPECT_EQ(o->key_fd, 8);
+  EXPECT_TRUE(o->key_file.empty());
+  EXPECT_EQ(o->measure_log_fd, 9);
+  EXPECT_EQ(o->ctrl_listen_fd, 10);
+  EXPECT_EQ(o->command_listen_fd, 11);
+  EXPECT_EQ(o->port_command_fd, 12);
+  EXPECT_EQ(o->port_ctrl_fd, 13);
+  // A listening fd alone is something to serve, confined or not.
+  EXPECT_TRUE(parse_options({"--state-dir", "s", "--key-file", "k", "--command-listen-fd", "3"}).ok());
+  EXPECT_TRUE(parse_options({"--state-dir", "s", "--key-fd", "3", "--command-port-fds", "4,5"}).ok());
+}
+
+TEST(VtpmOptions, ConfinedRefusals) {
+  auto refused = [](std::vector<std::string> args, const std::string& says) {
+    auto o = parse_options(args);
+    ASSERT_FALSE(o.ok());
+    EXPECT_NE(o.error().message.find(says), std::string::npos) << o.error().message;
+    EXPECT_EQ(o.error().message.find('\n'), std::string::npos) << "one line";
+  };
+  const std::vector<std::string> base = {"--state-dir", "s", "--key-fd", "8",
+                                         "--command-listen-fd", "11"};
+  auto with = [&](std::vector<std::string> more) {
+    auto a = base;
+    a.insert(a.end(), more.begin(), more.end());
+    return a;
+  };
+  refused(with({"--sandbox"}), "--state-fd");
+  refused(with({"--state-fd", "7"}), "--sandbox only");
+  refused(with({"--sandbox", "--state-fd", "7", "--ctrl-socket", "c"}), "binds no socket");
+  refused(with({"--sandbox", "--state-fd", "7", "--command-socket", "c"}), "binds no socket");
+  refused(with({"--sandbox", "--state-fd", "7", "--command-port", "2321"}), "binds no socket");
+  refused(with({"--sandbox", "--state-fd", "7", "--ca-dir", "ca"}), "never holds the CA key");
+  refused(with({"--sandbox", "--state-fd", "7", "--provision"}), "never holds the CA key");
+  refused(with({"--key-file", "k"}), "one of --key-file and --key-fd");
+  refused({"--state-dir", "s", "--command-listen-fd", "11"}, "one of --key-file and --key-fd");
+  refused(with({"--measure-log", "l", "--measure-log-fd", "9"}), "one of --measure-log");
+  refused(with({"--state-fd", "8", "--sandbox"}), "two purposes");
+  refused(with({"--command-port-fds", "12"}), "two fds N,M");
+  refused(with({"--command-port-fds", "12,x"}), "got 'x'");
+  refused(with({"--command-port-fds", "2,13"}), "got '2'");
+  refused(with({"--ctrl-listen-fd", "1"}), "got '1'");
+  refused({"--state-dir", "s", "--key-fd", "8"}, "nothing to serve");
+}
+
 }  // namespace
 }  // namespace axl::vtpm

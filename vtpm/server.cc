@@ -408,6 +408,30 @@ Status Server::start(const ServerOptions& o) {
     cmd_path_ = o.command_socket;
     listen_on(std::move(l.value()), false, false);
   }
+  const std::pair<int, const char*> listening[] = {{o.ctrl_listen_fd, "--ctrl-listen-fd"},
+                                                   {o.command_listen_fd, "--command-listen-fd"},
+                                                   {o.port_command_fd, "--command-port-fds"},
+                                                   {o.port_ctrl_fd, "--command-port-fds"}};
+  for (const auto& [fd, flag] : listening) {
+    if (fd < 0) continue;
+    int type = 0, accepting = 0;
+    socklen_t len = sizeof type, alen = sizeof accepting;
+    if (::getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &len) != 0 || type != SOCK_STREAM ||
+        ::getsockopt(fd, SOL_SOCKET, SO_ACCEPTCONN, &accepting, &alen) != 0 || !accepting) {
+      return make_error(std::string(flag) + " " + std::to_string(fd) +
+                        " is not a listening stream socket");
+    }
+  }
+  auto listen_inherited = [this](int fd, bool ctrl, bool hand_over) {
+    if (fd < 0) return;
+    ::fcntl(fd, F_SETFD, FD_CLOEXEC);
+    set_nonblocking(fd);
+    listen_on(UniqueFd(fd), ctrl, hand_over);
+  };
+  listen_inherited(o.port_command_fd, false, false);
+  listen_inherited(o.port_ctrl_fd, true, false);
+  listen_inherited(o.ctrl_listen_fd, true, true);
+  listen_inherited(o.command_listen_fd, false, false);
   if (o.ctrl_fd >= 0) {
     if (auto s = inherited(o.ctrl_fd, "--ctrl-fd"); !s) return s;
     add_connection(UniqueFd(o.ctrl_fd), true);

@@ -4,7 +4,9 @@
 //    inherited connected socket), with the command channel being the socket
 //    QEMU hands over by CMD_SET_DATAFD;
 //  - TCP on 127.0.0.1: commands on port N, control on N+1, which is what
-//    tpm2-tss' `swtpm:host=127.0.0.1,port=N` TCTI expects.
+//    tpm2-tss' `swtpm:host=127.0.0.1,port=N` TCTI expects;
+// each listener either made here from a path or port, or handed over
+// already listening (all of them, for a confined vTPM: vtpm/sandbox.h).
 // The control channels and the listeners run on one Asio event loop; each
 // TPM command stream has a thread of its own (blocking read, execute, write).
 // TPM commands run one at a time, to completion, under one engine lock.
@@ -34,6 +36,12 @@ struct ServerOptions {
   // channel are sent there (SCM_RIGHTS) as soon as this instance has them,
   // so that they outlive this process and reach its successor.
   int handover_fd = -1;
+  // The same listeners, already bound and listening by whoever started us
+  // (a confined vTPM makes no socket): -1 for none.
+  int ctrl_listen_fd = -1;     // as ctrl_socket: QEMU's, its connections handed over
+  int command_listen_fd = -1;  // as command_socket
+  int port_command_fd = -1;    // as command_port ...
+  int port_ctrl_fd = -1;       // ... and command_port + 1
 };
 
 class Connection;

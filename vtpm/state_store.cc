@@ -82,15 +82,25 @@ Result<Key> load_key_file(const std::string& path, const std::string& state_dir)
   }
   UniqueFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
   if (!fd) return make_error(errno_text("key file " + path));
+  return load_key_fd(fd.get(), "key file " + path);
+}
+
+Result<Key> load_key_fd(int fd, const std::string& what) {
   uint8_t buf[130];
-  ssize_t n = ::read(fd.get(), buf, sizeof buf);
-  if (n < 0) return make_error(errno_text("read key file " + path));
+  size_t n = 0;
+  while (n < sizeof buf) {
+    ssize_t r = ::read(fd, buf + n, sizeof buf - n);
+    if (r < 0 && errno == EINTR) continue;
+    if (r < 0) return make_error(errno_text("read " + what));
+    if (r == 0) break;
+    n += static_cast<size_t>(r);
+  }
   Key k;
   if (n == 32) {
     std::memcpy(k.bytes.data(), buf, 32);
     return k;
   }
-  size_t len = static_cast<size_t>(n);
+  size_t len = n;
   while (len > 0 && (buf[len - 1] == '\n' || buf[len - 1] == '\r')) --len;
   if (len == 64) {
     bool ok = true;
@@ -101,7 +111,7 @@ Result<Key> load_key_file(const std::string& path, const std::string& state_dir)
     }
     if (ok) return k;
   }
-  return make_error("key file " + path + " must hold 32 raw bytes or 64 hex digits (has " +
+  return make_error(what + " must hold 32 raw bytes or 64 hex digits (has " +
                     std::to_string(n) + " bytes)");
 }
 

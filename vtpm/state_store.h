@@ -49,6 +49,9 @@ inline constexpr size_t kStateHeaderSize = 48;
 // Reads a key file: exactly 32 raw bytes, or 64 hex digits (a trailing
 // newline allowed).  Refuses a key file inside `state_dir`.
 Result<Key> load_key_file(const std::string& path, const std::string& state_dir);
+// The same from an open key file or pipe (`what` names it in errors), read
+// to its end; the caller closes it.
+Result<Key> load_key_fd(int fd, const std::string& what);
 
 // Pure sealing/opening, exposed for tests.
 std::vector<uint8_t> seal(const Key& key, StateKind kind, std::span<const uint8_t> plain);

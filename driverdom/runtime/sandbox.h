@@ -2,10 +2,11 @@
 // 4).  The supervisor spawns it in fresh user, mount, pid, network, ipc and
 // uts namespaces as an unprivileged uid (common/process.h, SandboxSpec) and
 // hands it every fd it will use, connections included.  Once those are in
-// hand and before it serves anything, the driver gives up the rest: an empty
-// read-only root, rlimits, every capability, no_new_privs, and a seccomp
-// allow-list for its kind under which any other syscall kills the process
-// (SIGSYS, which the supervisor handles as a crash).
+// hand and before it serves anything, the driver gives up the rest
+// (common/sandbox.h: an empty read-only root, rlimits, every capability,
+// no_new_privs) and loads the seccomp allow-list for its kind, under which
+// any other syscall kills the process (SIGSYS, which the supervisor handles
+// as a crash).
 #pragma once
 #include "common/result.h"
 #include "driverdom/runtime/driver.h"
