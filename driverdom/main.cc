@@ -20,7 +20,7 @@
 #include "driverdom/net/net_driver.h"
 #include "driverdom/runtime/fd_hygiene.h"
 #include "driverdom/runtime/fault_hooks.h"
-#include "driverdom/runtime/heartbeat.h"
+#include "common/heartbeat.h"
 #include "driverdom/runtime/options.h"
 #include "driverdom/runtime/runtime.h"
 #include "driverdom/runtime/sandbox.h"

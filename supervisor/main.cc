@@ -93,7 +93,8 @@ int main(int argc, char** argv) {
   axl::supervisor::DriverManager drivers(io, axl::proc::exe_dir() + "/axolotl-driverdom",
                                          state_dir + "/drivers.sock", state_dir, service_times,
                                          events, cgroups.get());
-  axl::supervisor::VtpmManager vtpms(io, axl::proc::exe_dir() + "/axolotl-vtpm", state_dir);
+  axl::supervisor::VtpmManager vtpms(io, axl::proc::exe_dir() + "/axolotl-vtpm", state_dir,
+                                     cgroups.get());
   axl::ControlServer control(io, [&](axl::schema::ControlRequest::Reader req,
                                      axl::schema::ControlReply::Builder rep) {
     using R = axl::schema::ControlRequest;

@@ -8,11 +8,13 @@
 #include <sys/random.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/un.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <cerrno>
+#include <csignal>
 #include <cstring>
 #include <filesystem>
 
@@ -116,15 +118,16 @@ Result<UniqueFd> tcp_listen(uint32_t port) {
 // Where each fd lies in a serving instance (the argv below names them).
 constexpr int kReadyFd = 3, kHandoverFd = 4, kCtrlConnFd = 5, kDataConnFd = 6, kStateFd = 7,
               kKeyFd = 8, kMeasureLogFd = 9, kCtrlListenFd = 10, kCmdListenFd = 11,
-              kPortCmdFd = 12, kPortCtrlFd = 13;
+              kPortCmdFd = 12, kPortCtrlFd = 13, kHealthFd = 14;
 
 // vtpm/state_store.h: a state dir without it holds no TPM yet.
 constexpr const char* kPermanentState = "permanent.state";
 
 }  // namespace
 
-VtpmManager::VtpmManager(asio::io_context& io, std::string vtpm_bin, std::string state_dir)
-    : io_(io), bin_(std::move(vtpm_bin)), state_dir_(std::move(state_dir)) {}
+VtpmManager::VtpmManager(asio::io_context& io, std::string vtpm_bin, std::string state_dir,
+                         cgroup::Manager* cgroups)
+    : io_(io), bin_(std::move(vtpm_bin)), state_dir_(std::move(state_dir)), cgroups_(cgroups) {}
 
 VtpmManager::~VtpmManager() { stop_all(); }
 
@@ -278,6 +281,22 @@ Status VtpmManager::launch(VtpmDomain& v) {
   if (::pipe2(pp, O_CLOEXEC) != 0) return make_error(std::string("pipe: ") + strerror(errno));
   UniqueFd ready_r(pp[0]), ready_w(pp[1]);
 
+  int hp[2];
+  if (::socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC | SOCK_NONBLOCK, 0, hp) != 0)
+    return make_error(std::string("socketpair: ") + strerror(errno));
+  UniqueFd health_ours(hp[0]), health_theirs(hp[1]);
+  std::unique_ptr<cgroup::Group> group;
+  std::vector<UniqueFd> join;
+  if (cgroups_) {
+    auto g = cgroups_->create("vtpm-" + v.domain + "-" + std::to_string(++v.instance_seq),
+                              cgroup::Limits{kMemoryMax, kPidsMax, 0});
+    if (!g) return make_error("vTPM of domain " + v.domain + ": " + g.error().message);
+    auto fds = (*g)->open_procs_files();
+    if (!fds) return make_error("vTPM of domain " + v.domain + ": " + fds.error().message);
+    join = std::move(fds).value();
+    group = std::move(g).value();
+  }
+
   const std::string dd = dom_dir(v.domain);
   UniqueFd key(::open(host_key().c_str(), O_RDONLY | O_CLOEXEC));
   if (!key) return sys_error("cannot open " + host_key());
@@ -289,9 +308,11 @@ Status VtpmManager::launch(VtpmDomain& v) {
              "--ctrl-listen-fd", std::to_string(kCtrlListenFd),
              "--command-listen-fd", std::to_string(kCmdListenFd),
              "--ready-fd", std::to_string(kReadyFd),
-             "--handover-fd", std::to_string(kHandoverFd)};
+             "--handover-fd", std::to_string(kHandoverFd),
+             "--health-fd", std::to_string(kHealthFd)};
   so.fds = {{ready_w.get(), kReadyFd},
             {theirs.get(), kHandoverFd},
+            {health_theirs.get(), kHealthFd},
             {key.get(), kKeyFd},
             {v.ctrl_listen.get(), kCtrlListenFd},
             {v.cmd_listen.get(), kCmdListenFd}};
@@ -318,6 +339,7 @@ Status VtpmManager::launch(VtpmDomain& v) {
   }
   so.log_path = log_path(v.domain);
   so.new_session = true;
+  for (auto& f : join) so.join_cgroup_fds.push_back(f.get());
   proc::SandboxSpec sandbox;
   sandbox.host_uid = kSandboxUid;
   sandbox.host_gid = kSandboxGid;
@@ -327,6 +349,7 @@ Status VtpmManager::launch(VtpmDomain& v) {
   if (!child) return child.error();
   ready_w.reset();
   theirs.reset();
+  health_theirs.reset();
 
   pollfd pf[2] = {{ready_r.get(), POLLIN, 0}, {child->pidfd.get(), POLLIN, 0}};
   const auto deadline = std::chrono::steady_clock::now() + kReadyTimeout;
@@ -351,6 +374,16 @@ Status VtpmManager::launch(VtpmDomain& v) {
   v.child = std::move(child).value();
   v.state = VtpmState::kRunning;
   v.started_ns = monotonic_ns();
+  v.pending_cause.clear();
+  v.group = std::move(group);
+  watch_group(&v);
+  v.health = std::make_unique<HealthMonitor>(
+      io_, std::move(health_ours), kHeartbeat, kHeartbeatMisses,
+      [this, p = &v](const std::string& cause, uint64_t) { kill_for(p, cause); },
+      [this, p = &v] {
+        if (p->group && p->group->breach() == cgroup::Breach::kPids)
+          kill_for(p, "resource limit: pids");
+      });
   ::fcntl(ours.get(), F_SETFL, ::fcntl(ours.get(), F_GETFL) | O_NONBLOCK);
   v.handover = std::make_unique<asio::posix::stream_descriptor>(io_, ours.release());
   read_handover(&v);
@@ -416,10 +449,45 @@ bool VtpmManager::drain_handover(VtpmDomain* v) {
   }
 }
 
+// The kernel OOM-kills an instance over its memory limit by itself (the
+// pidfd then reports it); a pids limit only refuses threads, so that kills.
+void VtpmManager::watch_group(VtpmDomain* v) {
+  v->group_watch.reset();
+  if (!v->group || v->group->event_fd() < 0) return;
+  v->group_watch = std::make_unique<asio::posix::stream_descriptor>(io_, ::dup(v->group->event_fd()));
+  v->group_watch->async_wait(asio::posix::stream_descriptor::wait_read,
+                             [this, v](const boost::system::error_code& ec) {
+                               if (ec || !v->group) return;
+                               v->group->ack_events();
+                               if (v->group->breach() == cgroup::Breach::kPids)
+                                 kill_for(v, "resource limit: pids");
+                               else
+                                 watch_group(v);
+                             });
+}
+
+void VtpmManager::kill_for(VtpmDomain* v, const std::string& cause) {
+  if (v->child.pid <= 0 || !v->pending_cause.empty()) return;
+  AXL_WARN("vTPM of domain %s: %s; killing it", v->domain.c_str(), cause.c_str());
+  v->pending_cause = cause;
+  ::syscall(SYS_pidfd_send_signal, v->child.pidfd.get(), SIGKILL, nullptr, 0);
+}
+
 void VtpmManager::on_exit(VtpmDomain* v) {
   auto st = proc::wait_for(v->child, 0ms);
   const int status = st ? *st : -1;
   v->child.pid = -1;
+  v->health.reset();
+  if (v->group_watch) v->group_watch->cancel();
+  v->group_watch.reset();
+  std::string cause = std::move(v->pending_cause);
+  v->pending_cause.clear();
+  if (v->group && cause.empty()) {
+    const auto b = v->group->breach();
+    if (b == cgroup::Breach::kMemory) cause = "resource limit: memory (OOM kill)";
+    if (b == cgroup::Breach::kPids) cause = "resource limit: pids";
+  }
+  v->group.reset();  // kills anything left inside, removes the group
   // What it handed over just before it died is still queued: take it.
   if (v->handover) drain_handover(v);
   v->handover.reset();
@@ -434,7 +502,7 @@ void VtpmManager::on_exit(VtpmDomain* v) {
     AXL_INFO("vTPM of domain %s stopped", v->domain.c_str());
     return;
   }
-  v->last_failure = "crash: " + proc::describe_status(status);
+  v->last_failure = cause.empty() ? "crash: " + proc::describe_status(status) : cause;
   AXL_WARN("vTPM of domain %s failed: %s", v->domain.c_str(), v->last_failure.c_str());
   auto now = std::chrono::steady_clock::now();
   while (!v->recent_restarts.empty() && now - v->recent_restarts.front() > kRestartWindow)
@@ -471,7 +539,11 @@ Status VtpmManager::stop(const std::string& domain) {
   if (v.exit_watch) v.exit_watch->cancel();
   v.exit_watch.reset();
   v.handover.reset();
+  v.health.reset();
+  if (v.group_watch) v.group_watch->cancel();
+  v.group_watch.reset();
   if (v.child.pid > 0) proc::stop(v.child, 2000ms);
+  v.group.reset();
   close_listeners(v);
   AXL_INFO("vTPM of domain %s stopped on request", domain.c_str());
   vtpms_.erase(it);

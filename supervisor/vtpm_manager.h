@@ -20,6 +20,13 @@
 // first made by a short unconfined `--provision` instance, the only one that
 // reads the host CA's key (vtpm/README.md says why that one runs as root).
 //
+// Health, as for driver domains: heartbeats on a socketpair (HealthMonitor;
+// the vTPM answers from its event loop and withholds answers while one TPM
+// command has held its engine for 30 s), so a hung instance is killed
+// ("hang: 3 heartbeats missed") and restarted like a crashed one; and a
+// cgroup per instance (memory 256 MiB, pids 64) whose OOM kill or refused
+// thread is named as the cause.  The restart budget is a driver's default.
+//
 // Paths (all under the supervisor's state dir STATE):
 //   STATE/vtpm/NAME/            the vTPM's sealed state; kept across destroy;
 //                               owned by the sandbox uid, 0700
@@ -40,6 +47,8 @@
 #include "common/process.h"
 #include "common/result.h"
 #include "common/unique_fd.h"
+#include "supervisor/cgroup/cgroup.h"
+#include "supervisor/health_monitor.h"
 
 namespace axl::supervisor {
 
@@ -64,6 +73,13 @@ struct VtpmDomain {
   std::unique_ptr<boost::asio::posix::stream_descriptor> handover;  // our end
   std::unique_ptr<boost::asio::posix::stream_descriptor> exit_watch;
   std::deque<std::chrono::steady_clock::time_point> recent_restarts;
+  // Supervised like a driver domain: heartbeats (a hang), a cgroup with
+  // memory and pids limits (a hog); the cause of a kill the supervisor made.
+  std::unique_ptr<HealthMonitor> health;
+  std::unique_ptr<cgroup::Group> group;
+  std::unique_ptr<boost::asio::posix::stream_descriptor> group_watch;
+  std::string pending_cause;
+  uint32_t instance_seq = 0;
 };
 
 class VtpmManager {
@@ -75,7 +91,16 @@ class VtpmManager {
   // certificate and an AK (measured well under a second each here).
   static constexpr std::chrono::seconds kReadyTimeout{20};
 
-  VtpmManager(boost::asio::io_context& io, std::string vtpm_bin, std::string state_dir);
+  // Health and limits of each instance (fixed; a vTPM needs little).
+  static constexpr std::chrono::milliseconds kHeartbeat{1000};
+  static constexpr uint32_t kHeartbeatMisses = 3;
+  static constexpr uint64_t kMemoryMax = 256ull << 20;
+  static constexpr uint32_t kPidsMax = 64;  // the process and its command threads
+
+  // cgroups: null where the host has none usable (the limits are then the
+  // vTPM's own rlimits only).
+  VtpmManager(boost::asio::io_context& io, std::string vtpm_bin, std::string state_dir,
+              cgroup::Manager* cgroups = nullptr);
   ~VtpmManager();
 
   // Starts the vTPM of `domain` (provisioning it first if its state dir
@@ -95,6 +120,8 @@ class VtpmManager {
   Status listen(VtpmDomain& v);
   void close_listeners(VtpmDomain& v);
   void on_exit(VtpmDomain* v);
+  void kill_for(VtpmDomain* v, const std::string& cause);
+  void watch_group(VtpmDomain* v);
   void read_handover(VtpmDomain* v);
   bool drain_handover(VtpmDomain* v);  // false: the instance closed its end
   std::string dom_dir(const std::string& domain) const { return state_dir_ + "/dom/" + domain; }
@@ -107,6 +134,7 @@ class VtpmManager {
   boost::asio::io_context& io_;
   std::string bin_, state_dir_;
   std::vector<std::unique_ptr<VtpmDomain>> vtpms_;
+  cgroup::Manager* cgroups_ = nullptr;
   bool stopping_ = false;
 };
 

@@ -15,6 +15,7 @@
 
 #include "common/asio.h"
 #include "common/config.h"
+#include "common/heartbeat.h"
 #include "common/log.h"
 #include "policy/measure.h"
 #include "vtpm/options.h"
@@ -31,7 +32,8 @@ int fail(const std::string& msg) {
   return 1;
 }
 
-// AXL_VTPM_FAULT=die-in-command:CODE | die-after-checkpoint:CODE (CODE a TPM
+// AXL_VTPM_FAULT=die-in-command:CODE | die-after-checkpoint:CODE |
+// hog-memory:CODE (CODE a TPM
 // command code, e.g. 0x17e): a test hook for the first instance only (one
 // not handed a data channel), so the restarted one serves normally.
 axl::Result<std::pair<axl::vtpm::TpmEngine::Fault, uint32_t>> parse_fault(const std::string& v) {
@@ -40,10 +42,12 @@ axl::Result<std::pair<axl::vtpm::TpmEngine::Fault, uint32_t>> parse_fault(const 
   const std::string kind = v.substr(0, colon);
   F f = kind == "die-in-command"         ? F::kDieInCommand
         : kind == "die-after-checkpoint" ? F::kDieAfterCheckpoint
+        : kind == "hog-memory"           ? F::kHogMemory
                                          : F::kNone;
   if (f == F::kNone || colon == std::string::npos) {
     return axl::make_error("AXL_VTPM_FAULT '" + v +
-                           "': want die-in-command:CODE or die-after-checkpoint:CODE");
+                           "': want die-in-command:CODE, die-after-checkpoint:CODE or "
+                           "hog-memory:CODE");
   }
   const std::string num = v.substr(colon + 1);
   char* end = nullptr;
@@ -62,7 +66,7 @@ axl::Status check_fds(const axl::vtpm::Options& o) {
       {o.ctrl_fd, "--ctrl-fd"},         {o.data_fd, "--data-fd"},
       {o.ready_fd, "--ready-fd"},       {o.handover_fd, "--handover-fd"},
       {o.key_fd, "--key-fd"},           {o.measure_log_fd, "--measure-log-fd"},
-      {o.state_fd, "--state-fd"}};
+      {o.state_fd, "--state-fd"},       {o.health_fd, "--health-fd"}};
   for (const auto& [fd, flag] : open_fds)
     if (fd >= 0 && ::fcntl(fd, F_GETFD) < 0)
       return axl::make_error(std::string(flag) + " " + std::to_string(fd) + " is not an open fd");
@@ -251,6 +255,20 @@ int main(int argc, char** argv) {
     orderly = true;
     io.stop();
   });
+  // Supervised: heartbeats answered from this loop, withheld while the
+  // engine is stuck in one command (no TPM command takes this long).
+  constexpr std::chrono::seconds kCommandHang{30};
+  std::unique_ptr<axl::HeartbeatResponder> heartbeat;
+  if (o.health_fd >= 0) {
+    heartbeat = std::make_unique<axl::HeartbeatResponder>(
+        io, axl::UniqueFd(o.health_fd),
+        [&io] {
+          AXL_WARN("the supervisor's health channel closed: stopping");
+          io.stop();
+        },
+        [](const std::string& f) { AXL_WARN("fault '%s' on the health channel ignored", f.c_str()); },
+        [&server, kCommandHang] { return !server.stuck(kCommandHang); });
+  }
   const bool inherited_listeners =
       o.ctrl_listen_fd >= 0 || o.command_listen_fd >= 0 || o.port_command_fd >= 0;
   AXL_INFO("serving %s%s%s%s",

@@ -71,6 +71,7 @@ Result<Options> parse_options(const std::vector<std::string>& args) {
     else if (a == "--data-fd") st = fd(o.data_fd);
     else if (a == "--ready-fd") st = fd(o.ready_fd);
     else if (a == "--handover-fd") st = fd(o.handover_fd);
+    else if (a == "--health-fd") st = fd(o.health_fd);
     else if (a == "--key-fd") st = fd(o.key_fd);
     else if (a == "--measure-log-fd") st = fd(o.measure_log_fd);
     else if (a == "--ctrl-listen-fd") st = fd(o.ctrl_listen_fd);
@@ -92,7 +93,7 @@ Result<Options> parse_options(const std::vector<std::string>& args) {
   }
   const int fds[] = {o.ctrl_fd,        o.data_fd,           o.ready_fd,        o.handover_fd,
                      o.key_fd,         o.measure_log_fd,    o.ctrl_listen_fd,  o.command_listen_fd,
-                     o.port_command_fd, o.port_ctrl_fd,     o.state_fd};
+                     o.port_command_fd, o.port_ctrl_fd,     o.state_fd,        o.health_fd};
   for (int fd : fds) {
     int same = 0;
     for (int g : fds) same += fd >= 0 && g == fd;

@@ -18,6 +18,7 @@ struct Options {
   std::string measure_log;     // TCG event log to extend after TPM2_Startup(CLEAR)
   int ready_fd = -1;       // one byte is written here once everything listens
   int handover_fd = -1;    // the control and data channels are sent here (SCM_RIGHTS)
+  int health_fd = -1;      // the supervisor's heartbeats (common/heartbeat.h)
   int command_port = 0;
   // What a confined instance gets instead of paths and a port: every file it
   // reads and every socket it listens on, already open (vtpm/sandbox.h).
@@ -39,7 +40,7 @@ inline constexpr const char* kUsage =
     "                    [--ctrl-socket PATH] [--ctrl-fd N] [--data-fd N] [--command-port N]\n"
     "                    [--command-socket PATH] [--measure-log FILE | --measure-log-fd N]\n"
     "                    [--ctrl-listen-fd N] [--command-listen-fd N] [--command-port-fds N,M]\n"
-    "                    [--ready-fd N] [--handover-fd N] [--sandbox --state-fd N]\n"
+    "                    [--ready-fd N] [--handover-fd N] [--health-fd N] [--sandbox --state-fd N]\n"
     "                    [--startup-clear] [--provision] [--no-checkpoint]";
 
 Result<Options> parse_options(const std::vector<std::string>& args);

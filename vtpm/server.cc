@@ -12,6 +12,7 @@
 #include <algorithm>
 #include <cerrno>
 #include <cstring>
+#include <system_error>
 #include <thread>
 
 #include "common/log.h"
@@ -241,6 +242,29 @@ struct Server::Listener {
   bool hand_over;  // QEMU's control socket: its connections are handed over
 };
 
+namespace {
+int64_t mono_ns() {
+  return std::chrono::duration_cast<std::chrono::nanoseconds>(
+             std::chrono::steady_clock::now().time_since_epoch())
+      .count();
+}
+}  // namespace
+
+class Server::EngineUse {
+ public:
+  explicit EngineUse(Server& s) : s_(s), lock_(s.engine_mu_) { s_.busy_since_ns_ = mono_ns(); }
+  ~EngineUse() { s_.busy_since_ns_ = 0; }
+
+ private:
+  Server& s_;
+  std::lock_guard<std::mutex> lock_;
+};
+
+bool Server::stuck(std::chrono::nanoseconds limit) const {
+  const int64_t since = busy_since_ns_.load();
+  return since != 0 && mono_ns() - since > limit.count();
+}
+
 Server::Server(asio::io_context& io, TpmEngine& engine) : io_(io), engine_(engine) {}
 
 Server::~Server() {
@@ -290,10 +314,22 @@ uint64_t Server::add_connection(UniqueFd fd, bool ctrl, bool guest, bool inherit
   if (!ctrl) {
     ::fcntl(fd.get(), F_SETFL, ::fcntl(fd.get(), F_GETFL) & ~O_NONBLOCK);
     std::lock_guard lock(data_mu_);
+    // The guest's channel always; host tools' streams up to a bound (each
+    // has a thread, and threads count against the vTPM's pids limit).
+    if (!guest && data_conns_.size() >= kMaxStreams + 1) {
+      AXL_WARN("refused a command connection: %zu streams open already", data_conns_.size());
+      return 0;
+    }
     const uint64_t id = ++next_data_id_;
     data_conns_.push_back(
         std::make_unique<DataConnection>(*this, std::move(fd), id, guest, inherited));
-    data_conns_.back()->start();
+    try {
+      data_conns_.back()->start();
+    } catch (const std::system_error& e) {
+      AXL_WARN("no thread for a command connection (%s); closed it", e.what());
+      data_conns_.pop_back();
+      return 0;
+    }
     return id;
   }
   set_nonblocking(fd.get());
@@ -466,12 +502,12 @@ void Server::hand_over(char tag, int fd) {
 }
 
 std::vector<uint8_t> Server::handle_command(std::span<const uint8_t> cmd, bool guest) {
-  std::lock_guard lock(engine_mu_);
+  EngineUse use(*this);
   return guest ? engine_.execute_guest(cmd) : engine_.execute(cmd);
 }
 
 std::optional<std::vector<uint8_t>> Server::take_guest_reply() {
-  std::lock_guard lock(engine_mu_);
+  EngineUse use(*this);
   return engine_.take_guest_reply();
 }
 
@@ -483,7 +519,7 @@ std::vector<uint8_t> Server::handle_ctrl(const ctrl::Request& req, UniqueFd fd) 
     engine_.cancel();
     return result_only(kSuccess);
   }
-  std::lock_guard lock(engine_mu_);
+  EngineUse use(*this);
   if (fd && cmd != Cmd::kSetDataFd) {
     AXL_WARN("control channel: CMD_%s came with a file descriptor; closed it", name(uint32_t(cmd)));
     fd.reset();

@@ -13,6 +13,7 @@
 #pragma once
 #include <cstdint>
 #include <atomic>
+#include <chrono>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -55,6 +56,12 @@ class Server {
   // Stops accepting and closes every connection.
   void stop();
   bool shutdown_requested() const { return shutdown_requested_.load(); }
+  // Whether one command (or control request) has held the engine for longer
+  // than `limit`: a TPM command never takes that long, so the engine is stuck
+  // and the vTPM withholds its heartbeats (common/heartbeat.h).
+  bool stuck(std::chrono::nanoseconds limit) const;
+  // At most this many command streams besides the guest's: each has a thread.
+  static constexpr size_t kMaxStreams = 16;
 
   // Handles one control message (as one read returned it) and says what to
   // send back; `fd` is a descriptor that came with it (SCM_RIGHTS).
@@ -81,7 +88,10 @@ class Server {
   TpmEngine& engine_;
   std::vector<std::unique_ptr<Listener>> listeners_;
   std::vector<std::shared_ptr<Connection>> conns_;
+  // The engine lock, held through EngineUse, which also notes since when.
+  class EngineUse;
   std::mutex engine_mu_;  // the engine, and everything the control channel changes
+  std::atomic<int64_t> busy_since_ns_{0};  // 0: the engine is idle
   std::mutex data_mu_;    // data_conns_
   std::vector<std::unique_ptr<DataConnection>> data_conns_;
   uint64_t next_data_id_ = 0;

@@ -224,6 +224,15 @@ std::vector<uint8_t> TpmEngine::run_guest(std::span<const uint8_t> cmd, bool set
   if (!checkpoint_ || !ckpt_ || !ckpt_->begin(locality_, cmd)) return execute(cmd);
   const uint64_t perm_before = perm_stores_;
   const uint32_t code = tpm::header(cmd) ? tpm::header(cmd)->code : 0;
+  if (fault_ == Fault::kHogMemory && code == fault_code_) {
+    AXL_WARN("fault injection: allocating memory without end");
+    for (;;) {
+      constexpr size_t kChunk = 16 << 20;
+      auto* p = static_cast<char*>(std::malloc(kChunk));
+      if (!p) std::abort();  // the address-space limit, where no memory limit is
+      std::memset(p, 0x5a, kChunk);
+    }
+  }
   guest_cmd_ = true;
   auto rsp = process(cmd);
   guest_cmd_ = false;

@@ -88,10 +88,12 @@ class TpmEngine {
   // begun writing permanent state (running it again could apply it twice).
   std::optional<std::vector<uint8_t>> take_guest_reply();
 
-  // Test hooks (AXL_VTPM_FAULT): the process kills itself (SIGKILL) in the
-  // middle of a guest command with this code, after it ran but before its
-  // response and checkpoint were recorded, or after its checkpoint.
-  enum class Fault { kNone, kDieInCommand, kDieAfterCheckpoint };
+  // Test hooks (AXL_VTPM_FAULT), at a guest command with this code: the
+  // process kills itself (SIGKILL) after the command ran but before its
+  // response and checkpoint were recorded, or after its checkpoint; or it
+  // allocates memory without end before running it (the supervisor's memory
+  // limit ends it).
+  enum class Fault { kNone, kDieInCommand, kDieAfterCheckpoint, kHogMemory };
   void set_fault(Fault f, uint32_t code) { fault_ = f, fault_code_ = code; }
 
   // Convenience for the vTPM's own commands: execute and return the response

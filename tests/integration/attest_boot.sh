@@ -11,11 +11,7 @@ GUEST="${AXL_GUEST_DIR:-$AXL_BIN/../guest}"
 [ -r "$GUEST/golden.toml" ] || { echo "SKIP: guest image has no golden.toml (scripts/setup)"; exit 77; }
 make_ns
 
-cat >"$T_DIR/host.toml" <<TOML
-[[driver]]
-name = "blk0"
-kind = "blk"
-TOML
+vtpm_host_toml "$T_DIR/host.toml"
 cat >"$T_DIR/guest.sh" <<'SH'
 i=0
 while [ ! -r /sys/class/tpm/tpm0/pcr-sha256/9 ] && [ $i -lt 100 ]; do sleep 0.1; i=$((i + 1)); done

@@ -95,3 +95,30 @@ console_has() {
   text=$(axl console "$1" --log | tr -d '\r')
   grep -q -- "$2" <<<"$text"
 }
+
+# --- vTPM tests -------------------------------------------------------------
+
+# vtpm_host_toml FILE: a host with one blk driver domain, which a guest that
+# only uses its vTPM still needs.
+vtpm_host_toml() {
+  cat >"$1" <<TOML
+[[driver]]
+name = "blk0"
+kind = "blk"
+TOML
+}
+
+# pcr_extend OLD DIGEST: SHA256(OLD || DIGEST), both hex.
+pcr_extend() { printf '%s%s' "$1" "$2" | xxd -r -p | sha256sum | cut -d' ' -f1; }
+
+# expected_pcr9 NAME: PCR 9 as the host computes it for domain NAME's boot
+# from the files themselves: the kernel, the base initrd, the overlay with
+# the guest script that the hypervisor appended for this domain.
+expected_pcr9() {
+  local guest="${AXL_GUEST_DIR:-$AXL_BIN/../guest}" base_size overlay_sha p
+  base_size=$(stat -c %s "$guest/initrd.img")
+  overlay_sha=$(tail -c +$((base_size + 1)) "$T_STATE/dom/$1/initrd.img" | sha256sum | cut -d' ' -f1)
+  p=$(pcr_extend "$(printf '%064d' 0)" "$(sha_of "$guest/vmlinuz")")
+  p=$(pcr_extend "$p" "$(sha_of "$guest/initrd.img")")
+  pcr_extend "$p" "$overlay_sha"
+}

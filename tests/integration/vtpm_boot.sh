@@ -20,11 +20,7 @@ make_ns
 
 PORT=2321
 # A host needs a driver domain; this guest uses none of its devices.
-cat >"$T_DIR/host.toml" <<TOML
-[[driver]]
-name = "blk0"
-kind = "blk"
-TOML
+vtpm_host_toml "$T_DIR/host.toml"
 # The guest reads its PCRs, then leaves the TPM alone while the host kills
 # the vTPM (commands in flight at a kill: vtpm_inflight.sh),
 # then reads them again once the host has extended PCR 16 through the

@@ -13,15 +13,9 @@
 . "$(dirname "$0")/lib.sh"
 require_root_and_tools
 command -v xxd >/dev/null || { echo "SKIP: xxd not installed"; exit 77; }
-GUEST="${AXL_GUEST_DIR:-$AXL_BIN/../guest}"
 make_ns
 
-cat >"$T_DIR/host.toml" <<TOML
-[[driver]]
-name = "blk0"
-kind = "blk"
-TOML
-extend() { printf '%s%s' "$1" "$2" | xxd -r -p | sha256sum | cut -d' ' -f1; }
+vtpm_host_toml "$T_DIR/host.toml"
 zero=$(printf '%064d' 0)
 event='axolotl in flight'
 digest=$(printf '%s' "$event" | sha256sum | cut -d' ' -f1)
@@ -59,15 +53,11 @@ TOML
     die "$1: the vTPM was not killed and restarted exactly once"
   [ -z "$(axl console "$1" --log | tr -d '\r' | grep -Ei 'tpm.*(timeout|timed out|error)' || true)" ] ||
     die "$1: the guest's kernel logged a TPM error"
-  base_size=$(stat -c %s "$GUEST/initrd.img")
-  overlay_sha=$(tail -c +$((base_size + 1)) "$T_STATE/dom/$1/initrd.img" | sha256sum | cut -d' ' -f1)
-  pcr9=$(extend "$zero" "$(sha_of "$GUEST/vmlinuz")")
-  pcr9=$(extend "$pcr9" "$(sha_of "$GUEST/initrd.img")")
-  pcr9=$(extend "$pcr9" "$overlay_sha")
+  pcr9=$(expected_pcr9 "$1")
   [ "$(guest_value "$1" PCR9)" = "$pcr9" ] || die "$1: guest PCR 9 is '$(guest_value "$1" PCR9)', expected $pcr9"
   rsp=$(guest_value "$1" EVENT-RSP)
   [ "${rsp:12:8}" = 00000000 ] || die "$1: the guest's PCR_Event got '$rsp'"
-  [ "$(guest_value "$1" PCR16)" = "$(extend "$zero" "$digest")" ] ||
+  [ "$(guest_value "$1" PCR16)" = "$(pcr_extend "$zero" "$digest")" ] ||
     die "$1: guest PCR 16 is '$(guest_value "$1" PCR16)': not the one event it recorded"
 }
 

@@ -23,11 +23,7 @@ done
 make_ns
 
 PORT=2341
-cat >"$T_DIR/host.toml" <<TOML
-[[driver]]
-name = "blk0"
-kind = "blk"
-TOML
+vtpm_host_toml "$T_DIR/host.toml"
 # The guest reads its PCRs, leaves the TPM alone while the host works on it
 # and kills the vTPM, then reads them again.
 cat >"$T_DIR/guest.sh" <<'SH'

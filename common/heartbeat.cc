@@ -1,4 +1,4 @@
-#include "driverdom/runtime/heartbeat.h"
+#include "common/heartbeat.h"
 
 #include <sys/socket.h>
 #include <unistd.h>
@@ -7,15 +7,17 @@
 #include "common/schema/supervisor.capnp.h"
 #include "common/wire.h"
 
-namespace axl::driverdom {
+namespace axl {
 
 HeartbeatResponder::HeartbeatResponder(boost::asio::io_context& io, UniqueFd fd,
                                        std::function<void()> on_lost,
-                                       std::function<void(const std::string&)> on_fault)
+                                       std::function<void(const std::string&)> on_fault,
+                                       std::function<bool()> healthy)
     : fd_(std::move(fd)),
       watch_(io, ::dup(fd_.get())),
       on_lost_(std::move(on_lost)),
-      on_fault_(std::move(on_fault)) {
+      on_fault_(std::move(on_fault)),
+      healthy_(std::move(healthy)) {
   arm();
 }
 
@@ -39,6 +41,7 @@ void HeartbeatResponder::arm() {
                             continue;
                           }
                           if (!hb.isPing()) continue;
+                          if (healthy_ && !healthy_()) continue;  // withheld: stuck
                           capnp::MallocMessageBuilder mb;
                           mb.initRoot<schema::Heartbeat>().setPong(hb.getPing());
                           if (wire::send(fd_.get(), mb)) ++answered_;
@@ -50,4 +53,4 @@ void HeartbeatResponder::arm() {
                     });
 }
 
-}  // namespace axl::driverdom
+}  // namespace axl
