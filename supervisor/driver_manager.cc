@@ -19,11 +19,6 @@ using namespace std::chrono_literals;
 constexpr int kHealthFd = 4;  // where the driver finds its end of the health channel
 constexpr int kHvFd = 5;      // sandboxed: its connection to the hypervisor
 
-uint64_t monotonic_ns() {
-  timespec ts{};
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return uint64_t(ts.tv_sec) * 1000000000u + uint64_t(ts.tv_nsec);
-}
 
 const char* to_string(DriverState s) {
   switch (s) {
@@ -143,8 +138,6 @@ Status DriverManager::spawn(DriverDomain& d) {
 void DriverManager::watch_active(DriverDomain& d) {
   d.state = DriverState::kRunning;
   d.started_ns = monotonic_ns();
-  d.ping_seq = d.pong_seq = 0;
-  d.last_pong_ns = d.started_ns;
   d.pending_cause.clear();
   d.pending_fail_ns = 0;
   DriverDomain* raw = &d;
@@ -153,10 +146,19 @@ void DriverManager::watch_active(DriverDomain& d) {
                            [this, raw](const boost::system::error_code& ec) {
                              if (!ec) on_exit(raw);
                            });
-  d.health_watch = std::make_unique<asio::posix::stream_descriptor>(io_, ::dup(d.health.get()));
-  watch_health(raw);
-  d.heartbeat_timer = std::make_unique<asio::steady_timer>(io_);
-  heartbeat(raw);
+  d.monitor = std::make_unique<HealthMonitor>(
+      io_, std::move(d.health), std::chrono::milliseconds(d.cfg.heartbeat_ms),
+      d.cfg.heartbeat_misses,
+      [this, raw](const std::string& cause, uint64_t last_pong_ns) {
+        kill_for(raw, cause, raw->pending_fail_ns ? raw->pending_fail_ns : last_pong_ns);
+      },
+      [this, raw] {
+        // cgroup v1 does not notify a refused fork; look on every beat.
+        if (raw->group && raw->group->breach() == cgroup::Breach::kPids) {
+          kill_for(raw, "resource limit: pids", monotonic_ns());
+          raw->monitor->stop();
+        }
+      });
   watch_group(d);
 }
 
@@ -201,52 +203,6 @@ Status DriverManager::spawn_standby(DriverDomain& d) {
       });
   AXL_INFO("driver %s standby started, pid %d", d.cfg.name.c_str(), d.standby.pid);
   return {};
-}
-
-void DriverManager::watch_health(DriverDomain* d) {
-  d->health_watch->async_wait(
-      asio::posix::stream_descriptor::wait_read, [this, d](const boost::system::error_code& ec) {
-        if (ec) return;
-        for (;;) {
-          auto m = wire::recv(d->health.get(), MSG_DONTWAIT);
-          if (!m) {
-            if (m.error().message == wire::kWouldBlock) break;
-            return;  // closed: the pidfd reports the exit
-          }
-          try {
-            auto hb = m->root<schema::Heartbeat>();
-            if (hb.isPong() && hb.getPong() <= d->ping_seq && hb.getPong() > d->pong_seq) {
-              d->pong_seq = hb.getPong();
-              d->last_pong_ns = monotonic_ns();
-            }
-          } catch (const kj::Exception&) {
-            AXL_WARN("driver %s: malformed heartbeat answer", d->cfg.name.c_str());
-          }
-        }
-        watch_health(d);
-      });
-}
-
-void DriverManager::heartbeat(DriverDomain* d) {
-  if (d->state != DriverState::kRunning) return;
-  // cgroup v1 does not notify a refused fork; look on every beat.
-  if (d->group && d->group->breach() == cgroup::Breach::kPids) {
-    kill_for(d, "resource limit: pids", monotonic_ns());
-    return;
-  }
-  // ping_seq - pong_seq pings are unanswered.
-  if (d->ping_seq - d->pong_seq >= d->cfg.heartbeat_misses) {
-    kill_for(d, "hang: " + std::to_string(d->ping_seq - d->pong_seq) + " heartbeats missed",
-             d->pending_fail_ns ? d->pending_fail_ns : d->last_pong_ns);
-    return;
-  }
-  capnp::MallocMessageBuilder mb;
-  mb.initRoot<schema::Heartbeat>().setPing(++d->ping_seq);
-  (void)wire::send(d->health.get(), mb);
-  d->heartbeat_timer->expires_after(std::chrono::milliseconds(d->cfg.heartbeat_ms));
-  d->heartbeat_timer->async_wait([this, d](const boost::system::error_code& ec) {
-    if (!ec) heartbeat(d);
-  });
 }
 
 void DriverManager::kill_for(DriverDomain* d, const std::string& cause, uint64_t fail_ns) {
@@ -296,12 +252,12 @@ Status DriverManager::inject(const std::string& name, const std::string& fault) 
     return make_error("fault injection is disabled for driver '" + name +
                       "' (set fault_injection = true in the host config)");
   if (!config::is_fault_name(fault)) return make_error("unknown fault '" + fault + "'");
-  if (d->state != DriverState::kRunning || !d->health)
+  if (d->state != DriverState::kRunning || !d->monitor)
     return make_error("driver '" + name + "' is not running");
   capnp::MallocMessageBuilder mb;
   mb.initRoot<schema::Heartbeat>().setFault(fault);
   d->pending_fail_ns = monotonic_ns();
-  return wire::send(d->health.get(), mb);
+  return wire::send(d->monitor->fd(), mb);
 }
 
 Status DriverManager::restart_now(const std::string& name) {
@@ -325,9 +281,7 @@ void DriverManager::on_exit(DriverDomain* d) {
   auto st = proc::wait_for(d->child, 0ms);
   d->exit_status = st ? *st : -1;
   d->child.pid = -1;
-  if (d->heartbeat_timer) d->heartbeat_timer->cancel();
-  if (d->health_watch) d->health_watch->cancel();
-  d->health_watch.reset();
+  d->monitor.reset();
   d->health.reset();
   if (d->group_watch) d->group_watch->cancel();
   d->group_watch.reset();
@@ -443,8 +397,7 @@ void DriverManager::stop_all() {
   stopping_ = true;
   for (auto& d : drivers_) {
     if (d->restart_timer) d->restart_timer->cancel();
-    if (d->heartbeat_timer) d->heartbeat_timer->cancel();
-    if (d->health_watch) d->health_watch->cancel();
+    d->monitor.reset();
     if (d->exit_watch) d->exit_watch->cancel();
     if (d->standby_exit_watch) d->standby_exit_watch->cancel();
     if (d->standby.pid > 0) {

@@ -19,6 +19,7 @@
 #include "common/config.h"
 #include "common/process.h"
 #include "supervisor/cgroup/cgroup.h"
+#include "supervisor/health_monitor.h"
 
 namespace axl::supervisor {
 
@@ -26,7 +27,6 @@ namespace axl::supervisor {
 enum class DriverState { kStarting, kRunning, kRestarting, kFailed, kStopped };
 const char* to_string(DriverState s);
 
-uint64_t monotonic_ns();
 
 // Root inside a confined domain's user namespace (driver or vTPM) is nobody
 // outside it.
@@ -52,11 +52,8 @@ struct DriverDomain {
   uint64_t started_ns = 0;
   UniqueFd tap;  // net: held here for the driver's whole life and its successors
   // Health channel and heartbeat state.
-  UniqueFd health;
-  std::unique_ptr<boost::asio::posix::stream_descriptor> health_watch;
-  std::unique_ptr<boost::asio::steady_timer> heartbeat_timer;
-  uint64_t ping_seq = 0, pong_seq = 0;
-  uint64_t last_pong_ns = 0;
+  UniqueFd health;                         // until the instance is the active one
+  std::unique_ptr<HealthMonitor> monitor;  // then its heartbeats
   // Failure bookkeeping.
   std::string pending_cause;    // set when the supervisor itself kills it (hang, request)
   uint64_t pending_fail_ns = 0;  // when the failure began, if known better than detection
@@ -121,8 +118,6 @@ class DriverManager {
   void watch_active(DriverDomain& d);
   void on_exit(DriverDomain* d);
   void restart(DriverDomain* d);
-  void heartbeat(DriverDomain* d);
-  void watch_health(DriverDomain* d);
   void kill_for(DriverDomain* d, const std::string& cause, uint64_t fail_ns);
   void poll_served(DriverDomain* d, int tries_left);
 

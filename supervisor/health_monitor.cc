@@ -10,13 +10,11 @@
 #include "common/wire.h"
 
 namespace axl::supervisor {
-namespace {
-uint64_t now_ns() {
+uint64_t monotonic_ns() {
   timespec ts{};
   clock_gettime(CLOCK_MONOTONIC, &ts);
   return uint64_t(ts.tv_sec) * 1000000000ull + uint64_t(ts.tv_nsec);
 }
-}  // namespace
 
 HealthMonitor::HealthMonitor(boost::asio::io_context& io, UniqueFd fd,
                              std::chrono::milliseconds interval, uint32_t misses, OnHang on_hang,
@@ -28,9 +26,13 @@ HealthMonitor::HealthMonitor(boost::asio::io_context& io, UniqueFd fd,
       misses_(misses),
       on_hang_(std::move(on_hang)),
       on_beat_(std::move(on_beat)),
-      last_pong_ns_(now_ns()) {
+      last_pong_ns_(monotonic_ns()) {
   watch();
-  beat();
+  // The first ping goes out from the loop, once the owner holds this monitor
+  // (on_beat may reach it through the owner).
+  boost::asio::post(io, [this, alive = alive_] {
+    if (*alive) beat();
+  });
 }
 
 HealthMonitor::~HealthMonitor() {
@@ -61,7 +63,7 @@ void HealthMonitor::watch() {
                           // is untrusted and cannot answer ahead.
                           if (hb.isPong() && hb.getPong() <= ping_seq_ && hb.getPong() > pong_seq_) {
                             pong_seq_ = hb.getPong();
-                            last_pong_ns_ = now_ns();
+                            last_pong_ns_ = monotonic_ns();
                           }
                         } catch (const kj::Exception&) {
                           AXL_WARN("malformed heartbeat answer; ignored");

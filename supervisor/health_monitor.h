@@ -15,6 +15,8 @@
 
 namespace axl::supervisor {
 
+uint64_t monotonic_ns();  // CLOCK_MONOTONIC, the clock of every *_ns here
+
 class HealthMonitor {
  public:
   // on_hang(cause, last_pong_ns): "hang: N heartbeats missed" and when the

@@ -114,7 +114,8 @@ int main(int argc, char** argv) {
           l[i].setRestarts(d.restarts);
           l[i].setLastFailure(d.last_failure);
           l[i].setUptimeMs(running ? (now - d.started_ns) / 1000000 : 0);
-          l[i].setHeartbeatLagMs(running ? double(now - d.last_pong_ns) / 1e6 : 0);
+          const uint64_t pong = d.monitor ? d.monitor->last_pong_ns() : 0;
+          l[i].setHeartbeatLagMs(running && pong && now > pong ? double(now - pong) / 1e6 : 0);
           auto os = l[i].initOutages(unsigned(d.outages.size()));
           for (unsigned j = 0; j < d.outages.size(); ++j) {
             const auto& o = d.outages[j];

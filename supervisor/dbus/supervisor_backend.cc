@@ -42,9 +42,8 @@ std::vector<DriverRow> SupervisorBackend::list_drivers() {
     r.pid = d->child.pid;
     r.restarts = d->restarts;
     r.uptime_s = running && now > d->started_ns ? (now - d->started_ns) / 1000000000 : 0;
-    r.heartbeat_lag_ms =
-        running && d->last_pong_ns && now > d->last_pong_ns ? double(now - d->last_pong_ns) / 1e6
-                                                            : 0;
+    const uint64_t pong = d->monitor ? d->monitor->last_pong_ns() : 0;
+    r.heartbeat_lag_ms = running && pong && now > pong ? double(now - pong) / 1e6 : 0;
     rows.push_back(std::move(r));
   }
   return rows;
