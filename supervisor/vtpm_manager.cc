@@ -224,6 +224,7 @@ Status VtpmManager::prepare_state_dir(const std::string& domain) {
 Status VtpmManager::provision(const std::string& domain) {
   proc::SpawnOptions so;
   so.argv = {bin_,         "--state-dir", vtpm_dir(domain), "--key-file", host_key(),
+             "--vtpm-id",  domain,
              "--ca-dir",   state_dir_ + "/vtpm-host/ca",    "--provision"};
   so.log_path = log_path(domain);
   so.new_session = true;
@@ -303,6 +304,7 @@ Status VtpmManager::launch(VtpmDomain& v) {
   proc::SpawnOptions so;
   so.argv = {bin_,
              "--state-dir", vtpm_dir(v.domain),
+             "--vtpm-id", v.domain,
              "--sandbox", "--state-fd", std::to_string(kStateFd),
              "--key-fd", std::to_string(kKeyFd),
              "--ctrl-listen-fd", std::to_string(kCtrlListenFd),

@@ -1,9 +1,7 @@
 #include "vtpm/checkpoint.h"
 
 #include <fcntl.h>
-#include <openssl/core_names.h>
 #include <openssl/evp.h>
-#include <openssl/kdf.h>
 #include <openssl/rand.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
@@ -15,6 +13,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <dirent.h>
+#include <string_view>
 
 #include "common/unique_fd.h"
 
@@ -22,7 +21,11 @@ namespace axl::vtpm {
 namespace {
 
 constexpr char kMagic[8] = {'A', 'X', 'L', 'V', 'T', 'P', 'M', 'C'};
-constexpr uint32_t kVersion = 1;
+// 1: keys derived from the host key alone, valid in every vTPM of the host.
+// 2: keys bound to one vTPM (kLabel and its id in the HKDF info).
+constexpr uint32_t kVersion = 2;
+constexpr uint32_t kUnboundVersion = 1;
+constexpr std::string_view kLabel = "axolotl-vtpm volatile";
 constexpr size_t kFileHeader = 4096;
 constexpr size_t kPendingCmd = 4096;
 constexpr size_t kPendingRsp = 12288;
@@ -85,26 +88,6 @@ void set_seq(EntryHeader* h, uint64_t seq) {
 struct CtxFree {
   void operator()(EVP_CIPHER_CTX* c) const { EVP_CIPHER_CTX_free(c); }
 };
-
-std::array<uint8_t, 32> derive_key(const Key& host, const uint8_t* salt) {
-  std::array<uint8_t, 32> out{};
-  EVP_KDF* kdf = EVP_KDF_fetch(nullptr, "HKDF", nullptr);
-  EVP_KDF_CTX* kctx = kdf ? EVP_KDF_CTX_new(kdf) : nullptr;
-  static const char kInfo[] = "axolotl-vtpm volatile";
-  OSSL_PARAM params[] = {
-      OSSL_PARAM_construct_utf8_string(OSSL_KDF_PARAM_DIGEST, const_cast<char*>("SHA256"), 0),
-      OSSL_PARAM_construct_octet_string(OSSL_KDF_PARAM_KEY, const_cast<uint8_t*>(host.bytes.data()),
-                                        host.bytes.size()),
-      OSSL_PARAM_construct_octet_string(OSSL_KDF_PARAM_SALT, const_cast<uint8_t*>(salt), 32),
-      OSSL_PARAM_construct_octet_string(OSSL_KDF_PARAM_INFO, const_cast<char*>(kInfo),
-                                        sizeof kInfo - 1),
-      OSSL_PARAM_construct_end()};
-  const bool ok = kctx && EVP_KDF_derive(kctx, out.data(), out.size(), params) == 1;
-  EVP_KDF_CTX_free(kctx);
-  EVP_KDF_free(kdf);
-  if (!ok) abort();  // OpenSSL failing on fixed, valid parameters is a bug, not input
-  return out;
-}
 
 void nonce_for(uint8_t type, uint64_t seq, uint8_t* iv) {
   std::memset(iv, 0, 12);
@@ -171,7 +154,7 @@ struct CheckpointFile::Impl {
                                              static_cast<int>(plain.size())) != 1) ||
         EVP_EncryptFinal_ex(ctx.get(), ct + plain.size(), &n) != 1 ||
         EVP_CIPHER_CTX_ctrl(ctx.get(), EVP_CTRL_GCM_GET_TAG, 16, h->tag) != 1) {
-      abort();  // see derive_key
+      abort();  // OpenSSL failing on fixed, valid parameters is a bug, not input
     }
     set_seq(h, s);
     if (type == kTypeSnapshot || type == kTypeRecord) last_commit = s;
@@ -186,7 +169,7 @@ CheckpointFile::CheckpointFile(std::unique_ptr<Impl> impl) : impl_(std::move(imp
 CheckpointFile::~CheckpointFile() = default;
 
 Result<std::unique_ptr<CheckpointFile>> CheckpointFile::create(int dirfd, const std::string& dir,
-                                                               const Key& key,
+                                                               const VtpmKey& key,
                                                                std::span<const uint8_t> snapshot) {
   size_t slot = kDefaultSlot;
   while (slot < snapshot.size() + kEntryHeader) slot *= 2;
@@ -215,7 +198,7 @@ Result<std::unique_ptr<CheckpointFile>> CheckpointFile::create(int dirfd, const 
   fh->journal_records = kJournalRecords;
   fh->record_size = kRecordSize;
   if (RAND_bytes(fh->salt, sizeof fh->salt) != 1) abort();  // no entropy: nothing safe to do
-  const auto k = derive_key(key, fh->salt);
+  const auto k = derive_key(key, kLabel, fh->salt);
   if (!impl->ctx || EVP_EncryptInit_ex(impl->ctx.get(), EVP_aes_256_gcm(), nullptr, k.data(),
                                        nullptr) != 1) {
     abort();
@@ -276,7 +259,7 @@ void CheckpointFile::settle() {
 }
 
 Result<std::optional<VolatileImage>> CheckpointFile::read(int dirfd, const std::string& dir,
-                                                          const Key& key) {
+                                                          const VtpmKey& key) {
   const std::string path = dir + "/" + kName;
   UniqueFd fd(::openat(dirfd, kName, O_RDONLY | O_CLOEXEC | O_NOFOLLOW));
   if (!fd) {
@@ -295,6 +278,11 @@ Result<std::optional<VolatileImage>> CheckpointFile::read(int dirfd, const std::
     return make_error(errno_text("read " + path));
   }
   if (std::memcmp(fh.magic, kMagic, 8) != 0) return make_error(what + ": bad magic");
+  if (fh.version == kUnboundVersion) {
+    return make_error(what + ": unbound checkpoint of an older axolotl-vtpm (format version 1, "
+                      "sealed alike for every vTPM of the host), refused; remove it (the TPM then "
+                      "starts from its permanent state, as after a power-off)");
+  }
   if (fh.version != kVersion) {
     return make_error(what + ": unsupported format version " + std::to_string(fh.version));
   }
@@ -314,7 +302,7 @@ Result<std::optional<VolatileImage>> CheckpointFile::read(int dirfd, const std::
     if (r <= 0) return make_error(errno_text("read " + path));
     got += static_cast<size_t>(r);
   }
-  const auto k = derive_key(key, fh.salt);
+  const auto k = derive_key(key, kLabel, fh.salt);
   // Opens the entry at `off`; nullopt when it is empty (seq 0).
   auto entry = [&](size_t off, size_t room, uint8_t type, const std::string& name)
       -> Result<std::optional<std::pair<EntryHeader, std::vector<uint8_t>>>> {
@@ -327,7 +315,8 @@ Result<std::optional<VolatileImage>> CheckpointFile::read(int dirfd, const std::
     std::vector<uint8_t> plain;
     if (!open_entry(k, h, buf.data() + off + kEntryHeader, plain)) {
       return make_error(what + ": " + name +
-                        " fails authentication (tampered, or sealed with another key)");
+                        " fails authentication (sealed for another vTPM or with another key, or "
+                        "tampered; this is vTPM '" + key.id + "')");
     }
     return std::optional(std::pair(h, std::move(plain)));
   };

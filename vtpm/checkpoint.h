@@ -5,7 +5,7 @@
 // takes the guest down too, and a TPM loses volatile state on power loss.)
 //
 // Layout (sizes in bytes):
-//   0      file header (4096): magic "AXLVTPMC", version, slot size,
+//   0      file header (4096): magic "AXLVTPMC", version (2), slot size,
 //          journal geometry, a random 32-byte salt; at 64 the (unsealed)
 //          sequence number of a pending command that began a permanent write
 //   4096   the pending guest command (8192)
@@ -16,9 +16,11 @@
 // Every slot and record is an entry: a 48-byte header (sequence number, length,
 // type, locality, the sequence number of the entry it follows, GCM tag) and
 // its AES-256-GCM ciphertext.  The key is
-// HKDF-SHA256(host key, salt, "axolotl-vtpm volatile"): a fresh key for
-// every file, so the nonce can be the entry's type and sequence number, which
-// only ever grow within one file.  A resumed instance starts a new file (new
+// HKDF-SHA256(host key, salt, "axolotl-vtpm volatile" || 0x00 || vTPM id)
+// (derive_key in state_store.h): bound to this vTPM, so that another one's
+// checkpoint copied here fails authentication, and fresh for every file, so
+// the nonce can be the entry's type and sequence number, which only ever
+// grow within one file.  Version 1 files (no id in the key) are refused.  A resumed instance starts a new file (new
 // salt) and never reuses the old one's nonces, even those of an entry it
 // was killed while writing.
 //
@@ -88,11 +90,11 @@ class CheckpointFile {
   // Reads `dir`'s checkpoint: nullopt when there is none, an error naming
   // what is wrong when it is not exactly as this code writes it.
   static Result<std::optional<VolatileImage>> read(int dirfd, const std::string& dir,
-                                                   const Key& key);
+                                                   const VtpmKey& key);
   // Starts a new file holding `snapshot` and atomically puts it in place of
   // any earlier one (write a temporary file, rename).
   static Result<std::unique_ptr<CheckpointFile>> create(int dirfd, const std::string& dir,
-                                                        const Key& key,
+                                                        const VtpmKey& key,
                                                         std::span<const uint8_t> snapshot);
   // Removes the checkpoint; absent is fine.
   static Status remove(int dirfd, const std::string& dir);

@@ -37,7 +37,7 @@ class CheckpointTest : public ::testing::Test {
     ASSERT_NE(mkdtemp(tmpl), nullptr);
     dir_ = tmpl;
     dirfd_.reset(::open(dir_.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
-    for (size_t i = 0; i < 32; ++i) key_.bytes[i] = static_cast<uint8_t>(i * 5 + 3);
+    for (size_t i = 0; i < 32; ++i) key_.host.bytes[i] = static_cast<uint8_t>(i * 5 + 3);
   }
   void TearDown() override { fs::remove_all(dir_); }
   std::string path() const { return dir_ + "/" + CheckpointFile::kName; }
@@ -72,7 +72,7 @@ class CheckpointTest : public ::testing::Test {
   }
   std::string dir_;
   UniqueFd dirfd_;
-  Key key_;
+  VtpmKey key_{{}, "vm1"};
 };
 
 std::vector<uint8_t> blob(size_t n, uint8_t v) { return std::vector<uint8_t>(n, v); }
@@ -215,8 +215,70 @@ TEST_F(CheckpointTest, TamperingIsRefusedWithAReasonAndTheFileKept) {
   put({good.begin(), good.begin() + 5000});
   EXPECT_NE(refusal().find("bytes"), std::string::npos);
   put(good);
-  key_.bytes[7] ^= 1;
+  key_.host.bytes[7] ^= 1;
   EXPECT_NE(refusal().find("another key"), std::string::npos);
+}
+
+// Another vTPM's checkpoint (its PCRs, loaded keys, sessions) put in this
+// one's state dir does not open here, even under the same host key.
+TEST_F(CheckpointTest, AnotherVtpmsCheckpointIsRefusedAndKept) {
+  auto f = make(blob(3000, 1));
+  ASSERT_TRUE(f->journal(0, blob(40, 0xe1)));
+  f.reset();
+  const auto good = bytes();
+  key_.id = "vm2";
+  const std::string why = refusal();
+  EXPECT_NE(why.find("sealed for another vTPM or with another key"), std::string::npos) << why;
+  EXPECT_NE(why.find(path()), std::string::npos) << why;
+  EXPECT_NE(why.find("'vm2'"), std::string::npos) << why;
+  EXPECT_EQ(why.find('\n'), std::string::npos) << "one line";
+  EXPECT_EQ(bytes(), good) << "a refusal must leave the file as it was";
+  key_.id = "vm1";
+  auto img = load();
+  EXPECT_EQ(img.snapshot, blob(3000, 1));
+  ASSERT_EQ(img.journal.size(), 1u);
+}
+
+// Version 1 derived its keys from the host key and salt alone.  Such a file
+// is refused for what it is, not taken for a tampered one or migrated.
+TEST_F(CheckpointTest, UnboundVersion1CheckpointIsRefused) {
+  make(blob(100, 1)).reset();
+  auto v1 = bytes();
+  const uint32_t one = 1;
+  std::memcpy(v1.data() + 8, &one, 4);  // the header's version
+  put(v1);
+  const std::string why = refusal();
+  EXPECT_NE(why.find("unbound checkpoint of an older axolotl-vtpm"), std::string::npos) << why;
+  EXPECT_NE(why.find(path()), std::string::npos) << why;
+  EXPECT_EQ(bytes(), v1);
+}
+
+// The engine on libtpms: another vTPM's permanent state next to this one's
+// checkpoint fails the power-on with its reason, and nothing is changed.
+TEST_F(CheckpointTest, EngineRefusesAnotherVtpmsStateAndChangesNothing) {
+  {
+    auto st = StateStore::open(dir_, key_);
+    auto e = TpmEngine::create(std::move(st.value()), true);
+    ASSERT_TRUE(e.ok()) << e.error().message;
+    ASSERT_TRUE(e.value()->power_on(false).ok());
+    ASSERT_TRUE(e.value()->call(tpm::Command(tpm::kCcStartup, {}, 0).u16(0).finish()).ok());
+  }  // killed: permanent state and a checkpoint stay
+  const std::string perm = dir_ + "/permanent.state";
+  ASSERT_TRUE(fs::exists(perm) && fs::exists(path()));
+  auto slurp = [](const std::string& p) {
+    std::ifstream f(p, std::ios::binary);
+    return std::vector<uint8_t>{std::istreambuf_iterator<char>(f), {}};
+  };
+  const auto perm_before = slurp(perm), ckpt_before = bytes();
+  auto st = StateStore::open(dir_, VtpmKey{key_.host, "vm2"});
+  auto e = TpmEngine::create(std::move(st.value()), true);
+  ASSERT_TRUE(e.ok());
+  auto s = e.value()->power_on(true);
+  ASSERT_FALSE(s.ok()) << "another vTPM's state was accepted";
+  EXPECT_NE(s.error().message.find("sealed for another vTPM"), std::string::npos)
+      << s.error().message;
+  EXPECT_EQ(slurp(perm), perm_before);
+  EXPECT_EQ(bytes(), ckpt_before);
 }
 
 TEST_F(CheckpointTest, HoldsNoPlaintextAndEachFileHasItsOwnKey) {

@@ -181,7 +181,9 @@ int main(int argc, char** argv) {
              o.state_dir.c_str(), kSandboxStateDir);
   }
 
-  auto store = StateStore::open(state_dir, key.value());
+  // Every key the state is sealed under is bound to this vTPM's id
+  // (vtpm/state_store.h): another vTPM's files do not open here.
+  auto store = StateStore::open(state_dir, VtpmKey{key.value(), o.vtpm_id});
   if (!store) return fail(store.error().message);
   const std::string perm_path = store->path(StateKind::kPermanent);
   struct stat perm{};
@@ -271,7 +273,7 @@ int main(int argc, char** argv) {
   }
   const bool inherited_listeners =
       o.ctrl_listen_fd >= 0 || o.command_listen_fd >= 0 || o.port_command_fd >= 0;
-  AXL_INFO("serving %s%s%s%s",
+  AXL_INFO("vTPM %s serving %s%s%s%s", o.vtpm_id.c_str(),
            o.ctrl_socket.empty() ? "" : ("control " + o.ctrl_socket + " ").c_str(),
            o.command_port ? ("tcp 127.0.0.1:" + std::to_string(o.command_port) + "/" +
                              std::to_string(o.command_port + 1) + " ").c_str()

@@ -14,6 +14,42 @@ Result<int> parse_int(const std::string& flag, const std::string& v, int lo, int
   return x;
 }
 
+// A vTPM id is a domain name (common/config.h's valid_name is stricter) and
+// goes into key derivation as is: kept to a small, printable alphabet.
+constexpr size_t kMaxIdBytes = 64;
+
+// `s` as one printable line, for an error message.
+std::string shown(const std::string& s) {
+  std::string out;
+  for (unsigned char c : s.substr(0, 80)) {
+    if (c >= 0x20 && c < 0x7f) {
+      out += static_cast<char>(c);
+    } else {
+      static const char kHex[] = "0123456789abcdef";
+      out += {'\\', 'x', kHex[c >> 4], kHex[c & 15]};
+    }
+  }
+  return s.size() > 80 ? out + "..." : out;
+}
+
+Status check_vtpm_id(const std::string& id, const std::string& what) {
+  bool ok = !id.empty() && id.size() <= kMaxIdBytes && id != "." && id != "..";
+  for (char c : id) {
+    ok = ok && ((c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') ||
+                c == '.' || c == '_' || c == '-');
+  }
+  if (ok) return {};
+  return make_error(what + " '" + shown(id) + "' is no vTPM id: want 1.." +
+                    std::to_string(kMaxIdBytes) + " bytes of [A-Za-z0-9._-], not . or ..");
+}
+
+// The last component of a path as written ("a/b/" -> "b"); "" for "/".
+std::string last_component(std::string p) {
+  while (p.size() > 1 && p.back() == '/') p.pop_back();
+  const auto slash = p.rfind('/');
+  return slash == std::string::npos ? p : p.substr(slash + 1);
+}
+
 // 0..2 are stdio: never a channel, key or directory.
 constexpr int kMinFd = 3;
 constexpr int kMaxFd = 1 << 20;
@@ -44,7 +80,12 @@ Result<Options> parse_options(const std::vector<std::string>& args) {
     };
     Status st;
     if (a == "--state-dir") st = str(o.state_dir);
-    else if (a == "--key-file") st = str(o.key_file);
+    else if (a == "--vtpm-id") {
+      auto v = value();
+      if (!v) return v.error();
+      st = check_vtpm_id(v.value(), "--vtpm-id");
+      o.vtpm_id = v.value();
+    } else if (a == "--key-file") st = str(o.key_file);
     else if (a == "--ca-dir") st = str(o.ca_dir);
     else if (a == "--ctrl-socket") st = str(o.ctrl_socket);
     else if (a == "--command-socket") st = str(o.command_socket);
@@ -111,6 +152,14 @@ Result<Options> parse_options(const std::vector<std::string>& args) {
                         "vTPM never holds the CA key");
   } else if (o.state_fd >= 0) {
     return make_error("--state-fd is for --sandbox only");
+  }
+  if (o.vtpm_id.empty()) {
+    // Run by hand: the state dir's name says which vTPM it holds.  Confined,
+    // the dir is /state, so whoever confines it must say.
+    if (o.sandbox) return make_error("--sandbox needs --vtpm-id (the state dir is /state there)");
+    o.vtpm_id = last_component(o.state_dir);
+    if (auto s = check_vtpm_id(o.vtpm_id, "the state dir's name"); !s)
+      return make_error(s.error().message + "; give --vtpm-id");
   }
   if (!o.provision_only && o.ctrl_socket.empty() && o.ctrl_fd < 0 && o.command_port == 0 &&
       o.command_socket.empty() && o.ctrl_listen_fd < 0 && o.command_listen_fd < 0 &&

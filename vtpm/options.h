@@ -9,6 +9,10 @@ namespace axl::vtpm {
 
 struct Options {
   std::string state_dir;
+  // Which vTPM this is (its domain's name): bound into the keys its state is
+  // sealed under, so a state file opens only in the vTPM it was made for.
+  // --vtpm-id; without it, the name of the state dir (not with --sandbox).
+  std::string vtpm_id;
   std::string key_file;
   std::string ca_dir;
   std::string ctrl_socket;
@@ -36,9 +40,10 @@ struct Options {
 };
 
 inline constexpr const char* kUsage =
-    "usage: axolotl-vtpm --state-dir DIR (--key-file FILE | --key-fd N) [--ca-dir DIR]\n"
-    "                    [--ctrl-socket PATH] [--ctrl-fd N] [--data-fd N] [--command-port N]\n"
-    "                    [--command-socket PATH] [--measure-log FILE | --measure-log-fd N]\n"
+    "usage: axolotl-vtpm --state-dir DIR (--key-file FILE | --key-fd N) [--vtpm-id ID]\n"
+    "                    [--ca-dir DIR] [--ctrl-socket PATH] [--ctrl-fd N] [--data-fd N]\n"
+    "                    [--command-port N] [--command-socket PATH]\n"
+    "                    [--measure-log FILE | --measure-log-fd N]\n"
     "                    [--ctrl-listen-fd N] [--command-listen-fd N] [--command-port-fds N,M]\n"
     "                    [--ready-fd N] [--handover-fd N] [--health-fd N] [--sandbox --state-fd N]\n"
     "                    [--startup-clear] [--provision] [--no-checkpoint]";

@@ -52,7 +52,7 @@ TEST(VtpmOptions, ConfinedInstance) {
   // What the supervisor gives a confined vTPM: no path but its state dir's
   // name, everything else as fds.
   auto o = parse_options({"--state-dir", "s", "--sandbox", "--state-fd", "7", "--key-fd", "8",
-                          "--ctrl-listen-fd", "10", "--command-listen-fd", "11",
+                          "--vtpm-id", "s", "--ctrl-listen-fd", "10", "--command-listen-fd", "11",
                           "--command-port-fds", "12,13", "--measure-log-fd", "9",
                           "--ready-fd", "3", "--handover-fd", "4", "--ctrl-fd", "5",
                           "--data-fd", "6"});
@@ -69,6 +69,54 @@ TEST(VtpmOptions, ConfinedInstance) {
   // A listening fd alone is something to serve, confined or not.
   EXPECT_TRUE(parse_options({"--state-dir", "s", "--key-file", "k", "--command-listen-fd", "3"}).ok());
   EXPECT_TRUE(parse_options({"--state-dir", "s", "--key-fd", "3", "--command-port-fds", "4,5"}).ok());
+}
+
+TEST(VtpmOptions, VtpmId) {
+  // Given, it is taken as is.
+  auto o = parse_options({"--state-dir", "s", "--key-file", "k", "--command-port", "1",
+                          "--vtpm-id", "web-1.example_A"});
+  ASSERT_TRUE(o.ok()) << o.error().message;
+  EXPECT_EQ(o->vtpm_id, "web-1.example_A");
+  EXPECT_TRUE(parse_options({"--state-dir", "s", "--key-file", "k", "--command-port", "1",
+                             "--vtpm-id", std::string(64, 'a')}).ok());
+  // Run by hand without it: the state dir's name.
+  auto id_of = [](const std::string& dir) {
+    auto r = parse_options({"--state-dir", dir, "--key-file", "k", "--command-port", "1"});
+    return r ? r->vtpm_id : "error: " + r.error().message;
+  };
+  EXPECT_EQ(id_of("/var/lib/axolotl/vtpm/web"), "web");
+  EXPECT_EQ(id_of("tmp/state/"), "state");
+  EXPECT_EQ(id_of("state"), "state");
+  EXPECT_NE(id_of("/").find("give --vtpm-id"), std::string::npos) << id_of("/");
+  EXPECT_NE(id_of(".").find("give --vtpm-id"), std::string::npos) << id_of(".");
+  EXPECT_NE(id_of("/tmp/a b").find("'a b' is no vTPM id"), std::string::npos) << id_of("/tmp/a b");
+  // Confined, the dir is /state: the supervisor must say which vTPM it is.
+  const std::vector<std::string> confined = {"--state-dir", "s", "--sandbox", "--state-fd", "7",
+                                             "--key-fd", "8", "--command-listen-fd", "11"};
+  auto r = parse_options(confined);
+  ASSERT_FALSE(r.ok());
+  EXPECT_NE(r.error().message.find("--sandbox needs --vtpm-id"), std::string::npos)
+      << r.error().message;
+  auto with_id = confined;
+  with_id.insert(with_id.end(), {"--vtpm-id", "web"});
+  r = parse_options(with_id);
+  ASSERT_TRUE(r.ok()) << r.error().message;
+  EXPECT_EQ(r->vtpm_id, "web");
+}
+
+TEST(VtpmOptions, BadVtpmIds) {
+  for (const std::string& id : {std::string(""), std::string(65, 'a'), std::string("a/b"),
+                               std::string("a b"), std::string("."), std::string(".."),
+                               std::string("a\nb"), std::string("caf\xc3\xa9"),
+                               std::string("a\0b", 3)}) {
+    auto o = parse_options({"--state-dir", "s", "--key-file", "k", "--command-port", "1",
+                            "--vtpm-id", id});
+    ASSERT_FALSE(o.ok()) << "accepted '" << id << "'";
+    EXPECT_NE(o.error().message.find("--vtpm-id"), std::string::npos) << o.error().message;
+    EXPECT_NE(o.error().message.find("[A-Za-z0-9._-]"), std::string::npos) << o.error().message;
+    EXPECT_EQ(o.error().message.find('\n'), std::string::npos) << "one line";
+  }
+  EXPECT_FALSE(parse_options({"--state-dir", "s", "--key-file", "k", "--vtpm-id"}).ok());
 }
 
 TEST(VtpmOptions, ConfinedRefusals) {

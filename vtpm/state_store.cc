@@ -3,7 +3,9 @@
 #include "vtpm/checkpoint.h"
 
 #include <fcntl.h>
+#include <openssl/core_names.h>
 #include <openssl/evp.h>
+#include <openssl/kdf.h>
 #include <openssl/rand.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -19,7 +21,11 @@ namespace axl::vtpm {
 namespace {
 
 constexpr char kMagic[8] = {'A', 'X', 'L', 'V', 'T', 'P', 'M', 'S'};
-constexpr uint16_t kVersion = 1;
+// 1: sealed under the host key itself, valid in every vTPM of the host.
+// 2: sealed under derive_key(key, kPermanentLabel, {}), bound to one vTPM.
+constexpr uint16_t kVersion = 2;
+constexpr uint16_t kUnboundVersion = 1;
+constexpr std::string_view kPermanentLabel = "axolotl-vtpm permanent";
 constexpr size_t kAadSize = 32;
 constexpr size_t kNonceOffset = 20;
 constexpr size_t kTagOffset = 32;
@@ -68,6 +74,32 @@ int hexval(char c) {
 
 }  // namespace
 
+std::array<uint8_t, 32> derive_key(const VtpmKey& key, std::string_view label,
+                                   std::span<const uint8_t> salt) {
+  std::string info(label);
+  info.push_back('\0');
+  info += key.id;
+  std::array<uint8_t, 32> out{};
+  EVP_KDF* kdf = EVP_KDF_fetch(nullptr, "HKDF", nullptr);
+  EVP_KDF_CTX* kctx = kdf ? EVP_KDF_CTX_new(kdf) : nullptr;
+  OSSL_PARAM params[5];
+  OSSL_PARAM* p = params;
+  *p++ = OSSL_PARAM_construct_utf8_string(OSSL_KDF_PARAM_DIGEST, const_cast<char*>("SHA256"), 0);
+  *p++ = OSSL_PARAM_construct_octet_string(
+      OSSL_KDF_PARAM_KEY, const_cast<uint8_t*>(key.host.bytes.data()), key.host.bytes.size());
+  if (!salt.empty()) {
+    *p++ = OSSL_PARAM_construct_octet_string(OSSL_KDF_PARAM_SALT,
+                                             const_cast<uint8_t*>(salt.data()), salt.size());
+  }
+  *p++ = OSSL_PARAM_construct_octet_string(OSSL_KDF_PARAM_INFO, info.data(), info.size());
+  *p = OSSL_PARAM_construct_end();
+  const bool ok = kctx && EVP_KDF_derive(kctx, out.data(), out.size(), params) == 1;
+  EVP_KDF_CTX_free(kctx);
+  EVP_KDF_free(kdf);
+  if (!ok) abort();  // OpenSSL failing on fixed, valid parameters is a bug, not input
+  return out;
+}
+
 const char* kind_name(StateKind k) {
   return k == StateKind::kPermanent ? "permanent" : "volatile";
 }
@@ -115,7 +147,8 @@ Result<Key> load_key_fd(int fd, const std::string& what) {
                     std::to_string(n) + " bytes)");
 }
 
-std::vector<uint8_t> seal(const Key& key, StateKind kind, std::span<const uint8_t> plain) {
+std::vector<uint8_t> seal(const VtpmKey& key, StateKind kind, std::span<const uint8_t> plain) {
+  const auto k = derive_key(key, kPermanentLabel, {});
   std::vector<uint8_t> out(kStateHeaderSize + plain.size());
   uint8_t* h = out.data();
   std::memcpy(h, kMagic, 8);
@@ -126,7 +159,7 @@ std::vector<uint8_t> seal(const Key& key, StateKind kind, std::span<const uint8_
   if (RAND_bytes(h + kNonceOffset, 12) != 1) abort();  // no entropy: nothing safe to do
   Ctx ctx(EVP_CIPHER_CTX_new());
   int len = 0;
-  if (!ctx || EVP_EncryptInit_ex(ctx.get(), EVP_aes_256_gcm(), nullptr, key.bytes.data(),
+  if (!ctx || EVP_EncryptInit_ex(ctx.get(), EVP_aes_256_gcm(), nullptr, k.data(),
                                  h + kNonceOffset) != 1 ||
       EVP_EncryptUpdate(ctx.get(), nullptr, &len, h, kAadSize) != 1 ||
       (!plain.empty() && EVP_EncryptUpdate(ctx.get(), out.data() + kStateHeaderSize, &len,
@@ -138,7 +171,7 @@ std::vector<uint8_t> seal(const Key& key, StateKind kind, std::span<const uint8_
   return out;
 }
 
-Result<std::vector<uint8_t>> open_sealed(const Key& key, StateKind kind,
+Result<std::vector<uint8_t>> open_sealed(const VtpmKey& key, StateKind kind,
                                          std::span<const uint8_t> file, const std::string& what) {
   if (file.size() < kStateHeaderSize) {
     return make_error(what + ": truncated (" + std::to_string(file.size()) +
@@ -146,6 +179,11 @@ Result<std::vector<uint8_t>> open_sealed(const Key& key, StateKind kind,
   }
   const uint8_t* h = file.data();
   if (std::memcmp(h, kMagic, 8) != 0) return make_error(what + ": not a vTPM state file (bad magic)");
+  if (get16(h + 8) == kUnboundVersion) {
+    return make_error(what + ": unbound state of an older axolotl-vtpm (format version 1, sealed "
+                      "alike for every vTPM of the host), refused; empty the state dir to make "
+                      "this vTPM anew (new EK and seeds)");
+  }
   if (get16(h + 8) != kVersion) {
     return make_error(what + ": unsupported state format version " + std::to_string(get16(h + 8)));
   }
@@ -159,25 +197,27 @@ Result<std::vector<uint8_t>> open_sealed(const Key& key, StateKind kind,
                       " bytes of state, file holds " +
                       std::to_string(file.size() - kStateHeaderSize) + ")");
   }
+  const auto k = derive_key(key, kPermanentLabel, {});
   std::vector<uint8_t> plain(len);
   Ctx ctx(EVP_CIPHER_CTX_new());
   int out = 0;
   uint8_t tag[16];
   std::memcpy(tag, h + kTagOffset, 16);
   if (!ctx ||
-      EVP_DecryptInit_ex(ctx.get(), EVP_aes_256_gcm(), nullptr, key.bytes.data(),
+      EVP_DecryptInit_ex(ctx.get(), EVP_aes_256_gcm(), nullptr, k.data(),
                          h + kNonceOffset) != 1 ||
       EVP_DecryptUpdate(ctx.get(), nullptr, &out, h, kAadSize) != 1 ||
       (len > 0 && EVP_DecryptUpdate(ctx.get(), plain.data(), &out, h + kStateHeaderSize,
                                     static_cast<int>(len)) != 1) ||
       EVP_CIPHER_CTX_ctrl(ctx.get(), EVP_CTRL_GCM_SET_TAG, 16, tag) != 1 ||
       EVP_DecryptFinal_ex(ctx.get(), plain.data() + len, &out) != 1) {
-    return make_error(what + ": authentication failed (tampered, or sealed with another key)");
+    return make_error(what + ": authentication failed (sealed for another vTPM or with another "
+                      "key, or tampered; this is vTPM '" + key.id + "')");
   }
   return plain;
 }
 
-Result<StateStore> StateStore::open(const std::string& dir, const Key& key) {
+Result<StateStore> StateStore::open(const std::string& dir, const VtpmKey& key) {
   UniqueFd fd(::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
   if (!fd) return make_error(errno_text("state dir " + dir));
   return StateStore(dir, std::move(fd), key);

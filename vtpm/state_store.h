@@ -3,14 +3,19 @@
 // The permanent state lives in `permanent.state`: a 48-byte header followed
 // by the blob sealed with AES-256-GCM:
 //
-//   0  magic "AXLVTPMS"      8  version (u16, 1)   10 kind (u16)
+//   0  magic "AXLVTPMS"      8  version (u16, 2)   10 kind (u16)
 //   12 reserved (u32, 0)     16 plaintext length (u32)
 //   20 nonce (12 bytes, fresh per write)           32 GCM tag (16 bytes)
 //   48 ciphertext (plaintext length bytes)
 //
 // Bytes 0..31 are the AEAD's associated data, so a changed kind, length or
-// version fails authentication just like a changed ciphertext.  The key
-// comes from a host key file that must not live under the state directory.
+// version fails authentication just like a changed ciphertext.  The key is
+// bound to one vTPM: HKDF-SHA256 of the host key (a file that must not live
+// under the state directory) with the vTPM's id in its info (see VtpmKey),
+// so one vTPM's file copied into another's state dir fails authentication
+// there instead of handing that guest this one's EK and seeds.  Version 1
+// files, sealed under the host key itself and so valid in every vTPM of the
+// host, are refused.
 // Writes go to a temporary file that is renamed into place, so a crash
 // leaves either the old or the new state, never a torn one; with
 // Durability::kPowerLoss the data and the directory are also fsync'd.
@@ -27,6 +32,7 @@
 #include <optional>
 #include <span>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "common/result.h"
@@ -44,6 +50,20 @@ struct Key {
   std::array<uint8_t, 32> bytes{};
 };
 
+// What one vTPM's state is sealed under: the host key and that vTPM's id
+// (its domain's name).  No state is ever sealed under the host key itself;
+// every AEAD key is derive_key()'d from both.
+struct VtpmKey {
+  Key host;
+  std::string id;
+};
+
+// HKDF-SHA256(IKM = host key, salt, info = label || 0x00 || id): a key for
+// one purpose (`label`) of one vTPM.  The label is fixed and NUL-free, so
+// no two (label, id) pairs share an info.  An empty salt is HKDF's default.
+std::array<uint8_t, 32> derive_key(const VtpmKey& key, std::string_view label,
+                                   std::span<const uint8_t> salt);
+
 inline constexpr size_t kStateHeaderSize = 48;
 
 // Reads a key file: exactly 32 raw bytes, or 64 hex digits (a trailing
@@ -54,13 +74,13 @@ Result<Key> load_key_file(const std::string& path, const std::string& state_dir)
 Result<Key> load_key_fd(int fd, const std::string& what);
 
 // Pure sealing/opening, exposed for tests.
-std::vector<uint8_t> seal(const Key& key, StateKind kind, std::span<const uint8_t> plain);
-Result<std::vector<uint8_t>> open_sealed(const Key& key, StateKind kind,
+std::vector<uint8_t> seal(const VtpmKey& key, StateKind kind, std::span<const uint8_t> plain);
+Result<std::vector<uint8_t>> open_sealed(const VtpmKey& key, StateKind kind,
                                          std::span<const uint8_t> file, const std::string& what);
 
 class StateStore {
  public:
-  static Result<StateStore> open(const std::string& dir, const Key& key);
+  static Result<StateStore> open(const std::string& dir, const VtpmKey& key);
 
   Status save(StateKind kind, std::span<const uint8_t> plain, Durability d);
   // nullopt when the file does not exist; an error when it exists but is bad.
@@ -69,14 +89,14 @@ class StateStore {
   std::string path(StateKind kind) const;
   const std::string& dir() const { return dir_; }
   int dirfd() const { return dirfd_.get(); }
-  const Key& key() const { return key_; }
+  const VtpmKey& key() const { return key_; }
 
  private:
-  StateStore(std::string dir, UniqueFd dirfd, const Key& key)
-      : dir_(std::move(dir)), dirfd_(std::move(dirfd)), key_(key) {}
+  StateStore(std::string dir, UniqueFd dirfd, VtpmKey key)
+      : dir_(std::move(dir)), dirfd_(std::move(dirfd)), key_(std::move(key)) {}
   std::string dir_;
   UniqueFd dirfd_;
-  Key key_;
+  VtpmKey key_;
 };
 
 const char* kind_name(StateKind k);

@@ -2,10 +2,13 @@
 
 #include <fcntl.h>
 #include <gtest/gtest.h>
+#include <openssl/evp.h>
+#include <openssl/rand.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include <cstdlib>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <iterator>
@@ -21,7 +24,7 @@ class StateStoreTest : public ::testing::Test {
     char tmpl[] = "/tmp/axl-vtpm-store.XXXXXX";
     ASSERT_NE(mkdtemp(tmpl), nullptr);
     dir_ = tmpl;
-    for (size_t i = 0; i < 32; ++i) key_.bytes[i] = static_cast<uint8_t>(i * 7 + 1);
+    for (size_t i = 0; i < 32; ++i) key_.host.bytes[i] = static_cast<uint8_t>(i * 7 + 1);
   }
   void TearDown() override { fs::remove_all(dir_); }
   std::vector<uint8_t> read(const std::string& p) {
@@ -33,7 +36,7 @@ class StateStoreTest : public ::testing::Test {
     f.write(reinterpret_cast<const char*>(b.data()), static_cast<std::streamsize>(b.size()));
   }
   std::string dir_;
-  Key key_;
+  VtpmKey key_{{}, "vm1"};
 };
 
 std::vector<uint8_t> secret() {
@@ -110,12 +113,93 @@ TEST_F(StateStoreTest, TruncatedAndWrongKindAndWrongKeyAreRefusedWithReasons) {
   EXPECT_NE(r.error().message.find("volatile checkpoint"), std::string::npos) << r.error().message;
 
   write(st->path(StateKind::kPermanent), good);
-  Key other = key_;
-  other.bytes[0] ^= 0xff;
+  VtpmKey other = key_;
+  other.host.bytes[0] ^= 0xff;
   auto st2 = StateStore::open(dir_, other);
   r = st2->load(StateKind::kPermanent);
   ASSERT_FALSE(r.ok());
   EXPECT_NE(r.error().message.find("authentication failed"), std::string::npos);
+}
+
+// One vTPM's permanent state copied into another's state dir would give
+// that guest this one's EK and seeds: it must not open there.
+TEST_F(StateStoreTest, AnotherVtpmsStateIsRefusedAndKept) {
+  auto st = StateStore::open(dir_, key_);
+  ASSERT_TRUE(st->save(StateKind::kPermanent, secret(), Durability::kPowerLoss).ok());
+  const std::string p = st->path(StateKind::kPermanent);
+  const auto good = read(p);
+  for (const char* id : {"vm2", "vm", "vm1.", "VM1"}) {
+    auto other = StateStore::open(dir_, VtpmKey{key_.host, id});
+    auto r = other->load(StateKind::kPermanent);
+    ASSERT_FALSE(r.ok()) << id;
+    const std::string& why = r.error().message;
+    EXPECT_NE(why.find("sealed for another vTPM or with another key"), std::string::npos) << why;
+    EXPECT_NE(why.find(p), std::string::npos) << why;
+    EXPECT_NE(why.find(std::string("'") + id + "'"), std::string::npos) << why;
+    EXPECT_EQ(why.find('\n'), std::string::npos) << "one line";
+    EXPECT_EQ(read(p), good) << "a refusal must leave the file as it was";
+  }
+  // The binding is to the id and the host key, not to the directory: the
+  // same vTPM's file opens wherever it is put.
+  const std::string moved = dir_ + "/moved";
+  fs::create_directory(moved);
+  write(moved + "/permanent.state", good);
+  auto again = StateStore::open(moved, key_);
+  auto r = again->load(StateKind::kPermanent);
+  ASSERT_TRUE(r.ok()) << r.error().message;
+  EXPECT_EQ(*r.value(), secret());
+}
+
+// derive_key: the same inputs give the same key, a different label or id
+// another one.
+TEST_F(StateStoreTest, KeysAreBoundToLabelAndId) {
+  const auto a = derive_key(key_, "l", {});
+  EXPECT_EQ(derive_key(key_, "l", {}), a);
+  EXPECT_NE(derive_key(key_, "m", {}), a);
+  EXPECT_NE(derive_key(VtpmKey{key_.host, "vm2"}, "l", {}), a);
+  // label || 0 || id: moving a byte between label and id changes the key.
+  EXPECT_NE(derive_key(VtpmKey{key_.host, "1"}, "lvm", {}), derive_key(key_, "l", {}));
+  const uint8_t salt[32] = {1};
+  EXPECT_NE(derive_key(key_, "l", salt), a);
+  EXPECT_NE(a, key_.host.bytes) << "nothing is sealed under the host key itself";
+}
+
+// What version 1 wrote: the same header, sealed under the host key itself,
+// so valid in every vTPM of the host.
+std::vector<uint8_t> seal_v1(const Key& key, std::span<const uint8_t> plain) {
+  std::vector<uint8_t> out(kStateHeaderSize + plain.size());
+  uint8_t* h = out.data();
+  std::memcpy(h, "AXLVTPMS", 8);
+  h[9] = 1;                                         // version 1
+  h[11] = static_cast<uint8_t>(StateKind::kPermanent);
+  h[18] = static_cast<uint8_t>(plain.size() >> 8);  // length (< 64 KiB here)
+  h[19] = static_cast<uint8_t>(plain.size());
+  EXPECT_EQ(RAND_bytes(h + 20, 12), 1);
+  EVP_CIPHER_CTX* c = EVP_CIPHER_CTX_new();
+  int n = 0;
+  EXPECT_TRUE(EVP_EncryptInit_ex(c, EVP_aes_256_gcm(), nullptr, key.bytes.data(), h + 20) == 1 &&
+              EVP_EncryptUpdate(c, nullptr, &n, h, 32) == 1 &&
+              EVP_EncryptUpdate(c, h + kStateHeaderSize, &n, plain.data(),
+                                static_cast<int>(plain.size())) == 1 &&
+              EVP_EncryptFinal_ex(c, h + kStateHeaderSize, &n) == 1 &&
+              EVP_CIPHER_CTX_ctrl(c, EVP_CTRL_GCM_GET_TAG, 16, h + 32) == 1);
+  EVP_CIPHER_CTX_free(c);
+  return out;
+}
+
+TEST_F(StateStoreTest, UnboundVersion1StateIsRefused) {
+  auto st = StateStore::open(dir_, key_);
+  const std::string p = st->path(StateKind::kPermanent);
+  const auto v1 = seal_v1(key_.host, secret());
+  write(p, v1);
+  auto r = st->load(StateKind::kPermanent);
+  ASSERT_FALSE(r.ok()) << "an unbound file must not open, not even under its own host key";
+  const std::string& why = r.error().message;
+  EXPECT_NE(why.find("unbound state of an older axolotl-vtpm"), std::string::npos) << why;
+  EXPECT_NE(why.find("empty the state dir"), std::string::npos) << why;
+  EXPECT_NE(why.find(p), std::string::npos) << why;
+  EXPECT_EQ(why.find('\n'), std::string::npos) << "one line";
+  EXPECT_EQ(read(p), v1) << "no migration: the file is left as it was";
 }
 
 TEST_F(StateStoreTest, VolatileStateIsOneCheckpointFile) {

@@ -2,8 +2,8 @@
 # axolotl-vtpm as tpm2-tools see it (swtpm TCTI on the command port, inside
 # a network namespace of its own): random numbers, PCRs, keys, quotes; state
 # that survives kill -9; sealed state files that hold no plaintext and that
-# refuse tampering without being overwritten; a control channel that answers
-# bad input with errors and lives on.
+# refuse tampering, and another vTPM, without being overwritten; a control
+# channel that answers bad input with errors and lives on.
 . "$(dirname "$0")/lib.sh"
 if [ "$(id -u)" != 0 ]; then echo "SKIP: needs root (network namespace)"; exit 77; fi
 for t in ip tpm2_getrandom tpm2_quote tpm2_checkquote openssl od; do
@@ -19,10 +19,12 @@ mkdir -p "$S" "$T_DIR/ca" "$T_DIR/w"
 head -c 32 /dev/urandom >"$T_DIR/host.key"
 VPID=
 
-start_vtpm() {
+start_vtpm() {  # [STATE-DIR [MORE-FLAGS...]]
+  local dir=${1:-$S}
+  (($# == 0)) || shift
   # ip netns exec execs the daemon, so $! is the daemon's own PID.
-  ip netns exec "$T_NS" "$VTPM" --state-dir "$S" --key-file "$T_DIR/host.key" --ca-dir "$T_DIR/ca" \
-    --command-port $PORT --startup-clear 2>>"$T_DIR/vtpm.log" &
+  ip netns exec "$T_NS" "$VTPM" --state-dir "$dir" --key-file "$T_DIR/host.key" --ca-dir "$T_DIR/ca" \
+    --command-port $PORT --startup-clear "$@" 2>>"$T_DIR/vtpm.log" &
   VPID=$!
   track $VPID
   for _ in $(seq 100); do
@@ -151,6 +153,34 @@ if in_ns "$VTPM" --state-dir "$S" --key-file "$T_DIR/other.key" --command-port $
 fi
 grep -q "authentication failed" err.txt || die "unclear wrong-key refusal: $(cat err.txt)"
 cmp -s "$S/permanent.state" good.state || die "wrong-key refusal changed the file"
+# Another vTPM's state: this one's permanent.state copied into a second
+# state dir would give that vTPM this one's EK and seeds.  Under the same
+# host key but another id it is refused, with one line naming the file, and
+# nothing there is changed.
+S2="$T_DIR/state2"
+mkdir "$S2"
+cp good.state "$S2/permanent.state"
+refused_in_s2() {  # [--vtpm-id ID]
+  local rc=0
+  # A vTPM that accepted the state would serve on: timeout ends it.
+  in_ns timeout 10 "$VTPM" --state-dir "$S2" "$@" --key-file "$T_DIR/host.key" \
+    --command-port $PORT 2>err.txt || rc=$?
+  [ $rc = 1 ] ||
+    die "a second vTPM (${*:-no --vtpm-id}) took the first one's state (exit $rc): $(cat err.txt)"
+  grep -q "sealed for another vTPM" err.txt || die "unclear refusal of another vTPM's state: $(cat err.txt)"
+  grep -qF "$S2/permanent.state" err.txt || die "the refusal does not name the file: $(cat err.txt)"
+  [ "$(wc -l <err.txt)" = 1 ] || die "refusal is not one line: $(cat err.txt)"
+  cmp -s "$S2/permanent.state" good.state || die "another vTPM's refusal changed the file"
+  [ "$(ls -A "$S2")" = permanent.state ] || die "the refusal wrote to $S2: $(ls -A "$S2")"
+}
+refused_in_s2 --vtpm-id other
+refused_in_s2  # no --vtpm-id: the id is the dir's name, state2
+# The binding is to the vTPM's id, not to the path: under its own id (the
+# first dir's name) the copy is the same vTPM, NV value and all.
+start_vtpm "$S2" --vtpm-id state
+[ "$(t2 tpm2_nvread 0x01500016 -C o)" = "$secret" ] || die "the vTPM's own state refused under its id"
+kill $VPID
+wait $VPID 2>/dev/null || true
 # The intact file still works, with the NV value in it.
 start_vtpm
 [ "$(t2 tpm2_nvread 0x01500016 -C o)" = "$secret" ] || die "NV lost after refusals"
