@@ -70,21 +70,8 @@ axl::Status check_fds(const axl::vtpm::Options& o) {
   for (const auto& [fd, flag] : open_fds)
     if (fd >= 0 && ::fcntl(fd, F_GETFD) < 0)
       return axl::make_error(std::string(flag) + " " + std::to_string(fd) + " is not an open fd");
-  const std::pair<int, const char*> listening[] = {{o.ctrl_listen_fd, "--ctrl-listen-fd"},
-                                                   {o.command_listen_fd, "--command-listen-fd"},
-                                                   {o.port_command_fd, "--command-port-fds"},
-                                                   {o.port_ctrl_fd, "--command-port-fds"}};
-  for (const auto& [fd, flag] : listening) {
-    if (fd < 0) continue;
-    int type = 0, accepting = 0;
-    socklen_t len = sizeof type, alen = sizeof accepting;
-    if (::getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &len) != 0 || type != SOCK_STREAM ||
-        ::getsockopt(fd, SOL_SOCKET, SO_ACCEPTCONN, &accepting, &alen) != 0 || !accepting) {
-      return axl::make_error(std::string(flag) + " " + std::to_string(fd) +
-                             " is not a listening stream socket");
-    }
-  }
-  return {};
+  return axl::vtpm::check_listening_fds(o.ctrl_listen_fd, o.command_listen_fd, o.port_command_fd,
+                                         o.port_ctrl_fd);
 }
 
 // An event log is a few KiB; anything near this is not one.

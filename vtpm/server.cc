@@ -400,6 +400,24 @@ Result<UniqueFd> unix_listen(const std::string& path) {
 }
 }  // namespace
 
+Status check_listening_fds(int ctrl_listen, int command_listen, int port_command, int port_ctrl) {
+  const std::pair<int, const char*> listening[] = {{ctrl_listen, "--ctrl-listen-fd"},
+                                                   {command_listen, "--command-listen-fd"},
+                                                   {port_command, "--command-port-fds"},
+                                                   {port_ctrl, "--command-port-fds"}};
+  for (const auto& [fd, flag] : listening) {
+    if (fd < 0) continue;
+    int type = 0, accepting = 0;
+    socklen_t len = sizeof type, alen = sizeof accepting;
+    if (::getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &len) != 0 || type != SOCK_STREAM ||
+        ::getsockopt(fd, SOL_SOCKET, SO_ACCEPTCONN, &accepting, &alen) != 0 || !accepting) {
+      return make_error(std::string(flag) + " " + std::to_string(fd) +
+                        " is not a listening stream socket");
+    }
+  }
+  return {};
+}
+
 Status Server::start(const ServerOptions& o) {
   if (o.command_port) {
     if (o.command_port < 1 || o.command_port > 65534) {
@@ -444,20 +462,10 @@ Status Server::start(const ServerOptions& o) {
     cmd_path_ = o.command_socket;
     listen_on(std::move(l.value()), false, false);
   }
-  const std::pair<int, const char*> listening[] = {{o.ctrl_listen_fd, "--ctrl-listen-fd"},
-                                                   {o.command_listen_fd, "--command-listen-fd"},
-                                                   {o.port_command_fd, "--command-port-fds"},
-                                                   {o.port_ctrl_fd, "--command-port-fds"}};
-  for (const auto& [fd, flag] : listening) {
-    if (fd < 0) continue;
-    int type = 0, accepting = 0;
-    socklen_t len = sizeof type, alen = sizeof accepting;
-    if (::getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &len) != 0 || type != SOCK_STREAM ||
-        ::getsockopt(fd, SOL_SOCKET, SO_ACCEPTCONN, &accepting, &alen) != 0 || !accepting) {
-      return make_error(std::string(flag) + " " + std::to_string(fd) +
-                        " is not a listening stream socket");
-    }
-  }
+  if (auto s = check_listening_fds(o.ctrl_listen_fd, o.command_listen_fd, o.port_command_fd,
+                                   o.port_ctrl_fd);
+      !s)
+    return s;
   auto listen_inherited = [this](int fd, bool ctrl, bool hand_over) {
     if (fd < 0) return;
     ::fcntl(fd, F_SETFD, FD_CLOEXEC);

@@ -48,6 +48,9 @@ struct ServerOptions {
 class Connection;
 class DataConnection;
 
+// Each fd >= 0 must be a listening stream socket; the error names its flag.
+Status check_listening_fds(int ctrl_listen, int command_listen, int port_command, int port_ctrl);
+
 class Server {
  public:
   Server(boost::asio::io_context& io, TpmEngine& engine);
