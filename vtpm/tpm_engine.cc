@@ -103,9 +103,13 @@ uint32_t TpmEngine::nv_store(const unsigned char* data, uint32_t length, const c
     ++perm_stores_;
     if (guest_cmd_ && ckpt_) ckpt_->mark_permanent_write();
   }
-  auto st = store_.save(*kind, {data, length},
-                        *kind == StateKind::kPermanent ? Durability::kPowerLoss
-                                                       : Durability::kProcessCrash);
+  // Volatile state handed over while running goes into the current
+  // checkpoint file, not a new one beside it.
+  auto st = *kind == StateKind::kVolatile && running_
+                ? store_volatile({data, length})
+                : store_.save(*kind, {data, length},
+                              *kind == StateKind::kPermanent ? Durability::kPowerLoss
+                                                             : Durability::kProcessCrash);
   if (!st) {
     AXL_ERROR("storing %s state: %s", kind_name(*kind), st.error().message.c_str());
     return TPM_FAIL;
@@ -384,21 +388,21 @@ Status TpmEngine::checkpoint_now() {
   if (TPMLIB_VolatileAll_Store(&buf, &len) != TPM_SUCCESS || !buf) {
     return make_error("libtpms could not serialise its volatile state");
   }
-  Status st;
-  if (!ckpt_ || !ckpt_->snapshot({buf, len})) {
-    // The first checkpoint of this power cycle, or one too large for its slot.
-    auto f = CheckpointFile::create(store_.dirfd(), store_.dir(), store_.key(), {buf, len});
-    if (f) {
-      ckpt_ = std::move(f.value());
-    } else {
-      st = f.error();
-    }
-  }
+  Status st = store_volatile({buf, len});
   TPM_Free(buf);
   ++stats_.checkpoints;
   stats_.checkpoint_bytes = len;
   stats_.checkpoint_time += std::chrono::steady_clock::now() - t0;
   return st;
+}
+
+Status TpmEngine::store_volatile(std::span<const uint8_t> state) {
+  if (ckpt_ && ckpt_->snapshot(state)) return {};
+  // The first checkpoint of this power cycle, or one too large for its slot.
+  auto f = CheckpointFile::create(store_.dirfd(), store_.dir(), store_.key(), state);
+  if (!f) return f.error();
+  ckpt_ = std::move(f.value());
+  return {};
 }
 
 Result<bool> TpmEngine::established() const {

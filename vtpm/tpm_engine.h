@@ -133,6 +133,8 @@ class TpmEngine {
   TpmEngine(StateStore store, bool checkpoint)
       : store_(std::move(store)), checkpoint_(checkpoint) {}
   void checkpoint();
+  // A snapshot into the current checkpoint file, or a new file.
+  Status store_volatile(std::span<const uint8_t> state);
   // execute()'s two halves: run it, then checkpoint what it changed.
   std::vector<uint8_t> process(std::span<const uint8_t> cmd);
   void commit(std::span<const uint8_t> cmd, std::span<const uint8_t> rsp, uint64_t perm_before);
