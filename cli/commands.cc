@@ -77,15 +77,17 @@ int drivers(const HostPaths& p, bool stats) {
   auto sup = call(p.supervisor_socket(), [](auto q) { q.setListDrivers(); });
   if (!sup) return fail(sup.error().message);
   auto hv = call(p.hv_socket(), [](auto q) { q.setListDrivers(); });
-  printf("%-16s %-4s %8s %-10s %8s %7s %9s  %s\n", "Name", "Kind", "PID", "State", "Restarts",
-         "Devices", "HbLag(ms)", "LastFailure");
+  printf("%-16s %-4s %8s %-10s %8s %7s %9s %8s  %s\n", "Name", "Kind", "PID", "State",
+         "Restarts", "Devices", "HbLag(ms)", "Standby", "LastFailure");
   for (auto d : sup->get().getDrivers()) {
     uint32_t devices = 0;
     if (hv)
       for (auto h : hv->get().getDrivers())
         if (h.getName() == d.getName()) devices = h.getDevices();
-    printf("%-16s %-4s %8d %-10s %8u %7u %9.1f  %s\n", d.getName().cStr(), d.getKind().cStr(),
-           d.getPid(), d.getState().cStr(), d.getRestarts(), devices, d.getHeartbeatLagMs(),
+    std::string standby = d.getStandbyPid() ? std::to_string(d.getStandbyPid()) : "-";
+    printf("%-16s %-4s %8d %-10s %8u %7u %9.1f %8s  %s\n", d.getName().cStr(),
+           d.getKind().cStr(), d.getPid(), d.getState().cStr(), d.getRestarts(), devices,
+           d.getHeartbeatLagMs(), standby.c_str(),
            d.getLastFailure().size() ? d.getLastFailure().cStr() : "-");
   }
   if (!stats) return 0;

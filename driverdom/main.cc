@@ -89,7 +89,9 @@ int main(int argc, char** argv) {
     driver = std::make_unique<blk::BlkDriver>(io, data_faults_ptr);
   } else {
     auto net = std::make_unique<net::NetDriver>(io, std::move(tap), data_faults_ptr);
-    if (auto s = net->start(); !s) {
+    if (auto s = net->start(opts->standby ? net::NetDriver::Mode::kStandby
+                                          : net::NetDriver::Mode::kActive);
+        !s) {
       AXL_ERROR("%s", s.error().message.c_str());
       return 1;
     }

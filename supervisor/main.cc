@@ -110,6 +110,7 @@ int main(int argc, char** argv) {
           l[i].setName(d.cfg.name);
           l[i].setKind(axl::config::to_string(d.cfg.kind));
           l[i].setPid(d.child.pid);
+          l[i].setStandbyPid(d.standby.pid > 0 ? d.standby.pid : 0);
           l[i].setState(axl::supervisor::to_string(d.state));
           l[i].setRestarts(d.restarts);
           l[i].setLastFailure(d.last_failure);

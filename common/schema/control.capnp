@@ -89,6 +89,7 @@ struct DriverInfo {
   reboundNs @9 :UInt64;         # hv: CLOCK_MONOTONIC of the last rebind of its devices
   firstServedNs @10 :UInt64;    # hv: first completion after that rebind (0: none yet)
   outages @11 :List(Outage);
+  standbyPid @12 :Int32;        # the warm standby's pid (0: none)
 }
 
 # One driver failure and recovery, as the supervisor saw it.

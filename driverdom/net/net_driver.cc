@@ -40,13 +40,31 @@ void NetDriver::respond(GuestPort& port, uint32_t posted_len, const Response& r)
     port.end.push(r);
 }
 
-Status NetDriver::start() {
+Status NetDriver::start(Mode mode) {
   if (!tap_) {
     AXL_INFO("net: no TAP given, switching between guests only");
     return {};
   }
   if (auto s = tap_->prepare(); !s) return s;
   tap_buf_.resize(kTapBufBytes);
+  if (mode == Mode::kStandby) {
+    tap_state_ = TapState::kHeld;
+    return {};
+  }
+  return watch_tap();
+}
+
+void NetDriver::promote() {
+  if (tap_state_ != TapState::kHeld) return;
+  AXL_INFO("net: first request as the active instance; reading the TAP");
+  if (auto s = watch_tap(); !s) {
+    AXL_ERROR("net: %s; TAP port disabled", s.error().message.c_str());
+    tap_state_ = TapState::kFailed;
+    tap_watch_.reset();
+  }
+}
+
+Status NetDriver::watch_tap() {
   tap_watch_ = std::make_unique<FdWatch>(
       io_, tap_->fd(), "tap", [this] { return service_tap(); },
       [this](const std::string&) { tap_state_ = TapState::kFailed; });
@@ -110,6 +128,7 @@ bool NetDriver::service_guest(uint32_t device_id) {
       break;
     }
     if (!r->has_value()) break;
+    if (tap_state_ == TapState::kHeld) promote();
     handle_request(device_id, port, **r);
   }
   kick_all();

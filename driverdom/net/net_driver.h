@@ -49,8 +49,15 @@ class NetDriver final : public Driver {
   NetDriver(boost::asio::io_context& io, UniqueFd tap, DataPathFaults* faults = nullptr);
   ~NetDriver() override;
 
-  // Validates the TAP and starts watching it.
-  Status start();
+  // Validates the TAP.  An active instance starts reading it at once; a warm
+  // standby holds the fd but neither reads nor writes it until it is
+  // promoted (docs/architecture.md, "Warm standbys"): frames a standby read
+  // would be dropped, since no guest has posted it an RX buffer yet, and they
+  // would be taken from the active instance that the guest is listening to.
+  enum class Mode { kActive, kStandby };
+  Status start(Mode mode = Mode::kActive);
+  // True once the TAP is being read (active from the start, or promoted).
+  bool tap_live() const { return tap_state_ == TapState::kUp; }
 
   size_t extra_fds() const override { return 0; }
   Status attach(const AttachSpec& spec, channel::DriverEnd end,
@@ -79,7 +86,13 @@ class NetDriver final : public Driver {
     State state = State::kServing;
     std::unique_ptr<FdWatch> watch;  // last: destroyed before `end` owns no fd
   };
-  enum class TapState { kAbsent, kUp, kFailed };
+  // kHeld: a standby's TAP, validated but untouched until promotion.
+  enum class TapState { kAbsent, kHeld, kUp, kFailed };
+
+  // A standby learns that it was promoted from the first request on any of
+  // its channels: the hypervisor sends nothing to a standby before that.
+  void promote();
+  Status watch_tap();
 
   void handle_request(uint32_t device_id, GuestPort& port, const channel::Request& r);
   void forward(PortId ingress, std::span<const uint8_t> frame);

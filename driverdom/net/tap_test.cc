@@ -15,7 +15,15 @@
 #include <cstdlib>
 #include <thread>
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <sys/socket.h>
+
+#include <boost/asio/io_context.hpp>
+
 #include "common/schema/driver.capnp.h"
+#include "driverdom/net/net_driver.h"
 #include "driverdom/testing/fake_hypervisor.h"
 
 namespace axl::driverdom::net {
@@ -82,9 +90,101 @@ class NetnsTapTest : public ::testing::Test {
     return tap;
   }
 
+  // Sends one UDP datagram from inside the namespace to the guest's address;
+  // with a static neighbour entry the kernel puts it on the TAP at once.
+  bool send_udp_to_guest(uint8_t tag) {
+    bool ok = false;
+    std::thread t([&] {
+      UniqueFd ns(::open(("/var/run/netns/" + ns_).c_str(), O_RDONLY | O_CLOEXEC));
+      if (!ns || ::setns(ns.get(), CLONE_NEWNET) < 0) return;
+      UniqueFd s(::socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0));
+      sockaddr_in to{};
+      to.sin_family = AF_INET;
+      to.sin_port = htons(9);
+      memcpy(&to.sin_addr, kGuestIp, 4);
+      uint8_t payload[16];
+      memset(payload, tag, sizeof payload);
+      ok = s && ::sendto(s.get(), payload, sizeof payload, 0,
+                         reinterpret_cast<sockaddr*>(&to), sizeof to) == ssize_t(sizeof payload);
+    });
+    t.join();
+    return ok;
+  }
+
   std::string ns_;
   bool created_ = false;
 };
+
+bool readable(int fd) {
+  pollfd p{fd, POLLIN, 0};
+  return ::poll(&p, 1, 0) == 1 && (p.revents & POLLIN);
+}
+
+// A warm standby holds the TAP but never reads it: frames the host sends
+// meanwhile stay queued in the TAP for whoever is active.  Once the standby
+// sees its first request (it was promoted), it reads them and the guest gets
+// every one.
+TEST_F(NetnsTapTest, StandbyLeavesTheTapAloneUntilPromoted) {
+  UniqueFd tap = open_tap(IFF_TAP | IFF_NO_PI | IFF_VNET_HDR, 12);
+  ASSERT_TRUE(tap.valid());
+  UniqueFd peek(::dup(tap.get()));  // the test's own view of the TAP's queue
+  ASSERT_TRUE(sh("ip -n " + ns_ + " link set " + kTapName + " up"));
+  ASSERT_TRUE(sh("ip -n " + ns_ + " addr add 10.213.0.1/24 dev " + kTapName));
+  ASSERT_TRUE(sh("ip -n " + ns_ + " neigh replace 10.213.0.2 lladdr 52:54:00:12:34:56 dev " +
+                 kTapName + " nud permanent"));
+  // IPv6 would add router solicitations and the like; keep the queue to our frames.
+  sh("ip netns exec " + ns_ + " sysctl -qw net.ipv6.conf." + kTapName + ".disable_ipv6=1");
+
+  boost::asio::io_context io;
+  NetDriver drv(io, std::move(tap));
+  ASSERT_TRUE(drv.start(NetDriver::Mode::kStandby).ok());
+  EXPECT_FALSE(drv.tap_live());
+  auto ch = testing::make_channel(kSlots, kSlotSize);
+  ASSERT_TRUE(ch.ok());
+  auto mapping = channel::Mapping::map(ch->send_fds.mem.get(), kSlots, kSlotSize);
+  ASSERT_TRUE(mapping.ok());
+  AttachSpec spec;
+  spec.device_id = 1;
+  spec.slots = kSlots;
+  spec.slot_size = kSlotSize;
+  spec.kind = Kind::kNet;
+  std::copy(kGuestMac, kGuestMac + 6, spec.net.mac.begin());
+  ASSERT_TRUE(drv.attach(spec,
+                         channel::DriverEnd(std::move(mapping).value(),
+                                            std::move(ch->send_fds.req_kick),
+                                            std::move(ch->send_fds.resp_kick)),
+                         {})
+                  .ok());
+
+  constexpr int kFrames = 5;
+  for (int i = 0; i < kFrames; ++i) ASSERT_TRUE(send_udp_to_guest(uint8_t(0xa0 + i)));
+  for (int i = 0; i < 20; ++i) io.run_for(std::chrono::milliseconds(5));
+  EXPECT_EQ(drv.stats().tap_rx_frames, 0u) << "the standby read the TAP";
+  EXPECT_TRUE(readable(peek.get())) << "the host's frames are no longer queued in the TAP";
+
+  // Promotion: the hypervisor posts RX buffers on the standby's channel.
+  channel::HvEnd& end = *ch->hv;
+  for (uint32_t id = 0; id < 8; ++id)
+    end.push(Request{id, uint16_t(Op::kNetRxPost), 0, 0, id * kSlotSize, kSlotSize, 0});
+  end.kick();
+  std::vector<uint8_t> tags;
+  for (int i = 0; i < 200 && tags.size() < size_t(kFrames); ++i) {
+    io.run_for(std::chrono::milliseconds(5));
+    end.ack_doorbell();
+    for (;;) {
+      auto r = end.pop();
+      ASSERT_TRUE(r.ok());
+      if (!r->has_value()) break;
+      ASSERT_EQ((**r).status, int32_t(RespStatus::kOk));
+      const uint8_t* eth = end.slot((**r).id) + 12;
+      // IPv4/UDP to port 9: the payload follows 14 + 20 + 8 bytes.
+      if (eth[12] == 0x08 && eth[13] == 0x00 && eth[14 + 9] == 17) tags.push_back(eth[14 + 28]);
+    }
+  }
+  EXPECT_TRUE(drv.tap_live());
+  ASSERT_EQ(tags.size(), size_t(kFrames)) << "frames lost across the promotion";
+  for (int i = 0; i < kFrames; ++i) EXPECT_EQ(tags[i], uint8_t(0xa0 + i)) << "frame " << i;
+}
 
 TEST_F(NetnsTapTest, PrepareAcceptsOnlyATapWithTheVnetHeader) {
   {

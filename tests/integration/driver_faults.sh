@@ -88,7 +88,7 @@ for _ in $(seq 600); do [ -n "$(rounds_done)" ] && break; sleep 0.1; done
 [ "$(console_value df REGION-SHA)" = "$region_expect" ] || die "guest region hashed wrong before the attacks"
 
 driver_field() { axl drivers | awk -v n="$1" -v f="$2" '$1==n{print $f}'; }
-last_failure() { axl drivers | awk -v n="$1" '$1==n{for (i=8; i<=NF; ++i) printf "%s%s", $i, (i<NF ? " " : ""); print ""}'; }
+last_failure() { axl drivers | awk -v n="$1" '$1==n{for (i=9; i<=NF; ++i) printf "%s%s", $i, (i<NF ? " " : ""); print ""}'; }
 declare -A CAUSE=(
   [wild-write]="protocol violation: completion id .* was never issued"
   [bogus-id]="protocol violation: completion id .* was never issued"
