@@ -158,7 +158,8 @@ void DriverManager::watch_active(DriverDomain& d) {
           kill_for(raw, "resource limit: pids", monotonic_ns());
           raw->monitor->stop();
         }
-      });
+      },
+      [pid = d.child.pid] { return read_sched(pid); });
   watch_group(d);
 }
 

@@ -6,6 +6,10 @@
 #include <gtest/gtest.h>
 #include <sys/socket.h>
 
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
 #include <atomic>
 
 #include "common/heartbeat.h"
@@ -96,6 +100,114 @@ TEST(HealthMonitor, AnswersAheadOfThePingsAreNotBelieved) {
   run_until(io, hung, 2000ms);
   EXPECT_TRUE(hung);
   EXPECT_EQ(m.answered(), 0u);
+}
+
+TEST(SchedSample, ParsesStateAfterTheLastParenthesisOfComm) {
+  auto s = parse_sched("42 (a) b) (c) R 1 2 3", "123456 789 10\n");
+  ASSERT_TRUE(s.has_value());
+  EXPECT_EQ(s->state, 'R');
+  EXPECT_EQ(s->cpu_ns, 123456u);
+  EXPECT_EQ(s->wait_ns, 789u);
+  EXPECT_FALSE(parse_sched("42 (a", "1 2 3").has_value());
+  EXPECT_FALSE(parse_sched("42 (a) S 1", "").has_value());
+  EXPECT_FALSE(parse_sched("", "1 2 3").has_value());
+}
+
+// The kernel's view of real processes: a stopped one reads 'T', a spinning
+// one 'R' with its CPU time growing, a gone one nothing.
+TEST(SchedSample, ReadsRealProcesses) {
+  pid_t spin = ::fork();
+  ASSERT_GE(spin, 0);
+  if (spin == 0)
+    for (;;) {
+    }
+  auto a = read_sched(spin);
+  ::usleep(50000);
+  auto b = read_sched(spin);
+  ASSERT_TRUE(a && b);
+  EXPECT_GT(b->cpu_ns, a->cpu_ns);
+  ASSERT_EQ(::kill(spin, SIGSTOP), 0);
+  for (int i = 0; i < 100; ++i) {
+    auto c = read_sched(spin);
+    ASSERT_TRUE(c);
+    if (c->state == 'T') break;
+    ::usleep(1000);
+  }
+  EXPECT_EQ(read_sched(spin)->state, 'T');
+  ::kill(spin, SIGKILL);
+  ::waitpid(spin, nullptr, 0);
+  EXPECT_FALSE(read_sched(spin).has_value());
+  EXPECT_FALSE(read_sched(-1).has_value());
+}
+
+// A silent domain as the probe describes it; the monitor pings every 5 ms
+// and calls a hang after 3 misses unless the probe says it was starved.
+struct ProbeCase {
+  ProbeCase(std::function<SchedSample()> s, std::chrono::milliseconds r)
+      : sample(std::move(s)), run(r) {}
+  std::function<SchedSample()> sample;
+  std::chrono::milliseconds run;
+  bool hung = false;
+  std::string cause;
+  uint64_t starved = 0;
+  std::chrono::milliseconds took{0};
+};
+void run_case(ProbeCase& c) {
+  boost::asio::io_context io;
+  Pair p;  // the domain end stays open and never answers
+  const auto t0 = std::chrono::steady_clock::now();
+  HealthMonitor m(
+      io, std::move(p.sup), 5ms, 3,
+      [&](const std::string& why, uint64_t) {
+        c.hung = true;
+        c.cause = why;
+        c.took = std::chrono::duration_cast<std::chrono::milliseconds>(
+            std::chrono::steady_clock::now() - t0);
+      },
+      {}, [&] { return std::optional<SchedSample>(c.sample()); });
+  run_until(io, c.hung, c.run);
+  c.starved = m.starved();
+}
+
+TEST(HealthMonitor, AStoppedDomainIsHungAtOnce) {
+  ProbeCase c{[] { return SchedSample{'T', 1000, 0}; }, 2000ms};
+  run_case(c);
+  EXPECT_TRUE(c.hung);
+  EXPECT_EQ(c.cause, "hang: 3 heartbeats missed (stopped)");
+  EXPECT_LT(c.took, 500ms);
+}
+
+TEST(HealthMonitor, ASleepingDomainThatLeavesThePingUnreadIsHung) {
+  ProbeCase c{[] { return SchedSample{'S', 1000, 0}; }, 2000ms};
+  run_case(c);
+  EXPECT_TRUE(c.hung);
+  EXPECT_EQ(c.cause, "hang: 3 heartbeats missed");
+  EXPECT_EQ(c.starved, 0u);
+}
+
+TEST(HealthMonitor, ASpinningDomainIsHung) {
+  uint64_t cpu = 0;
+  // Runnable, and on a CPU the whole time: 10 ms of CPU between samples.
+  ProbeCase c{[&] { return SchedSample{'R', cpu += 10000000, 0}; }, 2000ms};
+  run_case(c);
+  EXPECT_TRUE(c.hung);
+  EXPECT_NE(c.cause.find("without answering"), std::string::npos) << c.cause;
+  EXPECT_LT(c.took, 500ms);
+}
+
+TEST(HealthMonitor, ARunnableDomainThatGotNoCpuIsStarvedNotHungUntilTheCap) {
+  // Runnable, waiting for a CPU, its CPU time frozen: the verdict waits.
+  uint64_t wait = 0;
+  ProbeCase c{[&] { return SchedSample{'R', 5000, wait += 5000000}; }, 400ms};
+  run_case(c);
+  EXPECT_FALSE(c.hung) << c.cause;
+  EXPECT_EQ(c.starved, 1u);
+  // ... but not forever: window (15 ms) + 1 s of silence is a hang.
+  ProbeCase d{[&] { return SchedSample{'R', 5000, wait += 5000000}; }, 3000ms};
+  run_case(d);
+  EXPECT_TRUE(d.hung);
+  EXPECT_NE(d.cause.find("starved for"), std::string::npos) << d.cause;
+  EXPECT_GE(d.took, 1000ms);
 }
 
 }  // namespace

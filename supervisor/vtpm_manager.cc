@@ -385,7 +385,8 @@ Status VtpmManager::launch(VtpmDomain& v) {
       [this, p = &v] {
         if (p->group && p->group->breach() == cgroup::Breach::kPids)
           kill_for(p, "resource limit: pids");
-      });
+      },
+      [pid = v.child.pid] { return read_sched(pid); });
   ::fcntl(ours.get(), F_SETFL, ::fcntl(ours.get(), F_GETFL) | O_NONBLOCK);
   v.handover = std::make_unique<asio::posix::stream_descriptor>(io_, ours.release());
   read_handover(&v);

@@ -1,0 +1,118 @@
+#!/usr/bin/env bash
+# Hang detection without false alarms.  With heartbeat_ms = 5 and
+# heartbeat_misses = 3, a host whose two cores are kept busy by a CPU hog
+# delays a healthy driver's heartbeat answers far past 15 ms.  The supervisor
+# must tell "runnable but not scheduled" from "hung": for 20 s of hog while the
+# guest writes and reads back its disk and streams TCP through the net driver,
+# neither driver may be restarted.  A SIGSTOPped driver is still found hung
+# and replaced under the same load, and every byte verifies.
+. "$(dirname "$0")/lib.sh"
+require_root_and_tools
+make_ns
+
+cat >"$T_DIR/host.toml" <<TOML
+[[driver]]
+name = "blk0"
+kind = "blk"
+heartbeat_ms = 5
+heartbeat_misses = 3
+restart_max = 20
+[[driver]]
+name = "net0"
+kind = "net"
+tap = "axlt8"
+heartbeat_ms = 5
+heartbeat_misses = 3
+restart_max = 20
+TOML
+truncate -s 64M "$T_DIR/disk.img"
+cat >"$T_DIR/guest.sh" <<'SH'
+set -e
+ip addr add 10.214.8.2/24 dev eth0
+ip link set eth0 up
+# The host ends the workload by connecting here.
+axl-tool recv 10.214.8.2 5009 --timeout 900 >/dev/null &
+stopper=$!
+axl-tool gen 81 64G | axl-tool send 10.214.8.1 5008 --retry 30 &
+sender=$!
+round=0
+while kill -0 $stopper 2>/dev/null; do
+  round=$((round + 1))
+  seed=$((round % 7 + 1))
+  axl-tool gen $seed 4M | dd of=/dev/vda bs=256K seek=$(( (round % 8) * 16 )) oflag=direct 2>/dev/null
+  got=$(dd if=/dev/vda bs=256K skip=$(( (round % 8) * 16 )) count=16 iflag=direct 2>/dev/null | sha256sum | cut -d' ' -f1)
+  want=$(axl-tool gen $seed 4M | sha256sum | cut -d' ' -f1)
+  [ "$got" = "$want" ] || { echo "ROUND-MISMATCH $round"; exit 1; }
+  echo ROUND $round
+done
+kill $sender 2>/dev/null || true
+wait $sender 2>/dev/null || true
+echo IO-ERRORS $(dmesg | grep -ciE 'I/O error|blk_update_request|Buffer I/O|virtio.*(error|reset)|eth0.*(timeout|reset)')
+SH
+cat >"$T_DIR/guest.toml" <<TOML
+name = "hl"
+memory_mib = 512
+[[disk]]
+driver = "blk0"
+image = "disk.img"
+[[nic]]
+driver = "net0"
+mac = "52:54:00:12:08:01"
+[guest]
+script = "guest.sh"
+TOML
+
+host_up "$T_DIR/host.toml"
+in_ns ip addr add 10.214.8.1/24 dev axlt8
+in_ns "$TOOL" recv 10.214.8.1 5008 --timeout 600 >"$T_DIR/received" &
+receiver=$!
+track $receiver
+axl create "$T_DIR/guest.toml" >&2
+rounds() { axl console hl --log | tr -d '\r' | grep -c '^ROUND ' || true; }
+for _ in $(seq 600); do [ "$(rounds)" -ge 1 ] && break; sleep 0.1; done
+[ "$(rounds)" -ge 1 ] || die "guest never completed a disk round"
+
+restarts() { axl drivers | awk -v d="$1" '$1==d{print $5}'; }
+# The hog: six busy loops for two cores, at the drivers' own priority.
+hogs=()
+for _ in 1 2 3 4 5 6; do
+  bash -c 'while :; do :; done' &
+  hogs+=($!)
+  track $!
+done
+r0=$(rounds)
+s0=$(stat -c %s "$T_DIR/received")
+sleep 20
+r1=$(rounds)
+s1=$(stat -c %s "$T_DIR/received")
+log "20 s under a CPU hog: $((r1 - r0)) disk rounds, $(( (s1 - s0) / 1048576 )) MiB streamed"
+axl drivers >&2
+log "supervisor: $(grep -c 'starved, not hung' "$T_STATE/supervisor.log" || true) silences called starvation, not a hang"
+((r1 > r0)) || die "the guest completed no disk round under the hog"
+((s1 > s0)) || die "the stream made no progress under the hog"
+[ "$(restarts blk0)" = 0 ] || die "blk0 restarted $(restarts blk0) times while serving requests under a CPU hog"
+[ "$(restarts net0)" = 0 ] || die "net0 restarted $(restarts net0) times while serving requests under a CPU hog"
+
+# A stopped driver is still a hang, hog or not.
+for d in blk0 net0; do
+  pid=$(axl drivers | awk -v d=$d '$1==d{print $3}')
+  kill -STOP "$pid"
+  for _ in $(seq 100); do [ "$(restarts $d)" = 1 ] && break; sleep 0.05; done
+  [ "$(restarts $d)" = 1 ] || die "$d SIGSTOPped under the hog was not replaced"
+  axl drivers | awk -v d=$d '$1==d' | grep -q 'hang: ' || die "$d replaced, but not for a hang"
+  log "$d: SIGSTOPped pid $pid replaced: $(axl drivers | awk -v d=$d '$1==d{for (i=9; i<=NF; ++i) printf "%s ", $i}')"
+done
+for h in "${hogs[@]}"; do kill "$h"; wait "$h" 2>/dev/null || true; done
+T_PIDS=("$receiver")
+in_ns "$TOOL" send 10.214.8.2 5009 </dev/null || die "cannot tell the guest to stop"
+axl wait hl --timeout 600 >&2 || die "guest script failed"
+wait "$receiver" || true  # the guest ended its sender mid-stream
+T_PIDS=()
+size=$(stat -c %s "$T_DIR/received")
+((size > 0)) || die "nothing streamed"
+[ "$(sha_of "$T_DIR/received")" = "$("$TOOL" gen 81 64G | head -c "$size" | sha256sum | cut -d' ' -f1)" ] ||
+  die "stream corrupted (first $size bytes differ)"
+log "$((size / 1048576)) MiB streamed and verified, $(rounds) disk rounds verified"
+errors=$(axl console hl --log | tr -d '\r' | sed -n 's/^IO-ERRORS \([0-9]*\).*/\1/p')
+[ "$errors" = 0 ] || die "guest kernel logged $errors I/O or network errors"
+log "PASS"
