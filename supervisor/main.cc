@@ -145,6 +145,20 @@ int main(int argc, char** argv) {
         }
         break;
       }
+      case R::DOMAIN_STATE_CHANGED: {
+        // From the hypervisor, for every state change of a domain whoever
+        // caused it; the name and state still go onto the bus, so check them.
+        auto e = req.getDomainStateChanged();
+        std::string name = e.getName(), state = e.getState();
+        if (!axl::config::valid_name(name) ||
+            (state != "running" && state != "shutoff" && state != "destroyed")) {
+          rep.setOk(false);
+          rep.setError("domainStateChanged: a domain name and running|shutoff|destroyed expected");
+          break;
+        }
+        if (dbus_api) dbus_api->emit_domain_state_changed(name, state);
+        break;
+      }
       case R::DRIVER_QUARANTINED: {
         // Only the hypervisor reports these (the control socket is the
         // host's own); the cause still goes into records, so bound it.
@@ -230,20 +244,13 @@ int main(int argc, char** argv) {
       c.setBaseDir(base);
     });
     if (!r) return r.error();
-    std::string name = r->get().getDomains()[0].getName();
-    // Off the loop here (see ManagerBackend): signal from the loop.
-    boost::asio::post(io, [&, name] {
-      if (dbus_api) dbus_api->emit_domain_state_changed(name, "running");
-    });
-    return name;
+    // DomainStateChanged comes from the hypervisor, as for every create.
+    return std::string(r->get().getDomains()[0].getName());
   };
   domain_ops.destroy = [&](const std::string& name) -> axl::Status {
     auto r = domain_call([&](auto q) { q.setDestroy(name); });
     if (!r) return r.error();
-    boost::asio::post(io, [&, name] {
-      if (dbus_api) dbus_api->emit_domain_state_changed(name, "destroyed");
-    });
-    return {};
+    return {};  // DomainStateChanged comes from the hypervisor
   };
   axl::dbus::SupervisorBackend dbus_backend(drivers, domain_ops);
   const bool dbus_required = !dbus_address.empty() || dbus_system;

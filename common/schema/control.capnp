@@ -19,6 +19,7 @@ struct ControlRequest {
     startVtpm @11 :StartVtpm;  # hv -> supervisor: start a domain's vTPM; replies when it listens
     stopVtpm @12 :Text;        # hv -> supervisor: stop the vTPM of this domain (SIGTERM, by PID)
     listVtpms @13 :Void;       # supervisor: the vTPM domains it watches
+    domainStateChanged @14 :DomainStateChanged;  # hv -> supervisor: emitted on D-Bus
   }
 }
 
@@ -51,6 +52,13 @@ struct DriverQuarantined {
   name @0 :Text;
   pid @1 :Int32;         # the instance, as the kernel named it to the hypervisor
   cause @2 :Text;        # e.g. "protocol violation: duplicate completion id 17"
+}
+
+# A domain changed state, whoever caused it; the supervisor emits the D-Bus
+# signal DomainStateChanged(name, state).
+struct DomainStateChanged {
+  name @0 :Text;
+  state @1 :Text;        # running | shutoff | destroyed
 }
 
 struct KillDriver {

@@ -279,6 +279,7 @@ Result<const Domain*> DomainEngine::create(const std::string& toml, const std::s
   AXL_INFO("domain %s (id %u) started: qemu pid %d, accel %s", raw->cfg.name.c_str(), raw->id,
            raw->qemu.pid, raw->accel.c_str());
   domains_[raw->cfg.name] = std::move(d);
+  state_changed(raw->cfg.name, to_string(DomainState::kRunning));
   return static_cast<const Domain*>(raw);
 }
 
@@ -291,6 +292,7 @@ void DomainEngine::on_qemu_exit(Domain* d) {
   stop_vtpm(*d);
   AXL_INFO("domain %s shut off: qemu %s", d->cfg.name.c_str(),
            proc::describe_status(d->exit_status).c_str());
+  state_changed(d->cfg.name, to_string(DomainState::kShutoff));
 }
 
 Status DomainEngine::destroy(const std::string& name) {
@@ -306,6 +308,7 @@ Status DomainEngine::destroy(const std::string& name) {
   std::error_code ec;
   fs::remove_all(d.dir, ec);
   AXL_INFO("domain %s destroyed", name.c_str());
+  state_changed(name, "destroyed");  // before the erase: `name` may be the map's own key
   domains_.erase(it);
   return {};
 }

@@ -80,8 +80,17 @@ class DomainEngine {
   // completion after it (CLOCK_MONOTONIC ns; 0 when none).
   std::pair<uint64_t, uint64_t> service_times(const std::string& driver) const;
   std::vector<const Domain*> list() const;
+  // Called on the loop for every state change, whoever caused it: "running"
+  // once QEMU started, "shutoff" when it exited by itself, "destroyed".
+  // Must not block.
+  void on_state_change(std::function<void(const std::string& name, const std::string& state)> f) {
+    on_state_ = std::move(f);
+  }
 
  private:
+  void state_changed(const std::string& name, const char* state) {
+    if (on_state_) on_state_(name, state);
+  }
   Status attach_devices(Domain& d, std::vector<struct QemuDevice>& qdevs);
   void release_devices(Domain& d);
   void on_qemu_exit(Domain* d);
@@ -96,6 +105,7 @@ class DomainEngine {
   VtpmControl vtpm_;
   std::map<std::string, std::unique_ptr<Domain>> domains_;
   uint32_t next_id_ = 1;
+  std::function<void(const std::string&, const std::string&)> on_state_;
 };
 
 }  // namespace axl::hv

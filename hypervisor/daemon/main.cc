@@ -16,7 +16,7 @@
 #include "common/control_server.h"
 #include "hypervisor/daemon/domain_engine.h"
 #include "hypervisor/daemon/driver_registry.h"
-#include "hypervisor/daemon/quarantine_reporter.h"
+#include "hypervisor/daemon/supervisor_events.h"
 
 namespace {
 
@@ -77,14 +77,14 @@ int main(int argc, char** argv) {
   }
 
   boost::asio::io_context io;
-  axl::hv::QuarantineReporter reporter(state_dir + "/supervisor.sock");
+  axl::hv::SupervisorEvents events(state_dir + "/supervisor.sock");
   axl::hv::DriverSupervision supervision;
   supervision.io_timeout_ms = [&](const std::string& driver) {
     auto it = io_timeouts.find(driver);
     return it != io_timeouts.end() ? it->second : axl::config::DriverConfig{}.io_timeout_ms;
   };
   supervision.report = [&](const std::string& driver, int pid, const std::string& cause) {
-    reporter.report(driver, pid, cause);
+    events.quarantined(driver, pid, cause);
   };
   axl::hv::DriverRegistry drivers(io);
   // vTPM domains run under the supervisor.  This call blocks the loop: it
@@ -111,6 +111,9 @@ int main(int argc, char** argv) {
     return {};
   };
   axl::hv::DomainEngine engine(io, state_dir, guest_dir, drivers, supervision, vtpm);
+  engine.on_state_change([&](const std::string& name, const std::string& state) {
+    events.domain_state(name, state);
+  });
   drivers.on_connect([&](axl::hv::DriverConnection& c) { engine.driver_connected(c); });
   drivers.on_standby([&](axl::hv::DriverConnection& c) { engine.standby_connected(c); });
   drivers.on_promote([&](axl::hv::DriverConnection& c) { engine.standby_promoted(c); });

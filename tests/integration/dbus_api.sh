@@ -147,12 +147,40 @@ want=$(sha_of "$T_DIR/disk.img")
 [ "$(console_value dbg FIRST-SHA256)" = "$want" ] || die "first read wrong"
 [ "$(console_value dbg SECOND-SHA256)" = "$want" ] || die "second read wrong"
 
-# Destroy over the bus; its state change is signalled.
+# Every state change is signalled, whoever caused it: the D-Bus create above,
+# the guest powering off by itself, a destroy over the bus, and `axl create`
+# and `axl destroy` on the hypervisor's own socket.
+# state_changes: "NAME STATE" per DomainStateChanged signal, in order.
+state_changes() {
+  awk '/Member=DomainStateChanged/ {m = 1; n = ""; next}
+       m && /STRING "/ {v = $0; sub(/^[^"]*"/, "", v); sub(/".*$/, "", v)
+                        if (n == "") n = v; else {print n, v; m = 0}}' "$T_DIR/signals.txt"
+}
+await_change() {  # await_change NAME STATE
+  for _ in $(seq 200); do state_changes | grep -qx "$1 $2" && return 0; sleep 0.05; done
+  die "no DomainStateChanged($1, $2) seen by busctl monitor: $(state_changes | tr '\n' ',')"
+}
+await_change dbg running
+await_change dbg shutoff
 manager call DestroyDomain s dbg
-for _ in $(seq 100); do grep -q '"destroyed"' "$T_DIR/signals.txt" && break; sleep 0.05; done
-grep -B1 -A4 'Member=DomainStateChanged' "$T_DIR/signals.txt" | grep -q '"running"' ||
-  die "no DomainStateChanged running"
-grep -q '"destroyed"' "$T_DIR/signals.txt" || die "no DomainStateChanged destroyed"
+await_change dbg destroyed
+cat >"$T_DIR/short.sh" <<'SH'
+echo SHORT-DONE
+SH
+cat >"$T_DIR/short.toml" <<TOML
+name = "dsc"
+memory_mib = 256
+[guest]
+script = "short.sh"
+TOML
+axl create "$T_DIR/short.toml" >&2
+await_change dsc running
+axl wait dsc --timeout 120 >&2 || die "short guest failed"
+await_change dsc shutoff
+axl destroy dsc >&2
+await_change dsc destroyed
+[ "$(state_changes | tr '\n' ,)" = "dbg running,dbg shutoff,dbg destroyed,dsc running,dsc shutoff,dsc destroyed," ] ||
+  die "DomainStateChanged signals out of order or repeated: $(state_changes | tr '\n' ,)"
 # Bad input over the bus: an error reply naming the problem.
 err=$(manager call DestroyDomain s nosuch 2>&1) && die "destroying an unknown domain succeeded"
 log "unknown domain: $err"
