@@ -158,7 +158,7 @@ int wait(const HostPaths& p, const std::string& name, double timeout_s) {
     if (!r) return fail(r.error().message);
     auto d = r->get().getDomains()[0];
     log_path = d.getConsoleLog();
-    if (std::string(d.getState().cStr()) != "running") break;
+    if (std::string(d.getState().cStr()) == "shutoff") break;
     if (std::chrono::steady_clock::now() > deadline) {
       fprintf(stderr, "axl: domain %s still running after %.0f s\n", name.c_str(), timeout_s);
       return 124;

@@ -1,12 +1,21 @@
 // Serves ControlRequest messages (common/schema/control.capnp) on a
 // SOCK_SEQPACKET socket.  Each daemon plugs in its own handler; the server
 // owns only the connection plumbing.
+//
+// A handler answers at once by filling the reply builder, or later: it calls
+// `ctx.defer()` while it runs, keeps the returned Deferred, and fills and
+// sends that on the loop when its work is done (a domain create waiting on
+// drivers and the supervisor).  Meanwhile every other connection is served;
+// the deferring connection reads its next request only after the answer, so
+// replies stay in request order.
 #pragma once
-#include "common/asio.h"
+#include <capnp/message.h>
+
 #include <functional>
 #include <memory>
 #include <string>
 
+#include "common/asio.h"
 #include "common/result.h"
 #include "common/schema/control.capnp.h"
 #include "common/unique_fd.h"
@@ -15,8 +24,40 @@ namespace axl {
 
 class ControlServer {
  public:
+  // A reply that goes out later.  Dropped unsent, it answers
+  // "request abandoned" so the client never waits forever.
+  class Deferred {
+   public:
+    ~Deferred();
+    schema::ControlReply::Builder reply() { return msg_.getRoot<schema::ControlReply>(); }
+    void send();
+
+   private:
+    friend class ControlServer;
+    Deferred(ControlServer* server, std::shared_ptr<boost::asio::posix::stream_descriptor> conn);
+    ControlServer* server_;
+    std::shared_ptr<boost::asio::posix::stream_descriptor> conn_;
+    std::shared_ptr<bool> server_alive_;
+    capnp::MallocMessageBuilder msg_;
+    bool sent_ = false;
+  };
+  class Context {
+   public:
+    std::shared_ptr<Deferred> defer();
+
+   private:
+    friend class ControlServer;
+    ControlServer* server_;
+    std::shared_ptr<boost::asio::posix::stream_descriptor> conn_;
+    std::shared_ptr<Deferred> deferred_;
+  };
+
   using Handler = std::function<void(schema::ControlRequest::Reader, schema::ControlReply::Builder)>;
-  ControlServer(boost::asio::io_context& io, Handler h) : io_(io), handler_(std::move(h)) {}
+  using AsyncHandler = std::function<void(schema::ControlRequest::Reader,
+                                          schema::ControlReply::Builder, Context&)>;
+  ControlServer(boost::asio::io_context& io, Handler h);
+  ControlServer(boost::asio::io_context& io, AsyncHandler h) : io_(io), handler_(std::move(h)) {}
+  ~ControlServer() { *alive_ = false; }
   Status listen(const std::string& path);
 
  private:
@@ -24,8 +65,9 @@ class ControlServer {
   void serve(std::shared_ptr<boost::asio::posix::stream_descriptor> conn);
 
   boost::asio::io_context& io_;
-  Handler handler_;
+  AsyncHandler handler_;
   std::unique_ptr<boost::asio::posix::stream_descriptor> listen_;
+  std::shared_ptr<bool> alive_ = std::make_shared<bool>(true);
 };
 
 }  // namespace axl

@@ -5,6 +5,7 @@
 #include <unistd.h>
 
 #include "common/asio.h"
+#include <set>
 #include <string>
 
 #include "common/config.h"
@@ -96,7 +97,8 @@ int main(int argc, char** argv) {
   axl::supervisor::VtpmManager vtpms(io, axl::proc::exe_dir() + "/axolotl-vtpm", state_dir,
                                      cgroups.get());
   axl::ControlServer control(io, [&](axl::schema::ControlRequest::Reader req,
-                                     axl::schema::ControlReply::Builder rep) {
+                                     axl::schema::ControlReply::Builder rep,
+                                     axl::ControlServer::Context& ctx) {
     using R = axl::schema::ControlRequest;
     rep.setOk(true);
     switch (req.which()) {
@@ -150,10 +152,12 @@ int main(int argc, char** argv) {
         // caused it; the name and state still go onto the bus, so check them.
         auto e = req.getDomainStateChanged();
         std::string name = e.getName(), state = e.getState();
-        if (!axl::config::valid_name(name) ||
-            (state != "running" && state != "shutoff" && state != "destroyed")) {
+        static const std::set<std::string> kStates = {
+            "preparing", "vtpm-starting", "attaching", "starting", "running",
+            "shutoff",   "failed",        "destroyed"};
+        if (!axl::config::valid_name(name) || !kStates.count(state)) {
           rep.setOk(false);
-          rep.setError("domainStateChanged: a domain name and running|shutoff|destroyed expected");
+          rep.setError("domainStateChanged: a domain name and a known state expected");
           break;
         }
         if (dbus_api) dbus_api->emit_domain_state_changed(name, state);
@@ -177,11 +181,18 @@ int main(int argc, char** argv) {
         break;
       }
       case R::START_VTPM: {
+        // Answered once the vTPM listens (provisioning one takes seconds); the
+        // loop serves on meanwhile.
         auto v = req.getStartVtpm();
-        if (auto st = vtpms.start(v.getDomain(), v.getMeasureLog(), v.getCommandPort()); !st) {
-          rep.setOk(false);
-          rep.setError(st.error().message);
-        }
+        auto reply = ctx.defer();
+        vtpms.start(v.getDomain(), v.getMeasureLog(), v.getCommandPort(),
+                    [reply](axl::Status st) {
+                      if (!st) {
+                        reply->reply().setOk(false);
+                        reply->reply().setError(st.error().message);
+                      }
+                      reply->send();
+                    });
         break;
       }
       case R::STOP_VTPM:

@@ -30,6 +30,7 @@ using namespace std::chrono_literals;
 
 const char* to_string(VtpmState s) {
   switch (s) {
+    case VtpmState::kStarting: return "starting";
     case VtpmState::kRunning: return "running";
     case VtpmState::kFailed: return "failed";
     case VtpmState::kStopped: return "stopped";
@@ -150,66 +151,135 @@ Status VtpmManager::ensure_host_key() {
   return {};
 }
 
-Status VtpmManager::start(const std::string& domain, bool measure_log, uint32_t command_port) {
-  if (!config::valid_name(domain)) return make_error("startVtpm: bad domain name '" + domain + "'");
+std::shared_ptr<ChildWait> ChildWait::start(asio::io_context& io, int pidfd, UniqueFd ready,
+                                            std::chrono::milliseconds deadline,
+                                            std::function<void(Outcome)> done) {
+  std::shared_ptr<ChildWait> w(new ChildWait(io));
+  w->done_ = std::move(done);
+  w->exit_ = std::make_unique<asio::posix::stream_descriptor>(io, ::dup(pidfd));
+  w->exit_->async_wait(asio::posix::stream_descriptor::wait_read,
+                       [w](const boost::system::error_code& ec) {
+                         if (!ec) w->finish(Outcome::kExited);
+                       });
+  if (ready) {
+    w->ready_ = std::make_unique<asio::posix::stream_descriptor>(io, ready.release());
+    w->ready_->async_wait(asio::posix::stream_descriptor::wait_read,
+                          [w](const boost::system::error_code& ec) {
+                            if (ec) return;
+                            char c;
+                            // A byte: it listens.  EOF: it closed the pipe without saying so.
+                            w->finish(::read(w->ready_->native_handle(), &c, 1) == 1
+                                          ? Outcome::kReady
+                                          : Outcome::kExited);
+                          });
+  }
+  w->timer_.expires_after(deadline);
+  w->timer_.async_wait([w](const boost::system::error_code& ec) {
+    if (!ec) w->finish(Outcome::kTimedOut);
+  });
+  return w;
+}
+
+void ChildWait::cancel() {
+  done_ = nullptr;
+  boost::system::error_code ec;
+  timer_.cancel();
+  if (exit_) exit_->cancel(ec);
+  if (ready_) ready_->cancel(ec);
+}
+
+void ChildWait::finish(Outcome o) {
+  auto done = std::move(done_);
+  cancel();
+  if (done) done(o);
+}
+
+void VtpmManager::start(const std::string& domain, bool measure_log, uint32_t command_port,
+                        std::function<void(Status)> done) {
+  if (!config::valid_name(domain))
+    return done(make_error("startVtpm: bad domain name '" + domain + "'"));
   if (command_port != 0 && (command_port < 1024 || command_port > 65534))
-    return make_error("startVtpm: command port " + std::to_string(command_port) +
-                      " out of range 1024..65534");
+    return done(make_error("startVtpm: command port " + std::to_string(command_port) +
+                           " out of range 1024..65534"));
   auto it = std::find_if(vtpms_.begin(), vtpms_.end(),
                          [&](const auto& v) { return v->domain == domain; });
   if (it != vtpms_.end()) {
-    if ((*it)->state == VtpmState::kRunning)
-      return make_error("domain '" + domain + "' already has a running vTPM (pid " +
-                        std::to_string((*it)->child.pid) + ")");
+    if ((*it)->state == VtpmState::kRunning || (*it)->state == VtpmState::kStarting)
+      return done(make_error("domain '" + domain + "' already has a " +
+                             to_string((*it)->state) + " vTPM (pid " +
+                             std::to_string((*it)->child.pid) + ")"));
     vtpms_.erase(it);  // a stopped or failed one of an earlier life of this domain
   }
   struct stat st{};
   if (::stat(dom_dir(domain).c_str(), &st) != 0 || !S_ISDIR(st.st_mode))
-    return make_error("startVtpm: no domain directory " + dom_dir(domain));
-  if (auto s = ensure_host_key(); !s) return s;
-  if (auto s = prepare_state_dir(domain); !s) return s;
-  auto v = std::make_unique<VtpmDomain>();
+    return done(make_error("startVtpm: no domain directory " + dom_dir(domain)));
+  if (auto s = ensure_host_key(); !s) return done(s.error());
+  auto needs = clear_unprovisioned(domain);
+  if (!needs) return done(needs.error());
+  // Listed from here on (as starting), so a second start is refused and a
+  // stop cancels this one.
+  vtpms_.push_back(std::make_unique<VtpmDomain>());
+  VtpmDomain* v = vtpms_.back().get();
   v->domain = domain;
   v->measure_log = measure_log;
   v->command_port = command_port;
-  if (auto s = listen(*v); !s) {
-    close_listeners(*v);
-    return s;
-  }
-  if (auto s = launch(*v); !s) {
-    close_listeners(*v);
-    return s;
-  }
-  AXL_INFO("vTPM of domain %s started: pid %d", domain.c_str(), v->child.pid);
-  vtpms_.push_back(std::move(v));
-  return {};
+  v->on_started = std::move(done);
+  if (!*needs) return start_instance(v);
+  provision(*v, [this, v](Status s) {
+    if (!s) return start_failed(v, s.error());
+    start_instance(v);
+  });
+}
+
+void VtpmManager::start_instance(VtpmDomain* v) {
+  if (auto s = own_state_dir(v->domain); !s) return start_failed(v, s.error());
+  if (auto s = listen(*v); !s) return start_failed(v, s.error());
+  launch(*v, [this, v](Status s) {
+    if (!s) return start_failed(v, s.error());
+    AXL_INFO("vTPM of domain %s started: pid %d", v->domain.c_str(), v->child.pid);
+    if (auto done = std::move(v->on_started)) done({});
+  });
+}
+
+void VtpmManager::start_failed(VtpmDomain* v, Error e) {
+  close_listeners(*v);
+  auto done = std::move(v->on_started);
+  auto it = std::find_if(vtpms_.begin(), vtpms_.end(), [&](const auto& p) { return p.get() == v; });
+  if (it != vtpms_.end()) vtpms_.erase(it);  // `v` is gone from here on
+  if (done) done(std::move(e));
 }
 
 // Makes STATE/vtpm/NAME ready for a confined instance: provisioned, and
 // owned by the sandbox uid with everything in it (a dir an older version
 // made is root's).  Nothing here follows a symlink a confined instance may
 // have planted in its dir.
-Status VtpmManager::prepare_state_dir(const std::string& domain) {
-  if (auto s = make_private_dir(state_dir_ + "/vtpm"); !s) return s;
+Result<bool> VtpmManager::clear_unprovisioned(const std::string& domain) {
+  if (auto s = make_private_dir(state_dir_ + "/vtpm"); !s) return s.error();
   const std::string dir = vtpm_dir(domain);
   if (::mkdir(dir.c_str(), 0700) != 0 && errno != EEXIST) return sys_error("cannot create " + dir);
   UniqueFd dfd(::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
   if (!dfd) return sys_error("cannot open " + dir);
   struct stat st{};
-  if (::fstatat(dfd.get(), kPermanentState, &st, AT_SYMLINK_NOFOLLOW) != 0) {
-    if (errno != ENOENT) return sys_error("cannot stat " + dir + "/" + kPermanentState);
-    // No TPM yet.  Whatever else lies here is left over (a TPM's other
-    // files mean nothing without its permanent state) and goes, so that the
-    // provisioning instance, which runs as root, writes into an empty dir
-    // that no confined instance (the only other ones that reach it) runs in.
-    auto names = entries(dfd.get(), dir);
-    if (!names) return names.error();
-    for (const auto& n : *names)
-      if (::unlinkat(dfd.get(), n.c_str(), 0) != 0 &&
-          (errno != EISDIR || ::unlinkat(dfd.get(), n.c_str(), AT_REMOVEDIR) != 0))
-        return sys_error("cannot clear " + dir + "/" + n);
-    if (auto s = provision(domain); !s) return s;
-  }
+  if (::fstatat(dfd.get(), kPermanentState, &st, AT_SYMLINK_NOFOLLOW) == 0) return false;
+  if (errno != ENOENT) return sys_error("cannot stat " + dir + "/" + kPermanentState);
+  // No TPM yet.  Whatever else lies here is left over (a TPM's other
+  // files mean nothing without its permanent state) and goes, so that the
+  // provisioning instance, which runs as root, writes into an empty dir
+  // that no confined instance (the only other ones that reach it) runs in.
+  auto names = entries(dfd.get(), dir);
+  if (!names) return names.error();
+  for (const auto& n : *names)
+    if (::unlinkat(dfd.get(), n.c_str(), 0) != 0 &&
+        (errno != EISDIR || ::unlinkat(dfd.get(), n.c_str(), AT_REMOVEDIR) != 0))
+      return sys_error("cannot clear " + dir + "/" + n);
+  return true;
+}
+
+// Hands the (provisioned) state dir and everything in it to the sandbox uid.
+Status VtpmManager::own_state_dir(const std::string& domain) {
+  const std::string dir = vtpm_dir(domain);
+  UniqueFd dfd(::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
+  if (!dfd) return sys_error("cannot open " + dir);
   if (::fchown(dfd.get(), kSandboxUid, kSandboxGid) != 0 || ::fchmod(dfd.get(), 0700) != 0)
     return sys_error("cannot hand " + dir + " to uid " + std::to_string(kSandboxUid));
   auto names = entries(dfd.get(), dir);
@@ -220,26 +290,39 @@ Status VtpmManager::prepare_state_dir(const std::string& domain) {
   return {};
 }
 
-// Runs `axolotl-vtpm --provision` on the (empty) state dir and waits for it.
-Status VtpmManager::provision(const std::string& domain) {
+// Runs `axolotl-vtpm --provision` on the (empty) state dir; `done` once it exited.
+void VtpmManager::provision(VtpmDomain& v, std::function<void(Status)> done) {
+  const std::string domain = v.domain;
   proc::SpawnOptions so;
   so.argv = {bin_,         "--state-dir", vtpm_dir(domain), "--key-file", host_key(),
              "--vtpm-id",  domain,
              "--ca-dir",   state_dir_ + "/vtpm-host/ca",    "--provision"};
   so.log_path = log_path(domain);
   so.new_session = true;
-  auto child = proc::spawn(so);
-  if (!child) return child.error();
-  auto st = proc::wait_for(*child, kReadyTimeout);
-  const int status = st ? *st : proc::stop(*child, 1000ms);
-  if (!st || !WIFEXITED(status) || WEXITSTATUS(status) != 0) {
-    std::string why = last_line(so.log_path);
-    return make_error("vTPM of domain " + domain + " could not be provisioned (" +
-                      (st ? proc::describe_status(status) : "timed out") + ")" +
-                      (why.empty() ? "" : ": " + why));
-  }
-  AXL_INFO("vTPM of domain %s provisioned", domain.c_str());
-  return {};
+  auto spawned = proc::spawn(so);
+  if (!spawned) return done(spawned.error());
+  // Held by the domain meanwhile: a stop() ends it.
+  v.child = std::move(spawned).value();
+  VtpmDomain* raw = &v;
+  v.waiting = ChildWait::start(
+      io_, v.child.pidfd.get(), UniqueFd(), kReadyTimeout,
+      [this, raw, domain, done = std::move(done)](ChildWait::Outcome o) {
+        raw->waiting.reset();
+        auto st = proc::wait_for(raw->child, 0ms);
+        const int status = st ? *st : proc::stop(raw->child, 1000ms);
+        raw->child = proc::Child{};
+        if (o == ChildWait::Outcome::kTimedOut || !WIFEXITED(status) ||
+            WEXITSTATUS(status) != 0) {
+          std::string why = last_line(log_path(domain));
+          return done(make_error("vTPM of domain " + domain + " could not be provisioned (" +
+                                 (o == ChildWait::Outcome::kTimedOut
+                                      ? std::string("timed out")
+                                      : proc::describe_status(status)) +
+                                 ")" + (why.empty() ? "" : ": " + why)));
+        }
+        AXL_INFO("vTPM of domain %s provisioned", domain.c_str());
+        done({});
+      });
 }
 
 Status VtpmManager::listen(VtpmDomain& v) {
@@ -271,9 +354,10 @@ void VtpmManager::close_listeners(VtpmDomain& v) {
   v.port_ctrl_listen.reset();
 }
 
-// Spawns an instance and waits (blocking this loop, as the control request
-// that asked for it does anyway) until it listens, exits or times out.
-Status VtpmManager::launch(VtpmDomain& v) {
+// Spawns an instance; `done` runs on the loop once it listens, exited or
+// timed out (then it is stopped).
+void VtpmManager::launch(VtpmDomain& v, std::function<void(Status)> done) {
+  auto r = [&]() -> Status {
   int sp[2];
   if (::socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sp) != 0)
     return make_error(std::string("socketpair: ") + strerror(errno));
@@ -353,49 +437,60 @@ Status VtpmManager::launch(VtpmDomain& v) {
   theirs.reset();
   health_theirs.reset();
 
-  pollfd pf[2] = {{ready_r.get(), POLLIN, 0}, {child->pidfd.get(), POLLIN, 0}};
-  const auto deadline = std::chrono::steady_clock::now() + kReadyTimeout;
-  bool ready = false;
-  for (;;) {
-    auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
-        deadline - std::chrono::steady_clock::now());
-    if (left.count() <= 0) break;
-    int n = ::poll(pf, 2, int(left.count()));
-    if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) break;
-    char c;
-    if (pf[0].revents && ::read(ready_r.get(), &c, 1) == 1) ready = true;
-    break;  // ready, or the pipe closed / the child exited without saying so
-  }
-  if (!ready) {
-    int status = proc::stop(*child, 1000ms);
-    std::string why = last_line(so.log_path);
-    return make_error("vTPM of domain " + v.domain + " did not start (" +
-                      proc::describe_status(status) + ")" + (why.empty() ? "" : ": " + why));
-  }
+  // Held by the domain while it starts: a stop() ends it.
   v.child = std::move(child).value();
-  v.state = VtpmState::kRunning;
-  v.started_ns = monotonic_ns();
-  v.pending_cause.clear();
-  v.group = std::move(group);
-  watch_group(&v);
-  v.health = std::make_unique<HealthMonitor>(
-      io_, std::move(health_ours), kHeartbeat, kHeartbeatMisses,
-      [this, p = &v](const std::string& cause, uint64_t) { kill_for(p, cause); },
-      [this, p = &v] {
-        if (p->group && p->group->breach() == cgroup::Breach::kPids)
-          kill_for(p, "resource limit: pids");
-      },
-      [pid = v.child.pid] { return read_sched(pid); });
-  ::fcntl(ours.get(), F_SETFL, ::fcntl(ours.get(), F_GETFL) | O_NONBLOCK);
-  v.handover = std::make_unique<asio::posix::stream_descriptor>(io_, ours.release());
-  read_handover(&v);
-  v.exit_watch = std::make_unique<asio::posix::stream_descriptor>(io_, ::dup(v.child.pidfd.get()));
-  v.exit_watch->async_wait(asio::posix::stream_descriptor::wait_read,
-                           [this, p = &v](const boost::system::error_code& ec) {
-                             if (!ec) on_exit(p);
-                           });
+  v.state = VtpmState::kStarting;
+  VtpmDomain* raw = &v;
+  struct Parts {
+    UniqueFd health_ours, ours;
+    std::unique_ptr<cgroup::Group> group;
+    std::string log;
+  };
+  auto parts = std::make_shared<Parts>(
+      Parts{std::move(health_ours), std::move(ours), std::move(group), so.log_path});
+  v.waiting = ChildWait::start(
+      io_, v.child.pidfd.get(), std::move(ready_r), kReadyTimeout,
+      [this, raw, parts, done](ChildWait::Outcome o) {
+        raw->waiting.reset();
+        if (o != ChildWait::Outcome::kReady) {
+          int status = proc::stop(raw->child, 1000ms);
+          raw->child = proc::Child{};
+          std::string why = last_line(parts->log);
+          return done(make_error("vTPM of domain " + raw->domain + " did not start (" +
+                                 (o == ChildWait::Outcome::kTimedOut
+                                      ? std::string("no answer within ") +
+                                            std::to_string(kReadyTimeout.count()) + " s"
+                                      : proc::describe_status(status)) +
+                                 ")" + (why.empty() ? "" : ": " + why)));
+        }
+        VtpmDomain& v = *raw;
+        v.state = VtpmState::kRunning;
+        v.started_ns = monotonic_ns();
+        v.pending_cause.clear();
+        v.group = std::move(parts->group);
+        watch_group(&v);
+        v.health = std::make_unique<HealthMonitor>(
+            io_, std::move(parts->health_ours), kHeartbeat, kHeartbeatMisses,
+            [this, p = &v](const std::string& cause, uint64_t) { kill_for(p, cause); },
+            [this, p = &v] {
+              if (p->group && p->group->breach() == cgroup::Breach::kPids)
+                kill_for(p, "resource limit: pids");
+            },
+            [pid = v.child.pid] { return read_sched(pid); });
+        ::fcntl(parts->ours.get(), F_SETFL, ::fcntl(parts->ours.get(), F_GETFL) | O_NONBLOCK);
+        v.handover = std::make_unique<asio::posix::stream_descriptor>(io_, parts->ours.release());
+        read_handover(&v);
+        v.exit_watch =
+            std::make_unique<asio::posix::stream_descriptor>(io_, ::dup(v.child.pidfd.get()));
+        v.exit_watch->async_wait(asio::posix::stream_descriptor::wait_read,
+                                 [this, p = &v](const boost::system::error_code& ec) {
+                                   if (!ec) on_exit(p);
+                                 });
+        done({});
+      });
   return {};
+  }();
+  if (!r) done(r.error());
 }
 
 // One message per channel: a tag byte ('C' control, 'D' data) and the fd.
@@ -521,17 +616,19 @@ void VtpmManager::on_exit(VtpmDomain* v) {
   }
   v->recent_restarts.push_back(now);
   ++v->restarts;
-  if (auto s = launch(*v); !s) {
-    v->state = VtpmState::kFailed;
-    v->last_failure = s.error().message;
-    v->ctrl_conn.reset();
-    v->data_conn.reset();
-    close_listeners(*v);
-    AXL_ERROR("%s", s.error().message.c_str());
-    return;
-  }
-  AXL_INFO("vTPM of domain %s restarted: pid %d (%s)", v->domain.c_str(), v->child.pid,
-           v->ctrl_conn ? "QEMU's channels handed on" : "no QEMU connection yet");
+  launch(*v, [this, v](Status s) {
+    if (!s) {
+      v->state = VtpmState::kFailed;
+      v->last_failure = s.error().message;
+      v->ctrl_conn.reset();
+      v->data_conn.reset();
+      close_listeners(*v);
+      AXL_ERROR("%s", s.error().message.c_str());
+      return;
+    }
+    AXL_INFO("vTPM of domain %s restarted: pid %d (%s)", v->domain.c_str(), v->child.pid,
+             v->ctrl_conn ? "QEMU's channels handed on" : "no QEMU connection yet");
+  });
 }
 
 Status VtpmManager::stop(const std::string& domain) {
@@ -539,6 +636,10 @@ Status VtpmManager::stop(const std::string& domain) {
                          [&](const auto& v) { return v->domain == domain; });
   if (it == vtpms_.end()) return make_error("domain '" + domain + "' has no vTPM");
   VtpmDomain& v = **it;
+  if (v.waiting) v.waiting->cancel();
+  v.waiting.reset();
+  if (auto done = std::move(v.on_started)) done(make_error("vTPM of domain " + domain +
+                                                           " stopped while starting"));
   if (v.exit_watch) v.exit_watch->cancel();
   v.exit_watch.reset();
   v.handover.reset();

@@ -1,7 +1,10 @@
 // Spawns, watches and restarts the vTPM domains (axolotl-vtpm), one per
 // guest that asks for one.  The hypervisor asks for a domain's vTPM at
 // `axl create` (control.capnp StartVtpm); the answer comes once the vTPM's
-// control socket listens, so QEMU can be started right after.
+// control socket listens, so QEMU can be started right after.  Nothing here
+// waits on the loop: provisioning, an instance's start and a restart are
+// waited for by watching the child's pidfd and its ready pipe, with a
+// deadline, while every other request is served.
 //
 // Transparent restart: QEMU connects its tpm-emulator control channel once
 // and hands over its command channel once (CMD_SET_DATAFD); neither is ever
@@ -39,6 +42,7 @@
 #pragma once
 #include <chrono>
 #include <deque>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -53,12 +57,38 @@
 namespace axl::supervisor {
 
 // Lifecycle (STYLE.md habit 6); transitions live in VtpmManager only.
-enum class VtpmState { kRunning, kFailed, kStopped };
+// kStarting: being provisioned or started (also a restart in progress).
+enum class VtpmState { kStarting, kRunning, kFailed, kStopped };
 const char* to_string(VtpmState s);
 
+// Waits on the loop for a spawned child: a byte on its ready pipe (if it
+// has one), its exit, or the deadline, whichever comes first; then calls
+// back once, unless cancelled.
+class ChildWait : public std::enable_shared_from_this<ChildWait> {
+ public:
+  enum class Outcome { kReady, kExited, kTimedOut };
+  static std::shared_ptr<ChildWait> start(boost::asio::io_context& io, int pidfd, UniqueFd ready,
+                                          std::chrono::milliseconds deadline,
+                                          std::function<void(Outcome)> done);
+  void cancel();
+
+ private:
+  explicit ChildWait(boost::asio::io_context& io) : timer_(io) {}
+  void finish(Outcome o);
+  std::unique_ptr<boost::asio::posix::stream_descriptor> exit_, ready_;
+  boost::asio::steady_timer timer_;
+  std::function<void(Outcome)> done_;
+};
+
 struct VtpmDomain {
+  ~VtpmDomain() {
+    if (waiting) waiting->cancel();
+  }
   std::string domain;
-  VtpmState state = VtpmState::kRunning;
+  VtpmState state = VtpmState::kStarting;
+  // While starting: the wait in flight, and whom to tell how the first start ended.
+  std::shared_ptr<ChildWait> waiting;
+  std::function<void(Status)> on_started;
   bool measure_log = false;
   uint32_t command_port = 0;
   proc::Child child;
@@ -104,19 +134,26 @@ class VtpmManager {
   ~VtpmManager();
 
   // Starts the vTPM of `domain` (provisioning it first if its state dir
-  // holds no TPM); returns once it serves.  A vTPM that cannot start is
+  // holds no TPM); `done` runs on the loop once it serves, or with the
+  // error (possibly before start returns).  A vTPM that cannot start is
   // stopped and leaves no socket behind.
-  Status start(const std::string& domain, bool measure_log, uint32_t command_port);
+  void start(const std::string& domain, bool measure_log, uint32_t command_port,
+             std::function<void(Status)> done);
   // Stops it (SIGTERM by PID: an orderly power-off) and forgets it.
   Status stop(const std::string& domain);
   void stop_all();
   const std::vector<std::unique_ptr<VtpmDomain>>& all() const { return vtpms_; }
 
  private:
-  Status launch(VtpmDomain& v);
+  // Spawns an instance; `done` once it listens, exited or timed out.
+  void launch(VtpmDomain& v, std::function<void(Status)> done);
+  void start_instance(VtpmDomain* v);  // after provisioning, if any
+  void start_failed(VtpmDomain* v, Error e);
   Status ensure_host_key();
-  Status prepare_state_dir(const std::string& domain);
-  Status provision(const std::string& domain);
+  // Empties the state dir of a vTPM that has no TPM yet: true if it needs provisioning.
+  Result<bool> clear_unprovisioned(const std::string& domain);
+  Status own_state_dir(const std::string& domain);
+  void provision(VtpmDomain& v, std::function<void(Status)> done);
   Status listen(VtpmDomain& v);
   void close_listeners(VtpmDomain& v);
   void on_exit(VtpmDomain* v);

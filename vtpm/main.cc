@@ -232,6 +232,16 @@ int main(int argc, char** argv) {
   so.port_command_fd = o.port_command_fd;
   so.port_ctrl_fd = o.port_ctrl_fd;
   if (auto s = server.start(so); !s) return fail(s.error().message);
+  // Test hook: a first start that takes this long (a slow disk, a loaded
+  // host), so tests can watch the host serve everyone else meanwhile.
+  if (const char* d = std::getenv("AXL_VTPM_START_DELAY_MS"); d && *d && o.data_fd < 0) {
+    char* end = nullptr;
+    const long ms = std::strtol(d, &end, 10);
+    if (*end != '\0' || ms < 0 || ms > 600000)
+      return fail(std::string("AXL_VTPM_START_DELAY_MS '") + d + "': 0..600000 expected");
+    AXL_WARN("test hook: ready only after %ld ms", ms);
+    ::usleep(useconds_t(ms) * 1000);
+  }
   if (o.ready_fd >= 0) {
     // Everything listens: whoever started us may now point QEMU here.
     const char ready = 'R';

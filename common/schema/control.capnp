@@ -58,7 +58,8 @@ struct DriverQuarantined {
 # signal DomainStateChanged(name, state).
 struct DomainStateChanged {
   name @0 :Text;
-  state @1 :Text;        # running | shutoff | destroyed
+  state @1 :Text;        # preparing | vtpm-starting | attaching | starting | running |
+                         # shutoff | failed (create failed; gone) | destroyed
 }
 
 struct KillDriver {

@@ -20,7 +20,22 @@ namespace axl::hv {
 namespace asio = boost::asio;
 namespace fs = std::filesystem;
 
-const char* to_string(DomainState s) { return s == DomainState::kRunning ? "running" : "shutoff"; }
+const char* to_string(DomainState s) {
+  switch (s) {
+    case DomainState::kPreparing: return "preparing";
+    case DomainState::kVtpmStarting: return "vtpm-starting";
+    case DomainState::kAttaching: return "attaching";
+    case DomainState::kStarting: return "starting";
+    case DomainState::kRunning: return "running";
+    case DomainState::kShutoff: return "shutoff";
+  }
+  return "unknown";
+}
+
+void DomainEngine::set_state(Domain& d, DomainState s) {
+  d.state = s;
+  state_changed(d.cfg.name, to_string(s));
+}
 
 DomainEngine::DomainEngine(asio::io_context& io, std::string state_dir, std::string guest_dir,
                            DriverRegistry& drivers, DriverSupervision supervision,
@@ -185,71 +200,84 @@ void DomainEngine::release_devices(Domain& d) {
   d.devices.clear();
 }
 
-Result<const Domain*> DomainEngine::create(const std::string& toml, const std::string& base_dir) {
+void DomainEngine::create(const std::string& toml, const std::string& base_dir,
+                          std::function<void(Result<const Domain*>)> done) {
+  auto refuse = [&](Error e) { done(std::move(e)); };
   auto cfg = config::parse_guest(toml, "guest config", base_dir);
-  if (!cfg) return cfg.error();
-  if (domains_.count(cfg->name)) return make_error("domain '" + cfg->name + "' already exists");
+  if (!cfg) return refuse(cfg.error());
+  if (domains_.count(cfg->name)) return refuse(make_error("domain '" + cfg->name + "' already exists"));
   // Check everything that needs no resources before taking any.
   std::string qemu = proc::find_on_path("qemu-system-x86_64");
-  if (qemu.empty()) return make_error("QEMU not found: qemu-system-x86_64 is not on PATH");
+  if (qemu.empty()) return refuse(make_error("QEMU not found: qemu-system-x86_64 is not on PATH"));
   auto accel = choose_accel(cfg->accel);
-  if (!accel) return accel.error();
+  if (!accel) return refuse(accel.error());
   if (cfg->kernel.empty()) cfg->kernel = guest_dir_ + "/vmlinuz";
   if (cfg->initrd.empty()) cfg->initrd = guest_dir_ + "/initrd.img";
   for (const std::string* f : {&cfg->kernel, &cfg->initrd})
     if (::access(f->c_str(), R_OK) != 0)
-      return make_error("cannot read " + *f + (f->rfind(guest_dir_, 0) == 0
-                                                   ? " (run scripts/setup to build the guest image)"
-                                                   : ""));
+      return refuse(make_error(
+          "cannot read " + *f +
+          (f->rfind(guest_dir_, 0) == 0 ? " (run scripts/setup to build the guest image)" : "")));
   std::string script;
   if (!cfg->script.empty()) {
     auto s = config::read_file(cfg->script);
-    if (!s) return make_error("cannot read guest script " + cfg->script);
+    if (!s) return refuse(make_error("cannot read guest script " + cfg->script));
     script = *s;
   }
   for (const auto& disk : cfg->disks)
-    if (!drivers_.find(disk.driver)) return make_error("unknown driver '" + disk.driver + "'");
+    if (!drivers_.find(disk.driver)) return refuse(make_error("unknown driver '" + disk.driver + "'"));
   for (const auto& nic : cfg->nics)
-    if (!drivers_.find(nic.driver)) return make_error("unknown driver '" + nic.driver + "'");
+    if (!drivers_.find(nic.driver)) return refuse(make_error("unknown driver '" + nic.driver + "'"));
+  if (cfg->vtpm.enabled && !vtpm_.start)
+    return refuse(make_error("[vtpm] enabled, but no supervisor runs vTPMs here"));
 
-  auto d = std::make_unique<Domain>();
+  auto owned = std::make_unique<Domain>();
+  Domain* d = owned.get();
   d->cfg = std::move(cfg).value();
   d->dir = state_dir_ + "/dom/" + d->cfg.name;
   d->accel = accel_qemu_arg(*accel);
+  d->qemu_binary = qemu;
+  d->initrd = d->cfg.initrd;
   std::error_code ec;
   fs::remove_all(d->dir, ec);
   fs::create_directories(d->dir, ec);
-  if (ec) return make_error("cannot create " + d->dir + ": " + ec.message());
+  if (ec) return refuse(make_error("cannot create " + d->dir + ": " + ec.message()));
+  // From here on the domain is listed, and every failure goes through create_failed.
+  d->id = next_id_++;
+  d->on_created = std::move(done);
+  domains_[d->cfg.name] = std::move(owned);
+  set_state(*d, DomainState::kPreparing);
 
-  auto fail = [&](Error e) -> Result<const Domain*> {
-    release_devices(*d);
-    stop_vtpm(*d);
-    std::error_code ec2;
-    fs::remove_all(d->dir, ec2);
-    return e;
-  };
-
-  std::string initrd = d->cfg.initrd;
   if (!script.empty()) {
-    initrd = d->dir + "/initrd.img";
-    if (auto s = append_overlay(d->cfg.initrd, {CpioFile{"axl/script", 0755, script}}, initrd); !s)
-      return fail(s.error());
-  }
-  if (d->cfg.vtpm.enabled) {
-    if (!vtpm_.start) return fail(make_error("[vtpm] enabled, but no supervisor runs vTPMs here"));
-    if (auto s = write_boot_measurements(d->dir, d->cfg, initrd,
-                                         kernel_append(d->cfg.cmdline, d->cfg.iommu), toml);
+    d->initrd = d->dir + "/initrd.img";
+    if (auto s = append_overlay(d->cfg.initrd, {CpioFile{"axl/script", 0755, script}}, d->initrd);
         !s)
-      return fail(s.error());
-    if (auto s = vtpm_.start(d->cfg.name, true, d->cfg.vtpm.command_port); !s)
-      return fail(make_error("vTPM: " + s.error().message));
-    d->vtpm = true;
+      return create_failed(d, s.error());
   }
-  std::vector<QemuDevice> qdevs;
-  if (auto s = attach_devices(*d, qdevs); !s) return fail(s.error());
+  if (!d->cfg.vtpm.enabled) return create_attach(d);
+  if (auto s = write_boot_measurements(d->dir, d->cfg, d->initrd,
+                                       kernel_append(d->cfg.cmdline, d->cfg.iommu), toml);
+      !s)
+    return create_failed(d, s.error());
+  set_state(*d, DomainState::kVtpmStarting);
+  // The supervisor answers once the vTPM listens (provisioning one can take
+  // seconds); the loop serves everyone else meanwhile.
+  d->pending_call = vtpm_.start(d->cfg.name, true, d->cfg.vtpm.command_port, [this, d](Status s) {
+    d->pending_call.reset();
+    if (!s) return create_failed(d, make_error("vTPM: " + s.error().message));
+    d->vtpm = true;
+    create_attach(d);
+  });
+}
 
-  QemuSpec qs{qemu, d->cfg.name, d->accel, d->cfg.memory_mib, d->cfg.vcpus, d->cfg.kernel,
-              initrd, d->cfg.cmdline, d->console_socket(), d->console_log(), qdevs};
+void DomainEngine::create_attach(Domain* d) {
+  set_state(*d, DomainState::kAttaching);
+  std::vector<QemuDevice> qdevs;
+  if (auto s = attach_devices(*d, qdevs); !s) return create_failed(d, s.error());
+
+  QemuSpec qs{d->qemu_binary, d->cfg.name, d->accel, d->cfg.memory_mib, d->cfg.vcpus,
+              d->cfg.kernel, d->initrd, d->cfg.cmdline, d->console_socket(), d->console_log(),
+              qdevs};
   qs.iommu = d->cfg.iommu;
   if (d->vtpm) qs.tpm_socket = d->dir + "/vtpm.ctrl";
   proc::SpawnOptions so;
@@ -257,30 +285,53 @@ Result<const Domain*> DomainEngine::create(const std::string& toml, const std::s
   so.log_path = d->dir + "/qemu.log";
   so.new_session = true;
   auto child = proc::spawn(so);
-  if (!child) return fail(child.error());
+  if (!child) return create_failed(d, child.error());
   d->qemu = std::move(child).value();
+  set_state(*d, DomainState::kStarting);
   // QEMU rejects a bad command line or a missing file within a moment; say so
-  // now instead of reporting a domain that never ran.
-  if (auto st = proc::wait_for(d->qemu, std::chrono::milliseconds(300)); st) {
-    auto log = config::read_file(so.log_path);
+  // then instead of reporting a domain that never ran.
+  d->start_check = std::make_unique<asio::steady_timer>(io_, std::chrono::milliseconds(300));
+  d->start_check->async_wait([this, d](const boost::system::error_code& ec) {
+    if (!ec) create_check_started(d);
+  });
+}
+
+void DomainEngine::create_check_started(Domain* d) {
+  d->start_check.reset();
+  if (auto st = proc::wait_for(d->qemu, std::chrono::milliseconds(0)); st) {
+    auto log = config::read_file(d->dir + "/qemu.log");
     std::string last = log ? *log : "";
     while (!last.empty() && last.back() == '\n') last.pop_back();
     if (auto p = last.rfind('\n'); p != std::string::npos) last = last.substr(p + 1);
     d->qemu.pid = -1;
-    return fail(make_error("QEMU failed to start (" + proc::describe_status(*st) + "): " + last));
+    return create_failed(
+        d, make_error("QEMU failed to start (" + proc::describe_status(*st) + "): " + last));
   }
-  d->id = next_id_++;
-  Domain* raw = d.get();
   d->exit_watch = std::make_unique<asio::posix::stream_descriptor>(io_, ::dup(d->qemu.pidfd.get()));
   d->exit_watch->async_wait(asio::posix::stream_descriptor::wait_read,
-                            [this, raw](const boost::system::error_code& ec) {
-                              if (!ec) on_qemu_exit(raw);
+                            [this, d](const boost::system::error_code& ec) {
+                              if (!ec) on_qemu_exit(d);
                             });
-  AXL_INFO("domain %s (id %u) started: qemu pid %d, accel %s", raw->cfg.name.c_str(), raw->id,
-           raw->qemu.pid, raw->accel.c_str());
-  domains_[raw->cfg.name] = std::move(d);
-  state_changed(raw->cfg.name, to_string(DomainState::kRunning));
-  return static_cast<const Domain*>(raw);
+  AXL_INFO("domain %s (id %u) started: qemu pid %d, accel %s", d->cfg.name.c_str(), d->id,
+           d->qemu.pid, d->accel.c_str());
+  set_state(*d, DomainState::kRunning);
+  if (auto done = std::move(d->on_created)) done(static_cast<const Domain*>(d));
+}
+
+// Undoes whatever create() had taken so far; the domain leaves the table.
+void DomainEngine::create_failed(Domain* d, Error e) {
+  AXL_WARN("domain %s: create failed while %s: %s", d->cfg.name.c_str(), to_string(d->state),
+           e.message.c_str());
+  auto done = std::move(d->on_created);
+  const std::string name = d->cfg.name;
+  if (d->qemu.pid > 0) proc::stop(d->qemu, std::chrono::milliseconds(2000));
+  release_devices(*d);
+  stop_vtpm(*d);
+  std::error_code ec;
+  fs::remove_all(d->dir, ec);
+  domains_.erase(name);  // `d` is gone from here on
+  state_changed(name, "failed");
+  if (done) done(std::move(e));
 }
 
 void DomainEngine::on_qemu_exit(Domain* d) {
@@ -300,9 +351,17 @@ Status DomainEngine::destroy(const std::string& name) {
   if (it == domains_.end()) return make_error("no domain named '" + name + "'");
   Domain& d = *it->second;
   if (d.exit_watch) d.exit_watch->cancel();
-  if (d.state == DomainState::kRunning && d.qemu.pid > 0) {
-    d.exit_status = proc::stop(d.qemu, std::chrono::milliseconds(2000));
+  // A create still in flight ends here: its step is cancelled and its caller told.
+  if (d.pending_call) {
+    d.pending_call->cancel();
+    d.pending_call.reset();
+    // The supervisor may start it yet: it handles this stop after that start.
+    if (d.state == DomainState::kVtpmStarting) vtpm_.stop(name);
   }
+  d.start_check.reset();
+  if (auto done = std::move(d.on_created))
+    done(make_error("domain '" + name + "' was destroyed while " + to_string(d.state)));
+  if (d.qemu.pid > 0) d.exit_status = proc::stop(d.qemu, std::chrono::milliseconds(2000));
   release_devices(d);
   stop_vtpm(d);
   std::error_code ec;
@@ -316,8 +375,7 @@ Status DomainEngine::destroy(const std::string& name) {
 void DomainEngine::stop_vtpm(Domain& d) {
   if (!d.vtpm) return;
   d.vtpm = false;
-  if (auto s = vtpm_.stop(d.cfg.name); !s)
-    AXL_WARN("domain %s: stopping its vTPM: %s", d.cfg.name.c_str(), s.error().message.c_str());
+  vtpm_.stop(d.cfg.name);
 }
 
 void DomainEngine::destroy_all() {

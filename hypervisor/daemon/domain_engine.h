@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "common/config.h"
+#include "common/control_client.h"
 #include "common/process.h"
 #include "hypervisor/daemon/device_binding.h"
 #include "hypervisor/daemon/driver_registry.h"
@@ -18,7 +19,11 @@
 
 namespace axl::hv {
 
-enum class DomainState { kRunning, kShutoff };
+// A domain's life (docs/architecture.md, "Domain lifecycle").  create() walks
+// preparing -> [vtpm-starting] -> attaching -> starting -> running without ever
+// waiting on the loop; each step can fail, and a failed create leaves nothing
+// behind.  shutoff: QEMU exited by itself.
+enum class DomainState { kPreparing, kVtpmStarting, kAttaching, kStarting, kRunning, kShutoff };
 const char* to_string(DomainState s);
 
 struct DeviceBinding {
@@ -31,7 +36,7 @@ struct DeviceBinding {
 struct Domain {
   config::GuestConfig cfg;
   uint32_t id = 0;
-  DomainState state = DomainState::kRunning;
+  DomainState state = DomainState::kPreparing;
   std::string dir;  // state-dir/dom/NAME
   std::string accel;
   proc::Child qemu;
@@ -39,6 +44,14 @@ struct Domain {
   std::vector<DeviceBinding> devices;
   bool vtpm = false;  // the supervisor runs a vTPM for it ([vtpm] enabled)
   std::unique_ptr<boost::asio::posix::stream_descriptor> exit_watch;
+  // While create() runs: the step in flight (a call to the supervisor, the
+  // QEMU start check), cancelled if the domain is destroyed meanwhile, and
+  // whom to tell how it ended.
+  std::shared_ptr<control::PendingCall> pending_call;
+  std::unique_ptr<boost::asio::steady_timer> start_check;
+  std::function<void(Result<const Domain*>)> on_created;
+  std::string initrd;       // what QEMU boots (the base, or base + the script overlay)
+  std::string qemu_binary;
 
   std::string console_log() const { return dir + "/console.log"; }
   std::string console_socket() const { return dir + "/console.sock"; }
@@ -53,10 +66,14 @@ struct DriverSupervision {
 };
 
 // The vTPM domains live under the supervisor; the engine asks it to start
-// one (returning once its control socket listens) and to stop it again.
+// one (`done` runs on the loop once its control socket listens, or with the
+// error) and to stop it again (fire and forget: nothing waits for it).
 struct VtpmControl {
-  std::function<Status(const std::string& domain, bool measure_log, uint32_t command_port)> start;
-  std::function<Status(const std::string& domain)> stop;
+  std::function<std::shared_ptr<control::PendingCall>(
+      const std::string& domain, bool measure_log, uint32_t command_port,
+      std::function<void(Status)> done)>
+      start;
+  std::function<void(const std::string& domain)> stop;
 };
 
 class DomainEngine {
@@ -66,7 +83,12 @@ class DomainEngine {
                VtpmControl vtpm = {});
   ~DomainEngine();
 
-  Result<const Domain*> create(const std::string& config_toml, const std::string& base_dir);
+  // Starts creating a domain; `done` runs on the loop once it runs or
+  // failed (possibly before create returns, for a config that is refused).
+  // Meanwhile the domain is listed in its current state and every other
+  // request is served.
+  void create(const std::string& config_toml, const std::string& base_dir,
+              std::function<void(Result<const Domain*>)> done);
   Status destroy(const std::string& name);
   void destroy_all();
   const Domain* find(const std::string& name) const;
@@ -92,6 +114,11 @@ class DomainEngine {
     if (on_state_) on_state_(name, state);
   }
   Status attach_devices(Domain& d, std::vector<struct QemuDevice>& qdevs);
+  // The steps of create(), each run from the loop.
+  void create_attach(Domain* d);
+  void create_check_started(Domain* d);
+  void create_failed(Domain* d, Error e);
+  void set_state(Domain& d, DomainState s);
   void release_devices(Domain& d);
   void on_qemu_exit(Domain* d);
   void stop_vtpm(Domain& d);

@@ -87,28 +87,34 @@ int main(int argc, char** argv) {
     events.quarantined(driver, pid, cause);
   };
   axl::hv::DriverRegistry drivers(io);
-  // vTPM domains run under the supervisor.  This call blocks the loop: it
-  // comes from `axl create`, which waits for QEMU to start anyway; the
-  // supervisor's own calls here (service times) time out after a second.
+  // vTPM domains run under the supervisor, which answers a start once the
+  // vTPM listens (seconds, for one it provisions): asked without waiting.
   const std::string supervisor_sock = state_dir + "/supervisor.sock";
   axl::hv::VtpmControl vtpm;
-  vtpm.start = [&](const std::string& dom, bool measure_log, uint32_t port) -> axl::Status {
-    auto r = axl::control::call(
-        supervisor_sock,
+  vtpm.start = [&](const std::string& dom, bool measure_log, uint32_t port,
+                   std::function<void(axl::Status)> done) {
+    return axl::control::async_call(
+        io, supervisor_sock,
         [&](auto q) {
           auto v = q.initStartVtpm();
           v.setDomain(dom);
           v.setMeasureLog(measure_log);
           v.setCommandPort(port);
         },
-        30000);
-    if (!r) return r.error();
-    return {};
+        30000, [done = std::move(done)](axl::Result<axl::control::ControlReply> r) {
+          done(r ? axl::Status() : axl::Status(r.error()));
+        });
   };
-  vtpm.stop = [&](const std::string& dom) -> axl::Status {
-    auto r = axl::control::call(supervisor_sock, [&](auto q) { q.setStopVtpm(dom); }, 10000);
-    if (!r) return r.error();
-    return {};
+  vtpm.stop = [&](const std::string& dom) {
+    // Fire and forget: the request is on its way once this returns; the
+    // answer only matters to the log.  Kept alive by its own completion.
+    auto call = std::make_shared<std::shared_ptr<axl::control::PendingCall>>();
+    *call = axl::control::async_call(
+        io, supervisor_sock, [&](auto q) { q.setStopVtpm(dom); }, 10000,
+        [dom, call](axl::Result<axl::control::ControlReply> r) {
+          if (!r) AXL_WARN("domain %s: stopping its vTPM: %s", dom.c_str(), r.error().message.c_str());
+          call->reset();
+        });
   };
   axl::hv::DomainEngine engine(io, state_dir, guest_dir, drivers, supervision, vtpm);
   engine.on_state_change([&](const std::string& name, const std::string& state) {
@@ -120,19 +126,26 @@ int main(int argc, char** argv) {
   bool stopping = false;
 
   axl::ControlServer control(io, [&](axl::schema::ControlRequest::Reader req,
-                                     axl::schema::ControlReply::Builder rep) {
+                                     axl::schema::ControlReply::Builder rep,
+                                     axl::ControlServer::Context& ctx) {
     using R = axl::schema::ControlRequest;
     rep.setOk(true);
     switch (req.which()) {
       case R::CREATE: {
+        // Answered once the domain runs or failed; the loop serves on meanwhile.
         auto c = req.getCreate();
-        auto d = engine.create(c.getConfigToml(), c.getBaseDir());
-        if (!d) {
-          rep.setOk(false);
-          rep.setError(d.error().message);
-        } else {
-          fill_domain(**d, rep.initDomains(1)[0]);
-        }
+        auto reply = ctx.defer();
+        engine.create(c.getConfigToml(), c.getBaseDir(),
+                      [reply](axl::Result<const axl::hv::Domain*> d) {
+                        auto r = reply->reply();
+                        if (!d) {
+                          r.setOk(false);
+                          r.setError(d.error().message);
+                        } else {
+                          fill_domain(**d, r.initDomains(1)[0]);
+                        }
+                        reply->send();
+                      });
         break;
       }
       case R::LIST: {

@@ -6,33 +6,8 @@
 # guest on another driver keep running and reading their disk.
 . "$(dirname "$0")/lib.sh"
 require_root_and_tools
-for t in dbus-daemon busctl; do
-  command -v "$t" >/dev/null || { echo "SKIP: $t not installed (apt-get install dbus systemd)"; exit 77; }
-done
 make_ns
-
-# A bus of our own, stopped by PID at exit.
-cat >"$T_DIR/bus.conf" <<XML
-<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-Bus Bus Configuration 1.0//EN"
- "http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd">
-<busconfig>
-  <type>session</type>
-  <listen>unix:path=$T_DIR/bus</listen>
-  <auth>EXTERNAL</auth>
-  <policy context="default">
-    <allow send_destination="*" eavesdrop="true"/>
-    <allow eavesdrop="true"/>
-    <allow own="*"/>
-  </policy>
-</busconfig>
-XML
-dbus-daemon --config-file="$T_DIR/bus.conf" --nofork --nopidfile >"$T_DIR/bus.log" 2>&1 &
-track $!
-BUS="unix:path=$T_DIR/bus"
-for _ in $(seq 100); do [ -S "$T_DIR/bus" ] && break; sleep 0.05; done
-[ -S "$T_DIR/bus" ] || die "dbus-daemon did not start: $(cat "$T_DIR/bus.log")"
-bus() { busctl --address="$BUS" --timeout=30 "$@"; }
-manager() { bus "$1" org.axolotl /org/axolotl/Manager1 org.axolotl.Manager1 "${@:2}"; }
+start_bus
 
 # Every Manager1 signal, from before the host is up.
 busctl --address="$BUS" monitor --match="type='signal',interface='org.axolotl.Manager1'" \
@@ -179,8 +154,10 @@ axl wait dsc --timeout 120 >&2 || die "short guest failed"
 await_change dsc shutoff
 axl destroy dsc >&2
 await_change dsc destroyed
-[ "$(state_changes | tr '\n' ,)" = "dbg running,dbg shutoff,dbg destroyed,dsc running,dsc shutoff,dsc destroyed," ] ||
-  die "DomainStateChanged signals out of order or repeated: $(state_changes | tr '\n' ,)"
+want="dbg preparing,dbg vtpm-starting,dbg attaching,dbg starting,dbg running,dbg shutoff,dbg destroyed,"
+want+="dsc preparing,dsc attaching,dsc starting,dsc running,dsc shutoff,dsc destroyed,"
+[ "$(state_changes | tr '\n' ,)" = "$want" ] ||
+  die "DomainStateChanged signals out of order, missing or repeated: $(state_changes | tr '\n' ,)"
 # Bad input over the bus: an error reply naming the problem.
 err=$(manager call DestroyDomain s nosuch 2>&1) && die "destroying an unknown domain succeeded"
 log "unknown domain: $err"

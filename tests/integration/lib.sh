@@ -96,6 +96,35 @@ console_has() {
   grep -q -- "$2" <<<"$text"
 }
 
+# start_bus: a private dbus-daemon of the test's own (stopped by PID at exit);
+# sets BUS to its address.  bus ARGS... runs busctl on it.
+start_bus() {
+  for t in dbus-daemon busctl; do
+    command -v "$t" >/dev/null || { echo "SKIP: $t not installed (apt-get install dbus systemd)"; exit 77; }
+  done
+  cat >"$T_DIR/bus.conf" <<XML
+<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-Bus Bus Configuration 1.0//EN"
+ "http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd">
+<busconfig>
+  <type>session</type>
+  <listen>unix:path=$T_DIR/bus</listen>
+  <auth>EXTERNAL</auth>
+  <policy context="default">
+    <allow send_destination="*" eavesdrop="true"/>
+    <allow eavesdrop="true"/>
+    <allow own="*"/>
+  </policy>
+</busconfig>
+XML
+  dbus-daemon --config-file="$T_DIR/bus.conf" --nofork --nopidfile >"$T_DIR/bus.log" 2>&1 &
+  track $!
+  BUS="unix:path=$T_DIR/bus"
+  for _ in $(seq 100); do [ -S "$T_DIR/bus" ] && break; sleep 0.05; done
+  [ -S "$T_DIR/bus" ] || die "dbus-daemon did not start: $(cat "$T_DIR/bus.log")"
+}
+bus() { busctl --address="$BUS" --timeout=30 "$@"; }
+manager() { bus "$1" org.axolotl /org/axolotl/Manager1 org.axolotl.Manager1 "${@:2}"; }
+
 # --- vTPM tests -------------------------------------------------------------
 
 # vtpm_host_toml FILE: a host with one blk driver domain, which a guest that
