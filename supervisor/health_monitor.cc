@@ -54,7 +54,7 @@ void HealthMonitor::watch() {
                       for (;;) {
                         auto m = wire::recv(fd_.get(), MSG_DONTWAIT);
                         if (!m) {
-                          if (m.error().message == wire::kWouldBlock) break;
+                          if (m.error().code == Errc::kWouldBlock) break;
                           return;  // closed: the domain's exit is seen by its pidfd
                         }
                         try {
