@@ -290,7 +290,8 @@ write("driver_messages", "hello_standby_net", struct.pack("<I", 1)
 write("driver_messages", "attached_ok", struct.pack("<I", 3)
       + driver_msg("(attached = (deviceId = 3, ok = true))"))
 write("driver_messages", "attached_refused", struct.pack("<I", 3)
-      + driver_msg('(attached = (deviceId = 3, ok = false, error = "attach carries 2 fds, expected 3"))'))
+      + driver_msg('(attached = (deviceId = 3, ok = false,'
+                   ' error = "attach carries 2 fds, expected 3"))'))
 write("driver_messages", "attached_wrong_id", struct.pack("<I", 4)
       + driver_msg("(attached = (deviceId = 3, ok = true))"))
 

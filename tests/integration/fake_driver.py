@@ -50,9 +50,10 @@ def hello(name, kind=1, pid=None, standby=False):
     pid = os.getpid() if pid is None else pid
     # root: 1 data word (tag), 1 pointer -> Hello at +0 after it
     root = struct_ptr(0, 1, 1) + word(0)
-    # Hello: data word = kind (u16 @0), pid (i32 @32 bits), standby (bit 64?)
-    # schema: name @0 Text (ptr 0); kind @1 u16 at bits 0..15; pid @2 i32 at
-    # bits 32..63; standby @3 bool at bit 16.
+    # Hello's one data word (common/schema/driver.capnp, laid out as the
+    # encoding spec places fields in order): kind @1 (u16) at bits 0..15,
+    # standby @3 (bool) at bit 16, pid @2 (i32) at bits 32..63; name @0 is
+    # pointer 0.
     data = kind | ((1 if standby else 0) << 16) | ((pid & 0xffffffff) << 32)
     hello_ptr = struct_ptr(0, 1, 1)
     name_bytes = text_words(name)

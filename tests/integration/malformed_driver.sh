@@ -93,13 +93,15 @@ fake_attach() {  # fake_attach NAME CASE
 fake_attach fake0 garbage-words
 fake_attach fake1 wrong-id
 fake_attach fake2 not-aligned
-grep -qF "dropping its connection" "$T_STATE/hv.log" || die "hv.log does not say a driver was dropped"
+grep -qF "dropping its connection" "$T_STATE/hv.log" ||
+  die "hv.log does not say a driver was dropped"
 
 axl list >&2 || die "axl list failed"
 axl drivers >&2
 axl drivers | grep -qw blk0 || die "the real driver blk0 is gone"
 axl wait md1 --timeout 300 >&2 || die "guest script failed (status $?)"
 [ "$(console_value md1 DISK-SHA256)" = "$disk_sha" ] || die "guest read a different disk"
-[ "$(console_value md1 DISK-SHA256-AGAIN)" = "$disk_sha" ] || die "guest read a different disk later"
+[ "$(console_value md1 DISK-SHA256-AGAIN)" = "$disk_sha" ] ||
+  die "guest read a different disk later"
 kill -0 "$hv_pid" 2>/dev/null || die "the hypervisor is gone"
 log "PASS"
