@@ -26,7 +26,7 @@ class Call final : public PendingCall, public std::enable_shared_from_this<Call>
     timer_.expires_after(std::chrono::milliseconds(timeout_ms));
     timer_.async_wait([self = shared_from_this(), timeout_ms](const boost::system::error_code& ec) {
       if (ec) return;
-      self->finish(make_error("no reply within " + std::to_string(timeout_ms) + " ms"));
+      self->finish(make_error(Errc::kTimeout, "no reply within " + std::to_string(timeout_ms) + " ms"));
     });
     wait();
   }
@@ -44,7 +44,7 @@ class Call final : public PendingCall, public std::enable_shared_from_this<Call>
                      [self = shared_from_this()](const boost::system::error_code& ec) {
                        if (ec || !self->done_) return;
                        auto r = wire::recv(self->sock_.native_handle(), MSG_DONTWAIT);
-                       if (!r && r.error().message == wire::kWouldBlock) return self->wait();
+                       if (!r && r.error().code == Errc::kWouldBlock) return self->wait();
                        if (!r) return self->finish(r.error());
                        self->finish(check(std::move(r).value()));
                      });

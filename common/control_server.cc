@@ -65,7 +65,7 @@ void ControlServer::serve(std::shared_ptr<asio::posix::stream_descriptor> conn) 
                                                                   const boost::system::error_code& ec) {
     if (ec) return;
     auto m = wire::recv(conn->native_handle(), MSG_DONTWAIT);
-    if (!m && m.error().message == wire::kWouldBlock) return serve(conn);
+    if (!m && m.error().code == Errc::kWouldBlock) return serve(conn);
     if (!m) return;  // closed or malformed: drop the connection
     capnp::MallocMessageBuilder reply;
     auto rb = reply.initRoot<schema::ControlReply>();

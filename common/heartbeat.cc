@@ -28,7 +28,7 @@ void HeartbeatResponder::arm() {
                       for (;;) {
                         auto m = wire::recv(fd_.get(), MSG_DONTWAIT);
                         if (!m) {
-                          if (m.error().message == wire::kWouldBlock) break;
+                          if (m.error().code == Errc::kWouldBlock) break;
                           AXL_WARN("supervisor health channel lost: %s",
                                    m.error().message.c_str());
                           if (on_lost_) on_lost_();

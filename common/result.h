@@ -7,11 +7,25 @@
 
 namespace axl {
 
+// What kind of failure an Error is, for callers that act on it (retry on
+// kWouldBlock, stop on kClosed, drop a peer on kMalformed).  The message is
+// for people and logs; code compares the code, never the text.
+enum class Errc {
+  kOther,       // anything no caller tells apart
+  kClosed,      // the peer closed the connection in an orderly way
+  kWouldBlock,  // nothing to read now (non-blocking receive)
+  kTimeout,     // nothing arrived in the time allowed
+  kMalformed,   // the peer sent something that is not a valid message
+  kIo,          // a system call on the socket failed
+};
+
 struct Error {
   std::string message;
+  Errc code = Errc::kOther;
 };
 
 inline Error make_error(std::string msg) { return Error{std::move(msg)}; }
+inline Error make_error(Errc code, std::string msg) { return Error{std::move(msg), code}; }
 
 template <typename T>
 class [[nodiscard]] Result {

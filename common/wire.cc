@@ -38,7 +38,7 @@ Status send(int sock, capnp::MessageBuilder& msg, const std::vector<int>& fds) {
   ssize_t n;
   do n = ::sendmsg(sock, &mh, MSG_NOSIGNAL);
   while (n < 0 && errno == EINTR);
-  if (n < 0) return make_error(std::string("send: ") + strerror(errno));
+  if (n < 0) return make_error(Errc::kIo, std::string("send: ") + strerror(errno));
   return {};
 }
 
@@ -65,11 +65,14 @@ Result<Received> recv(int sock, int flags) {
       }
     }
   }
-  if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) return make_error(kWouldBlock);
-  if (n < 0) return make_error(std::string("recv: ") + strerror(errno));
-  if (n == 0) return make_error(kClosed);
-  if (mh.msg_flags & (MSG_TRUNC | MSG_CTRUNC)) return make_error("message truncated");
-  if (n % sizeof(capnp::word) != 0) return make_error("message not word aligned");
+  if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+    return make_error(Errc::kWouldBlock, kWouldBlock);
+  if (n < 0) return make_error(Errc::kIo, std::string("recv: ") + strerror(errno));
+  if (n == 0) return make_error(Errc::kClosed, kClosed);
+  if (mh.msg_flags & (MSG_TRUNC | MSG_CTRUNC))
+    return make_error(Errc::kMalformed, "message truncated");
+  if (n % sizeof(capnp::word) != 0)
+    return make_error(Errc::kMalformed, "message not word aligned");
   size_t nw = static_cast<size_t>(n) / sizeof(capnp::word);
   auto exact = kj::heapArray<capnp::word>(nw);
   memcpy(exact.begin(), words.begin(), static_cast<size_t>(n));
@@ -77,7 +80,8 @@ Result<Received> recv(int sock, int flags) {
     Received r(kj::mv(exact), std::move(fds));
     return r;
   } catch (const kj::Exception& e) {
-    return make_error(std::string("malformed message: ") + e.getDescription().cStr());
+    return make_error(Errc::kMalformed,
+                      std::string("malformed message: ") + e.getDescription().cStr());
   }
 }
 
@@ -86,7 +90,8 @@ Result<Received> recv_timeout(int sock, int timeout_ms) {
   int r;
   do r = ::poll(&p, 1, timeout_ms);
   while (r < 0 && errno == EINTR);
-  if (r == 0) return make_error("timed out waiting for a reply");
+  if (r == 0) return make_error(Errc::kTimeout, "timed out waiting for a reply");
+  if (r < 0) return make_error(Errc::kIo, std::string("poll: ") + strerror(errno));
   return recv(sock, MSG_DONTWAIT);
 }
 

@@ -34,12 +34,17 @@ class Received {
 };
 
 Status send(int sock, capnp::MessageBuilder& msg, const std::vector<int>& fds = {});
-// Reads one message. An orderly close yields Error kClosed; with
-// MSG_DONTWAIT in `flags` and nothing queued, Error kWouldBlock.
+// Reads one message. The Error's code says what happened: Errc::kClosed for
+// an orderly close; Errc::kWouldBlock with MSG_DONTWAIT in `flags` and
+// nothing queued; Errc::kMalformed for a packet that is not one Cap'n Proto
+// message (truncated, not word aligned, a bad segment table), which has been
+// consumed, so the socket stays usable; Errc::kIo when recvmsg failed.
+// The messages below stay as they were: logs and tests read them.
 inline constexpr const char* kClosed = "closed";
 inline constexpr const char* kWouldBlock = "would block";
 Result<Received> recv(int sock, int flags = 0);
-// Waits up to `timeout_ms` for a message.
+// Waits up to `timeout_ms` for a message: Errc::kTimeout when none came,
+// else as recv.
 Result<Received> recv_timeout(int sock, int timeout_ms);
 
 // Connect / listen on a SOCK_SEQPACKET Unix socket path.

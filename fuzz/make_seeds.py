@@ -5,6 +5,7 @@ a valid exchange or config first, then edge cases.  The byte layouts are the
 ones documented at the top of each fuzz target."""
 import os
 import struct
+import subprocess
 import sys
 
 top = os.path.join(os.path.dirname(os.path.abspath(__file__)), "corpus")
@@ -270,4 +271,28 @@ write("net_responses", "tx_rebind_and_violation", bytes([0x80]) + bytes([1]) + s
       + net_resp(4, 0, b"") + net_resp(4, 0, b"") + bytes([3]) + bytes([5, 1, 4]) + struct.pack("<I", 7) + bytes([3]))
 write("net_responses", "rx_short_header", bytes([0]) + bytes([0]) + struct.pack("<HB", 100, 0)
       + net_resp(2, 0, bytes(5)) + bytes([3]) + net_resp(3, 1, b"") + bytes([3]))
+
+# ---- driver control messages (driver_messages_fuzz.cc) -----------------------
+# u32 device id asked for, then one Cap'n Proto message as the packet carried
+# it, encoded by the capnp tool from common/schema/driver.capnp.
+schema = os.path.join(os.path.dirname(top), "..", "common", "schema", "driver.capnp")
+
+
+def driver_msg(text):
+    return subprocess.run(["capnp", "encode", schema, "DriverMsg"], input=text.encode(),
+                          capture_output=True, check=True).stdout
+
+
+write("driver_messages", "hello", struct.pack("<I", 1)
+      + driver_msg('(hello = (name = "blk0", kind = blk, pid = 4242))'))
+write("driver_messages", "hello_standby_net", struct.pack("<I", 1)
+      + driver_msg('(hello = (name = "net-0", kind = net, pid = 77, standby = true))'))
+write("driver_messages", "attached_ok", struct.pack("<I", 3)
+      + driver_msg("(attached = (deviceId = 3, ok = true))"))
+write("driver_messages", "attached_refused", struct.pack("<I", 3)
+      + driver_msg('(attached = (deviceId = 3, ok = false,'
+                   ' error = "attach carries 2 fds, expected 3"))'))
+write("driver_messages", "attached_wrong_id", struct.pack("<I", 4)
+      + driver_msg("(attached = (deviceId = 3, ok = true))"))
+
 print("seeds written under", top, file=sys.stderr)

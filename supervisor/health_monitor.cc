@@ -88,7 +88,7 @@ void HealthMonitor::watch() {
 bool HealthMonitor::read_pongs() {
   for (;;) {
     auto m = wire::recv(fd_.get(), MSG_DONTWAIT);
-    if (!m) return m.error().message == wire::kWouldBlock;
+    if (!m) return m.error().code == Errc::kWouldBlock;
     try {
       auto hb = m->root<schema::Heartbeat>();
       // Only answers to pings sent, in order: the domain is untrusted and

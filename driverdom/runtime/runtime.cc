@@ -61,14 +61,14 @@ bool Runtime::on_control_readable() {
   auto msg = wire::recv(control_.get());
   if (!msg) {
     const std::string& why = msg.error().message;
-    if (why == "closed") {
+    if (msg.error().code == Errc::kClosed) {
       AXL_INFO("hypervisor closed the control socket, exiting");
       stop(0);
       return false;
     }
-    // wire::recv names socket failures "recv: ..."; anything else was a bad
-    // packet that has already been consumed, so the socket is still usable.
-    if (why.rfind("recv:", 0) == 0) {
+    // A failed recvmsg ends the connection; anything else was a bad packet
+    // that has already been consumed, so the socket is still usable.
+    if (msg.error().code == Errc::kIo) {
       AXL_ERROR("control socket: %s", why.c_str());
       stop(1);
       return false;

@@ -5,10 +5,20 @@
 #include "common/log.h"
 #include "common/schema/driver.capnp.h"
 #include "common/wire.h"
+#include "hypervisor/daemon/driver_messages.h"
 
 namespace axl::hv {
 
 namespace asio = boost::asio;
+
+namespace {
+// Who is on the other end of a connection that has not said who it is.
+int peer_pid_of(int fd) {
+  struct ucred cred{};
+  socklen_t len = sizeof cred;
+  return ::getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) == 0 ? cred.pid : 0;
+}
+}  // namespace
 
 DriverConnection::DriverConnection(std::string name, config::DriverKind kind, int pid,
                                    UniqueFd sock, asio::io_context& io)
@@ -33,20 +43,39 @@ Result<uint32_t> DriverConnection::attach(const AttachArgs& a) {
     b.setReadOnly(a.read_only);
     b.setSerial(a.serial);
   }
+  if (broken_) return make_error(Errc::kClosed, "driver '" + name_ + "' is being dropped");
   if (auto s = wire::send(sock_.get(), mb, a.fds); !s)
-    return make_error("driver '" + name_ + "': " + s.error().message);
+    return make_error(s.error().code, "driver '" + name_ + "': " + s.error().message);
   auto reply = wire::recv_timeout(sock_.get(), 5000);
-  if (!reply) return make_error("driver '" + name_ + "' did not answer attach: " +
-                                reply.error().message);
-  auto msg = reply->root<schema::DriverMsg>();
-  if (!msg.isAttached() || msg.getAttached().getDeviceId() != id)
-    return make_error("driver '" + name_ + "' answered attach with a wrong message");
-  auto ans = msg.getAttached();
-  if (!ans.getOk())
-    return make_error("driver '" + name_ + "' refused the device: " +
-                      std::string(ans.getError().cStr()));
+  if (!reply) {
+    if (reply.error().code == Errc::kMalformed) drop();
+    return make_error(reply.error().code,
+                      "driver '" + name_ + "' did not answer attach: " + reply.error().message);
+  }
+  auto ans = decode_attached(*reply, id);
+  if (!ans) {
+    drop();
+    return make_error(Errc::kMalformed, "driver '" + name_ +
+                                            "' answered attach with a malformed message: " +
+                                            ans.error().message);
+  }
+  if (!ans->ok) return make_error("driver '" + name_ + "' refused the device: " + ans->error);
   ++devices_;
   return id;
+}
+
+// The driver broke the protocol: whatever it holds of the device it was
+// asked to take is unknown, and a late answer would be read as the answer to
+// the next attach.  Shutting the socket down (not closing it: the registry
+// owns the connection) makes the registry's watch see it closed, so the
+// connection is forgotten (its standby, if any, promoted) on the next turn
+// of the loop, and the driver reads end of file, exits, and the supervisor
+// starts a fresh instance.
+void DriverConnection::drop() {
+  if (broken_) return;
+  broken_ = true;
+  AXL_WARN("driver '%s' (pid %d): dropping its connection", name_.c_str(), pid_);
+  ::shutdown(sock_.get(), SHUT_RDWR);
 }
 
 void DriverConnection::detach(uint32_t device_id) {
@@ -85,28 +114,25 @@ void DriverRegistry::await_hello(std::shared_ptr<asio::posix::stream_descriptor>
                                                                const boost::system::error_code& ec) {
     if (ec) return;
     auto m = wire::recv(fd, MSG_DONTWAIT);
-    if (!m && m.error().message == wire::kWouldBlock) return await_hello(s, fd);
+    if (!m && m.error().code == Errc::kWouldBlock) return await_hello(s, fd);
     if (!m) {
       AXL_WARN("driver connection dropped before hello: %s", m.error().message.c_str());
       return;  // `s` closes the fd
     }
-    auto msg = m->root<schema::DriverMsg>();
-    if (!msg.isHello()) {
-      AXL_WARN("driver connection: first message is not hello; closing");
+    // Only this one connection is refused; every other driver and guest is
+    // served on.
+    auto h = decode_hello(*m);
+    if (!h) {
+      AXL_WARN("driver connection (peer pid %d): malformed hello: %s; closing", peer_pid_of(fd),
+               h.error().message.c_str());
       return;
     }
-    auto h = msg.getHello();
-    std::string name = h.getName();
-    if (!config::valid_name(name)) {
-      AXL_WARN("driver connection: bad name in hello; closing");
-      return;
-    }
-    auto kind = h.getKind() == schema::DriverKind::NET ? config::DriverKind::kNet
-                                                       : config::DriverKind::kBlk;
+    const std::string& name = h->name;
+    const auto kind = h->kind;
     UniqueFd own(s->release());
-    if (h.getStandby() && drivers_.count(name)) {
-      AXL_INFO("driver '%s' standby connected, pid %d", name.c_str(), h.getPid());
-      auto conn = std::make_unique<DriverConnection>(name, kind, h.getPid(), std::move(own), io_);
+    if (h->standby && drivers_.count(name)) {
+      AXL_INFO("driver '%s' standby connected, pid %d", name.c_str(), h->pid);
+      auto conn = std::make_unique<DriverConnection>(name, kind, h->pid, std::move(own), io_);
       DriverConnection* raw = conn.get();
       standbys_[name] = std::move(conn);  // a previous standby closes here
       watch_standby(raw);
@@ -115,9 +141,8 @@ void DriverRegistry::await_hello(std::shared_ptr<asio::posix::stream_descriptor>
     }
     if (drivers_.count(name))
       AXL_INFO("driver '%s' reconnected: its devices move to the new instance", name.c_str());
-    AXL_INFO("driver '%s' (%s) connected, pid %d", name.c_str(), config::to_string(kind),
-             h.getPid());
-    auto conn = std::make_unique<DriverConnection>(name, kind, h.getPid(), std::move(own), io_);
+    AXL_INFO("driver '%s' (%s) connected, pid %d", name.c_str(), config::to_string(kind), h->pid);
+    auto conn = std::make_unique<DriverConnection>(name, kind, h->pid, std::move(own), io_);
     DriverConnection* raw = conn.get();
     drivers_[name] = std::move(conn);  // a previous connection closes here
     watch(raw);
@@ -132,10 +157,13 @@ void DriverRegistry::watch(DriverConnection* c) {
                           [this, c](const boost::system::error_code& ec) {
                             if (ec) return;
                             auto m = wire::recv(c->watcher().native_handle(), MSG_DONTWAIT);
-                            if (!m && m.error().message == wire::kWouldBlock) return watch(c);
+                            if (!m && m.error().code == Errc::kWouldBlock) return watch(c);
                             if (!m) {
-                              AXL_WARN("driver '%s' disconnected: %s", c->name().c_str(),
-                                       m.error().message.c_str());
+                              AXL_WARN("driver '%s' disconnected: %s%s", c->name().c_str(),
+                                       m.error().message.c_str(),
+                                       m.error().code == Errc::kMalformed
+                                           ? " (a malformed packet: connection dropped)"
+                                           : "");
                               std::string name = c->name();
                               drivers_.erase(name);
                               auto sb = standbys_.find(name);
@@ -154,8 +182,8 @@ void DriverRegistry::watch(DriverConnection* c) {
                               }
                               return;
                             }
-                            AXL_WARN("driver '%s' sent an unsolicited message; ignored",
-                                     c->name().c_str());
+                            AXL_WARN("driver '%s' sent an unsolicited %s; ignored",
+                                     c->name().c_str(), describe(*m).c_str());
                             watch(c);
                           });
 }
@@ -165,13 +193,16 @@ void DriverRegistry::watch_standby(DriverConnection* c) {
                           [this, c](const boost::system::error_code& ec) {
                             if (ec) return;
                             auto m = wire::recv(c->watcher().native_handle(), MSG_DONTWAIT);
-                            if (!m && m.error().message == wire::kWouldBlock)
+                            if (!m && m.error().code == Errc::kWouldBlock)
                               return watch_standby(c);
                             if (!m) {
-                              AXL_WARN("driver '%s' standby disconnected", c->name().c_str());
+                              AXL_WARN("driver '%s' standby disconnected: %s", c->name().c_str(),
+                                       m.error().message.c_str());
                               standbys_.erase(c->name());
                               return;
                             }
+                            AXL_WARN("driver '%s' standby sent an unsolicited %s; ignored",
+                                     c->name().c_str(), describe(*m).c_str());
                             watch_standby(c);
                           });
 }

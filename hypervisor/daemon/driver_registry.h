@@ -46,8 +46,14 @@ class DriverConnection {
     bool read_only = false;
     std::string serial;
   };
+  // A malformed answer is an Error with code Errc::kMalformed, and the
+  // connection is dropped (see drop()); a refusal is an Error that leaves
+  // the connection as it was.
   Result<uint32_t> attach(const AttachArgs& a);
   void detach(uint32_t device_id);
+  // The driver broke the protocol: the connection is shut down, and the
+  // registry forgets it once its watch sees that.  Later attaches fail.
+  void drop();
 
  private:
   std::string name_;
@@ -58,6 +64,7 @@ class DriverConnection {
   boost::asio::posix::stream_descriptor watch_;  // borrows sock_ for readiness only
   uint32_t next_device_id_ = 1;
   size_t devices_ = 0;
+  bool broken_ = false;  // drop() was called
 };
 
 class DriverRegistry {
