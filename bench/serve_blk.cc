@@ -12,6 +12,7 @@
 
 #include <chrono>
 #include <filesystem>
+#include <optional>
 
 #include "common/asio.h"
 #include "common/log.h"
@@ -62,7 +63,17 @@ int main(int argc, char** argv) {
       fprintf(stderr, "cannot open %s\n", image.c_str());
     } else {
       req.blk = axl::hv::BlkDeviceSpec{uint64_t(st.st_size) & ~511ull, false, "axl-bench"};
-      auto b = axl::hv::bind_device(*reg.find("bench-blk"), socket, req);
+      // The attach is answered on the loop: run it until then.
+      std::optional<axl::Result<axl::hv::ChannelGrant>> grant;
+      axl::hv::attach_channel(*reg.find("bench-blk"), req,
+                              [&](axl::Result<axl::hv::ChannelGrant> g) { grant.emplace(std::move(g)); });
+      while (!grant) io.run_one();
+      axl::Result<axl::hv::BoundDevice> b = axl::make_error("no grant");
+      if (*grant)
+        b = axl::hv::make_bound_device(socket, req, std::move(*grant).value(),
+                                       reg.find("bench-blk")->instance_pid(), {});
+      else
+        b = grant->error();
       if (!b) {
         fprintf(stderr, "%s\n", b.error().message.c_str());
       } else {

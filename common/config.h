@@ -101,6 +101,8 @@ inline constexpr const char* kFaultNames[] = {
     "crash", "hang", "hog-memory", "hog-pids",
     // Data-path faults: the driver breaks the channel protocol.
     "wild-write", "bogus-id", "bogus-len", "dup-completion", "stall",
+    // Control-path faults: attach answered late (3 s) or never.
+    "slow-attach", "mute-attach",
     // Escape attempts: each must be refused by the sandbox.
     "open-host-file", "open-socket", "ptrace-hv", "signal-hv", "map-hv-mem"};
 bool is_fault_name(const std::string& s);

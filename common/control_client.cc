@@ -26,7 +26,8 @@ class Call final : public PendingCall, public std::enable_shared_from_this<Call>
     timer_.expires_after(std::chrono::milliseconds(timeout_ms));
     timer_.async_wait([self = shared_from_this(), timeout_ms](const boost::system::error_code& ec) {
       if (ec) return;
-      self->finish(make_error(Errc::kTimeout, "no reply within " + std::to_string(timeout_ms) + " ms"));
+      self->finish(
+          make_error(Errc::kTimeout, "no reply within " + std::to_string(timeout_ms) + " ms"));
     });
     wait();
   }

@@ -98,6 +98,8 @@ int main(int argc, char** argv) {
     driver = std::move(net);
   }
   FaultHooks faults(io, opts->fault_injection, data_faults_ptr);
+  AttachFault attach_fault;
+  faults.set_attach_fault(&attach_fault);
   if (opts->fault_injection) {
     std::string dir = opts->hv_socket.substr(0, opts->hv_socket.rfind('/'));
     faults.set_escape_targets({opts->hv_pid.value_or(0), opts->hv_socket.empty() ? "" : dir});
@@ -114,6 +116,7 @@ int main(int argc, char** argv) {
   const SandboxPolicy policy{opts->kind, opts->fault_injection};
   const bool sandbox = opts->sandbox;
   Runtime runtime(io, std::move(opts).value(), std::move(control).value(), *driver);
+  runtime.set_attach_fault(&attach_fault);
   // Everything it will ever use is in hand now: confine before serving.
   if (sandbox) {
     if (auto s = enter_sandbox(policy); !s) {

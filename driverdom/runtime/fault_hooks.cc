@@ -39,6 +39,11 @@ Status FaultHooks::run(const std::string& fault) {
     hog_pids_step();
     return {};
   }
+  if (fault == "slow-attach" || fault == "mute-attach") {
+    if (!attach_) return make_error("this driver has no control path to break");
+    attach_->mode = fault == "slow-attach" ? AttachFault::Mode::kSlow : AttachFault::Mode::kMute;
+    return {};
+  }
   // Data-path faults.
   if (fault == "wild-write" || fault == "bogus-id" || fault == "bogus-len" ||
       fault == "dup-completion" || fault == "stall") {

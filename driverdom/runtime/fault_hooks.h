@@ -42,6 +42,15 @@ class DataPathFaults {
   std::vector<channel::DriverEnd*> ends_;
 };
 
+// Control-path faults: how the runtime answers the hypervisor's attach
+// (slow-attach: 3 s late; mute-attach: never).  Armed by FaultHooks, obeyed
+// by the Runtime.
+struct AttachFault {
+  enum class Mode { kNone, kSlow, kMute };
+  static constexpr int kSlowMs = 3000;
+  Mode mode = Mode::kNone;
+};
+
 class FaultHooks {
  public:
   // `data` may be null: the data-path faults are then refused.
@@ -63,6 +72,8 @@ class FaultHooks {
     std::string state_dir;  // the host's state dir (hv.sock, host.toml, ...)
   };
   void set_escape_targets(EscapeTargets t) { escape_ = std::move(t); }
+  // Where slow-attach and mute-attach are armed (null: refused).
+  void set_attach_fault(AttachFault* a) { attach_ = a; }
 
  private:
   // True when `fault` names an escape-attempt hook (it then ran).
@@ -77,6 +88,7 @@ class FaultHooks {
 
   void hog_memory_step();
   void hog_pids_step();
+  AttachFault* attach_ = nullptr;
   boost::asio::io_context& io_;
   bool enabled_;
   DataPathFaults* data_;

@@ -119,6 +119,25 @@ void Runtime::handle(AttachSpec spec, std::vector<UniqueFd> fds) {
   devices_.insert(spec.device_id);
   AXL_INFO("attached device %u (slots=%u slot_size=%u)", spec.device_id, spec.slots,
            spec.slot_size);
+  if (attach_fault_ && attach_fault_->mode == AttachFault::Mode::kMute) {
+    AXL_WARN("fault mute-attach: device %u attached, no answer sent", spec.device_id);
+    return;
+  }
+  if (attach_fault_ && attach_fault_->mode == AttachFault::Mode::kSlow) {
+    // Late, but from the loop: heartbeats and other devices are served meanwhile.
+    AXL_WARN("fault slow-attach: device %u answered in %d ms", spec.device_id,
+             AttachFault::kSlowMs);
+    auto t = std::make_unique<boost::asio::steady_timer>(
+        io_, std::chrono::milliseconds(AttachFault::kSlowMs));
+    const uint32_t id = spec.device_id;
+    t->async_wait([this, id](const boost::system::error_code& ec) {
+      if (ec) return;
+      if (auto s = send_attached(control_.get(), id, true, ""); !s)
+        AXL_WARN("cannot answer the hypervisor: %s", s.error().message.c_str());
+    });
+    late_answers_.push_back(std::move(t));
+    return;
+  }
   if (auto s = send_attached(control_.get(), spec.device_id, true, ""); !s)
     AXL_WARN("cannot answer the hypervisor: %s", s.error().message.c_str());
 }

@@ -12,6 +12,7 @@
 #include "common/unique_fd.h"
 #include "driverdom/runtime/control.h"
 #include "driverdom/runtime/driver.h"
+#include "driverdom/runtime/fault_hooks.h"
 #include "driverdom/runtime/fd_watch.h"
 #include "driverdom/runtime/options.h"
 
@@ -28,6 +29,8 @@ class Runtime {
   // 0 when the hypervisor closed the socket or a SIGTERM/SIGINT came.
   int run();
   State state() const { return state_; }
+  // Fault injection (may stay null): how attaches are answered.
+  void set_attach_fault(const AttachFault* a) { attach_fault_ = a; }
 
  private:
   bool on_control_readable();
@@ -44,6 +47,8 @@ class Runtime {
   int exit_code_ = 0;
   std::set<uint32_t> devices_;
   std::unique_ptr<FdWatch> control_watch_;
+  const AttachFault* attach_fault_ = nullptr;
+  std::vector<std::unique_ptr<boost::asio::steady_timer>> late_answers_;
   boost::asio::signal_set signals_;
 };
 

@@ -1,6 +1,8 @@
 // Binds one guest device to a driver domain: a fresh channel, the driver's
 // attach answer, and the vhost-user device that serves QEMU on `socket`.
+// Asking a driver never waits on the loop: attach_channel answers later.
 #pragma once
+#include <functional>
 #include <memory>
 #include <string>
 
@@ -27,14 +29,15 @@ struct ChannelGrant {
   uint32_t device_id;
   channel::HvEnd end;
 };
-Result<ChannelGrant> attach_channel(DriverConnection& drv, const DeviceRequest& req);
+// Makes a fresh channel and sends it to the driver; `done` runs on the loop
+// with the grant once the driver took it, or with the error.
+void attach_channel(DriverConnection& drv, const DeviceRequest& req,
+                    std::function<void(Result<ChannelGrant>)> done);
 
-// On error nothing stays attached and no socket is left.
-// `sup.owner` is set to the driver's pid here.
-Result<BoundDevice> bind_device(DriverConnection& drv, const std::string& socket,
-                                const DeviceRequest& req, DeviceSupervision sup = {});
-// A restarted driver domain: attach a fresh channel to it and move the live
-// device there (its in-flight requests are replayed).
-Status rebind_device(DriverConnection& drv, const DeviceRequest& req, BoundDevice& b);
+// The vhost-user device on `socket` over a granted channel, started.  On
+// error no socket is left (the caller detaches the grant).
+// `sup.owner` is set to `owner_pid` here.
+Result<BoundDevice> make_bound_device(const std::string& socket, const DeviceRequest& req,
+                                      ChannelGrant grant, int owner_pid, DeviceSupervision sup);
 
 }  // namespace axl::hv

@@ -147,47 +147,51 @@ std::string disk_serial(const std::string& dom, size_t i) {
 }
 }  // namespace
 
-Status DomainEngine::attach_devices(Domain& d, std::vector<QemuDevice>& qdevs) {
-  auto bind = [&](const std::string& driver_name, DeviceRequest req) -> Status {
-    DriverConnection* drv = drivers_.find(driver_name);
-    if (!drv) return make_error("driver '" + driver_name + "' is not running on this host");
+DeviceBinding* DomainEngine::resolve(const BindingRef& r) {
+  auto alive = r.alive.lock();
+  if (!alive || !*alive) return nullptr;
+  if (r.index >= r.d->devices.size() || r.d->devices[r.index].driver != r.driver) return nullptr;
+  return &r.d->devices[r.index];
+}
+
+void DomainEngine::attach_next(Domain* d, std::shared_ptr<Requests> reqs, size_t i) {
+  if (i == reqs->size()) return create_spawn(d);
+  const std::string driver_name = (*reqs)[i].first;
+  DriverConnection* drv = drivers_.find(driver_name);
+  if (!drv) return create_failed(d, make_error("driver '" + driver_name + "' is not running on this host"));
+  const uint64_t serial = drv->serial();
+  std::weak_ptr<bool> alive = d->alive;
+  attach_channel(*drv, (*reqs)[i].second, [=, this](Result<ChannelGrant> g) {
+    auto a = alive.lock();
+    DriverConnection* cur = drivers_.find_serial(driver_name, serial);
+    if (!a || !*a) {  // destroyed meanwhile: give the channel back
+      if (g && cur) cur->detach(g->device_id);
+      return;
+    }
+    if (!g) return create_failed(d, g.error());
+    if (!cur || drivers_.find(driver_name) != cur) {
+      // The driver was replaced while it answered: ask its successor instead.
+      if (cur) cur->detach(g->device_id);
+      return attach_next(d, reqs, i);
+    }
+    DeviceRequest& req = (*reqs)[i].second;
+    const std::string sock = d->dir + "/dev" + std::to_string(i) + ".sock";
+    auto b = make_bound_device(sock, req, std::move(g).value(), cur->instance_pid(),
+                               supervision_for(driver_name));
+    if (!b) {
+      cur->detach(g->device_id);
+      return create_failed(d, b.error());
+    }
     const auto kind = req.kind;
     const auto mac = req.net.mac;
-    std::string sock = d.dir + "/dev" + std::to_string(qdevs.size()) + ".sock";
-    auto b = bind_device(*drv, sock, req, supervision_for(driver_name));
-    if (!b) return b.error();
-    d.devices.push_back(DeviceBinding{driver_name, std::move(req), std::move(b).value(), {}});
-    if (DriverConnection* sb = drivers_.find_standby(driver_name)) {
-      auto g = attach_channel(*sb, d.devices.back().request);
-      if (g) d.devices.back().standby.emplace(std::move(g).value());
-    }
-    qdevs.push_back(QemuDevice{kind == config::DriverKind::kBlk ? QemuDevice::Kind::kBlk
-                                                                : QemuDevice::Kind::kNet,
-                               sock, mac});
-    return {};
-  };
-
-  for (size_t i = 0; i < d.cfg.disks.size(); ++i) {
-    const auto& disk = d.cfg.disks[i];
-    DeviceRequest req;
-    req.kind = config::DriverKind::kBlk;
-    req.image.reset(::open(disk.image.c_str(), (disk.read_only ? O_RDONLY : O_RDWR) | O_CLOEXEC));
-    if (!req.image) return make_error("cannot open image " + disk.image + ": " + strerror(errno));
-    struct stat st{};
-    if (::fstat(req.image.get(), &st) < 0 || !S_ISREG(st.st_mode))
-      return make_error("image " + disk.image + " is not a regular file");
-    if (st.st_size == 0 || st.st_size % 512 != 0)
-      return make_error("image " + disk.image + " size is not a non-zero multiple of 512");
-    req.blk = BlkDeviceSpec{uint64_t(st.st_size), disk.read_only, disk_serial(d.cfg.name, i)};
-    if (auto s = bind(disk.driver, std::move(req)); !s) return s;
-  }
-  for (const auto& nic : d.cfg.nics) {
-    DeviceRequest req;
-    req.kind = config::DriverKind::kNet;
-    req.net = NetDeviceSpec{nic.mac};
-    if (auto s = bind(nic.driver, std::move(req)); !s) return s;
-  }
-  return {};
+    d->devices.push_back(DeviceBinding{driver_name, std::move(req), std::move(b).value(), {}});
+    if (DriverConnection* sb = drivers_.find_standby(driver_name))
+      preattach_standby(d, d->devices.size() - 1, *sb);
+    d->qdevs.push_back(QemuDevice{
+        kind == config::DriverKind::kBlk ? QemuDevice::Kind::kBlk : QemuDevice::Kind::kNet, sock,
+        mac});
+    attach_next(d, reqs, i + 1);
+  });
 }
 
 void DomainEngine::release_devices(Domain& d) {
@@ -272,12 +276,37 @@ void DomainEngine::create(const std::string& toml, const std::string& base_dir,
 
 void DomainEngine::create_attach(Domain* d) {
   set_state(*d, DomainState::kAttaching);
-  std::vector<QemuDevice> qdevs;
-  if (auto s = attach_devices(*d, qdevs); !s) return create_failed(d, s.error());
+  auto reqs = std::make_shared<Requests>();
+  for (size_t i = 0; i < d->cfg.disks.size(); ++i) {
+    const auto& disk = d->cfg.disks[i];
+    DeviceRequest req;
+    req.kind = config::DriverKind::kBlk;
+    req.image.reset(::open(disk.image.c_str(), (disk.read_only ? O_RDONLY : O_RDWR) | O_CLOEXEC));
+    if (!req.image)
+      return create_failed(d, make_error("cannot open image " + disk.image + ": " + strerror(errno)));
+    struct stat st{};
+    if (::fstat(req.image.get(), &st) < 0 || !S_ISREG(st.st_mode))
+      return create_failed(d, make_error("image " + disk.image + " is not a regular file"));
+    if (st.st_size == 0 || st.st_size % 512 != 0)
+      return create_failed(
+          d, make_error("image " + disk.image + " size is not a non-zero multiple of 512"));
+    req.blk = BlkDeviceSpec{uint64_t(st.st_size), disk.read_only, disk_serial(d->cfg.name, i)};
+    reqs->emplace_back(disk.driver, std::move(req));
+  }
+  for (const auto& nic : d->cfg.nics) {
+    DeviceRequest req;
+    req.kind = config::DriverKind::kNet;
+    req.net = NetDeviceSpec{nic.mac};
+    reqs->emplace_back(nic.driver, std::move(req));
+  }
+  // Each driver answers on the loop; a slow one delays only this domain.
+  attach_next(d, reqs, 0);
+}
 
+void DomainEngine::create_spawn(Domain* d) {
   QemuSpec qs{d->qemu_binary, d->cfg.name, d->accel, d->cfg.memory_mib, d->cfg.vcpus,
               d->cfg.kernel, d->initrd, d->cfg.cmdline, d->console_socket(), d->console_log(),
-              qdevs};
+              d->qdevs};
   qs.iommu = d->cfg.iommu;
   if (d->vtpm) qs.tpm_socket = d->dir + "/vtpm.ctrl";
   proc::SpawnOptions so;
@@ -382,47 +411,87 @@ void DomainEngine::destroy_all() {
   while (!domains_.empty()) (void)destroy(domains_.begin()->first);
 }
 
-void DomainEngine::driver_connected(DriverConnection& drv) {
-  for (auto& [name, d] : domains_) {
-    for (auto& b : d->devices) {
-      if (b.driver != drv.name() || !b.bound.device) continue;
-      if (auto s = rebind_device(drv, b.request, b.bound); !s)
-        AXL_ERROR("domain %s: device on driver %s not rebound: %s", name.c_str(),
-                  drv.name().c_str(), s.error().message.c_str());
-      else
-        AXL_INFO("domain %s: device rebound to driver %s (pid %d)", name.c_str(),
-                 drv.name().c_str(), drv.pid());
+void DomainEngine::rebind_async(Domain* d, size_t i, DriverConnection& drv) {
+  BindingRef r = ref(d, i);
+  const std::string driver = drv.name();
+  const uint64_t serial = drv.serial();
+  attach_channel(drv, d->devices[i].request, [=, this](Result<ChannelGrant> g) {
+    DriverConnection* cur = drivers_.find_serial(driver, serial);
+    DeviceBinding* b = resolve(r);
+    const std::string dom = b ? r.d->cfg.name : std::string("?");
+    if (!g) {
+      if (b)
+        AXL_ERROR("domain %s: device on driver %s not rebound: %s", dom.c_str(), driver.c_str(),
+                  g.error().message.c_str());
+      return;
     }
-  }
+    if (!b || !cur || !b->bound.device) {  // gone meanwhile: give the channel back
+      if (cur) cur->detach(g->device_id);
+      return;
+    }
+    if (auto s = b->bound.device->rebind(std::move(g->end), cur->instance_pid()); !s) {
+      cur->detach(g->device_id);
+      AXL_ERROR("domain %s: device on driver %s not rebound: %s", dom.c_str(), driver.c_str(),
+                s.error().message.c_str());
+      return;
+    }
+    b->bound.device_id = g->device_id;
+    AXL_INFO("domain %s: device rebound to driver %s (pid %d)", dom.c_str(), driver.c_str(),
+             cur->pid());
+  });
+}
+
+void DomainEngine::preattach_standby(Domain* d, size_t i, DriverConnection& sb) {
+  BindingRef r = ref(d, i);
+  const std::string driver = sb.name();
+  const uint64_t serial = sb.serial();
+  attach_channel(sb, d->devices[i].request, [=, this](Result<ChannelGrant> g) {
+    DriverConnection* cur = drivers_.find_serial(driver, serial);
+    DeviceBinding* b = resolve(r);
+    if (!g) {
+      if (b)
+        AXL_WARN("domain %s: standby of %s not pre-attached: %s", r.d->cfg.name.c_str(),
+                 driver.c_str(), g.error().message.c_str());
+      return;
+    }
+    // Still the standby, and the binding still there: keep the channel ready.
+    if (b && cur && cur == drivers_.find_standby(driver)) {
+      b->standby.emplace(std::move(g).value());
+      return;
+    }
+    if (cur) cur->detach(g->device_id);
+    // Promoted while it answered: the binding moves by a fresh attach instead.
+    if (b && cur && cur == drivers_.find(driver) && b->bound.device) rebind_async(r.d, r.index, *cur);
+  });
+}
+
+void DomainEngine::driver_connected(DriverConnection& drv) {
+  for (auto& [name, d] : domains_)
+    for (size_t i = 0; i < d->devices.size(); ++i)
+      if (d->devices[i].driver == drv.name() && d->devices[i].bound.device)
+        rebind_async(d.get(), i, drv);
 }
 
 void DomainEngine::standby_connected(DriverConnection& sb) {
   for (auto& [name, d] : domains_)
-    for (auto& b : d->devices) {
-      if (b.driver != sb.name() || !b.bound.device) continue;
-      auto g = attach_channel(sb, b.request);
-      if (!g) {
-        AXL_WARN("domain %s: standby of %s not pre-attached: %s", name.c_str(), sb.name().c_str(),
-                 g.error().message.c_str());
-        continue;
-      }
-      b.standby.emplace(std::move(g).value());
-    }
+    for (size_t i = 0; i < d->devices.size(); ++i)
+      if (d->devices[i].driver == sb.name() && d->devices[i].bound.device)
+        preattach_standby(d.get(), i, sb);
 }
 
 void DomainEngine::standby_promoted(DriverConnection& drv) {
   for (auto& [name, d] : domains_)
-    for (auto& b : d->devices) {
+    for (size_t i = 0; i < d->devices.size(); ++i) {
+      auto& b = d->devices[i];
       if (b.driver != drv.name() || !b.bound.device) continue;
-      Status s;
-      if (b.standby) {
-        uint32_t id = b.standby->device_id;
-        s = b.bound.device->rebind(std::move(b.standby->end), drv.instance_pid());
-        if (s) b.bound.device_id = id;
-        b.standby.reset();
-      } else {
-        s = rebind_device(drv, b.request, b.bound);
+      if (!b.standby) {  // its pre-attach had not come back: attach afresh
+        rebind_async(d.get(), i, drv);
+        continue;
       }
+      uint32_t id = b.standby->device_id;
+      Status s = b.bound.device->rebind(std::move(b.standby->end), drv.instance_pid());
+      if (s) b.bound.device_id = id;
+      b.standby.reset();
       if (!s)
         AXL_ERROR("domain %s: device not moved to the promoted standby of %s: %s", name.c_str(),
                   drv.name().c_str(), s.error().message.c_str());

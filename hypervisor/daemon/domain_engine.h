@@ -15,6 +15,7 @@
 #include "common/process.h"
 #include "hypervisor/daemon/device_binding.h"
 #include "hypervisor/daemon/driver_registry.h"
+#include "hypervisor/daemon/qemu_cmdline.h"
 #include "hypervisor/guest_device.h"
 
 namespace axl::hv {
@@ -34,7 +35,11 @@ struct DeviceBinding {
 };
 
 struct Domain {
+  ~Domain() { *alive = false; }
   config::GuestConfig cfg;
+  // Read by completions that arrive later (a driver's attach answer): false
+  // once the domain is gone.
+  std::shared_ptr<bool> alive = std::make_shared<bool>(true);
   uint32_t id = 0;
   DomainState state = DomainState::kPreparing;
   std::string dir;  // state-dir/dom/NAME
@@ -51,6 +56,7 @@ struct Domain {
   std::unique_ptr<boost::asio::steady_timer> start_check;
   std::function<void(Result<const Domain*>)> on_created;
   std::string initrd;       // what QEMU boots (the base, or base + the script overlay)
+  std::vector<QemuDevice> qdevs;  // collected while attaching
   std::string qemu_binary;
 
   std::string console_log() const { return dir + "/console.log"; }
@@ -113,7 +119,23 @@ class DomainEngine {
   void state_changed(const std::string& name, const char* state) {
     if (on_state_) on_state_(name, state);
   }
-  Status attach_devices(Domain& d, std::vector<struct QemuDevice>& qdevs);
+  // Where a binding is, for a completion that arrives later; resolve() is
+  // null once the domain or the binding is gone.
+  struct BindingRef {
+    Domain* d;
+    std::weak_ptr<bool> alive;
+    size_t index;
+    std::string driver;
+  };
+  BindingRef ref(Domain* d, size_t i) { return {d, d->alive, i, d->devices[i].driver}; }
+  DeviceBinding* resolve(const BindingRef& r);
+  // Attaches the domain's devices one after the other, then starts QEMU.
+  using Requests = std::vector<std::pair<std::string, DeviceRequest>>;
+  void attach_next(Domain* d, std::shared_ptr<Requests> reqs, size_t i);
+  void create_spawn(Domain* d);
+  // A fresh channel from `drv` for binding `i`: the live device moves there.
+  void rebind_async(Domain* d, size_t i, DriverConnection& drv);
+  void preattach_standby(Domain* d, size_t i, DriverConnection& sb);
   // The steps of create(), each run from the loop.
   void create_attach(Domain* d);
   void create_check_started(Domain* d);

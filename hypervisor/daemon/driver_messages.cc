@@ -103,6 +103,18 @@ Result<AttachReply> decode_attached(wire::Received& msg, uint32_t expected_devic
   }
 }
 
+Result<uint32_t> attached_device_id(wire::Received& msg) {
+  try {
+    auto root = msg.root<schema::DriverMsg>();
+    if (!root.isAttached() || !root.hasAttached())
+      return malformed("not an attached message: " + union_member(root));
+    return root.getAttached().getDeviceId();
+  } catch (const kj::Exception& e) {
+    return malformed(std::string("undecodable message: ") +
+                     printable(e.getDescription().cStr(), e.getDescription().size(), 200));
+  }
+}
+
 std::string describe(wire::Received& msg) {
   try {
     auto root = msg.root<schema::DriverMsg>();

@@ -46,6 +46,9 @@ Result<DriverHello> decode_hello(wire::Received& msg);
 // `expected_device_id` is the id of the Attach it answers: any other id is
 // a stale or invented answer.
 Result<AttachReply> decode_attached(wire::Received& msg, uint32_t expected_device_id);
+// The device id an `attached` message names, to find the attach it
+// answers; Errc::kMalformed for anything else.
+Result<uint32_t> attached_device_id(wire::Received& msg);
 // What a message is, for a log line about one nobody asked for ("attached
 // (device 3)", "an undecodable message"); never throws.
 std::string describe(wire::Received& msg);

@@ -12,6 +12,11 @@ namespace axl::hv {
 namespace asio = boost::asio;
 
 namespace {
+uint64_t next_serial() {
+  static uint64_t n = 0;  // the loop's thread only
+  return ++n;
+}
+
 // Who is on the other end of a connection that has not said who it is.
 int peer_pid_of(int fd) {
   struct ucred cred{};
@@ -22,14 +27,28 @@ int peer_pid_of(int fd) {
 
 DriverConnection::DriverConnection(std::string name, config::DriverKind kind, int pid,
                                    UniqueFd sock, asio::io_context& io)
-    : name_(std::move(name)), kind_(kind), pid_(pid), sock_(std::move(sock)), watch_(io) {
+    : name_(std::move(name)),
+      kind_(kind),
+      pid_(pid),
+      sock_(std::move(sock)),
+      watch_(io),
+      serial_(next_serial()),
+      io_(io) {
   watch_.assign(::dup(sock_.get()));
   struct ucred cred{};
   socklen_t len = sizeof cred;
   if (::getsockopt(sock_.get(), SOL_SOCKET, SO_PEERCRED, &cred, &len) == 0) peer_pid_ = cred.pid;
 }
 
-Result<uint32_t> DriverConnection::attach(const AttachArgs& a) {
+DriverConnection::~DriverConnection() {
+  fail_all(make_error(Errc::kClosed, "driver '" + name_ + "' went away before answering attach"));
+}
+
+void DriverConnection::attach(const AttachArgs& a, AttachDone done) {
+  auto fail_soon = [&](Error e) {
+    asio::post(io_, [done = std::move(done), e = std::move(e)] { done(e); });
+  };
+  if (broken_) return fail_soon(make_error(Errc::kClosed, "driver '" + name_ + "' is being dropped"));
   uint32_t id = next_device_id_++;
   capnp::MallocMessageBuilder mb;
   auto at = mb.initRoot<schema::DriverMsg>().initAttach();
@@ -43,25 +62,69 @@ Result<uint32_t> DriverConnection::attach(const AttachArgs& a) {
     b.setReadOnly(a.read_only);
     b.setSerial(a.serial);
   }
-  if (broken_) return make_error(Errc::kClosed, "driver '" + name_ + "' is being dropped");
+  // The fds travel with the send (SCM_RIGHTS): the caller may close its own now.
   if (auto s = wire::send(sock_.get(), mb, a.fds); !s)
-    return make_error(s.error().code, "driver '" + name_ + "': " + s.error().message);
-  auto reply = wire::recv_timeout(sock_.get(), 5000);
-  if (!reply) {
-    if (reply.error().code == Errc::kMalformed) drop();
-    return make_error(reply.error().code,
-                      "driver '" + name_ + "' did not answer attach: " + reply.error().message);
-  }
-  auto ans = decode_attached(*reply, id);
-  if (!ans) {
+    return fail_soon(make_error(s.error().code, "driver '" + name_ + "': " + s.error().message));
+  Pending p;
+  p.done = std::move(done);
+  p.deadline = std::make_unique<asio::steady_timer>(io_, std::chrono::milliseconds(kAttachTimeoutMs));
+  p.deadline->async_wait([this, id](const boost::system::error_code& ec) {
+    if (ec || !pending_.count(id)) return;
+    const std::string cause =
+        "no answer to attach within " + std::to_string(kAttachTimeoutMs) + " ms";
+    AXL_WARN("driver '%s' (pid %d): %s", name_.c_str(), pid_, cause.c_str());
+    complete(id, make_error(Errc::kTimeout, "driver '" + name_ + "': " + cause));
     drop();
-    return make_error(Errc::kMalformed, "driver '" + name_ +
-                                            "' answered attach with a malformed message: " +
-                                            ans.error().message);
+    if (on_violation_) on_violation_(*this, cause);
+  });
+  pending_.emplace(id, std::move(p));
+}
+
+void DriverConnection::complete(uint32_t id, Result<uint32_t> r) {
+  auto it = pending_.find(id);
+  if (it == pending_.end()) return;
+  AttachDone done = std::move(it->second.done);
+  pending_.erase(it);  // cancels its deadline
+  if (r) ++devices_;
+  done(std::move(r));
+}
+
+void DriverConnection::fail_all(const Error& e) {
+  for (auto& [id, p] : pending_)
+    asio::post(io_, [done = std::move(p.done), e] { done(e); });
+  pending_.clear();
+}
+
+void DriverConnection::on_message(wire::Received& m) {
+  auto id = attached_device_id(m);
+  if (id && pending_.count(*id)) {
+    auto ans = decode_attached(m, *id);
+    if (!ans) {
+      complete(*id, make_error(Errc::kMalformed, "driver '" + name_ +
+                                                     "' answered attach with a malformed message: " +
+                                                     ans.error().message));
+      drop();
+      return;
+    }
+    if (!ans->ok)
+      return complete(*id, make_error("driver '" + name_ + "' refused the device: " + ans->error));
+    return complete(*id, *id);
   }
-  if (!ans->ok) return make_error("driver '" + name_ + "' refused the device: " + ans->error);
-  ++devices_;
-  return id;
+  // A driver only speaks when asked: anything else (an answer to no pending
+  // attach among them) breaks the protocol, and whatever it meant is unknown.
+  on_bad_packet(make_error(
+      Errc::kMalformed,
+      id ? "attached names device " + std::to_string(*id) + ", which no pending attach has"
+         : id.error().message));
+}
+
+void DriverConnection::on_bad_packet(const Error& e) {
+  AXL_WARN("driver '%s' sent an unsolicited or malformed message (%s); dropping it", name_.c_str(),
+           e.message.c_str());
+  fail_all(make_error(Errc::kMalformed,
+                      "driver '" + name_ + "' answered attach with a malformed message: " +
+                          e.message));
+  drop();
 }
 
 // The driver broke the protocol: whatever it holds of the device it was
@@ -134,6 +197,7 @@ void DriverRegistry::await_hello(std::shared_ptr<asio::posix::stream_descriptor>
       AXL_INFO("driver '%s' standby connected, pid %d", name.c_str(), h->pid);
       auto conn = std::make_unique<DriverConnection>(name, kind, h->pid, std::move(own), io_);
       DriverConnection* raw = conn.get();
+      raw->on_violation(on_violation_);
       standbys_[name] = std::move(conn);  // a previous standby closes here
       watch_standby(raw);
       if (on_standby_) on_standby_(*raw);
@@ -144,6 +208,7 @@ void DriverRegistry::await_hello(std::shared_ptr<asio::posix::stream_descriptor>
     AXL_INFO("driver '%s' (%s) connected, pid %d", name.c_str(), config::to_string(kind), h->pid);
     auto conn = std::make_unique<DriverConnection>(name, kind, h->pid, std::move(own), io_);
     DriverConnection* raw = conn.get();
+    raw->on_violation(on_violation_);
     drivers_[name] = std::move(conn);  // a previous connection closes here
     watch(raw);
     if (on_connect_) on_connect_(*raw);
@@ -158,6 +223,10 @@ void DriverRegistry::watch(DriverConnection* c) {
                             if (ec) return;
                             auto m = wire::recv(c->watcher().native_handle(), MSG_DONTWAIT);
                             if (!m && m.error().code == Errc::kWouldBlock) return watch(c);
+                            if (!m && m.error().code == Errc::kMalformed) {
+                              c->on_bad_packet(m.error());  // dropped: closed on the next read
+                              return watch(c);
+                            }
                             if (!m) {
                               AXL_WARN("driver '%s' disconnected: %s%s", c->name().c_str(),
                                        m.error().message.c_str(),
@@ -182,8 +251,7 @@ void DriverRegistry::watch(DriverConnection* c) {
                               }
                               return;
                             }
-                            AXL_WARN("driver '%s' sent an unsolicited %s; ignored",
-                                     c->name().c_str(), describe(*m).c_str());
+                            c->on_message(*m);
                             watch(c);
                           });
 }
@@ -195,14 +263,17 @@ void DriverRegistry::watch_standby(DriverConnection* c) {
                             auto m = wire::recv(c->watcher().native_handle(), MSG_DONTWAIT);
                             if (!m && m.error().code == Errc::kWouldBlock)
                               return watch_standby(c);
+                            if (!m && m.error().code == Errc::kMalformed) {
+                              c->on_bad_packet(m.error());
+                              return watch_standby(c);
+                            }
                             if (!m) {
                               AXL_WARN("driver '%s' standby disconnected: %s", c->name().c_str(),
                                        m.error().message.c_str());
                               standbys_.erase(c->name());
                               return;
                             }
-                            AXL_WARN("driver '%s' standby sent an unsolicited %s; ignored",
-                                     c->name().c_str(), describe(*m).c_str());
+                            c->on_message(*m);  // its pre-attach answers
                             watch_standby(c);
                           });
 }
@@ -210,6 +281,12 @@ void DriverRegistry::watch_standby(DriverConnection* c) {
 DriverConnection* DriverRegistry::find_standby(const std::string& name) {
   auto it = standbys_.find(name);
   return it == standbys_.end() ? nullptr : it->second.get();
+}
+
+DriverConnection* DriverRegistry::find_serial(const std::string& name, uint64_t serial) {
+  for (DriverConnection* c : {find(name), find_standby(name)})
+    if (c && c->serial() == serial) return c;
+  return nullptr;
 }
 
 DriverConnection* DriverRegistry::find(const std::string& name) {

@@ -12,6 +12,7 @@
 #include "common/config.h"
 #include "common/result.h"
 #include "common/unique_fd.h"
+#include "common/wire.h"
 
 namespace axl::hv {
 
@@ -32,11 +33,18 @@ class DriverConnection {
   // the supervisor does not hold as that driver's active instance, and the
   // supervisor ignores such a report.
   int instance_pid() const { return pid_; }
+  // Unique for the hypervisor's life: tells a connection from a later one
+  // that happens to be allocated at the same address.
+  uint64_t serial() const { return serial_; }
   size_t devices() const { return devices_; }
   boost::asio::posix::stream_descriptor& watcher() { return watch_; }
 
-  // Sends Attach with the channel fds (and the image fd for blk) and waits
-  // for the driver's Attached answer.  Returns the device id.
+  // How long a driver may take to answer an Attach.
+  static constexpr int kAttachTimeoutMs = 5000;
+
+  // Sends Attach with the channel fds (and the image fd for blk) and returns
+  // at once; `done` runs later on the loop with the device id once the
+  // driver answers, or with an Error.
   struct AttachArgs {
     uint32_t slots = 0, slot_size = 0;
     std::vector<int> fds;  // memfd, req_kick, resp_kick[, image]
@@ -47,9 +55,24 @@ class DriverConnection {
     std::string serial;
   };
   // A malformed answer is an Error with code Errc::kMalformed, and the
-  // connection is dropped (see drop()); a refusal is an Error that leaves
-  // the connection as it was.
-  Result<uint32_t> attach(const AttachArgs& a);
+  // connection is dropped (see drop()); no answer within kAttachTimeoutMs
+  // is an Error with code Errc::kTimeout, the connection is dropped and the
+  // violation reported (on_violation), so the supervisor replaces that
+  // instance; a refusal is an Error that leaves the connection as it was;
+  // a connection that goes away fails what it had pending (Errc::kClosed).
+  using AttachDone = std::function<void(Result<uint32_t>)>;
+  void attach(const AttachArgs& a, AttachDone done);
+  // Each message the driver sends, from the registry's watch: the answer
+  // to a pending attach, or a violation (the connection is then dropped).
+  void on_message(wire::Received& m);
+  // A packet that is no message at all (wire's Errc::kMalformed): the same.
+  void on_bad_packet(const Error& e);
+  // Where protocol violations are reported (the engine asks the supervisor
+  // to replace the instance).
+  void on_violation(std::function<void(DriverConnection&, const std::string& cause)> f) {
+    on_violation_ = std::move(f);
+  }
+  ~DriverConnection();
   void detach(uint32_t device_id);
   // The driver broke the protocol: the connection is shut down, and the
   // registry forgets it once its watch sees that.  Later attaches fail.
@@ -65,6 +88,16 @@ class DriverConnection {
   uint32_t next_device_id_ = 1;
   size_t devices_ = 0;
   bool broken_ = false;  // drop() was called
+  uint64_t serial_;
+  boost::asio::io_context& io_;
+  struct Pending {
+    AttachDone done;
+    std::unique_ptr<boost::asio::steady_timer> deadline;
+  };
+  std::map<uint32_t, Pending> pending_;
+  std::function<void(DriverConnection&, const std::string&)> on_violation_;
+  void complete(uint32_t id, Result<uint32_t> r);
+  void fail_all(const Error& e);  // every pending attach, from the loop
 };
 
 class DriverRegistry {
@@ -78,7 +111,13 @@ class DriverRegistry {
   // The active instance went away and its standby took over, here and now:
   // promotion needs no process start and no supervisor round trip.
   void on_promote(std::function<void(DriverConnection&)> f) { on_promote_ = std::move(f); }
+  // A connection broke the protocol (installed on every connection).
+  void on_violation(std::function<void(DriverConnection&, const std::string& cause)> f) {
+    on_violation_ = std::move(f);
+  }
   DriverConnection* find_standby(const std::string& name);
+  // The active or standby connection of `name` with this serial, if it is still there.
+  DriverConnection* find_serial(const std::string& name, uint64_t serial);
   Status listen(const std::string& path);
   DriverConnection* find(const std::string& name);
   std::vector<const DriverConnection*> all() const;
@@ -95,6 +134,7 @@ class DriverRegistry {
   std::map<std::string, std::unique_ptr<DriverConnection>> drivers_;
   std::map<std::string, std::unique_ptr<DriverConnection>> standbys_;
   std::function<void(DriverConnection&)> on_connect_, on_standby_, on_promote_;
+  std::function<void(DriverConnection&, const std::string&)> on_violation_;
 };
 
 }  // namespace axl::hv

@@ -123,6 +123,11 @@ int main(int argc, char** argv) {
   drivers.on_connect([&](axl::hv::DriverConnection& c) { engine.driver_connected(c); });
   drivers.on_standby([&](axl::hv::DriverConnection& c) { engine.standby_connected(c); });
   drivers.on_promote([&](axl::hv::DriverConnection& c) { engine.standby_promoted(c); });
+  // A driver that broke the control protocol (no answer to attach in time):
+  // its connection is dropped, and the supervisor asked to replace it.
+  drivers.on_violation([&](axl::hv::DriverConnection& c, const std::string& cause) {
+    events.quarantined(c.name(), c.instance_pid(), cause);
+  });
   bool stopping = false;
 
   axl::ControlServer control(io, [&](axl::schema::ControlRequest::Reader req,
