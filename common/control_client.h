@@ -30,7 +30,8 @@ Result<ControlReply> call(const std::string& socket,
 // The same request without waiting: `done` runs later on `io`'s loop with
 // the reply or an Error (the daemon's own, a closed connection, or
 // "no reply within N ms" once the deadline passes), exactly once, unless
-// the returned handle is cancelled or dropped first.  A daemon's loop calls
+// the returned handle's cancel() is called first.  The call keeps itself
+// alive until then: a caller that never cancels may drop the handle.  A daemon's loop calls
 // other daemons only this way (docs/architecture.md, "Control plane").
 class PendingCall {
  public:

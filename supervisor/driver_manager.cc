@@ -6,6 +6,9 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <filesystem>
+#include <thread>
+
 #include "common/log.h"
 #include "common/schema/supervisor.capnp.h"
 #include "common/wire.h"
@@ -206,12 +209,59 @@ Status DriverManager::spawn_standby(DriverDomain& d) {
   return {};
 }
 
+// A kill the supervisor decides itself (a hang, a quarantine, a cgroup
+// breach, an operator restart).  With a warm standby the hypervisor is asked
+// to fence the old instance's channels and promote the standby first, so the
+// guest's outage is that round trip, not the process's death; the old one is
+// stopped before (SIGSTOP, confirmed by the kernel), so no write of its can
+// land after the standby replays what was in flight, and killed after.
 void DriverManager::kill_for(DriverDomain* d, const std::string& cause, uint64_t fail_ns) {
   if (d->child.pid <= 0) return;
-  AXL_WARN("driver %s: %s; killing it", d->cfg.name.c_str(), cause.c_str());
   d->pending_cause = cause;
   d->pending_fail_ns = fail_ns;
-  ::syscall(SYS_pidfd_send_signal, d->child.pidfd.get(), SIGKILL, nullptr, 0);
+  const int pidfd = d->child.pidfd.get();
+  auto kill_now = [pidfd] { ::syscall(SYS_pidfd_send_signal, pidfd, SIGKILL, nullptr, 0); };
+  if (d->standby.pid > 0 && promote_ && stop_and_confirm(d)) {
+    AXL_WARN("driver %s: %s; fencing it and promoting its standby", d->cfg.name.c_str(),
+             cause.c_str());
+    const int pid = d->child.pid;
+    promote_(d->cfg.name, [this, d, pid](Status s) {
+      if (!s)
+        AXL_WARN("driver %s: standby not promoted first: %s", d->cfg.name.c_str(),
+                 s.error().message.c_str());
+      // Still the instance we stopped (the pidfd keeps it from being reused).
+      if (d->child.pid == pid)
+        ::syscall(SYS_pidfd_send_signal, d->child.pidfd.get(), SIGKILL, nullptr, 0);
+    });
+    return;
+  }
+  AXL_WARN("driver %s: %s; killing it", d->cfg.name.c_str(), cause.c_str());
+  kill_now();
+}
+
+bool DriverManager::stop_and_confirm(DriverDomain* d) {
+  if (::syscall(SYS_pidfd_send_signal, d->child.pidfd.get(), SIGSTOP, nullptr, 0) != 0)
+    return false;
+  // Group stop reaches each thread when it next leaves the kernel: a
+  // write in progress finishes first.  Microseconds as a rule; give up
+  // (and kill without fencing) past 20 ms.
+  const std::string task_dir = "/proc/" + std::to_string(d->child.pid) + "/task";
+  const auto deadline = std::chrono::steady_clock::now() + 20ms;
+  for (;;) {
+    bool all = true;
+    std::error_code ec;
+    for (const auto& t : std::filesystem::directory_iterator(task_dir, ec)) {
+      auto s = read_sched(std::stoi(t.path().filename().string()));
+      if (s && s->state != 'T' && s->state != 't') {
+        all = false;
+        break;
+      }
+    }
+    if (ec) return false;
+    if (all) return true;
+    if (std::chrono::steady_clock::now() > deadline) return false;
+    std::this_thread::sleep_for(50us);
+  }
 }
 
 Status DriverManager::kill_with_cause(const std::string& name, int pid, const std::string& cause) {
@@ -369,9 +419,16 @@ void DriverManager::restart(DriverDomain* d) {
 // driver's devices; fetch it to close the outage record.  Polling only
 // retrieves that timestamp, so its period does not affect the figure.
 void DriverManager::poll_served(DriverDomain* d, int tries_left) {
-  if (d->outages.empty() || d->outages.back().served_ns || tries_left <= 0) return;
-  auto [rebound, served] = service_times_ ? service_times_(d->cfg.name)
-                                          : std::pair<uint64_t, uint64_t>{0, 0};
+  if (d->outages.empty() || d->outages.back().served_ns || tries_left <= 0 || !service_times_)
+    return;
+  service_times_(d->cfg.name, [this, d, tries_left](uint64_t rebound, uint64_t served) {
+    if (!stopping_) served_times(d, tries_left, rebound, served);
+  });
+}
+
+void DriverManager::served_times(DriverDomain* d, int tries_left, uint64_t rebound,
+                                 uint64_t served) {
+  if (d->outages.empty() || d->outages.back().served_ns) return;
   Outage& o = d->outages.back();
   // A rebind newer than the one that closed the previous record belongs to
   // this outage; a cold restart's rebind also comes after its respawn.

@@ -81,7 +81,14 @@ struct Events {
 
 // The hypervisor's view of a driver: when its devices were last rebound and
 // first served after that (0: unknown / not yet).
-using ServiceTimesFn = std::function<std::pair<uint64_t, uint64_t>(const std::string& driver)>;
+// Asks the hypervisor, without waiting, for a driver's latest rebind and the
+// first completion after it (CLOCK_MONOTONIC ns; 0 when none or unknown).
+using ServiceTimesFn = std::function<void(const std::string& driver,
+                                          std::function<void(uint64_t rebound, uint64_t served)>)>;
+// Asks the hypervisor, without waiting, to fence a driver's active instance
+// and promote its warm standby now (control.capnp promoteStandby).
+using PromoteFn =
+    std::function<void(const std::string& driver, std::function<void(Status)> done)>;
 
 class DriverManager {
  public:
@@ -90,6 +97,8 @@ class DriverManager {
                 std::string log_dir, ServiceTimesFn service_times, Events events,
                 cgroup::Manager* cgroups);
   ~DriverManager();
+  // Kills the supervisor decides itself then fence first (see kill_for).
+  void set_promote(PromoteFn f) { promote_ = std::move(f); }
   Status start_all(const config::HostConfig& host);
   void stop_all();
   const std::vector<std::unique_ptr<DriverDomain>>& drivers() const { return drivers_; }
@@ -120,10 +129,14 @@ class DriverManager {
   void restart(DriverDomain* d);
   void kill_for(DriverDomain* d, const std::string& cause, uint64_t fail_ns);
   void poll_served(DriverDomain* d, int tries_left);
+  void served_times(DriverDomain* d, int tries_left, uint64_t rebound, uint64_t served);
+  // SIGSTOP, and true once every thread of `pid` is stopped (bounded wait).
+  bool stop_and_confirm(DriverDomain* d);
 
   boost::asio::io_context& io_;
   std::string bin_, hv_socket_, log_dir_;
   ServiceTimesFn service_times_;
+  PromoteFn promote_;
   cgroup::Manager* cgroups_;
   Events events_;
   std::vector<std::unique_ptr<DriverDomain>> drivers_;

@@ -58,13 +58,18 @@ int main(int argc, char** argv) {
 
   boost::asio::io_context io;
   const std::string hv_control = state_dir + "/hv.sock";
-  // The hypervisor sees completions; ask it when a restarted driver first served.
-  auto service_times = [&](const std::string& driver) -> std::pair<uint64_t, uint64_t> {
-    auto r = axl::control::call(hv_control, [](auto q) { q.setListDrivers(); }, 1000);
-    if (!r) return {0, 0};
-    for (auto d : r->get().getDrivers())
-      if (d.getName() == driver) return {d.getReboundNs(), d.getFirstServedNs()};
-    return {0, 0};
+  // The hypervisor sees completions; ask it when a restarted driver first
+  // served.  Asked without waiting: the answer comes back on the loop.
+  auto service_times = [&](const std::string& driver,
+                           std::function<void(uint64_t, uint64_t)> done) {
+    axl::control::async_call(
+        io, hv_control, [](auto q) { q.setListDrivers(); }, 1000,
+        [driver, done](axl::Result<axl::control::ControlReply> r) {
+          if (r)
+            for (auto d : r->get().getDrivers())
+              if (d.getName() == driver) return done(d.getReboundNs(), d.getFirstServedNs());
+          done(0, 0);
+        });
   };
   // Resource limits for driver domains; without usable cgroups drivers run
   // unlimited, and the supervisor says so.
@@ -94,6 +99,13 @@ int main(int argc, char** argv) {
   axl::supervisor::DriverManager drivers(io, axl::proc::exe_dir() + "/axolotl-driverdom",
                                          state_dir + "/drivers.sock", state_dir, service_times,
                                          events, cgroups.get());
+  drivers.set_promote([&](const std::string& driver, std::function<void(axl::Status)> done) {
+    axl::control::async_call(
+        io, hv_control, [&](auto q) { q.setPromoteStandby(driver); }, 1000,
+        [done](axl::Result<axl::control::ControlReply> r) {
+          done(r ? axl::Status() : axl::Status(r.error()));
+        });
+  });
   axl::supervisor::VtpmManager vtpms(io, axl::proc::exe_dir() + "/axolotl-vtpm", state_dir,
                                      cgroups.get());
   axl::ControlServer control(io, [&](axl::schema::ControlRequest::Reader req,

@@ -20,6 +20,8 @@ struct ControlRequest {
     stopVtpm @12 :Text;        # hv -> supervisor: stop the vTPM of this domain (SIGTERM, by PID)
     listVtpms @13 :Void;       # supervisor: the vTPM domains it watches
     domainStateChanged @14 :DomainStateChanged;  # hv -> supervisor: emitted on D-Bus
+    promoteStandby @15 :Text;  # supervisor -> hv: fence this driver's active instance
+                               # and move its devices to its warm standby now
   }
 }
 

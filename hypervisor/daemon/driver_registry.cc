@@ -234,21 +234,9 @@ void DriverRegistry::watch(DriverConnection* c) {
                                            ? " (a malformed packet: connection dropped)"
                                            : "");
                               std::string name = c->name();
+                              if (find(name) != c) return;  // already replaced (promote)
                               drivers_.erase(name);
-                              auto sb = standbys_.find(name);
-                              if (sb != standbys_.end()) {
-                                DriverConnection* raw = sb->second.get();
-                                drivers_[name] = std::move(sb->second);
-                                standbys_.erase(sb);
-                                // Re-arm as the active's watch: cancel the standby one.
-                                raw->watcher().cancel();
-                                AXL_INFO("driver '%s': standby pid %d promoted", name.c_str(),
-                                         raw->pid());
-                                if (on_promote_) on_promote_(*raw);
-                                io_.post([this, raw, name] {
-                                  if (find(name) == raw) watch(raw);
-                                });
-                              }
+                              take_over(name);
                               return;
                             }
                             c->on_message(*m);
@@ -281,6 +269,34 @@ void DriverRegistry::watch_standby(DriverConnection* c) {
 DriverConnection* DriverRegistry::find_standby(const std::string& name) {
   auto it = standbys_.find(name);
   return it == standbys_.end() ? nullptr : it->second.get();
+}
+
+void DriverRegistry::take_over(const std::string& name) {
+  auto sb = standbys_.find(name);
+  if (sb == standbys_.end()) return;
+  DriverConnection* raw = sb->second.get();
+  drivers_[name] = std::move(sb->second);
+  standbys_.erase(sb);
+  // Re-arm as the active's watch: cancel the standby one.
+  raw->watcher().cancel();
+  AXL_INFO("driver '%s': standby pid %d promoted", name.c_str(), raw->pid());
+  if (on_promote_) on_promote_(*raw);
+  io_.post([this, raw, name] {
+    if (find(name) == raw) watch(raw);
+  });
+}
+
+Status DriverRegistry::promote(const std::string& name) {
+  if (!find_standby(name)) return make_error("driver '" + name + "' has no standby connected");
+  auto it = drivers_.find(name);
+  if (it != drivers_.end()) {
+    // Fenced: nothing it writes is read any more, and its connection closes.
+    AXL_INFO("driver '%s' (pid %d) fenced on request", name.c_str(), it->second->pid());
+    it->second->drop();
+    drivers_.erase(it);
+  }
+  take_over(name);
+  return {};
 }
 
 DriverConnection* DriverRegistry::find_serial(const std::string& name, uint64_t serial) {

@@ -116,6 +116,10 @@ class DriverRegistry {
     on_violation_ = std::move(f);
   }
   DriverConnection* find_standby(const std::string& name);
+  // Fences the active instance of `name` (its connection is dropped, its
+  // channels are read no more) and promotes its standby now: the supervisor
+  // asks this before it kills an instance itself.  Error if no standby.
+  Status promote(const std::string& name);
   // The active or standby connection of `name` with this serial, if it is still there.
   DriverConnection* find_serial(const std::string& name, uint64_t serial);
   Status listen(const std::string& path);
@@ -127,6 +131,8 @@ class DriverRegistry {
   void await_hello(std::shared_ptr<boost::asio::posix::stream_descriptor> s, int fd);
   void watch(DriverConnection* c);
   void watch_standby(DriverConnection* c);
+  // The active connection of `name` is gone: its standby, if any, takes over.
+  void take_over(const std::string& name);
 
   boost::asio::io_context& io_;
   UniqueFd listen_fd_;

@@ -107,13 +107,11 @@ int main(int argc, char** argv) {
   };
   vtpm.stop = [&](const std::string& dom) {
     // Fire and forget: the request is on its way once this returns; the
-    // answer only matters to the log.  Kept alive by its own completion.
-    auto call = std::make_shared<std::shared_ptr<axl::control::PendingCall>>();
-    *call = axl::control::async_call(
+    // answer only matters to the log.
+    axl::control::async_call(
         io, supervisor_sock, [&](auto q) { q.setStopVtpm(dom); }, 10000,
-        [dom, call](axl::Result<axl::control::ControlReply> r) {
+        [dom](axl::Result<axl::control::ControlReply> r) {
           if (!r) AXL_WARN("domain %s: stopping its vTPM: %s", dom.c_str(), r.error().message.c_str());
-          call->reset();
         });
   };
   axl::hv::DomainEngine engine(io, state_dir, guest_dir, drivers, supervision, vtpm);
@@ -190,6 +188,12 @@ int main(int argc, char** argv) {
         }
         break;
       }
+      case R::PROMOTE_STANDBY:
+        if (auto s = drivers.promote(req.getPromoteStandby()); !s) {
+          rep.setOk(false);
+          rep.setError(s.error().message);
+        }
+        break;
       case R::SHUTDOWN:
         stopping = true;
         io.post([&] { io.stop(); });
