@@ -44,8 +44,9 @@ int main(int argc, char** argv) {
     const auto t1 = std::chrono::steady_clock::now();
     ::waitpid(pid, nullptr, 0);
     ::close(pidfd);
-    std::printf("%lld\n", static_cast<long long>(
-                              std::chrono::duration_cast<std::chrono::microseconds>(t1 - t0).count()));
+    std::printf("%lld\n",
+                static_cast<long long>(
+                    std::chrono::duration_cast<std::chrono::microseconds>(t1 - t0).count()));
   }
   return 0;
 }

@@ -24,8 +24,10 @@ int main(int argc, char** argv) {
   std::string socket, image;
   for (int i = 1; i + 1 < argc; i += 2) {
     std::string a = argv[i];
-    if (a == "--socket") socket = argv[i + 1];
-    else if (a == "--image") image = argv[i + 1];
+    if (a == "--socket")
+      socket = argv[i + 1];
+    else if (a == "--image")
+      image = argv[i + 1];
   }
   if (socket.empty() || image.empty()) {
     fprintf(stderr, "usage: axl-bench-serve-blk --socket SOCK --image IMG\n");
@@ -43,8 +45,13 @@ int main(int argc, char** argv) {
     return 1;
   }
   axl::proc::SpawnOptions so;
-  so.argv = {axl::proc::exe_dir() + "/axolotl-driverdom", "--name", "bench-blk", "--kind", "blk",
-             "--hv-socket", dir + "/drivers.sock"};
+  so.argv = {axl::proc::exe_dir() + "/axolotl-driverdom",
+             "--name",
+             "bench-blk",
+             "--kind",
+             "blk",
+             "--hv-socket",
+             dir + "/drivers.sock"};
   auto drv = axl::proc::spawn(so);
   int rc = 1;
   if (!drv) {
@@ -56,7 +63,7 @@ int main(int argc, char** argv) {
     axl::hv::DeviceRequest req;
     req.kind = axl::config::DriverKind::kBlk;
     req.image.reset(::open(image.c_str(), O_RDWR | O_CLOEXEC));
-    struct stat st{};
+    struct stat st {};
     if (!reg.find("bench-blk")) {
       fprintf(stderr, "driver domain did not connect\n");
     } else if (!req.image || ::fstat(req.image.get(), &st) < 0) {
@@ -65,8 +72,9 @@ int main(int argc, char** argv) {
       req.blk = axl::hv::BlkDeviceSpec{uint64_t(st.st_size) & ~511ull, false, "axl-bench"};
       // The attach is answered on the loop: run it until then.
       std::optional<axl::Result<axl::hv::ChannelGrant>> grant;
-      axl::hv::attach_channel(*reg.find("bench-blk"), req,
-                              [&](axl::Result<axl::hv::ChannelGrant> g) { grant.emplace(std::move(g)); });
+      axl::hv::attach_channel(
+          *reg.find("bench-blk"), req,
+          [&](axl::Result<axl::hv::ChannelGrant> g) { grant.emplace(std::move(g)); });
       while (!grant) io.run_one();
       axl::Result<axl::hv::BoundDevice> b = axl::make_error("no grant");
       if (*grant)

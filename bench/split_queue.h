@@ -30,8 +30,7 @@ class SplitQueue {
  public:
   // desc/avail/used point into the shared mapping; gpa_of translates them.
   SplitQueue(VringDesc* desc, uint16_t* avail, uint16_t* used, uint16_t size, bool event_idx)
-      : desc_(desc), avail_(avail), used_(used), size_(size), event_idx_(event_idx),
-        chains_(size) {
+      : desc_(desc), avail_(avail), used_(used), size_(size), event_idx_(event_idx), chains_(size) {
     free_.reserve(size);
     for (int i = size - 1; i >= 0; --i) free_.push_back(static_cast<uint16_t>(i));
     avail_[0] = 0;  // flags
@@ -83,15 +82,18 @@ class SplitQueue {
   // Queues bufs as an indirect table written at `table` (guest address
   // table_gpa), taking one ring descriptor: what Linux guests do for every
   // multi-buffer request once VIRTIO_RING_F_INDIRECT_DESC is negotiated.
-  Status add_indirect(VringDesc* table, uint64_t table_gpa, std::span<const QueueBuf> bufs, uint32_t token) {
-    if (bufs.empty() || bufs.size() > size_) return make_error("indirect table longer than the queue");
+  Status add_indirect(VringDesc* table, uint64_t table_gpa, std::span<const QueueBuf> bufs,
+                      uint32_t token) {
+    if (bufs.empty() || bufs.size() > size_)
+      return make_error("indirect table longer than the queue");
     if (free_.empty()) return make_error("virtqueue full: need 1 descriptor");
     uint32_t writable = 0;
     for (size_t i = 0; i < bufs.size(); ++i) {
       bool last = i + 1 == bufs.size();
       table[i].addr = bufs[i].gpa;
       table[i].len = bufs[i].len;
-      table[i].flags = static_cast<uint16_t>((last ? 0 : kDescFNext) | (bufs[i].device_writes ? kDescFWrite : 0));
+      table[i].flags = static_cast<uint16_t>((last ? 0 : kDescFNext) |
+                                             (bufs[i].device_writes ? kDescFWrite : 0));
       table[i].next = last ? 0 : static_cast<uint16_t>(i + 1);
       if (bufs[i].device_writes) writable += bufs[i].len;
     }
@@ -123,8 +125,10 @@ class SplitQueue {
     // store before reading its suppression state (virtio's full barrier).
     std::atomic_thread_fence(std::memory_order_seq_cst);
     if (event_idx_) {
-      uint16_t event = std::atomic_ref<uint16_t>(used_[2 + 4 * size_]).load(std::memory_order_relaxed);
-      return static_cast<uint16_t>(avail_idx_ - event - 1) < static_cast<uint16_t>(avail_idx_ - old_idx);
+      uint16_t event =
+          std::atomic_ref<uint16_t>(used_[2 + 4 * size_]).load(std::memory_order_relaxed);
+      return static_cast<uint16_t>(avail_idx_ - event - 1) <
+             static_cast<uint16_t>(avail_idx_ - old_idx);
     }
     uint16_t flags = std::atomic_ref<uint16_t>(used_[0]).load(std::memory_order_relaxed);
     return (flags & kUsedFNoNotify) == 0;

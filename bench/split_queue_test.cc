@@ -17,7 +17,9 @@ struct Rings {
   alignas(4) uint16_t avail[3 + kSize] = {};
   alignas(4) uint16_t used[3 + 4 * kSize] = {};
 
-  SplitQueue queue(bool event_idx) { return SplitQueue(desc.data(), avail, used, kSize, event_idx); }
+  SplitQueue queue(bool event_idx) {
+    return SplitQueue(desc.data(), avail, used, kSize, event_idx);
+  }
   uint16_t avail_idx() const { return avail[1]; }
   uint16_t avail_head(uint16_t i) const { return avail[2 + i % kSize]; }
   void complete(uint32_t id, uint32_t len) {

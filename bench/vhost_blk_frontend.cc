@@ -79,34 +79,35 @@ struct Options {
 };
 
 void usage(FILE* f) {
-  std::fprintf(f,
-               "usage: axl-bench-blk --socket PATH (--workload W --qd N | --all) [options]\n"
-               "  --workload W        randread4k | randwrite4k | seqread1m | seqwrite1m\n"
-               "  --qd N              requests in flight (default 1; capped by ring size)\n"
-               "  --all               run the whole matrix: 4k random at QD 1 and 32,\n"
-               "                      1M sequential at QD 32\n"
-               "  --seconds S         duration of each workload (default 5, may be fractional)\n"
-               "  --range BYTES       limit I/O to the first BYTES of the device (K/M/G suffix)\n"
-               "  --no-verify         skip the write/read-back integrity pass\n"
-               "  --verify-only       run only the integrity pass\n"
-               "  --check-data        fill the range with a known pattern first, write that\n"
-               "                      pattern in every write and check every read against it\n"
-               "                      (costs frontend CPU: for proving a backend, not timing it)\n"
-               "  --poll              busy-poll the used ring instead of waiting for calls\n"
-               "  --no-event-idx      do not negotiate VIRTIO_RING_F_EVENT_IDX\n"
-               "  --no-indirect       do not negotiate VIRTIO_RING_F_INDIRECT_DESC (by default,\n"
-               "                      like a Linux guest, every request is one indirect table)\n"
-               "  --queue-size N      virtqueue size, power of two (default 128, QEMU's default)\n"
-               "  --seed N            random seed (default: from the clock)\n"
-               "  --timeout S         fail when no completion arrives for S seconds (default 10)\n"
-               "  --connect-timeout S keep retrying the socket for S seconds (default 10)\n"
-               "  --label NAME        tag every JSON line with this name\n"
-               "  --backend-pid PID   also report the CPU time of PID and its descendants\n"
-               "  --iommu MODE        none | identity | offset | pages: ack VIRTIO_F_ACCESS_PLATFORM\n"
-               "                      and program the backend's IOTLB (offset: IOVA = GPA + 1 TiB;\n"
-               "                      pages: identity, one entry per 4 KiB page)\n"
-               "Prints one JSON object per line: device info, the integrity check, and one\n"
-               "line per workload with iops, mb_s (10^6 B/s), mib_s and latency.\n");
+  std::fprintf(
+      f,
+      "usage: axl-bench-blk --socket PATH (--workload W --qd N | --all) [options]\n"
+      "  --workload W        randread4k | randwrite4k | seqread1m | seqwrite1m\n"
+      "  --qd N              requests in flight (default 1; capped by ring size)\n"
+      "  --all               run the whole matrix: 4k random at QD 1 and 32,\n"
+      "                      1M sequential at QD 32\n"
+      "  --seconds S         duration of each workload (default 5, may be fractional)\n"
+      "  --range BYTES       limit I/O to the first BYTES of the device (K/M/G suffix)\n"
+      "  --no-verify         skip the write/read-back integrity pass\n"
+      "  --verify-only       run only the integrity pass\n"
+      "  --check-data        fill the range with a known pattern first, write that\n"
+      "                      pattern in every write and check every read against it\n"
+      "                      (costs frontend CPU: for proving a backend, not timing it)\n"
+      "  --poll              busy-poll the used ring instead of waiting for calls\n"
+      "  --no-event-idx      do not negotiate VIRTIO_RING_F_EVENT_IDX\n"
+      "  --no-indirect       do not negotiate VIRTIO_RING_F_INDIRECT_DESC (by default,\n"
+      "                      like a Linux guest, every request is one indirect table)\n"
+      "  --queue-size N      virtqueue size, power of two (default 128, QEMU's default)\n"
+      "  --seed N            random seed (default: from the clock)\n"
+      "  --timeout S         fail when no completion arrives for S seconds (default 10)\n"
+      "  --connect-timeout S keep retrying the socket for S seconds (default 10)\n"
+      "  --label NAME        tag every JSON line with this name\n"
+      "  --backend-pid PID   also report the CPU time of PID and its descendants\n"
+      "  --iommu MODE        none | identity | offset | pages: ack VIRTIO_F_ACCESS_PLATFORM\n"
+      "                      and program the backend's IOTLB (offset: IOVA = GPA + 1 TiB;\n"
+      "                      pages: identity, one entry per 4 KiB page)\n"
+      "Prints one JSON object per line: device info, the integrity check, and one\n"
+      "line per workload with iops, mb_s (10^6 B/s), mib_s and latency.\n");
 }
 
 std::optional<uint64_t> parse_size(const std::string& s) {
@@ -117,11 +118,16 @@ std::optional<uint64_t> parse_size(const std::string& s) {
   if (errno || end == s.c_str()) return std::nullopt;
   uint64_t mul = 1;
   std::string suffix(end);
-  if (suffix == "" || suffix == "B") mul = 1;
-  else if (suffix == "K" || suffix == "k" || suffix == "KiB") mul = 1ull << 10;
-  else if (suffix == "M" || suffix == "MiB") mul = 1ull << 20;
-  else if (suffix == "G" || suffix == "GiB") mul = 1ull << 30;
-  else return std::nullopt;
+  if (suffix == "" || suffix == "B")
+    mul = 1;
+  else if (suffix == "K" || suffix == "k" || suffix == "KiB")
+    mul = 1ull << 10;
+  else if (suffix == "M" || suffix == "MiB")
+    mul = 1ull << 20;
+  else if (suffix == "G" || suffix == "GiB")
+    mul = 1ull << 30;
+  else
+    return std::nullopt;
   return v * mul;
 }
 
@@ -133,34 +139,70 @@ Result<Options> parse_args(int argc, char** argv) {
   };
   for (int i = 1; i < argc; ++i) {
     std::string a = argv[i];
-    if (a == "--all") { o.all = true; continue; }
-    if (a == "--no-verify") { o.verify = false; continue; }
-    if (a == "--verify-only") { o.verify_only = true; continue; }
-    if (a == "--check-data") { o.check_data = true; continue; }
-    if (a == "--poll") { o.poll = true; continue; }
-    if (a == "--no-event-idx") { o.event_idx = false; continue; }
-    if (a == "--no-indirect") { o.indirect = false; continue; }
-    if (a == "-h" || a == "--help") { usage(stdout); std::exit(0); }
+    if (a == "--all") {
+      o.all = true;
+      continue;
+    }
+    if (a == "--no-verify") {
+      o.verify = false;
+      continue;
+    }
+    if (a == "--verify-only") {
+      o.verify_only = true;
+      continue;
+    }
+    if (a == "--check-data") {
+      o.check_data = true;
+      continue;
+    }
+    if (a == "--poll") {
+      o.poll = true;
+      continue;
+    }
+    if (a == "--no-event-idx") {
+      o.event_idx = false;
+      continue;
+    }
+    if (a == "--no-indirect") {
+      o.indirect = false;
+      continue;
+    }
+    if (a == "-h" || a == "--help") {
+      usage(stdout);
+      std::exit(0);
+    }
     auto v = need(i);
     if (!v) return v.error();
     const std::string& s = *v;
     try {
-      if (a == "--socket") o.socket = s;
-      else if (a == "--workload") o.workload = s;
-      else if (a == "--qd") o.qd = static_cast<uint32_t>(std::stoul(s));
-      else if (a == "--seconds") o.seconds = std::stod(s);
-      else if (a == "--timeout") o.timeout = std::stod(s);
-      else if (a == "--connect-timeout") o.connect_timeout = std::stod(s);
-      else if (a == "--queue-size") o.queue_size = static_cast<uint32_t>(std::stoul(s));
-      else if (a == "--seed") o.seed = std::stoull(s);
-      else if (a == "--label") o.label = s;
-      else if (a == "--iommu") o.iommu = s;
-      else if (a == "--backend-pid") o.backend_pid = std::stoi(s);
+      if (a == "--socket")
+        o.socket = s;
+      else if (a == "--workload")
+        o.workload = s;
+      else if (a == "--qd")
+        o.qd = static_cast<uint32_t>(std::stoul(s));
+      else if (a == "--seconds")
+        o.seconds = std::stod(s);
+      else if (a == "--timeout")
+        o.timeout = std::stod(s);
+      else if (a == "--connect-timeout")
+        o.connect_timeout = std::stod(s);
+      else if (a == "--queue-size")
+        o.queue_size = static_cast<uint32_t>(std::stoul(s));
+      else if (a == "--seed")
+        o.seed = std::stoull(s);
+      else if (a == "--label")
+        o.label = s;
+      else if (a == "--iommu")
+        o.iommu = s;
+      else if (a == "--backend-pid")
+        o.backend_pid = std::stoi(s);
       else if (a == "--range") {
         auto r = parse_size(s);
         if (!r) return make_error("bad --range " + s);
         o.range = *r;
-      } else return make_error("unknown option " + a);
+      } else
+        return make_error("unknown option " + a);
     } catch (const std::exception&) {
       return make_error("bad value for " + a + ": " + s);
     }
@@ -170,12 +212,14 @@ Result<Options> parse_args(int argc, char** argv) {
     return make_error("--iommu must be none, identity, offset or pages");
   if (!o.all && !o.verify_only && o.workload.empty())
     return make_error("give --workload, --all or --verify-only");
-  if (o.qd == 0 || o.qd > kMaxSlots) return make_error("--qd must be 1.." + std::to_string(kMaxSlots));
+  if (o.qd == 0 || o.qd > kMaxSlots)
+    return make_error("--qd must be 1.." + std::to_string(kMaxSlots));
   if (o.queue_size < 4 || o.queue_size > 32768 || (o.queue_size & (o.queue_size - 1)))
     return make_error("--queue-size must be a power of two in 4..32768");
   if (!(o.seconds > 0)) return make_error("--seconds must be positive");
   if (o.seed == 0)
-    o.seed = static_cast<uint64_t>(Clock::now().time_since_epoch().count()) ^ (uint64_t(getpid()) << 32);
+    o.seed =
+        static_cast<uint64_t>(Clock::now().time_since_epoch().count()) ^ (uint64_t(getpid()) << 32);
   return o;
 }
 
@@ -208,7 +252,8 @@ class VhostUserClient {
   // Sends a message that expects no reply payload; with REPLY_ACK negotiated
   // it asks for and checks the ack, so a backend that rejects a message is
   // caught at that message rather than as a stalled queue later.
-  Status set(VhostUserRequest req, const void* payload, uint32_t size, std::span<const int> fds = {}) {
+  Status set(VhostUserRequest req, const void* payload, uint32_t size,
+             std::span<const int> fds = {}) {
     if (auto s = send(req, payload, size, fds, reply_ack_); !s) return s;
     if (!reply_ack_) return {};
     auto r = recv_reply(req);
@@ -281,7 +326,9 @@ class VhostUserClient {
     return payload;
   }
 
-  static std::string name(VhostUserRequest r) { return "vhost-user request " + std::to_string(static_cast<uint32_t>(r)); }
+  static std::string name(VhostUserRequest r) {
+    return "vhost-user request " + std::to_string(static_cast<uint32_t>(r));
+  }
 
  private:
   explicit VhostUserClient(UniqueFd fd) : fd_(std::move(fd)) {}
@@ -320,7 +367,8 @@ class GuestMemory {
   static Result<GuestMemory> create(size_t size) {
     UniqueFd fd(::memfd_create("axl-bench-guest-ram", MFD_CLOEXEC));
     if (!fd) return make_error(errno_text("memfd_create"));
-    if (::ftruncate(fd.get(), static_cast<off_t>(size)) != 0) return make_error(errno_text("ftruncate"));
+    if (::ftruncate(fd.get(), static_cast<off_t>(size)) != 0)
+      return make_error(errno_text("ftruncate"));
     void* p = ::mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_POPULATE, fd.get(), 0);
     if (p == MAP_FAILED) return make_error(errno_text("mmap guest memory"));
     return GuestMemory(std::move(fd), static_cast<uint8_t*>(p), size);
@@ -342,7 +390,8 @@ class GuestMemory {
   uint64_t hva(size_t off) const { return reinterpret_cast<uint64_t>(base_ + off); }
 
  private:
-  GuestMemory(UniqueFd fd, uint8_t* base, size_t size) : fd_(std::move(fd)), base_(base), size_(size) {}
+  GuestMemory(UniqueFd fd, uint8_t* base, size_t size)
+      : fd_(std::move(fd)), base_(base), size_(size) {}
   UniqueFd fd_;
   uint8_t* base_;
   size_t size_;
@@ -435,12 +484,14 @@ class BlkFrontend {
     bufs_.push_back({mem_->iova(s.hdr_off), sizeof(BlkReqHeader), false});
     uint64_t seg = segment_size(seg_limit);
     for (uint64_t done = 0; done < len; done += seg)
-      bufs_.push_back({mem_->iova(s.data_off + done), static_cast<uint32_t>(std::min(seg, len - done)), !write});
+      bufs_.push_back({mem_->iova(s.data_off + done),
+                       static_cast<uint32_t>(std::min(seg, len - done)), !write});
     bufs_.push_back({mem_->iova(s.hdr_off + sizeof(BlkReqHeader)), 1, true});
     if (bufs_.size() > max_chain_) return make_error("request needs more segments than allowed");
-    Status st = info_.indirect ? queue_->add_indirect(reinterpret_cast<VringDesc*>(mem_->base() + s.table_off),
-                                                      mem_->iova(s.table_off), bufs_, slot)
-                               : queue_->add(bufs_, slot);
+    Status st = info_.indirect
+                    ? queue_->add_indirect(reinterpret_cast<VringDesc*>(mem_->base() + s.table_off),
+                                           mem_->iova(s.table_off), bufs_, slot)
+                    : queue_->add(bufs_, slot);
     if (!st) return st;
     s.busy = true;
     s.submitted = Clock::now();
@@ -467,7 +518,8 @@ class BlkFrontend {
   Status kick() {
     if (!queue_->publish()) return {};
     uint64_t one = 1;
-    if (::write(kick_fd_.get(), &one, sizeof(one)) != sizeof(one)) return make_error(errno_text("kick"));
+    if (::write(kick_fd_.get(), &one, sizeof(one)) != sizeof(one))
+      return make_error(errno_text("kick"));
     ++kicks_;
     return {};
   }
@@ -486,13 +538,15 @@ class BlkFrontend {
       queue_->enable_notify();
       if (queue_->has_used()) break;
       pollfd p[2] = {{call_fd_.get(), POLLIN, 0}, {client_.fd(), POLLIN, 0}};
-      int ms = static_cast<int>(std::chrono::duration_cast<std::chrono::milliseconds>(
-                                    stall_deadline - Clock::now()).count());
+      int ms = static_cast<int>(
+          std::chrono::duration_cast<std::chrono::milliseconds>(stall_deadline - Clock::now())
+              .count());
       int r = ::poll(p, 2, std::max(ms, 0));
       if (r < 0 && errno == EINTR) continue;
       if (r < 0) return make_error(errno_text("poll"));
       if (r == 0) return stalled();
-      if (p[1].revents) return make_error("backend closed or wrote to the vhost-user socket mid-run");
+      if (p[1].revents)
+        return make_error("backend closed or wrote to the vhost-user socket mid-run");
       if (p[0].revents & POLLIN) {
         uint64_t n;
         if (::read(call_fd_.get(), &n, sizeof(n)) == sizeof(n)) ++calls_;
@@ -505,12 +559,15 @@ class BlkFrontend {
     if (auto s = queue_->harvest(used_); !s) return s;
     auto now = Clock::now();
     for (const UsedEntry& u : used_) {
-      if (u.token >= slots_.size() || !slots_[u.token].busy) return make_error("completion for an idle slot");
+      if (u.token >= slots_.size() || !slots_[u.token].busy)
+        return make_error("completion for an idle slot");
       Slot& s = slots_[u.token];
       uint8_t status = mem_->base()[s.hdr_off + sizeof(BlkReqHeader)];
       if (status != kBlkSOk)
-        return make_error("request completed with status " + std::to_string(status) + " (sector " +
-                          std::to_string(reinterpret_cast<BlkReqHeader*>(mem_->base() + s.hdr_off)->sector) + ")");
+        return make_error(
+            "request completed with status " + std::to_string(status) + " (sector " +
+            std::to_string(reinterpret_cast<BlkReqHeader*>(mem_->base() + s.hdr_off)->sector) +
+            ")");
       if (u.len != s.expect_len) ++len_mismatches_;
       s.busy = false;
       out.push_back({u.token, now - s.submitted});
@@ -532,7 +589,8 @@ class BlkFrontend {
   Status stop() {
     if (auto s = drain(); !s) return s;
     VringState st{0, 0};
-    if (auto s = client_.send(VhostUserRequest::kGetVringBase, &st, sizeof(st), {}, false); !s) return s;
+    if (auto s = client_.send(VhostUserRequest::kGetVringBase, &st, sizeof(st), {}, false); !s)
+      return s;
     auto r = client_.recv_reply(VhostUserRequest::kGetVringBase);
     if (!r) return r.error();
     if (r->size() != sizeof(st)) return make_error("GET_VRING_BASE: bad reply size");
@@ -547,8 +605,8 @@ class BlkFrontend {
   BlkFrontend(VhostUserClient client, const Options& o) : client_(std::move(client)), opt_(o) {}
 
   Status stalled() {
-    return make_error("backend stalled: no completion for " + std::to_string(opt_.timeout) + " s with " +
-                      std::to_string(queue_->in_flight()) + " requests in flight");
+    return make_error("backend stalled: no completion for " + std::to_string(opt_.timeout) +
+                      " s with " + std::to_string(queue_->in_flight()) + " requests in flight");
   }
 
   uint64_t segment_size(uint64_t seg_limit) const {
@@ -573,8 +631,10 @@ class BlkFrontend {
       info_.protocol_features = *pf;
       uint64_t want = *pf & ((1ull << kProtocolFReplyAck) | (1ull << kProtocolFConfig));
       if (iommu()) {
-        uint64_t need = (1ull << kProtocolFIotlb) | (1ull << kProtocolFBackendReq) | (1ull << kProtocolFReplyAck);
-        if ((*pf & need) != need) return make_error("--iommu: backend does not offer IOTLB, BACKEND_REQ and REPLY_ACK");
+        uint64_t need = (1ull << kProtocolFIotlb) | (1ull << kProtocolFBackendReq) |
+                        (1ull << kProtocolFReplyAck);
+        if ((*pf & need) != need)
+          return make_error("--iommu: backend does not offer IOTLB, BACKEND_REQ and REPLY_ACK");
         want |= need;
       }
       if (auto s = client_.set_u64(R::kSetProtocolFeatures, want); !s) return s;
@@ -582,17 +642,21 @@ class BlkFrontend {
       config = (want >> kProtocolFConfig) & 1;
     }
     if (auto s = client_.set(R::kSetOwner, nullptr, 0); !s) return s;
-    if (!config) return make_error("backend does not offer VHOST_USER_PROTOCOL_F_CONFIG; capacity unknown");
+    if (!config)
+      return make_error("backend does not offer VHOST_USER_PROTOCOL_F_CONFIG; capacity unknown");
 
     // GET_CONFIG never takes NEED_REPLY: it always answers with the config.
     std::vector<uint8_t> req(sizeof(ConfigHeader) + sizeof(BlkConfigPrefix), 0);
     ConfigHeader ch{0, sizeof(BlkConfigPrefix), 0};
     std::memcpy(req.data(), &ch, sizeof(ch));
-    if (auto s = client_.send(R::kGetConfig, req.data(), static_cast<uint32_t>(req.size()), {}, false); !s)
+    if (auto s =
+            client_.send(R::kGetConfig, req.data(), static_cast<uint32_t>(req.size()), {}, false);
+        !s)
       return s;
     auto reply = client_.recv_reply(R::kGetConfig);
     if (!reply) return reply.error();
-    if (reply->size() != req.size()) return make_error("GET_CONFIG failed (reply of " + std::to_string(reply->size()) + " bytes)");
+    if (reply->size() != req.size())
+      return make_error("GET_CONFIG failed (reply of " + std::to_string(reply->size()) + " bytes)");
     BlkConfigPrefix cfg;
     std::memcpy(&cfg, reply->data() + sizeof(ConfigHeader), sizeof(cfg));
     info_.capacity_bytes = cfg.capacity * kSectorSize;
@@ -608,13 +672,15 @@ class BlkFrontend {
     if (opt_.indirect && has(kRingFIndirectDesc)) ack |= 1ull << kRingFIndirectDesc;
     if (has(kVhostUserFProtocolFeatures)) ack |= 1ull << kVhostUserFProtocolFeatures;
     if (iommu()) {
-      if (!has(kFAccessPlatform)) return make_error("--iommu: backend does not offer VIRTIO_F_ACCESS_PLATFORM");
+      if (!has(kFAccessPlatform))
+        return make_error("--iommu: backend does not offer VIRTIO_F_ACCESS_PLATFORM");
       if (!has(kVhostUserFProtocolFeatures)) return make_error("--iommu: needs protocol features");
       ack |= 1ull << kFAccessPlatform;
       // The back-end channel (misses would come here; the whole of guest RAM
       // is mapped up front, so none should).
       int sv[2];
-      if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0) return make_error(errno_text("socketpair"));
+      if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0)
+        return make_error(errno_text("socketpair"));
       backend_chan_.reset(sv[0]);
       UniqueFd theirs(sv[1]);
       int t = theirs.get();
@@ -650,9 +716,12 @@ class BlkFrontend {
     auto mem = GuestMemory::create(total);
     if (!mem) return mem.error();
     mem_.emplace(std::move(*mem));
-    for (uint32_t i = 0; i < nslots; ++i) slots_.push_back({hdr_off + 64 * i, data_off + max_req_ * i, table_off + table_bytes * i, false, {}, 0});
+    for (uint32_t i = 0; i < nslots; ++i)
+      slots_.push_back(
+          {hdr_off + 64 * i, data_off + max_req_ * i, table_off + table_bytes * i, false, {}, 0});
     uint8_t* b = mem_->base();
-    queue_.emplace(reinterpret_cast<VringDesc*>(b + desc_off), reinterpret_cast<uint16_t*>(b + avail_off),
+    queue_.emplace(reinterpret_cast<VringDesc*>(b + desc_off),
+                   reinterpret_cast<uint16_t*>(b + avail_off),
                    reinterpret_cast<uint16_t*>(b + used_off), n, info_.event_idx);
 
     MemoryTableOne table{1, 0, {mem_->gpa(0), mem_->size(), mem_->hva(0), 0}};
@@ -676,8 +745,10 @@ class BlkFrontend {
     VringState base{0, 0};
     if (auto s = client_.set(R::kSetVringBase, &base, sizeof(base)); !s) return s;
     // With a guest IOMMU ring addresses are IOVAs, else front-end addresses.
-    VringAddr addr = iommu() ? VringAddr{0, 0, mem_->iova(desc_off), mem_->iova(used_off), mem_->iova(avail_off), 0}
-                             : VringAddr{0, 0, mem_->hva(desc_off), mem_->hva(used_off), mem_->hva(avail_off), 0};
+    VringAddr addr =
+        iommu()
+            ? VringAddr{0, 0, mem_->iova(desc_off), mem_->iova(used_off), mem_->iova(avail_off), 0}
+            : VringAddr{0, 0, mem_->hva(desc_off), mem_->hva(used_off), mem_->hva(avail_off), 0};
     if (auto s = client_.set(R::kSetVringAddr, &addr, sizeof(addr)); !s) return s;
     int call = call_fd_.get();
     if (auto s = client_.set_u64(R::kSetVringCall, 0, {&call, 1}); !s) return s;
@@ -759,12 +830,15 @@ Status run_ops(BlkFrontend& dev, const std::vector<VerifyOp>& ops, bool write, u
   while (next < ops.size() || dev.in_flight()) {
     while (next < ops.size()) {
       const VerifyOp& op = ops[next];
-      if (dev.descs_for(op.len, op.seg_limit) > dev.queue_size()) return make_error("verify op too large");
+      if (dev.descs_for(op.len, op.seg_limit) > dev.queue_size())
+        return make_error("verify op too large");
       auto slot = dev.free_slot();
       if (!slot) break;
       uint8_t* buf = dev.data(*slot);
-      if (write) fill_pattern(buf, op.off, op.len, seed);
-      else std::memset(buf, 0xa5, op.len);
+      if (write)
+        fill_pattern(buf, op.off, op.len, seed);
+      else
+        std::memset(buf, 0xa5, op.len);
       auto s = dev.queue(*slot, write, op.off, op.len, op.seg_limit);
       if (!s) {
         if (dev.in_flight()) break;  // ring full: let some finish first
@@ -812,7 +886,8 @@ Status verify(BlkFrontend& dev, const Options& o, uint64_t range) {
   for (int tries = 0; ops.size() < 10 && tries < 1000; ++tries) {
     bool odd = ops.size() == 1;
     uint64_t len = odd ? 3 * kSectorSize : kPage;
-    uint64_t off = odd ? (rng() % (range / kSectorSize - 3)) * kSectorSize : (rng() % (range / kPage)) * kPage;
+    uint64_t off =
+        odd ? (rng() % (range / kSectorSize - 3)) * kSectorSize : (rng() % (range / kPage)) * kPage;
     if (!overlaps(off, len)) ops.push_back({off, len, 0});
   }
   uint64_t bytes = 0;
@@ -828,8 +903,8 @@ Status verify(BlkFrontend& dev, const Options& o, uint64_t range) {
     if (s) s = dev.drain();
   }
   if (s) s = run_ops(dev, ops, false, o.seed, mismatch_at);
-  std::printf("{%s\"check\":\"integrity\",\"ok\":%s,\"requests\":%zu,\"bytes\":%" PRIu64 ",\"seed\":%" PRIu64
-              "%s}\n",
+  std::printf("{%s\"check\":\"integrity\",\"ok\":%s,\"requests\":%zu,\"bytes\":%" PRIu64
+              ",\"seed\":%" PRIu64 "%s}\n",
               label_field(o).c_str(), s ? "true" : "false", ops.size(), bytes, o.seed,
               s ? "" : (",\"error\":\"" + s.error().message + "\"").c_str());
   std::fflush(stdout);
@@ -871,7 +946,8 @@ double tree_cpu_seconds(int root) {
     if (fields.size() < 15) continue;
     // After the name: state ppid pgrp session tty tpgid flags minflt cminflt
     // majflt cmajflt utime stime cutime cstime.
-    double ticks = std::stod(fields[11]) + std::stod(fields[12]) + std::stod(fields[13]) + std::stod(fields[14]);
+    double ticks = std::stod(fields[11]) + std::stod(fields[12]) + std::stod(fields[13]) +
+                   std::stod(fields[14]);
     procs[static_cast<int>(pid)] = {std::stoi(fields[1]), ticks / kTick};
   }
   ::closedir(d);
@@ -894,7 +970,8 @@ double tree_cpu_seconds(int root) {
 double self_cpu_seconds() {
   rusage ru{};
   ::getrusage(RUSAGE_SELF, &ru);
-  return ru.ru_utime.tv_sec + ru.ru_stime.tv_sec + (ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) / 1e6;
+  return ru.ru_utime.tv_sec + ru.ru_stime.tv_sec +
+         (ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) / 1e6;
 }
 
 // ---------------------------------------------------------------- workloads
@@ -921,12 +998,14 @@ const WorkloadSpec* find_workload(const std::string& name) {
 
 Status run_workload(BlkFrontend& dev, const Options& o, const WorkloadSpec& w, uint32_t qd_req,
                     uint64_t range, std::mt19937_64& rng) {
-  if (w.write && dev.info().read_only) return make_error(std::string(w.name) + ": device is read-only");
+  if (w.write && dev.info().read_only)
+    return make_error(std::string(w.name) + ": device is read-only");
   // A 1 MiB transfer becomes several requests when seg_max * size_max is
   // smaller, the way a guest's block layer splits it.
   uint64_t req = std::min(w.bs, dev.max_req());
   if (range < req) return make_error("--range smaller than one request");
-  uint32_t qd = std::min({qd_req, dev.slots(), static_cast<uint32_t>(dev.queue_size() / dev.descs_for(req))});
+  uint32_t qd =
+      std::min({qd_req, dev.slots(), static_cast<uint32_t>(dev.queue_size() / dev.descs_for(req))});
   if (qd == 0) return make_error("ring too small for one request");
   for (uint32_t i = 0; i < dev.slots(); ++i)
     std::memset(dev.data(i), static_cast<int>(0x11 * (i % 15 + 1)), req);  // never all zeros
@@ -961,8 +1040,10 @@ Status run_workload(BlkFrontend& dev, const Options& o, const WorkloadSpec& w, u
       }
       if (o.check_data) {
         slot_off[*slot] = off;
-        if (w.write) fill_pattern(dev.data(*slot), off, req, o.seed);
-        else std::memset(dev.data(*slot), 0xa5, req);
+        if (w.write)
+          fill_pattern(dev.data(*slot), off, req, o.seed);
+        else
+          std::memset(dev.data(*slot), 0xa5, req);
       }
       if (auto s = dev.queue(*slot, w.write, off, req); !s) return s;
     }
@@ -973,15 +1054,15 @@ Status run_workload(BlkFrontend& dev, const Options& o, const WorkloadSpec& w, u
         want.resize(req);
         fill_pattern(want.data(), slot_off[c.slot], req, o.seed);
         if (std::memcmp(want.data(), dev.data(c.slot), req) != 0)
-          return make_error(std::string(w.name) + ": read at device offset " + std::to_string(slot_off[c.slot]) +
-                            " returned the wrong data");
+          return make_error(std::string(w.name) + ": read at device offset " +
+                            std::to_string(slot_off[c.slot]) + " returned the wrong data");
         ++checked;
       }
     }
     if (stopping) continue;  // draining: not counted
     for (const Completion& c : done) {
-      lat_ns.push_back(static_cast<uint32_t>(
-          std::min<int64_t>(std::chrono::duration_cast<std::chrono::nanoseconds>(c.latency).count(), UINT32_MAX)));
+      lat_ns.push_back(static_cast<uint32_t>(std::min<int64_t>(
+          std::chrono::duration_cast<std::chrono::nanoseconds>(c.latency).count(), UINT32_MAX)));
     }
     completed += done.size();
     auto now = Clock::now();
@@ -1007,7 +1088,8 @@ Status run_workload(BlkFrontend& dev, const Options& o, const WorkloadSpec& w, u
   double reqs = std::max<double>(1, static_cast<double>(completed));
   char backend_cpu[128] = "";
   if (o.backend_pid)
-    std::snprintf(backend_cpu, sizeof(backend_cpu), ",\"backend_cpu_pct\":%.1f,\"backend_cpu_us_per_req\":%.2f",
+    std::snprintf(backend_cpu, sizeof(backend_cpu),
+                  ",\"backend_cpu_pct\":%.1f,\"backend_cpu_us_per_req\":%.2f",
                   100 * backend_cpu0 / secs, 1e6 * backend_cpu0 / reqs);
   std::printf("{%s\"workload\":\"%s\",\"qd\":%u,\"qd_requested\":%u,\"req_bytes\":%" PRIu64
               ",\"seconds\":%.3f,\"requests\":%" PRIu64
@@ -1015,8 +1097,8 @@ Status run_workload(BlkFrontend& dev, const Options& o, const WorkloadSpec& w, u
               "\"lat_p99_us\":%.1f,\"lat_max_us\":%.1f,\"kicks\":%" PRIu64 ",\"calls\":%" PRIu64
               ",\"frontend_cpu_pct\":%.1f,\"reads_checked\":%" PRIu64 "%s}\n",
               label_field(o).c_str(), w.name, qd, qd_req, req, secs, completed, iops, bytes_s / 1e6,
-              bytes_s / kMiB, avg, pct(0.5), pct(0.99), pct(1.0), dev.kicks() - kicks0, dev.calls() - calls0,
-              100 * self_cpu0 / secs, checked, backend_cpu);
+              bytes_s / kMiB, avg, pct(0.5), pct(0.99), pct(1.0), dev.kicks() - kicks0,
+              dev.calls() - calls0, 100 * self_cpu0 / secs, checked, backend_cpu);
   std::fflush(stdout);
   return {};
 }
@@ -1035,12 +1117,14 @@ int run(const Options& o) {
     std::fprintf(stderr, "axl-bench-blk: --range must cover at least 64 KiB\n");
     return 2;
   }
-  std::printf("{%s\"device\":{\"capacity\":%" PRIu64 ",\"range\":%" PRIu64 ",\"seg_max\":%u,\"size_max\":%u,"
-              "\"max_req\":%" PRIu64 ",\"features\":\"0x%" PRIx64 "\",\"protocol_features\":\"0x%" PRIx64
-              "\",\"event_idx\":%s,\"indirect\":%s,\"queue_size\":%u,\"mode\":\"%s\"}}\n",
-              label_field(o).c_str(), info.capacity_bytes, range, info.seg_max, info.size_max, dev.max_req(),
-              info.features, info.protocol_features, info.event_idx ? "true" : "false", info.indirect ? "true" : "false", dev.queue_size(),
-              o.poll ? "poll" : "notify");
+  std::printf(
+      "{%s\"device\":{\"capacity\":%" PRIu64 ",\"range\":%" PRIu64
+      ",\"seg_max\":%u,\"size_max\":%u,"
+      "\"max_req\":%" PRIu64 ",\"features\":\"0x%" PRIx64 "\",\"protocol_features\":\"0x%" PRIx64
+      "\",\"event_idx\":%s,\"indirect\":%s,\"queue_size\":%u,\"mode\":\"%s\"}}\n",
+      label_field(o).c_str(), info.capacity_bytes, range, info.seg_max, info.size_max,
+      dev.max_req(), info.features, info.protocol_features, info.event_idx ? "true" : "false",
+      info.indirect ? "true" : "false", dev.queue_size(), o.poll ? "poll" : "notify");
   std::fflush(stdout);
 
   auto fail = [&](const Status& s) {
@@ -1087,8 +1171,9 @@ int run(const Options& o) {
   }
   if (auto s = dev.stop(); !s) return fail(s);
   if (dev.len_mismatches())
-    std::fprintf(stderr, "axl-bench-blk: note: %" PRIu64 " completions reported an unexpected used length\n",
-                 dev.len_mismatches());
+    std::fprintf(
+        stderr, "axl-bench-blk: note: %" PRIu64 " completions reported an unexpected used length\n",
+        dev.len_mismatches());
   return 0;
 }
 

@@ -79,7 +79,8 @@ int main(int argc, char** argv) {
   a.sin_family = AF_INET;
   a.sin_port = htons(static_cast<uint16_t>(atoi(argv[1])));
   a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  if (::connect(g_fd, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0) return (perror("connect"), 1);
+  if (::connect(g_fd, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0)
+    return (perror("connect"), 1);
   int one = 1;
   ::setsockopt(g_fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
   const double secs = atof(argv[2]);
@@ -88,8 +89,19 @@ int main(int argc, char** argv) {
   // the endorsement hierarchy (the template axolotl-vtpm's AK uses).
   Command cp(kCcCreatePrimary, {kRhEndorsement}, 1);
   cp.open().u16(0).u16(0).close();
-  cp.open().u16(0x23).u16(0x0B).u32(0x00050072).u16(0).u16(0x10).u16(0x18).u16(0x0B)
-      .u16(0x03).u16(0x10).u16(0).u16(0).close();
+  cp.open()
+      .u16(0x23)
+      .u16(0x0B)
+      .u32(0x00050072)
+      .u16(0)
+      .u16(0x10)
+      .u16(0x18)
+      .u16(0x0B)
+      .u16(0x03)
+      .u16(0x10)
+      .u16(0)
+      .u16(0)
+      .close();
   cp.u16(0).u32(0);
   auto rsp = transact(cp.finish());
   Reader r(rsp);
@@ -98,16 +110,20 @@ int main(int argc, char** argv) {
   r.u32(key);
 
   std::vector<uint8_t> digest(32, 0x5a);
-  const double extend = rate(secs, [&] {
-    return Command(kCcPcrExtend, {16}, 1).u32(1).u16(0x0B).bytes(digest).finish();
-  });
+  const double extend = rate(
+      secs, [&] { return Command(kCcPcrExtend, {16}, 1).u32(1).u16(0x0B).bytes(digest).finish(); });
   const double getrandom = rate(secs, [] { return Command(kCcGetRandom, {}, 0).u16(32).finish(); });
   std::vector<uint8_t> nonce(16, 0x11);
   const double quote = rate(secs, [&] {
     return Command(kCcQuote, {key}, 1)
         .tpm2b(nonce)
         .u16(0x10)  // the key's own scheme
-        .u32(1).u16(0x0B).u8(3).u8(0x01).u8(0x00).u8(0x01)  // sha256: PCR 0, 16
+        .u32(1)
+        .u16(0x0B)
+        .u8(3)
+        .u8(0x01)
+        .u8(0x00)
+        .u8(0x01)  // sha256: PCR 0, 16
         .finish();
   });
   transact(Command(kCcFlushContext, {}, 0).u32(key).finish());

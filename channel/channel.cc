@@ -53,7 +53,7 @@ Result<Mapping> Mapping::map(int fd, uint32_t slots, uint32_t slot_size) {
   if (!compute_geometry(slots, slot_size, &g))
     return make_error("channel geometry rejected: slots=" + std::to_string(slots) +
                       " slot_size=" + std::to_string(slot_size));
-  struct stat st{};
+  struct stat st {};
   if (::fstat(fd, &st) < 0) return make_error(std::string("channel fstat: ") + strerror(errno));
   if (uint64_t(st.st_size) != g.total_size)
     return make_error("channel memfd size " + std::to_string(st.st_size) + " != expected " +

@@ -22,12 +22,12 @@ constexpr uint32_t kMagic = 0x434c5841;  // "AXLC"
 constexpr uint32_t kVersion = 1;
 
 enum class Op : uint16_t {
-  kBlkRead = 1,   // read `len` bytes at `sector` into the pool slot
-  kBlkWrite = 2,  // write `len` bytes from the pool slot at `sector`
-  kBlkFlush = 3,  // make every completed write durable
-  kBlkGetId = 4,  // write up to 20 bytes of device id into the pool slot
-  kNetTx = 16,    // one frame of `len` bytes (virtio_net_hdr_v1 first) to send
-  kNetRxPost = 17 // an empty buffer of `len` bytes for the driver to fill with one frame
+  kBlkRead = 1,    // read `len` bytes at `sector` into the pool slot
+  kBlkWrite = 2,   // write `len` bytes from the pool slot at `sector`
+  kBlkFlush = 3,   // make every completed write durable
+  kBlkGetId = 4,   // write up to 20 bytes of device id into the pool slot
+  kNetTx = 16,     // one frame of `len` bytes (virtio_net_hdr_v1 first) to send
+  kNetRxPost = 17  // an empty buffer of `len` bytes for the driver to fill with one frame
 };
 
 // Response status, virtio-like.

@@ -63,7 +63,8 @@ int attest(const HostPaths& p, const AttestOptions& o) {
   const std::string dom = p.state_dir + "/dom/" + o.name;
   if (o.tpm.empty()) {
     if (!exists(dom)) return fail("no domain '" + o.name + "' in " + p.state_dir);
-    if (!exists(dom + "/vtpm.cmd")) return fail("domain '" + o.name + "' has no vTPM (no " + dom + "/vtpm.cmd)");
+    if (!exists(dom + "/vtpm.cmd"))
+      return fail("domain '" + o.name + "' has no vTPM (no " + dom + "/vtpm.cmd)");
     in.tpm = "unix:" + dom + "/vtpm.cmd";
   } else {
     in.tpm = o.tpm;

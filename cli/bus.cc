@@ -136,8 +136,7 @@ int bus_drivers(const std::string& bus, bool stats) {
   const char *name, *kind, *state, *last;
   int32_t pid;
   uint32_t restarts;
-  while ((r = sd_bus_message_read(m, "(ssisus)", &name, &kind, &pid, &state, &restarts, &last)) >
-         0)
+  while ((r = sd_bus_message_read(m, "(ssisus)", &name, &kind, &pid, &state, &restarts, &last)) > 0)
     printf("%-16s %-4s %8d %-10s %8u  %s\n", name, kind, pid, state, restarts, *last ? last : "-");
   if (r < 0) return bad_reply("ListDrivers", r);
   if (!stats) return 0;

@@ -7,14 +7,14 @@
 #include <unistd.h>
 
 #include <chrono>
-#include <ctime>
 #include <cstring>
+#include <ctime>
 #include <filesystem>
 #include <regex>
 #include <thread>
 
-#include "common/control_client.h"
 #include "common/config.h"
+#include "common/control_client.h"
 #include "common/unique_fd.h"
 
 namespace axl::cli {
@@ -77,18 +77,17 @@ int drivers(const HostPaths& p, bool stats) {
   auto sup = call(p.supervisor_socket(), [](auto q) { q.setListDrivers(); });
   if (!sup) return fail(sup.error().message);
   auto hv = call(p.hv_socket(), [](auto q) { q.setListDrivers(); });
-  printf("%-16s %-4s %8s %-10s %8s %7s %9s %8s  %s\n", "Name", "Kind", "PID", "State",
-         "Restarts", "Devices", "HbLag(ms)", "Standby", "LastFailure");
+  printf("%-16s %-4s %8s %-10s %8s %7s %9s %8s  %s\n", "Name", "Kind", "PID", "State", "Restarts",
+         "Devices", "HbLag(ms)", "Standby", "LastFailure");
   for (auto d : sup->get().getDrivers()) {
     uint32_t devices = 0;
     if (hv)
       for (auto h : hv->get().getDrivers())
         if (h.getName() == d.getName()) devices = h.getDevices();
     std::string standby = d.getStandbyPid() ? std::to_string(d.getStandbyPid()) : "-";
-    printf("%-16s %-4s %8d %-10s %8u %7u %9.1f %8s  %s\n", d.getName().cStr(),
-           d.getKind().cStr(), d.getPid(), d.getState().cStr(), d.getRestarts(), devices,
-           d.getHeartbeatLagMs(), standby.c_str(),
-           d.getLastFailure().size() ? d.getLastFailure().cStr() : "-");
+    printf("%-16s %-4s %8d %-10s %8u %7u %9.1f %8s  %s\n", d.getName().cStr(), d.getKind().cStr(),
+           d.getPid(), d.getState().cStr(), d.getRestarts(), devices, d.getHeartbeatLagMs(),
+           standby.c_str(), d.getLastFailure().size() ? d.getLastFailure().cStr() : "-");
   }
   if (!stats) return 0;
   printf("\n%-16s %-20s %12s %12s %12s  %s\n", "Driver", "When", "Detect(us)", "Restart(us)",
@@ -150,8 +149,8 @@ int driver_restart(const HostPaths& p, const std::string& name) {
 }
 
 int wait(const HostPaths& p, const std::string& name, double timeout_s) {
-  auto deadline = std::chrono::steady_clock::now() +
-                  std::chrono::milliseconds(int64_t(timeout_s * 1000));
+  auto deadline =
+      std::chrono::steady_clock::now() + std::chrono::milliseconds(int64_t(timeout_s * 1000));
   std::string log_path;
   for (;;) {
     auto r = domain_info(p, name);
@@ -171,8 +170,8 @@ int wait(const HostPaths& p, const std::string& name, double timeout_s) {
   static const std::regex kExit("AXL-GUEST-EXIT (\\d+)");
   std::string text = log ? *log : "";
   int status = -1;
-  for (auto it = std::sregex_iterator(text.begin(), text.end(), kExit); it != std::sregex_iterator();
-       ++it)
+  for (auto it = std::sregex_iterator(text.begin(), text.end(), kExit);
+       it != std::sregex_iterator(); ++it)
     status = std::stoi((*it)[1]);
   if (status < 0) return fail("domain " + name + " shut off without reporting a script status");
   printf("domain %s shut off, script exit status %d\n", name.c_str(), status);
@@ -189,7 +188,8 @@ int console(const HostPaths& p, const std::string& name, bool log_only) {
     fwrite(log->data(), 1, log->size(), stdout);
     return 0;
   }
-  if (std::string(d.getState().cStr()) != "running") return fail("domain " + name + " is not running");
+  if (std::string(d.getState().cStr()) != "running")
+    return fail("domain " + name + " is not running");
   UniqueFd s(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
   sockaddr_un a{};
   a.sun_family = AF_UNIX;

@@ -27,7 +27,8 @@ int wait(const HostPaths& p, const std::string& name, double timeout_s);
 
 struct MeasureOptions {
   std::string kernel, initrd, cmdline, config, name = "my-image";
-  std::string write_log, write_record;  // also write the event log / boot record as the hypervisor does
+  std::string write_log,
+      write_record;  // also write the event log / boot record as the hypervisor does
   bool iommu = false;
 };
 int measure(const MeasureOptions& o);

@@ -82,8 +82,9 @@ int run_demo(const DemoOptions& o) {
 
     const std::string tool = proc::exe_dir() + "/axl-tool";
     step("writing configs and a 64 MiB disk image of random bytes");
-    std::ofstream(dir + "/host.toml") << "[[driver]]\nname = \"net0\"\nkind = \"net\"\ntap = \""
-                                      << kTap << "\"\n\n[[driver]]\nname = \"blk0\"\nkind = \"blk\"\n";
+    std::ofstream(dir + "/host.toml")
+        << "[[driver]]\nname = \"net0\"\nkind = \"net\"\ntap = \"" << kTap
+        << "\"\n\n[[driver]]\nname = \"blk0\"\nkind = \"blk\"\n";
     if (run({tool, "gen", "1", "64M"}, dir + "/disk.img") != 0) {
       fail("cannot write the disk image");
       break;
@@ -94,11 +95,13 @@ int run_demo(const DemoOptions& o) {
         << "ip addr add " << kGuestIp << "/24 dev eth0\nip link set eth0 up\n"
         << "axl-tool gen 2 " << o.stream_mib << "M | axl-tool send " << kHostIp
         << " 5001 --retry 20\n"
-        << "echo NET-SHA256 $(axl-tool gen 2 " << o.stream_mib << "M | sha256sum | cut -d' ' -f1)\n";
-    std::ofstream(dir + "/guest.toml") << "name = \"demo\"\nmemory_mib = 512\nvcpus = 1\n"
-                                       << "[[disk]]\ndriver = \"blk0\"\nimage = \"disk.img\"\n"
-                                       << "[[nic]]\ndriver = \"net0\"\nmac = \"52:54:00:aa:01:01\"\n"
-                                       << "[guest]\nscript = \"guest.sh\"\n";
+        << "echo NET-SHA256 $(axl-tool gen 2 " << o.stream_mib
+        << "M | sha256sum | cut -d' ' -f1)\n";
+    std::ofstream(dir + "/guest.toml")
+        << "name = \"demo\"\nmemory_mib = 512\nvcpus = 1\n"
+        << "[[disk]]\ndriver = \"blk0\"\nimage = \"disk.img\"\n"
+        << "[[nic]]\ndriver = \"net0\"\nmac = \"52:54:00:aa:01:01\"\n"
+        << "[guest]\nscript = \"guest.sh\"\n";
 
     step("axl host up (hypervisor, supervisor, blk and net driver domains)");
     if (host_up(paths, dir + "/host.toml") != 0) break;
@@ -109,7 +112,8 @@ int run_demo(const DemoOptions& o) {
     step("starting a TCP receiver on the host side of the TAP");
     proc::SpawnOptions so;
     so.argv = {tool, "recv", kHostIp, "5001", "--timeout", "300"};
-    so.fds = {{::open((dir + "/received").c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600), 1}};
+    so.fds = {
+        {::open((dir + "/received").c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600), 1}};
     auto rc_recv = proc::spawn(so);
     ::close(so.fds[0].first);
     if (!rc_recv) {

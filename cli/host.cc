@@ -10,9 +10,9 @@
 #include <fstream>
 #include <thread>
 
-#include "common/control_client.h"
 #include "cli/commands.h"
 #include "common/config.h"
+#include "common/control_client.h"
 #include "common/process.h"
 
 namespace axl::cli {
@@ -27,7 +27,9 @@ namespace {
 
 const char* const kDaemons[] = {"supervisor", "hv"};
 
-std::string pid_file(const HostPaths& p, const std::string& d) { return p.state_dir + "/" + d + ".pid"; }
+std::string pid_file(const HostPaths& p, const std::string& d) {
+  return p.state_dir + "/" + d + ".pid";
+}
 
 // The PID in `file` if that process is alive and is our daemon for this
 // state dir (its command line names both), else -1.
@@ -57,7 +59,9 @@ std::string last_line(const std::string& path) {
 bool wait_ping(const std::string& socket, const proc::Child& c, std::chrono::milliseconds limit) {
   auto deadline = std::chrono::steady_clock::now() + limit;
   while (std::chrono::steady_clock::now() < deadline) {
-    if (call(socket, [](auto r) { r.setPing(); }, 2000)) return true;
+    if (call(
+            socket, [](auto r) { r.setPing(); }, 2000))
+      return true;
     if (proc::wait_for(c, 50ms)) return false;  // died
   }
   return false;
@@ -65,8 +69,8 @@ bool wait_ping(const std::string& socket, const proc::Child& c, std::chrono::mil
 
 void remove_runtime_files(const HostPaths& p) {
   std::error_code ec;
-  for (const char* f : {"hv.sock", "supervisor.sock", "drivers.sock", "hv.pid", "supervisor.pid",
-                        "host.toml"})
+  for (const char* f :
+       {"hv.sock", "supervisor.sock", "drivers.sock", "hv.pid", "supervisor.pid", "host.toml"})
     fs::remove(p.state_dir + "/" + f, ec);
   fs::remove_all(p.state_dir + "/dom", ec);
 }
@@ -75,7 +79,8 @@ void remove_runtime_files(const HostPaths& p) {
 void stop_daemon(const HostPaths& p, const std::string& daemon, const std::string& socket) {
   pid_t pid = live_daemon(p, daemon);
   if (pid < 0) return;
-  (void)call(socket, [](auto r) { r.setShutdown(); }, 5000);
+  (void)call(
+      socket, [](auto r) { r.setShutdown(); }, 5000);
   for (int i = 0; i < 200 && live_daemon(p, daemon) == pid; ++i) std::this_thread::sleep_for(50ms);
   if (live_daemon(p, daemon) == pid) {
     ::kill(pid, SIGTERM);
@@ -115,7 +120,8 @@ int host_up(const HostPaths& p, const std::string& config_path, const std::strin
     f << *text;
   }
 
-  auto start = [&](const std::string& daemon, std::vector<std::string> argv) -> Result<proc::Child> {
+  auto start = [&](const std::string& daemon,
+                   std::vector<std::string> argv) -> Result<proc::Child> {
     proc::SpawnOptions so;
     so.argv = std::move(argv);
     so.log_path = p.state_dir + "/" + daemon + ".log";
@@ -138,9 +144,12 @@ int host_up(const HostPaths& p, const std::string& config_path, const std::strin
     return abort_up("hypervisor did not start: " + last_line(p.state_dir + "/hv.log"));
   std::vector<std::string> sup_argv{bin + "/axolotl-supervisor", "--state-dir", p.state_dir,
                                     "--config", p.state_dir + "/host.toml"};
-  if (bus == "system") sup_argv.push_back("--dbus-system");
-  else if (bus == "none") sup_argv.push_back("--no-dbus");
-  else if (!bus.empty()) sup_argv.insert(sup_argv.end(), {"--dbus-address", bus});
+  if (bus == "system")
+    sup_argv.push_back("--dbus-system");
+  else if (bus == "none")
+    sup_argv.push_back("--no-dbus");
+  else if (!bus.empty())
+    sup_argv.insert(sup_argv.end(), {"--dbus-address", bus});
   auto sup = start("supervisor", std::move(sup_argv));
   if (!sup) return abort_up(sup.error().message);
   if (!wait_ping(p.supervisor_socket(), *sup, 10s))
@@ -163,7 +172,8 @@ int host_up(const HostPaths& p, const std::string& config_path, const std::strin
         bool connected = false;
         for (auto h : hv_r->get().getDrivers()) connected |= h.getName() == d.getName();
         if (std::string(d.getState().cStr()) == "failed") {
-          failed.push_back(std::string(d.getName().cStr()) + " (" + d.getLastFailure().cStr() + ")");
+          failed.push_back(std::string(d.getName().cStr()) + " (" + d.getLastFailure().cStr() +
+                           ")");
           ++settled_count;
         } else if (connected) {
           ++settled_count;

@@ -1,6 +1,6 @@
 // axl: the Axolotl toolstack CLI (after Xen's xl).
-#include <CLI/CLI.hpp>
 #include <signal.h>
+#include <CLI/CLI.hpp>
 
 #include "cli/bus.h"
 #include "cli/commands.h"
@@ -54,51 +54,68 @@ int main(int argc, char** argv) {
   auto* drivers = app.add_subcommand("drivers", "list driver domains");
   drivers->add_flag("--stats", stats, "also list every outage: cause, detection and outage time");
   state_opt(drivers);
-  auto* vtpms = app.add_subcommand("vtpms", "list vTPM domains (one per guest with [vtpm] enabled)");
+  auto* vtpms =
+      app.add_subcommand("vtpms", "list vTPM domains (one per guest with [vtpm] enabled)");
   state_opt(vtpms);
   std::string signal = "KILL";
-  auto* dkill = app.add_subcommand("driver-kill", "send a signal to a driver domain (fault injection)");
+  auto* dkill =
+      app.add_subcommand("driver-kill", "send a signal to a driver domain (fault injection)");
   dkill->add_option("name", name)->required();
   dkill->add_option("--signal", signal, "KILL, STOP, SEGV or ABRT")
       ->check(CLI::IsMember({"KILL", "STOP", "SEGV", "ABRT"}))
       ->capture_default_str();
   state_opt(dkill);
   std::string fault;
-  auto* inj = app.add_subcommand("inject", "run a fault hook in a driver domain (needs fault_injection = true)");
+  auto* inj = app.add_subcommand(
+      "inject", "run a fault hook in a driver domain (needs fault_injection = true)");
   inj->add_option("name", name)->required();
   inj->add_option("fault", fault, "crash, hang, hog-memory or hog-pids")->required();
   state_opt(inj);
   auto* drestart = app.add_subcommand("driver-restart", "kill and restart a driver domain");
   drestart->add_option("name", name)->required();
   state_opt(drestart);
-  auto* wait = app.add_subcommand("wait", "wait for a domain to shut off; exit with its script status");
+  auto* wait =
+      app.add_subcommand("wait", "wait for a domain to shut off; exit with its script status");
   wait->add_option("name", name)->required();
   wait->add_option("--timeout", timeout_s, "seconds")->capture_default_str();
   state_opt(wait);
   axl::cli::MeasureOptions mo;
-  auto* meas = app.add_subcommand("measure", "print the boot measurements (PCR 8, 9) and golden values for an image");
+  auto* meas = app.add_subcommand(
+      "measure", "print the boot measurements (PCR 8, 9) and golden values for an image");
   meas->add_option("--kernel", mo.kernel, "kernel image")->required()->check(CLI::ExistingFile);
   meas->add_option("--initrd", mo.initrd, "initrd")->required()->check(CLI::ExistingFile);
-  meas->add_option("--cmdline", mo.cmdline, "the guest config's cmdline (the hypervisor prepends its console settings)");
-  meas->add_option("--config", mo.config, "guest config, measured into PCR 8 as the hypervisor does")->check(CLI::ExistingFile);
+  meas->add_option("--cmdline", mo.cmdline,
+                   "the guest config's cmdline (the hypervisor prepends its console settings)");
+  meas->add_option("--config", mo.config,
+                   "guest config, measured into PCR 8 as the hypervisor does")
+      ->check(CLI::ExistingFile);
   meas->add_flag("--iommu", mo.iommu, "the guest config has iommu = true");
-  meas->add_option("--write-log", mo.write_log, "also write the binary event log (eventlog.bin) to this file");
-  meas->add_option("--write-record", mo.write_record, "also write the host's boot record (boot-record.toml) to this file");
+  meas->add_option("--write-log", mo.write_log,
+                   "also write the binary event log (eventlog.bin) to this file");
+  meas->add_option("--write-record", mo.write_record,
+                   "also write the host's boot record (boot-record.toml) to this file");
   meas->add_option("--name", mo.name, "image name for the policy entry")->capture_default_str();
   axl::cli::AttestOptions ao;
-  auto* att = app.add_subcommand("attest", "quote a domain's vTPM and verify it (EK, AK, signature, nonce, PCRs, golden values)");
+  auto* att = app.add_subcommand(
+      "attest",
+      "quote a domain's vTPM and verify it (EK, AK, signature, nonce, PCRs, golden values)");
   att->add_option("name", ao.name, "domain")->required();
-  att->add_option("--policy", ao.policy, "golden values (TOML); default golden.toml of the bundled guest image");
+  att->add_option("--policy", ao.policy,
+                  "golden values (TOML); default golden.toml of the bundled guest image");
   att->add_option("--nonce", ao.nonce_hex, "nonce in hex (default: 32 random bytes)");
   att->add_flag("--json", ao.json, "print the verdict and every check as JSON");
-  att->add_option("--tpm", ao.tpm, "talk to this TPM instead of the domain's vtpm.cmd: unix:PATH or tcp:IPV4:PORT");
+  att->add_option("--tpm", ao.tpm,
+                  "talk to this TPM instead of the domain's vtpm.cmd: unix:PATH or tcp:IPV4:PORT");
   att->add_option("--event-log", ao.event_log, "event log instead of STATE/dom/NAME/eventlog.bin");
-  att->add_option("--boot-record", ao.boot_record, "boot record instead of STATE/dom/NAME/boot-record.toml");
+  att->add_option("--boot-record", ao.boot_record,
+                  "boot record instead of STATE/dom/NAME/boot-record.toml");
   att->add_option("--ca", ao.ca, "vTPM CA certificate instead of STATE/vtpm-host/ca/ca.crt");
   state_opt(att);
-  auto* demo = app.add_subcommand("demo", "boot a guest with a disk and a NIC served by driver domains");
+  auto* demo =
+      app.add_subcommand("demo", "boot a guest with a disk and a NIC served by driver domains");
   axl::cli::DemoOptions demo_opts;
-  demo->add_option("--mib", demo_opts.stream_mib, "MiB to stream over the NIC")->capture_default_str();
+  demo->add_option("--mib", demo_opts.stream_mib, "MiB to stream over the NIC")
+      ->capture_default_str();
 
   try {
     app.parse(argc, argv);

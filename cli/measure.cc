@@ -52,11 +52,13 @@ int measure(const MeasureOptions& o) {
     std::string r = "kernel = " + toml_string(o.kernel) + "\ninitrd = " + toml_string(o.initrd) +
                     "\ncmdline = " + toml_string(in.cmdline) + "\ncmdline_sha256 = \"" +
                     policy::hex(policy::sha256(in.cmdline)) + "\"\n";
-    if (!in.config.empty()) r += "config_sha256 = \"" + policy::hex(policy::sha256(in.config)) + "\"\n";
+    if (!in.config.empty())
+      r += "config_sha256 = \"" + policy::hex(policy::sha256(in.config)) + "\"\n";
     if (!write_file(o.write_record, r)) return fail("cannot write " + o.write_record);
   }
   printf("%-4s %-64s  %s\n", "PCR", "SHA-256 of what was measured", "Event");
-  for (const auto& e : *ev) printf("%-4u %s  %s\n", e.pcr, policy::hex(e.digest).c_str(), e.data.c_str());
+  for (const auto& e : *ev)
+    printf("%-4u %s  %s\n", e.pcr, policy::hex(e.digest).c_str(), e.data.c_str());
   auto pcrs = policy::replay(*ev);
   printf("\nPCR 8 (sha256) = %s\nPCR 9 (sha256) = %s\n", policy::hex(pcrs[8]).c_str(),
          policy::hex(pcrs[9]).c_str());

@@ -1,10 +1,10 @@
 #include "common/config.h"
 
+#include <toml++/toml.h>
 #include <fstream>
 #include <set>
-#include <tuple>
 #include <sstream>
-#include <toml++/toml.h>
+#include <tuple>
 
 namespace axl::config {
 
@@ -20,8 +20,8 @@ Status check_keys(const toml::table& t, std::initializer_list<const char*> allow
   std::set<std::string> ok(allowed.begin(), allowed.end());
   for (auto&& [k, v] : t) {
     if (!ok.count(std::string(k.str())))
-      return make_error(where(origin, v.source()) + ": unknown key '" + ctx +
-                        std::string(k.str()) + "'");
+      return make_error(where(origin, v.source()) + ": unknown key '" + ctx + std::string(k.str()) +
+                        "'");
   }
   return {};
 }
@@ -140,9 +140,8 @@ Result<std::array<uint8_t, 6>> parse_mac(const std::string& s) {
   std::array<uint8_t, 6> m{};
   unsigned v[6];
   char tail;
-  if (s.size() != 17 ||
-      sscanf(s.c_str(), "%2x:%2x:%2x:%2x:%2x:%2x%c", &v[0], &v[1], &v[2], &v[3], &v[4], &v[5],
-             &tail) != 6)
+  if (s.size() != 17 || sscanf(s.c_str(), "%2x:%2x:%2x:%2x:%2x:%2x%c", &v[0], &v[1], &v[2], &v[3],
+                               &v[4], &v[5], &tail) != 6)
     return make_error("bad MAC address '" + s + "' (want xx:xx:xx:xx:xx:xx)");
   for (int i = 0; i < 6; ++i) m[i] = uint8_t(v[i]);
   if (m[0] & 1) return make_error("MAC address '" + s + "' is multicast");
@@ -174,11 +173,12 @@ Result<HostConfig> parse_host_checked(const std::string& text, const std::string
   if (*arr) {
     for (const toml::node& n : **arr) {
       const toml::table& d = *n.as_table();
-      if (auto s = check_keys(d, {"name", "kind", "tap", "restart_max", "restart_window_s",
-                                  "backoff_ms", "heartbeat_ms", "heartbeat_misses",
-                                  "fault_injection", "fault_at_start", "standby", "sandbox",
-                                  "memory_max_mib", "pids_max", "cpu_percent", "io_timeout_ms"},
-                              origin, "driver.");
+      if (auto s = check_keys(
+              d,
+              {"name", "kind", "tap", "restart_max", "restart_window_s", "backoff_ms",
+               "heartbeat_ms", "heartbeat_misses", "fault_injection", "fault_at_start", "standby",
+               "sandbox", "memory_max_mib", "pids_max", "cpu_percent", "io_timeout_ms"},
+              origin, "driver.");
           !s)
         return s.error();
       DriverConfig dc;
@@ -191,8 +191,10 @@ Result<HostConfig> parse_host_checked(const std::string& text, const std::string
         return make_error(where(origin, d.source()) + ": duplicate driver name '" + dc.name + "'");
       auto kind = get_req<std::string>(d, "kind", origin, "driver.");
       if (!kind) return kind.error();
-      if (*kind == "net") dc.kind = DriverKind::kNet;
-      else if (*kind == "blk") dc.kind = DriverKind::kBlk;
+      if (*kind == "net")
+        dc.kind = DriverKind::kNet;
+      else if (*kind == "blk")
+        dc.kind = DriverKind::kBlk;
       else
         return make_error(where(origin, d.source()) + ": driver '" + dc.name + "': unknown kind '" +
                           *kind + "' (want net or blk)");
@@ -223,8 +225,8 @@ Result<HostConfig> parse_host_checked(const std::string& text, const std::string
         if (!v) return v.error();
         if (!v->has_value()) continue;
         if (**v < 0 || **v > max)
-          return make_error(origin + ": driver '" + dc.name + "': " + key + " must be between 0 and " +
-                            std::to_string(max));
+          return make_error(origin + ": driver '" + dc.name + "': " + key +
+                            " must be between 0 and " + std::to_string(max));
         *dst = uint32_t(**v);
       }
       auto sb = get_opt<bool>(d, "standby", origin, "driver.");
@@ -261,8 +263,9 @@ Result<GuestConfig> parse_guest_checked(const std::string& text, const std::stri
   auto parsed = parse_toml(text, origin);
   if (!parsed) return parsed.error();
   const toml::table& t = *parsed;
-  if (auto s = check_keys(t, {"name", "memory_mib", "vcpus", "accel", "iommu", "kernel", "initrd",
-                              "cmdline", "disk", "nic", "guest", "vtpm"},
+  if (auto s = check_keys(t,
+                          {"name", "memory_mib", "vcpus", "accel", "iommu", "kernel", "initrd",
+                           "cmdline", "disk", "nic", "guest", "vtpm"},
                           origin, "");
       !s)
     return s.error();

@@ -33,7 +33,8 @@ TEST(HostConfig, SandboxOptOutAndEscapeHooks) {
   EXPECT_FALSE(h->drivers[0].sandbox);
   for (const char* f : {"open-host-file", "open-socket", "ptrace-hv", "signal-hv", "map-hv-mem"})
     EXPECT_TRUE(is_fault_name(f)) << f;
-  auto bad = parse_host("[[driver]]\nname = \"b\"\nkind = \"blk\"\nsandbox = \"no\"\n", "host.toml");
+  auto bad =
+      parse_host("[[driver]]\nname = \"b\"\nkind = \"blk\"\nsandbox = \"no\"\n", "host.toml");
   ASSERT_FALSE(bad.ok());
   EXPECT_NE(bad.error().message.find("driver.sandbox"), std::string::npos) << bad.error().message;
 }
@@ -58,9 +59,9 @@ io_timeout_ms = 0
   EXPECT_EQ(h->find_driver("blk1")->io_timeout_ms, 250u);
   EXPECT_EQ(h->find_driver("blk2")->io_timeout_ms, 0u);  // disabled
   for (const char* bad : {"-1", "3600001", "\"5s\"", "1.5"}) {
-    auto b = parse_host(std::string("[[driver]]\nname = \"b\"\nkind = \"blk\"\nio_timeout_ms = ") +
-                            bad + "\n",
-                        "host.toml");
+    auto b = parse_host(
+        std::string("[[driver]]\nname = \"b\"\nkind = \"blk\"\nio_timeout_ms = ") + bad + "\n",
+        "host.toml");
     ASSERT_FALSE(b.ok()) << bad;
     EXPECT_NE(b.error().message.find("io_timeout_ms"), std::string::npos) << b.error().message;
     EXPECT_EQ(b.error().message.find('\n'), std::string::npos) << b.error().message;
@@ -80,7 +81,8 @@ struct Bad {
 
 TEST(HostConfig, RejectsBadInputWithOneLineNamingTheProblem) {
   const Bad cases[] = {
-      {"[[driver]]\nname = \"a\"\nkind = \"net\"\ntap = \"t0\"\ncolour = 1\n", "unknown key 'driver.colour'"},
+      {"[[driver]]\nname = \"a\"\nkind = \"net\"\ntap = \"t0\"\ncolour = 1\n",
+       "unknown key 'driver.colour'"},
       {"[[driver]]\nname = \"a\"\nkind = \"gpu\"\n", "unknown kind 'gpu'"},
       {"[[driver]]\nname = \"a\"\nkind = \"net\"\n", "needs 'tap'"},
       {"[[driver]]\nname = \"a\"\nkind = \"blk\"\n[[driver]]\nname = \"a\"\nkind = \"blk\"\n",

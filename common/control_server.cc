@@ -11,8 +11,8 @@ namespace asio = boost::asio;
 
 ControlServer::ControlServer(asio::io_context& io, Handler h)
     : io_(io),
-      handler_([h = std::move(h)](schema::ControlRequest::Reader q,
-                                  schema::ControlReply::Builder r, Context&) { h(q, r); }) {}
+      handler_([h = std::move(h)](schema::ControlRequest::Reader q, schema::ControlReply::Builder r,
+                                  Context&) { h(q, r); }) {}
 
 ControlServer::Deferred::Deferred(ControlServer* server,
                                   std::shared_ptr<asio::posix::stream_descriptor> conn)
@@ -50,46 +50,46 @@ Status ControlServer::listen(const std::string& path) {
 }
 
 void ControlServer::accept_next() {
-  listen_->async_wait(asio::posix::stream_descriptor::wait_read,
-                      [this](const boost::system::error_code& ec) {
-                        if (ec) return;
-                        int fd = ::accept4(listen_->native_handle(), nullptr, nullptr,
-                                           SOCK_CLOEXEC | SOCK_NONBLOCK);
-                        if (fd >= 0) serve(std::make_shared<asio::posix::stream_descriptor>(io_, fd));
-                        accept_next();
-                      });
+  listen_->async_wait(
+      asio::posix::stream_descriptor::wait_read, [this](const boost::system::error_code& ec) {
+        if (ec) return;
+        int fd =
+            ::accept4(listen_->native_handle(), nullptr, nullptr, SOCK_CLOEXEC | SOCK_NONBLOCK);
+        if (fd >= 0) serve(std::make_shared<asio::posix::stream_descriptor>(io_, fd));
+        accept_next();
+      });
 }
 
 void ControlServer::serve(std::shared_ptr<asio::posix::stream_descriptor> conn) {
-  conn->async_wait(asio::posix::stream_descriptor::wait_read, [this, conn](
-                                                                  const boost::system::error_code& ec) {
-    if (ec) return;
-    auto m = wire::recv(conn->native_handle(), MSG_DONTWAIT);
-    if (!m && m.error().code == Errc::kWouldBlock) return serve(conn);
-    if (!m) return;  // closed or malformed: drop the connection
-    capnp::MallocMessageBuilder reply;
-    auto rb = reply.initRoot<schema::ControlReply>();
-    Context ctx;
-    ctx.server_ = this;
-    ctx.conn_ = conn;
-    try {
-      handler_(m->root<schema::ControlRequest>(), rb, ctx);
-    } catch (const kj::Exception& e) {
-      rb.setOk(false);
-      rb.setError(std::string("malformed request: ") + e.getDescription().cStr());
-      if (ctx.deferred_) {  // answer now after all: the handler failed on the way
-        auto d = ctx.deferred_->reply();
-        d.setOk(false);
-        d.setError(std::string("malformed request: ") + e.getDescription().cStr());
-        ctx.deferred_->send();
-        return;
-      }
-    }
-    if (ctx.deferred_) return;  // its Deferred sends the reply and serves on
-    if (auto s = wire::send(conn->native_handle(), reply); !s)
-      AXL_WARN("control reply: %s", s.error().message.c_str());
-    serve(conn);
-  });
+  conn->async_wait(asio::posix::stream_descriptor::wait_read,
+                   [this, conn](const boost::system::error_code& ec) {
+                     if (ec) return;
+                     auto m = wire::recv(conn->native_handle(), MSG_DONTWAIT);
+                     if (!m && m.error().code == Errc::kWouldBlock) return serve(conn);
+                     if (!m) return;  // closed or malformed: drop the connection
+                     capnp::MallocMessageBuilder reply;
+                     auto rb = reply.initRoot<schema::ControlReply>();
+                     Context ctx;
+                     ctx.server_ = this;
+                     ctx.conn_ = conn;
+                     try {
+                       handler_(m->root<schema::ControlRequest>(), rb, ctx);
+                     } catch (const kj::Exception& e) {
+                       rb.setOk(false);
+                       rb.setError(std::string("malformed request: ") + e.getDescription().cStr());
+                       if (ctx.deferred_) {  // answer now after all: the handler failed on the way
+                         auto d = ctx.deferred_->reply();
+                         d.setOk(false);
+                         d.setError(std::string("malformed request: ") + e.getDescription().cStr());
+                         ctx.deferred_->send();
+                         return;
+                       }
+                     }
+                     if (ctx.deferred_) return;  // its Deferred sends the reply and serves on
+                     if (auto s = wire::send(conn->native_handle(), reply); !s)
+                       AXL_WARN("control reply: %s", s.error().message.c_str());
+                     serve(conn);
+                   });
 }
 
 }  // namespace axl

@@ -52,9 +52,10 @@ class ControlServer {
     std::shared_ptr<Deferred> deferred_;
   };
 
-  using Handler = std::function<void(schema::ControlRequest::Reader, schema::ControlReply::Builder)>;
-  using AsyncHandler = std::function<void(schema::ControlRequest::Reader,
-                                          schema::ControlReply::Builder, Context&)>;
+  using Handler =
+      std::function<void(schema::ControlRequest::Reader, schema::ControlReply::Builder)>;
+  using AsyncHandler =
+      std::function<void(schema::ControlRequest::Reader, schema::ControlReply::Builder, Context&)>;
   ControlServer(boost::asio::io_context& io, Handler h);
   ControlServer(boost::asio::io_context& io, AsyncHandler h) : io_(io), handler_(std::move(h)) {}
   ~ControlServer() { *alive_ = false; }

@@ -29,8 +29,7 @@ void HeartbeatResponder::arm() {
                         auto m = wire::recv(fd_.get(), MSG_DONTWAIT);
                         if (!m) {
                           if (m.error().code == Errc::kWouldBlock) break;
-                          AXL_WARN("supervisor health channel lost: %s",
-                                   m.error().message.c_str());
+                          AXL_WARN("supervisor health channel lost: %s", m.error().message.c_str());
                           if (on_lost_) on_lost_();
                           return;
                         }

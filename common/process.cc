@@ -2,12 +2,12 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <grp.h>
 #include <limits.h>
 #include <poll.h>
+#include <sched.h>
 #include <signal.h>
 #include <string.h>
-#include <grp.h>
-#include <sched.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/syscall.h>
@@ -206,8 +206,8 @@ Result<Child> spawn_confined(const SpawnOptions& o, ExecPlan& plan, char* pid_sl
   const std::string pid_text = std::to_string(pid);
   for (int fd : o.join_cgroup_fds)
     if (::write(fd, pid_text.data(), pid_text.size()) != ssize_t(pid_text.size()))
-      return fail(make_error(std::string("cannot move the child into its cgroup: ") +
-                             strerror(errno)));
+      return fail(
+          make_error(std::string("cannot move the child into its cgroup: ") + strerror(errno)));
   int32_t host_pid = pid;
   if (::write(sync_w.get(), &host_pid, sizeof host_pid) != sizeof host_pid)
     return fail(make_error(std::string("cannot release the child: ") + strerror(errno)));

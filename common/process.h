@@ -73,7 +73,7 @@ class NsHolder {
 
 struct Child {
   pid_t pid = -1;
-  UniqueFd pidfd;  // readable when the child exits
+  UniqueFd pidfd;      // readable when the child exits
   NsHolder ns_holder;  // sandboxed children only
 };
 

@@ -29,17 +29,52 @@ Status sys_error(const std::string& what) { return make_error(what + ": " + stre
 // its sockets (SCM_RIGHTS), mappings, eventfd doorbells, malloc, signals
 // (SIGTERM handling, abort()), exit.
 constexpr int kBase[] = {
-    SCMP_SYS(read), SCMP_SYS(write), SCMP_SYS(readv), SCMP_SYS(writev), SCMP_SYS(close),
-    SCMP_SYS(recvmsg), SCMP_SYS(sendmsg), SCMP_SYS(epoll_create1), SCMP_SYS(epoll_ctl),
-    SCMP_SYS(epoll_wait), SCMP_SYS(epoll_pwait), SCMP_SYS(epoll_pwait2), SCMP_SYS(poll),
-    SCMP_SYS(ppoll), SCMP_SYS(pause), SCMP_SYS(timerfd_settime), SCMP_SYS(timerfd_gettime),
-    SCMP_SYS(mmap), SCMP_SYS(munmap), SCMP_SYS(mprotect), SCMP_SYS(madvise), SCMP_SYS(mremap),
-    SCMP_SYS(brk), SCMP_SYS(fstat), SCMP_SYS(newfstatat), SCMP_SYS(fcntl), SCMP_SYS(dup),
-    SCMP_SYS(futex), SCMP_SYS(clock_gettime), SCMP_SYS(clock_nanosleep), SCMP_SYS(nanosleep),
-    SCMP_SYS(gettimeofday), SCMP_SYS(getpid), SCMP_SYS(gettid), SCMP_SYS(rt_sigaction),
-    SCMP_SYS(rt_sigprocmask), SCMP_SYS(rt_sigreturn), SCMP_SYS(sigaltstack), SCMP_SYS(exit),
-    SCMP_SYS(exit_group), SCMP_SYS(restart_syscall), SCMP_SYS(sched_yield),
-    SCMP_SYS(getrandom), SCMP_SYS(set_robust_list), SCMP_SYS(rseq), SCMP_SYS(lseek),
+    SCMP_SYS(read),
+    SCMP_SYS(write),
+    SCMP_SYS(readv),
+    SCMP_SYS(writev),
+    SCMP_SYS(close),
+    SCMP_SYS(recvmsg),
+    SCMP_SYS(sendmsg),
+    SCMP_SYS(epoll_create1),
+    SCMP_SYS(epoll_ctl),
+    SCMP_SYS(epoll_wait),
+    SCMP_SYS(epoll_pwait),
+    SCMP_SYS(epoll_pwait2),
+    SCMP_SYS(poll),
+    SCMP_SYS(ppoll),
+    SCMP_SYS(pause),
+    SCMP_SYS(timerfd_settime),
+    SCMP_SYS(timerfd_gettime),
+    SCMP_SYS(mmap),
+    SCMP_SYS(munmap),
+    SCMP_SYS(mprotect),
+    SCMP_SYS(madvise),
+    SCMP_SYS(mremap),
+    SCMP_SYS(brk),
+    SCMP_SYS(fstat),
+    SCMP_SYS(newfstatat),
+    SCMP_SYS(fcntl),
+    SCMP_SYS(dup),
+    SCMP_SYS(futex),
+    SCMP_SYS(clock_gettime),
+    SCMP_SYS(clock_nanosleep),
+    SCMP_SYS(nanosleep),
+    SCMP_SYS(gettimeofday),
+    SCMP_SYS(getpid),
+    SCMP_SYS(gettid),
+    SCMP_SYS(rt_sigaction),
+    SCMP_SYS(rt_sigprocmask),
+    SCMP_SYS(rt_sigreturn),
+    SCMP_SYS(sigaltstack),
+    SCMP_SYS(exit),
+    SCMP_SYS(exit_group),
+    SCMP_SYS(restart_syscall),
+    SCMP_SYS(sched_yield),
+    SCMP_SYS(getrandom),
+    SCMP_SYS(set_robust_list),
+    SCMP_SYS(rseq),
+    SCMP_SYS(lseek),
     // No open/openat here: a process that holds every fd it will use has
     // nothing to open, so for it an open is an escape attempt.
 };
@@ -96,7 +131,8 @@ Status empty_root(std::span<const BindMount> binds) {
   for (const BindMount& b : binds) {
     if (!plain_target(b.target)) return make_error("bad bind mount target '" + b.target + "'");
     const std::string dir = at + b.target;
-    if (::mkdir(dir.c_str(), 0555) < 0) return sys_error("mkdir " + b.target + " in the empty root");
+    if (::mkdir(dir.c_str(), 0555) < 0)
+      return sys_error("mkdir " + b.target + " in the empty root");
     if (auto s = attach(b, dir); !s) return s;
   }
   if (::chdir(at.c_str()) < 0) return sys_error("chdir to the empty root");
@@ -172,9 +208,13 @@ Status Filter::allow(std::span<const int> nrs) {
   return {};
 }
 
-Status Filter::allow_if(int nr, const scmp_arg_cmp& cmp) { return add(SCMP_ACT_ALLOW, nr, 1, &cmp); }
+Status Filter::allow_if(int nr, const scmp_arg_cmp& cmp) {
+  return add(SCMP_ACT_ALLOW, nr, 1, &cmp);
+}
 
-Status Filter::fail_with(int nr, int err) { return add(SCMP_ACT_ERRNO(uint32_t(err)), nr, 0, nullptr); }
+Status Filter::fail_with(int nr, int err) {
+  return add(SCMP_ACT_ERRNO(uint32_t(err)), nr, 0, nullptr);
+}
 
 Status Filter::allow_base() {
   if (auto s = allow(kBase); !s) return s;

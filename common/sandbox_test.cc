@@ -9,8 +9,8 @@
 #include <linux/capability.h>
 #include <sched.h>
 #include <stdlib.h>
-#include <sys/prctl.h>
 #include <sys/mount.h>
+#include <sys/prctl.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -56,12 +56,12 @@ int run_in_namespaces(const std::function<int()>& body) {
   return st;
 }
 
-#define CHECK(cond)                                        \
-  do {                                                     \
-    if (!(cond)) {                                         \
-      fprintf(stderr, "check failed: %s\n", #cond);       \
-      return 1;                                            \
-    }                                                      \
+#define CHECK(cond)                                 \
+  do {                                              \
+    if (!(cond)) {                                  \
+      fprintf(stderr, "check failed: %s\n", #cond); \
+      return 1;                                     \
+    }                                               \
   } while (0)
 
 std::vector<std::string> names_in(const char* dir) {
@@ -108,7 +108,8 @@ TEST_F(Confine, EmptyReadOnlyRootCarriesItsBindMount) {
     CHECK(names_in("/data") == std::vector<std::string>{"kept"});
     // The source fd is gone: nothing leads back to the host's tree.
     CHECK(::fcntl(src, F_GETFD) < 0 && errno == EBADF);
-    struct stat root{}, up{};
+    struct stat root {
+    }, up{};
     CHECK(::stat("/", &root) == 0 && ::stat("/data/..", &up) == 0);
     CHECK(root.st_ino == up.st_ino && root.st_dev == up.st_dev);
     CHECK(::open("/etc/passwd", O_RDONLY) < 0 && errno == ENOENT);

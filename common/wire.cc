@@ -71,8 +71,7 @@ Result<Received> recv(int sock, int flags) {
   if (n == 0) return make_error(Errc::kClosed, kClosed);
   if (mh.msg_flags & (MSG_TRUNC | MSG_CTRUNC))
     return make_error(Errc::kMalformed, "message truncated");
-  if (n % sizeof(capnp::word) != 0)
-    return make_error(Errc::kMalformed, "message not word aligned");
+  if (n % sizeof(capnp::word) != 0) return make_error(Errc::kMalformed, "message not word aligned");
   size_t nw = static_cast<size_t>(n) / sizeof(capnp::word);
   auto exact = kj::heapArray<capnp::word>(nw);
   memcpy(exact.begin(), words.begin(), static_cast<size_t>(n));

@@ -14,13 +14,13 @@
 #include <memory>
 #include <vector>
 
+#include "common/heartbeat.h"
 #include "common/log.h"
 #include "common/wire.h"
 #include "driverdom/blk/blk_driver.h"
 #include "driverdom/net/net_driver.h"
-#include "driverdom/runtime/fd_hygiene.h"
 #include "driverdom/runtime/fault_hooks.h"
-#include "common/heartbeat.h"
+#include "driverdom/runtime/fd_hygiene.h"
 #include "driverdom/runtime/options.h"
 #include "driverdom/runtime/runtime.h"
 #include "driverdom/runtime/sandbox.h"
@@ -109,8 +109,8 @@ int main(int argc, char** argv) {
     heartbeat = std::make_unique<HeartbeatResponder>(
         io, std::move(health), [&io] { io.stop(); },
         [&faults](const std::string& f) {
-          if (auto s = faults.run(f); !s) AXL_WARN("fault '%s' refused: %s", f.c_str(),
-                                                    s.error().message.c_str());
+          if (auto s = faults.run(f); !s)
+            AXL_WARN("fault '%s' refused: %s", f.c_str(), s.error().message.c_str());
         });
   const std::string fault_at_start = opts->fault_at_start;
   const SandboxPolicy policy{opts->kind, opts->fault_injection};

@@ -15,8 +15,8 @@
 // spec knows), and every request the device puts in the channel names its
 // own slot and fits it.
 #include <map>
-#include <set>
 #include <optional>
+#include <set>
 
 #include "fuzz/fake_guest.h"
 #include "hypervisor/io/blk/device.h"
@@ -93,8 +93,9 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     switch (in.byte() % 6) {
       case 0: {
         uint8_t type_sel = in.byte();
-        uint32_t type = type_sel % 5 == 4 ? 7 : (uint32_t[]){blk::kTIn, blk::kTOut, blk::kTFlush,
-                                                             blk::kTGetId}[type_sel % 5];
+        uint32_t type = type_sel % 5 == 4 ? 7
+                                          : (uint32_t[]){blk::kTIn, blk::kTOut, blk::kTFlush,
+                                                         blk::kTGetId}[type_sel % 5];
         uint64_t sector = in.byte();
         uint32_t len = 512 * (in.byte() % 10);  // up to 4.5 KiB: a slot holds 4 KiB
         uint8_t split = in.byte();

@@ -39,7 +39,8 @@ void run(const std::string& text) {
     AXL_FUZZ_CHECK(d.heartbeat_misses >= 1 && d.heartbeat_misses <= 1000);
     AXL_FUZZ_CHECK(d.restart_max <= 1000 && d.restart_window_s <= 86400);
     AXL_FUZZ_CHECK(d.cpu_percent <= 6400);
-    AXL_FUZZ_CHECK(d.fault_at_start.empty() || (d.fault_injection && is_fault_name(d.fault_at_start)));
+    AXL_FUZZ_CHECK(d.fault_at_start.empty() ||
+                   (d.fault_injection && is_fault_name(d.fault_at_start)));
   }
 }
 #else

@@ -44,8 +44,8 @@ class FakeGuest {
       q.used = q.desc + 0x2000;
       for (uint16_t d = 0; d < kNum; ++d) q.free.push_back(d);
       q.vq = std::make_unique<virtio::Virtqueue>(
-          &dma_, virtio::Virtqueue::Layout{kNum, at(q.desc), at(q.avail), at(q.used)}, 0,
-          event_idx, false);
+          &dma_, virtio::Virtqueue::Layout{kNum, at(q.desc), at(q.avail), at(q.used)}, 0, event_idx,
+          false);
     }
   }
 
@@ -62,10 +62,10 @@ class FakeGuest {
     uint64_t writable = 0;
     for (size_t i = 0; i < bufs.size(); ++i) {
       bool last = i + 1 == bufs.size();
-      virtio::Desc d{bufs[i].gpa, bufs[i].len,
-                     uint16_t((bufs[i].writable ? virtio::kDescFWrite : 0) |
-                              (last ? 0 : virtio::kDescFNext)),
-                     last ? uint16_t(0) : ds[i + 1]};
+      virtio::Desc d{
+          bufs[i].gpa, bufs[i].len,
+          uint16_t((bufs[i].writable ? virtio::kDescFWrite : 0) | (last ? 0 : virtio::kDescFNext)),
+          last ? uint16_t(0) : ds[i + 1]};
       memcpy(at(q.desc) + 16 * ds[i], &d, sizeof d);
       if (bufs[i].writable) writable += bufs[i].len;
     }

@@ -61,9 +61,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   std::optional<channel::DriverEnd> drv(std::move(ch.drv));
   net::NetDevice dev(hv::NetDeviceSpec{{0x52, 0x54, 0, 0x12, 0x34, 0x56}}, std::move(*ch.hv));
   // Any subset of what the device offers (one bit of the input each).
-  const unsigned bits[] = {net::kFMrgRxbuf,  net::kFCsum,      net::kFGuestCsum,
-                           net::kFGuestTso4, net::kFGuestTso6, net::kFGuestEcn,
-                           net::kFHostTso4};
+  const unsigned bits[] = {net::kFMrgRxbuf,  net::kFCsum,     net::kFGuestCsum, net::kFGuestTso4,
+                           net::kFGuestTso6, net::kFGuestEcn, net::kFHostTso4};
   uint64_t acked = 0;
   for (size_t i = 0; i < std::size(bits); ++i)
     if (fsel & (1u << i)) acked |= virtio::bit(bits[i]);

@@ -75,8 +75,10 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   size_t first = stream.size() < 12 ? stream.size() : 12;
   if (first > 0) {
     alignas(struct cmsghdr) char cbuf[CMSG_SPACE(sizeof(int) * 12)];
-    struct iovec iov{const_cast<uint8_t*>(stream.data()), first};
-    struct msghdr mh{};
+    struct iovec iov {
+      const_cast<uint8_t*>(stream.data()), first
+    };
+    struct msghdr mh {};
     mh.msg_iov = &iov;
     mh.msg_iovlen = 1;
     if (nfds) {
@@ -91,8 +93,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     if (::sendmsg(tx.get(), &mh, MSG_DONTWAIT | MSG_NOSIGNAL) != ssize_t(first)) abort();
     size_t off = first;
     while (off < stream.size()) {
-      ssize_t n = ::send(tx.get(), stream.data() + off, stream.size() - off,
-                         MSG_DONTWAIT | MSG_NOSIGNAL);
+      ssize_t n =
+          ::send(tx.get(), stream.data() + off, stream.size() - off, MSG_DONTWAIT | MSG_NOSIGNAL);
       if (n <= 0) break;  // socket buffer full: the rest of the input is ignored
       off += size_t(n);
     }

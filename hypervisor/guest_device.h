@@ -21,7 +21,7 @@ namespace axl::hv {
 struct BlkDeviceSpec {
   uint64_t capacity_bytes = 0;  // multiple of 512
   bool read_only = false;
-  std::string serial;           // VIRTIO_BLK_T_GET_ID, at most 20 bytes
+  std::string serial;  // VIRTIO_BLK_T_GET_ID, at most 20 bytes
 };
 
 struct NetDeviceSpec {
@@ -29,13 +29,13 @@ struct NetDeviceSpec {
 };
 
 struct DeviceStats {
-  uint64_t requests = 0;        // guest requests completed
-  uint64_t bytes = 0;           // guest payload bytes moved
-  uint64_t bad_descriptors = 0; // guest descriptors rejected
-  uint64_t iommu_faults = 0;    // copy-engine faults
-  uint64_t iotlb_updates = 0;   // guest IOMMU: IOTLB updates from the front-end
+  uint64_t requests = 0;         // guest requests completed
+  uint64_t bytes = 0;            // guest payload bytes moved
+  uint64_t bad_descriptors = 0;  // guest descriptors rejected
+  uint64_t iommu_faults = 0;     // copy-engine faults
+  uint64_t iotlb_updates = 0;    // guest IOMMU: IOTLB updates from the front-end
   uint64_t iotlb_invalidates = 0;
-  uint64_t iotlb_misses = 0;    // misses asked of the front-end
+  uint64_t iotlb_misses = 0;  // misses asked of the front-end
   uint64_t driver_violations = 0;
   uint64_t rebinds = 0;          // moves to a fresh channel (driver restarts)
   uint64_t last_rebind_ns = 0;   // CLOCK_MONOTONIC of the last rebind

@@ -10,14 +10,22 @@ namespace axl::iommu {
 
 const char* to_string(Fault f) {
   switch (f) {
-    case Fault::kNone: return "none";
-    case Fault::kUnmapped: return "unmapped";
-    case Fault::kOutOfRange: return "out-of-range";
-    case Fault::kWrap: return "wrap";
-    case Fault::kDirection: return "direction";
-    case Fault::kIotlbMiss: return "iotlb-miss";
-    case Fault::kPermission: return "permission";
-    case Fault::kPending: return "pending";
+    case Fault::kNone:
+      return "none";
+    case Fault::kUnmapped:
+      return "unmapped";
+    case Fault::kOutOfRange:
+      return "out-of-range";
+    case Fault::kWrap:
+      return "wrap";
+    case Fault::kDirection:
+      return "direction";
+    case Fault::kIotlbMiss:
+      return "iotlb-miss";
+    case Fault::kPermission:
+      return "permission";
+    case Fault::kPending:
+      return "pending";
   }
   return "?";
 }
@@ -25,10 +33,14 @@ const char* to_string(Fault f) {
 namespace {
 Fault from_lookup(GuestMemory::Lookup l) {
   switch (l) {
-    case GuestMemory::Lookup::kOk: return Fault::kNone;
-    case GuestMemory::Lookup::kUnmapped: return Fault::kUnmapped;
-    case GuestMemory::Lookup::kOutOfRange: return Fault::kOutOfRange;
-    case GuestMemory::Lookup::kWrap: return Fault::kWrap;
+    case GuestMemory::Lookup::kOk:
+      return Fault::kNone;
+    case GuestMemory::Lookup::kUnmapped:
+      return Fault::kUnmapped;
+    case GuestMemory::Lookup::kOutOfRange:
+      return Fault::kOutOfRange;
+    case GuestMemory::Lookup::kWrap:
+      return Fault::kWrap;
   }
   return Fault::kUnmapped;
 }
@@ -115,8 +127,10 @@ Fault DmaContext::host_range(uint64_t addr, uint64_t len, Access access, uint8_t
   while (left > 0) {
     Piece p = translate(a, left, access);
     if (p.fault != Fault::kNone) return count(p.fault, a, access);
-    if (!start) start = p.host;
-    else if (p.host != start + (a - addr)) return count(Fault::kOutOfRange, a, access);
+    if (!start)
+      start = p.host;
+    else if (p.host != start + (a - addr))
+      return count(Fault::kOutOfRange, a, access);
     a += p.len;
     left -= p.len;
   }
@@ -124,8 +138,8 @@ Fault DmaContext::host_range(uint64_t addr, uint64_t len, Access access, uint8_t
   return Fault::kNone;
 }
 
-CopyResult DmaContext::copy(std::span<const Segment> segs, uint64_t offset, uint8_t* buf,
-                            size_t n, Access access) {
+CopyResult DmaContext::copy(std::span<const Segment> segs, uint64_t offset, uint8_t* buf, size_t n,
+                            Access access) {
   CopyResult res;
   uint64_t skip = offset;
   for (const Segment& s : segs) {

@@ -106,7 +106,9 @@ class DmaContext {
   Fault write(uint64_t addr, std::span<const uint8_t> src);
 
   uint64_t faults() const;
-  uint64_t faults(Fault kind) const { return counts_[size_t(kind)].load(std::memory_order_relaxed); }
+  uint64_t faults(Fault kind) const {
+    return counts_[size_t(kind)].load(std::memory_order_relaxed);
+  }
 
  private:
   struct Piece {

@@ -59,8 +59,8 @@ Result<std::unique_ptr<GuestMemory>> GuestMemory::map(std::vector<RegionSpec> sp
     if (S_ISREG(st.st_mode) && uint64_t(st.st_size) < len)
       return make_error("memory region (" + hex(len) + " bytes) exceeds its file (" +
                         hex(uint64_t(st.st_size)) + ")");
-    void* p = ::mmap(nullptr, len, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_NORESERVE,
-                     s.fd.get(), 0);
+    void* p =
+        ::mmap(nullptr, len, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_NORESERVE, s.fd.get(), 0);
     if (p == MAP_FAILED) return make_error(std::string("mmap guest memory: ") + strerror(errno));
     mem->regions_.push_back(Region{s.guest_phys_addr, s.memory_size, s.userspace_addr,
                                    static_cast<uint8_t*>(p) + s.mmap_offset, p, size_t(len)});

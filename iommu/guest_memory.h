@@ -66,8 +66,8 @@ class GuestMemory {
     uint64_t gpa;
     uint64_t size;
     uint64_t uva;
-    uint8_t* host;       // first byte of the region
-    void* map_base;      // what munmap gets (nullptr when borrowed)
+    uint8_t* host;   // first byte of the region
+    void* map_base;  // what munmap gets (nullptr when borrowed)
     size_t map_len;
   };
   GuestMemory() = default;

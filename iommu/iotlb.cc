@@ -126,10 +126,10 @@ IovaTranslator::Span IommuContext::translate(uint64_t iova, uint64_t len, Access
 }
 
 IommuContext::Stats IommuContext::stats() const {
-  return Stats{updates_.load(std::memory_order_relaxed), invalidates_.load(std::memory_order_relaxed),
-               misses_.load(std::memory_order_relaxed),
-               miss_failures_.load(std::memory_order_relaxed),
-               entries_.load(std::memory_order_relaxed)};
+  return Stats{
+      updates_.load(std::memory_order_relaxed), invalidates_.load(std::memory_order_relaxed),
+      misses_.load(std::memory_order_relaxed), miss_failures_.load(std::memory_order_relaxed),
+      entries_.load(std::memory_order_relaxed)};
 }
 
 }  // namespace axl::iommu

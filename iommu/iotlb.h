@@ -96,8 +96,8 @@ class IommuContext final : public IovaTranslator {
   struct Stats {
     uint64_t updates = 0;
     uint64_t invalidates = 0;
-    uint64_t misses = 0;          // miss requests sent to the front-end
-    uint64_t miss_failures = 0;   // answered "cannot translate" (or ACCESS_FAIL)
+    uint64_t misses = 0;         // miss requests sent to the front-end
+    uint64_t miss_failures = 0;  // answered "cannot translate" (or ACCESS_FAIL)
     uint64_t entries = 0;
   };
   Stats stats() const;

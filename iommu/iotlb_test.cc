@@ -219,7 +219,7 @@ TEST_F(Ctx, MissesAreAskedOnceAndRetried) {
   ASSERT_TRUE(iommu.update(0x2000, 0x1000, 0xb000, Perm::kRead).ok());
   iommu.miss_answered(true);
   iommu.miss_answered(true);
-  iommu.miss_answered(false);  // the front-end could not translate 0x3000
+  iommu.miss_answered(false);                  // the front-end could not translate 0x3000
   EXPECT_EQ(dma.check(s), Fault::kIotlbMiss);  // a real fault now
   EXPECT_EQ(dma.faults(Fault::kIotlbMiss), 1u);
   EXPECT_EQ(iommu.stats().misses, 3u);

@@ -11,11 +11,11 @@
 #include <openssl/x509.h>
 #include <openssl/x509_vfy.h>
 
+#include <toml++/toml.h>
 #include <cstring>
 #include <fstream>
 #include <memory>
 #include <sstream>
-#include <toml++/toml.h>
 
 namespace axl::policy {
 namespace {
@@ -39,10 +39,9 @@ using Params = std::unique_ptr<OSSL_PARAM, Deleter<OSSL_PARAM, OSSL_PARAM_free>>
 
 // The EK template's authPolicy: TPM2_PolicySecret(TPM_RH_ENDORSEMENT)
 // (TCG EK Credential Profile, template L-2).
-constexpr uint8_t kEkPolicy[32] = {0x83, 0x71, 0x97, 0x67, 0x44, 0x84, 0xB3, 0xF8,
-                                   0x1A, 0x90, 0xCC, 0x8D, 0x46, 0xA5, 0xD7, 0x24,
-                                   0xFD, 0x52, 0xD7, 0x6E, 0x06, 0x52, 0x0B, 0x64,
-                                   0xF2, 0xA1, 0xDA, 0x1B, 0x33, 0x14, 0x69, 0xAA};
+constexpr uint8_t kEkPolicy[32] = {0x83, 0x71, 0x97, 0x67, 0x44, 0x84, 0xB3, 0xF8, 0x1A, 0x90, 0xCC,
+                                   0x8D, 0x46, 0xA5, 0xD7, 0x24, 0xFD, 0x52, 0xD7, 0x6E, 0x06, 0x52,
+                                   0x0B, 0x64, 0xF2, 0xA1, 0xDA, 0x1B, 0x33, 0x14, 0x69, 0xAA};
 constexpr uint32_t kAttrFixedTpm = 0x2, kAttrFixedParent = 0x10, kAttrSensitiveOrigin = 0x20,
                    kAttrRestricted = 0x10000, kAttrDecrypt = 0x20000, kAttrSign = 0x40000;
 constexpr uint32_t kCcNvRead = 0x14E, kCcActivateCredential = 0x147, kCcPolicySecret = 0x151,
@@ -69,7 +68,8 @@ Bytes sha256_bytes(std::span<const uint8_t> b) {
 
 Result<std::string> read_text(const std::string& path, const char* what) {
   std::ifstream f(path, std::ios::binary);
-  if (!f) return make_error("cannot read " + std::string(what) + " " + path + ": " + strerror(errno));
+  if (!f)
+    return make_error("cannot read " + std::string(what) + " " + path + ": " + strerror(errno));
   std::stringstream ss;
   ss << f.rdbuf();
   return ss.str();
@@ -135,7 +135,8 @@ Result<Bytes> aes128_cfb(std::span<const uint8_t> key, std::span<const uint8_t> 
   uint8_t iv[16] = {};
   Bytes out(in.size() + 16);
   int n = 0, m = 0;
-  if (!ctx || EVP_CipherInit_ex(ctx.get(), EVP_aes_128_cfb128(), nullptr, key.data(), iv, enc) != 1 ||
+  if (!ctx ||
+      EVP_CipherInit_ex(ctx.get(), EVP_aes_128_cfb128(), nullptr, key.data(), iv, enc) != 1 ||
       EVP_CipherUpdate(ctx.get(), out.data(), &n, in.data(), int(in.size())) != 1 ||
       EVP_CipherFinal_ex(ctx.get(), out.data() + n, &m) != 1)
     return make_error("OpenSSL: AES-CFB failed");
@@ -143,7 +144,8 @@ Result<Bytes> aes128_cfb(std::span<const uint8_t> key, std::span<const uint8_t> 
   return out;
 }
 
-Bytes hmac256(std::span<const uint8_t> key, std::span<const uint8_t> a, std::span<const uint8_t> b) {
+Bytes hmac256(std::span<const uint8_t> key, std::span<const uint8_t> a,
+              std::span<const uint8_t> b) {
   Bytes m(a.begin(), a.end());
   m.insert(m.end(), b.begin(), b.end());
   uint8_t mac[32];
@@ -155,13 +157,15 @@ Bytes hmac256(std::span<const uint8_t> key, std::span<const uint8_t> a, std::spa
 Result<Bytes> ecdh_x(EVP_PKEY* mine, EVP_PKEY* peer) {
   PkeyCtx ctx(EVP_PKEY_CTX_new(mine, nullptr));
   size_t len = 0;
-  if (!ctx || EVP_PKEY_derive_init(ctx.get()) != 1 || EVP_PKEY_derive_set_peer(ctx.get(), peer) != 1 ||
+  if (!ctx || EVP_PKEY_derive_init(ctx.get()) != 1 ||
+      EVP_PKEY_derive_set_peer(ctx.get(), peer) != 1 ||
       EVP_PKEY_derive(ctx.get(), nullptr, &len) != 1) {
     ERR_clear_error();
     return make_error("OpenSSL: ECDH failed");
   }
   Bytes z(len);
-  if (EVP_PKEY_derive(ctx.get(), z.data(), &len) != 1 || len != 32) return make_error("OpenSSL: ECDH failed");
+  if (EVP_PKEY_derive(ctx.get(), z.data(), &len) != 1 || len != 32)
+    return make_error("OpenSSL: ECDH failed");
   return z;
 }
 
@@ -198,9 +202,12 @@ Bytes random_bytes(size_t n) {
 
 const char* verdict_name(Verdict v) {
   switch (v) {
-    case Verdict::kPass: return "PASS";
-    case Verdict::kFail: return "FAIL";
-    case Verdict::kInfo: return "info";
+    case Verdict::kPass:
+      return "PASS";
+    case Verdict::kFail:
+      return "FAIL";
+    case Verdict::kInfo:
+      return "info";
   }
   return "?";
 }
@@ -275,7 +282,8 @@ Result<Attest> parse_attest(std::span<const uint8_t> b) {
     return make_error("truncated TPMS_ATTEST");
   if (a.magic != kAttestMagic) return make_error("TPMS_ATTEST magic is not TPM_GENERATED_VALUE");
   if (a.type != kStAttestQuote) return make_error("TPMS_ATTEST is not a quote");
-  if (!read_selection(r, a.selection) || !r.b2(a.pcr_digest)) return make_error("truncated TPMS_ATTEST");
+  if (!read_selection(r, a.selection) || !r.b2(a.pcr_digest))
+    return make_error("truncated TPMS_ATTEST");
   if (!r.done()) return make_error("trailing bytes after TPMS_ATTEST");
   return a;
 }
@@ -320,7 +328,8 @@ Status verify_ecdsa(const EccPoint& key, std::span<const uint8_t> msg, const Sig
   unsigned char* der = nullptr;
   const int der_len = i2d_ECDSA_SIG(es.get(), &der);
   if (der_len <= 0) return make_error("OpenSSL: cannot encode a signature");
-  std::unique_ptr<unsigned char, void (*)(unsigned char*)> hold(der, [](unsigned char* p) { OPENSSL_free(p); });
+  std::unique_ptr<unsigned char, void (*)(unsigned char*)> hold(
+      der, [](unsigned char* p) { OPENSSL_free(p); });
   MdCtx md(EVP_MD_CTX_new());
   if (!md || EVP_DigestVerifyInit(md.get(), nullptr, EVP_sha256(), nullptr, pk->get()) != 1)
     return make_error("OpenSSL: cannot verify");
@@ -352,22 +361,24 @@ std::vector<Row> verify_quote(const QuoteEvidence& q) {
   }
   rows.push_back(a->extra == q.nonce
                      ? row("nonce", Verdict::kPass, "extraData is the nonce", hex_of(q.nonce))
-                     : row("nonce", Verdict::kFail, "extraData " + hex_of(a->extra) + " is not the nonce",
-                           hex_of(q.nonce)));
+                     : row("nonce", Verdict::kFail,
+                           "extraData " + hex_of(a->extra) + " is not the nonce", hex_of(q.nonce)));
   PcrSelection want{tpm2::kAlgSha256, {}};
   for (uint32_t i = 0; i < kQuotedPcrs; ++i) want.pcrs.push_back(i);
   Bytes concat;
   for (uint32_t i = 0; i < kQuotedPcrs; ++i) {
     auto it = q.pcrs.find(i);
     if (it == q.pcrs.end()) {
-      rows.push_back(row("PCR digest", Verdict::kFail, "PCR " + std::to_string(i) + " was not read"));
+      rows.push_back(
+          row("PCR digest", Verdict::kFail, "PCR " + std::to_string(i) + " was not read"));
       return rows;
     }
     concat.insert(concat.end(), it->second.begin(), it->second.end());
   }
   const Bytes digest = sha256_bytes(concat);
   if (a->selection.size() != 1 || !(a->selection[0] == want))
-    rows.push_back(row("PCR digest", Verdict::kFail, "quote covers another PCR selection than sha256 0-9",
+    rows.push_back(row("PCR digest", Verdict::kFail,
+                       "quote covers another PCR selection than sha256 0-9",
                        hex_of(a->pcr_digest)));
   else if (a->pcr_digest != digest)
     rows.push_back(row("PCR digest", Verdict::kFail,
@@ -419,7 +430,8 @@ Result<Bytes> activate_credential_soft(std::span<const uint8_t> ek_private, cons
   ParamBld bld(OSSL_PARAM_BLD_new());
   if (!d || !bld ||
       !OSSL_PARAM_BLD_push_utf8_string(bld.get(), OSSL_PKEY_PARAM_GROUP_NAME, "prime256v1", 0) ||
-      !OSSL_PARAM_BLD_push_octet_string(bld.get(), OSSL_PKEY_PARAM_PUB_KEY, oct.data(), oct.size()) ||
+      !OSSL_PARAM_BLD_push_octet_string(bld.get(), OSSL_PKEY_PARAM_PUB_KEY, oct.data(),
+                                        oct.size()) ||
       !OSSL_PARAM_BLD_push_BN(bld.get(), OSSL_PKEY_PARAM_PRIV_KEY, d.get()))
     return make_error("OpenSSL: cannot build a key");
   Params params(OSSL_PARAM_BLD_to_param(bld.get()));
@@ -528,7 +540,8 @@ Result<std::pair<PublicArea, Bytes>> read_public(Tpm& t, uint32_t handle, const 
   if (!p) return p.error();
   tpm2::Reader r(*p);
   Bytes area, name, qname;
-  if (!r.b2(area) || !r.b2(name) || !r.b2(qname)) return make_error(std::string(what) + ": malformed response");
+  if (!r.b2(area) || !r.b2(name) || !r.b2(qname))
+    return make_error(std::string(what) + ": malformed response");
   auto pub = parse_ecc_public(area);
   if (!pub) return make_error(std::string(what) + ": " + pub.error().message);
   return std::make_pair(std::move(*pub), name);
@@ -554,7 +567,8 @@ Result<Bytes> read_ek_cert(Tpm& t) {
     if (!c) return c.error();
     tpm2::Reader cr(*c);
     Bytes chunk;
-    if (!cr.b2(chunk) || chunk.size() != n) return make_error("TPM2_NV_Read(EK certificate): malformed response");
+    if (!cr.b2(chunk) || chunk.size() != n)
+      return make_error("TPM2_NV_Read(EK certificate): malformed response");
     cert.insert(cert.end(), chunk.begin(), chunk.end());
   }
   return cert;
@@ -568,8 +582,8 @@ Result<std::string> bind_ak(Tpm& t, const PublicArea& ek, const Bytes& ak_name) 
   tpm2::Writer sa;
   sa.b2(random_bytes(32)).b2(Bytes{}).u8(kSePolicy).u16(tpm2::kAlgNull).u16(tpm2::kAlgSha256);
   std::vector<uint32_t> h;
-  auto s = t.c.call("TPM2_StartAuthSession", kCcStartAuthSession, {tpm2::kRhNull, tpm2::kRhNull}, {},
-                    sa.bytes(), 1, &h);
+  auto s = t.c.call("TPM2_StartAuthSession", kCcStartAuthSession, {tpm2::kRhNull, tpm2::kRhNull},
+                    {}, sa.bytes(), 1, &h);
   if (!s) return s.error();
   const uint32_t session = h.at(0);
   auto flush = [&] {
@@ -579,20 +593,22 @@ Result<std::string> bind_ak(Tpm& t, const PublicArea& ek, const Bytes& ak_name) 
   };
   tpm2::Writer ps;
   ps.b2(Bytes{}).b2(Bytes{}).b2(Bytes{}).u32(0);  // nonceTPM, cpHashA, policyRef, expiration
-  auto p = t.c.call("TPM2_PolicySecret(endorsement)", kCcPolicySecret, {tpm2::kRhEndorsement, session},
-                    t.pw(), ps.bytes());
+  auto p = t.c.call("TPM2_PolicySecret(endorsement)", kCcPolicySecret,
+                    {tpm2::kRhEndorsement, session}, t.pw(), ps.bytes());
   if (!p) {
     flush();
     return p.error();
   }
   tpm2::Writer ac;
   ac.b2(cred->id_object).b2(cred->encrypted_secret);
-  tpm2::Session policy{session, random_bytes(32), 0, {}};  // continueSession clear: ends with the command
+  tpm2::Session policy{
+      session, random_bytes(32), 0, {}};  // continueSession clear: ends with the command
   auto a = t.c.call("TPM2_ActivateCredential", kCcActivateCredential, {kAkHandle, kEkHandle},
                     {tpm2::Session{}, policy}, ac.bytes());
   if (!a) {
     flush();
-    return std::string("the EK's TPM did not release the credential for the AK (") + a.error().message + ")";
+    return std::string("the EK's TPM did not release the credential for the AK (") +
+           a.error().message + ")";
   }
   tpm2::Reader r(*a);
   Bytes got;
@@ -659,9 +675,10 @@ Result<AttestReport> attest(const AttestInputs& in) {
           (kAttrFixedTpm | kAttrFixedParent | kAttrRestricted | kAttrDecrypt) ||
       (ekp.attributes & kAttrSign) ||
       ekp.auth_policy != Bytes(std::begin(kEkPolicy), std::end(kEkPolicy))) {
-    rows.push_back(row("EK chain", Verdict::kFail,
-                       "the key at 0x81010002 is not a TPM-bound restricted decryption key with the EK policy",
-                       ek_name));
+    rows.push_back(
+        row("EK chain", Verdict::kFail,
+            "the key at 0x81010002 is not a TPM-bound restricted decryption key with the EK policy",
+            ek_name));
   } else {
     auto cert = read_ek_cert(t);
     if (!cert) return cert.error();
@@ -675,20 +692,24 @@ Result<AttestReport> attest(const AttestInputs& in) {
   if (!ak) return ak.error();
   const PublicArea& akp = ak->first;
   const Bytes ak_name = object_name(akp);
-  const uint32_t ak_need = kAttrFixedTpm | kAttrFixedParent | kAttrSensitiveOrigin | kAttrRestricted | kAttrSign;
+  const uint32_t ak_need =
+      kAttrFixedTpm | kAttrFixedParent | kAttrSensitiveOrigin | kAttrRestricted | kAttrSign;
   if ((akp.attributes & ak_need) != ak_need || (akp.attributes & kAttrDecrypt)) {
     rows.push_back(row("AK binding", Verdict::kFail,
-                       "the key at 0x81000002 is not a TPM-bound restricted signing key", hex_of(ak_name)));
-  } else if (ak->second != ak_name) {
-    rows.push_back(row("AK binding", Verdict::kFail, "the TPM names the AK differently than its public area",
+                       "the key at 0x81000002 is not a TPM-bound restricted signing key",
                        hex_of(ak_name)));
+  } else if (ak->second != ak_name) {
+    rows.push_back(row("AK binding", Verdict::kFail,
+                       "the TPM names the AK differently than its public area", hex_of(ak_name)));
   } else {
     auto b = bind_ak(t, ekp, ak_name);
     if (!b) return b.error();
-    rows.push_back(b->empty() ? row("AK binding", Verdict::kPass,
-                                    "credential for the AK's name activated by the EK (TPM2_ActivateCredential)",
-                                    hex_of(ak_name))
-                              : row("AK binding", Verdict::kFail, *b, hex_of(ak_name)));
+    rows.push_back(
+        b->empty()
+            ? row("AK binding", Verdict::kPass,
+                  "credential for the AK's name activated by the EK (TPM2_ActivateCredential)",
+                  hex_of(ak_name))
+            : row("AK binding", Verdict::kFail, *b, hex_of(ak_name)));
   }
 
   // The quote, and the PCR values it must cover.
@@ -702,7 +723,8 @@ Result<AttestReport> attest(const AttestInputs& in) {
   if (!qp) return qp.error();
   tpm2::Reader qr(*qp);
   QuoteEvidence q;
-  if (!qr.b2(q.attest) || !qr.raw(q.signature, qr.left())) return make_error("TPM2_Quote: malformed response");
+  if (!qr.b2(q.attest) || !qr.raw(q.signature, qr.left()))
+    return make_error("TPM2_Quote: malformed response");
   q.ak = akp.point;
   q.ak_qualified_name = qualified_name_in_hierarchy(tpm2::kRhEndorsement, ak_name);
   q.nonce = in.nonce;
@@ -716,8 +738,8 @@ Result<AttestReport> attest(const AttestInputs& in) {
   auto events = parse_event_log(*log_bytes);
   if (!events) {
     for (uint32_t i : {kPcrCmdline, kPcrKernel})
-      rows.push_back(row("PCR " + std::to_string(i), Verdict::kFail, "event log: " + events.error().message,
-                         hex((*pcrs)[i]), int(i)));
+      rows.push_back(row("PCR " + std::to_string(i), Verdict::kFail,
+                         "event log: " + events.error().message, hex((*pcrs)[i]), int(i)));
   } else {
     auto replayed = replay(*events);
     const Event* kernel = nullptr;
@@ -735,7 +757,8 @@ Result<AttestReport> attest(const AttestInputs& in) {
       const Sha256& value = (*pcrs)[c.pcr];
       Row r = row("PCR " + std::to_string(c.pcr), Verdict::kFail, "", hex(value), int(c.pcr));
       if (replayed[c.pcr] != value)
-        r.detail = "differs from the event log's replay " + hex(replayed[c.pcr]).substr(0, 16) + "…";
+        r.detail =
+            "differs from the event log's replay " + hex(replayed[c.pcr]).substr(0, 16) + "…";
       else if (c.pcr == kPcrKernel && !g)
         r.detail = kernel ? "kernel " + hex(kernel->digest).substr(0, 16) + "… (\"" + kernel->data +
                                 "\") matches no golden image in " + in.golden
@@ -744,7 +767,8 @@ Result<AttestReport> attest(const AttestInputs& in) {
         r.detail = c.detail;
       else {
         r.verdict = Verdict::kPass;
-        r.detail = "log replay matches; " + c.detail + (c.pcr == kPcrKernel ? " (image " + g->name + ")" : "");
+        r.detail = "log replay matches; " + c.detail +
+                   (c.pcr == kPcrKernel ? " (image " + g->name + ")" : "");
       }
       rows.push_back(std::move(r));
     }

@@ -117,9 +117,8 @@ Result<Credential> make_credential(const EccPoint& ek, std::span<const uint8_t> 
                                    std::span<const uint8_t> secret);
 // The receiving side (TPM2_ActivateCredential), given the EK's private
 // scalar: for tests of make_credential.
-Result<Bytes> activate_credential_soft(std::span<const uint8_t> ek_private,
-                                       const EccPoint& ek, std::span<const uint8_t> object_name,
-                                       const Credential& c);
+Result<Bytes> activate_credential_soft(std::span<const uint8_t> ek_private, const EccPoint& ek,
+                                       std::span<const uint8_t> object_name, const Credential& c);
 
 // The EK certificate (DER) chains to the CA (PEM text) and certifies `ek`.
 // Returns a one-line description of what was verified.
@@ -130,7 +129,7 @@ Result<std::string> verify_ek_certificate(std::span<const uint8_t> der, const st
 Result<HostRecord> parse_boot_record(const std::string& toml, const std::string& origin);
 
 struct AttestInputs {
-  std::string tpm;  // unix:PATH or tcp:IPV4:PORT
+  std::string tpm;                                 // unix:PATH or tcp:IPV4:PORT
   std::string event_log, boot_record, ca, golden;  // file paths
   Bytes nonce;
 };

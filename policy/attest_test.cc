@@ -21,7 +21,9 @@ struct Key {
     BN_free(bn);
     return out;
   }
-  EccPoint point() const { return {param(OSSL_PKEY_PARAM_EC_PUB_X), param(OSSL_PKEY_PARAM_EC_PUB_Y)}; }
+  EccPoint point() const {
+    return {param(OSSL_PKEY_PARAM_EC_PUB_X), param(OSSL_PKEY_PARAM_EC_PUB_Y)};
+  }
   Signature sign(const Bytes& msg) const {
     EVP_MD_CTX* md = EVP_MD_CTX_new();
     size_t len = 0;
@@ -60,7 +62,8 @@ class QuoteTest : public ::testing::Test {
     a.clock = 12345;
     a.selection = {{0x000B, {0, 1, 2, 3, 4, 5, 6, 7, 8, 9}}};
     const Bytes all = concat_pcrs(q.pcrs);
-    const Sha256 d = sha256(std::string_view(reinterpret_cast<const char*>(all.data()), all.size()));
+    const Sha256 d =
+        sha256(std::string_view(reinterpret_cast<const char*>(all.data()), all.size()));
     a.pcr_digest.assign(d.begin(), d.end());
     sign();
   }
@@ -146,7 +149,8 @@ TEST_F(QuoteTest, TruncatedAttestFails) {
     q.attest.resize(cut);
     q.signature = encode_signature(ak.sign(q.attest));
     EXPECT_FALSE(parse_attest(q.attest)) << cut;
-    for (const auto& r : verify_quote(q)) EXPECT_EQ(r.verdict, Verdict::kFail) << cut << " " << r.check;
+    for (const auto& r : verify_quote(q))
+      EXPECT_EQ(r.verdict, Verdict::kFail) << cut << " " << r.check;
     q.attest = whole;
   }
   Bytes longer = q.attest;
@@ -162,8 +166,8 @@ TEST(Signature, MalformedRefused) {
 
 TEST(Credential, RoundTripAndBinding) {
   Key ek;
-  const Bytes name{0x00, 0x0B, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16,
-                   17, 18, 19, 20, 21, 22, 23, 24, 25, 26, 27, 28, 29, 30, 31, 32};
+  const Bytes name{0x00, 0x0B, 1,  2,  3,  4,  5,  6,  7,  8,  9,  10, 11, 12, 13, 14, 15,
+                   16,   17,   18, 19, 20, 21, 22, 23, 24, 25, 26, 27, 28, 29, 30, 31, 32};
   const Bytes secret(32, 0x5a);
   auto c = make_credential(ek.point(), name, secret);
   ASSERT_TRUE(c) << c.error().message;
@@ -176,7 +180,8 @@ TEST(Credential, RoundTripAndBinding) {
   other.back() ^= 1;
   EXPECT_FALSE(activate_credential_soft(priv, ek.point(), other, *c));
   Key ek2;
-  EXPECT_FALSE(activate_credential_soft(ek2.param(OSSL_PKEY_PARAM_PRIV_KEY), ek2.point(), name, *c));
+  EXPECT_FALSE(
+      activate_credential_soft(ek2.param(OSSL_PKEY_PARAM_PRIV_KEY), ek2.point(), name, *c));
   // Not a point on the curve.
   EccPoint bad = ek.point();
   bad.y[31] ^= 1;
@@ -209,7 +214,8 @@ TEST(BootRecord, ParsesAndChecks) {
   EXPECT_EQ(*h->config, sha256("cfg"));
   EXPECT_FALSE(h->initrd_overlay);
   EXPECT_FALSE(parse_boot_record(good + "extra = \"x\"\n", "rec"));
-  EXPECT_FALSE(parse_boot_record("cmdline = \"x\"\ncmdline_sha256 = \"" + hex(sha256(cmd)) + "\"\n", "rec"));
+  EXPECT_FALSE(
+      parse_boot_record("cmdline = \"x\"\ncmdline_sha256 = \"" + hex(sha256(cmd)) + "\"\n", "rec"));
   EXPECT_FALSE(parse_boot_record("kernel = \"/k\"\n", "rec"));
 }
 

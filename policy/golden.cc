@@ -1,7 +1,7 @@
 #include "policy/golden.h"
 
-#include <set>
 #include <toml++/toml.h>
+#include <set>
 
 namespace axl::policy {
 namespace {

@@ -110,8 +110,9 @@ std::string hex(const Sha256& d) {
 }
 
 Result<Sha256> parse_hex(std::string_view text) {
-  if (text.size() != 64) return make_error("a SHA-256 digest is 64 hex digits, not " +
-                                           std::to_string(text.size()) + " characters");
+  if (text.size() != 64)
+    return make_error("a SHA-256 digest is 64 hex digits, not " + std::to_string(text.size()) +
+                      " characters");
   Sha256 d{};
   auto nib = [](char c) -> int {
     if (c >= '0' && c <= '9') return c - '0';
@@ -214,7 +215,8 @@ Result<std::vector<Event>> parse_event_log(std::string_view log) {
   if (!s.u32(platform) || !s.u8(minor) || !s.u8(major) || !s.u8(errata) || !s.u8(uintn) ||
       !s.u32(nalg))
     return make_error("event log: truncated Spec ID event");
-  if (major != 2) return make_error("event log: spec version " + std::to_string(major) + " unsupported");
+  if (major != 2)
+    return make_error("event log: spec version " + std::to_string(major) + " unsupported");
   if (nalg == 0 || nalg > 16) return make_error("event log: bad algorithm count");
   std::map<uint16_t, uint16_t> sizes;
   for (uint32_t i = 0; i < nalg; ++i) {

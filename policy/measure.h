@@ -20,8 +20,8 @@ namespace axl::policy {
 
 using Sha256 = std::array<uint8_t, 32>;
 
-inline constexpr uint32_t kPcrKernel = 9;   // kernel, initrd (GRUB: loaded files)
-inline constexpr uint32_t kPcrCmdline = 8;  // command line, domain config (GRUB: strings)
+inline constexpr uint32_t kPcrKernel = 9;            // kernel, initrd (GRUB: loaded files)
+inline constexpr uint32_t kPcrCmdline = 8;           // command line, domain config (GRUB: strings)
 inline constexpr uint32_t kEvIpl = 0x0000000D;       // EV_IPL, as GRUB records these
 inline constexpr uint32_t kEvNoAction = 0x00000003;  // EV_NO_ACTION (the Spec ID header)
 // EV_EVENT_TAG, for the domain config: a TCG_PCClientTaggedEvent with this

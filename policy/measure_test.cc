@@ -28,8 +28,7 @@ class TempFile {
 };
 
 TEST(Measure, Sha256KnownAnswer) {
-  EXPECT_EQ(hex(sha256("abc")),
-            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+  EXPECT_EQ(hex(sha256("abc")), "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
   EXPECT_EQ(hex(sha256("")), "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855");
 }
 
@@ -99,7 +98,8 @@ TEST(EventLog, IplDataIsNulTerminatedAsGrubWritesIt) {
 }
 
 TEST(EventLog, RejectsEveryTruncation) {
-  auto log = encode_event_log({{9, kEvIpl, sha256("a"), "kernel a"}, {8, kEvIpl, sha256("b"), "c"}});
+  auto log =
+      encode_event_log({{9, kEvIpl, sha256("a"), "kernel a"}, {8, kEvIpl, sha256("b"), "c"}});
   ASSERT_TRUE(parse_event_log(log));
   for (size_t n = 0; n < log.size(); ++n) {
     auto r = parse_event_log(std::string_view(log).substr(0, n));
@@ -136,17 +136,16 @@ TEST(EventLog, RejectsBadFields) {
 
 TEST(Golden, ParsesAndRejects) {
   const std::string k = hex(sha256("k")), i = hex(sha256("i"));
-  auto g = parse_golden("[[image]]\nname = \"a\"\nkernel_sha256 = \"" + k +
-                            "\"\ninitrd_sha256 = \"" + i + "\"\n",
-                        "p.toml");
+  auto g = parse_golden(
+      "[[image]]\nname = \"a\"\nkernel_sha256 = \"" + k + "\"\ninitrd_sha256 = \"" + i + "\"\n",
+      "p.toml");
   ASSERT_TRUE(g) << g.error().message;
   ASSERT_EQ(g->size(), 1u);
   EXPECT_EQ((*g)[0].kernel, sha256("k"));
   EXPECT_FALSE((*g)[0].cmdline);
   EXPECT_FALSE(parse_golden("[[image]]\nname = \"a\"\nkernel_sha256 = \"" + k + "\"\n", "p"));
-  EXPECT_FALSE(parse_golden("[[image]]\nname = \"a\"\nkernel_sha256 = \"zz\"\ninitrd_sha256 = \"" +
-                                i + "\"\n",
-                            "p"));
+  EXPECT_FALSE(parse_golden(
+      "[[image]]\nname = \"a\"\nkernel_sha256 = \"zz\"\ninitrd_sha256 = \"" + i + "\"\n", "p"));
   EXPECT_FALSE(parse_golden("[[image]]\nname = \"a\"\nkernel = \"x\"\n", "p"));
   EXPECT_FALSE(parse_golden("bogus = 1\n", "p"));
   EXPECT_FALSE(parse_golden("[[image\n", "p"));

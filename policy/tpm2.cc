@@ -124,8 +124,8 @@ Result<Bytes> Client::transact(const Bytes& cmd) {
     }
     have += size_t(n);
     if (have == 10 && want == 10) {
-      const uint32_t size = uint32_t(rsp[2]) << 24 | uint32_t(rsp[3]) << 16 |
-                            uint32_t(rsp[4]) << 8 | rsp[5];
+      const uint32_t size =
+          uint32_t(rsp[2]) << 24 | uint32_t(rsp[3]) << 16 | uint32_t(rsp[4]) << 8 | rsp[5];
       if (size < 10 || size > kMaxResponse)
         return make_error("vTPM sent a response of impossible size " + std::to_string(size));
       want = size;
@@ -159,7 +159,8 @@ Result<Bytes> Client::call(const char* what, uint32_t cc, const std::vector<uint
     rsp = transact(cmd);
     if (!rsp) return rsp.error();
     r = Reader(*rsp);
-    if (!r.u16(tag) || !r.u32(size) || !r.u32(rc)) return make_error(std::string(what) + ": short response");
+    if (!r.u16(tag) || !r.u32(size) || !r.u32(rc))
+      return make_error(std::string(what) + ": short response");
     // TPM_RC_RETRY, TPM_RC_YIELDED, TPM_RC_TESTING: send it again (as TSS2 does).
     if ((rc != 0x922 && rc != 0x908 && rc != 0x90A) || attempt == 4) break;
   }

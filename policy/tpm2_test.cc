@@ -103,7 +103,9 @@ TEST(Tpm2Client, MalformedResponsesRefused) {
   // Impossible size, parameter size past the end, wrong tag.
   Writer past;
   past.u32(100).u8(1);
-  ScriptedTpm tpm({response(0x8001, 0, {}, 0x100000), });
+  ScriptedTpm tpm({
+      response(0x8001, 0, {}, 0x100000),
+  });
   auto c = Client::connect(tpm.spec());
   ASSERT_TRUE(c);
   auto p = c->call("TPM2_GetRandom", 0x17B, {}, {}, {});

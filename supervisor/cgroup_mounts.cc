@@ -32,7 +32,8 @@ Result<int> mount_cgroups_privately(const std::string& dir) {
     std::string path = dir + "/" + ctls;
     std::error_code ec;
     std::filesystem::create_directories(path, ec);
-    if (::mount("cgroup", path.c_str(), "cgroup", MS_NOSUID | MS_NODEV | MS_NOEXEC, ctls.c_str()) == 0)
+    if (::mount("cgroup", path.c_str(), "cgroup", MS_NOSUID | MS_NODEV | MS_NOEXEC, ctls.c_str()) ==
+        0)
       ++mounted;
     else
       err = "mount cgroup " + ctls + ": " + strerror(errno);

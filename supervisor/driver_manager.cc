@@ -22,14 +22,18 @@ using namespace std::chrono_literals;
 constexpr int kHealthFd = 4;  // where the driver finds its end of the health channel
 constexpr int kHvFd = 5;      // sandboxed: its connection to the hypervisor
 
-
 const char* to_string(DriverState s) {
   switch (s) {
-    case DriverState::kStarting: return "starting";
-    case DriverState::kRunning: return "running";
-    case DriverState::kRestarting: return "restarting";
-    case DriverState::kFailed: return "failed";
-    case DriverState::kStopped: return "stopped";
+    case DriverState::kStarting:
+      return "starting";
+    case DriverState::kRunning:
+      return "running";
+    case DriverState::kRestarting:
+      return "restarting";
+    case DriverState::kFailed:
+      return "failed";
+    case DriverState::kStopped:
+      return "stopped";
   }
   return "?";
 }
@@ -85,8 +89,15 @@ Result<proc::Child> DriverManager::launch(DriverDomain& d, bool standby, UniqueF
     return make_error(std::string("socketpair: ") + strerror(errno));
   UniqueFd ours(sp[0]), theirs(sp[1]);
   proc::SpawnOptions so;
-  so.argv = {bin_,        "--name",      d.cfg.name, "--kind", config::to_string(d.cfg.kind),
-             "--hv-socket", hv_socket_, "--supervisor-fd", std::to_string(kHealthFd)};
+  so.argv = {bin_,
+             "--name",
+             d.cfg.name,
+             "--kind",
+             config::to_string(d.cfg.kind),
+             "--hv-socket",
+             hv_socket_,
+             "--supervisor-fd",
+             std::to_string(kHealthFd)};
   so.fds.emplace_back(theirs.get(), kHealthFd);
   if (standby) so.argv.push_back("--standby");
   if (d.cfg.fault_injection) so.argv.push_back("--fault-injection");
@@ -172,17 +183,16 @@ void DriverManager::watch_group(DriverDomain& d) {
   d.group_watch.reset();
   if (!d.group || d.group->event_fd() < 0) return;
   DriverDomain* raw = &d;
-  d.group_watch =
-      std::make_unique<asio::posix::stream_descriptor>(io_, ::dup(d.group->event_fd()));
-  d.group_watch->async_wait(
-      asio::posix::stream_descriptor::wait_read, [this, raw](const boost::system::error_code& ec) {
-        if (ec || !raw->group) return;
-        raw->group->ack_events();
-        if (raw->group->breach() == cgroup::Breach::kPids)
-          kill_for(raw, "resource limit: pids", monotonic_ns());
-        else
-          watch_group(*raw);
-      });
+  d.group_watch = std::make_unique<asio::posix::stream_descriptor>(io_, ::dup(d.group->event_fd()));
+  d.group_watch->async_wait(asio::posix::stream_descriptor::wait_read,
+                            [this, raw](const boost::system::error_code& ec) {
+                              if (ec || !raw->group) return;
+                              raw->group->ack_events();
+                              if (raw->group->breach() == cgroup::Breach::kPids)
+                                kill_for(raw, "resource limit: pids", monotonic_ns());
+                              else
+                                watch_group(*raw);
+                            });
 }
 
 Status DriverManager::spawn_standby(DriverDomain& d) {
@@ -282,7 +292,7 @@ Status DriverManager::kill(const std::string& name, const std::string& signal) {
   if (!d) return make_error("no driver named '" + name + "'");
   if (d->state != DriverState::kRunning || d->child.pid <= 0)
     return make_error("driver '" + name + "' is " + to_string(d->state) + ", not running");
-  int sig = signal == "KILL" ? SIGKILL
+  int sig = signal == "KILL"   ? SIGKILL
             : signal == "STOP" ? SIGSTOP
             : signal == "SEGV" ? SIGSEGV
             : signal == "ABRT" ? SIGABRT

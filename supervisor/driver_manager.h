@@ -27,7 +27,6 @@ namespace axl::supervisor {
 enum class DriverState { kStarting, kRunning, kRestarting, kFailed, kStopped };
 const char* to_string(DriverState s);
 
-
 // Root inside a confined domain's user namespace (driver or vTPM) is nobody
 // outside it.
 inline constexpr uid_t kSandboxUid = 65534;
@@ -55,7 +54,7 @@ struct DriverDomain {
   UniqueFd health;                         // until the instance is the active one
   std::unique_ptr<HealthMonitor> monitor;  // then its heartbeats
   // Failure bookkeeping.
-  std::string pending_cause;    // set when the supervisor itself kills it (hang, request)
+  std::string pending_cause;     // set when the supervisor itself kills it (hang, request)
   uint64_t pending_fail_ns = 0;  // when the failure began, if known better than detection
   std::deque<std::chrono::steady_clock::time_point> recent_restarts;  // within the window
   std::unique_ptr<boost::asio::steady_timer> restart_timer;
@@ -65,7 +64,7 @@ struct DriverDomain {
   std::unique_ptr<boost::asio::posix::stream_descriptor> exit_watch;
   std::unique_ptr<cgroup::Group> group;  // the active instance's limits
   std::unique_ptr<boost::asio::posix::stream_descriptor> group_watch;
-  uint32_t instance_seq = 0;             // names each instance's cgroup
+  uint32_t instance_seq = 0;  // names each instance's cgroup
   // Warm standby (standby = true): spawned and connected, idle until the
   // hypervisor promotes it the moment the active instance's connection drops.
   proc::Child standby;
@@ -87,8 +86,7 @@ using ServiceTimesFn = std::function<void(const std::string& driver,
                                           std::function<void(uint64_t rebound, uint64_t served)>)>;
 // Asks the hypervisor, without waiting, to fence a driver's active instance
 // and promote its warm standby now (control.capnp promoteStandby).
-using PromoteFn =
-    std::function<void(const std::string& driver, std::function<void(Status)> done)>;
+using PromoteFn = std::function<void(const std::string& driver, std::function<void(Status)> done)>;
 
 class DriverManager {
  public:

@@ -136,11 +136,12 @@ bool HealthMonitor::hung(std::string* why) {
   if (!starving_) {
     starving_ = true;
     ++starved_;
-    AXL_INFO("%llu heartbeats unanswered, but the domain is %s and ran %llu us in %llu ms: "
-             "starved, not hung",
-             (unsigned long long)(ping_seq_ - pong_seq_),
-             now->state == 'R' ? "runnable" : "in a disk wait", (unsigned long long)(ran / 1000),
-             (unsigned long long)(since / 1000000));
+    AXL_INFO(
+        "%llu heartbeats unanswered, but the domain is %s and ran %llu us in %llu ms: "
+        "starved, not hung",
+        (unsigned long long)(ping_seq_ - pong_seq_),
+        now->state == 'R' ? "runnable" : "in a disk wait", (unsigned long long)(ran / 1000),
+        (unsigned long long)(since / 1000000));
   }
   return false;
 }

@@ -42,7 +42,8 @@ TEST(HealthMonitor, AnAnsweringDomainIsNeverCalledHung) {
   Pair p;
   bool hung = false;
   HeartbeatResponder responder(io, std::move(p.dom), nullptr, nullptr);
-  HealthMonitor m(io, std::move(p.sup), 20ms, 3, [&](const std::string&, uint64_t) { hung = true; });
+  HealthMonitor m(io, std::move(p.sup), 20ms, 3,
+                  [&](const std::string&, uint64_t) { hung = true; });
   run_until(io, hung, 400ms);
   EXPECT_FALSE(hung);
   EXPECT_GT(m.answered(), 5u);
@@ -75,7 +76,8 @@ TEST(HealthMonitor, AResponderThatIsNotHealthyWithholdsItsAnswers) {
   std::atomic<bool> healthy{true};
   bool hung = false;
   std::string cause;
-  HeartbeatResponder responder(io, std::move(p.dom), nullptr, nullptr, [&] { return healthy.load(); });
+  HeartbeatResponder responder(io, std::move(p.dom), nullptr, nullptr,
+                               [&] { return healthy.load(); });
   HealthMonitor m(io, std::move(p.sup), 20ms, 3, [&](const std::string& c, uint64_t) {
     hung = true;
     cause = c;
@@ -92,7 +94,8 @@ TEST(HealthMonitor, AnswersAheadOfThePingsAreNotBelieved) {
   boost::asio::io_context io;
   Pair p;
   bool hung = false;
-  HealthMonitor m(io, std::move(p.sup), 20ms, 3, [&](const std::string&, uint64_t) { hung = true; });
+  HealthMonitor m(io, std::move(p.sup), 20ms, 3,
+                  [&](const std::string&, uint64_t) { hung = true; });
   // A domain that claims to have answered pings not yet sent.
   capnp::MallocMessageBuilder mb;
   mb.initRoot<schema::Heartbeat>().setPong(1000000);

@@ -4,15 +4,15 @@
 #include <signal.h>
 #include <unistd.h>
 
-#include "common/asio.h"
 #include <set>
 #include <string>
+#include "common/asio.h"
 
 #include "common/config.h"
-#include "common/log.h"
-#include "common/process.h"
 #include "common/control_client.h"
 #include "common/control_server.h"
+#include "common/log.h"
+#include "common/process.h"
 #include "supervisor/cgroup/cgroup.h"
 #include "supervisor/cgroup_mounts.h"
 #include "supervisor/dbus/manager_api.h"
@@ -28,19 +28,25 @@ int main(int argc, char** argv) {
   bool dbus_system = false, dbus_none = false;
   for (int i = 1; i < argc; ++i) {
     std::string a = argv[i];
-    if (a == "--state-dir" && i + 1 < argc) state_dir = argv[++i];
-    else if (a == "--config" && i + 1 < argc) config_path = argv[++i];
-    else if (a == "--dbus-address" && i + 1 < argc) dbus_address = argv[++i];
-    else if (a == "--dbus-system") dbus_system = true;
-    else if (a == "--no-dbus") dbus_none = true;
+    if (a == "--state-dir" && i + 1 < argc)
+      state_dir = argv[++i];
+    else if (a == "--config" && i + 1 < argc)
+      config_path = argv[++i];
+    else if (a == "--dbus-address" && i + 1 < argc)
+      dbus_address = argv[++i];
+    else if (a == "--dbus-system")
+      dbus_system = true;
+    else if (a == "--no-dbus")
+      dbus_none = true;
     else {
       fprintf(stderr, "axolotl-supervisor: unknown argument '%s'\n", a.c_str());
       return 2;
     }
   }
   if (state_dir.empty() || config_path.empty()) {
-    fprintf(stderr, "usage: axolotl-supervisor --state-dir DIR --config HOST.toml "
-                    "[--dbus-address ADDR | --dbus-system | --no-dbus]\n");
+    fprintf(stderr,
+            "usage: axolotl-supervisor --state-dir DIR --config HOST.toml "
+            "[--dbus-address ADDR | --dbus-system | --no-dbus]\n");
     return 2;
   }
   axl::log::set_component("axolotl-supervisor");
@@ -164,9 +170,9 @@ int main(int argc, char** argv) {
         // caused it; the name and state still go onto the bus, so check them.
         auto e = req.getDomainStateChanged();
         std::string name = e.getName(), state = e.getState();
-        static const std::set<std::string> kStates = {
-            "preparing", "vtpm-starting", "attaching", "starting", "running",
-            "shutoff",   "failed",        "destroyed"};
+        static const std::set<std::string> kStates = {"preparing", "vtpm-starting", "attaching",
+                                                      "starting",  "running",       "shutoff",
+                                                      "failed",    "destroyed"};
         if (!axl::config::valid_name(name) || !kStates.count(state)) {
           rep.setOk(false);
           rep.setError("domainStateChanged: a domain name and a known state expected");
@@ -197,14 +203,13 @@ int main(int argc, char** argv) {
         // loop serves on meanwhile.
         auto v = req.getStartVtpm();
         auto reply = ctx.defer();
-        vtpms.start(v.getDomain(), v.getMeasureLog(), v.getCommandPort(),
-                    [reply](axl::Status st) {
-                      if (!st) {
-                        reply->reply().setOk(false);
-                        reply->reply().setError(st.error().message);
-                      }
-                      reply->send();
-                    });
+        vtpms.start(v.getDomain(), v.getMeasureLog(), v.getCommandPort(), [reply](axl::Status st) {
+          if (!st) {
+            reply->reply().setOk(false);
+            reply->reply().setError(st.error().message);
+          }
+          reply->send();
+        });
         break;
       }
       case R::STOP_VTPM:
@@ -278,8 +283,9 @@ int main(int argc, char** argv) {
   axl::dbus::SupervisorBackend dbus_backend(drivers, domain_ops);
   const bool dbus_required = !dbus_address.empty() || dbus_system;
   const char* sys_env = getenv("DBUS_SYSTEM_BUS_ADDRESS");
-  const bool dbus_auto = !dbus_required && !dbus_none &&
-                         ((sys_env && *sys_env) || access("/run/dbus/system_bus_socket", F_OK) == 0);
+  const bool dbus_auto =
+      !dbus_required && !dbus_none &&
+      ((sys_env && *sys_env) || access("/run/dbus/system_bus_socket", F_OK) == 0);
   if (dbus_required || dbus_auto) {
     if (auto api = axl::dbus::ManagerApi::start(io, dbus_address, dbus_backend); api) {
       dbus_api = std::move(api).value();

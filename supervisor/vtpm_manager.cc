@@ -30,10 +30,14 @@ using namespace std::chrono_literals;
 
 const char* to_string(VtpmState s) {
   switch (s) {
-    case VtpmState::kStarting: return "starting";
-    case VtpmState::kRunning: return "running";
-    case VtpmState::kFailed: return "failed";
-    case VtpmState::kStopped: return "stopped";
+    case VtpmState::kStarting:
+      return "starting";
+    case VtpmState::kRunning:
+      return "running";
+    case VtpmState::kFailed:
+      return "failed";
+    case VtpmState::kStopped:
+      return "stopped";
   }
   return "?";
 }
@@ -84,7 +88,7 @@ Result<UniqueFd> unix_listen(const std::string& path) {
   a.sun_family = AF_UNIX;
   if (path.size() >= sizeof a.sun_path) return make_error("socket path too long: " + path);
   std::memcpy(a.sun_path, path.c_str(), path.size() + 1);
-  struct stat st{};
+  struct stat st {};
   if (::lstat(path.c_str(), &st) == 0) {
     if (!S_ISSOCK(st.st_mode)) return make_error(path + " exists and is not a socket");
     ::unlink(path.c_str());  // a stale socket of an earlier life of the domain
@@ -118,8 +122,8 @@ Result<UniqueFd> tcp_listen(uint32_t port) {
 
 // Where each fd lies in a serving instance (the argv below names them).
 constexpr int kReadyFd = 3, kHandoverFd = 4, kCtrlConnFd = 5, kDataConnFd = 6, kStateFd = 7,
-              kKeyFd = 8, kMeasureLogFd = 9, kCtrlListenFd = 10, kCmdListenFd = 11,
-              kPortCmdFd = 12, kPortCtrlFd = 13, kHealthFd = 14;
+              kKeyFd = 8, kMeasureLogFd = 9, kCtrlListenFd = 10, kCmdListenFd = 11, kPortCmdFd = 12,
+              kPortCtrlFd = 13, kHealthFd = 14;
 
 // vtpm/state_store.h: a state dir without it holds no TPM yet.
 constexpr const char* kPermanentState = "permanent.state";
@@ -163,15 +167,14 @@ std::shared_ptr<ChildWait> ChildWait::start(asio::io_context& io, int pidfd, Uni
                        });
   if (ready) {
     w->ready_ = std::make_unique<asio::posix::stream_descriptor>(io, ready.release());
-    w->ready_->async_wait(asio::posix::stream_descriptor::wait_read,
-                          [w](const boost::system::error_code& ec) {
-                            if (ec) return;
-                            char c;
-                            // A byte: it listens.  EOF: it closed the pipe without saying so.
-                            w->finish(::read(w->ready_->native_handle(), &c, 1) == 1
-                                          ? Outcome::kReady
-                                          : Outcome::kExited);
-                          });
+    w->ready_->async_wait(
+        asio::posix::stream_descriptor::wait_read, [w](const boost::system::error_code& ec) {
+          if (ec) return;
+          char c;
+          // A byte: it listens.  EOF: it closed the pipe without saying so.
+          w->finish(::read(w->ready_->native_handle(), &c, 1) == 1 ? Outcome::kReady
+                                                                   : Outcome::kExited);
+        });
   }
   w->timer_.expires_after(deadline);
   w->timer_.async_wait([w](const boost::system::error_code& ec) {
@@ -205,12 +208,11 @@ void VtpmManager::start(const std::string& domain, bool measure_log, uint32_t co
                          [&](const auto& v) { return v->domain == domain; });
   if (it != vtpms_.end()) {
     if ((*it)->state == VtpmState::kRunning || (*it)->state == VtpmState::kStarting)
-      return done(make_error("domain '" + domain + "' already has a " +
-                             to_string((*it)->state) + " vTPM (pid " +
-                             std::to_string((*it)->child.pid) + ")"));
+      return done(make_error("domain '" + domain + "' already has a " + to_string((*it)->state) +
+                             " vTPM (pid " + std::to_string((*it)->child.pid) + ")"));
     vtpms_.erase(it);  // a stopped or failed one of an earlier life of this domain
   }
-  struct stat st{};
+  struct stat st {};
   if (::stat(dom_dir(domain).c_str(), &st) != 0 || !S_ISDIR(st.st_mode))
     return done(make_error("startVtpm: no domain directory " + dom_dir(domain)));
   if (auto s = ensure_host_key(); !s) return done(s.error());
@@ -259,7 +261,7 @@ Result<bool> VtpmManager::clear_unprovisioned(const std::string& domain) {
   if (::mkdir(dir.c_str(), 0700) != 0 && errno != EEXIST) return sys_error("cannot create " + dir);
   UniqueFd dfd(::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
   if (!dfd) return sys_error("cannot open " + dir);
-  struct stat st{};
+  struct stat st {};
   if (::fstatat(dfd.get(), kPermanentState, &st, AT_SYMLINK_NOFOLLOW) == 0) return false;
   if (errno != ENOENT) return sys_error("cannot stat " + dir + "/" + kPermanentState);
   // No TPM yet.  Whatever else lies here is left over (a TPM's other
@@ -294,9 +296,10 @@ Status VtpmManager::own_state_dir(const std::string& domain) {
 void VtpmManager::provision(VtpmDomain& v, std::function<void(Status)> done) {
   const std::string domain = v.domain;
   proc::SpawnOptions so;
-  so.argv = {bin_,         "--state-dir", vtpm_dir(domain), "--key-file", host_key(),
-             "--vtpm-id",  domain,
-             "--ca-dir",   state_dir_ + "/vtpm-host/ca",    "--provision"};
+  so.argv = {bin_,         "--state-dir", vtpm_dir(domain),
+             "--key-file", host_key(),    "--vtpm-id",
+             domain,       "--ca-dir",    state_dir_ + "/vtpm-host/ca",
+             "--provision"};
   so.log_path = log_path(domain);
   so.new_session = true;
   auto spawned = proc::spawn(so);
@@ -311,14 +314,13 @@ void VtpmManager::provision(VtpmDomain& v, std::function<void(Status)> done) {
         auto st = proc::wait_for(raw->child, 0ms);
         const int status = st ? *st : proc::stop(raw->child, 1000ms);
         raw->child = proc::Child{};
-        if (o == ChildWait::Outcome::kTimedOut || !WIFEXITED(status) ||
-            WEXITSTATUS(status) != 0) {
+        if (o == ChildWait::Outcome::kTimedOut || !WIFEXITED(status) || WEXITSTATUS(status) != 0) {
           std::string why = last_line(log_path(domain));
-          return done(make_error("vTPM of domain " + domain + " could not be provisioned (" +
-                                 (o == ChildWait::Outcome::kTimedOut
-                                      ? std::string("timed out")
-                                      : proc::describe_status(status)) +
-                                 ")" + (why.empty() ? "" : ": " + why)));
+          return done(
+              make_error("vTPM of domain " + domain + " could not be provisioned (" +
+                         (o == ChildWait::Outcome::kTimedOut ? std::string("timed out")
+                                                             : proc::describe_status(status)) +
+                         ")" + (why.empty() ? "" : ": " + why)));
         }
         AXL_INFO("vTPM of domain %s provisioned", domain.c_str());
         done({});
@@ -358,137 +360,147 @@ void VtpmManager::close_listeners(VtpmDomain& v) {
 // timed out (then it is stopped).
 void VtpmManager::launch(VtpmDomain& v, std::function<void(Status)> done) {
   auto r = [&]() -> Status {
-  int sp[2];
-  if (::socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sp) != 0)
-    return make_error(std::string("socketpair: ") + strerror(errno));
-  UniqueFd ours(sp[0]), theirs(sp[1]);
-  int pp[2];
-  if (::pipe2(pp, O_CLOEXEC) != 0) return make_error(std::string("pipe: ") + strerror(errno));
-  UniqueFd ready_r(pp[0]), ready_w(pp[1]);
+    int sp[2];
+    if (::socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sp) != 0)
+      return make_error(std::string("socketpair: ") + strerror(errno));
+    UniqueFd ours(sp[0]), theirs(sp[1]);
+    int pp[2];
+    if (::pipe2(pp, O_CLOEXEC) != 0) return make_error(std::string("pipe: ") + strerror(errno));
+    UniqueFd ready_r(pp[0]), ready_w(pp[1]);
 
-  int hp[2];
-  if (::socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC | SOCK_NONBLOCK, 0, hp) != 0)
-    return make_error(std::string("socketpair: ") + strerror(errno));
-  UniqueFd health_ours(hp[0]), health_theirs(hp[1]);
-  std::unique_ptr<cgroup::Group> group;
-  std::vector<UniqueFd> join;
-  if (cgroups_) {
-    auto g = cgroups_->create("vtpm-" + v.domain + "-" + std::to_string(++v.instance_seq),
-                              cgroup::Limits{kMemoryMax, kPidsMax, 0});
-    if (!g) return make_error("vTPM of domain " + v.domain + ": " + g.error().message);
-    auto fds = (*g)->open_procs_files();
-    if (!fds) return make_error("vTPM of domain " + v.domain + ": " + fds.error().message);
-    join = std::move(fds).value();
-    group = std::move(g).value();
-  }
-
-  const std::string dd = dom_dir(v.domain);
-  UniqueFd key(::open(host_key().c_str(), O_RDONLY | O_CLOEXEC));
-  if (!key) return sys_error("cannot open " + host_key());
-  proc::SpawnOptions so;
-  so.argv = {bin_,
-             "--state-dir", vtpm_dir(v.domain),
-             "--vtpm-id", v.domain,
-             "--sandbox", "--state-fd", std::to_string(kStateFd),
-             "--key-fd", std::to_string(kKeyFd),
-             "--ctrl-listen-fd", std::to_string(kCtrlListenFd),
-             "--command-listen-fd", std::to_string(kCmdListenFd),
-             "--ready-fd", std::to_string(kReadyFd),
-             "--handover-fd", std::to_string(kHandoverFd),
-             "--health-fd", std::to_string(kHealthFd)};
-  so.fds = {{ready_w.get(), kReadyFd},
-            {theirs.get(), kHandoverFd},
-            {health_theirs.get(), kHealthFd},
-            {key.get(), kKeyFd},
-            {v.ctrl_listen.get(), kCtrlListenFd},
-            {v.cmd_listen.get(), kCmdListenFd}};
-  UniqueFd measure_log;
-  if (v.measure_log) {
-    measure_log.reset(::open((dd + "/eventlog.bin").c_str(), O_RDONLY | O_CLOEXEC));
-    if (!measure_log) return sys_error("cannot open " + dd + "/eventlog.bin");
-    so.argv.insert(so.argv.end(), {"--measure-log-fd", std::to_string(kMeasureLogFd)});
-    so.fds.push_back({measure_log.get(), kMeasureLogFd});
-  }
-  if (v.command_port) {
-    so.argv.insert(so.argv.end(), {"--command-port-fds", std::to_string(kPortCmdFd) + "," +
-                                                             std::to_string(kPortCtrlFd)});
-    so.fds.push_back({v.port_cmd_listen.get(), kPortCmdFd});
-    so.fds.push_back({v.port_ctrl_listen.get(), kPortCtrlFd});
-  }
-  if (v.ctrl_conn) {
-    so.argv.insert(so.argv.end(), {"--ctrl-fd", std::to_string(kCtrlConnFd)});
-    so.fds.push_back({v.ctrl_conn.get(), kCtrlConnFd});
-    if (v.data_conn) {
-      so.argv.insert(so.argv.end(), {"--data-fd", std::to_string(kDataConnFd)});
-      so.fds.push_back({v.data_conn.get(), kDataConnFd});
-    }
-  }
-  so.log_path = log_path(v.domain);
-  so.new_session = true;
-  for (auto& f : join) so.join_cgroup_fds.push_back(f.get());
-  proc::SandboxSpec sandbox;
-  sandbox.host_uid = kSandboxUid;
-  sandbox.host_gid = kSandboxGid;
-  sandbox.mount_sources = {{vtpm_dir(v.domain), kStateFd}};
-  so.sandbox = std::move(sandbox);
-  auto child = proc::spawn(so);
-  if (!child) return child.error();
-  ready_w.reset();
-  theirs.reset();
-  health_theirs.reset();
-
-  // Held by the domain while it starts: a stop() ends it.
-  v.child = std::move(child).value();
-  v.state = VtpmState::kStarting;
-  VtpmDomain* raw = &v;
-  struct Parts {
-    UniqueFd health_ours, ours;
+    int hp[2];
+    if (::socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC | SOCK_NONBLOCK, 0, hp) != 0)
+      return make_error(std::string("socketpair: ") + strerror(errno));
+    UniqueFd health_ours(hp[0]), health_theirs(hp[1]);
     std::unique_ptr<cgroup::Group> group;
-    std::string log;
-  };
-  auto parts = std::make_shared<Parts>(
-      Parts{std::move(health_ours), std::move(ours), std::move(group), so.log_path});
-  v.waiting = ChildWait::start(
-      io_, v.child.pidfd.get(), std::move(ready_r), kReadyTimeout,
-      [this, raw, parts, done](ChildWait::Outcome o) {
-        raw->waiting.reset();
-        if (o != ChildWait::Outcome::kReady) {
-          int status = proc::stop(raw->child, 1000ms);
-          raw->child = proc::Child{};
-          std::string why = last_line(parts->log);
-          return done(make_error("vTPM of domain " + raw->domain + " did not start (" +
-                                 (o == ChildWait::Outcome::kTimedOut
-                                      ? std::string("no answer within ") +
-                                            std::to_string(kReadyTimeout.count()) + " s"
-                                      : proc::describe_status(status)) +
-                                 ")" + (why.empty() ? "" : ": " + why)));
-        }
-        VtpmDomain& v = *raw;
-        v.state = VtpmState::kRunning;
-        v.started_ns = monotonic_ns();
-        v.pending_cause.clear();
-        v.group = std::move(parts->group);
-        watch_group(&v);
-        v.health = std::make_unique<HealthMonitor>(
-            io_, std::move(parts->health_ours), kHeartbeat, kHeartbeatMisses,
-            [this, p = &v](const std::string& cause, uint64_t) { kill_for(p, cause); },
-            [this, p = &v] {
-              if (p->group && p->group->breach() == cgroup::Breach::kPids)
-                kill_for(p, "resource limit: pids");
-            },
-            [pid = v.child.pid] { return read_sched(pid); });
-        ::fcntl(parts->ours.get(), F_SETFL, ::fcntl(parts->ours.get(), F_GETFL) | O_NONBLOCK);
-        v.handover = std::make_unique<asio::posix::stream_descriptor>(io_, parts->ours.release());
-        read_handover(&v);
-        v.exit_watch =
-            std::make_unique<asio::posix::stream_descriptor>(io_, ::dup(v.child.pidfd.get()));
-        v.exit_watch->async_wait(asio::posix::stream_descriptor::wait_read,
-                                 [this, p = &v](const boost::system::error_code& ec) {
-                                   if (!ec) on_exit(p);
-                                 });
-        done({});
-      });
-  return {};
+    std::vector<UniqueFd> join;
+    if (cgroups_) {
+      auto g = cgroups_->create("vtpm-" + v.domain + "-" + std::to_string(++v.instance_seq),
+                                cgroup::Limits{kMemoryMax, kPidsMax, 0});
+      if (!g) return make_error("vTPM of domain " + v.domain + ": " + g.error().message);
+      auto fds = (*g)->open_procs_files();
+      if (!fds) return make_error("vTPM of domain " + v.domain + ": " + fds.error().message);
+      join = std::move(fds).value();
+      group = std::move(g).value();
+    }
+
+    const std::string dd = dom_dir(v.domain);
+    UniqueFd key(::open(host_key().c_str(), O_RDONLY | O_CLOEXEC));
+    if (!key) return sys_error("cannot open " + host_key());
+    proc::SpawnOptions so;
+    so.argv = {bin_,
+               "--state-dir",
+               vtpm_dir(v.domain),
+               "--vtpm-id",
+               v.domain,
+               "--sandbox",
+               "--state-fd",
+               std::to_string(kStateFd),
+               "--key-fd",
+               std::to_string(kKeyFd),
+               "--ctrl-listen-fd",
+               std::to_string(kCtrlListenFd),
+               "--command-listen-fd",
+               std::to_string(kCmdListenFd),
+               "--ready-fd",
+               std::to_string(kReadyFd),
+               "--handover-fd",
+               std::to_string(kHandoverFd),
+               "--health-fd",
+               std::to_string(kHealthFd)};
+    so.fds = {{ready_w.get(), kReadyFd},
+              {theirs.get(), kHandoverFd},
+              {health_theirs.get(), kHealthFd},
+              {key.get(), kKeyFd},
+              {v.ctrl_listen.get(), kCtrlListenFd},
+              {v.cmd_listen.get(), kCmdListenFd}};
+    UniqueFd measure_log;
+    if (v.measure_log) {
+      measure_log.reset(::open((dd + "/eventlog.bin").c_str(), O_RDONLY | O_CLOEXEC));
+      if (!measure_log) return sys_error("cannot open " + dd + "/eventlog.bin");
+      so.argv.insert(so.argv.end(), {"--measure-log-fd", std::to_string(kMeasureLogFd)});
+      so.fds.push_back({measure_log.get(), kMeasureLogFd});
+    }
+    if (v.command_port) {
+      so.argv.insert(so.argv.end(), {"--command-port-fds", std::to_string(kPortCmdFd) + "," +
+                                                               std::to_string(kPortCtrlFd)});
+      so.fds.push_back({v.port_cmd_listen.get(), kPortCmdFd});
+      so.fds.push_back({v.port_ctrl_listen.get(), kPortCtrlFd});
+    }
+    if (v.ctrl_conn) {
+      so.argv.insert(so.argv.end(), {"--ctrl-fd", std::to_string(kCtrlConnFd)});
+      so.fds.push_back({v.ctrl_conn.get(), kCtrlConnFd});
+      if (v.data_conn) {
+        so.argv.insert(so.argv.end(), {"--data-fd", std::to_string(kDataConnFd)});
+        so.fds.push_back({v.data_conn.get(), kDataConnFd});
+      }
+    }
+    so.log_path = log_path(v.domain);
+    so.new_session = true;
+    for (auto& f : join) so.join_cgroup_fds.push_back(f.get());
+    proc::SandboxSpec sandbox;
+    sandbox.host_uid = kSandboxUid;
+    sandbox.host_gid = kSandboxGid;
+    sandbox.mount_sources = {{vtpm_dir(v.domain), kStateFd}};
+    so.sandbox = std::move(sandbox);
+    auto child = proc::spawn(so);
+    if (!child) return child.error();
+    ready_w.reset();
+    theirs.reset();
+    health_theirs.reset();
+
+    // Held by the domain while it starts: a stop() ends it.
+    v.child = std::move(child).value();
+    v.state = VtpmState::kStarting;
+    VtpmDomain* raw = &v;
+    struct Parts {
+      UniqueFd health_ours, ours;
+      std::unique_ptr<cgroup::Group> group;
+      std::string log;
+    };
+    auto parts = std::make_shared<Parts>(
+        Parts{std::move(health_ours), std::move(ours), std::move(group), so.log_path});
+    v.waiting = ChildWait::start(
+        io_, v.child.pidfd.get(), std::move(ready_r), kReadyTimeout,
+        [this, raw, parts, done](ChildWait::Outcome o) {
+          raw->waiting.reset();
+          if (o != ChildWait::Outcome::kReady) {
+            int status = proc::stop(raw->child, 1000ms);
+            raw->child = proc::Child{};
+            std::string why = last_line(parts->log);
+            return done(make_error("vTPM of domain " + raw->domain + " did not start (" +
+                                   (o == ChildWait::Outcome::kTimedOut
+                                        ? std::string("no answer within ") +
+                                              std::to_string(kReadyTimeout.count()) + " s"
+                                        : proc::describe_status(status)) +
+                                   ")" + (why.empty() ? "" : ": " + why)));
+          }
+          VtpmDomain& v = *raw;
+          v.state = VtpmState::kRunning;
+          v.started_ns = monotonic_ns();
+          v.pending_cause.clear();
+          v.group = std::move(parts->group);
+          watch_group(&v);
+          v.health = std::make_unique<HealthMonitor>(
+              io_, std::move(parts->health_ours), kHeartbeat, kHeartbeatMisses,
+              [this, p = &v](const std::string& cause, uint64_t) { kill_for(p, cause); },
+              [this, p = &v] {
+                if (p->group && p->group->breach() == cgroup::Breach::kPids)
+                  kill_for(p, "resource limit: pids");
+              },
+              [pid = v.child.pid] { return read_sched(pid); });
+          ::fcntl(parts->ours.get(), F_SETFL, ::fcntl(parts->ours.get(), F_GETFL) | O_NONBLOCK);
+          v.handover = std::make_unique<asio::posix::stream_descriptor>(io_, parts->ours.release());
+          read_handover(&v);
+          v.exit_watch =
+              std::make_unique<asio::posix::stream_descriptor>(io_, ::dup(v.child.pidfd.get()));
+          v.exit_watch->async_wait(asio::posix::stream_descriptor::wait_read,
+                                   [this, p = &v](const boost::system::error_code& ec) {
+                                     if (!ec) on_exit(p);
+                                   });
+          done({});
+        });
+    return {};
   }();
   if (!r) done(r.error());
 }
@@ -552,7 +564,8 @@ bool VtpmManager::drain_handover(VtpmDomain* v) {
 void VtpmManager::watch_group(VtpmDomain* v) {
   v->group_watch.reset();
   if (!v->group || v->group->event_fd() < 0) return;
-  v->group_watch = std::make_unique<asio::posix::stream_descriptor>(io_, ::dup(v->group->event_fd()));
+  v->group_watch =
+      std::make_unique<asio::posix::stream_descriptor>(io_, ::dup(v->group->event_fd()));
   v->group_watch->async_wait(asio::posix::stream_descriptor::wait_read,
                              [this, v](const boost::system::error_code& ec) {
                                if (ec || !v->group) return;
@@ -638,8 +651,8 @@ Status VtpmManager::stop(const std::string& domain) {
   VtpmDomain& v = **it;
   if (v.waiting) v.waiting->cancel();
   v.waiting.reset();
-  if (auto done = std::move(v.on_started)) done(make_error("vTPM of domain " + domain +
-                                                           " stopped while starting"));
+  if (auto done = std::move(v.on_started))
+    done(make_error("vTPM of domain " + domain + " stopped while starting"));
   if (v.exit_watch) v.exit_watch->cancel();
   v.exit_watch.reset();
   v.handover.reset();

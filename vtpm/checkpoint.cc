@@ -7,12 +7,12 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <dirent.h>
 #include <algorithm>
 #include <atomic>
 #include <cerrno>
 #include <cstdlib>
 #include <cstring>
-#include <dirent.h>
 #include <string_view>
 
 #include "common/unique_fd.h"
@@ -72,7 +72,9 @@ static_assert(offsetof(FileHeader, salt) == kSaltOffset);
 
 std::string errno_text(const std::string& what) { return what + ": " + strerror(errno); }
 
-size_t file_size(size_t slot) { return kSlotsOffset + 2 * slot + CheckpointFile::kJournalRecords * CheckpointFile::kRecordSize; }
+size_t file_size(size_t slot) {
+  return kSlotsOffset + 2 * slot + CheckpointFile::kJournalRecords * CheckpointFile::kRecordSize;
+}
 
 // A process's stores reach the page cache in program order as far as its
 // successor can tell (the kill cuts the instruction stream at one point);
@@ -122,14 +124,16 @@ struct CheckpointFile::Impl {
   size_t slot_size = 0;
   uint64_t seq = 0;          // the newest entry's
   uint64_t last_commit = 0;  // the newest snapshot or record's
-  int newest_slot = 0;   // the slot holding the newest snapshot
+  int newest_slot = 0;       // the slot holding the newest snapshot
   uint64_t next_record = 0;
   std::unique_ptr<EVP_CIPHER_CTX, CtxFree> ctx{EVP_CIPHER_CTX_new()};
 
   EntryHeader* pending_cmd() { return reinterpret_cast<EntryHeader*>(map + kPendingCmd); }
   EntryHeader* pending_rsp() { return reinterpret_cast<EntryHeader*>(map + kPendingRsp); }
   uint64_t* perm_write() { return reinterpret_cast<uint64_t*>(map + kPermWriteOffset); }
-  EntryHeader* slot(int i) { return reinterpret_cast<EntryHeader*>(map + kSlotsOffset + i * slot_size); }
+  EntryHeader* slot(int i) {
+    return reinterpret_cast<EntryHeader*>(map + kSlotsOffset + i * slot_size);
+  }
   EntryHeader* record(size_t i) {
     return reinterpret_cast<EntryHeader*>(map + kSlotsOffset + 2 * slot_size + i * kRecordSize);
   }
@@ -150,8 +154,8 @@ struct CheckpointFile::Impl {
     if (EVP_EncryptInit_ex(ctx.get(), nullptr, nullptr, nullptr, iv) != 1 ||
         EVP_EncryptUpdate(ctx.get(), nullptr, &n, reinterpret_cast<uint8_t*>(h) + kAadOffset,
                           kAadSize) != 1 ||
-        (!plain.empty() && EVP_EncryptUpdate(ctx.get(), ct, &n, plain.data(),
-                                             static_cast<int>(plain.size())) != 1) ||
+        (!plain.empty() &&
+         EVP_EncryptUpdate(ctx.get(), ct, &n, plain.data(), static_cast<int>(plain.size())) != 1) ||
         EVP_EncryptFinal_ex(ctx.get(), ct + plain.size(), &n) != 1 ||
         EVP_CIPHER_CTX_ctrl(ctx.get(), EVP_CTRL_GCM_GET_TAG, 16, h->tag) != 1) {
       abort();  // OpenSSL failing on fixed, valid parameters is a bug, not input
@@ -174,7 +178,8 @@ Result<std::unique_ptr<CheckpointFile>> CheckpointFile::create(int dirfd, const 
   size_t slot = kDefaultSlot;
   while (slot < snapshot.size() + kEntryHeader) slot *= 2;
   if (slot > kMaxSlot) {
-    return make_error("volatile state of " + std::to_string(snapshot.size()) + " bytes is too large");
+    return make_error("volatile state of " + std::to_string(snapshot.size()) +
+                      " bytes is too large");
   }
   const std::string tmp_path = dir + "/" + kTmpName;
   UniqueFd fd(::openat(dirfd, kTmpName, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0600));
@@ -199,8 +204,8 @@ Result<std::unique_ptr<CheckpointFile>> CheckpointFile::create(int dirfd, const 
   fh->record_size = kRecordSize;
   if (RAND_bytes(fh->salt, sizeof fh->salt) != 1) abort();  // no entropy: nothing safe to do
   const auto k = derive_key(key, kLabel, fh->salt);
-  if (!impl->ctx || EVP_EncryptInit_ex(impl->ctx.get(), EVP_aes_256_gcm(), nullptr, k.data(),
-                                       nullptr) != 1) {
+  if (!impl->ctx ||
+      EVP_EncryptInit_ex(impl->ctx.get(), EVP_aes_256_gcm(), nullptr, k.data(), nullptr) != 1) {
     abort();
   }
   impl->write(impl->slot(0), kTypeSnapshot, 0, snapshot);
@@ -245,7 +250,8 @@ bool CheckpointFile::answer(std::span<const uint8_t> response) {
 
 void CheckpointFile::mark_permanent_write() {
   Impl& m = *impl_;
-  const uint64_t s = std::atomic_ref<uint64_t>(m.pending_cmd()->seq).load(std::memory_order_relaxed);
+  const uint64_t s =
+      std::atomic_ref<uint64_t>(m.pending_cmd()->seq).load(std::memory_order_relaxed);
   compiler_fence();
   std::atomic_ref<uint64_t>(*m.perm_write()).store(s, std::memory_order_relaxed);
   compiler_fence();
@@ -266,7 +272,7 @@ Result<std::optional<VolatileImage>> CheckpointFile::read(int dirfd, const std::
     if (errno == ENOENT) return std::optional<VolatileImage>{};
     return make_error(errno_text("open " + path));
   }
-  struct stat st{};
+  struct stat st {};
   if (::fstat(fd.get(), &st) != 0) return make_error(errno_text("stat " + path));
   if (!S_ISREG(st.st_mode)) return make_error(path + ": not a regular file");
   const std::string what = "volatile checkpoint " + path;
@@ -279,7 +285,8 @@ Result<std::optional<VolatileImage>> CheckpointFile::read(int dirfd, const std::
   }
   if (std::memcmp(fh.magic, kMagic, 8) != 0) return make_error(what + ": bad magic");
   if (fh.version == kUnboundVersion) {
-    return make_error(what + ": unbound checkpoint of an older axolotl-vtpm (format version 1, "
+    return make_error(what +
+                      ": unbound checkpoint of an older axolotl-vtpm (format version 1, "
                       "sealed alike for every vTPM of the host), refused; remove it (the TPM then "
                       "starts from its permanent state, as after a power-off)");
   }
@@ -316,7 +323,8 @@ Result<std::optional<VolatileImage>> CheckpointFile::read(int dirfd, const std::
     if (!open_entry(k, h, buf.data() + off + kEntryHeader, plain)) {
       return make_error(what + ": " + name +
                         " fails authentication (sealed for another vTPM or with another key, or "
-                        "tampered; this is vTPM '" + key.id + "')");
+                        "tampered; this is vTPM '" +
+                        key.id + "')");
     }
     return std::optional(std::pair(h, std::move(plain)));
   };
@@ -347,7 +355,8 @@ Result<std::optional<VolatileImage>> CheckpointFile::read(int dirfd, const std::
     if (!e) return e.error();
     recs.push_back({h.seq, Rec{h.prev, JournalEntry{h.locality, std::move(e.value()->second)}}});
   }
-  std::sort(recs.begin(), recs.end(), [](const auto& a, const auto& b) { return a.first < b.first; });
+  std::sort(recs.begin(), recs.end(),
+            [](const auto& a, const auto& b) { return a.first < b.first; });
   auto cmd = entry(kPendingCmd, kPendingRoom, kTypePendingCmd, "the pending command");
   if (!cmd) return cmd.error();
   if (cmd.value()) {

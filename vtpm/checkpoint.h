@@ -20,9 +20,9 @@
 // (derive_key in state_store.h): bound to this vTPM, so that another one's
 // checkpoint copied here fails authentication, and fresh for every file, so
 // the nonce can be the entry's type and sequence number, which only ever
-// grow within one file.  Version 1 files (no id in the key) are refused.  A resumed instance starts a new file (new
-// salt) and never reuses the old one's nonces, even those of an entry it
-// was killed while writing.
+// grow within one file.  Version 1 files (no id in the key) are refused.  A resumed instance starts
+// a new file (new salt) and never reuses the old one's nonces, even those of an entry it was killed
+// while writing.
 //
 //  - A snapshot is libtpms' whole volatile state (about 9 KB), written into
 //    the slot that does not hold the newest one.
@@ -42,8 +42,8 @@
 // Torn writes: an entry's sequence number is set to 0 before anything else
 // of it is written and to its value after everything else, so an entry cut
 // short by a kill reads as empty.  The state is the newest snapshot plus the
-// records that follow it, each naming the one before it.  An entry that claims a sequence number and fails authentication,
-// or a gap in the journal, can only be tampering and is refused with a
+// records that follow it, each naming the one before it.  An entry that claims a sequence number
+// and fails authentication, or a gap in the journal, can only be tampering and is refused with a
 // reason; nothing is changed then.
 #pragma once
 #include <cstdint>

@@ -118,11 +118,13 @@ TEST_F(CheckpointTest, AFullJournalAsksForASnapshotAndWrapsAfterIt) {
   EXPECT_EQ(load().journal.size(), CheckpointFile::kJournalRecords);
   ASSERT_TRUE(f->snapshot(blob(100, 2)));
   // The records now overwrite those the snapshot made stale.
-  for (size_t i = 0; i < 10; ++i) ASSERT_TRUE(f->journal(0, blob(20, static_cast<uint8_t>(100 + i))));
+  for (size_t i = 0; i < 10; ++i)
+    ASSERT_TRUE(f->journal(0, blob(20, static_cast<uint8_t>(100 + i))));
   auto img = load();
   EXPECT_EQ(img.snapshot, blob(100, 2));
   ASSERT_EQ(img.journal.size(), 10u);
-  for (size_t i = 0; i < 10; ++i) EXPECT_EQ(img.journal[i].command, blob(20, static_cast<uint8_t>(100 + i)));
+  for (size_t i = 0; i < 10; ++i)
+    EXPECT_EQ(img.journal[i].command, blob(20, static_cast<uint8_t>(100 + i)));
 }
 
 TEST_F(CheckpointTest, ALargeStateGetsLargerSlots) {
@@ -155,7 +157,7 @@ TEST_F(CheckpointTest, AnEntryCutShortReadsAsEmpty) {
   EXPECT_EQ(img.journal[0].command, blob(30, 0xc1));
   // A snapshot cut short: the older slot (and its journal) stand.
   b = bytes();
-  std::memset(b.data() + kSlots + kSlot, 0, 8);           // slot B: empty
+  std::memset(b.data() + kSlots + kSlot, 0, 8);              // slot B: empty
   std::memset(b.data() + kSlots + kSlot + kHdr, 0x77, 500);  // half written
   put(b);
   img = load();
@@ -177,7 +179,7 @@ TEST_F(CheckpointTest, TamperingIsRefusedWithAReasonAndTheFileKept) {
     const char* why;
   } cases[] = {
       {0, "bad magic"},
-      {40, "fails authentication"},               // the salt, so the key
+      {40, "fails authentication"},                 // the salt, so the key
       {kSlots + kHdr + 5, "fails authentication"},  // the older snapshot too
       {slot_b + 8, "fails authentication"},         // length
       {slot_b + 10, "bad header"},                  // length beyond the slot
@@ -354,7 +356,8 @@ class GuestInFlightTest : public CheckpointTest,
 
 TEST_P(GuestInFlightTest, IsAnsweredOnceByTheSuccessor) {
   const std::vector<uint8_t> digest(32, 9);
-  const auto ext = tpm::Command(tpm::kCcPcrExtend, {16}, 1).u32(1).u16(0x000B).bytes(digest).finish();
+  const auto ext =
+      tpm::Command(tpm::kCcPcrExtend, {16}, 1).u32(1).u16(0x000B).bytes(digest).finish();
   pid_t pid = fork();
   ASSERT_GE(pid, 0);
   if (pid == 0) {

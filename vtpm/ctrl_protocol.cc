@@ -13,12 +13,18 @@ Rejected reject(uint32_t code, uint32_t result, std::string why) {
 // padded to it (a peer such as QEMU reads exactly this many bytes).
 size_t response_size(uint32_t code) {
   switch (static_cast<Cmd>(code)) {
-    case Cmd::kGetCapability: return 8;
-    case Cmd::kGetTpmEstablished: return 8;
-    case Cmd::kGetStateBlob: return 16;
-    case Cmd::kGetConfig: return 8;
-    case Cmd::kSetBufferSize: return 16;
-    default: return 4;
+    case Cmd::kGetCapability:
+      return 8;
+    case Cmd::kGetTpmEstablished:
+      return 8;
+    case Cmd::kGetStateBlob:
+      return 16;
+    case Cmd::kGetConfig:
+      return 8;
+    case Cmd::kSetBufferSize:
+      return 16;
+    default:
+      return 4;
   }
 }
 
@@ -28,32 +34,51 @@ bool known(uint32_t code) { return code >= 0x01 && code <= 0x12; }
 
 const char* name(uint32_t code) {
   switch (static_cast<Cmd>(code)) {
-    case Cmd::kGetCapability: return "GET_CAPABILITY";
-    case Cmd::kInit: return "INIT";
-    case Cmd::kShutdown: return "SHUTDOWN";
-    case Cmd::kGetTpmEstablished: return "GET_TPMESTABLISHED";
-    case Cmd::kSetLocality: return "SET_LOCALITY";
-    case Cmd::kHashStart: return "HASH_START";
-    case Cmd::kHashData: return "HASH_DATA";
-    case Cmd::kHashEnd: return "HASH_END";
-    case Cmd::kCancelTpmCmd: return "CANCEL_TPM_CMD";
-    case Cmd::kStoreVolatile: return "STORE_VOLATILE";
-    case Cmd::kResetTpmEstablished: return "RESET_TPMESTABLISHED";
-    case Cmd::kGetStateBlob: return "GET_STATEBLOB";
-    case Cmd::kSetStateBlob: return "SET_STATEBLOB";
-    case Cmd::kStop: return "STOP";
-    case Cmd::kGetConfig: return "GET_CONFIG";
-    case Cmd::kSetDataFd: return "SET_DATAFD";
-    case Cmd::kSetBufferSize: return "SET_BUFFERSIZE";
-    case Cmd::kGetInfo: return "GET_INFO";
+    case Cmd::kGetCapability:
+      return "GET_CAPABILITY";
+    case Cmd::kInit:
+      return "INIT";
+    case Cmd::kShutdown:
+      return "SHUTDOWN";
+    case Cmd::kGetTpmEstablished:
+      return "GET_TPMESTABLISHED";
+    case Cmd::kSetLocality:
+      return "SET_LOCALITY";
+    case Cmd::kHashStart:
+      return "HASH_START";
+    case Cmd::kHashData:
+      return "HASH_DATA";
+    case Cmd::kHashEnd:
+      return "HASH_END";
+    case Cmd::kCancelTpmCmd:
+      return "CANCEL_TPM_CMD";
+    case Cmd::kStoreVolatile:
+      return "STORE_VOLATILE";
+    case Cmd::kResetTpmEstablished:
+      return "RESET_TPMESTABLISHED";
+    case Cmd::kGetStateBlob:
+      return "GET_STATEBLOB";
+    case Cmd::kSetStateBlob:
+      return "SET_STATEBLOB";
+    case Cmd::kStop:
+      return "STOP";
+    case Cmd::kGetConfig:
+      return "GET_CONFIG";
+    case Cmd::kSetDataFd:
+      return "SET_DATAFD";
+    case Cmd::kSetBufferSize:
+      return "SET_BUFFERSIZE";
+    case Cmd::kGetInfo:
+      return "GET_INFO";
   }
   return "unknown";
 }
 
 Parsed parse(std::span<const uint8_t> msg) {
   if (msg.size() < 4) {
-    return reject(0, kBadParameter,
-                  "control request of " + std::to_string(msg.size()) + " bytes has no command code");
+    return reject(
+        0, kBadParameter,
+        "control request of " + std::to_string(msg.size()) + " bytes has no command code");
   }
   const uint32_t code = be32(msg.data());
   const auto in = msg.subspan(4);
@@ -89,8 +114,9 @@ Parsed parse(std::span<const uint8_t> msg) {
       if (in.empty() || in.size() > 4) return wrong_size("1 to 4");
       const uint8_t loc = in[0];
       if (loc > 4) {
-        return reject(code, kBadParameter, "CMD_" + cmd_name + " locality " +
-                                               std::to_string(loc) + " out of range 0..4");
+        return reject(
+            code, kBadParameter,
+            "CMD_" + cmd_name + " locality " + std::to_string(loc) + " out of range 0..4");
       }
       if (code == static_cast<uint32_t>(Cmd::kSetLocality)) return Request{SetLocality{loc}};
       return Request{ResetEstablished{loc}};
@@ -99,22 +125,22 @@ Parsed parse(std::span<const uint8_t> msg) {
       if (!exact(12)) return wrong_size("12");
       GetStateBlob g{be32(in.data()), be32(in.data() + 4), be32(in.data() + 8)};
       if (g.type < kBlobPermanent || g.type > kBlobSaveState) {
-        return reject(code, kBadParameter, "CMD_GET_STATEBLOB unknown blob type " +
-                                               std::to_string(g.type));
+        return reject(code, kBadParameter,
+                      "CMD_GET_STATEBLOB unknown blob type " + std::to_string(g.type));
       }
       return Request{g};
     }
     case Cmd::kSetStateBlob: {
       if (in.size() < 12) return wrong_size("at least 12");
-      const uint32_t flags = be32(in.data()), type = be32(in.data() + 4),
-                     len = be32(in.data() + 8);
+      const uint32_t flags = be32(in.data()), type = be32(in.data() + 4), len = be32(in.data() + 8);
       if (type < kBlobPermanent || type > kBlobSaveState) {
         return reject(code, kBadParameter,
                       "CMD_SET_STATEBLOB unknown blob type " + std::to_string(type));
       }
       if (len > kMaxBlob) {
-        return reject(code, kBadParameter, "CMD_SET_STATEBLOB blob of " + std::to_string(len) +
-                                               " bytes exceeds " + std::to_string(kMaxBlob));
+        return reject(code, kBadParameter,
+                      "CMD_SET_STATEBLOB blob of " + std::to_string(len) + " bytes exceeds " +
+                          std::to_string(kMaxBlob));
       }
       if (flags & kBlobFlagEncrypted) {
         return reject(code, kBadParameter, "CMD_SET_STATEBLOB encrypted blobs are not supported");

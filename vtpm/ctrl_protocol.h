@@ -76,14 +76,29 @@ inline constexpr uint32_t kBlobFlagEncrypted = 1;
 inline constexpr size_t kMaxBlob = 256 * 1024;
 inline constexpr size_t kMaxRequest = 4 + 12 + kMaxBlob;
 
-struct Init { uint32_t flags; };
-struct SetLocality { uint8_t locality; };
-struct ResetEstablished { uint8_t locality; };
-struct GetStateBlob { uint32_t flags, type, offset; };
-struct SetStateBlob { uint32_t flags, type; std::vector<uint8_t> data; };
-struct SetBufferSize { uint32_t size; };
+struct Init {
+  uint32_t flags;
+};
+struct SetLocality {
+  uint8_t locality;
+};
+struct ResetEstablished {
+  uint8_t locality;
+};
+struct GetStateBlob {
+  uint32_t flags, type, offset;
+};
+struct SetStateBlob {
+  uint32_t flags, type;
+  std::vector<uint8_t> data;
+};
+struct SetBufferSize {
+  uint32_t size;
+};
 // Commands with no input.
-struct Simple { Cmd cmd; };
+struct Simple {
+  Cmd cmd;
+};
 
 using Request = std::variant<Simple, Init, SetLocality, ResetEstablished, GetStateBlob,
                              SetStateBlob, SetBufferSize>;
@@ -99,7 +114,9 @@ struct Rejected {
 
 // CMD_SET_STATEBLOB may be longer than one read: NeedMore says how many bytes
 // the whole request has, so the caller reads on until it has them.
-struct NeedMore { size_t total; };
+struct NeedMore {
+  size_t total;
+};
 
 using Parsed = std::variant<Request, Rejected, NeedMore>;
 

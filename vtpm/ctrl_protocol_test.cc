@@ -72,9 +72,9 @@ TEST(CtrlProtocol, LocalityAcceptsOneByteOrQemusPaddedStruct) {
 
 TEST(CtrlProtocol, StateBlobNeedsItsDeclaredLength) {
   std::vector<uint8_t> hdr;
-  put_be32(hdr, 0);   // flags
-  put_be32(hdr, 2);   // volatile
-  put_be32(hdr, 5);   // length
+  put_be32(hdr, 0);  // flags
+  put_be32(hdr, 2);  // volatile
+  put_be32(hdr, 5);  // length
   auto m = msg(0x0d, hdr);
   m.insert(m.end(), {1, 2});
   auto p = parse(m);

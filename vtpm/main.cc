@@ -63,15 +63,15 @@ axl::Result<std::pair<axl::vtpm::TpmEngine::Fault, uint32_t>> parse_fault(const 
 // served (or confined): a wrong one fails the start with one line naming it.
 axl::Status check_fds(const axl::vtpm::Options& o) {
   const std::pair<int, const char*> open_fds[] = {
-      {o.ctrl_fd, "--ctrl-fd"},         {o.data_fd, "--data-fd"},
-      {o.ready_fd, "--ready-fd"},       {o.handover_fd, "--handover-fd"},
-      {o.key_fd, "--key-fd"},           {o.measure_log_fd, "--measure-log-fd"},
-      {o.state_fd, "--state-fd"},       {o.health_fd, "--health-fd"}};
+      {o.ctrl_fd, "--ctrl-fd"},   {o.data_fd, "--data-fd"},
+      {o.ready_fd, "--ready-fd"}, {o.handover_fd, "--handover-fd"},
+      {o.key_fd, "--key-fd"},     {o.measure_log_fd, "--measure-log-fd"},
+      {o.state_fd, "--state-fd"}, {o.health_fd, "--health-fd"}};
   for (const auto& [fd, flag] : open_fds)
     if (fd >= 0 && ::fcntl(fd, F_GETFD) < 0)
       return axl::make_error(std::string(flag) + " " + std::to_string(fd) + " is not an open fd");
   return axl::vtpm::check_listening_fds(o.ctrl_listen_fd, o.command_listen_fd, o.port_command_fd,
-                                         o.port_ctrl_fd);
+                                        o.port_ctrl_fd);
 }
 
 // An event log is a few KiB; anything near this is not one.
@@ -92,7 +92,7 @@ axl::Result<std::string> read_fd(int fd, const std::string& what) {
 
 // The hypervisor's measurements of this boot.
 axl::Result<std::vector<axl::vtpm::BootMeasurement>> read_measurements(const std::string& text,
-                                                                      const std::string& what) {
+                                                                       const std::string& what) {
   auto events = axl::policy::parse_event_log(text);
   if (!events) return axl::make_error(what + ": " + events.error().message);
   std::vector<axl::vtpm::BootMeasurement> boot;
@@ -124,7 +124,7 @@ int main(int argc, char** argv) {
   boost::asio::io_context io;
   boost::asio::signal_set signals(io, SIGTERM, SIGINT);
 
-  struct stat st{};
+  struct stat st {};
   const int rc = o.state_fd >= 0 ? ::fstat(o.state_fd, &st) : ::stat(o.state_dir.c_str(), &st);
   if (rc != 0 || !S_ISDIR(st.st_mode)) {
     return fail(o.state_fd >= 0 ? "--state-fd " + std::to_string(o.state_fd) + " is not a directory"
@@ -173,7 +173,7 @@ int main(int argc, char** argv) {
   auto store = StateStore::open(state_dir, VtpmKey{key.value(), o.vtpm_id});
   if (!store) return fail(store.error().message);
   const std::string perm_path = store->path(StateKind::kPermanent);
-  struct stat perm{};
+  struct stat perm {};
   const bool fresh = ::stat(perm_path.c_str(), &perm) != 0 && errno == ENOENT;
   auto engine = TpmEngine::create(std::move(store.value()), o.checkpoint);
   if (!engine) return fail(engine.error().message);
@@ -192,8 +192,9 @@ int main(int argc, char** argv) {
   if (fresh) {
     // First creation: manufacture the TPM (EK + certificate, AK).
     if (o.sandbox) {
-      return fail("the state dir holds no vTPM yet: make it first with --provision (unconfined, "
-                  "with --ca-dir)");
+      return fail(
+          "the state dir holds no vTPM yet: make it first with --provision (unconfined, "
+          "with --ca-dir)");
     }
     if (o.ca_dir.empty()) return fail("creating a new vTPM needs --ca-dir (the host vTPM CA)");
     auto ca = ensure_host_ca(o.ca_dir);
@@ -245,7 +246,8 @@ int main(int argc, char** argv) {
   if (o.ready_fd >= 0) {
     // Everything listens: whoever started us may now point QEMU here.
     const char ready = 'R';
-    if (::write(o.ready_fd, &ready, 1) != 1) return fail("--ready-fd: " + std::string(strerror(errno)));
+    if (::write(o.ready_fd, &ready, 1) != 1)
+      return fail("--ready-fd: " + std::string(strerror(errno)));
     ::close(o.ready_fd);
   }
   bool orderly = false;
@@ -265,7 +267,9 @@ int main(int argc, char** argv) {
           AXL_WARN("the supervisor's health channel closed: stopping");
           io.stop();
         },
-        [](const std::string& f) { AXL_WARN("fault '%s' on the health channel ignored", f.c_str()); },
+        [](const std::string& f) {
+          AXL_WARN("fault '%s' on the health channel ignored", f.c_str());
+        },
         [&server, kCommandHang] { return !server.stuck(kCommandHang); });
   }
   const bool inherited_listeners =
@@ -273,7 +277,8 @@ int main(int argc, char** argv) {
   AXL_INFO("vTPM %s serving %s%s%s%s", o.vtpm_id.c_str(),
            o.ctrl_socket.empty() ? "" : ("control " + o.ctrl_socket + " ").c_str(),
            o.command_port ? ("tcp 127.0.0.1:" + std::to_string(o.command_port) + "/" +
-                             std::to_string(o.command_port + 1) + " ").c_str()
+                             std::to_string(o.command_port + 1) + " ")
+                                .c_str()
                           : "",
            inherited_listeners ? "on the listening sockets it was handed, " : "",
            o.checkpoint ? "checkpointing" : "without checkpoints");
@@ -285,13 +290,13 @@ int main(int argc, char** argv) {
   auto mean_us = [](std::chrono::nanoseconds t, uint64_t n) {
     return n ? static_cast<double>(t.count()) / 1e3 / static_cast<double>(n) : 0.0;
   };
-  AXL_INFO("stopped: commands=%llu checkpoints=%llu failures=%llu mean_checkpoint_us=%.1f "
-           "volatile_bytes=%llu journaled=%llu mean_journal_us=%.2f",
-           static_cast<unsigned long long>(s.commands),
-           static_cast<unsigned long long>(s.checkpoints),
-           static_cast<unsigned long long>(s.checkpoint_failures),
-           mean_us(s.checkpoint_time, s.checkpoints),
-           static_cast<unsigned long long>(s.checkpoint_bytes),
-           static_cast<unsigned long long>(s.journaled), mean_us(s.journal_time, s.journaled));
+  AXL_INFO(
+      "stopped: commands=%llu checkpoints=%llu failures=%llu mean_checkpoint_us=%.1f "
+      "volatile_bytes=%llu journaled=%llu mean_journal_us=%.2f",
+      static_cast<unsigned long long>(s.commands), static_cast<unsigned long long>(s.checkpoints),
+      static_cast<unsigned long long>(s.checkpoint_failures),
+      mean_us(s.checkpoint_time, s.checkpoints),
+      static_cast<unsigned long long>(s.checkpoint_bytes),
+      static_cast<unsigned long long>(s.journaled), mean_us(s.journal_time, s.journaled));
   return 0;
 }

@@ -79,17 +79,23 @@ Result<Options> parse_options(const std::vector<std::string>& args) {
       return {};
     };
     Status st;
-    if (a == "--state-dir") st = str(o.state_dir);
+    if (a == "--state-dir")
+      st = str(o.state_dir);
     else if (a == "--vtpm-id") {
       auto v = value();
       if (!v) return v.error();
       st = check_vtpm_id(v.value(), "--vtpm-id");
       o.vtpm_id = v.value();
-    } else if (a == "--key-file") st = str(o.key_file);
-    else if (a == "--ca-dir") st = str(o.ca_dir);
-    else if (a == "--ctrl-socket") st = str(o.ctrl_socket);
-    else if (a == "--command-socket") st = str(o.command_socket);
-    else if (a == "--measure-log") st = str(o.measure_log);
+    } else if (a == "--key-file")
+      st = str(o.key_file);
+    else if (a == "--ca-dir")
+      st = str(o.ca_dir);
+    else if (a == "--ctrl-socket")
+      st = str(o.ctrl_socket);
+    else if (a == "--command-socket")
+      st = str(o.command_socket);
+    else if (a == "--measure-log")
+      st = str(o.measure_log);
     else if (a == "--command-port") {
       auto v = value();
       if (!v) return v.error();
@@ -108,33 +114,49 @@ Result<Options> parse_options(const std::vector<std::string>& args) {
       if (!m) return m.error();
       o.port_command_fd = n.value();
       o.port_ctrl_fd = m.value();
-    } else if (a == "--ctrl-fd" || a == "--ctrl-conn-fd") st = fd(o.ctrl_fd);
-    else if (a == "--data-fd") st = fd(o.data_fd);
-    else if (a == "--ready-fd") st = fd(o.ready_fd);
-    else if (a == "--handover-fd") st = fd(o.handover_fd);
-    else if (a == "--health-fd") st = fd(o.health_fd);
-    else if (a == "--key-fd") st = fd(o.key_fd);
-    else if (a == "--measure-log-fd") st = fd(o.measure_log_fd);
-    else if (a == "--ctrl-listen-fd") st = fd(o.ctrl_listen_fd);
-    else if (a == "--command-listen-fd") st = fd(o.command_listen_fd);
-    else if (a == "--state-fd") st = fd(o.state_fd);
-    else if (a == "--sandbox") o.sandbox = true;
-    else if (a == "--provision") o.provision_only = true;
-    else if (a == "--startup-clear") o.startup_clear = true;
-    else if (a == "--no-checkpoint") o.checkpoint = false;
-    else return make_error("unknown argument '" + a + "'");
+    } else if (a == "--ctrl-fd" || a == "--ctrl-conn-fd")
+      st = fd(o.ctrl_fd);
+    else if (a == "--data-fd")
+      st = fd(o.data_fd);
+    else if (a == "--ready-fd")
+      st = fd(o.ready_fd);
+    else if (a == "--handover-fd")
+      st = fd(o.handover_fd);
+    else if (a == "--health-fd")
+      st = fd(o.health_fd);
+    else if (a == "--key-fd")
+      st = fd(o.key_fd);
+    else if (a == "--measure-log-fd")
+      st = fd(o.measure_log_fd);
+    else if (a == "--ctrl-listen-fd")
+      st = fd(o.ctrl_listen_fd);
+    else if (a == "--command-listen-fd")
+      st = fd(o.command_listen_fd);
+    else if (a == "--state-fd")
+      st = fd(o.state_fd);
+    else if (a == "--sandbox")
+      o.sandbox = true;
+    else if (a == "--provision")
+      o.provision_only = true;
+    else if (a == "--startup-clear")
+      o.startup_clear = true;
+    else if (a == "--no-checkpoint")
+      o.checkpoint = false;
+    else
+      return make_error("unknown argument '" + a + "'");
     if (!st) return st.error();
   }
   if (o.state_dir.empty()) return make_error("--state-dir is required");
-  if (o.key_file.empty() == (o.key_fd < 0)) return make_error("give one of --key-file and --key-fd");
+  if (o.key_file.empty() == (o.key_fd < 0))
+    return make_error("give one of --key-file and --key-fd");
   if (!o.measure_log.empty() && o.measure_log_fd >= 0)
     return make_error("give one of --measure-log and --measure-log-fd");
   if (o.data_fd >= 0 && o.ctrl_fd < 0) {
     return make_error("--data-fd needs the control connection it belongs to (--ctrl-fd)");
   }
-  const int fds[] = {o.ctrl_fd,        o.data_fd,           o.ready_fd,        o.handover_fd,
-                     o.key_fd,         o.measure_log_fd,    o.ctrl_listen_fd,  o.command_listen_fd,
-                     o.port_command_fd, o.port_ctrl_fd,     o.state_fd,        o.health_fd};
+  const int fds[] = {o.ctrl_fd,         o.data_fd,        o.ready_fd,       o.handover_fd,
+                     o.key_fd,          o.measure_log_fd, o.ctrl_listen_fd, o.command_listen_fd,
+                     o.port_command_fd, o.port_ctrl_fd,   o.state_fd,       o.health_fd};
   for (int fd : fds) {
     int same = 0;
     for (int g : fds) same += fd >= 0 && g == fd;
@@ -145,11 +167,13 @@ Result<Options> parse_options(const std::vector<std::string>& args) {
     // socket can be made: everything comes as an fd.
     if (o.state_fd < 0) return make_error("--sandbox needs --state-fd (the state dir, opened)");
     if (!o.ctrl_socket.empty() || !o.command_socket.empty() || o.command_port)
-      return make_error("--sandbox binds no socket: give --ctrl-listen-fd, --command-listen-fd or "
-                        "--command-port-fds instead of paths and ports");
+      return make_error(
+          "--sandbox binds no socket: give --ctrl-listen-fd, --command-listen-fd or "
+          "--command-port-fds instead of paths and ports");
     if (!o.ca_dir.empty() || o.provision_only)
-      return make_error("--sandbox does not provision (no --ca-dir, no --provision): a confined "
-                        "vTPM never holds the CA key");
+      return make_error(
+          "--sandbox does not provision (no --ca-dir, no --provision): a confined "
+          "vTPM never holds the CA key");
   } else if (o.state_fd >= 0) {
     return make_error("--state-fd is for --sandbox only");
   }

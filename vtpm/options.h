@@ -16,23 +16,23 @@ struct Options {
   std::string key_file;
   std::string ca_dir;
   std::string ctrl_socket;
-  int ctrl_fd = -1;        // --ctrl-fd / --ctrl-conn-fd: an inherited, connected control socket
-  int data_fd = -1;        // --data-fd: the command channel a previous instance was handed
+  int ctrl_fd = -1;            // --ctrl-fd / --ctrl-conn-fd: an inherited, connected control socket
+  int data_fd = -1;            // --data-fd: the command channel a previous instance was handed
   std::string command_socket;  // raw TPM commands on a Unix stream socket
   std::string measure_log;     // TCG event log to extend after TPM2_Startup(CLEAR)
-  int ready_fd = -1;       // one byte is written here once everything listens
-  int handover_fd = -1;    // the control and data channels are sent here (SCM_RIGHTS)
-  int health_fd = -1;      // the supervisor's heartbeats (common/heartbeat.h)
+  int ready_fd = -1;           // one byte is written here once everything listens
+  int handover_fd = -1;        // the control and data channels are sent here (SCM_RIGHTS)
+  int health_fd = -1;          // the supervisor's heartbeats (common/heartbeat.h)
   int command_port = 0;
   // What a confined instance gets instead of paths and a port: every file it
   // reads and every socket it listens on, already open (vtpm/sandbox.h).
-  int key_fd = -1;            // instead of --key-file
-  int measure_log_fd = -1;    // instead of --measure-log
-  int ctrl_listen_fd = -1;    // instead of --ctrl-socket
-  int command_listen_fd = -1; // instead of --command-socket
-  int port_command_fd = -1;   // --command-port-fds: instead of --command-port (N ...
-  int port_ctrl_fd = -1;      // ... and N+1)
-  int state_fd = -1;          // the state dir, bind-mounted at /state once confined
+  int key_fd = -1;             // instead of --key-file
+  int measure_log_fd = -1;     // instead of --measure-log
+  int ctrl_listen_fd = -1;     // instead of --ctrl-socket
+  int command_listen_fd = -1;  // instead of --command-socket
+  int port_command_fd = -1;    // --command-port-fds: instead of --command-port (N ...
+  int port_ctrl_fd = -1;       // ... and N+1)
+  int state_fd = -1;           // the state dir, bind-mounted at /state once confined
   bool sandbox = false;
   bool provision_only = false;
   bool startup_clear = false;
@@ -45,7 +45,8 @@ inline constexpr const char* kUsage =
     "                    [--command-port N] [--command-socket PATH]\n"
     "                    [--measure-log FILE | --measure-log-fd N]\n"
     "                    [--ctrl-listen-fd N] [--command-listen-fd N] [--command-port-fds N,M]\n"
-    "                    [--ready-fd N] [--handover-fd N] [--health-fd N] [--sandbox --state-fd N]\n"
+    "                    [--ready-fd N] [--handover-fd N] [--health-fd N] [--sandbox --state-fd "
+    "N]\n"
     "                    [--startup-clear] [--provision] [--no-checkpoint]";
 
 Result<Options> parse_options(const std::vector<std::string>& args);

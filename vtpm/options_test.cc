@@ -6,8 +6,8 @@ namespace axl::vtpm {
 namespace {
 
 TEST(VtpmOptions, Full) {
-  auto o = parse_options({"--state-dir", "s", "--key-file", "k", "--ca-dir", "c",
-                          "--ctrl-socket", "x.sock", "--command-port", "2321", "--startup-clear"});
+  auto o = parse_options({"--state-dir", "s", "--key-file", "k", "--ca-dir", "c", "--ctrl-socket",
+                          "x.sock", "--command-port", "2321", "--startup-clear"});
   ASSERT_TRUE(o.ok()) << o.error().message;
   EXPECT_EQ(o->command_port, 2321);
   EXPECT_TRUE(o->startup_clear);
@@ -18,14 +18,18 @@ TEST(VtpmOptions, Refusals) {
   EXPECT_FALSE(parse_options({"--key-file", "k", "--command-port", "1"}).ok());
   EXPECT_FALSE(parse_options({"--state-dir", "s", "--command-port", "1"}).ok());
   EXPECT_FALSE(parse_options({"--state-dir", "s", "--key-file", "k"}).ok());
-  EXPECT_FALSE(parse_options({"--state-dir", "s", "--key-file", "k", "--command-port", "65535"}).ok());
-  EXPECT_FALSE(parse_options({"--state-dir", "s", "--key-file", "k", "--command-port", "12x"}).ok());
+  EXPECT_FALSE(
+      parse_options({"--state-dir", "s", "--key-file", "k", "--command-port", "65535"}).ok());
+  EXPECT_FALSE(
+      parse_options({"--state-dir", "s", "--key-file", "k", "--command-port", "12x"}).ok());
   EXPECT_FALSE(parse_options({"--state-dir", "s", "--key-file", "k", "--bogus"}).ok());
   EXPECT_FALSE(parse_options({"--state-dir", "s", "--key-file", "k", "--ctrl-fd", "2"}).ok());
-  EXPECT_FALSE(parse_options({"--state-dir", "s", "--key-file", "k", "--ctrl-socket", "p",
-                              "--data-fd", "4"}).ok());
-  EXPECT_FALSE(parse_options({"--state-dir", "s", "--key-file", "k", "--ctrl-fd", "3",
-                              "--data-fd", "3"}).ok());
+  EXPECT_FALSE(
+      parse_options({"--state-dir", "s", "--key-file", "k", "--ctrl-socket", "p", "--data-fd", "4"})
+          .ok());
+  EXPECT_FALSE(
+      parse_options({"--state-dir", "s", "--key-file", "k", "--ctrl-fd", "3", "--data-fd", "3"})
+          .ok());
   EXPECT_FALSE(parse_options({"--state-dir", "s", "--key-file", "k", "--command-socket", ""}).ok());
   EXPECT_TRUE(parse_options({"--state-dir", "s", "--key-file", "k", "--provision"}).ok());
 }
@@ -33,10 +37,10 @@ TEST(VtpmOptions, Refusals) {
 TEST(VtpmOptions, RestartedInstance) {
   // What the supervisor gives a restarted vTPM: the listening path again and
   // the connections QEMU made with the previous instance.
-  auto o = parse_options({"--state-dir", "s", "--key-file", "k", "--ctrl-socket", "c.sock",
-                          "--ctrl-conn-fd", "5", "--data-fd", "6", "--handover-fd", "7",
-                          "--ready-fd", "8", "--command-socket", "cmd.sock",
-                          "--measure-log", "eventlog.bin"});
+  auto o =
+      parse_options({"--state-dir", "s", "--key-file", "k", "--ctrl-socket", "c.sock",
+                     "--ctrl-conn-fd", "5", "--data-fd", "6", "--handover-fd", "7", "--ready-fd",
+                     "8", "--command-socket", "cmd.sock", "--measure-log", "eventlog.bin"});
   ASSERT_TRUE(o.ok()) << o.error().message;
   EXPECT_EQ(o->ctrl_fd, 5);
   EXPECT_EQ(o->data_fd, 6);
@@ -51,11 +55,31 @@ TEST(VtpmOptions, RestartedInstance) {
 TEST(VtpmOptions, ConfinedInstance) {
   // What the supervisor gives a confined vTPM: no path but its state dir's
   // name, everything else as fds.
-  auto o = parse_options({"--state-dir", "s", "--sandbox", "--state-fd", "7", "--key-fd", "8",
-                          "--vtpm-id", "s", "--ctrl-listen-fd", "10", "--command-listen-fd", "11",
-                          "--command-port-fds", "12,13", "--measure-log-fd", "9",
-                          "--ready-fd", "3", "--handover-fd", "4", "--ctrl-fd", "5",
-                          "--data-fd", "6"});
+  auto o = parse_options({"--state-dir",
+                          "s",
+                          "--sandbox",
+                          "--state-fd",
+                          "7",
+                          "--key-fd",
+                          "8",
+                          "--vtpm-id",
+                          "s",
+                          "--ctrl-listen-fd",
+                          "10",
+                          "--command-listen-fd",
+                          "11",
+                          "--command-port-fds",
+                          "12,13",
+                          "--measure-log-fd",
+                          "9",
+                          "--ready-fd",
+                          "3",
+                          "--handover-fd",
+                          "4",
+                          "--ctrl-fd",
+                          "5",
+                          "--data-fd",
+                          "6"});
   ASSERT_TRUE(o.ok()) << o.error().message;
   EXPECT_TRUE(o->sandbox);
   EXPECT_EQ(o->state_fd, 7);
@@ -67,18 +91,21 @@ TEST(VtpmOptions, ConfinedInstance) {
   EXPECT_EQ(o->port_command_fd, 12);
   EXPECT_EQ(o->port_ctrl_fd, 13);
   // A listening fd alone is something to serve, confined or not.
-  EXPECT_TRUE(parse_options({"--state-dir", "s", "--key-file", "k", "--command-listen-fd", "3"}).ok());
-  EXPECT_TRUE(parse_options({"--state-dir", "s", "--key-fd", "3", "--command-port-fds", "4,5"}).ok());
+  EXPECT_TRUE(
+      parse_options({"--state-dir", "s", "--key-file", "k", "--command-listen-fd", "3"}).ok());
+  EXPECT_TRUE(
+      parse_options({"--state-dir", "s", "--key-fd", "3", "--command-port-fds", "4,5"}).ok());
 }
 
 TEST(VtpmOptions, VtpmId) {
   // Given, it is taken as is.
-  auto o = parse_options({"--state-dir", "s", "--key-file", "k", "--command-port", "1",
-                          "--vtpm-id", "web-1.example_A"});
+  auto o = parse_options({"--state-dir", "s", "--key-file", "k", "--command-port", "1", "--vtpm-id",
+                          "web-1.example_A"});
   ASSERT_TRUE(o.ok()) << o.error().message;
   EXPECT_EQ(o->vtpm_id, "web-1.example_A");
   EXPECT_TRUE(parse_options({"--state-dir", "s", "--key-file", "k", "--command-port", "1",
-                             "--vtpm-id", std::string(64, 'a')}).ok());
+                             "--vtpm-id", std::string(64, 'a')})
+                  .ok());
   // Run by hand without it: the state dir's name.
   auto id_of = [](const std::string& dir) {
     auto r = parse_options({"--state-dir", dir, "--key-file", "k", "--command-port", "1"});
@@ -91,8 +118,9 @@ TEST(VtpmOptions, VtpmId) {
   EXPECT_NE(id_of(".").find("give --vtpm-id"), std::string::npos) << id_of(".");
   EXPECT_NE(id_of("/tmp/a b").find("'a b' is no vTPM id"), std::string::npos) << id_of("/tmp/a b");
   // Confined, the dir is /state: the supervisor must say which vTPM it is.
-  const std::vector<std::string> confined = {"--state-dir", "s", "--sandbox", "--state-fd", "7",
-                                             "--key-fd", "8", "--command-listen-fd", "11"};
+  const std::vector<std::string> confined = {
+      "--state-dir", "s", "--sandbox",           "--state-fd", "7",
+      "--key-fd",    "8", "--command-listen-fd", "11"};
   auto r = parse_options(confined);
   ASSERT_FALSE(r.ok());
   EXPECT_NE(r.error().message.find("--sandbox needs --vtpm-id"), std::string::npos)
@@ -105,12 +133,12 @@ TEST(VtpmOptions, VtpmId) {
 }
 
 TEST(VtpmOptions, BadVtpmIds) {
-  for (const std::string& id : {std::string(""), std::string(65, 'a'), std::string("a/b"),
-                               std::string("a b"), std::string("."), std::string(".."),
-                               std::string("a\nb"), std::string("caf\xc3\xa9"),
-                               std::string("a\0b", 3)}) {
-    auto o = parse_options({"--state-dir", "s", "--key-file", "k", "--command-port", "1",
-                            "--vtpm-id", id});
+  for (const std::string& id :
+       {std::string(""), std::string(65, 'a'), std::string("a/b"), std::string("a b"),
+        std::string("."), std::string(".."), std::string("a\nb"), std::string("caf\xc3\xa9"),
+        std::string("a\0b", 3)}) {
+    auto o = parse_options(
+        {"--state-dir", "s", "--key-file", "k", "--command-port", "1", "--vtpm-id", id});
     ASSERT_FALSE(o.ok()) << "accepted '" << id << "'";
     EXPECT_NE(o.error().message.find("--vtpm-id"), std::string::npos) << o.error().message;
     EXPECT_NE(o.error().message.find("[A-Za-z0-9._-]"), std::string::npos) << o.error().message;
@@ -126,7 +154,7 @@ TEST(VtpmOptions, ConfinedRefusals) {
     EXPECT_NE(o.error().message.find(says), std::string::npos) << o.error().message;
     EXPECT_EQ(o.error().message.find('\n'), std::string::npos) << "one line";
   };
-  const std::vector<std::string> base = {"--state-dir", "s", "--key-fd", "8",
+  const std::vector<std::string> base = {"--state-dir",         "s", "--key-fd", "8",
                                          "--command-listen-fd", "11"};
   auto with = [&](std::vector<std::string> more) {
     auto a = base;

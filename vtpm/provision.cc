@@ -36,10 +36,9 @@ using Bn = std::unique_ptr<BIGNUM, Deleter<BIGNUM, BN_free>>;
 
 // TPM2_PolicySecret(TPM_RH_ENDORSEMENT) digest every default EK template
 // carries as its authPolicy (EK Credential Profile, template L-2).
-constexpr uint8_t kEkPolicy[32] = {0x83, 0x71, 0x97, 0x67, 0x44, 0x84, 0xB3, 0xF8,
-                                   0x1A, 0x90, 0xCC, 0x8D, 0x46, 0xA5, 0xD7, 0x24,
-                                   0xFD, 0x52, 0xD7, 0x6E, 0x06, 0x52, 0x0B, 0x64,
-                                   0xF2, 0xA1, 0xDA, 0x1B, 0x33, 0x14, 0x69, 0xAA};
+constexpr uint8_t kEkPolicy[32] = {0x83, 0x71, 0x97, 0x67, 0x44, 0x84, 0xB3, 0xF8, 0x1A, 0x90, 0xCC,
+                                   0x8D, 0x46, 0xA5, 0xD7, 0x24, 0xFD, 0x52, 0xD7, 0x6E, 0x06, 0x52,
+                                   0x0B, 0x64, 0xF2, 0xA1, 0xDA, 0x1B, 0x33, 0x14, 0x69, 0xAA};
 constexpr uint16_t kAlgEcc = 0x0023, kAlgSha256 = 0x000B, kAlgAes = 0x0006, kAlgCfb = 0x0043,
                    kAlgNull = 0x0010, kAlgEcdsa = 0x0018, kCurveP256 = 0x0003;
 // fixedTPM | fixedParent | sensitiveDataOrigin | adminWithPolicy | restricted | decrypt
@@ -109,8 +108,8 @@ Cert new_cert(const char* cn, long days) {
   X509_NAME* name = X509_get_subject_name(c.get());
   X509_NAME_add_entry_by_txt(name, "O", MBSTRING_ASC, reinterpret_cast<const uint8_t*>("Axolotl"),
                              -1, -1, 0);
-  X509_NAME_add_entry_by_txt(name, "CN", MBSTRING_ASC, reinterpret_cast<const uint8_t*>(cn), -1,
-                             -1, 0);
+  X509_NAME_add_entry_by_txt(name, "CN", MBSTRING_ASC, reinterpret_cast<const uint8_t*>(cn), -1, -1,
+                             0);
   return c;
 }
 
@@ -134,8 +133,8 @@ Result<HostCa> create_ca(const std::string& dir) {
     long n = BIO_get_mem_data(b.get(), &p);
     ca.key_pem.assign(p, static_cast<size_t>(n));
   }
-  ca.cert_pem = pem_of([](BIO* b, void* x) { return PEM_write_bio_X509(b, static_cast<X509*>(x)); },
-                       c.get());
+  ca.cert_pem =
+      pem_of([](BIO* b, void* x) { return PEM_write_bio_X509(b, static_cast<X509*>(x)); }, c.get());
   if (auto s = write_file_atomic(dir + "/ca.key", ca.key_pem, 0600); !s) return s.error();
   if (auto s = write_file_atomic(dir + "/ca.crt", ca.cert_pem, 0644); !s) return s.error();
   AXL_INFO("created the host vTPM CA in %s", dir.c_str());
@@ -198,9 +197,8 @@ std::vector<uint8_t> ak_template() {
 }
 
 Status persist(TpmEngine& e, uint32_t transient, uint32_t persistent) {
-  auto r = e.call(tpm::Command(tpm::kCcEvictControl, {tpm::kRhOwner, transient}, 1)
-                      .u32(persistent)
-                      .finish());
+  auto r = e.call(
+      tpm::Command(tpm::kCcEvictControl, {tpm::kRhOwner, transient}, 1).u32(persistent).finish());
   if (!r) return r.error();
   auto f = e.call(tpm::Command(tpm::kCcFlushContext, {}, 0).u32(transient).finish());
   if (!f) return f.error();
@@ -218,7 +216,7 @@ Result<HostCa> ensure_host_ca(const std::string& dir) {
   if (!lock || ::flock(lock.get(), LOCK_EX) != 0) {
     return make_error("cannot lock CA dir " + dir + ": " + strerror(errno));
   }
-  struct stat st{};
+  struct stat st {};
   const bool have_key = ::stat((dir + "/ca.key").c_str(), &st) == 0;
   const bool have_crt = ::stat((dir + "/ca.crt").c_str(), &st) == 0;
   if (!have_key && !have_crt) return create_ca(dir);
@@ -287,7 +285,8 @@ Status provision(TpmEngine& e, const HostCa& ca, const std::string& ek_cert_path
   if (!ek_rsp) return make_error("creating the EK: " + ek_rsp.error().message);
   auto ek = parse_create_primary(ek_rsp.value());
   if (!ek) return ek.error();
-  if (auto s = persist(e, ek->handle, kEkHandle); !s) return make_error("persisting the EK: " + s.error().message);
+  if (auto s = persist(e, ek->handle, kEkHandle); !s)
+    return make_error("persisting the EK: " + s.error().message);
 
   auto der = make_ek_cert(ca, ek->x, ek->y);
   if (!der) return der.error();
@@ -316,7 +315,8 @@ Status provision(TpmEngine& e, const HostCa& ca, const std::string& ek_cert_path
   if (!ak_rsp) return make_error("creating the AK: " + ak_rsp.error().message);
   auto ak = parse_create_primary(ak_rsp.value());
   if (!ak) return ak.error();
-  if (auto s = persist(e, ak->handle, kAkHandle); !s) return make_error("persisting the AK: " + s.error().message);
+  if (auto s = persist(e, ak->handle, kAkHandle); !s)
+    return make_error("persisting the AK: " + s.error().message);
 
   auto down = e.call(tpm::Command(tpm::kCcShutdown, {}, 0).u16(0).finish());
   if (!down) return down.error();
@@ -335,8 +335,8 @@ Status provision(TpmEngine& e, const HostCa& ca, const std::string& ek_cert_path
                  c.get());
   }
   if (auto s = write_file_atomic(ek_cert_path, pem, 0644); !s) return s;
-  AXL_INFO("provisioned: EK 0x%08x (certificate in NV 0x%08x), AK 0x%08x", kEkHandle,
-           kEkCertIndex, kAkHandle);
+  AXL_INFO("provisioned: EK 0x%08x (certificate in NV 0x%08x), AK 0x%08x", kEkHandle, kEkCertIndex,
+           kAkHandle);
   return {};
 }
 

@@ -19,7 +19,7 @@ namespace axl::vtpm {
 
 inline constexpr uint32_t kEkHandle = 0x81010002;     // ECC P-256 EK (TCG handle registry)
 inline constexpr uint32_t kEkCertIndex = 0x01C0000A;  // ECC EK certificate NV index
-inline constexpr uint32_t kAkHandle = 0x81000002;     // owner range, beside the usual SRK 0x81000001
+inline constexpr uint32_t kAkHandle = 0x81000002;  // owner range, beside the usual SRK 0x81000001
 
 // The per-host CA: DIR/ca.key (0600) and DIR/ca.crt, created when missing.
 struct HostCa {

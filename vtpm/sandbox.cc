@@ -20,10 +20,10 @@ namespace {
 // StateStore does not use them today.  mkdir, link, symlink, chmod and chown
 // stay fatal.
 constexpr int kStateFiles[] = {
-    SCMP_SYS(open),     SCMP_SYS(openat),     SCMP_SYS(rename),    SCMP_SYS(renameat),
+    SCMP_SYS(open),      SCMP_SYS(openat),    SCMP_SYS(rename),    SCMP_SYS(renameat),
     SCMP_SYS(renameat2), SCMP_SYS(unlink),    SCMP_SYS(unlinkat),  SCMP_SYS(getdents64),
-    SCMP_SYS(fsync),    SCMP_SYS(fdatasync),  SCMP_SYS(ftruncate), SCMP_SYS(fallocate),
-    SCMP_SYS(pread64),  SCMP_SYS(pwrite64),   SCMP_SYS(msync),
+    SCMP_SYS(fsync),     SCMP_SYS(fdatasync), SCMP_SYS(ftruncate), SCMP_SYS(fallocate),
+    SCMP_SYS(pread64),   SCMP_SYS(pwrite64),  SCMP_SYS(msync),
 };
 
 // The sockets it was handed (sendmsg and recvmsg are in the base set).
@@ -64,8 +64,8 @@ Status load_seccomp() {
   if (auto s = f->allow(kThreads); !s) return s;
   // send() is sendto without an address: only to the connected peer.
   if (auto s = f->allow_if(SCMP_SYS(sendto), SCMP_A4(SCMP_CMP_EQ, 0)); !s) return s;
-  if (auto s = f->allow_if(SCMP_SYS(clone),
-                           SCMP_A0(SCMP_CMP_MASKED_EQ, kThreadFlags | kNamespaceFlags, kThreadFlags));
+  if (auto s = f->allow_if(SCMP_SYS(clone), SCMP_A0(SCMP_CMP_MASKED_EQ,
+                                                    kThreadFlags | kNamespaceFlags, kThreadFlags));
       !s)
     return s;
   if (auto s = f->fail_with(SCMP_SYS(clone3), ENOSYS); !s) return s;

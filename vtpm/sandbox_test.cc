@@ -97,7 +97,8 @@ TEST(VtpmSeccomp, StateFilesWork) {
     int d = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     if (d < 0) return false;
     int f = ::openat(d, ".tmp", O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-    if (f < 0 || ::write(f, "sealed", 6) != 6 || ::fsync(f) != 0 || ::fdatasync(f) != 0) return false;
+    if (f < 0 || ::write(f, "sealed", 6) != 6 || ::fsync(f) != 0 || ::fdatasync(f) != 0)
+      return false;
     if (::pwrite(f, "S", 1, 0) != 1 || ::ftruncate(f, 4096) != 0 || ::fallocate(f, 0, 0, 8192) != 0)
       return false;
     char b[6];
@@ -106,8 +107,9 @@ TEST(VtpmSeccomp, StateFilesWork) {
     if (p == MAP_FAILED || ::msync(p, 4096, MS_SYNC) != 0 || ::munmap(p, 4096) != 0) return false;
     ::close(f);
     if (::renameat(d, ".tmp", d, "volatile.1.state") != 0) return false;
-    if (::syscall(SYS_renameat2, d, "volatile.1.state", d, "volatile.2.state", 0) != 0) return false;
-    struct stat s{};
+    if (::syscall(SYS_renameat2, d, "volatile.1.state", d, "volatile.2.state", 0) != 0)
+      return false;
+    struct stat s {};
     if (::stat((dir + "/volatile.2.state").c_str(), &s) != 0 || s.st_size != 8192) return false;
     int names = 0;
     DIR* dd = ::opendir(dir.c_str());
@@ -165,37 +167,44 @@ TEST(VtpmSeccomp, EscapesAreFatal) {
   ASSERT_EQ(::socketpair(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0, sp), 0);
   const std::vector<std::pair<const char*, std::function<bool()>>> attempts = {
       {"socket", [] { return ::socket(AF_INET, SOCK_STREAM, 0) >= 0; }},
-      {"socketpair", [] {
+      {"socketpair",
+       [] {
          int p[2];
          return ::socketpair(AF_UNIX, SOCK_STREAM, 0, p) == 0;
        }},
-      {"connect", [&] {
+      {"connect",
+       [&] {
          sockaddr_un a{};
          a.sun_family = AF_UNIX;
          return ::connect(sp[0], reinterpret_cast<sockaddr*>(&a), sizeof a) == 0;
        }},
-      {"bind", [&] {
+      {"bind",
+       [&] {
          sockaddr_un a{};
          a.sun_family = AF_UNIX;
          return ::bind(sp[0], reinterpret_cast<sockaddr*>(&a), sizeof a) == 0;
        }},
       {"listen", [&] { return ::listen(sp[0], 1) == 0; }},
-      {"sendto with an address", [&] {
+      {"sendto with an address",
+       [&] {
          sockaddr_un a{};
          a.sun_family = AF_UNIX;
          return ::sendto(sp[0], "x", 1, 0, reinterpret_cast<sockaddr*>(&a), sizeof a) == 1;
        }},
       {"fork", [] { return ::fork() >= 0; }},
-      {"vfork-like clone", [] {
+      {"vfork-like clone",
+       [] {
          return ::syscall(SYS_clone, CLONE_VM | CLONE_VFORK | SIGCHLD, nullptr, nullptr, nullptr,
                           0) >= 0;
        }},
-      {"thread in a new namespace", [] {
+      {"thread in a new namespace",
+       [] {
          return ::syscall(SYS_clone, CLONE_VM | CLONE_SIGHAND | CLONE_THREAD | CLONE_NEWNET,
                           nullptr, nullptr, nullptr, 0) >= 0;
        }},
       {"unshare", [] { return ::unshare(CLONE_NEWUSER) == 0; }},
-      {"exec", [] {
+      {"exec",
+       [] {
          char* argv[] = {const_cast<char*>("/bin/true"), nullptr};
          ::execv(argv[0], argv);
          return false;

@@ -98,7 +98,10 @@ class Connection : public std::enable_shared_from_this<Connection> {
       for (size_t i = 0; i < nfds; ++i) {
         int f;
         std::memcpy(&f, CMSG_DATA(c) + i * sizeof(int), sizeof f);
-        if (!fd) fd.reset(f); else ::close(f);  // only one fd is ever expected
+        if (!fd)
+          fd.reset(f);
+        else
+          ::close(f);  // only one fd is ever expected
       }
     }
     if (fd) pending_fd_ = std::move(fd);
@@ -178,7 +181,9 @@ class DataConnection {
     close();
     if (thread_.joinable()) thread_.join();
   }
-  void start() { thread_ = std::thread([this] { run(); }); }
+  void start() {
+    thread_ = std::thread([this] { run(); });
+  }
   // Wakes a blocked read; the thread then ends and the server reaps it.
   void close() { ::shutdown(fd_.get(), SHUT_RDWR); }
   uint64_t id() const { return id_; }
@@ -386,7 +391,7 @@ Result<UniqueFd> unix_listen(const std::string& path) {
   std::memcpy(a.sun_path, path.c_str(), path.size() + 1);
   UniqueFd fd(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0));
   if (!fd) return make_error(errno_text("socket"));
-  struct stat st{};
+  struct stat st {};
   if (::lstat(path.c_str(), &st) == 0) {
     if (!S_ISSOCK(st.st_mode)) return make_error(path + " exists and is not a socket");
     ::unlink(path.c_str());  // a stale socket of an earlier (crashed) instance
@@ -421,7 +426,8 @@ Status check_listening_fds(int ctrl_listen, int command_listen, int port_command
 Status Server::start(const ServerOptions& o) {
   if (o.command_port) {
     if (o.command_port < 1 || o.command_port > 65534) {
-      return make_error("command port " + std::to_string(o.command_port) + " out of range 1..65534");
+      return make_error("command port " + std::to_string(o.command_port) +
+                        " out of range 1..65534");
     }
     auto cmd = tcp_listen(o.command_port);
     if (!cmd) return cmd.error();
@@ -504,8 +510,8 @@ void Server::hand_over(char tag, int fd) {
   c->cmsg_len = CMSG_LEN(sizeof(int));
   std::memcpy(CMSG_DATA(c), &fd, sizeof fd);
   if (::sendmsg(handover_.get(), &msg, MSG_NOSIGNAL | MSG_DONTWAIT) != 1) {
-    AXL_WARN("handing the %s channel to the supervisor failed: %s",
-             tag == 'C' ? "control" : "data", strerror(errno));
+    AXL_WARN("handing the %s channel to the supervisor failed: %s", tag == 'C' ? "control" : "data",
+             strerror(errno));
   }
 }
 
@@ -538,7 +544,8 @@ std::vector<uint8_t> Server::handle_ctrl(const ctrl::Request& req, UniqueFd fd) 
     return rejection(r);
   };
   switch (cmd) {
-    case Cmd::kGetCapability: return capability(kCaps);
+    case Cmd::kGetCapability:
+      return capability(kCaps);
     case Cmd::kInit: {
       // A power cycle: the TPM restarts from its permanent state, resuming
       // volatile state only when it was explicitly stored or set (swtpm's
@@ -600,7 +607,8 @@ std::vector<uint8_t> Server::handle_ctrl(const ctrl::Request& req, UniqueFd fd) 
     case Cmd::kStop:
       engine_.power_off(false);
       return result_only(kSuccess);
-    case Cmd::kGetConfig: return config(kSuccess, 0);
+    case Cmd::kGetConfig:
+      return config(kSuccess, 0);
     case Cmd::kSetDataFd: {
       if (!fd) return fail("no file descriptor came with it", kBadParameter);
       int type = 0;
@@ -628,7 +636,8 @@ std::vector<uint8_t> Server::handle_ctrl(const ctrl::Request& req, UniqueFd fd) 
       const uint32_t got = engine_.set_buffer_size(want, &mn, &mx);
       return buffer_size(kSuccess, got, mn, mx);
     }
-    default: return fail("not supported", kBadOrdinal);
+    default:
+      return fail("not supported", kBadOrdinal);
   }
 }
 

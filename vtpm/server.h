@@ -11,9 +11,9 @@
 // TPM command stream has a thread of its own (blocking read, execute, write).
 // TPM commands run one at a time, to completion, under one engine lock.
 #pragma once
-#include <cstdint>
 #include <atomic>
 #include <chrono>
+#include <cstdint>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -28,11 +28,11 @@
 namespace axl::vtpm {
 
 struct ServerOptions {
-  std::string ctrl_socket;    // listen here (Unix); empty: none
-  int ctrl_fd = -1;           // an inherited, connected control socket; -1: none
-  int command_port = 0;       // 0: no TCP
-  std::string command_socket; // raw TPM commands on a Unix stream socket; empty: none
-  int data_fd = -1;           // an inherited command channel (a previous instance's DATAFD)
+  std::string ctrl_socket;     // listen here (Unix); empty: none
+  int ctrl_fd = -1;            // an inherited, connected control socket; -1: none
+  int command_port = 0;        // 0: no TCP
+  std::string command_socket;  // raw TPM commands on a Unix stream socket; empty: none
+  int data_fd = -1;            // an inherited command channel (a previous instance's DATAFD)
   // A socket of the supervisor's: QEMU's control connection and its data
   // channel are sent there (SCM_RIGHTS) as soon as this instance has them,
   // so that they outlive this process and reach its successor.
@@ -93,9 +93,9 @@ class Server {
   std::vector<std::shared_ptr<Connection>> conns_;
   // The engine lock, held through EngineUse, which also notes since when.
   class EngineUse;
-  std::mutex engine_mu_;  // the engine, and everything the control channel changes
+  std::mutex engine_mu_;                   // the engine, and everything the control channel changes
   std::atomic<int64_t> busy_since_ns_{0};  // 0: the engine is idle
-  std::mutex data_mu_;    // data_conns_
+  std::mutex data_mu_;                     // data_conns_
   std::vector<std::unique_ptr<DataConnection>> data_conns_;
   uint64_t next_data_id_ = 0;
   uint64_t datafd_conn_ = 0;  // QEMU's data channel (CMD_SET_DATAFD), 0: none

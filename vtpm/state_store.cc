@@ -10,10 +10,10 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <climits>
 #include <cstdlib>
-#include <algorithm>
 #include <cstring>
 #include <memory>
 
@@ -88,8 +88,8 @@ std::array<uint8_t, 32> derive_key(const VtpmKey& key, std::string_view label,
   *p++ = OSSL_PARAM_construct_octet_string(
       OSSL_KDF_PARAM_KEY, const_cast<uint8_t*>(key.host.bytes.data()), key.host.bytes.size());
   if (!salt.empty()) {
-    *p++ = OSSL_PARAM_construct_octet_string(OSSL_KDF_PARAM_SALT,
-                                             const_cast<uint8_t*>(salt.data()), salt.size());
+    *p++ = OSSL_PARAM_construct_octet_string(OSSL_KDF_PARAM_SALT, const_cast<uint8_t*>(salt.data()),
+                                             salt.size());
   }
   *p++ = OSSL_PARAM_construct_octet_string(OSSL_KDF_PARAM_INFO, info.data(), info.size());
   *p = OSSL_PARAM_construct_end();
@@ -100,9 +100,7 @@ std::array<uint8_t, 32> derive_key(const VtpmKey& key, std::string_view label,
   return out;
 }
 
-const char* kind_name(StateKind k) {
-  return k == StateKind::kPermanent ? "permanent" : "volatile";
-}
+const char* kind_name(StateKind k) { return k == StateKind::kPermanent ? "permanent" : "volatile"; }
 
 Result<Key> load_key_file(const std::string& path, const std::string& state_dir) {
   const std::string key_real = real_dir(path);
@@ -137,14 +135,15 @@ Result<Key> load_key_fd(int fd, const std::string& what) {
   if (len == 64) {
     bool ok = true;
     for (size_t i = 0; i < 32 && ok; ++i) {
-      int hi = hexval(static_cast<char>(buf[2 * i])), lo = hexval(static_cast<char>(buf[2 * i + 1]));
+      int hi = hexval(static_cast<char>(buf[2 * i])),
+          lo = hexval(static_cast<char>(buf[2 * i + 1]));
       ok = hi >= 0 && lo >= 0;
       k.bytes[i] = static_cast<uint8_t>(hi << 4 | lo);
     }
     if (ok) return k;
   }
-  return make_error(what + " must hold 32 raw bytes or 64 hex digits (has " +
-                    std::to_string(n) + " bytes)");
+  return make_error(what + " must hold 32 raw bytes or 64 hex digits (has " + std::to_string(n) +
+                    " bytes)");
 }
 
 std::vector<uint8_t> seal(const VtpmKey& key, StateKind kind, std::span<const uint8_t> plain) {
@@ -159,8 +158,8 @@ std::vector<uint8_t> seal(const VtpmKey& key, StateKind kind, std::span<const ui
   if (RAND_bytes(h + kNonceOffset, 12) != 1) abort();  // no entropy: nothing safe to do
   Ctx ctx(EVP_CIPHER_CTX_new());
   int len = 0;
-  if (!ctx || EVP_EncryptInit_ex(ctx.get(), EVP_aes_256_gcm(), nullptr, k.data(),
-                                 h + kNonceOffset) != 1 ||
+  if (!ctx ||
+      EVP_EncryptInit_ex(ctx.get(), EVP_aes_256_gcm(), nullptr, k.data(), h + kNonceOffset) != 1 ||
       EVP_EncryptUpdate(ctx.get(), nullptr, &len, h, kAadSize) != 1 ||
       (!plain.empty() && EVP_EncryptUpdate(ctx.get(), out.data() + kStateHeaderSize, &len,
                                            plain.data(), static_cast<int>(plain.size())) != 1) ||
@@ -178,9 +177,11 @@ Result<std::vector<uint8_t>> open_sealed(const VtpmKey& key, StateKind kind,
                       " bytes, header alone is 48)");
   }
   const uint8_t* h = file.data();
-  if (std::memcmp(h, kMagic, 8) != 0) return make_error(what + ": not a vTPM state file (bad magic)");
+  if (std::memcmp(h, kMagic, 8) != 0)
+    return make_error(what + ": not a vTPM state file (bad magic)");
   if (get16(h + 8) == kUnboundVersion) {
-    return make_error(what + ": unbound state of an older axolotl-vtpm (format version 1, sealed "
+    return make_error(what +
+                      ": unbound state of an older axolotl-vtpm (format version 1, sealed "
                       "alike for every vTPM of the host), refused; empty the state dir to make "
                       "this vTPM anew (new EK and seeds)");
   }
@@ -204,15 +205,16 @@ Result<std::vector<uint8_t>> open_sealed(const VtpmKey& key, StateKind kind,
   uint8_t tag[16];
   std::memcpy(tag, h + kTagOffset, 16);
   if (!ctx ||
-      EVP_DecryptInit_ex(ctx.get(), EVP_aes_256_gcm(), nullptr, k.data(),
-                         h + kNonceOffset) != 1 ||
+      EVP_DecryptInit_ex(ctx.get(), EVP_aes_256_gcm(), nullptr, k.data(), h + kNonceOffset) != 1 ||
       EVP_DecryptUpdate(ctx.get(), nullptr, &out, h, kAadSize) != 1 ||
       (len > 0 && EVP_DecryptUpdate(ctx.get(), plain.data(), &out, h + kStateHeaderSize,
                                     static_cast<int>(len)) != 1) ||
       EVP_CIPHER_CTX_ctrl(ctx.get(), EVP_CTRL_GCM_SET_TAG, 16, tag) != 1 ||
       EVP_DecryptFinal_ex(ctx.get(), plain.data() + len, &out) != 1) {
-    return make_error(what + ": authentication failed (sealed for another vTPM or with another "
-                      "key, or tampered; this is vTPM '" + key.id + "')");
+    return make_error(what +
+                      ": authentication failed (sealed for another vTPM or with another "
+                      "key, or tampered; this is vTPM '" +
+                      key.id + "')");
   }
   return plain;
 }
@@ -275,7 +277,7 @@ Result<std::optional<std::vector<uint8_t>>> StateStore::load(StateKind kind) con
     if (errno == ENOENT) return std::optional<std::vector<uint8_t>>{};
     return make_error(errno_text("open " + p));
   }
-  struct stat st{};
+  struct stat st {};
   if (::fstat(fd.get(), &st) != 0) return make_error(errno_text("stat " + p));
   if (!S_ISREG(st.st_mode)) return make_error(p + ": not a regular file");
   if (static_cast<size_t>(st.st_size) > kMaxState + kStateHeaderSize) {

@@ -56,7 +56,7 @@ TEST_F(StateStoreTest, RoundTripsAndHoldsNoPlaintext) {
   EXPECT_EQ(file.size(), kStateHeaderSize + secret().size());
   auto s = secret();
   EXPECT_EQ(std::search(file.begin(), file.end(), s.begin(), s.begin() + 12), file.end());
-  struct stat sb{};
+  struct stat sb {};
   ASSERT_EQ(stat(st->path(StateKind::kPermanent).c_str(), &sb), 0);
   EXPECT_EQ(sb.st_mode & 0777, 0600u);
   // No temporary file is left behind.
@@ -170,7 +170,7 @@ std::vector<uint8_t> seal_v1(const Key& key, std::span<const uint8_t> plain) {
   std::vector<uint8_t> out(kStateHeaderSize + plain.size());
   uint8_t* h = out.data();
   std::memcpy(h, "AXLVTPMS", 8);
-  h[9] = 1;                                         // version 1
+  h[9] = 1;  // version 1
   h[11] = static_cast<uint8_t>(StateKind::kPermanent);
   h[18] = static_cast<uint8_t>(plain.size() >> 8);  // length (< 64 KiB here)
   h[19] = static_cast<uint8_t>(plain.size());
@@ -205,8 +205,9 @@ TEST_F(StateStoreTest, UnboundVersion1StateIsRefused) {
 TEST_F(StateStoreTest, VolatileStateIsOneCheckpointFile) {
   auto st = StateStore::open(dir_, key_);
   for (uint8_t i = 1; i <= 3; ++i) {
-    ASSERT_TRUE(st->save(StateKind::kVolatile, std::vector<uint8_t>(100, i),
-                         Durability::kProcessCrash).ok());
+    ASSERT_TRUE(
+        st->save(StateKind::kVolatile, std::vector<uint8_t>(100, i), Durability::kProcessCrash)
+            .ok());
   }
   int n = 0;
   for (auto& e : fs::directory_iterator(dir_)) n += e.is_regular_file();

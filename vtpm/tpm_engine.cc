@@ -127,8 +127,7 @@ Status TpmEngine::power_on(bool resume) {
   auto vol = CheckpointFile::read(store_.dirfd(), store_.dir(), store_.key());
   if (!vol) return vol.error();
   if (perm.value() && TPMLIB_SetState(TPMLIB_STATE_PERMANENT, perm.value()->data(),
-                                      static_cast<uint32_t>(perm.value()->size())) !=
-                          TPM_SUCCESS) {
+                                      static_cast<uint32_t>(perm.value()->size())) != TPM_SUCCESS) {
     return make_error("libtpms refused the permanent state in " +
                       store_.path(StateKind::kPermanent));
   }
@@ -270,8 +269,9 @@ void TpmEngine::answer_pending(const PendingCommand& p, uint64_t committed) {
     std::vector<uint8_t> reply;
     if (p.seq > committed) {
       reply = tpm::error_response(tpm::kRcCanceled);
-      AXL_WARN("the guest's command in flight at the kill had begun writing permanent state: "
-               "answered TPM_RC_CANCELED");
+      AXL_WARN(
+          "the guest's command in flight at the kill had begun writing permanent state: "
+          "answered TPM_RC_CANCELED");
     } else if (p.response) {
       reply = *p.response;
       AXL_INFO("answered the guest's command in flight at the kill: its recorded response");
@@ -337,19 +337,20 @@ void TpmEngine::extend_boot_measurements() {
   size_t done = 0;
   for (const auto& m : boot_) {
     auto cmd = tpm::Command(tpm::kCcPcrExtend, {m.pcr}, 1)
-                   .u32(1)        // TPML_DIGEST_VALUES.count
-                   .u16(0x000B)   // TPM_ALG_SHA256
+                   .u32(1)       // TPML_DIGEST_VALUES.count
+                   .u16(0x000B)  // TPM_ALG_SHA256
                    .bytes(m.digest)
                    .finish();
     uint32_t len = 0;
-    TPM_RESULT rc = TPMLIB_Process(&rsp_, &len, &rsp_cap_, cmd.data(),
-                                   static_cast<uint32_t>(cmd.size()));
+    TPM_RESULT rc =
+        TPMLIB_Process(&rsp_, &len, &rsp_cap_, cmd.data(), static_cast<uint32_t>(cmd.size()));
     auto code = rc == TPM_SUCCESS && len >= 10 && len <= rsp_cap_
                     ? tpm::response_code({rsp_, len})
                     : Result<uint32_t>(make_error("libtpms failed"));
     if (!code || code.value() != tpm::kRcSuccess) {
-      AXL_ERROR("measured boot: extending PCR %u failed (%s)", m.pcr,
-                code ? ("rc " + std::to_string(code.value())).c_str() : code.error().message.c_str());
+      AXL_ERROR(
+          "measured boot: extending PCR %u failed (%s)", m.pcr,
+          code ? ("rc " + std::to_string(code.value())).c_str() : code.error().message.c_str());
       break;
     }
     ++done;

@@ -51,9 +51,9 @@ struct EngineStats {
   uint64_t checkpoint_bytes = 0;  // last checkpoint's plaintext size
   uint64_t journaled = 0;         // commands checkpointed as a journal record
   std::chrono::nanoseconds journal_time{0};
-  uint64_t replayed = 0;          // journal records replayed at resume
-  uint64_t guest_answered = 0;    // guest commands in flight at a kill, answered at resume
-  uint64_t measured_boots = 0;    // Startup(CLEAR)s followed by the boot measurements
+  uint64_t replayed = 0;        // journal records replayed at resume
+  uint64_t guest_answered = 0;  // guest commands in flight at a kill, answered at resume
+  uint64_t measured_boots = 0;  // Startup(CLEAR)s followed by the boot measurements
 };
 
 class TpmEngine {

@@ -117,8 +117,7 @@ namespace {
 bool only_password_sessions(std::span<const uint8_t> cmd, int handles) {
   Reader r(cmd);
   uint32_t auth_size;
-  if (!r.skip(10 + 4 * static_cast<size_t>(handles)) || !r.u32(auth_size) ||
-      r.left() < auth_size) {
+  if (!r.skip(10 + 4 * static_cast<size_t>(handles)) || !r.u32(auth_size) || r.left() < auth_size) {
     return false;
   }
   Reader a(cmd.subspan(cmd.size() - r.left(), auth_size));

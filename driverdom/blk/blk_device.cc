@@ -14,8 +14,8 @@ namespace axl::driverdom::blk {
 
 using channel::Op;
 using channel::Request;
-using channel::RespStatus;
 using channel::Response;
+using channel::RespStatus;
 
 namespace {
 

@@ -16,8 +16,8 @@ namespace {
 
 using channel::Op;
 using channel::Request;
-using channel::RespStatus;
 using channel::Response;
+using channel::RespStatus;
 
 constexpr uint32_t kSlots = 8;
 constexpr uint32_t kSlotSize = 4096;

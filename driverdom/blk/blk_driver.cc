@@ -10,7 +10,7 @@
 namespace axl::driverdom::blk {
 
 Status check_image_fd(int fd, bool read_only) {
-  struct stat st{};
+  struct stat st {};
   if (::fstat(fd, &st) < 0) return make_error(std::string("image fd: ") + strerror(errno));
   if (!S_ISREG(st.st_mode) && !S_ISBLK(st.st_mode))
     return make_error("image fd is neither a regular file nor a block device");
@@ -27,13 +27,13 @@ Status BlkDriver::attach(const AttachSpec& spec, channel::DriverEnd end,
   if (extra.size() != 1) return make_error("blk attach needs exactly one image fd");
   if (auto s = check_image_fd(extra[0].get(), spec.blk.read_only); !s) return s;
   Instance inst;
-  inst.device = std::make_unique<BlkDevice>(std::move(end), std::move(extra[0]),
-                                            BlkConfig{spec.blk.read_only, spec.blk.serial}, faults_);
+  inst.device = std::make_unique<BlkDevice>(
+      std::move(end), std::move(extra[0]), BlkConfig{spec.blk.read_only, spec.blk.serial}, faults_);
   BlkDevice* dev = inst.device.get();
   uint32_t id = spec.device_id;
-  inst.watch = std::make_unique<FdWatch>(
-      io_, dev->req_kick_fd(), "blk device " + std::to_string(id) + " doorbell",
-      [dev] { return dev->service(); });
+  inst.watch = std::make_unique<FdWatch>(io_, dev->req_kick_fd(),
+                                         "blk device " + std::to_string(id) + " doorbell",
+                                         [dev] { return dev->service(); });
   if (auto s = inst.watch->start(); !s) return s;
   if (!devices_.emplace(id, std::move(inst)).second) return make_error("device id already in use");
   return {};

@@ -10,8 +10,8 @@ namespace axl::driverdom::net {
 
 using channel::Op;
 using channel::Request;
-using channel::RespStatus;
 using channel::Response;
+using channel::RespStatus;
 
 namespace {
 constexpr size_t kMinTxBytes = kVnetHdrBytes + kEthHeaderBytes;
@@ -80,9 +80,9 @@ Status NetDriver::attach(const AttachSpec& spec, channel::DriverEnd end,
   if (guests_.count(spec.device_id)) return make_error("device id already in use");
   auto port = std::make_unique<GuestPort>(std::move(end));
   uint32_t id = spec.device_id;
-  port->watch = std::make_unique<FdWatch>(
-      io_, port->end.req_kick_fd(), "net device " + std::to_string(id) + " doorbell",
-      [this, id] { return service_guest(id); });
+  port->watch = std::make_unique<FdWatch>(io_, port->end.req_kick_fd(),
+                                          "net device " + std::to_string(id) + " doorbell",
+                                          [this, id] { return service_guest(id); });
   if (auto s = port->watch->start(); !s) return s;
   if (faults_) faults_->add_channel(&port->end);
   guests_.emplace(id, std::move(port));

@@ -23,15 +23,15 @@
 namespace axl::driverdom::net {
 
 struct NetStats {
-  uint64_t tx_frames = 0;        // frames guests sent
-  uint64_t rx_frames = 0;        // frames delivered into guest RX buffers
-  uint64_t rx_no_buffer = 0;     // dropped: destination guest had no RX buffer posted
-  uint64_t rx_too_big = 0;       // dropped: frame larger than the oldest posted buffer
-  uint64_t bad_requests = 0;     // requests failing validation
-  uint64_t tap_rx_frames = 0;    // frames read from the TAP
-  uint64_t tap_tx_frames = 0;    // frames written to the TAP
-  uint64_t tap_tx_drops = 0;     // TAP write would block
-  uint64_t tap_errors = 0;       // TAP read/write failures and runts
+  uint64_t tx_frames = 0;      // frames guests sent
+  uint64_t rx_frames = 0;      // frames delivered into guest RX buffers
+  uint64_t rx_no_buffer = 0;   // dropped: destination guest had no RX buffer posted
+  uint64_t rx_too_big = 0;     // dropped: frame larger than the oldest posted buffer
+  uint64_t bad_requests = 0;   // requests failing validation
+  uint64_t tap_rx_frames = 0;  // frames read from the TAP
+  uint64_t tap_tx_frames = 0;  // frames written to the TAP
+  uint64_t tap_tx_drops = 0;   // TAP write would block
+  uint64_t tap_errors = 0;     // TAP read/write failures and runts
 };
 
 class NetDriver final : public Driver {

@@ -13,8 +13,8 @@ namespace {
 
 using channel::Op;
 using channel::Request;
-using channel::RespStatus;
 using channel::Response;
+using channel::RespStatus;
 
 constexpr uint32_t kSlots = 16;
 constexpr uint32_t kSlotSize = 2048;
@@ -55,15 +55,15 @@ class NetDriverTest : public ::testing::Test {
     spec.slot_size = kSlotSize;
     spec.kind = Kind::kNet;
     spec.net.mac = mac;
-    EXPECT_TRUE(driver_
-                    .attach(spec,
-                            channel::DriverEnd(std::move(m_drv).value(), std::move(req2),
-                                               std::move(resp2)),
-                            {})
-                    .ok());
-    guests_.push_back(Guest{id, std::make_unique<channel::HvEnd>(std::move(m_hv).value(),
-                                                                 std::move(fds->req_kick),
-                                                                 std::move(fds->resp_kick))});
+    EXPECT_TRUE(
+        driver_
+            .attach(spec,
+                    channel::DriverEnd(std::move(m_drv).value(), std::move(req2), std::move(resp2)),
+                    {})
+            .ok());
+    guests_.push_back(Guest{
+        id, std::make_unique<channel::HvEnd>(std::move(m_hv).value(), std::move(fds->req_kick),
+                                             std::move(fds->resp_kick))});
     return guests_.back();
   }
 

@@ -18,12 +18,12 @@ using Mac = std::array<uint8_t, 6>;
 constexpr size_t kEthHeaderBytes = 14;
 
 struct SwitchStats {
-  uint64_t frames = 0;        // frames routed
-  uint64_t floods = 0;        // frames sent to every other port
-  uint64_t hairpin_drops = 0; // destination learned on the ingress port
-  uint64_t runts = 0;         // shorter than an Ethernet header
-  uint64_t table_full = 0;    // a source not learned because the table is full
-  uint64_t spoofed = 0;       // a pinned MAC seen as source on another port
+  uint64_t frames = 0;         // frames routed
+  uint64_t floods = 0;         // frames sent to every other port
+  uint64_t hairpin_drops = 0;  // destination learned on the ingress port
+  uint64_t runts = 0;          // shorter than an Ethernet header
+  uint64_t table_full = 0;     // a source not learned because the table is full
+  uint64_t spoofed = 0;        // a pinned MAC seen as source on another port
 };
 
 class Switch {

@@ -76,7 +76,7 @@ TEST(Switch, PinnedMacIsNotStolen) {
   Switch sw = three_ports();
   sw.pin(kA, 1);
   EXPECT_EQ(route(sw, 2, kA, kB), (std::vector<PortId>{1}));  // known before A ever sent
-  route(sw, 3, kBroadcast, kA);                                 // port 3 spoofs A
+  route(sw, 3, kBroadcast, kA);                               // port 3 spoofs A
   EXPECT_EQ(sw.lookup(kA), std::optional<PortId>(1));
   EXPECT_EQ(sw.stats().spoofed, 1u);
 }

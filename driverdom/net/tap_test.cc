@@ -104,8 +104,8 @@ class NetnsTapTest : public ::testing::Test {
       memcpy(&to.sin_addr, kGuestIp, 4);
       uint8_t payload[16];
       memset(payload, tag, sizeof payload);
-      ok = s && ::sendto(s.get(), payload, sizeof payload, 0,
-                         reinterpret_cast<sockaddr*>(&to), sizeof to) == ssize_t(sizeof payload);
+      ok = s && ::sendto(s.get(), payload, sizeof payload, 0, reinterpret_cast<sockaddr*>(&to),
+                         sizeof to) == ssize_t(sizeof payload);
     });
     t.join();
     return ok;
@@ -149,12 +149,12 @@ TEST_F(NetnsTapTest, StandbyLeavesTheTapAloneUntilPromoted) {
   spec.slot_size = kSlotSize;
   spec.kind = Kind::kNet;
   std::copy(kGuestMac, kGuestMac + 6, spec.net.mac.begin());
-  ASSERT_TRUE(drv.attach(spec,
-                         channel::DriverEnd(std::move(mapping).value(),
-                                            std::move(ch->send_fds.req_kick),
-                                            std::move(ch->send_fds.resp_kick)),
-                         {})
-                  .ok());
+  ASSERT_TRUE(
+      drv.attach(spec,
+                 channel::DriverEnd(std::move(mapping).value(), std::move(ch->send_fds.req_kick),
+                                    std::move(ch->send_fds.resp_kick)),
+                 {})
+          .ok());
 
   constexpr int kFrames = 5;
   for (int i = 0; i < kFrames; ++i) ASSERT_TRUE(send_udp_to_guest(uint8_t(0xa0 + i)));
@@ -285,9 +285,9 @@ TEST_F(NetnsTapTest, GuestArpsTheHostThroughTheTap) {
       if (rx[12] == 0x08 && rx[13] == 0x06 && rx[14 + 7] == 2) {
         const uint8_t* hdr = end.slot(resp.id);
         EXPECT_EQ(hdr[10] | hdr[11] << 8, 1);              // num_buffers
-        EXPECT_EQ(memcmp(rx, kGuestMac, 6), 0);           // unicast to the guest
-        EXPECT_EQ(memcmp(rx + 14 + 14, kHostIp, 4), 0);   // sender: the host side
-        EXPECT_EQ(memcmp(rx + 14 + 18, kGuestMac, 6), 0); // target: us
+        EXPECT_EQ(memcmp(rx, kGuestMac, 6), 0);            // unicast to the guest
+        EXPECT_EQ(memcmp(rx + 14 + 14, kHostIp, 4), 0);    // sender: the host side
+        EXPECT_EQ(memcmp(rx + 14 + 18, kGuestMac, 6), 0);  // target: us
         got_reply = true;
       }
     }

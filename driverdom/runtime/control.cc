@@ -42,8 +42,7 @@ ControlMsg parse_attach(schema::Attach::Reader a) {
       spec.blk.read_only = b.getReadOnly();
       if (b.hasSerial()) {
         auto s = b.getSerial();
-        if (s.size() > kMaxSerialBytes)
-          return reject("attach.blk.serial longer than 20 bytes");
+        if (s.size() > kMaxSerialBytes) return reject("attach.blk.serial longer than 20 bytes");
         spec.blk.serial.assign(s.begin(), s.end());
       }
       break;
@@ -71,8 +70,9 @@ ControlMsg parse_control(wire::Received& msg) {
       case schema::DriverMsg::ATTACHED:
         return Rejection{0, false, "hypervisor sent a driver-to-hypervisor message"};
       default:
-        return Rejection{0, false, "unknown message (union member " +
-                                       std::to_string(static_cast<unsigned>(root.which())) + ")"};
+        return Rejection{0, false,
+                         "unknown message (union member " +
+                             std::to_string(static_cast<unsigned>(root.which())) + ")"};
     }
   } catch (const kj::Exception& e) {
     return Rejection{0, false, std::string("malformed message: ") + e.getDescription().cStr()};

@@ -28,8 +28,7 @@ using ControlMsg = std::variant<AttachSpec, DetachCmd, Rejection>;
 ControlMsg parse_control(wire::Received& msg);
 
 // Builds and sends DriverMsg.hello / DriverMsg.attached.
-Status send_hello(int sock, const std::string& name, Kind kind, int32_t pid,
-                  bool standby = false);
+Status send_hello(int sock, const std::string& name, Kind kind, int32_t pid, bool standby = false);
 Status send_attached(int sock, uint32_t device_id, bool ok, const std::string& error);
 
 }  // namespace axl::driverdom

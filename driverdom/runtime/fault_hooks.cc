@@ -62,8 +62,7 @@ void DataPathFaults::remove_channel(channel::DriverEnd* end) {
   ends_.erase(std::remove(ends_.begin(), ends_.end(), end), ends_.end());
 }
 
-void DataPathFaults::answer(channel::DriverEnd& end, uint32_t posted_len,
-                            channel::Response resp) {
+void DataPathFaults::answer(channel::DriverEnd& end, uint32_t posted_len, channel::Response resp) {
   switch (mode_) {
     case Mode::kNone:
       end.push(resp);
@@ -107,7 +106,8 @@ void DataPathFaults::wild_write() {
       std::this_thread::sleep_for(std::chrono::milliseconds(1));
     }
     std::this_thread::sleep_for(std::chrono::milliseconds(20));
-    memset(reinterpret_cast<uint8_t*>(m.req_ring()), 0xa5, size_t(g.slots) * sizeof(channel::Request));
+    memset(reinterpret_cast<uint8_t*>(m.req_ring()), 0xa5,
+           size_t(g.slots) * sizeof(channel::Request));
     memset(reinterpret_cast<uint8_t*>(m.resp_ring()), 0xa5,
            size_t(g.slots) * sizeof(channel::Response));
     memset(m.pool(), 0xa5, size_t(g.slots) * g.slot_size);
@@ -182,12 +182,18 @@ bool FaultHooks::run_escape(const std::string& fault) {
     AXL_WARN("escape %s: no hypervisor PID given (--hv-pid); not attempted", fault.c_str());
     return true;
   }
-  if (fault == "open-host-file") escape_open_host_file();
-  else if (fault == "open-socket") escape_open_socket();
-  else if (fault == "ptrace-hv") escape_ptrace_hv();
-  else if (fault == "signal-hv") escape_signal_hv();
-  else if (fault == "map-hv-mem") escape_map_hv_mem();
-  else return false;
+  if (fault == "open-host-file")
+    escape_open_host_file();
+  else if (fault == "open-socket")
+    escape_open_socket();
+  else if (fault == "ptrace-hv")
+    escape_ptrace_hv();
+  else if (fault == "signal-hv")
+    escape_signal_hv();
+  else if (fault == "map-hv-mem")
+    escape_map_hv_mem();
+  else
+    return false;
   return true;
 }
 

@@ -19,8 +19,7 @@ Status close_inherited_fds(std::span<const int> keep) {
   unsigned from = 3;
   for (int fd : k) {
     if (fd < 3) continue;
-    if (unsigned(fd) > from &&
-        ::syscall(SYS_close_range, from, unsigned(fd) - 1, 0) < 0)
+    if (unsigned(fd) > from && ::syscall(SYS_close_range, from, unsigned(fd) - 1, 0) < 0)
       return make_error(std::string("close_range: ") + strerror(errno));
     from = std::max(from, unsigned(fd) + 1);
   }

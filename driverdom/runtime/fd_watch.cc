@@ -22,8 +22,9 @@ FdWatch::FdWatch(asio::io_context& io, int fd, std::string what, std::function<b
       on_error_(std::move(on_error)) {
   boost::system::error_code ec;
   sd_.assign(fd, ec);
-  if (ec) AXL_WARN("cannot register %s (fd %d) with the loop: %s", what_.c_str(), fd,
-                   ec.message().c_str());
+  if (ec)
+    AXL_WARN("cannot register %s (fd %d) with the loop: %s", what_.c_str(), fd,
+             ec.message().c_str());
 }
 
 FdWatch::~FdWatch() {

@@ -43,9 +43,12 @@ Result<Options> parse_options(const std::vector<std::string>& args) {
     if (a == "--name") {
       o.name = v;
     } else if (a == "--kind") {
-      if (v == "net") o.kind = Kind::kNet;
-      else if (v == "blk") o.kind = Kind::kBlk;
-      else return make_error("--kind must be net or blk, not " + v);
+      if (v == "net")
+        o.kind = Kind::kNet;
+      else if (v == "blk")
+        o.kind = Kind::kBlk;
+      else
+        return make_error("--kind must be net or blk, not " + v);
       have_kind = true;
     } else if (a == "--hv-socket") {
       o.hv_socket = v;

@@ -13,15 +13,15 @@ struct Options {
   std::string name;
   Kind kind = Kind::kNet;
   std::string hv_socket;
-  std::optional<int> tap_fd;  // net only: inherited from the supervisor
+  std::optional<int> tap_fd;         // net only: inherited from the supervisor
   std::optional<int> supervisor_fd;  // health channel (heartbeats), inherited
-  bool standby = false;               // start as a warm standby (hello says so)
-  bool fault_injection = false;       // fault hooks reachable (host config opt-in)
-  std::string fault_at_start;         // a fault hook to run right after start
-  std::optional<int> hv_fd;           // an inherited, connected hypervisor socket
-  bool sandbox = false;               // confine itself before serving (sandbox.h)
-  std::optional<int> hv_pid;          // escape-attempt hooks only: the hypervisor's PID
-  std::optional<int> host_pid;        // own PID outside its pid namespace (for hello)
+  bool standby = false;              // start as a warm standby (hello says so)
+  bool fault_injection = false;      // fault hooks reachable (host config opt-in)
+  std::string fault_at_start;        // a fault hook to run right after start
+  std::optional<int> hv_fd;          // an inherited, connected hypervisor socket
+  bool sandbox = false;              // confine itself before serving (sandbox.h)
+  std::optional<int> hv_pid;         // escape-attempt hooks only: the hypervisor's PID
+  std::optional<int> host_pid;       // own PID outside its pid namespace (for hello)
 };
 
 constexpr const char* kUsage =

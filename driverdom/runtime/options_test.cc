@@ -22,8 +22,8 @@ TEST(Options, BlkWithoutTap) {
 }
 
 TEST(Options, SandboxedWithConnectedSocket) {
-  auto o = parse_options({"--name", "d", "--kind", "blk", "--hv-fd", "5", "--sandbox",
-                          "--host-pid", "1234", "--fault-injection", "--hv-pid", "99"});
+  auto o = parse_options({"--name", "d", "--kind", "blk", "--hv-fd", "5", "--sandbox", "--host-pid",
+                          "1234", "--fault-injection", "--hv-pid", "99"});
   ASSERT_TRUE(o.ok()) << o.error().message;
   EXPECT_EQ(o->hv_fd, std::optional<int>(5));
   EXPECT_TRUE(o->sandbox);
@@ -34,11 +34,13 @@ TEST(Options, SandboxedWithConnectedSocket) {
 TEST(Options, SandboxRejections) {
   using V = std::vector<std::string>;
   // The hypervisor's PID is for the escape hooks only.
-  EXPECT_FALSE(parse_options(V{"--name", "d", "--kind", "blk", "--hv-fd", "5", "--hv-pid", "9"}).ok());
-  EXPECT_FALSE(parse_options(V{"--name", "d", "--kind", "blk", "--hv-fd", "5", "--host-pid", "0"}).ok());
-  EXPECT_FALSE(parse_options(V{"--name", "d", "--kind", "blk", "--hv-fd", "5", "--supervisor-fd",
-                               "5"})
-                   .ok());
+  EXPECT_FALSE(
+      parse_options(V{"--name", "d", "--kind", "blk", "--hv-fd", "5", "--hv-pid", "9"}).ok());
+  EXPECT_FALSE(
+      parse_options(V{"--name", "d", "--kind", "blk", "--hv-fd", "5", "--host-pid", "0"}).ok());
+  EXPECT_FALSE(
+      parse_options(V{"--name", "d", "--kind", "blk", "--hv-fd", "5", "--supervisor-fd", "5"})
+          .ok());
   EXPECT_FALSE(parse_options(V{"--name", "d", "--kind", "blk", "--hv-fd", "1"}).ok());
 }
 
@@ -49,18 +51,14 @@ TEST(Options, Rejections) {
   EXPECT_FALSE(parse_options(V{"--name", "x", "--hv-socket", "/s"}).ok());
   EXPECT_FALSE(parse_options(V{"--name", "x", "--kind", "net"}).ok());
   EXPECT_FALSE(parse_options(V{"--name", "x", "--kind", "net", "--hv-socket"}).ok());
-  EXPECT_FALSE(parse_options(V{"--name", "x", "--kind", "net", "--hv-socket", "/s", "--tap-fd",
-                               "2"})
-                   .ok());
-  EXPECT_FALSE(parse_options(V{"--name", "x", "--kind", "net", "--hv-socket", "/s", "--tap-fd",
-                               "7x"})
-                   .ok());
-  EXPECT_FALSE(parse_options(V{"--name", "x", "--kind", "blk", "--hv-socket", "/s", "--tap-fd",
-                               "7"})
-                   .ok());
-  EXPECT_FALSE(parse_options(V{"--name", "x", "--kind", "blk", "--hv-socket", "/s", "--verbose",
-                               "1"})
-                   .ok());
+  EXPECT_FALSE(
+      parse_options(V{"--name", "x", "--kind", "net", "--hv-socket", "/s", "--tap-fd", "2"}).ok());
+  EXPECT_FALSE(
+      parse_options(V{"--name", "x", "--kind", "net", "--hv-socket", "/s", "--tap-fd", "7x"}).ok());
+  EXPECT_FALSE(
+      parse_options(V{"--name", "x", "--kind", "blk", "--hv-socket", "/s", "--tap-fd", "7"}).ok());
+  EXPECT_FALSE(
+      parse_options(V{"--name", "x", "--kind", "blk", "--hv-socket", "/s", "--verbose", "1"}).ok());
 }
 
 }  // namespace

@@ -81,8 +81,10 @@ bool Runtime::on_control_readable() {
     reject(*r);
     return false;
   }
-  if (auto* a = std::get_if<AttachSpec>(&parsed)) handle(*a, std::move(msg->fds()));
-  else handle(std::get<DetachCmd>(parsed));
+  if (auto* a = std::get_if<AttachSpec>(&parsed))
+    handle(*a, std::move(msg->fds()));
+  else
+    handle(std::get<DetachCmd>(parsed));
   return false;
 }
 

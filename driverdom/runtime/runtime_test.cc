@@ -272,8 +272,7 @@ TEST_F(RuntimeTest, GarbageAndUnknownMessagesDoNotKillTheDriver) {
     // whose first 16 bits are the union discriminant.
     bytes[16] = 9;
     bytes[17] = 0;
-    ASSERT_EQ(::send(hv_.conn(), bytes.begin(), bytes.size(), MSG_NOSIGNAL),
-              ssize_t(bytes.size()));
+    ASSERT_EQ(::send(hv_.conn(), bytes.begin(), bytes.size(), MSG_NOSIGNAL), ssize_t(bytes.size()));
     a = read_attached(hv_);
     ASSERT_TRUE(a);
     EXPECT_FALSE(a->ok);

@@ -13,15 +13,15 @@ namespace {
 
 // blk: requests against the image fd it was handed.
 constexpr int kBlk[] = {SCMP_SYS(pread64), SCMP_SYS(pwrite64), SCMP_SYS(preadv),
-                        SCMP_SYS(pwritev), SCMP_SYS(fsync), SCMP_SYS(fdatasync)};
+                        SCMP_SYS(pwritev), SCMP_SYS(fsync),    SCMP_SYS(fdatasync)};
 // net: frames through the TAP fd it was handed with read/write (the base
 // set); the TAP was configured before confinement.  Nothing beyond that.
 constexpr std::array<int, 0> kNet{};
 
 // Flags a fault-injection fork may not carry: no threads, no namespaces.
-constexpr uint64_t kForbiddenCloneFlags =
-    CLONE_THREAD | CLONE_VM | CLONE_NEWNS | CLONE_NEWUSER | CLONE_NEWPID | CLONE_NEWNET |
-    CLONE_NEWIPC | CLONE_NEWUTS | CLONE_NEWCGROUP | CLONE_PARENT;
+constexpr uint64_t kForbiddenCloneFlags = CLONE_THREAD | CLONE_VM | CLONE_NEWNS | CLONE_NEWUSER |
+                                          CLONE_NEWPID | CLONE_NEWNET | CLONE_NEWIPC |
+                                          CLONE_NEWUTS | CLONE_NEWCGROUP | CLONE_PARENT;
 
 }  // namespace
 

@@ -4,12 +4,12 @@
 
 #include <fcntl.h>
 #include <gtest/gtest.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdlib.h>
-#include <sched.h>
 #include <sys/ptrace.h>
-#include <sys/syscall.h>
 #include <sys/socket.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -118,8 +118,8 @@ TEST(Seccomp, SocketsPtraceKillAndExecAreFatal) {
   for (const SandboxPolicy& p : {kBlkPolicy, kNetPolicy})
     for (size_t i = 0; i < attempts.size(); ++i) {
       int st = run_confined(p, attempts[i]);
-      EXPECT_TRUE(killed_by_sigsys(st)) << "attempt " << i << " kind "
-                                        << kind_name(p.kind) << ": status " << st;
+      EXPECT_TRUE(killed_by_sigsys(st))
+          << "attempt " << i << " kind " << kind_name(p.kind) << ": status " << st;
     }
 }
 

@@ -47,7 +47,7 @@ FakeHypervisor::~FakeHypervisor() {
 
 Status FakeHypervisor::spawn(const std::string& name, const std::string& kind, int tap_fd) {
   std::vector<std::string> args = {AXL_DRIVERDOM_BIN, "--name", name, "--kind", kind,
-                                   "--hv-socket", path_};
+                                   "--hv-socket",     path_};
   if (tap_fd >= 0) {
     args.push_back("--tap-fd");
     args.push_back(std::to_string(kChildTapFd));

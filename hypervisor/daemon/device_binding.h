@@ -14,7 +14,7 @@ namespace axl::hv {
 
 struct DeviceRequest {
   config::DriverKind kind = config::DriverKind::kBlk;
-  UniqueFd image;      // blk: opened by the hypervisor, handed to the driver
+  UniqueFd image;  // blk: opened by the hypervisor, handed to the driver
   BlkDeviceSpec blk;
   NetDeviceSpec net;
 };

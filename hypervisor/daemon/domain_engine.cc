@@ -22,12 +22,18 @@ namespace fs = std::filesystem;
 
 const char* to_string(DomainState s) {
   switch (s) {
-    case DomainState::kPreparing: return "preparing";
-    case DomainState::kVtpmStarting: return "vtpm-starting";
-    case DomainState::kAttaching: return "attaching";
-    case DomainState::kStarting: return "starting";
-    case DomainState::kRunning: return "running";
-    case DomainState::kShutoff: return "shutoff";
+    case DomainState::kPreparing:
+      return "preparing";
+    case DomainState::kVtpmStarting:
+      return "vtpm-starting";
+    case DomainState::kAttaching:
+      return "attaching";
+    case DomainState::kStarting:
+      return "starting";
+    case DomainState::kRunning:
+      return "running";
+    case DomainState::kShutoff:
+      return "shutoff";
   }
   return "unknown";
 }
@@ -38,8 +44,7 @@ void DomainEngine::set_state(Domain& d, DomainState s) {
 }
 
 DomainEngine::DomainEngine(asio::io_context& io, std::string state_dir, std::string guest_dir,
-                           DriverRegistry& drivers, DriverSupervision supervision,
-                           VtpmControl vtpm)
+                           DriverRegistry& drivers, DriverSupervision supervision, VtpmControl vtpm)
     : io_(io),
       state_dir_(std::move(state_dir)),
       guest_dir_(std::move(guest_dir)),
@@ -158,7 +163,8 @@ void DomainEngine::attach_next(Domain* d, std::shared_ptr<Requests> reqs, size_t
   if (i == reqs->size()) return create_spawn(d);
   const std::string driver_name = (*reqs)[i].first;
   DriverConnection* drv = drivers_.find(driver_name);
-  if (!drv) return create_failed(d, make_error("driver '" + driver_name + "' is not running on this host"));
+  if (!drv)
+    return create_failed(d, make_error("driver '" + driver_name + "' is not running on this host"));
   const uint64_t serial = drv->serial();
   std::weak_ptr<bool> alive = d->alive;
   attach_channel(*drv, (*reqs)[i].second, [=, this](Result<ChannelGrant> g) {
@@ -209,7 +215,8 @@ void DomainEngine::create(const std::string& toml, const std::string& base_dir,
   auto refuse = [&](Error e) { done(std::move(e)); };
   auto cfg = config::parse_guest(toml, "guest config", base_dir);
   if (!cfg) return refuse(cfg.error());
-  if (domains_.count(cfg->name)) return refuse(make_error("domain '" + cfg->name + "' already exists"));
+  if (domains_.count(cfg->name))
+    return refuse(make_error("domain '" + cfg->name + "' already exists"));
   // Check everything that needs no resources before taking any.
   std::string qemu = proc::find_on_path("qemu-system-x86_64");
   if (qemu.empty()) return refuse(make_error("QEMU not found: qemu-system-x86_64 is not on PATH"));
@@ -229,9 +236,11 @@ void DomainEngine::create(const std::string& toml, const std::string& base_dir,
     script = *s;
   }
   for (const auto& disk : cfg->disks)
-    if (!drivers_.find(disk.driver)) return refuse(make_error("unknown driver '" + disk.driver + "'"));
+    if (!drivers_.find(disk.driver))
+      return refuse(make_error("unknown driver '" + disk.driver + "'"));
   for (const auto& nic : cfg->nics)
-    if (!drivers_.find(nic.driver)) return refuse(make_error("unknown driver '" + nic.driver + "'"));
+    if (!drivers_.find(nic.driver))
+      return refuse(make_error("unknown driver '" + nic.driver + "'"));
   if (cfg->vtpm.enabled && !vtpm_.start)
     return refuse(make_error("[vtpm] enabled, but no supervisor runs vTPMs here"));
 
@@ -283,8 +292,9 @@ void DomainEngine::create_attach(Domain* d) {
     req.kind = config::DriverKind::kBlk;
     req.image.reset(::open(disk.image.c_str(), (disk.read_only ? O_RDONLY : O_RDWR) | O_CLOEXEC));
     if (!req.image)
-      return create_failed(d, make_error("cannot open image " + disk.image + ": " + strerror(errno)));
-    struct stat st{};
+      return create_failed(d,
+                           make_error("cannot open image " + disk.image + ": " + strerror(errno)));
+    struct stat st {};
     if (::fstat(req.image.get(), &st) < 0 || !S_ISREG(st.st_mode))
       return create_failed(d, make_error("image " + disk.image + " is not a regular file"));
     if (st.st_size == 0 || st.st_size % 512 != 0)
@@ -304,9 +314,9 @@ void DomainEngine::create_attach(Domain* d) {
 }
 
 void DomainEngine::create_spawn(Domain* d) {
-  QemuSpec qs{d->qemu_binary, d->cfg.name, d->accel, d->cfg.memory_mib, d->cfg.vcpus,
-              d->cfg.kernel, d->initrd, d->cfg.cmdline, d->console_socket(), d->console_log(),
-              d->qdevs};
+  QemuSpec qs{d->qemu_binary,      d->cfg.name,      d->accel,  d->cfg.memory_mib,
+              d->cfg.vcpus,        d->cfg.kernel,    d->initrd, d->cfg.cmdline,
+              d->console_socket(), d->console_log(), d->qdevs};
   qs.iommu = d->cfg.iommu;
   if (d->vtpm) qs.tpm_socket = d->dir + "/vtpm.ctrl";
   proc::SpawnOptions so;
@@ -461,7 +471,8 @@ void DomainEngine::preattach_standby(Domain* d, size_t i, DriverConnection& sb) 
     }
     if (cur) cur->detach(g->device_id);
     // Promoted while it answered: the binding moves by a fresh attach instead.
-    if (b && cur && cur == drivers_.find(driver) && b->bound.device) rebind_async(r.d, r.index, *cur);
+    if (b && cur && cur == drivers_.find(driver) && b->bound.device)
+      rebind_async(r.d, r.index, *cur);
   });
 }
 
@@ -505,7 +516,8 @@ std::pair<uint64_t, uint64_t> DomainEngine::service_times(const std::string& dri
       if (b.driver != driver || !b.bound.device) continue;
       DeviceStats st = b.bound.device->stats();
       rebound = std::max(rebound, st.last_rebind_ns);
-      if (st.first_served_ns && (!served || st.first_served_ns < served)) served = st.first_served_ns;
+      if (st.first_served_ns && (!served || st.first_served_ns < served))
+        served = st.first_served_ns;
     }
   return {rebound, served};
 }

@@ -2,13 +2,13 @@
 // attachments, vhost-user devices, QEMU), watches QEMU through a pidfd and
 // tears everything down again.  A failed create leaves nothing behind.
 #pragma once
-#include "common/asio.h"
 #include <functional>
 #include <map>
-#include <optional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
+#include "common/asio.h"
 
 #include "common/config.h"
 #include "common/control_client.h"
@@ -55,7 +55,7 @@ struct Domain {
   std::shared_ptr<control::PendingCall> pending_call;
   std::unique_ptr<boost::asio::steady_timer> start_check;
   std::function<void(Result<const Domain*>)> on_created;
-  std::string initrd;       // what QEMU boots (the base, or base + the script overlay)
+  std::string initrd;             // what QEMU boots (the base, or base + the script overlay)
   std::vector<QemuDevice> qdevs;  // collected while attaching
   std::string qemu_binary;
 
@@ -75,9 +75,9 @@ struct DriverSupervision {
 // one (`done` runs on the loop once its control socket listens, or with the
 // error) and to stop it again (fire and forget: nothing waits for it).
 struct VtpmControl {
-  std::function<std::shared_ptr<control::PendingCall>(
-      const std::string& domain, bool measure_log, uint32_t command_port,
-      std::function<void(Status)> done)>
+  std::function<std::shared_ptr<control::PendingCall>(const std::string& domain, bool measure_log,
+                                                      uint32_t command_port,
+                                                      std::function<void(Status)> done)>
       start;
   std::function<void(const std::string& domain)> stop;
 };
@@ -85,8 +85,7 @@ struct VtpmControl {
 class DomainEngine {
  public:
   DomainEngine(boost::asio::io_context& io, std::string state_dir, std::string guest_dir,
-               DriverRegistry& drivers, DriverSupervision supervision = {},
-               VtpmControl vtpm = {});
+               DriverRegistry& drivers, DriverSupervision supervision = {}, VtpmControl vtpm = {});
   ~DomainEngine();
 
   // Starts creating a domain; `done` runs on the loop once it runs or

@@ -12,10 +12,14 @@ Error malformed(std::string why) { return make_error(Errc::kMalformed, std::move
 
 std::string union_member(schema::DriverMsg::Reader m) {
   switch (m.which()) {
-    case schema::DriverMsg::HELLO: return "hello";
-    case schema::DriverMsg::ATTACH: return "attach";
-    case schema::DriverMsg::DETACH: return "detach";
-    case schema::DriverMsg::ATTACHED: return "attached";
+    case schema::DriverMsg::HELLO:
+      return "hello";
+    case schema::DriverMsg::ATTACH:
+      return "attach";
+    case schema::DriverMsg::DETACH:
+      return "detach";
+    case schema::DriverMsg::ATTACHED:
+      return "attached";
   }
   return "unknown union member " + std::to_string(static_cast<unsigned>(m.which()));
 }
@@ -47,8 +51,12 @@ Result<DriverHello> read_hello(schema::DriverMsg::Reader root) {
     return malformed("hello name '" + printable(name.begin(), name.size(), 64) +
                      "' is not a valid driver name");
   switch (h.getKind()) {
-    case schema::DriverKind::NET: out.kind = config::DriverKind::kNet; break;
-    case schema::DriverKind::BLK: out.kind = config::DriverKind::kBlk; break;
+    case schema::DriverKind::NET:
+      out.kind = config::DriverKind::kNet;
+      break;
+    case schema::DriverKind::BLK:
+      out.kind = config::DriverKind::kBlk;
+      break;
     default:
       return malformed("hello kind " + std::to_string(static_cast<unsigned>(h.getKind())) +
                        " is neither net nor blk");

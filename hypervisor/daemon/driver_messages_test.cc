@@ -86,9 +86,9 @@ TEST(DecodeHello, AnotherMessageFirstIsRefused) {
 }
 
 TEST(DecodeHello, InvalidNamesAreRefused) {
-  for (std::string bad : {std::string(""), std::string("-lead"), std::string("a b"),
-                          std::string("x/../y"), std::string(33, 'a'), std::string("nul\0x", 5),
-                          std::string("new\nline")}) {
+  for (std::string bad :
+       {std::string(""), std::string("-lead"), std::string("a b"), std::string("x/../y"),
+        std::string(33, 'a'), std::string("nul\0x", 5), std::string("new\nline")}) {
     SCOPED_TRACE("name of " + std::to_string(bad.size()) + " bytes");
     auto m = hello(bad);
     auto h = decode_hello(m);

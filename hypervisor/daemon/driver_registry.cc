@@ -19,7 +19,7 @@ uint64_t next_serial() {
 
 // Who is on the other end of a connection that has not said who it is.
 int peer_pid_of(int fd) {
-  struct ucred cred{};
+  struct ucred cred {};
   socklen_t len = sizeof cred;
   return ::getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) == 0 ? cred.pid : 0;
 }
@@ -35,7 +35,7 @@ DriverConnection::DriverConnection(std::string name, config::DriverKind kind, in
       serial_(next_serial()),
       io_(io) {
   watch_.assign(::dup(sock_.get()));
-  struct ucred cred{};
+  struct ucred cred {};
   socklen_t len = sizeof cred;
   if (::getsockopt(sock_.get(), SOL_SOCKET, SO_PEERCRED, &cred, &len) == 0) peer_pid_ = cred.pid;
 }
@@ -48,7 +48,8 @@ void DriverConnection::attach(const AttachArgs& a, AttachDone done) {
   auto fail_soon = [&](Error e) {
     asio::post(io_, [done = std::move(done), e = std::move(e)] { done(e); });
   };
-  if (broken_) return fail_soon(make_error(Errc::kClosed, "driver '" + name_ + "' is being dropped"));
+  if (broken_)
+    return fail_soon(make_error(Errc::kClosed, "driver '" + name_ + "' is being dropped"));
   uint32_t id = next_device_id_++;
   capnp::MallocMessageBuilder mb;
   auto at = mb.initRoot<schema::DriverMsg>().initAttach();
@@ -67,7 +68,8 @@ void DriverConnection::attach(const AttachArgs& a, AttachDone done) {
     return fail_soon(make_error(s.error().code, "driver '" + name_ + "': " + s.error().message));
   Pending p;
   p.done = std::move(done);
-  p.deadline = std::make_unique<asio::steady_timer>(io_, std::chrono::milliseconds(kAttachTimeoutMs));
+  p.deadline =
+      std::make_unique<asio::steady_timer>(io_, std::chrono::milliseconds(kAttachTimeoutMs));
   p.deadline->async_wait([this, id](const boost::system::error_code& ec) {
     if (ec || !pending_.count(id)) return;
     const std::string cause =
@@ -90,8 +92,7 @@ void DriverConnection::complete(uint32_t id, Result<uint32_t> r) {
 }
 
 void DriverConnection::fail_all(const Error& e) {
-  for (auto& [id, p] : pending_)
-    asio::post(io_, [done = std::move(p.done), e] { done(e); });
+  for (auto& [id, p] : pending_) asio::post(io_, [done = std::move(p.done), e] { done(e); });
   pending_.clear();
 }
 
@@ -100,9 +101,9 @@ void DriverConnection::on_message(wire::Received& m) {
   if (id && pending_.count(*id)) {
     auto ans = decode_attached(m, *id);
     if (!ans) {
-      complete(*id, make_error(Errc::kMalformed, "driver '" + name_ +
-                                                     "' answered attach with a malformed message: " +
-                                                     ans.error().message));
+      complete(*id, make_error(Errc::kMalformed,
+                               "driver '" + name_ + "' answered attach with a malformed message: " +
+                                   ans.error().message));
       drop();
       return;
     }
@@ -112,18 +113,17 @@ void DriverConnection::on_message(wire::Received& m) {
   }
   // A driver only speaks when asked: anything else (an answer to no pending
   // attach among them) breaks the protocol, and whatever it meant is unknown.
-  on_bad_packet(make_error(
-      Errc::kMalformed,
-      id ? "attached names device " + std::to_string(*id) + ", which no pending attach has"
-         : id.error().message));
+  on_bad_packet(make_error(Errc::kMalformed, id ? "attached names device " + std::to_string(*id) +
+                                                      ", which no pending attach has"
+                                                : id.error().message));
 }
 
 void DriverConnection::on_bad_packet(const Error& e) {
   AXL_WARN("driver '%s' sent an unsolicited or malformed message (%s); dropping it", name_.c_str(),
            e.message.c_str());
-  fail_all(make_error(Errc::kMalformed,
-                      "driver '" + name_ + "' answered attach with a malformed message: " +
-                          e.message));
+  fail_all(
+      make_error(Errc::kMalformed,
+                 "driver '" + name_ + "' answered attach with a malformed message: " + e.message));
   drop();
 }
 
@@ -159,89 +159,88 @@ Status DriverRegistry::listen(const std::string& path) {
 }
 
 void DriverRegistry::accept_next() {
-  listen_watch_->async_wait(asio::posix::stream_descriptor::wait_read,
-                            [this](const boost::system::error_code& ec) {
-                              if (ec) return;
-                              int fd = ::accept4(listen_fd_.get(), nullptr, nullptr,
-                                                 SOCK_CLOEXEC | SOCK_NONBLOCK);
-                              if (fd >= 0) {
-                                auto s = std::make_shared<asio::posix::stream_descriptor>(io_, fd);
-                                await_hello(s, fd);
-                              }
-                              accept_next();
-                            });
+  listen_watch_->async_wait(
+      asio::posix::stream_descriptor::wait_read, [this](const boost::system::error_code& ec) {
+        if (ec) return;
+        int fd = ::accept4(listen_fd_.get(), nullptr, nullptr, SOCK_CLOEXEC | SOCK_NONBLOCK);
+        if (fd >= 0) {
+          auto s = std::make_shared<asio::posix::stream_descriptor>(io_, fd);
+          await_hello(s, fd);
+        }
+        accept_next();
+      });
 }
 
 void DriverRegistry::await_hello(std::shared_ptr<asio::posix::stream_descriptor> s, int fd) {
-  s->async_wait(asio::posix::stream_descriptor::wait_read, [this, s, fd](
-                                                               const boost::system::error_code& ec) {
-    if (ec) return;
-    auto m = wire::recv(fd, MSG_DONTWAIT);
-    if (!m && m.error().code == Errc::kWouldBlock) return await_hello(s, fd);
-    if (!m) {
-      AXL_WARN("driver connection dropped before hello: %s", m.error().message.c_str());
-      return;  // `s` closes the fd
-    }
-    // Only this one connection is refused; every other driver and guest is
-    // served on.
-    auto h = decode_hello(*m);
-    if (!h) {
-      AXL_WARN("driver connection (peer pid %d): malformed hello: %s; closing", peer_pid_of(fd),
-               h.error().message.c_str());
-      return;
-    }
-    const std::string& name = h->name;
-    const auto kind = h->kind;
-    UniqueFd own(s->release());
-    if (h->standby && drivers_.count(name)) {
-      AXL_INFO("driver '%s' standby connected, pid %d", name.c_str(), h->pid);
-      auto conn = std::make_unique<DriverConnection>(name, kind, h->pid, std::move(own), io_);
-      DriverConnection* raw = conn.get();
-      raw->on_violation(on_violation_);
-      standbys_[name] = std::move(conn);  // a previous standby closes here
-      watch_standby(raw);
-      if (on_standby_) on_standby_(*raw);
-      return;
-    }
-    if (drivers_.count(name))
-      AXL_INFO("driver '%s' reconnected: its devices move to the new instance", name.c_str());
-    AXL_INFO("driver '%s' (%s) connected, pid %d", name.c_str(), config::to_string(kind), h->pid);
-    auto conn = std::make_unique<DriverConnection>(name, kind, h->pid, std::move(own), io_);
-    DriverConnection* raw = conn.get();
-    raw->on_violation(on_violation_);
-    drivers_[name] = std::move(conn);  // a previous connection closes here
-    watch(raw);
-    if (on_connect_) on_connect_(*raw);
-  });
+  s->async_wait(
+      asio::posix::stream_descriptor::wait_read,
+      [this, s, fd](const boost::system::error_code& ec) {
+        if (ec) return;
+        auto m = wire::recv(fd, MSG_DONTWAIT);
+        if (!m && m.error().code == Errc::kWouldBlock) return await_hello(s, fd);
+        if (!m) {
+          AXL_WARN("driver connection dropped before hello: %s", m.error().message.c_str());
+          return;  // `s` closes the fd
+        }
+        // Only this one connection is refused; every other driver and guest is
+        // served on.
+        auto h = decode_hello(*m);
+        if (!h) {
+          AXL_WARN("driver connection (peer pid %d): malformed hello: %s; closing", peer_pid_of(fd),
+                   h.error().message.c_str());
+          return;
+        }
+        const std::string& name = h->name;
+        const auto kind = h->kind;
+        UniqueFd own(s->release());
+        if (h->standby && drivers_.count(name)) {
+          AXL_INFO("driver '%s' standby connected, pid %d", name.c_str(), h->pid);
+          auto conn = std::make_unique<DriverConnection>(name, kind, h->pid, std::move(own), io_);
+          DriverConnection* raw = conn.get();
+          raw->on_violation(on_violation_);
+          standbys_[name] = std::move(conn);  // a previous standby closes here
+          watch_standby(raw);
+          if (on_standby_) on_standby_(*raw);
+          return;
+        }
+        if (drivers_.count(name))
+          AXL_INFO("driver '%s' reconnected: its devices move to the new instance", name.c_str());
+        AXL_INFO("driver '%s' (%s) connected, pid %d", name.c_str(), config::to_string(kind),
+                 h->pid);
+        auto conn = std::make_unique<DriverConnection>(name, kind, h->pid, std::move(own), io_);
+        DriverConnection* raw = conn.get();
+        raw->on_violation(on_violation_);
+        drivers_[name] = std::move(conn);  // a previous connection closes here
+        watch(raw);
+        if (on_connect_) on_connect_(*raw);
+      });
 }
 
 // A driver only speaks when asked (attach); readable outside of that means it
 // closed the connection or sent something unsolicited.
 void DriverRegistry::watch(DriverConnection* c) {
-  c->watcher().async_wait(asio::posix::stream_descriptor::wait_read,
-                          [this, c](const boost::system::error_code& ec) {
-                            if (ec) return;
-                            auto m = wire::recv(c->watcher().native_handle(), MSG_DONTWAIT);
-                            if (!m && m.error().code == Errc::kWouldBlock) return watch(c);
-                            if (!m && m.error().code == Errc::kMalformed) {
-                              c->on_bad_packet(m.error());  // dropped: closed on the next read
-                              return watch(c);
-                            }
-                            if (!m) {
-                              AXL_WARN("driver '%s' disconnected: %s%s", c->name().c_str(),
-                                       m.error().message.c_str(),
-                                       m.error().code == Errc::kMalformed
-                                           ? " (a malformed packet: connection dropped)"
-                                           : "");
-                              std::string name = c->name();
-                              if (find(name) != c) return;  // already replaced (promote)
-                              drivers_.erase(name);
-                              take_over(name);
-                              return;
-                            }
-                            c->on_message(*m);
-                            watch(c);
-                          });
+  c->watcher().async_wait(
+      asio::posix::stream_descriptor::wait_read, [this, c](const boost::system::error_code& ec) {
+        if (ec) return;
+        auto m = wire::recv(c->watcher().native_handle(), MSG_DONTWAIT);
+        if (!m && m.error().code == Errc::kWouldBlock) return watch(c);
+        if (!m && m.error().code == Errc::kMalformed) {
+          c->on_bad_packet(m.error());  // dropped: closed on the next read
+          return watch(c);
+        }
+        if (!m) {
+          AXL_WARN("driver '%s' disconnected: %s%s", c->name().c_str(), m.error().message.c_str(),
+                   m.error().code == Errc::kMalformed ? " (a malformed packet: connection dropped)"
+                                                      : "");
+          std::string name = c->name();
+          if (find(name) != c) return;  // already replaced (promote)
+          drivers_.erase(name);
+          take_over(name);
+          return;
+        }
+        c->on_message(*m);
+        watch(c);
+      });
 }
 
 void DriverRegistry::watch_standby(DriverConnection* c) {
@@ -249,8 +248,7 @@ void DriverRegistry::watch_standby(DriverConnection* c) {
                           [this, c](const boost::system::error_code& ec) {
                             if (ec) return;
                             auto m = wire::recv(c->watcher().native_handle(), MSG_DONTWAIT);
-                            if (!m && m.error().code == Errc::kWouldBlock)
-                              return watch_standby(c);
+                            if (!m && m.error().code == Errc::kWouldBlock) return watch_standby(c);
                             if (!m && m.error().code == Errc::kMalformed) {
                               c->on_bad_packet(m.error());
                               return watch_standby(c);

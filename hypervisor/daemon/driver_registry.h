@@ -2,12 +2,12 @@
 // driver socket and says Hello; after that the hypervisor attaches device
 // instances to it.  Everything a driver sends is untrusted.
 #pragma once
-#include "common/asio.h"
 #include <functional>
 #include <map>
 #include <memory>
 #include <string>
 #include <vector>
+#include "common/asio.h"
 
 #include "common/config.h"
 #include "common/result.h"

@@ -3,17 +3,17 @@
 // every channel.  Wiring happens here and nowhere else.
 #include <signal.h>
 
-#include "common/asio.h"
+#include <unistd.h>
 #include <cstdlib>
 #include <cstring>
 #include <map>
 #include <string>
-#include <unistd.h>
+#include "common/asio.h"
 
-#include "common/log.h"
-#include "common/process.h"
 #include "common/control_client.h"
 #include "common/control_server.h"
+#include "common/log.h"
+#include "common/process.h"
 #include "hypervisor/daemon/domain_engine.h"
 #include "hypervisor/daemon/driver_registry.h"
 #include "hypervisor/daemon/supervisor_events.h"
@@ -44,8 +44,10 @@ int main(int argc, char** argv) {
   std::string state_dir, guest_dir = env_guest ? env_guest : axl::proc::exe_dir() + "/../guest";
   for (int i = 1; i < argc; ++i) {
     std::string a = argv[i];
-    if (a == "--state-dir" && i + 1 < argc) state_dir = argv[++i];
-    else if (a == "--guest-dir" && i + 1 < argc) guest_dir = argv[++i];
+    if (a == "--state-dir" && i + 1 < argc)
+      state_dir = argv[++i];
+    else if (a == "--guest-dir" && i + 1 < argc)
+      guest_dir = argv[++i];
     else {
       fprintf(stderr, "axolotl-hv: unknown argument '%s'\n", a.c_str());
       usage();
@@ -101,7 +103,8 @@ int main(int argc, char** argv) {
           v.setMeasureLog(measure_log);
           v.setCommandPort(port);
         },
-        30000, [done = std::move(done)](axl::Result<axl::control::ControlReply> r) {
+        30000,
+        [done = std::move(done)](axl::Result<axl::control::ControlReply> r) {
           done(r ? axl::Status() : axl::Status(r.error()));
         });
   };
@@ -111,13 +114,13 @@ int main(int argc, char** argv) {
     axl::control::async_call(
         io, supervisor_sock, [&](auto q) { q.setStopVtpm(dom); }, 10000,
         [dom](axl::Result<axl::control::ControlReply> r) {
-          if (!r) AXL_WARN("domain %s: stopping its vTPM: %s", dom.c_str(), r.error().message.c_str());
+          if (!r)
+            AXL_WARN("domain %s: stopping its vTPM: %s", dom.c_str(), r.error().message.c_str());
         });
   };
   axl::hv::DomainEngine engine(io, state_dir, guest_dir, drivers, supervision, vtpm);
-  engine.on_state_change([&](const std::string& name, const std::string& state) {
-    events.domain_state(name, state);
-  });
+  engine.on_state_change(
+      [&](const std::string& name, const std::string& state) { events.domain_state(name, state); });
   drivers.on_connect([&](axl::hv::DriverConnection& c) { engine.driver_connected(c); });
   drivers.on_standby([&](axl::hv::DriverConnection& c) { engine.standby_connected(c); });
   drivers.on_promote([&](axl::hv::DriverConnection& c) { engine.standby_promoted(c); });
@@ -128,83 +131,83 @@ int main(int argc, char** argv) {
   });
   bool stopping = false;
 
-  axl::ControlServer control(io, [&](axl::schema::ControlRequest::Reader req,
-                                     axl::schema::ControlReply::Builder rep,
-                                     axl::ControlServer::Context& ctx) {
-    using R = axl::schema::ControlRequest;
-    rep.setOk(true);
-    switch (req.which()) {
-      case R::CREATE: {
-        // Answered once the domain runs or failed; the loop serves on meanwhile.
-        auto c = req.getCreate();
-        auto reply = ctx.defer();
-        engine.create(c.getConfigToml(), c.getBaseDir(),
-                      [reply](axl::Result<const axl::hv::Domain*> d) {
-                        auto r = reply->reply();
-                        if (!d) {
-                          r.setOk(false);
-                          r.setError(d.error().message);
-                        } else {
-                          fill_domain(**d, r.initDomains(1)[0]);
-                        }
-                        reply->send();
-                      });
-        break;
-      }
-      case R::LIST: {
-        auto all = engine.list();
-        auto l = rep.initDomains(unsigned(all.size()));
-        for (unsigned i = 0; i < all.size(); ++i) fill_domain(*all[i], l[i]);
-        break;
-      }
-      case R::DOMAIN_INFO: {
-        const axl::hv::Domain* d = engine.find(req.getDomainInfo());
-        if (!d) {
-          rep.setOk(false);
-          rep.setError("no domain named '" + std::string(req.getDomainInfo().cStr()) + "'");
-        } else {
-          fill_domain(*d, rep.initDomains(1)[0]);
+  axl::ControlServer control(
+      io, [&](axl::schema::ControlRequest::Reader req, axl::schema::ControlReply::Builder rep,
+              axl::ControlServer::Context& ctx) {
+        using R = axl::schema::ControlRequest;
+        rep.setOk(true);
+        switch (req.which()) {
+          case R::CREATE: {
+            // Answered once the domain runs or failed; the loop serves on meanwhile.
+            auto c = req.getCreate();
+            auto reply = ctx.defer();
+            engine.create(c.getConfigToml(), c.getBaseDir(),
+                          [reply](axl::Result<const axl::hv::Domain*> d) {
+                            auto r = reply->reply();
+                            if (!d) {
+                              r.setOk(false);
+                              r.setError(d.error().message);
+                            } else {
+                              fill_domain(**d, r.initDomains(1)[0]);
+                            }
+                            reply->send();
+                          });
+            break;
+          }
+          case R::LIST: {
+            auto all = engine.list();
+            auto l = rep.initDomains(unsigned(all.size()));
+            for (unsigned i = 0; i < all.size(); ++i) fill_domain(*all[i], l[i]);
+            break;
+          }
+          case R::DOMAIN_INFO: {
+            const axl::hv::Domain* d = engine.find(req.getDomainInfo());
+            if (!d) {
+              rep.setOk(false);
+              rep.setError("no domain named '" + std::string(req.getDomainInfo().cStr()) + "'");
+            } else {
+              fill_domain(*d, rep.initDomains(1)[0]);
+            }
+            break;
+          }
+          case R::DESTROY:
+            if (auto s = engine.destroy(req.getDestroy()); !s) {
+              rep.setOk(false);
+              rep.setError(s.error().message);
+            }
+            break;
+          case R::LIST_DRIVERS: {
+            auto all = drivers.all();
+            auto l = rep.initDrivers(unsigned(all.size()));
+            for (unsigned i = 0; i < all.size(); ++i) {
+              l[i].setName(all[i]->name());
+              l[i].setKind(axl::config::to_string(all[i]->kind()));
+              l[i].setPid(all[i]->pid());
+              l[i].setState("connected");
+              l[i].setDevices(uint32_t(all[i]->devices()));
+              auto [rebound, served] = engine.service_times(all[i]->name());
+              l[i].setReboundNs(rebound);
+              l[i].setFirstServedNs(served);
+            }
+            break;
+          }
+          case R::PROMOTE_STANDBY:
+            if (auto s = drivers.promote(req.getPromoteStandby()); !s) {
+              rep.setOk(false);
+              rep.setError(s.error().message);
+            }
+            break;
+          case R::SHUTDOWN:
+            stopping = true;
+            io.post([&] { io.stop(); });
+            break;
+          case R::PING:
+            break;
+          default:
+            rep.setOk(false);
+            rep.setError("request not supported by the hypervisor");
         }
-        break;
-      }
-      case R::DESTROY:
-        if (auto s = engine.destroy(req.getDestroy()); !s) {
-          rep.setOk(false);
-          rep.setError(s.error().message);
-        }
-        break;
-      case R::LIST_DRIVERS: {
-        auto all = drivers.all();
-        auto l = rep.initDrivers(unsigned(all.size()));
-        for (unsigned i = 0; i < all.size(); ++i) {
-          l[i].setName(all[i]->name());
-          l[i].setKind(axl::config::to_string(all[i]->kind()));
-          l[i].setPid(all[i]->pid());
-          l[i].setState("connected");
-          l[i].setDevices(uint32_t(all[i]->devices()));
-          auto [rebound, served] = engine.service_times(all[i]->name());
-          l[i].setReboundNs(rebound);
-          l[i].setFirstServedNs(served);
-        }
-        break;
-      }
-      case R::PROMOTE_STANDBY:
-        if (auto s = drivers.promote(req.getPromoteStandby()); !s) {
-          rep.setOk(false);
-          rep.setError(s.error().message);
-        }
-        break;
-      case R::SHUTDOWN:
-        stopping = true;
-        io.post([&] { io.stop(); });
-        break;
-      case R::PING:
-        break;
-      default:
-        rep.setOk(false);
-        rep.setError("request not supported by the hypervisor");
-    }
-  });
+      });
 
   if (auto s = drivers.listen(state_dir + "/drivers.sock"); !s) {
     AXL_ERROR("%s", s.error().message.c_str());

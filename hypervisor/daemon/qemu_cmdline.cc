@@ -15,9 +15,8 @@ std::vector<std::string> qemu_argv(const QemuSpec& s) {
       // Interrupt remapping (intremap=on) needs the split irqchip under KVM;
       // QEMU 7.2 accepts it under TCG too.
       "-machine", std::string("q35,memory-backend=mem") + (s.iommu ? ",kernel-irqchip=split" : ""),
-      "-m", mem, "-smp", std::to_string(s.vcpus),
-      "-nodefaults", "-no-user-config", "-display", "none", "-monitor", "none", "-no-reboot",
-      "-chardev",
+      "-m", mem, "-smp", std::to_string(s.vcpus), "-nodefaults", "-no-user-config", "-display",
+      "none", "-monitor", "none", "-no-reboot", "-chardev",
       "socket,id=ser0,path=" + s.console_socket + ",server=on,wait=off,logfile=" + s.console_log,
       "-serial", "chardev:ser0"};
   // The vIOMMU comes before the PCI devices it translates for.

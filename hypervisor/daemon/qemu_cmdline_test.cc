@@ -14,7 +14,16 @@ bool has_pair(const std::vector<std::string>& a, const std::string& k, const std
 }
 
 TEST(QemuCmdline, SharedMemfdRamAndOnlyVhostUserDevices) {
-  QemuSpec s{"qemu", "g1", "tcg", 256, 2, "k", "i", "quiet", "c.sock", "c.log",
+  QemuSpec s{"qemu",
+             "g1",
+             "tcg",
+             256,
+             2,
+             "k",
+             "i",
+             "quiet",
+             "c.sock",
+             "c.log",
              {{QemuDevice::Kind::kBlk, "d0.sock", {}},
               {QemuDevice::Kind::kNet, "d1.sock", {0x52, 0x54, 0, 1, 2, 3}}}};
   auto a = qemu_argv(s);
@@ -34,7 +43,16 @@ TEST(QemuCmdline, SharedMemfdRamAndOnlyVhostUserDevices) {
 }
 
 TEST(QemuCmdline, NoIommuUnlessAsked) {
-  QemuSpec s{"qemu", "g1", "tcg", 256, 1, "k", "i", "", "c.sock", "c.log",
+  QemuSpec s{"qemu",
+             "g1",
+             "tcg",
+             256,
+             1,
+             "k",
+             "i",
+             "",
+             "c.sock",
+             "c.log",
              {{QemuDevice::Kind::kBlk, "d0.sock", {}}}};
   auto a = qemu_argv(s);
   for (auto& x : a) {
@@ -44,20 +62,34 @@ TEST(QemuCmdline, NoIommuUnlessAsked) {
 }
 
 TEST(QemuCmdline, GuestIommu) {
-  QemuSpec s{"qemu", "g1", "tcg", 256, 1, "k", "i", "quiet", "c.sock", "c.log",
+  QemuSpec s{"qemu",
+             "g1",
+             "tcg",
+             256,
+             1,
+             "k",
+             "i",
+             "quiet",
+             "c.sock",
+             "c.log",
              {{QemuDevice::Kind::kBlk, "d0.sock", {}},
               {QemuDevice::Kind::kNet, "d1.sock", {0x52, 0x54, 0, 1, 2, 3}}}};
   s.iommu = true;
   auto a = qemu_argv(s);
   EXPECT_TRUE(has_pair(a, "-machine", "q35,memory-backend=mem,kernel-irqchip=split"));
   EXPECT_TRUE(has_pair(a, "-device", "intel-iommu,intremap=on,device-iotlb=on"));
-  EXPECT_TRUE(has_pair(a, "-device", "vhost-user-blk-pci,chardev=vu0,num-queues=1,disable-legacy=on,iommu_platform=on,ats=on"));
+  EXPECT_TRUE(has_pair(
+      a, "-device",
+      "vhost-user-blk-pci,chardev=vu0,num-queues=1,disable-legacy=on,iommu_platform=on,ats=on"));
   EXPECT_TRUE(has_pair(a, "-device",
-                       "virtio-net-pci,netdev=net1,vectors=0,mac=52:54:00:01:02:03,disable-legacy=on,iommu_platform=on,ats=on"));
+                       "virtio-net-pci,netdev=net1,vectors=0,mac=52:54:00:01:02:03,disable-legacy="
+                       "on,iommu_platform=on,ats=on"));
   EXPECT_TRUE(has_pair(a, "-append", "console=ttyS0 panic=-1 intel_iommu=on iommu.strict=1 quiet"));
   // The vIOMMU is created before the devices behind it.
   auto iommu = std::find(a.begin(), a.end(), "intel-iommu,intremap=on,device-iotlb=on");
-  auto blk = std::find(a.begin(), a.end(), "vhost-user-blk-pci,chardev=vu0,num-queues=1,disable-legacy=on,iommu_platform=on,ats=on");
+  auto blk = std::find(
+      a.begin(), a.end(),
+      "vhost-user-blk-pci,chardev=vu0,num-queues=1,disable-legacy=on,iommu_platform=on,ats=on");
   EXPECT_LT(iommu, blk);
 }
 

@@ -85,9 +85,10 @@ void SupervisorEvents::run() {
         AXL_INFO("asked the supervisor to replace driver %s (pid %d): %s", e.name.c_str(), e.pid,
                  e.what.c_str());
       else
-        AXL_ERROR("could not ask the supervisor to replace driver %s (pid %d): %s; its channel "
-                  "stays quarantined",
-                  e.name.c_str(), e.pid, last_error.c_str());
+        AXL_ERROR(
+            "could not ask the supervisor to replace driver %s (pid %d): %s; its channel "
+            "stays quarantined",
+            e.name.c_str(), e.pid, last_error.c_str());
     } else if (!delivered) {
       AXL_WARN("could not tell the supervisor that domain %s is %s: %s", e.name.c_str(),
                e.what.c_str(), last_error.c_str());

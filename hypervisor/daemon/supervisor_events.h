@@ -35,9 +35,9 @@ class SupervisorEvents {
  private:
   struct Event {
     enum class Kind { kQuarantined, kDomainState } kind;
-    std::string name;   // driver or domain
-    int pid = 0;        // kQuarantined
-    std::string what;   // cause or state
+    std::string name;  // driver or domain
+    int pid = 0;       // kQuarantined
+    std::string what;  // cause or state
   };
   void push(Event e);
   void run();

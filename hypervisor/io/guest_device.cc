@@ -15,16 +15,16 @@ std::unique_ptr<GuestDevice> make_blk_device(std::string socket_path, BlkDeviceS
   auto logic =
       std::make_unique<io::blk::BlkDevice>(std::move(spec), std::move(chan), sup.io_timeout_ms);
   return std::make_unique<io::HostedDevice>(std::move(socket_path),
-                                            std::make_unique<iommu::DmaContext>(),
-                                            std::move(logic), std::move(sup));
+                                            std::make_unique<iommu::DmaContext>(), std::move(logic),
+                                            std::move(sup));
 }
 
 std::unique_ptr<GuestDevice> make_net_device(std::string socket_path, NetDeviceSpec spec,
                                              channel::HvEnd chan, DeviceSupervision sup) {
   auto logic = std::make_unique<io::net::NetDevice>(spec, std::move(chan), sup.io_timeout_ms);
   return std::make_unique<io::HostedDevice>(std::move(socket_path),
-                                            std::make_unique<iommu::DmaContext>(),
-                                            std::move(logic), std::move(sup));
+                                            std::make_unique<iommu::DmaContext>(), std::move(logic),
+                                            std::move(sup));
 }
 
 }  // namespace axl::hv

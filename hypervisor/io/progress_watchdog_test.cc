@@ -34,7 +34,7 @@ TEST(ProgressWatchdog, TicksUntilAcked) {
   ASSERT_EQ(::poll(&p, 1, 2000), 1);
   w.ack();
   p.revents = 0;
-  EXPECT_EQ(::poll(&p, 1, 0), 0);  // drained
+  EXPECT_EQ(::poll(&p, 1, 0), 0);     // drained
   ASSERT_EQ(::poll(&p, 1, 2000), 1);  // and it keeps ticking
 }
 

@@ -267,9 +267,12 @@ Result<V2Probe> probe_v2_parent(const std::string& mount, const std::string& par
 
 const char* breach_name(Breach b) {
   switch (b) {
-    case Breach::kNone: return "none";
-    case Breach::kMemory: return "memory";
-    case Breach::kPids: return "pids";
+    case Breach::kNone:
+      return "none";
+    case Breach::kMemory:
+      return "memory";
+    case Breach::kPids:
+      return "pids";
   }
   return "?";
 }

@@ -4,9 +4,9 @@
 #include <string.h>
 #include <systemd/sd-bus.h>
 
+#include <time.h>
 #include <thread>
 #include <type_traits>
-#include <time.h>
 
 #include <cstdarg>
 #include <cstdlib>
@@ -140,7 +140,8 @@ struct Callbacks {
     if (r < 0) return r;
     if (!*path) return sd_bus_error_set(e, SD_BUS_ERROR_INVALID_ARGS, "empty config path");
     ManagerBackend* backend = &api(userdata).backend_;
-    return defer(m, userdata, [backend, p = std::string(path)] { return backend->create_domain(p); });
+    return defer(m, userdata,
+                 [backend, p = std::string(path)] { return backend->create_domain(p); });
   }
 
   static int destroy_domain(sd_bus_message* m, void* userdata, sd_bus_error* e) {
@@ -148,15 +149,16 @@ struct Callbacks {
     int r = sd_bus_message_read(m, "s", &name);
     if (r < 0) return r;
     ManagerBackend* backend = &api(userdata).backend_;
-    return defer(m, userdata, [backend, n = std::string(name)] { return backend->destroy_domain(n); });
+    return defer(m, userdata,
+                 [backend, n = std::string(name)] { return backend->destroy_domain(n); });
   }
 
   static int list_drivers(sd_bus_message* m, void* userdata, sd_bus_error*) {
     return reply_array(m, "(ssisus)", api(userdata).backend_.list_drivers(),
                        [](sd_bus_message* r, const DriverRow& d) {
-                         return sd_bus_message_append(r, "(ssisus)", d.name.c_str(),
-                                                      d.kind.c_str(), d.pid, d.state.c_str(),
-                                                      d.restarts, d.last_failure.c_str());
+                         return sd_bus_message_append(r, "(ssisus)", d.name.c_str(), d.kind.c_str(),
+                                                      d.pid, d.state.c_str(), d.restarts,
+                                                      d.last_failure.c_str());
                        });
   }
 
@@ -201,8 +203,7 @@ struct Callbacks {
     return 1;
   }
 
-  static int enumerate_drivers(sd_bus*, const char*, void* userdata, char*** nodes,
-                               sd_bus_error*) {
+  static int enumerate_drivers(sd_bus*, const char*, void* userdata, char*** nodes, sd_bus_error*) {
     auto rows = api(userdata).backend_.list_drivers();
     // sd-bus frees the array and each string with free().
     auto** out = static_cast<char**>(calloc(rows.size() + 1, sizeof(char*)));
@@ -265,10 +266,8 @@ const sd_bus_vtable kManagerVtable[] = {
                              SD_BUS_PARAM(outages), Callbacks::list_outages, kReadOnly),
     SD_BUS_SIGNAL_WITH_NAMES("DriverFailed", "ss", SD_BUS_PARAM(name) SD_BUS_PARAM(reason), 0),
     SD_BUS_SIGNAL_WITH_NAMES("DriverRestarted", "sut",
-                             SD_BUS_PARAM(name) SD_BUS_PARAM(restarts) SD_BUS_PARAM(outage_us),
-                             0),
-    SD_BUS_SIGNAL_WITH_NAMES("DomainStateChanged", "ss",
-                             SD_BUS_PARAM(name) SD_BUS_PARAM(state), 0),
+                             SD_BUS_PARAM(name) SD_BUS_PARAM(restarts) SD_BUS_PARAM(outage_us), 0),
+    SD_BUS_SIGNAL_WITH_NAMES("DomainStateChanged", "ss", SD_BUS_PARAM(name) SD_BUS_PARAM(state), 0),
     SD_BUS_VTABLE_END,
 };
 
@@ -363,9 +362,9 @@ Status ManagerApi::export_objects() {
     slot = nullptr;
     return {};
   };
-  Status st = keep(sd_bus_add_object_vtable(bus, &slot, kManagerPath, kManagerInterface,
-                                            kManagerVtable, this),
-                   kManagerInterface);
+  Status st = keep(
+      sd_bus_add_object_vtable(bus, &slot, kManagerPath, kManagerInterface, kManagerVtable, this),
+      kManagerInterface);
   if (st)
     st = keep(sd_bus_add_fallback_vtable(bus, &slot, kDriverPathPrefix, kDriverInterface,
                                          kDriverVtable, Callbacks::find_driver_object, this),

@@ -306,9 +306,9 @@ TEST_F(ManagerApiTest, ListDriversThroughBusctl) {
   EXPECT_EQ(t[1], "2");
   EXPECT_EQ(std::vector<std::string>(t.begin() + 2, t.begin() + 8),
             (std::vector<std::string>{"net-0", "net", "4242", "running", "0", ""}));
-  EXPECT_EQ(std::vector<std::string>(t.begin() + 8, t.end()),
-            (std::vector<std::string>{"blk0", "blk", "777", "restarting", "3",
-                                      "crashed (SIGSEGV)"}));
+  EXPECT_EQ(
+      std::vector<std::string>(t.begin() + 8, t.end()),
+      (std::vector<std::string>{"blk0", "blk", "777", "restarting", "3", "crashed (SIGSEGV)"}));
 }
 
 TEST_F(ManagerApiTest, DomainsAndOutages) {
@@ -369,8 +369,8 @@ TEST_F(ManagerApiTest, BackendErrorsReachTheCaller) {
   EXPECT_STREQ(err.name, kErrorFailed);
   EXPECT_STREQ(err.message, "no domain named 'nope'");
   sd_bus_error_free(&err);
-  r = sd_bus_call_method(c.get(), kServiceName, kManagerPath, kManagerInterface, "KillDriver",
-                         &err, nullptr, "ss", "net-0", "TERM");
+  r = sd_bus_call_method(c.get(), kServiceName, kManagerPath, kManagerInterface, "KillDriver", &err,
+                         nullptr, "ss", "net-0", "TERM");
   EXPECT_LT(r, 0);
   EXPECT_STREQ(err.name, SD_BUS_ERROR_INVALID_ARGS);
   sd_bus_error_free(&err);
@@ -410,21 +410,21 @@ TEST_F(ManagerApiTest, DriverObjectProperties) {
 TEST_F(ManagerApiTest, Introspection) {
   auto o = busctl({"introspect", kServiceName, kManagerPath});
   ASSERT_TRUE(o.ok()) << o.text;
-  for (const char* want : {"org.axolotl.Manager1", ".ListDomains", ".CreateDomain",
-                           ".DestroyDomain", ".ListDrivers", ".KillDriver", ".RestartDriver",
-                           ".ListOutages", ".DriverFailed", ".DriverRestarted",
-                           ".DomainStateChanged", "a(ssisus)", "a(sstt)"})
+  for (const char* want :
+       {"org.axolotl.Manager1", ".ListDomains", ".CreateDomain", ".DestroyDomain", ".ListDrivers",
+        ".KillDriver", ".RestartDriver", ".ListOutages", ".DriverFailed", ".DriverRestarted",
+        ".DomainStateChanged", "a(ssisus)", "a(sstt)"})
     EXPECT_NE(o.text.find(want), std::string::npos) << want << " missing from\n" << o.text;
 
   o = busctl({"introspect", kServiceName, std::string(kDriverPathPrefix) + "/blk0"});
   ASSERT_TRUE(o.ok()) << o.text;
-  for (const char* want : {"org.axolotl.Driver1", ".HeartbeatLagMs", ".LastFailure", ".Pid",
-                           "emits-change", "const"})
+  for (const char* want :
+       {"org.axolotl.Driver1", ".HeartbeatLagMs", ".LastFailure", ".Pid", "emits-change", "const"})
     EXPECT_NE(o.text.find(want), std::string::npos) << want << " missing from\n" << o.text;
 
   // The raw XML carries the argument names.
-  o = busctl({"call", kServiceName, kManagerPath, "org.freedesktop.DBus.Introspectable",
-              "Introspect"});
+  o = busctl(
+      {"call", kServiceName, kManagerPath, "org.freedesktop.DBus.Introspectable", "Introspect"});
   ASSERT_TRUE(o.ok()) << o.text;
   EXPECT_NE(o.text.find("name=\\\"outage_us\\\""), std::string::npos) << o.text;
 }
@@ -443,8 +443,8 @@ int on_signal(sd_bus_message* m, void* userdata, sd_bus_error*) {
     uint32_t restarts = 0;
     uint64_t outage = 0;
     if (sd_bus_message_read(m, "sut", &name, &restarts, &outage) >= 0)
-      seen->last_args = std::string(name) + " " + std::to_string(restarts) + " " +
-                        std::to_string(outage);
+      seen->last_args =
+          std::string(name) + " " + std::to_string(restarts) + " " + std::to_string(outage);
   }
   return 0;
 }
@@ -524,10 +524,10 @@ TEST_F(ManagerApiTest, PropertyAndObjectChangesAreAnnounced) {
     return 0;
   };
   sd_bus_slot *a = nullptr, *b = nullptr;
-  ASSERT_GE(sd_bus_match_signal(c.get(), &a, kServiceName, nullptr,
-                                "org.freedesktop.DBus.Properties", "PropertiesChanged", record,
-                                &events),
-            0);
+  ASSERT_GE(
+      sd_bus_match_signal(c.get(), &a, kServiceName, nullptr, "org.freedesktop.DBus.Properties",
+                          "PropertiesChanged", record, &events),
+      0);
   ASSERT_GE(sd_bus_match_signal(c.get(), &b, kServiceName, nullptr,
                                 "org.freedesktop.DBus.ObjectManager", nullptr, record, &events),
             0);
@@ -561,10 +561,10 @@ TEST_F(ManagerApiTest, ConcurrentCallers) {
   constexpr int kCallers = 12;
   std::vector<proc::Child> kids;
   for (int i = 0; i < kCallers; ++i) {
-    auto c = proc::spawn(spawn_options({busctl_, "--address=" + bus_->address(), "--timeout=10",
-                                        "call", kServiceName, kManagerPath, kManagerInterface,
-                                        "ListDrivers"},
-                                       bus_->dir() + "/caller-" + std::to_string(i) + ".out"));
+    auto c =
+        proc::spawn(spawn_options({busctl_, "--address=" + bus_->address(), "--timeout=10", "call",
+                                   kServiceName, kManagerPath, kManagerInterface, "ListDrivers"},
+                                  bus_->dir() + "/caller-" + std::to_string(i) + ".out"));
     ASSERT_TRUE(c) << c.error().message;
     kids.push_back(std::move(*c));
   }
@@ -601,8 +601,7 @@ TEST_F(ManagerApiTest, SecondOwnerIsRefused) {
   FakeBackend other;
   auto api = ManagerApi::start(other_io, bus_->address(), other);
   ASSERT_FALSE(api);
-  EXPECT_NE(api.error().message.find("already owned"), std::string::npos)
-      << api.error().message;
+  EXPECT_NE(api.error().message.find("already owned"), std::string::npos) << api.error().message;
 }
 
 TEST(ManagerApiStart, BadAddressIsAnError) {

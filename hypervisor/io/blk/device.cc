@@ -18,9 +18,12 @@ void put(std::vector<uint8_t>& b, size_t off, const void* v, size_t n) { memcpy(
 
 uint8_t to_virtio_status(int32_t s) {
   switch (static_cast<channel::RespStatus>(s)) {
-    case channel::RespStatus::kOk: return kSOk;
-    case channel::RespStatus::kIoErr: return kSIoErr;
-    case channel::RespStatus::kUnsupported: return kSUnsupp;
+    case channel::RespStatus::kOk:
+      return kSOk;
+    case channel::RespStatus::kIoErr:
+      return kSIoErr;
+    case channel::RespStatus::kUnsupported:
+      return kSUnsupp;
   }
   return kSIoErr;
 }
@@ -344,8 +347,8 @@ void BlkDevice::handle_responses() {
       break;
     }
     if (!known_status(resp.status)) {
-      violation("protocol violation: unknown status " + std::to_string(resp.status) +
-                " for id " + id);
+      violation("protocol violation: unknown status " + std::to_string(resp.status) + " for id " +
+                id);
       break;
     }
     if (resp.len > f.req.len) {
@@ -375,8 +378,8 @@ void BlkDevice::finish(uint32_t id, const channel::Response& resp) {
     uint8_t* slot = chan_->slot(id);
     // A short answer never exposes stale pool bytes: the rest reads as zero.
     if (resp.len < f.req.len) memset(slot + resp.len, 0, f.req.len - resp.len);
-    auto r = vq_->dma().copy_to_guest(f.chain.segs, f.chain.readable_bytes,
-                                      {slot, size_t(f.req.len)});
+    auto r =
+        vq_->dma().copy_to_guest(f.chain.segs, f.chain.readable_bytes, {slot, size_t(f.req.len)});
     if (!r.ok()) {
       AXL_WARN("virtio-blk: copy to guest: %s", iommu::to_string(r.fault));
       status = kSIoErr;

@@ -54,37 +54,38 @@ struct BlkTest : ::testing::Test {
   std::unique_ptr<testing::FakeDriver> start_driver(channel::DriverEnd end) {
     return std::make_unique<testing::FakeDriver>(
         std::move(end),
-        [this](channel::DriverEnd& d, const channel::Request& r) -> std::optional<channel::Response> {
-      channel::Response resp{r.id, 0, 0, 0};
-      if (delay_ms) std::this_thread::sleep_for(std::chrono::milliseconds(delay_ms.load()));
-      if (misbehave) {
-        resp.id = r.id + 1000;  // an id that is not in flight
-        return resp;
-      }
-      if (fault == kHold) return std::nullopt;
-      uint64_t off = r.sector * 512;
-      switch (static_cast<channel::Op>(r.op)) {
-        case channel::Op::kBlkRead:
-          memcpy(d.slot(r.id), disk.data() + off, r.len);
-          resp.len = r.len;
-          break;
-        case channel::Op::kBlkWrite:
-          memcpy(disk.data() + off, d.slot(r.id), r.len);
-          break;
-        case channel::Op::kBlkFlush:
-          ++flushes;
-          break;
-        case channel::Op::kBlkGetId:
-          memcpy(d.slot(r.id), "axl-test-disk", 13);
-          resp.len = 13;
-          break;
-        default:
-          resp.status = int32_t(channel::RespStatus::kUnsupported);
-      }
-      if (fault == kDup) d.push(resp);
-      if (fault == kBogusLen) resp.len = r.len + 1;
-      return resp;
-    });
+        [this](channel::DriverEnd& d,
+               const channel::Request& r) -> std::optional<channel::Response> {
+          channel::Response resp{r.id, 0, 0, 0};
+          if (delay_ms) std::this_thread::sleep_for(std::chrono::milliseconds(delay_ms.load()));
+          if (misbehave) {
+            resp.id = r.id + 1000;  // an id that is not in flight
+            return resp;
+          }
+          if (fault == kHold) return std::nullopt;
+          uint64_t off = r.sector * 512;
+          switch (static_cast<channel::Op>(r.op)) {
+            case channel::Op::kBlkRead:
+              memcpy(d.slot(r.id), disk.data() + off, r.len);
+              resp.len = r.len;
+              break;
+            case channel::Op::kBlkWrite:
+              memcpy(disk.data() + off, d.slot(r.id), r.len);
+              break;
+            case channel::Op::kBlkFlush:
+              ++flushes;
+              break;
+            case channel::Op::kBlkGetId:
+              memcpy(d.slot(r.id), "axl-test-disk", 13);
+              resp.len = 13;
+              break;
+            default:
+              resp.status = int32_t(channel::RespStatus::kUnsupported);
+          }
+          if (fault == kDup) d.push(resp);
+          if (fault == kBogusLen) resp.len = r.len + 1;
+          return resp;
+        });
   }
   // Replaces the device with one that reports quarantines (owner 42).
   void supervised(uint32_t io_timeout_ms) {
@@ -118,8 +119,11 @@ struct BlkTest : ::testing::Test {
   }
   void read_sector(int slot, uint64_t sector, bool kick = true) {
     put_hdr(slot, kTIn, sector);
-    fe.add_chain(0, {{kHdr + 16 * slot, 16, false}, {kData + 4096 * slot, 512, true},
-                     {kStatus + slot, 1, true}}, kick);
+    fe.add_chain(0,
+                 {{kHdr + 16 * slot, 16, false},
+                  {kData + 4096 * slot, 512, true},
+                  {kStatus + slot, 1, true}},
+                 kick);
   }
 
   void TearDown() override {
@@ -167,8 +171,8 @@ TEST_F(BlkTest, ReadWriteFlushGetId) {
   fe.handshake(1, ~0ull);
   // Read 8 KiB at sector 3.
   put_hdr(0, kTIn, 3);
-  fe.add_chain(0, {{kHdr, 16, false}, {kData, 4096, true}, {kData + 4096, 4096, true},
-                   {kStatus, 1, true}});
+  fe.add_chain(
+      0, {{kHdr, 16, false}, {kData, 4096, true}, {kData + 4096, 4096, true}, {kStatus, 1, true}});
   auto u = fe.wait_used(0, 1);
   ASSERT_EQ(u.size(), 1u);
   EXPECT_EQ(u[0].len, 8193u);
@@ -234,7 +238,8 @@ TEST_F(BlkTest, ManyRequestsInOneKick) {
   // simple descriptor allocator; 3 descriptors x 20 = 60 < 64.
   for (int i = 0; i < 20; ++i) {
     put_hdr(i, kTIn, i);
-    fe.add_chain(0, {{kHdr + 16 * i, 16, false}, {kData + 512 * i, 512, true}, {kStatus + i, 1, true}},
+    fe.add_chain(0,
+                 {{kHdr + 16 * i, 16, false}, {kData + 512 * i, 512, true}, {kStatus + i, 1, true}},
                  i == 19);
   }
   auto u = fe.wait_used(0, 20);
@@ -263,8 +268,9 @@ TEST_F(BlkTest, RequestsWaitInTheRingWhenSlotsAreBusy) {
     uint64_t sector = 19 - i;
     memcpy(h + 8, &sector, 8);
     memcpy(fe2.at(kHdr + 16 * i), h, 16);
-    fe2.add_chain(0, {{kHdr + 16 * i, 16, false}, {kData + 512 * i, 512, true}, {kStatus + i, 1, true}},
-                  i == 19);
+    fe2.add_chain(
+        0, {{kHdr + 16 * i, 16, false}, {kData + 512 * i, 512, true}, {kStatus + i, 1, true}},
+        i == 19);
   }
   auto u = fe2.wait_used(0, 20);
   ASSERT_EQ(u.size(), 20u);
@@ -437,7 +443,8 @@ TEST_F(BlkTest, ProtocolRejections) {
   EXPECT_NE(fe.call_ack(static_cast<Req>(77), {}), 0u);  // unknown: error, connection kept
   EXPECT_NE(fe.call_u64(Req::kGetFeatures), 0u);
   // A malformed message closes the connection; QEMU reconnects.
-  EXPECT_TRUE(vhost_user::send_request(fe.sock(), Req::kSetVringNum, 0, std::vector<uint8_t>(3)).ok());
+  EXPECT_TRUE(
+      vhost_user::send_request(fe.sock(), Req::kSetVringNum, 0, std::vector<uint8_t>(3)).ok());
   char b;
   EXPECT_EQ(::recv(fe.sock(), &b, 1, 0), 0);
   Frontend again;

@@ -182,7 +182,8 @@ void NetDevice::process_tx() {
         continue;
       }
       uint32_t id = tx_free_.front();
-      auto r = tx_vq_->dma().copy_from_guest(c.segs, 0, {chan_->slot(id), size_t(c.readable_bytes)});
+      auto r =
+          tx_vq_->dma().copy_from_guest(c.segs, 0, {chan_->slot(id), size_t(c.readable_bytes)});
       if (!r.ok() || r.bytes != c.readable_bytes) {
         tx_vq_->push(c.head, 0);
         continue;
@@ -262,7 +263,8 @@ bool NetDevice::deliver_one(const Filled& f) {
       if (off == 0) {
         r = rx_vq_->dma().copy_to_guest(c.segs, 0, hdr);
         if (r.ok())
-          r = rx_vq_->dma().copy_to_guest(c.segs, kHdrBytes, {frame + kHdrBytes, size_t(n - kHdrBytes)});
+          r = rx_vq_->dma().copy_to_guest(c.segs, kHdrBytes,
+                                          {frame + kHdrBytes, size_t(n - kHdrBytes)});
       } else {
         r = rx_vq_->dma().copy_to_guest(c.segs, 0, {frame + off, size_t(n)});
       }
@@ -273,7 +275,8 @@ bool NetDevice::deliver_one(const Filled& f) {
     }
     // num_buffers (§5.1.6.4) goes into the first buffer's header.
     uint16_t num_buffers = uint16_t(used_chains);
-    rx_vq_->dma().copy_to_guest(rx_held_.front().segs, 10, {reinterpret_cast<uint8_t*>(&num_buffers), 2});
+    rx_vq_->dma().copy_to_guest(rx_held_.front().segs, 10,
+                                {reinterpret_cast<uint8_t*>(&num_buffers), 2});
     for (auto& [head, len] : used) rx_vq_->push(head, fault ? 0 : len);
     if (!fault) {
       frames_.fetch_add(1, std::memory_order_relaxed);
@@ -382,8 +385,8 @@ void NetDevice::handle_responses() {
       break;
     }
     if (resp.status < 0 || resp.status > 2) {
-      violation("protocol violation: unknown status " + std::to_string(resp.status) +
-                " for id " + id);
+      violation("protocol violation: unknown status " + std::to_string(resp.status) + " for id " +
+                id);
       break;
     }
     if (resp.len > s.posted_len) {
@@ -410,8 +413,8 @@ void NetDevice::handle_responses() {
     // RX: a frame of resp.len bytes (header first) now sits in the slot.
     if (resp.status != 0 || resp.len < kHdrBytes) {
       if (resp.status == 0) {
-        violation("protocol violation: rx frame of " + std::to_string(resp.len) +
-                  " bytes for id " + id + " is shorter than its header");
+        violation("protocol violation: rx frame of " + std::to_string(resp.len) + " bytes for id " +
+                  id + " is shorter than its header");
         break;
       }
       post_rx(resp.id);

@@ -19,9 +19,9 @@
 #include "channel/channel.h"
 #include "hypervisor/guest_device.h"
 #include "hypervisor/io/device_host.h"
+#include "hypervisor/io/net/offload.h"
 #include "hypervisor/io/progress_watchdog.h"
 #include "hypervisor/io/service_clock.h"
-#include "hypervisor/io/net/offload.h"
 #include "hypervisor/io/virtio/virtqueue.h"
 
 namespace axl::hv::io::net {
@@ -65,10 +65,10 @@ class NetDevice final : public DeviceLogic {
     uint32_t posted_len = 0;
     uint32_t filled_len = 0;
     uint64_t queue_gen = 0;
-    uint64_t seq = 0;     // TX send order, for an in-order replay on rebind
-    uint64_t sent_ns = 0;  // TX: when handed to the current channel
+    uint64_t seq = 0;        // TX send order, for an in-order replay on rebind
+    uint64_t sent_ns = 0;    // TX: when handed to the current channel
     bool completed = false;  // answered since last issued: a second answer is a duplicate
-    virtio::Chain chain;  // TX: the guest chain to complete
+    virtio::Chain chain;     // TX: the guest chain to complete
   };
   struct Filled {
     uint32_t id;
@@ -91,8 +91,8 @@ class NetDevice final : public DeviceLogic {
   uint32_t rx_slots_;
   std::vector<Slot> slots_;
   std::deque<uint32_t> tx_free_;
-  std::deque<Filled> rx_filled_;         // frames waiting for guest buffers, in order
-  std::vector<virtio::Chain> rx_held_;   // popped RX chains not yet used (MRG_RXBUF)
+  std::deque<Filled> rx_filled_;        // frames waiting for guest buffers, in order
+  std::vector<virtio::Chain> rx_held_;  // popped RX chains not yet used (MRG_RXBUF)
   uint64_t rx_held_bytes_ = 0;
   virtio::Virtqueue* rx_vq_ = nullptr;
   virtio::Virtqueue* tx_vq_ = nullptr;
@@ -105,8 +105,7 @@ class NetDevice final : public DeviceLogic {
   bool stopping_ = false;
   ProgressWatchdog watchdog_;
 
-  std::atomic<uint64_t> frames_{0}, bytes_{0}, bad_descriptors_{0}, violations_{0},
-      rx_dropped_{0};
+  std::atomic<uint64_t> frames_{0}, bytes_{0}, bad_descriptors_{0}, violations_{0}, rx_dropped_{0};
   ServiceClock clock_;
 };
 

@@ -20,8 +20,8 @@ using vhost_user::testing::Frontend;
 struct NetTest : ::testing::Test {
   std::string dir, sock;
   std::mutex mu;
-  std::vector<std::vector<uint8_t>> sent;     // frames the driver "transmitted"
-  std::deque<channel::Request> posted;        // RX buffers the driver holds
+  std::vector<std::vector<uint8_t>> sent;  // frames the driver "transmitted"
+  std::deque<channel::Request> posted;     // RX buffers the driver holds
   std::unique_ptr<testing::FakeDriver> driver;
   std::unique_ptr<GuestDevice> dev;
   Frontend fe;
@@ -40,7 +40,10 @@ struct NetTest : ::testing::Test {
   }
   std::atomic<bool> hold_tx{false};
   std::unique_ptr<testing::FakeDriver> start_driver(channel::DriverEnd end) {
-    return std::make_unique<testing::FakeDriver>(std::move(end), [this](channel::DriverEnd& d, const channel::Request& r) -> std::optional<channel::Response> {
+    return std::make_unique<testing::FakeDriver>(
+        std::move(end),
+        [this](channel::DriverEnd& d,
+               const channel::Request& r) -> std::optional<channel::Response> {
           std::lock_guard<std::mutex> g(mu);
           if (r.op == uint16_t(channel::Op::kNetRxPost)) {
             posted.push_back(r);
@@ -170,7 +173,9 @@ TEST_F(NetTest, WatchdogIgnoresPostedRxButCatchesAStalledTx) {
   }
   std::lock_guard<std::mutex> g(cmu);
   ASSERT_EQ(causes.size(), 1u);
-  EXPECT_EQ(causes[0].rfind("stalled: request " + std::to_string(shape.slots / 2) + " outstanding for ", 0), 0u)
+  EXPECT_EQ(causes[0].rfind(
+                "stalled: request " + std::to_string(shape.slots / 2) + " outstanding for ", 0),
+            0u)
       << causes[0];
   EXPECT_EQ(dev->stats().driver_violations, 1u);
 }

@@ -77,10 +77,12 @@ TEST(NetOffload, GsoOnlyForGuestsThatNegotiatedIt) {
   EXPECT_EQ(sanitize_rx(h2, f, GuestOffloads::from_features(feats)), RxVerdict::kDeliver);
   NetHdr h3 = h;
   h3.gso_type = kGsoTcpv6;
-  EXPECT_EQ(sanitize_rx(h3, f, GuestOffloads::from_features(feats)), RxVerdict::kDropGsoUnsupported);
+  EXPECT_EQ(sanitize_rx(h3, f, GuestOffloads::from_features(feats)),
+            RxVerdict::kDropGsoUnsupported);
   NetHdr h4 = h;
   h4.gso_type = kGsoTcpv4 | kGsoEcn;
-  EXPECT_EQ(sanitize_rx(h4, f, GuestOffloads::from_features(feats)), RxVerdict::kDropGsoUnsupported);
+  EXPECT_EQ(sanitize_rx(h4, f, GuestOffloads::from_features(feats)),
+            RxVerdict::kDropGsoUnsupported);
   // TSO without GUEST_CSUM is not a valid negotiation (§5.1.3.1).
   EXPECT_FALSE(GuestOffloads::from_features(1ull << kFGuestTso4).tso4);
 }

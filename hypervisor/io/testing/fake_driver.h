@@ -39,8 +39,8 @@ class FakeDriver {
  public:
   // Called for each request; returns the response to push (or nullopt to
   // hold it, e.g. a posted RX buffer).
-  using Serve = std::function<std::optional<channel::Response>(channel::DriverEnd&,
-                                                              const channel::Request&)>;
+  using Serve =
+      std::function<std::optional<channel::Response>(channel::DriverEnd&, const channel::Request&)>;
   FakeDriver(channel::DriverEnd drv, Serve serve) : drv_(std::move(drv)), serve_(std::move(serve)) {
     stop_.reset(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
     wake_.reset(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
@@ -64,7 +64,8 @@ class FakeDriver {
  private:
   void run() {
     for (;;) {
-      pollfd p[3] = {{stop_.get(), POLLIN, 0}, {drv_.req_kick_fd(), POLLIN, 0}, {wake_.get(), POLLIN, 0}};
+      pollfd p[3] = {
+          {stop_.get(), POLLIN, 0}, {drv_.req_kick_fd(), POLLIN, 0}, {wake_.get(), POLLIN, 0}};
       ::poll(p, 3, 100);
       if (p[0].revents) return;
       if (p[2].revents) {

@@ -142,7 +142,8 @@ class Frontend {
     uint64_t pf = call_u64(Req::kGetProtocolFeatures);
     ASSERT_TRUE(pf & virtio::bit(kPfReplyAck));
     ASSERT_EQ(call_ack(Req::kSetProtocolFeatures, encode_u64(pf)), 0u);
-    features_ = (f & want_features & ~virtio::bit(kFAccessPlatform)) | virtio::bit(kFProtocolFeatures);
+    features_ =
+        (f & want_features & ~virtio::bit(kFAccessPlatform)) | virtio::bit(kFProtocolFeatures);
     if (iommu_) {
       ASSERT_TRUE(f & virtio::bit(kFAccessPlatform));
       ASSERT_TRUE(pf & virtio::bit(kPfIotlb));

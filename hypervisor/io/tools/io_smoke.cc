@@ -55,7 +55,7 @@ Ends make_channel(hv::ChannelShape s) {
 int run_blk(const char* sock, const char* image) {
   UniqueFd img(::open(image, O_RDWR | O_CLOEXEC));
   if (!img) return perror(image), 1;
-  struct stat st{};
+  struct stat st {};
   fstat(img.get(), &st);
   auto ends = make_channel(hv::blk_channel_shape());
   if (!ends.hv) return fprintf(stderr, "channel failed\n"), 1;
@@ -150,7 +150,8 @@ int run_net(const char* sock, const char* tapname) {
       ++restarts;
     }
     channel::DriverEnd& d = *drv;
-    pollfd p[2] = {{d.req_kick_fd(), POLLIN, 0}, {tap.get(), short(rx_posted.empty() ? 0 : POLLIN), 0}};
+    pollfd p[2] = {{d.req_kick_fd(), POLLIN, 0},
+                   {tap.get(), short(rx_posted.empty() ? 0 : POLLIN), 0}};
     ::poll(p, 2, 200);
     d.ack_doorbell();
     for (;;) {
@@ -184,9 +185,9 @@ int run_net(const char* sock, const char* tapname) {
   fprintf(stderr,
           "net smoke: restarts=%llu tx=%llu rx=%llu frames=%llu bad=%llu faults=%llu "
           "violations=%llu\n",
-          (unsigned long long)restarts, (unsigned long long)tx, (unsigned long long)rx, (unsigned long long)s.requests,
-          (unsigned long long)s.bad_descriptors, (unsigned long long)s.iommu_faults,
-          (unsigned long long)s.driver_violations);
+          (unsigned long long)restarts, (unsigned long long)tx, (unsigned long long)rx,
+          (unsigned long long)s.requests, (unsigned long long)s.bad_descriptors,
+          (unsigned long long)s.iommu_faults, (unsigned long long)s.driver_violations);
   return 0;
 }
 
@@ -197,11 +198,11 @@ int main(int argc, char** argv) {
     fprintf(stderr, "usage: %s blk SOCK IMAGE | net SOCK TAPNAME\n", argv[0]);
     return 2;
   }
-  struct sigaction sa{};
+  struct sigaction sa {};
   sa.sa_handler = [](int) { g_stop = 1; };
   sigaction(SIGINT, &sa, nullptr);
   sigaction(SIGTERM, &sa, nullptr);
-  struct sigaction su{};
+  struct sigaction su {};
   su.sa_handler = [](int) { g_rebind = 1; };
   sigaction(SIGUSR1, &su, nullptr);
   if (getenv("AXL_DEBUG")) axl::log::set_level(axl::log::Level::kDebug);

@@ -1,7 +1,7 @@
 #include "hypervisor/io/vhost_user/handler.h"
 
-#include <fcntl.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -62,7 +62,8 @@ Handler::Done Handler::set_features(const Message& m, uint64_t v) {
   acked_features_ = v;
   features_set_ = true;
   set_translating(v & virtio::bit(kFAccessPlatform));
-  backend_.set_acked_features(v & ~(virtio::bit(kFProtocolFeatures) | virtio::bit(kFAccessPlatform)));
+  backend_.set_acked_features(v &
+                              ~(virtio::bit(kFProtocolFeatures) | virtio::bit(kFAccessPlatform)));
   return {};
 }
 
@@ -73,7 +74,9 @@ Handler::Done Handler::set_backend_req_fd(Message& m) {
   backend_req_ = std::move(m.fds[0]);
   m.fds.clear();
   // A front-end that stops reading must not wedge the device thread.
-  struct timeval tv{1, 0};
+  struct timeval tv {
+    1, 0
+  };
   ::setsockopt(backend_req_.get(), SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
   ::setsockopt(backend_req_.get(), SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
   return {};
@@ -81,8 +84,7 @@ Handler::Done Handler::set_backend_req_fd(Message& m) {
 
 void Handler::drop_backend_channel(const std::string& why) {
   if (!backend_req_) return;
-  if (why != "replaced")
-    AXL_WARN("%s: back-end channel dropped: %s", label_.c_str(), why.c_str());
+  if (why != "replaced") AXL_WARN("%s: back-end channel dropped: %s", label_.c_str(), why.c_str());
   backend_req_.reset();
   if (iommu_.outstanding()) {
     // Nobody will answer: what waited on a miss faults on its retry.
@@ -96,7 +98,8 @@ bool Handler::send_miss(uint64_t iova, iommu::Access access) {
   IotlbMsg msg{iova, iommu::IommuContext::kPageSize, 0,
                uint8_t(access == iommu::Access::kWrite ? iommu::Perm::kWrite : iommu::Perm::kRead),
                IotlbType::kMiss};
-  auto st = send_backend_request(backend_req_.get(), BackendReq::kIotlbMsg, true, encode_iotlb(msg));
+  auto st =
+      send_backend_request(backend_req_.get(), BackendReq::kIotlbMsg, true, encode_iotlb(msg));
   if (!st) {
     AXL_WARN("%s: IOTLB miss not sent: %s", label_.c_str(), st.error().message.c_str());
     return false;
@@ -376,7 +379,8 @@ Handler::Done Handler::dispatch(int sock, Message& m) {
     case Req::kSetConfig: {
       auto c = parse_config(m);
       if (!c) return malformed(m, c.error().message);
-      if (auto st = backend_.set_config(c->offset, c->data); !st) return fail(m, st.error().message);
+      if (auto st = backend_.set_config(c->offset, c->data); !st)
+        return fail(m, st.error().message);
       return {};
     }
     default:

@@ -46,7 +46,8 @@ struct IommuBlk : ::testing::Test {
     ASSERT_TRUE(ch.hv && ch.drv);
     driver = std::make_unique<testing::FakeDriver>(
         std::move(*ch.drv),
-        [this](channel::DriverEnd& d, const channel::Request& r) -> std::optional<channel::Response> {
+        [this](channel::DriverEnd& d,
+               const channel::Request& r) -> std::optional<channel::Response> {
           channel::Response resp{r.id, 0, 0, 0};
           uint64_t off = r.sector * 512;
           if (static_cast<channel::Op>(r.op) == channel::Op::kBlkRead) {
@@ -240,7 +241,8 @@ struct IommuNet : ::testing::Test {
     ASSERT_TRUE(ch.hv && ch.drv);
     driver = std::make_unique<testing::FakeDriver>(
         std::move(*ch.drv),
-        [this](channel::DriverEnd& d, const channel::Request& r) -> std::optional<channel::Response> {
+        [this](channel::DriverEnd& d,
+               const channel::Request& r) -> std::optional<channel::Response> {
           if (r.op == uint16_t(channel::Op::kNetRxPost)) return std::nullopt;
           std::lock_guard<std::mutex> g(mu);
           sent.emplace_back(d.slot(r.id), d.slot(r.id) + r.len);

@@ -11,35 +11,64 @@ namespace axl::vhost_user {
 
 const char* to_string(Req r) {
   switch (r) {
-    case Req::kGetFeatures: return "GET_FEATURES";
-    case Req::kSetFeatures: return "SET_FEATURES";
-    case Req::kSetOwner: return "SET_OWNER";
-    case Req::kResetOwner: return "RESET_OWNER";
-    case Req::kSetMemTable: return "SET_MEM_TABLE";
-    case Req::kSetLogBase: return "SET_LOG_BASE";
-    case Req::kSetLogFd: return "SET_LOG_FD";
-    case Req::kSetVringNum: return "SET_VRING_NUM";
-    case Req::kSetVringAddr: return "SET_VRING_ADDR";
-    case Req::kSetVringBase: return "SET_VRING_BASE";
-    case Req::kGetVringBase: return "GET_VRING_BASE";
-    case Req::kSetVringKick: return "SET_VRING_KICK";
-    case Req::kSetVringCall: return "SET_VRING_CALL";
-    case Req::kSetVringErr: return "SET_VRING_ERR";
-    case Req::kGetProtocolFeatures: return "GET_PROTOCOL_FEATURES";
-    case Req::kSetProtocolFeatures: return "SET_PROTOCOL_FEATURES";
-    case Req::kGetQueueNum: return "GET_QUEUE_NUM";
-    case Req::kSetVringEnable: return "SET_VRING_ENABLE";
-    case Req::kSendRarp: return "SEND_RARP";
-    case Req::kNetSetMtu: return "NET_SET_MTU";
-    case Req::kSetBackendReqFd: return "SET_BACKEND_REQ_FD";
-    case Req::kIotlbMsg: return "IOTLB_MSG";
-    case Req::kSetVringEndian: return "SET_VRING_ENDIAN";
-    case Req::kGetConfig: return "GET_CONFIG";
-    case Req::kSetConfig: return "SET_CONFIG";
-    case Req::kGetInflightFd: return "GET_INFLIGHT_FD";
-    case Req::kSetInflightFd: return "SET_INFLIGHT_FD";
-    case Req::kResetDevice: return "RESET_DEVICE";
-    case Req::kGetMaxMemSlots: return "GET_MAX_MEM_SLOTS";
+    case Req::kGetFeatures:
+      return "GET_FEATURES";
+    case Req::kSetFeatures:
+      return "SET_FEATURES";
+    case Req::kSetOwner:
+      return "SET_OWNER";
+    case Req::kResetOwner:
+      return "RESET_OWNER";
+    case Req::kSetMemTable:
+      return "SET_MEM_TABLE";
+    case Req::kSetLogBase:
+      return "SET_LOG_BASE";
+    case Req::kSetLogFd:
+      return "SET_LOG_FD";
+    case Req::kSetVringNum:
+      return "SET_VRING_NUM";
+    case Req::kSetVringAddr:
+      return "SET_VRING_ADDR";
+    case Req::kSetVringBase:
+      return "SET_VRING_BASE";
+    case Req::kGetVringBase:
+      return "GET_VRING_BASE";
+    case Req::kSetVringKick:
+      return "SET_VRING_KICK";
+    case Req::kSetVringCall:
+      return "SET_VRING_CALL";
+    case Req::kSetVringErr:
+      return "SET_VRING_ERR";
+    case Req::kGetProtocolFeatures:
+      return "GET_PROTOCOL_FEATURES";
+    case Req::kSetProtocolFeatures:
+      return "SET_PROTOCOL_FEATURES";
+    case Req::kGetQueueNum:
+      return "GET_QUEUE_NUM";
+    case Req::kSetVringEnable:
+      return "SET_VRING_ENABLE";
+    case Req::kSendRarp:
+      return "SEND_RARP";
+    case Req::kNetSetMtu:
+      return "NET_SET_MTU";
+    case Req::kSetBackendReqFd:
+      return "SET_BACKEND_REQ_FD";
+    case Req::kIotlbMsg:
+      return "IOTLB_MSG";
+    case Req::kSetVringEndian:
+      return "SET_VRING_ENDIAN";
+    case Req::kGetConfig:
+      return "GET_CONFIG";
+    case Req::kSetConfig:
+      return "SET_CONFIG";
+    case Req::kGetInflightFd:
+      return "GET_INFLIGHT_FD";
+    case Req::kSetInflightFd:
+      return "SET_INFLIGHT_FD";
+    case Req::kResetDevice:
+      return "RESET_DEVICE";
+    case Req::kGetMaxMemSlots:
+      return "GET_MAX_MEM_SLOTS";
   }
   return "UNKNOWN";
 }
@@ -77,8 +106,10 @@ Status write_all(int sock, const struct msghdr& first) {
   }
   size_t sent = 0;
   while (sent < flat.size()) {
-    struct iovec iov{flat.data() + sent, flat.size() - sent};
-    struct msghdr m{};
+    struct iovec iov {
+      flat.data() + sent, flat.size() - sent
+    };
+    struct msghdr m {};
     m.msg_iov = &iov;
     m.msg_iovlen = 1;
     if (sent == 0) {
@@ -135,8 +166,10 @@ Result<std::optional<Message>> recv_message(int sock) {
   Message m;
   uint8_t hdr[kHeaderSize];
   alignas(struct cmsghdr) char cbuf[CMSG_SPACE(sizeof(int) * kMaxFds)];
-  struct iovec iov{hdr, sizeof hdr};
-  struct msghdr mh{};
+  struct iovec iov {
+    hdr, sizeof hdr
+  };
+  struct msghdr mh {};
   mh.msg_iov = &iov;
   mh.msg_iovlen = 1;
   mh.msg_control = cbuf;
@@ -183,10 +216,9 @@ static Status send_raw(int sock, const Header& h, std::span<const uint8_t> paylo
   memcpy(hdr + 4, &h.flags, 4);
   uint32_t size = uint32_t(payload.size());
   memcpy(hdr + 8, &size, 4);
-  struct iovec iov[2] = {{hdr, sizeof hdr},
-                         {const_cast<uint8_t*>(payload.data()), payload.size()}};
+  struct iovec iov[2] = {{hdr, sizeof hdr}, {const_cast<uint8_t*>(payload.data()), payload.size()}};
   alignas(struct cmsghdr) char cbuf[CMSG_SPACE(sizeof(int) * kMaxFds)];
-  struct msghdr mh{};
+  struct msghdr mh {};
   mh.msg_iov = iov;
   mh.msg_iovlen = payload.empty() ? 1 : 2;
   if (!fds.empty()) {
@@ -233,8 +265,8 @@ Result<VringAddr> parse_vring_addr(const Message& m) {
   if (auto st = expect_size(m, 40); !st) return st.error();
   if (auto st = expect_fds(m, 0); !st) return st.error();
   const uint8_t* p = m.payload.data();
-  return VringAddr{get32(p), get32(p + 4), get64(p + 8), get64(p + 16), get64(p + 24),
-                   get64(p + 32)};
+  return VringAddr{get32(p),      get32(p + 4),  get64(p + 8),
+                   get64(p + 16), get64(p + 24), get64(p + 32)};
 }
 
 Result<std::vector<MemRegion>> parse_mem_table(const Message& m) {

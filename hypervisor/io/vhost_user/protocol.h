@@ -115,7 +115,7 @@ struct VringState {
 struct VringAddr {
   uint32_t index = 0;
   uint32_t flags = 0;
-  uint64_t desc = 0;   // front-end virtual addresses
+  uint64_t desc = 0;  // front-end virtual addresses
   uint64_t used = 0;
   uint64_t avail = 0;
   uint64_t log = 0;

@@ -148,7 +148,8 @@ TEST(Iotlb, ParsesUpdateInvalidateAccessFail) {
   EXPECT_EQ(out->type, IotlbType::kUpdate);
   // Invalidate and access-fail carry no permission.
   EXPECT_TRUE(parse_iotlb(iotlb_message(encode_iotlb({0, 0, 0, 0, IotlbType::kInvalidate}))).ok());
-  EXPECT_TRUE(parse_iotlb(iotlb_message(encode_iotlb({0x1000, 1, 0, 0, IotlbType::kAccessFail}))).ok());
+  EXPECT_TRUE(
+      parse_iotlb(iotlb_message(encode_iotlb({0x1000, 1, 0, 0, IotlbType::kAccessFail}))).ok());
 }
 
 TEST(Iotlb, RejectsShortBadTypeBadPerm) {
@@ -171,7 +172,8 @@ TEST(Iotlb, RejectsShortBadTypeBadPerm) {
     bad[24] = p;
     EXPECT_FALSE(parse_iotlb(iotlb_message(bad)).ok()) << int(p);
   }
-  EXPECT_FALSE(parse_iotlb(iotlb_message(encode_iotlb({0x1000, 0, 0xa000, 1, IotlbType::kUpdate}))).ok());
+  EXPECT_FALSE(
+      parse_iotlb(iotlb_message(encode_iotlb({0x1000, 0, 0xa000, 1, IotlbType::kUpdate}))).ok());
   // No fds ride along.
   Message m = iotlb_message(enc);
   m.fds.emplace_back(::eventfd(0, EFD_CLOEXEC));

@@ -31,14 +31,14 @@ Server::~Server() {
 
 Status Server::start() {
   if (thread_.joinable()) return make_error("already started");
-  struct sockaddr_un addr{};
+  struct sockaddr_un addr {};
   addr.sun_family = AF_UNIX;
   if (path_.empty() || path_.size() >= sizeof addr.sun_path)
     return make_error("socket path empty or too long: " + path_);
   memcpy(addr.sun_path, path_.c_str(), path_.size() + 1);
   // A stale socket from an earlier run would make bind fail; only a socket
   // is removed, never another kind of file.
-  struct stat st{};
+  struct stat st {};
   if (::lstat(path_.c_str(), &st) == 0 && S_ISSOCK(st.st_mode)) ::unlink(path_.c_str());
   UniqueFd s(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
   if (!s) return make_error(std::string("socket: ") + strerror(errno));
@@ -150,7 +150,9 @@ void Server::run() {
           conn_.reset(c);
           // A front-end that stalls mid-message must not wedge the device
           // thread: a partial message times out and closes the connection.
-          struct timeval tv{1, 0};
+          struct timeval tv {
+            1, 0
+          };
           ::setsockopt(c, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
           ::setsockopt(c, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
           connections_.fetch_add(1, std::memory_order_relaxed);

@@ -36,9 +36,12 @@ class FakeBackend : public Backend {
     // Drain whatever the ring holds, as a device would.
     for (int i = 0; vq_ && i < 100; ++i) {
       auto p = vq_->pop();
-      if (p.chain) vq_->push(p.chain->head, 0);
-      else if (p.bad_head) vq_->push(*p.bad_head, 0);
-      else if (p.error == virtio::ChainError::kNone || vq_->broken()) break;
+      if (p.chain)
+        vq_->push(p.chain->head, 0);
+      else if (p.bad_head)
+        vq_->push(*p.bad_head, 0);
+      else if (p.error == virtio::ChainError::kNone || vq_->broken())
+        break;
     }
     if (vq_) vq_->notify();
   }
@@ -69,15 +72,27 @@ TEST(Server, SurvivesHostileFrontEnd) {
       if (round % 2 == 0) fe.handshake(2, ~0ull);
       for (int i = 0; i < 40; ++i) {
         uint32_t req = uint32_t(rng() % 40);
-        uint32_t flags = (rng() % 8 == 0) ? uint32_t(rng()) : (kVersion | (rng() % 2 ? kFlagNeedReply : 0));
+        uint32_t flags =
+            (rng() % 8 == 0) ? uint32_t(rng()) : (kVersion | (rng() % 2 ? kFlagNeedReply : 0));
         std::vector<uint8_t> payload;
         switch (rng() % 4) {
-          case 0: payload.resize(rng() % 64); break;
-          case 1: payload = encode_u64(rng() % 2 ? rng() : rng() % 0x200); break;
-          case 2: payload = encode_vring_state({uint32_t(rng() % 4), uint32_t(rng() % 3 ? 1u << (rng() % 17) : rng())}); break;
+          case 0:
+            payload.resize(rng() % 64);
+            break;
+          case 1:
+            payload = encode_u64(rng() % 2 ? rng() : rng() % 0x200);
+            break;
+          case 2:
+            payload = encode_vring_state(
+                {uint32_t(rng() % 4), uint32_t(rng() % 3 ? 1u << (rng() % 17) : rng())});
+            break;
           case 3: {
-            VringAddr a{uint32_t(rng() % 3), 0, fe.uva(testing::Frontend::kGpaBase) + rng() % 0x500000,
-                        rng(), fe.uva(testing::Frontend::kGpaBase) + (rng() % 0x10000), 0};
+            VringAddr a{uint32_t(rng() % 3),
+                        0,
+                        fe.uva(testing::Frontend::kGpaBase) + rng() % 0x500000,
+                        rng(),
+                        fe.uva(testing::Frontend::kGpaBase) + (rng() % 0x10000),
+                        0};
             payload = encode_vring_addr(a);
             break;
           }
@@ -136,8 +151,12 @@ TEST(Server, RingStartsOnKickAndEnable) {
     ASSERT_EQ(::ftruncate(mem.get(), F::kRamSize), 0);
     ASSERT_EQ(fe.call_ack(Req::kSetMemTable, encode_mem_table({&r, 1}), {mem.get()}), 0u);
     ASSERT_EQ(fe.call_ack(Req::kSetVringNum, encode_vring_state({0, 64})), 0u);
-    VringAddr a{0, 0, fe.uva(F::kGpaBase + 0x10000), fe.uva(F::kGpaBase + 0x18000),
-                fe.uva(F::kGpaBase + 0x14000), 0};
+    VringAddr a{0,
+                0,
+                fe.uva(F::kGpaBase + 0x10000),
+                fe.uva(F::kGpaBase + 0x18000),
+                fe.uva(F::kGpaBase + 0x14000),
+                0};
     ASSERT_EQ(fe.call_ack(Req::kSetVringAddr, encode_vring_addr(a)), 0u);
     UniqueFd kick(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
     int kfd = kick.get();

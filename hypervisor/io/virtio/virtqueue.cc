@@ -10,16 +10,26 @@ namespace axl::virtio {
 
 const char* to_string(ChainError e) {
   switch (e) {
-    case ChainError::kNone: return "none";
-    case ChainError::kHeadOutOfRange: return "head index beyond queue size";
-    case ChainError::kIndexOutOfRange: return "next index beyond table size";
-    case ChainError::kTooLong: return "chain longer than queue size (loop?)";
-    case ChainError::kBadIndirect: return "malformed indirect descriptor";
-    case ChainError::kNestedIndirect: return "nested indirect table";
-    case ChainError::kIndirectNotNegotiated: return "indirect descriptor without VIRTIO_F_INDIRECT_DESC";
-    case ChainError::kReadableAfterWritable: return "device-readable descriptor after a writable one";
-    case ChainError::kMemory: return "descriptor outside guest memory";
-    case ChainError::kAvailIndex: return "avail index more than queue size ahead";
+    case ChainError::kNone:
+      return "none";
+    case ChainError::kHeadOutOfRange:
+      return "head index beyond queue size";
+    case ChainError::kIndexOutOfRange:
+      return "next index beyond table size";
+    case ChainError::kTooLong:
+      return "chain longer than queue size (loop?)";
+    case ChainError::kBadIndirect:
+      return "malformed indirect descriptor";
+    case ChainError::kNestedIndirect:
+      return "nested indirect table";
+    case ChainError::kIndirectNotNegotiated:
+      return "indirect descriptor without VIRTIO_F_INDIRECT_DESC";
+    case ChainError::kReadableAfterWritable:
+      return "device-readable descriptor after a writable one";
+    case ChainError::kMemory:
+      return "descriptor outside guest memory";
+    case ChainError::kAvailIndex:
+      return "avail index more than queue size ahead";
   }
   return "?";
 }
@@ -120,7 +130,8 @@ ChainError Virtqueue::walk(uint16_t head, Chain* c, bool* pending) {
   for (;;) {
     Desc d;
     if (in_indirect) {
-      iommu::Fault f = dma_->read(table_gpa + 16ull * idx, {reinterpret_cast<uint8_t*>(&d), sizeof d});
+      iommu::Fault f =
+          dma_->read(table_gpa + 16ull * idx, {reinterpret_cast<uint8_t*>(&d), sizeof d});
       if (f == iommu::Fault::kPending) *pending = true;
       if (f != iommu::Fault::kNone) return ChainError::kMemory;
     } else {
@@ -226,8 +237,7 @@ void Virtqueue::notify() {
 bool Virtqueue::enable_notification() {
   // Suspended or waiting: the handler kicks the device when that ends.
   if (broken_ || suspended_ || waiting_) return false;
-  if (event_idx_)
-    store_release(reinterpret_cast<uint16_t*>(used_ + 4 + 8ull * num_), last_avail_);
+  if (event_idx_) store_release(reinterpret_cast<uint16_t*>(used_ + 4 + 8ull * num_), last_avail_);
   std::atomic_thread_fence(std::memory_order_seq_cst);
   return load_avail_idx() != last_avail_;
 }

@@ -25,15 +25,15 @@ struct Chain {
 
 enum class ChainError : uint8_t {
   kNone = 0,
-  kHeadOutOfRange,     // avail ring names a descriptor >= queue size
-  kIndexOutOfRange,    // a `next` >= table size
-  kTooLong,            // more descriptors than the queue size: a loop
-  kBadIndirect,        // size not a multiple of 16, empty, too big, or with NEXT
-  kNestedIndirect,     // §2.7.5.3.1: MUST NOT set INDIRECT inside an indirect table
+  kHeadOutOfRange,   // avail ring names a descriptor >= queue size
+  kIndexOutOfRange,  // a `next` >= table size
+  kTooLong,          // more descriptors than the queue size: a loop
+  kBadIndirect,      // size not a multiple of 16, empty, too big, or with NEXT
+  kNestedIndirect,   // §2.7.5.3.1: MUST NOT set INDIRECT inside an indirect table
   kIndirectNotNegotiated,
   kReadableAfterWritable,  // §2.7.4.2: device-writable descriptors come last
-  kMemory,             // descriptor or table outside guest RAM
-  kAvailIndex,         // avail idx more than the queue size ahead: ring broken
+  kMemory,                 // descriptor or table outside guest RAM
+  kAvailIndex,             // avail idx more than the queue size ahead: ring broken
 };
 const char* to_string(ChainError e);
 
