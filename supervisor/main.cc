@@ -4,6 +4,8 @@
 #include <signal.h>
 #include <unistd.h>
 
+#include <CLI/CLI.hpp>
+
 #include <set>
 #include <string>
 #include "common/asio.h"
@@ -26,27 +28,17 @@ int main(int argc, char** argv) {
   // is fatal); otherwise the system bus when the host has one (best effort:
   // another host may own org.axolotl there); --no-dbus for none.
   bool dbus_system = false, dbus_none = false;
-  for (int i = 1; i < argc; ++i) {
-    std::string a = argv[i];
-    if (a == "--state-dir" && i + 1 < argc)
-      state_dir = argv[++i];
-    else if (a == "--config" && i + 1 < argc)
-      config_path = argv[++i];
-    else if (a == "--dbus-address" && i + 1 < argc)
-      dbus_address = argv[++i];
-    else if (a == "--dbus-system")
-      dbus_system = true;
-    else if (a == "--no-dbus")
-      dbus_none = true;
-    else {
-      fprintf(stderr, "axolotl-supervisor: unknown argument '%s'\n", a.c_str());
-      return 2;
-    }
-  }
-  if (state_dir.empty() || config_path.empty()) {
-    fprintf(stderr,
-            "usage: axolotl-supervisor --state-dir DIR --config HOST.toml "
-            "[--dbus-address ADDR | --dbus-system | --no-dbus]\n");
+  CLI::App app{"axolotl-supervisor: health checks and restarts driver and vTPM domains"};
+  app.add_option("--state-dir", state_dir, "the host's state dir")->required();
+  app.add_option("--config", config_path, "the host config (TOML)")->required();
+  auto* addr = app.add_option("--dbus-address", dbus_address, "serve the D-Bus API on this bus");
+  auto* sys = app.add_flag("--dbus-system", dbus_system, "serve it on the system bus");
+  app.add_flag("--no-dbus", dbus_none, "serve no D-Bus API")->excludes(addr)->excludes(sys);
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    if (e.get_exit_code() == 0) return app.exit(e);  // --help
+    fprintf(stderr, "axolotl-supervisor: %s\n", e.what());
     return 2;
   }
   axl::log::set_component("axolotl-supervisor");
@@ -172,7 +164,7 @@ int main(int argc, char** argv) {
         std::string name = e.getName(), state = e.getState();
         static const std::set<std::string> kStates = {"preparing", "vtpm-starting", "attaching",
                                                       "starting",  "running",       "shutoff",
-                                                      "failed",    "destroyed"};
+                                                      "stopping",  "failed",        "destroyed"};
         if (!axl::config::valid_name(name) || !kStates.count(state)) {
           rep.setOk(false);
           rep.setError("domainStateChanged: a domain name and a known state expected");

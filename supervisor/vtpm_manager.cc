@@ -155,48 +155,6 @@ Status VtpmManager::ensure_host_key() {
   return {};
 }
 
-std::shared_ptr<ChildWait> ChildWait::start(asio::io_context& io, int pidfd, UniqueFd ready,
-                                            std::chrono::milliseconds deadline,
-                                            std::function<void(Outcome)> done) {
-  std::shared_ptr<ChildWait> w(new ChildWait(io));
-  w->done_ = std::move(done);
-  w->exit_ = std::make_unique<asio::posix::stream_descriptor>(io, ::dup(pidfd));
-  w->exit_->async_wait(asio::posix::stream_descriptor::wait_read,
-                       [w](const boost::system::error_code& ec) {
-                         if (!ec) w->finish(Outcome::kExited);
-                       });
-  if (ready) {
-    w->ready_ = std::make_unique<asio::posix::stream_descriptor>(io, ready.release());
-    w->ready_->async_wait(
-        asio::posix::stream_descriptor::wait_read, [w](const boost::system::error_code& ec) {
-          if (ec) return;
-          char c;
-          // A byte: it listens.  EOF: it closed the pipe without saying so.
-          w->finish(::read(w->ready_->native_handle(), &c, 1) == 1 ? Outcome::kReady
-                                                                   : Outcome::kExited);
-        });
-  }
-  w->timer_.expires_after(deadline);
-  w->timer_.async_wait([w](const boost::system::error_code& ec) {
-    if (!ec) w->finish(Outcome::kTimedOut);
-  });
-  return w;
-}
-
-void ChildWait::cancel() {
-  done_ = nullptr;
-  boost::system::error_code ec;
-  timer_.cancel();
-  if (exit_) exit_->cancel(ec);
-  if (ready_) ready_->cancel(ec);
-}
-
-void ChildWait::finish(Outcome o) {
-  auto done = std::move(done_);
-  cancel();
-  if (done) done(o);
-}
-
 void VtpmManager::start(const std::string& domain, bool measure_log, uint32_t command_port,
                         std::function<void(Status)> done) {
   if (!config::valid_name(domain))
@@ -307,20 +265,21 @@ void VtpmManager::provision(VtpmDomain& v, std::function<void(Status)> done) {
   // Held by the domain meanwhile: a stop() ends it.
   v.child = std::move(spawned).value();
   VtpmDomain* raw = &v;
-  v.waiting = ChildWait::start(
+  v.waiting = proc::ChildWait::start(
       io_, v.child.pidfd.get(), UniqueFd(), kReadyTimeout,
-      [this, raw, domain, done = std::move(done)](ChildWait::Outcome o) {
+      [this, raw, domain, done = std::move(done)](proc::ChildWait::Outcome o) {
         raw->waiting.reset();
         auto st = proc::wait_for(raw->child, 0ms);
         const int status = st ? *st : proc::stop(raw->child, 1000ms);
         raw->child = proc::Child{};
-        if (o == ChildWait::Outcome::kTimedOut || !WIFEXITED(status) || WEXITSTATUS(status) != 0) {
+        if (o == proc::ChildWait::Outcome::kTimedOut || !WIFEXITED(status) ||
+            WEXITSTATUS(status) != 0) {
           std::string why = last_line(log_path(domain));
-          return done(
-              make_error("vTPM of domain " + domain + " could not be provisioned (" +
-                         (o == ChildWait::Outcome::kTimedOut ? std::string("timed out")
-                                                             : proc::describe_status(status)) +
-                         ")" + (why.empty() ? "" : ": " + why)));
+          return done(make_error("vTPM of domain " + domain + " could not be provisioned (" +
+                                 (o == proc::ChildWait::Outcome::kTimedOut
+                                      ? std::string("timed out")
+                                      : proc::describe_status(status)) +
+                                 ")" + (why.empty() ? "" : ": " + why)));
         }
         AXL_INFO("vTPM of domain %s provisioned", domain.c_str());
         done({});
@@ -460,16 +419,16 @@ void VtpmManager::launch(VtpmDomain& v, std::function<void(Status)> done) {
     };
     auto parts = std::make_shared<Parts>(
         Parts{std::move(health_ours), std::move(ours), std::move(group), so.log_path});
-    v.waiting = ChildWait::start(
+    v.waiting = proc::ChildWait::start(
         io_, v.child.pidfd.get(), std::move(ready_r), kReadyTimeout,
-        [this, raw, parts, done](ChildWait::Outcome o) {
+        [this, raw, parts, done](proc::ChildWait::Outcome o) {
           raw->waiting.reset();
-          if (o != ChildWait::Outcome::kReady) {
+          if (o != proc::ChildWait::Outcome::kReady) {
             int status = proc::stop(raw->child, 1000ms);
             raw->child = proc::Child{};
             std::string why = last_line(parts->log);
             return done(make_error("vTPM of domain " + raw->domain + " did not start (" +
-                                   (o == ChildWait::Outcome::kTimedOut
+                                   (o == proc::ChildWait::Outcome::kTimedOut
                                         ? std::string("no answer within ") +
                                               std::to_string(kReadyTimeout.count()) + " s"
                                         : proc::describe_status(status)) +

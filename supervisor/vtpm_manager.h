@@ -48,6 +48,7 @@
 #include <vector>
 
 #include "common/asio.h"
+#include "common/child_wait.h"
 #include "common/process.h"
 #include "common/result.h"
 #include "common/unique_fd.h"
@@ -61,25 +62,6 @@ namespace axl::supervisor {
 enum class VtpmState { kStarting, kRunning, kFailed, kStopped };
 const char* to_string(VtpmState s);
 
-// Waits on the loop for a spawned child: a byte on its ready pipe (if it
-// has one), its exit, or the deadline, whichever comes first; then calls
-// back once, unless cancelled.
-class ChildWait : public std::enable_shared_from_this<ChildWait> {
- public:
-  enum class Outcome { kReady, kExited, kTimedOut };
-  static std::shared_ptr<ChildWait> start(boost::asio::io_context& io, int pidfd, UniqueFd ready,
-                                          std::chrono::milliseconds deadline,
-                                          std::function<void(Outcome)> done);
-  void cancel();
-
- private:
-  explicit ChildWait(boost::asio::io_context& io) : timer_(io) {}
-  void finish(Outcome o);
-  std::unique_ptr<boost::asio::posix::stream_descriptor> exit_, ready_;
-  boost::asio::steady_timer timer_;
-  std::function<void(Outcome)> done_;
-};
-
 struct VtpmDomain {
   ~VtpmDomain() {
     if (waiting) waiting->cancel();
@@ -87,7 +69,7 @@ struct VtpmDomain {
   std::string domain;
   VtpmState state = VtpmState::kStarting;
   // While starting: the wait in flight, and whom to tell how the first start ended.
-  std::shared_ptr<ChildWait> waiting;
+  std::shared_ptr<proc::ChildWait> waiting;
   std::function<void(Status)> on_started;
   bool measure_log = false;
   uint32_t command_port = 0;

@@ -1,8 +1,11 @@
 #include "hypervisor/daemon/domain_engine.h"
 
 #include <fcntl.h>
+#include <signal.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <filesystem>
@@ -34,6 +37,8 @@ const char* to_string(DomainState s) {
       return "running";
     case DomainState::kShutoff:
       return "shutoff";
+    case DomainState::kStopping:
+      return "stopping";
   }
   return "unknown";
 }
@@ -385,10 +390,8 @@ void DomainEngine::on_qemu_exit(Domain* d) {
   state_changed(d->cfg.name, to_string(DomainState::kShutoff));
 }
 
-Status DomainEngine::destroy(const std::string& name) {
-  auto it = domains_.find(name);
-  if (it == domains_.end()) return make_error("no domain named '" + name + "'");
-  Domain& d = *it->second;
+void DomainEngine::cancel_create(Domain& d) {
+  const std::string& name = d.cfg.name;
   if (d.exit_watch) d.exit_watch->cancel();
   // A create still in flight ends here: its step is cancelled and its caller told.
   if (d.pending_call) {
@@ -400,15 +403,55 @@ Status DomainEngine::destroy(const std::string& name) {
   d.start_check.reset();
   if (auto done = std::move(d.on_created))
     done(make_error("domain '" + name + "' was destroyed while " + to_string(d.state)));
+}
+
+void DomainEngine::destroy(const std::string& name, std::function<void(Status)> done) {
+  auto it = domains_.find(name);
+  if (it == domains_.end()) return done(make_error("no domain named '" + name + "'"));
+  Domain& d = *it->second;
+  d.on_destroyed.push_back(std::move(done));
+  if (d.state == DomainState::kStopping) return;  // already on its way
+  cancel_create(d);
+  if (d.qemu.pid <= 0) return finish_destroy(name);
+  set_state(d, DomainState::kStopping);
+  ::syscall(SYS_pidfd_send_signal, d.qemu.pidfd.get(), SIGTERM, nullptr, 0);
+  const std::string n = name;
+  d.stop_wait =
+      proc::ChildWait::start(io_, d.qemu.pidfd.get(), UniqueFd(), std::chrono::milliseconds(2000),
+                             [this, n](proc::ChildWait::Outcome o) {
+                               auto it = domains_.find(n);
+                               if (it == domains_.end()) return;
+                               Domain& d = *it->second;
+                               d.stop_wait.reset();
+                               if (o == proc::ChildWait::Outcome::kTimedOut)
+                                 AXL_WARN(
+                                     "domain %s: QEMU ignored SIGTERM for 2 s; "
+                                     "SIGKILL",
+                                     n.c_str());
+                               // Exited: reaps it; else kills it first.
+                               d.exit_status = proc::stop(d.qemu, std::chrono::milliseconds(0));
+                               finish_destroy(n);
+                             });
+}
+
+void DomainEngine::finish_destroy(const std::string& name) {
+  auto it = domains_.find(name);
+  if (it == domains_.end()) return;
+  Domain& d = *it->second;
+  if (d.stop_wait) d.stop_wait->cancel();
   if (d.qemu.pid > 0) d.exit_status = proc::stop(d.qemu, std::chrono::milliseconds(2000));
+  d.qemu.pid = -1;
   release_devices(d);
   stop_vtpm(d);
   std::error_code ec;
   fs::remove_all(d.dir, ec);
   AXL_INFO("domain %s destroyed", name.c_str());
-  state_changed(name, "destroyed");  // before the erase: `name` may be the map's own key
+  auto waiting = std::move(d.on_destroyed);
+  const std::string n = name;  // `name` may be the map's own key
   domains_.erase(it);
-  return {};
+  state_changed(n, "destroyed");
+  for (auto& f : waiting)
+    if (f) f({});
 }
 
 void DomainEngine::stop_vtpm(Domain& d) {
@@ -418,7 +461,11 @@ void DomainEngine::stop_vtpm(Domain& d) {
 }
 
 void DomainEngine::destroy_all() {
-  while (!domains_.empty()) (void)destroy(domains_.begin()->first);
+  while (!domains_.empty()) {
+    Domain& d = *domains_.begin()->second;
+    cancel_create(d);
+    finish_destroy(d.cfg.name);  // QEMU: SIGTERM, SIGKILL past 2 s, here and now
+  }
 }
 
 void DomainEngine::rebind_async(Domain* d, size_t i, DriverConnection& drv) {

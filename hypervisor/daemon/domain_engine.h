@@ -10,6 +10,7 @@
 #include <vector>
 #include "common/asio.h"
 
+#include "common/child_wait.h"
 #include "common/config.h"
 #include "common/control_client.h"
 #include "common/process.h"
@@ -24,7 +25,16 @@ namespace axl::hv {
 // preparing -> [vtpm-starting] -> attaching -> starting -> running without ever
 // waiting on the loop; each step can fail, and a failed create leaves nothing
 // behind.  shutoff: QEMU exited by itself.
-enum class DomainState { kPreparing, kVtpmStarting, kAttaching, kStarting, kRunning, kShutoff };
+// stopping: a destroy waits for QEMU to exit (SIGTERM, SIGKILL past 2 s).
+enum class DomainState {
+  kPreparing,
+  kVtpmStarting,
+  kAttaching,
+  kStarting,
+  kRunning,
+  kShutoff,
+  kStopping
+};
 const char* to_string(DomainState s);
 
 struct DeviceBinding {
@@ -35,7 +45,10 @@ struct DeviceBinding {
 };
 
 struct Domain {
-  ~Domain() { *alive = false; }
+  ~Domain() {
+    *alive = false;
+    if (stop_wait) stop_wait->cancel();
+  }
   config::GuestConfig cfg;
   // Read by completions that arrive later (a driver's attach answer): false
   // once the domain is gone.
@@ -55,6 +68,9 @@ struct Domain {
   std::shared_ptr<control::PendingCall> pending_call;
   std::unique_ptr<boost::asio::steady_timer> start_check;
   std::function<void(Result<const Domain*>)> on_created;
+  // While a destroy waits for QEMU to go.
+  std::shared_ptr<proc::ChildWait> stop_wait;
+  std::vector<std::function<void(Status)>> on_destroyed;
   std::string initrd;             // what QEMU boots (the base, or base + the script overlay)
   std::vector<QemuDevice> qdevs;  // collected while attaching
   std::string qemu_binary;
@@ -94,7 +110,12 @@ class DomainEngine {
   // request is served.
   void create(const std::string& config_toml, const std::string& base_dir,
               std::function<void(Result<const Domain*>)> done);
-  Status destroy(const std::string& name);
+  // Destroys a domain, whatever its state: a create in flight is cancelled
+  // (and answered so), QEMU gets SIGTERM and, past 2 s, SIGKILL, then its
+  // devices and vTPM are released.  `done` runs on the loop once it is gone
+  // (at once for an unknown name); the loop serves on meanwhile.
+  void destroy(const std::string& name, std::function<void(Status)> done);
+  // The same without waiting on the loop (shutdown: the loop runs no more).
   void destroy_all();
   const Domain* find(const std::string& name) const;
   // A driver domain (re)connected: move every device it serves to it.
@@ -142,6 +163,8 @@ class DomainEngine {
   void set_state(Domain& d, DomainState s);
   void release_devices(Domain& d);
   void on_qemu_exit(Domain* d);
+  void cancel_create(Domain& d);
+  void finish_destroy(const std::string& name);
   void stop_vtpm(Domain& d);
 
   DeviceSupervision supervision_for(const std::string& driver);

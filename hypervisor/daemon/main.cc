@@ -3,6 +3,8 @@
 // every channel.  Wiring happens here and nowhere else.
 #include <signal.h>
 
+#include <CLI/CLI.hpp>
+
 #include <unistd.h>
 #include <cstdlib>
 #include <cstring>
@@ -19,8 +21,6 @@
 #include "hypervisor/daemon/supervisor_events.h"
 
 namespace {
-
-void usage() { fprintf(stderr, "usage: axolotl-hv --state-dir DIR [--guest-dir DIR]\n"); }
 
 void fill_domain(const axl::hv::Domain& d, axl::schema::DomainInfo::Builder b) {
   b.setName(d.cfg.name);
@@ -42,20 +42,14 @@ int main(int argc, char** argv) {
   // (build/bin/../guest), or where AXL_GUEST_DIR points.
   const char* env_guest = getenv("AXL_GUEST_DIR");
   std::string state_dir, guest_dir = env_guest ? env_guest : axl::proc::exe_dir() + "/../guest";
-  for (int i = 1; i < argc; ++i) {
-    std::string a = argv[i];
-    if (a == "--state-dir" && i + 1 < argc)
-      state_dir = argv[++i];
-    else if (a == "--guest-dir" && i + 1 < argc)
-      guest_dir = argv[++i];
-    else {
-      fprintf(stderr, "axolotl-hv: unknown argument '%s'\n", a.c_str());
-      usage();
-      return 2;
-    }
-  }
-  if (state_dir.empty()) {
-    usage();
+  CLI::App app{"axolotl-hv: the Axolotl hypervisor core (started by `axl host up`)"};
+  app.add_option("--state-dir", state_dir, "the host's state dir")->required();
+  app.add_option("--guest-dir", guest_dir, "the bundled guest image (vmlinuz, initrd.img)");
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    if (e.get_exit_code() == 0) return app.exit(e);  // --help
+    fprintf(stderr, "axolotl-hv: %s\n", e.what());
     return 2;
   }
   axl::log::set_component("axolotl-hv");
@@ -170,12 +164,18 @@ int main(int argc, char** argv) {
             }
             break;
           }
-          case R::DESTROY:
-            if (auto s = engine.destroy(req.getDestroy()); !s) {
-              rep.setOk(false);
-              rep.setError(s.error().message);
-            }
+          case R::DESTROY: {
+            // Answered once the domain is gone (QEMU may take up to 2 s to stop).
+            auto reply = ctx.defer();
+            engine.destroy(req.getDestroy(), [reply](axl::Status s) {
+              if (!s) {
+                reply->reply().setOk(false);
+                reply->reply().setError(s.error().message);
+              }
+              reply->send();
+            });
             break;
+          }
           case R::LIST_DRIVERS: {
             auto all = drivers.all();
             auto l = rep.initDrivers(unsigned(all.size()));
