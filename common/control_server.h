@@ -22,6 +22,12 @@
 
 namespace axl {
 
+// A handler's answer from a Status: ok, or not ok with its message.
+inline void set_status(schema::ControlReply::Builder r, const Status& s) {
+  r.setOk(s.ok());
+  if (!s) r.setError(s.error().message);
+}
+
 class ControlServer {
  public:
   // A reply that goes out later.  Dropped unsent, it answers

@@ -143,18 +143,12 @@ int main(int argc, char** argv) {
       }
       case R::KILL_DRIVER: {
         auto k = req.getKillDriver();
-        if (auto st = drivers.kill(k.getName(), k.getSignal()); !st) {
-          rep.setOk(false);
-          rep.setError(st.error().message);
-        }
+        axl::set_status(rep, drivers.kill(k.getName(), k.getSignal()));
         break;
       }
       case R::INJECT_FAULT: {
         auto k = req.getInjectFault();
-        if (auto st = drivers.inject(k.getName(), k.getSignal()); !st) {
-          rep.setOk(false);
-          rep.setError(st.error().message);
-        }
+        axl::set_status(rep, drivers.inject(k.getName(), k.getSignal()));
         break;
       }
       case R::DOMAIN_STATE_CHANGED: {
@@ -184,10 +178,7 @@ int main(int argc, char** argv) {
           rep.setError("driverQuarantined: cause must be one line of 1 to 256 characters");
           break;
         }
-        if (auto st = drivers.kill_with_cause(q.getName(), q.getPid(), cause); !st) {
-          rep.setOk(false);
-          rep.setError(st.error().message);
-        }
+        axl::set_status(rep, drivers.kill_with_cause(q.getName(), q.getPid(), cause));
         break;
       }
       case R::START_VTPM: {
@@ -196,19 +187,13 @@ int main(int argc, char** argv) {
         auto v = req.getStartVtpm();
         auto reply = ctx.defer();
         vtpms.start(v.getDomain(), v.getMeasureLog(), v.getCommandPort(), [reply](axl::Status st) {
-          if (!st) {
-            reply->reply().setOk(false);
-            reply->reply().setError(st.error().message);
-          }
+          axl::set_status(reply->reply(), st);
           reply->send();
         });
         break;
       }
       case R::STOP_VTPM:
-        if (auto st = vtpms.stop(req.getStopVtpm()); !st) {
-          rep.setOk(false);
-          rep.setError(st.error().message);
-        }
+        axl::set_status(rep, vtpms.stop(req.getStopVtpm()));
         break;
       case R::LIST_VTPMS: {
         auto& all = vtpms.all();
@@ -228,10 +213,7 @@ int main(int argc, char** argv) {
         break;
       }
       case R::RESTART_DRIVER:
-        if (auto st = drivers.restart_now(req.getRestartDriver()); !st) {
-          rep.setOk(false);
-          rep.setError(st.error().message);
-        }
+        axl::set_status(rep, drivers.restart_now(req.getRestartDriver()));
         break;
       case R::SHUTDOWN:
         io.post([&] { io.stop(); });

@@ -168,10 +168,7 @@ int main(int argc, char** argv) {
             // Answered once the domain is gone (QEMU may take up to 2 s to stop).
             auto reply = ctx.defer();
             engine.destroy(req.getDestroy(), [reply](axl::Status s) {
-              if (!s) {
-                reply->reply().setOk(false);
-                reply->reply().setError(s.error().message);
-              }
+              axl::set_status(reply->reply(), s);
               reply->send();
             });
             break;
@@ -192,10 +189,7 @@ int main(int argc, char** argv) {
             break;
           }
           case R::PROMOTE_STANDBY:
-            if (auto s = drivers.promote(req.getPromoteStandby()); !s) {
-              rep.setOk(false);
-              rep.setError(s.error().message);
-            }
+            axl::set_status(rep, drivers.promote(req.getPromoteStandby()));
             break;
           case R::SHUTDOWN:
             stopping = true;

@@ -6,11 +6,11 @@
 //   caused it (`axl create`, the guest powering off, D-Bus); the supervisor
 //   turns it into the D-Bus signal of the same name.
 //
-// The hypervisor never waits on the supervisor: the supervisor itself calls
-// the hypervisor synchronously (service times), so a blocking call from the
-// hypervisor's loop could stall both.  Events go to a queue served by one
-// worker thread, in the order they happened; one that cannot be delivered is
-// retried a few times and then logged.  Nothing is lost silently.
+// The hypervisor's loop never waits on the supervisor (docs/architecture.md,
+// "Control plane").  Events go to a queue served by one worker thread, in the
+// order they happened, so the hypervisor's loop never waits; one that cannot
+// be delivered is retried a few times and then logged.  Nothing is lost
+// silently.
 #pragma once
 #include <condition_variable>
 #include <deque>

@@ -26,29 +26,7 @@ heartbeat_misses = 3
 restart_max = 20
 TOML
 truncate -s 64M "$T_DIR/disk.img"
-cat >"$T_DIR/guest.sh" <<'SH'
-set -e
-ip addr add 10.214.8.2/24 dev eth0
-ip link set eth0 up
-# The host ends the workload by connecting here.
-axl-tool recv 10.214.8.2 5009 --timeout 900 >/dev/null &
-stopper=$!
-axl-tool gen 81 64G | axl-tool send 10.214.8.1 5008 --retry 30 &
-sender=$!
-round=0
-while kill -0 $stopper 2>/dev/null; do
-  round=$((round + 1))
-  seed=$((round % 7 + 1))
-  axl-tool gen $seed 4M | dd of=/dev/vda bs=256K seek=$(( (round % 8) * 16 )) oflag=direct 2>/dev/null
-  got=$(dd if=/dev/vda bs=256K skip=$(( (round % 8) * 16 )) count=16 iflag=direct 2>/dev/null | sha256sum | cut -d' ' -f1)
-  want=$(axl-tool gen $seed 4M | sha256sum | cut -d' ' -f1)
-  [ "$got" = "$want" ] || { echo "ROUND-MISMATCH $round"; exit 1; }
-  echo ROUND $round
-done
-kill $sender 2>/dev/null || true
-wait $sender 2>/dev/null || true
-echo IO-ERRORS $(dmesg | grep -ciE 'I/O error|blk_update_request|Buffer I/O|virtio.*(error|reset)|eth0.*(timeout|reset)')
-SH
+workload_script "$T_DIR/guest.sh" 10.214.8 81
 cat >"$T_DIR/guest.toml" <<TOML
 name = "hl"
 memory_mib = 512
@@ -64,11 +42,9 @@ TOML
 
 host_up "$T_DIR/host.toml"
 in_ns ip addr add 10.214.8.1/24 dev axlt8
-in_ns "$TOOL" recv 10.214.8.1 5008 --timeout 600 >"$T_DIR/received" &
-receiver=$!
-track $receiver
+workload_receive 10.214.8
 axl create "$T_DIR/guest.toml" >&2
-rounds() { axl console hl --log | tr -d '\r' | grep -c '^ROUND ' || true; }
+rounds() { workload_rounds hl; }
 for _ in $(seq 600); do [ "$(rounds)" -ge 1 ] && break; sleep 0.1; done
 [ "$(rounds)" -ge 1 ] || die "guest never completed a disk round"
 
@@ -81,10 +57,10 @@ for _ in 1 2 3 4 5 6; do
   track $!
 done
 r0=$(rounds)
-s0=$(stat -c %s "$T_DIR/received")
+s0=$(workload_bytes)
 sleep 20
 r1=$(rounds)
-s1=$(stat -c %s "$T_DIR/received")
+s1=$(workload_bytes)
 log "20 s under a CPU hog: $((r1 - r0)) disk rounds, $(( (s1 - s0) / 1048576 )) MiB streamed"
 axl drivers >&2
 log "supervisor: $(grep -c 'starved, not hung' "$T_STATE/supervisor.log" || true) silences called starvation, not a hang"
@@ -102,17 +78,10 @@ for d in blk0 net0; do
   axl drivers | awk -v d=$d '$1==d' | grep -q 'hang: ' || die "$d replaced, but not for a hang"
   log "$d: SIGSTOPped pid $pid replaced: $(axl drivers | awk -v d=$d '$1==d{for (i=9; i<=NF; ++i) printf "%s ", $i}')"
 done
-for h in "${hogs[@]}"; do kill "$h"; wait "$h" 2>/dev/null || true; done
-T_PIDS=("$receiver")
-in_ns "$TOOL" send 10.214.8.2 5009 </dev/null || die "cannot tell the guest to stop"
-axl wait hl --timeout 600 >&2 || die "guest script failed"
-wait "$receiver" || true  # the guest ended its sender mid-stream
-T_PIDS=()
-size=$(stat -c %s "$T_DIR/received")
-((size > 0)) || die "nothing streamed"
-[ "$(sha_of "$T_DIR/received")" = "$("$TOOL" gen 81 64G | head -c "$size" | sha256sum | cut -d' ' -f1)" ] ||
-  die "stream corrupted (first $size bytes differ)"
-log "$((size / 1048576)) MiB streamed and verified, $(rounds) disk rounds verified"
-errors=$(axl console hl --log | tr -d '\r' | sed -n 's/^IO-ERRORS \([0-9]*\).*/\1/p')
-[ "$errors" = 0 ] || die "guest kernel logged $errors I/O or network errors"
+for h in "${hogs[@]}"; do
+  kill "$h"
+  wait "$h" 2>/dev/null || true
+  T_PIDS=("${T_PIDS[@]/$h}")
+done
+workload_finish hl 10.214.8 81
 log "PASS"

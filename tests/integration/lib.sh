@@ -125,6 +125,65 @@ XML
 bus() { busctl --address="$BUS" --timeout=30 "$@"; }
 manager() { bus "$1" org.axolotl /org/axolotl/Manager1 org.axolotl.Manager1 "${@:2}"; }
 
+# --- A workload that checks itself ------------------------------------------
+# The guest (its NIC at NET.2, the host's TAP at NET.1) streams TCP to the
+# host (port 5007, generator seed SEED) and loops 2 MiB disk write/read-back
+# rounds on /dev/vda, each verified in the guest, until the host connects to
+# its port 5009.  The host receives into $T_DIR/received.
+# workload_script FILE NET SEED: writes the guest script.
+workload_script() {
+  cat >"$1" <<SH
+set -e
+ip addr add $2.2/24 dev eth0
+ip link set eth0 up
+# The host ends the workload by connecting here.
+axl-tool recv $2.2 5009 --timeout 900 >/dev/null &
+stopper=\$!
+axl-tool gen $3 64G | axl-tool send $2.1 5007 --retry 30 &
+sender=\$!
+SH
+  cat >>"$1" <<'SH'
+round=0
+while kill -0 $stopper 2>/dev/null; do
+  round=$((round + 1))
+  seed=$((round % 7 + 1))
+  axl-tool gen $seed 2M | dd of=/dev/vda bs=128K seek=$(( (round % 16) * 16 )) oflag=direct 2>/dev/null
+  got=$(dd if=/dev/vda bs=128K skip=$(( (round % 16) * 16 )) count=16 iflag=direct 2>/dev/null | sha256sum | cut -d' ' -f1)
+  want=$(axl-tool gen $seed 2M | sha256sum | cut -d' ' -f1)
+  [ "$got" = "$want" ] || { echo "ROUND-MISMATCH $round"; exit 1; }
+  echo ROUND $round
+done
+kill $sender 2>/dev/null || true
+wait $sender 2>/dev/null || true
+echo IO-ERRORS $(dmesg | grep -ciE 'I/O error|blk_update_request|Buffer I/O|virtio.*(error|reset)|eth0.*(timeout|reset)')
+SH
+}
+# workload_receive NET: the host's receiver, in the background (WORKLOAD_RX is its pid).
+workload_receive() {
+  in_ns "$TOOL" recv "$1.1" 5007 --timeout 900 >"$T_DIR/received" &
+  WORKLOAD_RX=$!
+  track $WORKLOAD_RX
+}
+# workload_rounds NAME: the disk rounds domain NAME has verified so far.
+workload_rounds() { axl console "$1" --log | tr -d '\r' | grep -c '^ROUND ' || true; }
+workload_bytes() { stat -c %s "$T_DIR/received"; }
+# workload_finish NAME NET SEED: stops the workload, waits for the guest, and
+# checks every streamed byte and that the guest's kernel logged no error.
+workload_finish() {
+  in_ns "$TOOL" send "$2.2" 5009 </dev/null || die "cannot tell the guest to stop"
+  axl wait "$1" --timeout 600 >&2 || die "guest script failed"
+  wait "$WORKLOAD_RX" || true  # the guest ended its sender mid-stream
+  T_PIDS=("${T_PIDS[@]/$WORKLOAD_RX}")
+  local size errors
+  size=$(workload_bytes)
+  ((size > 0)) || die "nothing streamed"
+  [ "$(sha_of "$T_DIR/received")" = "$("$TOOL" gen "$3" 64G | head -c "$size" | sha256sum | cut -d' ' -f1)" ] ||
+    die "stream corrupted (first $size bytes differ)"
+  errors=$(axl console "$1" --log | tr -d '\r' | sed -n 's/^IO-ERRORS \([0-9]*\).*/\1/p')
+  [ "$errors" = 0 ] || die "guest kernel logged $errors I/O or network errors"
+  log "$((size / 1048576)) MiB streamed and $(workload_rounds "$1") disk rounds verified"
+}
+
 # --- vTPM tests -------------------------------------------------------------
 
 # vtpm_host_toml FILE: a host with one blk driver domain, which a guest that
