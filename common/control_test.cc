@@ -71,16 +71,18 @@ TEST_F(ControlTest, ADeferredReplyLetsOtherConnectionsBeServedFirst) {
   Server s(io);
   ASSERT_TRUE(s.server.listen(sock_));
   std::vector<std::string> order;
-  auto a = control::async_call(io, sock_, [](auto q) { q.setPing(); }, 2000,
-                               [&](Result<control::ControlReply> r) {
-                                 ASSERT_TRUE(r.ok()) << r.error().message;
-                                 order.push_back(r->get().getError());
-                               });
-  auto b = control::async_call(io, sock_, [](auto q) { q.setList(); }, 2000,
-                               [&](Result<control::ControlReply> r) {
-                                 ASSERT_TRUE(r.ok()) << r.error().message;
-                                 order.push_back(r->get().getError());
-                               });
+  auto a = control::async_call(
+      io, sock_, [](auto q) { q.setPing(); }, 2000,
+      [&](Result<control::ControlReply> r) {
+        ASSERT_TRUE(r.ok()) << r.error().message;
+        order.push_back(r->get().getError());
+      });
+  auto b = control::async_call(
+      io, sock_, [](auto q) { q.setList(); }, 2000,
+      [&](Result<control::ControlReply> r) {
+        ASSERT_TRUE(r.ok()) << r.error().message;
+        order.push_back(r->get().getError());
+      });
   io.run_for(500ms);
   EXPECT_EQ(order, (std::vector<std::string>{"now", "late"}));
 }
@@ -90,11 +92,12 @@ TEST_F(ControlTest, AnUnansweredCallEndsAtItsDeadlineWithATimeout) {
   Server s(io);
   ASSERT_TRUE(s.server.listen(sock_));
   std::optional<Error> got;
-  auto c = control::async_call(io, sock_, [](auto q) { q.setListDrivers(); }, 50,
-                               [&](Result<control::ControlReply> r) {
-                                 ASSERT_FALSE(r.ok());
-                                 got = r.error();
-                               });
+  auto c = control::async_call(
+      io, sock_, [](auto q) { q.setListDrivers(); }, 50,
+      [&](Result<control::ControlReply> r) {
+        ASSERT_FALSE(r.ok());
+        got = r.error();
+      });
   io.run_for(300ms);
   ASSERT_TRUE(got.has_value());
   EXPECT_EQ(got->code, Errc::kTimeout);
@@ -106,8 +109,9 @@ TEST_F(ControlTest, ACancelledCallNeverCompletes) {
   Server s(io);
   ASSERT_TRUE(s.server.listen(sock_));
   bool called = false;
-  auto c = control::async_call(io, sock_, [](auto q) { q.setPing(); }, 50,
-                               [&](Result<control::ControlReply>) { called = true; });
+  auto c = control::async_call(
+      io, sock_, [](auto q) { q.setPing(); }, 50,
+      [&](Result<control::ControlReply>) { called = true; });
   c->cancel();
   io.run_for(300ms);
   EXPECT_FALSE(called);
@@ -118,10 +122,9 @@ TEST_F(ControlTest, ADroppedDeferredReplyAnswersAbandoned) {
   Server s(io);
   ASSERT_TRUE(s.server.listen(sock_));
   std::optional<std::string> got;
-  auto c = control::async_call(io, sock_, [](auto q) { q.setShutdown(); }, 1000,
-                               [&](Result<control::ControlReply> r) {
-                                 got = r ? std::string("ok") : r.error().message;
-                               });
+  auto c = control::async_call(
+      io, sock_, [](auto q) { q.setShutdown(); }, 1000,
+      [&](Result<control::ControlReply> r) { got = r ? std::string("ok") : r.error().message; });
   io.run_for(300ms);
   EXPECT_EQ(got, std::optional<std::string>("request abandoned"));
 }
@@ -129,8 +132,9 @@ TEST_F(ControlTest, ADroppedDeferredReplyAnswersAbandoned) {
 TEST_F(ControlTest, NoServerIsAnErrorOnTheLoopNotAnException) {
   boost::asio::io_context io;
   std::optional<Error> got;
-  auto c = control::async_call(io, sock_, [](auto q) { q.setPing(); }, 1000,
-                               [&](Result<control::ControlReply> r) { got = r.error(); });
+  auto c = control::async_call(
+      io, sock_, [](auto q) { q.setPing(); }, 1000,
+      [&](Result<control::ControlReply> r) { got = r.error(); });
   EXPECT_FALSE(got.has_value());  // never before async_call returns
   io.run_for(100ms);
   ASSERT_TRUE(got.has_value());
