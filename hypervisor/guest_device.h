@@ -52,6 +52,9 @@ struct DeviceSupervision {
   uint32_t io_timeout_ms = 0;  // 0: no progress watchdog
   int owner = 0;
   std::function<void(const std::string& cause, int owner)> on_quarantine;
+  // The first completion after each rebind (the end of an outage as the guest
+  // sees it), on the device thread: CLOCK_MONOTONIC ns of the rebind and of it.
+  std::function<void(uint64_t rebind_ns, uint64_t served_ns, int owner)> on_first_served;
 };
 
 class GuestDevice {

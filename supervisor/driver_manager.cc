@@ -395,7 +395,7 @@ void DriverManager::on_exit(DriverDomain* d) {
     d->outages.back().promoted = true;
     AXL_INFO("driver %s: standby pid %d is now active", d->cfg.name.c_str(), d->child.pid);
     if (events_.restarted) events_.restarted(*d);
-    poll_served(d, 5000);
+    await_served(d);
     if (auto s = spawn_standby(*d); !s)
       AXL_WARN("driver %s: no new standby: %s", d->cfg.name.c_str(), s.error().message.c_str());
     return;
@@ -422,42 +422,59 @@ void DriverManager::restart(DriverDomain* d) {
   }
   if (!d->outages.empty()) d->outages.back().restart_ns = d->started_ns;
   if (events_.restarted) events_.restarted(*d);
-  poll_served(d, 5000);
+  await_served(d);
 }
 
 // The hypervisor timestamps the first completion after it rebinds the
-// driver's devices; fetch it to close the outage record.  Polling only
-// retrieves that timestamp, so its period does not affect the figure.
-void DriverManager::poll_served(DriverDomain* d, int tries_left) {
-  if (d->outages.empty() || d->outages.back().served_ns || tries_left <= 0 || !service_times_)
-    return;
-  service_times_(d->cfg.name, [this, d, tries_left](uint64_t rebound, uint64_t served) {
-    if (!stopping_) served_times(d, tries_left, rebound, served);
-  });
+// driver's devices and reports it (driverServed); that closes the outage
+// record.  A report can come before the record exists (a standby the
+// hypervisor promoted before the pidfd woke us), so the latest one is kept.
+// Polling the hypervisor's service times remains only as a slow fallback
+// for a report that never came.
+void DriverManager::await_served(DriverDomain* d) {
+  if (close_outage(d, d->reported_rebound_ns, d->reported_served_ns, "reported")) return;
+  poll_served(d, 20);
 }
 
-void DriverManager::served_times(DriverDomain* d, int tries_left, uint64_t rebound,
-                                 uint64_t served) {
-  if (d->outages.empty() || d->outages.back().served_ns) return;
+Status DriverManager::served(const std::string& name, int pid, uint64_t rebound, uint64_t served) {
+  DriverDomain* d = find(name);
+  if (!d) return make_error("no driver named '" + name + "'");
+  if (rebound <= d->reported_rebound_ns) return {};  // an older rebind's, or a later device's
+  d->reported_rebound_ns = rebound;
+  d->reported_served_ns = served;
+  close_outage(d, rebound, served, "reported");
+  return {};
+}
+
+bool DriverManager::close_outage(DriverDomain* d, uint64_t rebound, uint64_t served,
+                                 const char* how) {
+  if (d->outages.empty() || d->outages.back().served_ns) return false;
   Outage& o = d->outages.back();
   // A rebind newer than the one that closed the previous record belongs to
   // this outage; a cold restart's rebind also comes after its respawn.
   const bool fresh = rebound > d->last_rebound_ns && (o.promoted || rebound >= o.restart_ns);
-  if (served && fresh && served >= rebound) {
-    o.served_ns = served;
-    d->last_rebound_ns = rebound;
-    // A crash the hypervisor noticed (and promoted the standby for) before
-    // the pidfd woke us: its rebind is the earliest witness of the failure,
-    // so the record's outage is then a lower bound.
-    if (rebound < o.fail_ns) o.fail_ns = rebound;
-    AXL_INFO("driver %s: outage %.3f ms (%s)", d->cfg.name.c_str(),
-             double(o.served_ns - o.fail_ns) / 1e6, o.cause.c_str());
+  if (!served || !fresh || served < rebound) return false;
+  o.served_ns = served;
+  d->last_rebound_ns = rebound;
+  // A crash the hypervisor noticed (and promoted the standby for) before
+  // the pidfd woke us: its rebind is the earliest witness of the failure,
+  // so the record's outage is then a lower bound.
+  if (rebound < o.fail_ns) o.fail_ns = rebound;
+  AXL_INFO("driver %s: outage %.3f ms (%s; %s by the hypervisor)", d->cfg.name.c_str(),
+           double(o.served_ns - o.fail_ns) / 1e6, o.cause.c_str(), how);
+  return true;
+}
+
+void DriverManager::poll_served(DriverDomain* d, int tries_left) {
+  if (d->outages.empty() || d->outages.back().served_ns || tries_left <= 0 || !service_times_)
     return;
-  }
-  if (tries_left == 1) d->last_rebound_ns = std::max(d->last_rebound_ns, rebound);  // giving up
-  auto t = std::make_shared<asio::steady_timer>(io_, 2ms);
-  t->async_wait([this, d, t, tries_left](const boost::system::error_code& ec) {
-    if (!ec && !stopping_) poll_served(d, tries_left - 1);
+  service_times_(d->cfg.name, [this, d, tries_left](uint64_t rebound, uint64_t served) {
+    if (stopping_ || close_outage(d, rebound, served, "polled")) return;
+    if (tries_left == 1) d->last_rebound_ns = std::max(d->last_rebound_ns, rebound);  // giving up
+    auto t = std::make_shared<asio::steady_timer>(io_, 500ms);
+    t->async_wait([this, d, t, tries_left](const boost::system::error_code& ec) {
+      if (!ec && !stopping_) poll_served(d, tries_left - 1);
+    });
   });
 }
 

@@ -61,6 +61,7 @@ struct DriverDomain {
   std::vector<Outage> outages;
   // The hypervisor's rebind time that closed the last outage record.
   uint64_t last_rebound_ns = 0;
+  uint64_t reported_rebound_ns = 0, reported_served_ns = 0;  // the hypervisor's latest report
   std::unique_ptr<boost::asio::posix::stream_descriptor> exit_watch;
   std::unique_ptr<cgroup::Group> group;  // the active instance's limits
   std::unique_ptr<boost::asio::posix::stream_descriptor> group_watch;
@@ -115,6 +116,9 @@ class DriverManager {
   // instance that is no longer the active one, or one already being killed,
   // changes nothing and is not an error.
   Status kill_with_cause(const std::string& name, int pid, const std::string& cause);
+  // The hypervisor reports the first request an instance served after its
+  // devices moved to it (control.capnp driverServed): closes the outage.
+  Status served(const std::string& name, int pid, uint64_t rebound_ns, uint64_t served_ns);
 
  private:
   Status spawn(DriverDomain& d);
@@ -127,7 +131,8 @@ class DriverManager {
   void restart(DriverDomain* d);
   void kill_for(DriverDomain* d, const std::string& cause, uint64_t fail_ns);
   void poll_served(DriverDomain* d, int tries_left);
-  void served_times(DriverDomain* d, int tries_left, uint64_t rebound, uint64_t served);
+  void await_served(DriverDomain* d);
+  bool close_outage(DriverDomain* d, uint64_t rebound, uint64_t served, const char* how);
   // SIGSTOP, and true once every thread of `pid` is stopped (bounded wait).
   bool stop_and_confirm(DriverDomain* d);
 

@@ -151,6 +151,12 @@ int main(int argc, char** argv) {
         axl::set_status(rep, drivers.inject(k.getName(), k.getSignal()));
         break;
       }
+      case R::DRIVER_SERVED: {
+        auto e = req.getDriverServed();
+        axl::set_status(rep,
+                        drivers.served(e.getName(), e.getPid(), e.getReboundNs(), e.getServedNs()));
+        break;
+      }
       case R::DOMAIN_STATE_CHANGED: {
         // From the hypervisor, for every state change of a domain whoever
         // caused it; the name and state still go onto the bus, so check them.

@@ -22,6 +22,7 @@ struct ControlRequest {
     domainStateChanged @14 :DomainStateChanged;  # hv -> supervisor: emitted on D-Bus
     promoteStandby @15 :Text;  # supervisor -> hv: fence this driver's active instance
                                # and move its devices to its warm standby now
+    driverServed @16 :DriverServed;  # hv -> supervisor: first request served after a rebind
   }
 }
 
@@ -62,6 +63,15 @@ struct DomainStateChanged {
   name @0 :Text;
   state @1 :Text;        # preparing | vtpm-starting | attaching | starting | running |
                          # shutoff | failed (create failed; gone) | destroyed
+}
+
+# The first request a driver instance completed after its devices moved to
+# it: the end of the outage the supervisor records (CLOCK_MONOTONIC ns).
+struct DriverServed {
+  name @0 :Text;
+  pid @1 :Int32;
+  reboundNs @2 :UInt64;
+  servedNs @3 :UInt64;
 }
 
 struct KillDriver {

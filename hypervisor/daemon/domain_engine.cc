@@ -68,6 +68,11 @@ DeviceSupervision DomainEngine::supervision_for(const std::string& driver) {
       if (supervision_.report) supervision_.report(driver, pid, cause);
     });
   };
+  sup.on_first_served = [this, driver](uint64_t rebind_ns, uint64_t served_ns, int pid) {
+    asio::post(io_, [this, driver, pid, rebind_ns, served_ns] {
+      if (supervision_.served) supervision_.served(driver, pid, rebind_ns, served_ns);
+    });
+  };
   return sup;
 }
 

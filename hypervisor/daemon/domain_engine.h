@@ -85,6 +85,10 @@ struct Domain {
 struct DriverSupervision {
   std::function<uint32_t(const std::string& driver)> io_timeout_ms;
   std::function<void(const std::string& driver, int pid, const std::string& cause)> report;
+  // The first request a driver instance served after a rebind (pushed to the
+  // supervisor, which closes its outage record with it).  Loop thread.
+  std::function<void(const std::string& driver, int pid, uint64_t rebind_ns, uint64_t served_ns)>
+      served;
 };
 
 // The vTPM domains live under the supervisor; the engine asks it to start

@@ -38,6 +38,11 @@ void SupervisorEvents::domain_state(const std::string& domain, const std::string
   push(Event{Event::Kind::kDomainState, domain, 0, state});
 }
 
+void SupervisorEvents::served(const std::string& driver, int pid, uint64_t rebound_ns,
+                              uint64_t served_ns) {
+  push(Event{Event::Kind::kServed, driver, pid, "", rebound_ns, served_ns});
+}
+
 void SupervisorEvents::push(Event e) {
   {
     std::lock_guard<std::mutex> g(mu_);
@@ -55,6 +60,12 @@ bool SupervisorEvents::deliver(const Event& e, std::string* error) {
           m.setName(e.name);
           m.setPid(e.pid);
           m.setCause(e.what);
+        } else if (e.kind == Event::Kind::kServed) {
+          auto m = q.initDriverServed();
+          m.setName(e.name);
+          m.setPid(e.pid);
+          m.setReboundNs(e.rebound_ns);
+          m.setServedNs(e.served_ns);
         } else {
           auto m = q.initDomainStateChanged();
           m.setName(e.name);
@@ -89,9 +100,12 @@ void SupervisorEvents::run() {
             "could not ask the supervisor to replace driver %s (pid %d): %s; its channel "
             "stays quarantined",
             e.name.c_str(), e.pid, last_error.c_str());
-    } else if (!delivered) {
+    } else if (!delivered && e.kind == Event::Kind::kDomainState) {
       AXL_WARN("could not tell the supervisor that domain %s is %s: %s", e.name.c_str(),
                e.what.c_str(), last_error.c_str());
+    } else if (!delivered) {
+      AXL_WARN("could not tell the supervisor when driver %s (pid %d) first served: %s",
+               e.name.c_str(), e.pid, last_error.c_str());
     }
     lk.lock();
     queue_.pop_front();

@@ -31,13 +31,15 @@ class SupervisorEvents {
   // same instance while one is queued are merged (the first cause wins).
   void quarantined(const std::string& driver, int pid, const std::string& cause);
   void domain_state(const std::string& domain, const std::string& state);
+  void served(const std::string& driver, int pid, uint64_t rebound_ns, uint64_t served_ns);
 
  private:
   struct Event {
-    enum class Kind { kQuarantined, kDomainState } kind;
-    std::string name;  // driver or domain
-    int pid = 0;       // kQuarantined
-    std::string what;  // cause or state
+    enum class Kind { kQuarantined, kDomainState, kServed } kind;
+    std::string name;                        // driver or domain
+    int pid = 0;                             // kQuarantined
+    std::string what;                        // cause or state
+    uint64_t rebound_ns = 0, served_ns = 0;  // kServed
   };
   void push(Event e);
   void run();

@@ -22,6 +22,10 @@ class DeviceLogic : public vhost_user::Backend {
   // quarantines its channel.  Set before the device thread starts.
   using QuarantineSink = std::function<void(const std::string& cause)>;
   void set_quarantine_sink(QuarantineSink s) { sink_ = std::move(s); }
+  // Called on the device thread once per rebind, with the first completion
+  // of the new channel (CLOCK_MONOTONIC ns).  Set before the thread starts.
+  using ServedSink = std::function<void(uint64_t rebind_ns, uint64_t served_ns)>;
+  void set_served_sink(ServedSink s) { served_sink_ = std::move(s); }
 
   virtual DeviceStats stats() const = 0;
   // Moves the device onto a fresh channel (a restarted driver domain) and
@@ -34,9 +38,13 @@ class DeviceLogic : public vhost_user::Backend {
   void report_quarantine(const std::string& cause) {
     if (sink_) sink_(cause);
   }
+  void report_first_served(uint64_t rebind_ns, uint64_t served_ns) {
+    if (served_sink_) served_sink_(rebind_ns, served_ns);
+  }
 
  private:
   QuarantineSink sink_;
+  ServedSink served_sink_;
 };
 
 class HostedDevice final : public GuestDevice {
@@ -47,10 +55,14 @@ class HostedDevice final : public GuestDevice {
         logic_(std::move(logic)),
         owner_(sup.owner),
         on_quarantine_(std::move(sup.on_quarantine)),
+        on_first_served_(std::move(sup.on_first_served)),
         server_(std::move(socket_path), *logic_, *dma_) {
     // owner_ is read and written on the device thread only (rebind runs there).
     logic_->set_quarantine_sink([this](const std::string& cause) {
       if (on_quarantine_) on_quarantine_(cause, owner_);
+    });
+    logic_->set_served_sink([this](uint64_t rebind_ns, uint64_t served_ns) {
+      if (on_first_served_) on_first_served_(rebind_ns, served_ns, owner_);
     });
   }
   Status start() override { return server_.start(); }
@@ -82,6 +94,7 @@ class HostedDevice final : public GuestDevice {
   std::unique_ptr<DeviceLogic> logic_;
   int owner_;
   std::function<void(const std::string&, int)> on_quarantine_;
+  std::function<void(uint64_t, uint64_t, int)> on_first_served_;
   vhost_user::Server server_;
 };
 

@@ -25,12 +25,18 @@ class ServiceClock {
     last_rebind_ns_.store(monotonic_ns(), std::memory_order_relaxed);
     rebinds_.fetch_add(1, std::memory_order_relaxed);
   }
-  // Called for every valid completion; only the first after a rebind counts.
-  void served() {
+  // Called for every valid completion (on the device thread); only the
+  // first after a rebind counts, and then it returns true.
+  bool served() {
     if (first_served_ns_.load(std::memory_order_relaxed) == 0 &&
-        last_rebind_ns_.load(std::memory_order_relaxed) != 0)
+        last_rebind_ns_.load(std::memory_order_relaxed) != 0) {
       first_served_ns_.store(monotonic_ns(), std::memory_order_relaxed);
+      return true;
+    }
+    return false;
   }
+  uint64_t last_rebind_ns() const { return last_rebind_ns_.load(std::memory_order_relaxed); }
+  uint64_t first_served_ns() const { return first_served_ns_.load(std::memory_order_relaxed); }
   void fill(DeviceStats& s) const {
     s.rebinds = rebinds_.load(std::memory_order_relaxed);
     s.last_rebind_ns = last_rebind_ns_.load(std::memory_order_relaxed);

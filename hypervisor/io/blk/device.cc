@@ -356,7 +356,7 @@ void BlkDevice::handle_responses() {
                 std::to_string(f.req.len) + " posted for id " + id);
       break;
     }
-    clock_.served();
+    if (clock_.served()) report_first_served(clock_.last_rebind_ns(), clock_.first_served_ns());
     finish(resp.id, resp);
     any = true;
   }

@@ -394,7 +394,7 @@ void NetDevice::handle_responses() {
                 std::to_string(s.posted_len) + " posted for id " + id);
       break;
     }
-    clock_.served();
+    if (clock_.served()) report_first_served(clock_.last_rebind_ns(), clock_.first_served_ns());
     s.completed = true;
     if (s.use == Use::kTx) {
       s.use = Use::kFree;
