@@ -76,8 +76,7 @@ void DriverConnection::attach(const AttachArgs& a, AttachDone done) {
         "no answer to attach within " + std::to_string(kAttachTimeoutMs) + " ms";
     AXL_WARN("driver '%s' (pid %d): %s", name_.c_str(), pid_, cause.c_str());
     complete(id, make_error(Errc::kTimeout, "driver '" + name_ + "': " + cause));
-    drop();
-    if (on_violation_) on_violation_(*this, cause);
+    violation(cause);
   });
   pending_.emplace(id, std::move(p));
 }
@@ -97,6 +96,7 @@ void DriverConnection::fail_all(const Error& e) {
 }
 
 void DriverConnection::on_message(wire::Received& m) {
+  if (broken_) return;  // nothing more is taken from it
   auto id = attached_device_id(m);
   if (id && pending_.count(*id)) {
     auto ans = decode_attached(m, *id);
@@ -104,7 +104,7 @@ void DriverConnection::on_message(wire::Received& m) {
       complete(*id, make_error(Errc::kMalformed,
                                "driver '" + name_ + "' answered attach with a malformed message: " +
                                    ans.error().message));
-      drop();
+      violation("protocol violation: malformed attach answer");
       return;
     }
     if (!ans->ok)
@@ -119,12 +119,32 @@ void DriverConnection::on_message(wire::Received& m) {
 }
 
 void DriverConnection::on_bad_packet(const Error& e) {
+  if (broken_) return;
   AXL_WARN("driver '%s' sent an unsolicited or malformed message (%s); dropping it", name_.c_str(),
            e.message.c_str());
   fail_all(
       make_error(Errc::kMalformed,
                  "driver '" + name_ + "' answered attach with a malformed message: " + e.message));
-  drop();
+  violation("protocol violation: malformed control message");
+}
+
+// The driver broke the control protocol: nothing more is taken from it
+// (later attaches fail, its messages are ignored) and the supervisor is asked
+// to replace it with `cause`.  Its connection is shut down a moment later,
+// unless the supervisor's kill closed it first: shut down at once, the driver
+// would read end of file and exit before the report arrived, and the outage
+// would be recorded as a plain exit.  Without a supervisor the shutdown still
+// comes.
+void DriverConnection::violation(const std::string& cause) {
+  if (broken_) return;
+  broken_ = true;
+  if (on_violation_) on_violation_(*this, cause);
+  shutdown_timer_ = std::make_unique<asio::steady_timer>(io_, std::chrono::seconds(1));
+  shutdown_timer_->async_wait([this](const boost::system::error_code& ec) {
+    if (ec) return;
+    AXL_WARN("driver '%s' (pid %d): dropping its connection", name_.c_str(), pid_);
+    ::shutdown(sock_.get(), SHUT_RDWR);
+  });
 }
 
 // The driver broke the protocol: whatever it holds of the device it was

@@ -97,6 +97,8 @@ class DriverConnection {
   std::map<uint32_t, Pending> pending_;
   std::function<void(DriverConnection&, const std::string&)> on_violation_;
   void complete(uint32_t id, Result<uint32_t> r);
+  void violation(const std::string& cause);
+  std::unique_ptr<boost::asio::steady_timer> shutdown_timer_;
   void fail_all(const Error& e);  // every pending attach, from the loop
 };
 
