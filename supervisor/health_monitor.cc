@@ -55,7 +55,8 @@ HealthMonitor::HealthMonitor(boost::asio::io_context& io, UniqueFd fd,
       on_hang_(std::move(on_hang)),
       on_beat_(std::move(on_beat)),
       probe_(std::move(probe)),
-      last_pong_ns_(monotonic_ns()) {
+      last_pong_ns_(monotonic_ns()),
+      started_ns_(last_pong_ns_) {
   watch();
   // The first ping goes out from the loop, once the owner holds this monitor
   // (on_beat may reach it through the owner).
@@ -125,6 +126,15 @@ bool HealthMonitor::hung(std::string* why) {
   const uint64_t ran = now->cpu_ns - std::min(now->cpu_ns, oldest.sched->cpu_ns);
   const uint64_t window_ns = uint64_t(interval_.count()) * misses_ * 1000000;
   const uint64_t cap_ns = window_ns + std::max<uint64_t>(1000000000, window_ns);
+  if (pong_seq_ == 0) {
+    // Never answered yet, and running: still starting (exec, dynamic
+    // linking, its sandbox: tens of ms, more on a loaded host).  A warm
+    // standby promoted before it finished starting is such a case.
+    if (t - started_ns_ < cap_ns) return false;
+    *why +=
+        " (no answer since it started " + std::to_string((t - started_ns_) / 1000000) + " ms ago)";
+    return true;
+  }
   if (ran >= std::max<uint64_t>(2000000, since / 4)) {
     *why += " (ran " + std::to_string(ran / 1000) + " us without answering)";
     return true;

@@ -13,7 +13,9 @@
 //   unanswered ping (under max(2 ms, a quarter of the time since)): starved,
 //   not hung; the verdict waits, at most `window + max(1 s, window)` of
 //   silence in all (window = interval x misses);
-// - anything else (it ran and still did not answer: a spinning loop): hung.
+// - anything else (it ran and still did not answer: a spinning loop): hung;
+// - but a domain that never answered yet and is runnable is still starting:
+//   the verdict waits as long as for a starved one.
 #pragma once
 #include <chrono>
 #include <cstdint>
@@ -87,7 +89,8 @@ class HealthMonitor {
   std::deque<Sent> unanswered_;  // pings sent and not yet answered, oldest first
   uint64_t ping_seq_ = 0, pong_seq_ = 0, last_pong_ns_ = 0;
   uint64_t starved_ = 0;
-  bool starving_ = false;  // the current silence was already called starvation
+  uint64_t started_ns_ = 0;  // when this monitor began
+  bool starving_ = false;    // the current silence was already called starvation
   bool stopped_ = false;
   std::shared_ptr<bool> alive_ = std::make_shared<bool>(true);
 };

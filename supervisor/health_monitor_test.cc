@@ -146,10 +146,11 @@ TEST(SchedSample, ReadsRealProcesses) {
 // A silent domain as the probe describes it; the monitor pings every 5 ms
 // and calls a hang after 3 misses unless the probe says it was starved.
 struct ProbeCase {
-  ProbeCase(std::function<SchedSample()> s, std::chrono::milliseconds r)
-      : sample(std::move(s)), run(r) {}
+  ProbeCase(std::function<SchedSample()> s, std::chrono::milliseconds r, bool answer_first = true)
+      : sample(std::move(s)), run(r), answer_first(answer_first) {}
   std::function<SchedSample()> sample;
   std::chrono::milliseconds run;
+  bool answer_first;  // the domain answers the first ping, then falls silent
   bool hung = false;
   std::string cause;
   uint64_t starved = 0;
@@ -168,6 +169,12 @@ void run_case(ProbeCase& c) {
             std::chrono::steady_clock::now() - t0);
       },
       {}, [&] { return std::optional<SchedSample>(c.sample()); });
+  if (c.answer_first) {
+    io.run_for(1ms);  // the first ping goes out
+    capnp::MallocMessageBuilder mb;
+    mb.initRoot<schema::Heartbeat>().setPong(1);
+    EXPECT_TRUE(wire::send(p.dom.get(), mb));
+  }
   run_until(io, c.hung, c.run);
   c.starved = m.starved();
 }
@@ -211,6 +218,25 @@ TEST(HealthMonitor, ARunnableDomainThatGotNoCpuIsStarvedNotHungUntilTheCap) {
   EXPECT_TRUE(d.hung);
   EXPECT_NE(d.cause.find("starved for"), std::string::npos) << d.cause;
   EXPECT_GE(d.took, 1000ms);
+}
+
+TEST(HealthMonitor, ADomainThatNeverAnsweredAndRunsIsStartingNotHung) {
+  uint64_t cpu = 0;
+  // Runnable and busy, no answer yet: starting (a promoted standby that had
+  // not finished its start); the verdict waits as for a starved domain.
+  ProbeCase c{[&] { return SchedSample{'R', cpu += 10000000, 0}; }, 400ms, false};
+  run_case(c);
+  EXPECT_FALSE(c.hung) << c.cause;
+  ProbeCase d{[&] { return SchedSample{'R', cpu += 10000000, 0}; }, 3000ms, false};
+  run_case(d);
+  EXPECT_TRUE(d.hung);
+  EXPECT_NE(d.cause.find("no answer since it started"), std::string::npos) << d.cause;
+  EXPECT_GE(d.took, 1000ms);
+  // Stopped before its first answer: hung at once all the same.
+  ProbeCase e{[] { return SchedSample{'T', 1000, 0}; }, 2000ms, false};
+  run_case(e);
+  EXPECT_TRUE(e.hung);
+  EXPECT_LT(e.took, 500ms);
 }
 
 }  // namespace
