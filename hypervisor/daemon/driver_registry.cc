@@ -69,11 +69,11 @@ void DriverConnection::attach(const AttachArgs& a, AttachDone done) {
   Pending p;
   p.done = std::move(done);
   p.deadline =
-      std::make_unique<asio::steady_timer>(io_, std::chrono::milliseconds(kAttachTimeoutMs));
+      std::make_unique<asio::steady_timer>(io_, std::chrono::milliseconds(attach_timeout_ms_));
   p.deadline->async_wait([this, id](const boost::system::error_code& ec) {
     if (ec || !pending_.count(id)) return;
     const std::string cause =
-        "no answer to attach within " + std::to_string(kAttachTimeoutMs) + " ms";
+        "no answer to attach within " + std::to_string(attach_timeout_ms_) + " ms";
     AXL_WARN("driver '%s' (pid %d): %s", name_.c_str(), pid_, cause.c_str());
     complete(id, make_error(Errc::kTimeout, "driver '" + name_ + "': " + cause));
     violation(cause);
@@ -218,6 +218,7 @@ void DriverRegistry::await_hello(std::shared_ptr<asio::posix::stream_descriptor>
           auto conn = std::make_unique<DriverConnection>(name, kind, h->pid, std::move(own), io_);
           DriverConnection* raw = conn.get();
           raw->on_violation(on_violation_);
+          raw->set_attach_timeout_ms(attach_timeout_ms_);
           standbys_[name] = std::move(conn);  // a previous standby closes here
           watch_standby(raw);
           if (on_standby_) on_standby_(*raw);
@@ -230,6 +231,7 @@ void DriverRegistry::await_hello(std::shared_ptr<asio::posix::stream_descriptor>
         auto conn = std::make_unique<DriverConnection>(name, kind, h->pid, std::move(own), io_);
         DriverConnection* raw = conn.get();
         raw->on_violation(on_violation_);
+        raw->set_attach_timeout_ms(attach_timeout_ms_);
         drivers_[name] = std::move(conn);  // a previous connection closes here
         watch(raw);
         if (on_connect_) on_connect_(*raw);

@@ -39,8 +39,9 @@ class DriverConnection {
   size_t devices() const { return devices_; }
   boost::asio::posix::stream_descriptor& watcher() { return watch_; }
 
-  // How long a driver may take to answer an Attach.
+  // How long a driver may take to answer an Attach (DriverRegistry sets it).
   static constexpr int kAttachTimeoutMs = 5000;
+  void set_attach_timeout_ms(int ms) { attach_timeout_ms_ = ms; }
 
   // Sends Attach with the channel fds (and the image fd for blk) and returns
   // at once; `done` runs later on the loop with the device id once the
@@ -89,6 +90,7 @@ class DriverConnection {
   size_t devices_ = 0;
   bool broken_ = false;  // drop() was called
   uint64_t serial_;
+  int attach_timeout_ms_ = kAttachTimeoutMs;
   boost::asio::io_context& io_;
   struct Pending {
     AttachDone done;
@@ -113,6 +115,8 @@ class DriverRegistry {
   // The active instance went away and its standby took over, here and now:
   // promotion needs no process start and no supervisor round trip.
   void on_promote(std::function<void(DriverConnection&)> f) { on_promote_ = std::move(f); }
+  // For tests: how long drivers connecting from now on may take to answer an attach.
+  void set_attach_timeout_ms(int ms) { attach_timeout_ms_ = ms; }
   // A connection broke the protocol (installed on every connection).
   void on_violation(std::function<void(DriverConnection&, const std::string& cause)> f) {
     on_violation_ = std::move(f);
@@ -143,6 +147,7 @@ class DriverRegistry {
   std::map<std::string, std::unique_ptr<DriverConnection>> standbys_;
   std::function<void(DriverConnection&)> on_connect_, on_standby_, on_promote_;
   std::function<void(DriverConnection&, const std::string&)> on_violation_;
+  int attach_timeout_ms_ = DriverConnection::kAttachTimeoutMs;
 };
 
 }  // namespace axl::hv
