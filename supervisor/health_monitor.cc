@@ -4,6 +4,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cstdlib>
 #include <ctime>
 #include <fstream>
 #include <sstream>
@@ -19,7 +20,8 @@ uint64_t monotonic_ns() {
   return uint64_t(ts.tv_sec) * 1000000000ull + uint64_t(ts.tv_nsec);
 }
 
-std::optional<SchedSample> parse_sched(const std::string& stat, const std::string& schedstat) {
+std::optional<SchedSample> parse_sched(const std::string& stat, const std::string& schedstat,
+                                       const std::string& status) {
   // stat: "pid (comm) S ...": comm may hold spaces and parentheses, so the
   // state is the first field after the last ')'.
   auto close = stat.rfind(')');
@@ -29,6 +31,9 @@ std::optional<SchedSample> parse_sched(const std::string& stat, const std::strin
   s.state = stat[close + 2];
   std::istringstream in(schedstat);
   if (!(in >> s.cpu_ns >> s.wait_ns)) return std::nullopt;
+  static const std::string kVoluntary = "\nvoluntary_ctxt_switches:";
+  if (auto at = status.find(kVoluntary); at != std::string::npos)
+    s.voluntary = std::strtoull(status.c_str() + at + kVoluntary.size(), nullptr, 10);
   return s;
 }
 
@@ -41,7 +46,7 @@ std::optional<SchedSample> read_sched(int pid) {
     ss << f.rdbuf();
     return ss.str();
   };
-  return parse_sched(slurp(dir + "stat"), slurp(dir + "schedstat"));
+  return parse_sched(slurp(dir + "stat"), slurp(dir + "schedstat"), slurp(dir + "status"));
 }
 
 HealthMonitor::HealthMonitor(boost::asio::io_context& io, UniqueFd fd,
@@ -133,6 +138,23 @@ bool HealthMonitor::hung(std::string* why) {
     if (t - started_ns_ < cap_ns) return false;
     *why +=
         " (no answer since it started " + std::to_string((t - started_ns_) / 1000000) + " ms ago)";
+    return true;
+  }
+  const bool turning = now->voluntary >= oldest.sched->voluntary + 2;
+  if (turning && since < cap_ns) {
+    if (!starving_) {
+      starving_ = true;
+      ++starved_;
+      AXL_INFO(
+          "%llu heartbeats unanswered, but the domain's loop went to sleep %llu times "
+          "since: it turns, not hung",
+          (unsigned long long)(ping_seq_ - pong_seq_),
+          (unsigned long long)(now->voluntary - oldest.sched->voluntary));
+    }
+    return false;
+  }
+  if (turning) {
+    *why += " (its loop turns but answers no ping)";
     return true;
   }
   if (ran >= std::max<uint64_t>(2000000, since / 4)) {

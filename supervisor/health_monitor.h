@@ -13,6 +13,9 @@
 //   unanswered ping (under max(2 ms, a quarter of the time since)): starved,
 //   not hung; the verdict waits, at most `window + max(1 s, window)` of
 //   silence in all (window = interval x misses);
+// - runnable or in a disk wait, and its loop went to sleep by itself at least
+//   twice since the oldest unanswered ping: its loop turns (it is completing
+//   requests), so not hung; the verdict waits as for a starved one;
 // - anything else (it ran and still did not answer: a spinning loop): hung;
 // - but a domain that never answered yet and is runnable is still starting:
 //   the verdict waits as long as for a starved one.
@@ -34,14 +37,17 @@ uint64_t monotonic_ns();  // CLOCK_MONOTONIC, the clock of every *_ns here
 
 // The kernel's view of one thread (/proc/PID/task/TID/stat and schedstat).
 struct SchedSample {
-  char state = '?';      // R running or runnable, S sleeping, D disk wait, T/t stopped, Z, X
-  uint64_t cpu_ns = 0;   // time spent on a CPU
-  uint64_t wait_ns = 0;  // time spent runnable, waiting for a CPU
+  char state = '?';        // R running or runnable, S sleeping, D disk wait, T/t stopped, Z, X
+  uint64_t cpu_ns = 0;     // time spent on a CPU
+  uint64_t wait_ns = 0;    // time spent runnable, waiting for a CPU
+  uint64_t voluntary = 0;  // times it went to sleep by itself (an event loop: once a turn)
 };
 // The main thread of `pid` (an event loop runs there); nullopt once it is gone.
 std::optional<SchedSample> read_sched(int pid);
-// Parses the two files' contents; nullopt if either is malformed.
-std::optional<SchedSample> parse_sched(const std::string& stat, const std::string& schedstat);
+// Parses the files' contents (stat, schedstat, status); nullopt if stat or
+// schedstat is malformed.  `status` may be empty (voluntary stays 0).
+std::optional<SchedSample> parse_sched(const std::string& stat, const std::string& schedstat,
+                                       const std::string& status = "");
 
 class HealthMonitor {
  public:

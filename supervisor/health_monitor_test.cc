@@ -114,6 +114,11 @@ TEST(SchedSample, ParsesStateAfterTheLastParenthesisOfComm) {
   EXPECT_FALSE(parse_sched("42 (a", "1 2 3").has_value());
   EXPECT_FALSE(parse_sched("42 (a) S 1", "").has_value());
   EXPECT_FALSE(parse_sched("", "1 2 3").has_value());
+  auto v = parse_sched("1 (x) S 1", "5 6 7",
+                       "Name:\tx\nvoluntary_ctxt_switches:\t42\n"
+                       "nonvoluntary_ctxt_switches:\t3\n");
+  ASSERT_TRUE(v.has_value());
+  EXPECT_EQ(v->voluntary, 42u);
 }
 
 // The kernel's view of real processes: a stopped one reads 'T', a spinning
@@ -218,6 +223,20 @@ TEST(HealthMonitor, ARunnableDomainThatGotNoCpuIsStarvedNotHungUntilTheCap) {
   EXPECT_TRUE(d.hung);
   EXPECT_NE(d.cause.find("starved for"), std::string::npos) << d.cause;
   EXPECT_GE(d.took, 1000ms);
+}
+
+TEST(HealthMonitor, ABusyDomainWhoseLoopTurnsIsNotHungUntilTheCap) {
+  // On a CPU a lot, but its loop goes back to sleep again and again (it is
+  // completing requests): not hung, however the ping got lost.
+  uint64_t cpu = 0, sleeps = 0;
+  ProbeCase c{[&] { return SchedSample{'R', cpu += 10000000, 0, sleeps += 5}; }, 400ms};
+  run_case(c);
+  EXPECT_FALSE(c.hung) << c.cause;
+  EXPECT_EQ(c.starved, 1u);
+  ProbeCase d{[&] { return SchedSample{'R', cpu += 10000000, 0, sleeps += 5}; }, 3000ms};
+  run_case(d);
+  EXPECT_TRUE(d.hung);
+  EXPECT_NE(d.cause.find("its loop turns but answers no ping"), std::string::npos) << d.cause;
 }
 
 TEST(HealthMonitor, ADomainThatNeverAnsweredAndRunsIsStartingNotHung) {
