@@ -14,7 +14,7 @@
 
 namespace axl::proc {
 
-// Confinement applied at spawn (DESIGN.md, "Confinement" 4).  The child is
+// Confinement applied at spawn (docs/architecture.md, "Confinement").  The child is
 // created in fresh user, mount, network, ipc, uts and cgroup namespaces and in
 // a pid namespace of its own; root inside its user namespace is `host_uid` /
 // `host_gid` outside.  The pid namespace is held by a tiny holder process as

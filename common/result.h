@@ -1,4 +1,4 @@
-// Errors are values at trust boundaries (STYLE.md habit 4): a Result<T> holds
+// Errors are values at trust boundaries: a Result<T> holds
 // either a T or a one-line Error that names what was wrong.
 #pragma once
 #include <string>

@@ -1,5 +1,5 @@
-// A confined process's own half of its confinement (DESIGN.md,
-// "Confinement" 4), shared by the driver domains (driverdom/runtime/sandbox.h)
+// A confined process's own half of its confinement (docs/architecture.md,
+// "Confinement"), shared by the driver domains (driverdom/runtime/sandbox.h)
 // and the vTPM domain (vtpm/sandbox.h).  The spawner has already put the
 // process in fresh user, mount, pid, network, ipc and uts namespaces as an
 // unprivileged uid (common/process.h, SandboxSpec).  Once the program holds

@@ -1,4 +1,4 @@
-// The per-device DMA context and copy engine (DESIGN.md "Confinement", Xen's
+// The per-device DMA context and copy engine (docs/architecture.md "Confinement", Xen's
 // grant copy): the only code that moves bytes between guest RAM and anything
 // else.  Every segment a device touches is checked against guest RAM, against
 // the device's IOMMU mappings once the guest programs one, and against the

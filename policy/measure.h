@@ -1,11 +1,9 @@
-// Measured boot as the hypervisor does it (DESIGN.md "vTPM and measured
-// boot"): it acts as the guest's bootloader and, following GRUB's
-// convention, measures what it loads into SHA-256 PCRs: PCR 9 the kernel,
-// the initrd and the per-domain initrd overlay; PCR 8 the kernel command
-// line and the domain config.  The events are kept in a TCG crypto-agile
-// event log (TCG PC Client Platform Firmware Profile: a Spec ID header
-// event, then TCG_PCR_EVENT2 records with a SHA-256 digest each) so a
-// verifier can replay them against a quote.
+// Measured boot as the hypervisor does it (vtpm/README.md): it acts as the guest's bootloader and,
+// following GRUB's convention, measures what it loads into SHA-256 PCRs: PCR 9 the kernel, the
+// initrd and the per-domain initrd overlay; PCR 8 the kernel command line and the domain config.
+// The events are kept in a TCG crypto-agile event log (TCG PC Client Platform Firmware Profile: a
+// Spec ID header event, then TCG_PCR_EVENT2 records with a SHA-256 digest each) so a verifier can
+// replay them against a quote.
 #pragma once
 #include <array>
 #include <cstdint>

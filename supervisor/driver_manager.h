@@ -23,7 +23,7 @@
 
 namespace axl::supervisor {
 
-// Lifecycle (STYLE.md habit 6); transitions live in DriverManager only.
+// Lifecycle; transitions live in DriverManager only.
 enum class DriverState { kStarting, kRunning, kRestarting, kFailed, kStopped };
 const char* to_string(DriverState s);
 

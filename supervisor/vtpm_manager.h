@@ -57,7 +57,7 @@
 
 namespace axl::supervisor {
 
-// Lifecycle (STYLE.md habit 6); transitions live in VtpmManager only.
+// Lifecycle; transitions live in VtpmManager only.
 // kStarting: being provisioned or started (also a restart in progress).
 enum class VtpmState { kStarting, kRunning, kFailed, kStopped };
 const char* to_string(VtpmState s);

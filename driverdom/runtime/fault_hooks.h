@@ -14,7 +14,7 @@ namespace axl::driverdom {
 
 // Data-path faults: the driver breaks the channel protocol, as a buggy or
 // hostile driver would.  Each must make the hypervisor quarantine the
-// channel (DESIGN.md "Confinement", point 3).  Drivers register their
+// channel (docs/architecture.md, "Confinement").  Drivers register their
 // channels and send every response through answer(); FaultHooks arms them.
 class DataPathFaults {
  public:

@@ -1,5 +1,5 @@
-// A driver domain keeps only the fds it was meant to have (DESIGN.md,
-// "Confinement" 4): whatever else leaked across exec from the supervisor is
+// A driver domain keeps only the fds it was meant to have (docs/architecture.md,
+// "Confinement"): whatever else leaked across exec from the supervisor is
 // closed before the process talks to anyone.
 #pragma once
 #include <span>

@@ -1,4 +1,4 @@
-// The driver domain's own half of its confinement (DESIGN.md, "Confinement"
+// The driver domain's own half of its confinement (docs/architecture.md, "Confinement"
 // 4).  The supervisor spawns it in fresh user, mount, pid, network, ipc and
 // uts namespaces as an unprivileged uid (common/process.h, SandboxSpec) and
 // hands it every fd it will use, connections included.  Once those are in

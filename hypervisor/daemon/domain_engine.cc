@@ -124,7 +124,7 @@ Result<std::string> overlay_bytes(const std::string& base, const std::string& co
 }
 }  // namespace
 
-// Measured boot (DESIGN.md "vTPM and measured boot"): the hypervisor is the
+// Measured boot (vtpm/README.md): the hypervisor is the
 // guest's boot loader and measures what it hands QEMU.  Writes
 // DIR/eventlog.bin (the TCG event log the vTPM extends after the guest's
 // TPM2_Startup, and a verifier replays) and DIR/boot-record.toml (what the

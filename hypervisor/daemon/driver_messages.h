@@ -1,5 +1,5 @@
 // What a driver domain sends the hypervisor, decoded into plain values.  A
-// driver is untrusted (DESIGN.md "Trust boundaries"), so every Cap'n Proto
+// driver is untrusted (docs/architecture.md "Confinement"), so every Cap'n Proto
 // read of its messages happens here, inside a catch of kj::Exception: a bad
 // pointer, a wrong union member, an oversize text or an invalid name turns
 // into an Error with code Errc::kMalformed and a one-line reason, never into

@@ -10,7 +10,7 @@ std::vector<std::string> qemu_argv(const QemuSpec& s) {
   const std::string mem = std::to_string(s.memory_mib) + "M";
   std::vector<std::string> a = {
       s.qemu, "-name", s.name, "-accel", s.accel,
-      // vhost-user needs guest RAM in a shareable fd (FACTS.md).
+      // vhost-user needs guest RAM in a shareable fd.
       "-object", "memory-backend-memfd,id=mem,size=" + mem + ",share=on",
       // Interrupt remapping (intremap=on) needs the split irqchip under KVM;
       // QEMU 7.2 accepts it under TCG too.
@@ -29,7 +29,7 @@ std::vector<std::string> qemu_argv(const QemuSpec& s) {
   int i = 0;
   for (const QemuDevice& d : s.devices) {
     const std::string id = std::to_string(i++);
-    // reconnect=1: QEMU reconnects when a backend socket drops (FACTS.md).
+    // reconnect=1: QEMU reconnects when a backend socket drops.
     a.push_back("-chardev");
     a.push_back("socket,id=vu" + id + ",path=" + d.socket + ",reconnect=1");
     if (d.kind == QemuDevice::Kind::kBlk) {

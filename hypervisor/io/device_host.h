@@ -30,7 +30,7 @@ class DeviceLogic : public vhost_user::Backend {
   virtual DeviceStats stats() const = 0;
   // Moves the device onto a fresh channel (a restarted driver domain) and
   // replays every request still in flight, in the order it was first sent
-  // (DESIGN.md "Restart without the guest noticing").  Runs on the device
+  // (docs/architecture.md "Data path").  Runs on the device
   // thread.  The new channel must have the same shape as the old one.
   virtual Status rebind(channel::HvEnd chan) = 0;
 

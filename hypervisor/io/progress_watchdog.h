@@ -1,6 +1,6 @@
-// Progress watchdog of one device channel (DESIGN.md "Restart without the
-// guest noticing": a hang is also "requests outstanding without progress
-// past a deadline").  A driver whose event loop still answers heartbeats may
+// Progress watchdog of one device channel (docs/architecture.md, "Data
+// path"): a hang is also "requests outstanding without progress past a
+// deadline".  A driver whose event loop still answers heartbeats may
 // have stopped completing requests; only the device sees that.  The device
 // polls fd() on its thread and, when it fires, asks stall_cause() about its
 // oldest outstanding request.  Requests that legitimately wait for the

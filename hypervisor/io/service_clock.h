@@ -1,6 +1,6 @@
 // When a device last moved to a fresh channel and when the new driver
 // instance first completed a request: the end of an outage as the guest
-// sees it (DESIGN.md "Restart without the guest noticing").  Times are
+// sees it (docs/architecture.md "Data path").  Times are
 // CLOCK_MONOTONIC nanoseconds, comparable across processes on one host.
 #pragma once
 #include <time.h>

@@ -1,5 +1,5 @@
-// Resource limits for driver domains (DESIGN.md "Confinement" item 4 and
-// "Restart without the guest noticing": resource abuse is seen through
+// Resource limits for driver domains (docs/architecture.md, "Confinement"
+// and "Data path": resource abuse is seen through
 // cgroup limits and events).  Each driver instance gets its own cgroup; the
 // kernel enforces the limits, OOM-kills a driver that exceeds its memory, and
 // the supervisor learns of it through Group::event_fd() and Group::breach().

@@ -1,4 +1,4 @@
-// The Axolotl management API on D-Bus (DESIGN.md, "Control plane").
+// The Axolotl management API on D-Bus (docs/architecture.md, "Control plane").
 //
 // Bus layout, service name org.axolotl:
 //   /org/axolotl/Manager1          org.axolotl.Manager1  methods and signals
