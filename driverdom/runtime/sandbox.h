@@ -1,5 +1,5 @@
-// The driver domain's own half of its confinement (docs/architecture.md, "Confinement"
-// 4).  The supervisor spawns it in fresh user, mount, pid, network, ipc and
+// The driver domain's own half of its confinement (docs/architecture.md,
+// "Confinement").  The supervisor spawns it in fresh user, mount, pid, network, ipc and
 // uts namespaces as an unprivileged uid (common/process.h, SandboxSpec) and
 // hands it every fd it will use, connections included.  Once those are in
 // hand and before it serves anything, the driver gives up the rest
