@@ -157,4 +157,25 @@ void DriverEnd::kick() {
 
 void DriverEnd::ack_doorbell() { drain_doorbell(req_kick_.get()); }
 
+Status DriverEnd::claim_liveness() {
+  if (claimed_) return {};
+  pthread_mutexattr_t attr;
+  pthread_mutexattr_init(&attr);
+  pthread_mutexattr_setpshared(&attr, PTHREAD_PROCESS_SHARED);
+  pthread_mutexattr_setrobust(&attr, PTHREAD_MUTEX_ROBUST);
+  pthread_mutex_t* m = &map_.header()->liveness;
+  int rc = pthread_mutex_init(m, &attr);
+  pthread_mutexattr_destroy(&attr);
+  if (rc == 0) rc = pthread_mutex_lock(m);
+  if (rc != 0) return make_error(std::string("channel liveness lock: ") + strerror(rc));
+  claimed_ = true;
+  return {};
+}
+
+DriverEnd::~DriverEnd() {
+  // A moved-from end has no mapping.  Unlocking takes the mutex off this
+  // thread's robust list, which must never point into unmapped memory.
+  if (claimed_ && map_.header()) pthread_mutex_unlock(&map_.header()->liveness);
+}
+
 }  // namespace axl::channel

@@ -74,6 +74,14 @@ class HvEnd {
 class DriverEnd {
  public:
   DriverEnd(Mapping m, UniqueFd req_kick, UniqueFd resp_kick);
+  DriverEnd(DriverEnd&&) = default;
+  // Releases the liveness lock (if claimed) before the memory is unmapped.
+  ~DriverEnd();
+  // Initialises and takes the channel's liveness lock (layout.h); call on
+  // the thread that serves the channel, before answering the attach, and
+  // keep the DriverEnd on that thread.  The kernel releases it for us if
+  // the process dies.
+  Status claim_liveness();
   const Mapping& mapping() const { return map_; }
   uint32_t slots() const { return map_.geometry().slots; }
   uint32_t slot_size() const { return map_.geometry().slot_size; }
@@ -91,6 +99,7 @@ class DriverEnd {
   UniqueFd req_kick_, resp_kick_;
   uint32_t resp_head_ = 0, req_tail_ = 0;
   bool pending_kick_ = false;
+  bool claimed_ = false;
 };
 
 }  // namespace axl::channel

@@ -11,7 +11,17 @@
 // driver is not trusted: every Response it writes is validated by the
 // hypervisor (known in-flight id, length within what was posted) and a bogus
 // ring index is a protocol violation.
+//
+// The header also holds the driver's liveness lock: a robust, process-shared
+// mutex the driver takes when it accepts the channel and holds for as long as
+// it serves it.  When the driver dies the kernel marks the lock's futex word
+// FUTEX_OWNER_DIED and wakes its waiters while the process is still exiting,
+// before its files are closed or its pidfd reports the exit; the hypervisor
+// waits on that word (see liveness.h, and docs/architecture.md, "Learning
+// that a driver died").
 #pragma once
+#include <pthread.h>
+
 #include <atomic>
 #include <cstddef>
 #include <cstdint>
@@ -19,7 +29,7 @@
 namespace axl::channel {
 
 constexpr uint32_t kMagic = 0x434c5841;  // "AXLC"
-constexpr uint32_t kVersion = 1;
+constexpr uint32_t kVersion = 2;         // 2: the liveness lock
 
 enum class Op : uint16_t {
   kBlkRead = 1,    // read `len` bytes at `sector` into the pool slot
@@ -72,7 +82,13 @@ struct alignas(64) Header {
   uint64_t total_size;
   RingIndex req;
   RingIndex resp;
+  // Initialised and taken by the driver (DriverEnd::claim_liveness); the
+  // hypervisor only waits on its futex word and never trusts it further.
+  alignas(64) pthread_mutex_t liveness;
 };
+// The futex word of a glibc mutex is its first member (the kernel's robust
+// list ABI points at it through the list entry's futex_offset).
+static_assert(offsetof(pthread_mutex_t, __data.__lock) == 0);
 
 struct Geometry {
   uint32_t slots;

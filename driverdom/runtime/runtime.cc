@@ -114,6 +114,9 @@ void Runtime::handle(AttachSpec spec, std::vector<UniqueFd> fds) {
   if (!mapping) return fail(mapping.error().message);
   fds[0].reset();  // the mapping keeps the memory; the memfd itself is not needed
   channel::DriverEnd end(std::move(mapping).value(), std::move(fds[1]), std::move(fds[2]));
+  // Held until the device is detached, or released by the kernel when this
+  // process dies: that is how the hypervisor learns of a crash first.
+  if (auto s = end.claim_liveness(); !s) return fail(s.error().message);
   std::vector<UniqueFd> extra;
   for (size_t i = kChannelFds; i < fds.size(); ++i) extra.push_back(std::move(fds[i]));
   if (auto s = driver_.attach(spec, std::move(end), std::move(extra)); !s)

@@ -41,6 +41,7 @@ DriverConnection::DriverConnection(std::string name, config::DriverKind kind, in
 }
 
 DriverConnection::~DriverConnection() {
+  *alive_ = false;
   fail_all(make_error(Errc::kClosed, "driver '" + name_ + "' went away before answering attach"));
 }
 
@@ -68,6 +69,15 @@ void DriverConnection::attach(const AttachArgs& a, AttachDone done) {
     return fail_soon(make_error(s.error().code, "driver '" + name_ + "': " + s.error().message));
   Pending p;
   p.done = std::move(done);
+  // Mapped now, while the caller's memfd is open; watched once accepted.
+  if (!a.fds.empty()) {
+    auto w = channel::DeathWatch::open(a.fds[0]);
+    if (w)
+      p.death = std::move(w).value();
+    else
+      AXL_WARN("driver '%s': no death watch for device %u: %s", name_.c_str(), id,
+               w.error().message.c_str());
+  }
   p.deadline =
       std::make_unique<asio::steady_timer>(io_, std::chrono::milliseconds(attach_timeout_ms_));
   p.deadline->async_wait([this, id](const boost::system::error_code& ec) {
@@ -85,9 +95,34 @@ void DriverConnection::complete(uint32_t id, Result<uint32_t> r) {
   auto it = pending_.find(id);
   if (it == pending_.end()) return;
   AttachDone done = std::move(it->second.done);
+  auto death = std::move(it->second.death);
   pending_.erase(it);  // cancels its deadline
-  if (r) ++devices_;
+  if (r) {
+    ++devices_;
+    if (death) arm_death_watch(id, std::move(death));
+  }
   done(std::move(r));
+}
+
+bool DriverConnection::death_seen() const {
+  for (auto& [id, w] : deaths_)
+    if (w->state() == channel::DeathWatch::State::kDied || w->owner_died()) return true;
+  return false;
+}
+
+void DriverConnection::arm_death_watch(uint32_t id, std::unique_ptr<channel::DeathWatch> w) {
+  // From the watch's thread: hop to the loop, where the connection may be
+  // gone by then.
+  w->arm([this, alive = std::weak_ptr<bool>(alive_), &io = io_] {
+    asio::post(io, [this, alive] {
+      auto a = alive.lock();
+      if (!a || !*a || died_) return;
+      died_ = true;
+      // A copy: the registry forgets (destroys) this connection in it.
+      if (auto f = on_died_) f(*this);
+    });
+  });
+  deaths_[id] = std::move(w);
 }
 
 void DriverConnection::fail_all(const Error& e) {
@@ -162,6 +197,7 @@ void DriverConnection::drop() {
 }
 
 void DriverConnection::detach(uint32_t device_id) {
+  deaths_.erase(device_id);  // the driver gives the lock back as it detaches
   capnp::MallocMessageBuilder mb;
   mb.initRoot<schema::DriverMsg>().initDetach().setDeviceId(device_id);
   if (auto s = wire::send(sock_.get(), mb); !s)
@@ -218,6 +254,7 @@ void DriverRegistry::await_hello(std::shared_ptr<asio::posix::stream_descriptor>
           auto conn = std::make_unique<DriverConnection>(name, kind, h->pid, std::move(own), io_);
           DriverConnection* raw = conn.get();
           raw->on_violation(on_violation_);
+          raw->on_died([this](DriverConnection& c) { died(c); });
           raw->set_attach_timeout_ms(attach_timeout_ms_);
           standbys_[name] = std::move(conn);  // a previous standby closes here
           watch_standby(raw);
@@ -231,6 +268,7 @@ void DriverRegistry::await_hello(std::shared_ptr<asio::posix::stream_descriptor>
         auto conn = std::make_unique<DriverConnection>(name, kind, h->pid, std::move(own), io_);
         DriverConnection* raw = conn.get();
         raw->on_violation(on_violation_);
+        raw->on_died([this](DriverConnection& c) { died(c); });
         raw->set_attach_timeout_ms(attach_timeout_ms_);
         drivers_[name] = std::move(conn);  // a previous connection closes here
         watch(raw);
@@ -250,6 +288,7 @@ void DriverRegistry::watch(DriverConnection* c) {
           c->on_bad_packet(m.error());  // dropped: closed on the next read
           return watch(c);
         }
+        if (!m && c->death_seen()) return died(*c);  // the lock said so first
         if (!m) {
           AXL_WARN("driver '%s' disconnected: %s%s", c->name().c_str(), m.error().message.c_str(),
                    m.error().code == Errc::kMalformed ? " (a malformed packet: connection dropped)"
@@ -275,6 +314,7 @@ void DriverRegistry::watch_standby(DriverConnection* c) {
                               c->on_bad_packet(m.error());
                               return watch_standby(c);
                             }
+                            if (!m && c->death_seen()) return died(*c);
                             if (!m) {
                               AXL_WARN("driver '%s' standby disconnected: %s", c->name().c_str(),
                                        m.error().message.c_str());
@@ -304,6 +344,20 @@ void DriverRegistry::take_over(const std::string& name) {
   io_.post([this, raw, name] {
     if (find(name) == raw) watch(raw);
   });
+}
+
+void DriverRegistry::died(DriverConnection& c) {
+  const std::string name = c.name();
+  if (find_standby(name) == &c) {
+    AXL_WARN("driver '%s' standby (pid %d) died", name.c_str(), c.pid());
+    standbys_.erase(name);
+    return;
+  }
+  if (find(name) != &c) return;
+  AXL_WARN("driver '%s' (pid %d) died: the kernel released its channel lock", name.c_str(),
+           c.pid());
+  drivers_.erase(name);
+  take_over(name);
 }
 
 Status DriverRegistry::promote(const std::string& name) {

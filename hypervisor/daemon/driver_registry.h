@@ -7,6 +7,7 @@
 #include <memory>
 #include <string>
 #include <vector>
+#include "channel/liveness.h"
 #include "common/asio.h"
 
 #include "common/config.h"
@@ -73,6 +74,13 @@ class DriverConnection {
   void on_violation(std::function<void(DriverConnection&, const std::string& cause)> f) {
     on_violation_ = std::move(f);
   }
+  // The kernel released this driver's liveness lock in one of its channels
+  // (channel/liveness.h): the process is exiting.  Runs on the loop, at most
+  // once per connection, usually before the socket reports end of file.
+  void on_died(std::function<void(DriverConnection&)> f) { on_died_ = std::move(f); }
+  // Whether the kernel marked a channel lock of this driver's dead (its
+  // watch's report may still be on its way).
+  bool death_seen() const;
   ~DriverConnection();
   void detach(uint32_t device_id);
   // The driver broke the protocol: the connection is shut down, and the
@@ -95,7 +103,16 @@ class DriverConnection {
   struct Pending {
     AttachDone done;
     std::unique_ptr<boost::asio::steady_timer> deadline;
+    std::unique_ptr<channel::DeathWatch> death;  // armed once the driver accepts
   };
+  // One per attached device; the first to fire reports the death.
+  std::map<uint32_t, std::unique_ptr<channel::DeathWatch>> deaths_;
+  std::function<void(DriverConnection&)> on_died_;
+  bool died_ = false;
+  // Lives as long as the connection: the death watches' posted reports
+  // check it before touching the connection.
+  std::shared_ptr<bool> alive_ = std::make_shared<bool>(true);
+  void arm_death_watch(uint32_t id, std::unique_ptr<channel::DeathWatch> w);
   std::map<uint32_t, Pending> pending_;
   std::function<void(DriverConnection&, const std::string&)> on_violation_;
   void complete(uint32_t id, Result<uint32_t> r);
@@ -139,6 +156,9 @@ class DriverRegistry {
   void watch_standby(DriverConnection* c);
   // The active connection of `name` is gone: its standby, if any, takes over.
   void take_over(const std::string& name);
+  // A connection's driver died (its liveness lock said so): forget it as if
+  // its socket had closed.
+  void died(DriverConnection& c);
 
   boost::asio::io_context& io_;
   UniqueFd listen_fd_;

@@ -6,13 +6,16 @@
 
 #include <gtest/gtest.h>
 #include <poll.h>
+#include <signal.h>
 #include <sys/eventfd.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <optional>
 #include <string>
 #include <vector>
 
+#include "channel/channel.h"
 #include "common/schema/driver.capnp.h"
 #include "common/wire.h"
 
@@ -194,6 +197,85 @@ TEST_F(RegistryTest, PromoteFencesTheActiveAndMovesToTheStandbyAtOnce) {
   run(50ms);
   ASSERT_NE(reg_.find("blk0"), nullptr);
   EXPECT_EQ(reg_.find("blk0")->pid(), 200);
+}
+
+// The driver's process dies while its control socket stays open (here the
+// test holds the socket; in life the socket closes only after the kernel has
+// torn the dying process's memory down): the channel's liveness lock alone
+// tells the registry, which promotes the standby.
+TEST_F(RegistryTest, TheChannelLockReportsADeathBeforeTheSocketDoes) {
+  auto ch = channel::create(4, 4096);
+  ASSERT_TRUE(ch.ok());
+  int ready[2];
+  ASSERT_EQ(::pipe(ready), 0);
+  pid_t holder = ::fork();
+  if (holder == 0) {  // the driver's process: takes the lock and holds it
+    auto m = channel::Mapping::map(ch->mem.get(), 4, 4096);
+    if (!m) _exit(2);
+    auto* end = new channel::DriverEnd(std::move(m).value(), UniqueFd(::dup(ch->req_kick.get())),
+                                       UniqueFd(::dup(ch->resp_kick.get())));
+    if (!end->claim_liveness()) _exit(3);
+    char c = 'r';
+    if (::write(ready[1], &c, 1) != 1) _exit(4);
+    for (;;) ::pause();
+  }
+  ::close(ready[1]);
+  char c;
+  ASSERT_EQ(::read(ready[0], &c, 1), 1);
+  ::close(ready[0]);
+
+  UniqueFd active = driver("blk0", holder);
+  ASSERT_TRUE(run_until([&] { return reg_.find("blk0") != nullptr; }));
+  UniqueFd standby = driver("blk0", 200, true);
+  ASSERT_TRUE(run_until([&] { return reg_.find_standby("blk0") != nullptr; }));
+  std::optional<Result<uint32_t>> got;
+  DriverConnection::AttachArgs a;
+  a.slots = 4;
+  a.slot_size = 4096;
+  a.fds = {ch->mem.get(), ch->req_kick.get(), ch->resp_kick.get()};
+  reg_.find("blk0")->attach(a, [&](Result<uint32_t> r) { got.emplace(std::move(r)); });
+  answer(active.get(), read_attach(active.get()), true);
+  ASSERT_TRUE(run_until([&] { return got.has_value(); }));
+  ASSERT_TRUE(got->ok());
+  run(20ms);
+  EXPECT_TRUE(promoted_.empty());
+
+  ::kill(holder, SIGKILL);
+  EXPECT_TRUE(run_until([&] { return !promoted_.empty(); }));
+  EXPECT_EQ(promoted_, (std::vector<int>{200}));
+  ASSERT_NE(reg_.find("blk0"), nullptr);
+  EXPECT_EQ(reg_.find("blk0")->pid(), 200);
+  EXPECT_FALSE(closed(standby.get()));
+  ::waitpid(holder, nullptr, 0);
+}
+
+// A driver that detaches gives its lock back: no death, no promotion.
+TEST_F(RegistryTest, ADetachIsNoDeath) {
+  auto ch = channel::create(4, 4096);
+  ASSERT_TRUE(ch.ok());
+  auto m = channel::Mapping::map(ch->mem.get(), 4, 4096);
+  ASSERT_TRUE(m.ok());
+  auto end = std::make_unique<channel::DriverEnd>(std::move(m).value(),
+                                                  UniqueFd(::dup(ch->req_kick.get())),
+                                                  UniqueFd(::dup(ch->resp_kick.get())));
+  ASSERT_TRUE(end->claim_liveness().ok());
+  UniqueFd active = driver("blk0", 100);
+  ASSERT_TRUE(run_until([&] { return reg_.find("blk0") != nullptr; }));
+  UniqueFd standby = driver("blk0", 200, true);
+  ASSERT_TRUE(run_until([&] { return reg_.find_standby("blk0") != nullptr; }));
+  std::optional<Result<uint32_t>> got;
+  DriverConnection::AttachArgs a;
+  a.slots = 4;
+  a.slot_size = 4096;
+  a.fds = {ch->mem.get(), ch->req_kick.get(), ch->resp_kick.get()};
+  reg_.find("blk0")->attach(a, [&](Result<uint32_t> r) { got.emplace(std::move(r)); });
+  answer(active.get(), read_attach(active.get()), true);
+  ASSERT_TRUE(run_until([&] { return got.has_value(); }));
+  end.reset();  // the driver's side lets go
+  run(200ms);
+  EXPECT_TRUE(promoted_.empty());
+  ASSERT_NE(reg_.find("blk0"), nullptr);
+  EXPECT_EQ(reg_.find("blk0")->pid(), 100);
 }
 
 }  // namespace

@@ -6,7 +6,9 @@
 # standby promoted before it kills: a SIGSTOP (found hung), an operator
 # restart, and a quarantine (the driver sends a completion for an id never
 # issued).  Every streamed byte and every disk round verifies, the guest's
-# kernel logs no I/O or network error, and each driver shows 4 restarts.
+# kernel logs no I/O or network error, and each driver shows 4 restarts.  The
+# SIGKILL is reported to the hypervisor by the channel's liveness lock (the
+# robust futex the kernel releases while the driver exits).
 . "$(dirname "$0")/lib.sh"
 require_root_and_tools
 make_ns
@@ -91,6 +93,10 @@ for d in blk0 net0; do
   [ "$(col "$d" 5)" = 4 ] || die "$d: $(col "$d" 5) restarts, expected 4"
   n=$(grep -c "driver '$d' (pid [0-9]*) fenced on request" "$T_STATE/hv.log" || true)
   [ "$n" = 3 ] || die "$d: fenced $n times before a kill, expected 3 (hang, restart, quarantine)"
+  # The SIGKILL: the hypervisor learned it from the channel's liveness lock,
+  # which the kernel releases before the dying driver's socket closes.
+  n=$(grep -c "driver '$d' (pid [0-9]*) died: the kernel released its channel lock" "$T_STATE/hv.log" || true)
+  [ "$n" = 1 ] || die "$d: $n deaths reported by the channel lock, expected 1 (the SIGKILL)"
 done
 stats=$(axl drivers --stats | awk '/^Driver +When/ {t = 1; next} t')
 for cause in "hang: " "restart requested" "protocol violation" "crash: killed by Killed"; do
