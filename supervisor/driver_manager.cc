@@ -460,6 +460,9 @@ bool DriverManager::close_outage(DriverDomain* d, uint64_t rebound, uint64_t ser
   // the pidfd woke us: its rebind is the earliest witness of the failure,
   // so the record's outage is then a lower bound.
   if (rebound < o.fail_ns) o.fail_ns = rebound;
+  // A standby the hypervisor promoted on its own (the channel lock or the
+  // socket told it first) took over at the rebind, not when we adopted it.
+  if (o.promoted && rebound < o.restart_ns) o.restart_ns = rebound;
   AXL_INFO("driver %s: outage %.3f ms (%s; %s by the hypervisor)", d->cfg.name.c_str(),
            double(o.served_ns - o.fail_ns) / 1e6, o.cause.c_str(), how);
   return true;
