@@ -27,18 +27,23 @@ uint8_t to_virtio_status(int32_t s) {
   }
   return kSIoErr;
 }
-bool known_status(int32_t s) { return s >= 0 && s <= 2; }
 }  // namespace
 
 BlkDevice::BlkDevice(BlkDeviceSpec spec, channel::HvEnd chan, uint32_t io_timeout_ms)
     : spec_(std::move(spec)),
       capacity_sectors_(spec_.capacity_bytes / kSector),
-      chan_(std::make_unique<channel::HvEnd>(std::move(chan))),
-      watchdog_(io_timeout_ms) {
+      port_("virtio-blk", std::move(chan), io_timeout_ms,
+            {[this](const std::string& cause) { report_quarantine(cause); },
+             [this](uint64_t rebind_ns, uint64_t served_ns) {
+               report_first_served(rebind_ns, served_ns);
+             }}),
+      on_answer_([this](uint32_t id, const channel::Request& req, const channel::Response& r) {
+        finish(id, req, r);
+      }) {
   // Slots beyond what the device can use are simply never handed out; a
   // slot smaller than kSlotSize only lowers the largest request accepted.
-  inflight_.resize(chan_->slots());
-  for (uint32_t i = 0; i < chan_->slots(); ++i) free_.push_back(i);
+  inflight_.resize(port_.slots());
+  for (uint32_t i = 0; i < port_.slots(); ++i) free_.push_back(i);
 }
 
 uint64_t BlkDevice::features() const {
@@ -53,8 +58,8 @@ Result<std::vector<uint8_t>> BlkDevice::get_config(uint32_t offset, uint32_t siz
   // §5.2.4 struct virtio_blk_config, little-endian.
   std::vector<uint8_t> cfg(256, 0);
   uint64_t cap = capacity_sectors_;
-  uint32_t size_max = std::min(kSizeMax, chan_->slot_size());
-  uint32_t seg_max = std::max<uint32_t>(1, std::min(kSegMax, chan_->slot_size() / size_max));
+  uint32_t size_max = std::min(kSizeMax, port_.slot_size());
+  uint32_t seg_max = std::max<uint32_t>(1, std::min(kSegMax, port_.slot_size() / size_max));
   uint32_t blk_size = kSector;
   put(cfg, 0, &cap, 8);
   put(cfg, 8, &size_max, 4);
@@ -82,64 +87,24 @@ void BlkDevice::queue_stopped(uint32_t index) {
 }
 
 void BlkDevice::drain_ring() {
-  constexpr auto kDrainTimeout = std::chrono::seconds(2);
-  auto deadline = std::chrono::steady_clock::now() + kDrainTimeout;
-  stopping_ = true;
-  auto pending = [this] {
-    size_t n = 0;
-    for (const Inflight& f : inflight_) n += f.busy && f.queue_gen == queue_gen_;
-    return n;
-  };
-  while (!quarantined_ && pending() > 0) {
-    auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
-        deadline - std::chrono::steady_clock::now());
-    if (left.count() <= 0) {
-      AXL_WARN("virtio-blk: ring stopped with %zu requests still at the driver", pending());
-      break;
-    }
-    pollfd p{chan_->resp_kick_fd(), POLLIN, 0};
-    ::poll(&p, 1, int(left.count()));
-    chan_->ack_doorbell();
-    handle_responses();
-  }
-  stopping_ = false;
+  port_.drain(
+      [this] {
+        size_t n = 0;
+        for (uint32_t id = 0; id < inflight_.size(); ++id)
+          n += port_.busy(id) && inflight_[id].queue_gen == queue_gen_;
+        return n;
+      },
+      on_answer_);
 }
 
 void BlkDevice::queue_kicked(uint32_t index) { process(); }
 
-std::vector<int> BlkDevice::extra_fds() const {
-  if (quarantined_) return {};
-  if (watchdog_.fd() >= 0) return {chan_->resp_kick_fd(), watchdog_.fd()};
-  return {chan_->resp_kick_fd()};
-}
+std::vector<int> BlkDevice::extra_fds() const { return port_.fds(); }
 
 void BlkDevice::extra_fd_ready(int fd) {
-  if (quarantined_) return;
-  if (fd == watchdog_.fd()) {
-    watchdog_.ack();
-    check_progress();
-    return;
-  }
-  if (fd != chan_->resp_kick_fd()) return;
-  chan_->ack_doorbell();
-  handle_responses();
-}
-
-// The driver serves in order, so the oldest request sent is the one it owes
-// first; every request at the driver counts, whichever ring it came from.
-void BlkDevice::check_progress() {
-  const Inflight* oldest = nullptr;
-  uint32_t oldest_id = 0;
-  for (uint32_t id = 0; id < inflight_.size(); ++id) {
-    const Inflight& f = inflight_[id];
-    if (f.busy && (!oldest || f.sent_ns < oldest->sent_ns)) {
-      oldest = &f;
-      oldest_id = id;
-    }
-  }
-  if (!oldest) return;
-  if (auto cause = stall_cause(watchdog_.deadline_ms(), monotonic_ns(), oldest_id, oldest->sent_ns))
-    violation(*cause);
+  if (!port_.fd_ready(fd, on_answer_)) return;
+  if (vq_) vq_->notify();
+  process();  // freed slots let waiting requests in
 }
 
 DeviceStats BlkDevice::stats() const {
@@ -147,13 +112,12 @@ DeviceStats BlkDevice::stats() const {
   s.requests = requests_.load(std::memory_order_relaxed);
   s.bytes = bytes_.load(std::memory_order_relaxed);
   s.bad_descriptors = bad_descriptors_.load(std::memory_order_relaxed);
-  s.driver_violations = violations_.load(std::memory_order_relaxed);
-  clock_.fill(s);
+  port_.fill(s);
   return s;
 }
 
 void BlkDevice::process() {
-  if (!vq_ || quarantined_ || stopping_) return;
+  if (!vq_ || port_.state() != DriverPort::State::kLive) return;
   for (;;) {
     while (!free_.empty()) {
       auto p = vq_->pop();
@@ -171,7 +135,7 @@ void BlkDevice::process() {
     // All slots busy: the rest waits in the ring until a completion frees one.
     if (free_.empty() || vq_->broken() || !vq_->enable_notification()) break;
   }
-  chan_->kick();
+  port_.kick();
   vq_->notify();
 }
 
@@ -240,13 +204,13 @@ void BlkDevice::submit(virtio::Chain c) {
       return;
     }
   }
-  if (data_len > chan_->slot_size()) {
+  if (data_len > port_.slot_size()) {
     complete_now(c, status_off, kSIoErr, 1);
     return;
   }
   uint32_t id = free_.front();
   if (type == kTOut) {
-    auto r = vq_->dma().copy_from_guest(c.segs, 16, {chan_->slot(id), size_t(data_len)});
+    auto r = vq_->dma().copy_from_guest(c.segs, 16, {port_.slot(id), size_t(data_len)});
     if (!r.ok() || r.bytes != data_len) {
       complete_now(c, status_off, kSIoErr, 1);
       return;
@@ -255,139 +219,64 @@ void BlkDevice::submit(virtio::Chain c) {
   free_.pop_front();
   req.id = id;
   req.sector = (type == kTIn || type == kTOut) ? sector : 0;
-  req.pool_off = uint32_t(uint64_t(id) * chan_->slot_size());
   req.len = uint32_t(data_len);
   Inflight& f = inflight_[id];
-  f.busy = true;
-  f.completed = false;
-  f.sent_ns = monotonic_ns();
   f.queue_gen = queue_gen_;
-  f.seq = next_seq_++;
   f.chain = std::move(c);
-  f.req = req;
   f.status_off = status_off;
-  chan_->push(req);
+  port_.issue(req);
 }
 
 Status BlkDevice::rebind(channel::HvEnd fresh) {
-  if (fresh.slots() != inflight_.size() || fresh.slot_size() != chan_->slot_size())
-    return make_error("rebind: channel shape differs from the device's");
-  chan_ = std::make_unique<channel::HvEnd>(std::move(fresh));
-  clock_.rebound();
-  quarantined_ = false;
-  for (Inflight& f : inflight_) f.completed = false;  // answers count per channel
-  // Replay in first-sent order: the driver serves in order, so writes stay
-  // ordered around flushes exactly as the guest issued them.
-  std::vector<uint32_t> ids;
-  for (uint32_t id = 0; id < inflight_.size(); ++id)
-    if (inflight_[id].busy) ids.push_back(id);
-  std::sort(ids.begin(), ids.end(),
-            [this](uint32_t a, uint32_t b) { return inflight_[a].seq < inflight_[b].seq; });
-  size_t replayed = 0;
-  for (uint32_t id : ids) {
+  auto replayed = port_.rebind(std::move(fresh), [this](uint32_t id, const channel::Request& req) {
     Inflight& f = inflight_[id];
     if (!vq_ || f.queue_gen != queue_gen_) {
       // Its ring is gone; nobody waits for it.
-      f.busy = false;
       f.chain = {};
       free_.push_back(id);
-      continue;
+      return false;
     }
-    if (static_cast<channel::Op>(f.req.op) == channel::Op::kBlkWrite) {
+    if (static_cast<channel::Op>(req.op) == channel::Op::kBlkWrite) {
       // The guest still owns the data (not completed), so copy it again
       // rather than trusting the old pool a faulty driver could have touched.
-      auto r = vq_->dma().copy_from_guest(f.chain.segs, 16, {chan_->slot(id), size_t(f.req.len)});
-      if (!r.ok() || r.bytes != f.req.len) {
-        f.busy = false;
+      auto r = vq_->dma().copy_from_guest(f.chain.segs, 16, {port_.slot(id), size_t(req.len)});
+      if (!r.ok() || r.bytes != req.len) {
         free_.push_back(id);
         complete_now(f.chain, f.status_off, kSIoErr, 1);
         f.chain = {};
-        continue;
+        return false;
       }
     }
-    f.sent_ns = monotonic_ns();
-    chan_->push(f.req);
-    ++replayed;
-  }
-  chan_->kick();
-  AXL_INFO("virtio-blk: rebound to a fresh channel, %zu requests replayed", replayed);
+    return true;
+  });
+  if (!replayed) return replayed.error();
+  AXL_INFO("virtio-blk: rebound to a fresh channel, %zu requests replayed", *replayed);
   if (vq_) vq_->notify();
   process();
   return {};
 }
 
-void BlkDevice::violation(const std::string& cause) {
-  violations_.fetch_add(1, std::memory_order_relaxed);
-  AXL_ERROR("virtio-blk: %s: channel quarantined", cause.c_str());
-  // Fail nothing to the guest: in-flight requests stay in the table for a
-  // replay on a fresh channel, once the driver is replaced.
-  quarantined_ = true;
-  report_quarantine(cause);
-}
-
-void BlkDevice::handle_responses() {
-  bool any = false;
-  while (!quarantined_) {
-    auto r = chan_->pop();
-    if (!r) {
-      violation("protocol violation: " + r.error().message);
-      break;
-    }
-    if (!r->has_value()) break;
-    const channel::Response resp = **r;
-    const std::string id = std::to_string(resp.id);
-    if (resp.id >= inflight_.size()) {
-      violation("protocol violation: completion id " + id + " was never issued");
-      break;
-    }
-    const Inflight& f = inflight_[resp.id];
-    if (!f.busy) {
-      violation(f.completed ? "protocol violation: duplicate completion id " + id
-                            : "protocol violation: completion id " + id + " was never issued");
-      break;
-    }
-    if (!known_status(resp.status)) {
-      violation("protocol violation: unknown status " + std::to_string(resp.status) + " for id " +
-                id);
-      break;
-    }
-    if (resp.len > f.req.len) {
-      violation("protocol violation: length " + std::to_string(resp.len) + " beyond the " +
-                std::to_string(f.req.len) + " posted for id " + id);
-      break;
-    }
-    if (clock_.served()) report_first_served(clock_.last_rebind_ns(), clock_.first_served_ns());
-    finish(resp.id, resp);
-    any = true;
-  }
-  if (any && vq_) vq_->notify();
-  // Freed slots let waiting requests in.
-  process();
-}
-
-void BlkDevice::finish(uint32_t id, const channel::Response& resp) {
+void BlkDevice::finish(uint32_t id, const channel::Request& req, const channel::Response& resp) {
   Inflight& f = inflight_[id];
-  f.busy = false;
-  f.completed = true;
   free_.push_back(id);
   if (!vq_ || f.queue_gen != queue_gen_) return;  // the ring it came from is gone
   uint8_t status = to_virtio_status(resp.status);
   uint32_t used = 1;
-  auto op = static_cast<channel::Op>(f.req.op);
+  auto op = static_cast<channel::Op>(req.op);
   if (status == kSOk && (op == channel::Op::kBlkRead || op == channel::Op::kBlkGetId)) {
-    uint8_t* slot = chan_->slot(id);
+    uint8_t* slot = port_.slot(id);
     // A short answer never exposes stale pool bytes: the rest reads as zero.
-    if (resp.len < f.req.len) memset(slot + resp.len, 0, f.req.len - resp.len);
+    if (resp.len < req.len) memset(slot + resp.len, 0, req.len - resp.len);
     auto r =
-        vq_->dma().copy_to_guest(f.chain.segs, f.chain.readable_bytes, {slot, size_t(f.req.len)});
+        vq_->dma().copy_to_guest(f.chain.segs, f.chain.readable_bytes, {slot, size_t(req.len)});
     if (!r.ok()) {
       AXL_WARN("virtio-blk: copy to guest: %s", iommu::to_string(r.fault));
       status = kSIoErr;
     } else {
-      used += f.req.len;
+      used += req.len;
     }
   }
-  if (status == kSOk) bytes_.fetch_add(f.req.len, std::memory_order_relaxed);
+  if (status == kSOk) bytes_.fetch_add(req.len, std::memory_order_relaxed);
   complete_now(f.chain, f.status_off, status, used);
   f.chain = {};
 }

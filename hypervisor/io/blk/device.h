@@ -17,8 +17,7 @@
 #include "channel/channel.h"
 #include "hypervisor/guest_device.h"
 #include "hypervisor/io/device_host.h"
-#include "hypervisor/io/progress_watchdog.h"
-#include "hypervisor/io/service_clock.h"
+#include "hypervisor/io/driver_port.h"
 #include "hypervisor/io/virtio/virtqueue.h"
 
 namespace axl::hv::io::blk {
@@ -60,17 +59,14 @@ class BlkDevice final : public DeviceLogic {
   DeviceStats stats() const override;
   Status rebind(channel::HvEnd chan) override;
 
-  bool quarantined() const { return quarantined_; }
+  bool quarantined() const { return port_.quarantined(); }
 
  private:
+  // What the device keeps of a request at the driver (the port keeps the
+  // channel request itself).
   struct Inflight {
-    bool busy = false;
-    bool completed = false;  // answered since it was last issued: a second answer is a duplicate
-    uint64_t sent_ns = 0;    // when handed to the current channel
     uint64_t queue_gen = 0;  // the ring incarnation the chain came from
-    uint64_t seq = 0;        // pop order, for an in-order replay on rebind
     virtio::Chain chain;
-    channel::Request req{};
     uint64_t status_off = 0;  // stream offset of the status byte
   };
 
@@ -81,26 +77,18 @@ class BlkDevice final : public DeviceLogic {
   void submit(virtio::Chain chain);
   void complete_now(const virtio::Chain& chain, uint64_t status_off, uint8_t status,
                     uint32_t used_len);
-  void handle_responses();
-  void finish(uint32_t id, const channel::Response& r);
-  void violation(const std::string& what);
-  void check_progress();
+  void finish(uint32_t id, const channel::Request& req, const channel::Response& r);
 
   BlkDeviceSpec spec_;
   uint64_t capacity_sectors_;
-  // The current channel; replaced whole by rebind() (HvEnd is not assignable).
-  std::unique_ptr<channel::HvEnd> chan_;
+  DriverPort port_;
+  DriverPort::OnAnswer on_answer_;
   std::vector<Inflight> inflight_;
   std::deque<uint32_t> free_;
   virtio::Virtqueue* vq_ = nullptr;
   uint64_t queue_gen_ = 0;
-  uint64_t next_seq_ = 0;
-  bool quarantined_ = false;
-  bool stopping_ = false;  // draining for a ring stop: pop nothing new
-  ProgressWatchdog watchdog_;
 
-  std::atomic<uint64_t> requests_{0}, bytes_{0}, bad_descriptors_{0}, violations_{0};
-  ServiceClock clock_;
+  std::atomic<uint64_t> requests_{0}, bytes_{0}, bad_descriptors_{0};
 };
 
 }  // namespace axl::hv::io::blk

@@ -19,9 +19,8 @@
 #include "channel/channel.h"
 #include "hypervisor/guest_device.h"
 #include "hypervisor/io/device_host.h"
+#include "hypervisor/io/driver_port.h"
 #include "hypervisor/io/net/offload.h"
-#include "hypervisor/io/progress_watchdog.h"
-#include "hypervisor/io/service_clock.h"
 #include "hypervisor/io/virtio/virtqueue.h"
 
 namespace axl::hv::io::net {
@@ -56,18 +55,14 @@ class NetDevice final : public DeviceLogic {
   DeviceStats stats() const override;
   Status rebind(channel::HvEnd chan) override;
 
-  bool quarantined() const { return quarantined_; }
+  bool quarantined() const { return port_.quarantined(); }
 
  private:
+  // What the device keeps of each slot (the port keeps the channel request).
   enum class Use : uint8_t { kFree, kRxPosted, kRxFilled, kTx };
   struct Slot {
     Use use = Use::kFree;
-    uint32_t posted_len = 0;
-    uint32_t filled_len = 0;
-    uint64_t queue_gen = 0;
-    uint64_t seq = 0;        // TX send order, for an in-order replay on rebind
-    uint64_t sent_ns = 0;    // TX: when handed to the current channel
-    bool completed = false;  // answered since last issued: a second answer is a duplicate
+    uint64_t queue_gen = 0;  // TX: the ring incarnation the chain came from
     virtio::Chain chain;     // TX: the guest chain to complete
   };
   struct Filled {
@@ -80,14 +75,16 @@ class NetDevice final : public DeviceLogic {
   void drain_tx();
   void deliver_rx();
   bool deliver_one(const Filled& f);
-  void handle_responses();
-  void violation(const std::string& cause);
-  void check_progress();
-  bool is_rx_id(uint32_t id) const { return id < rx_slots_; }
+  void on_answer(uint32_t id, const channel::Request& req, const channel::Response& resp);
+  // After a batch of answers: complete TX, deliver RX, let waiting frames in.
+  void after_answers();
+  // Clears offload requests the guest did not negotiate from a TX header:
+  // they are not asked of the TAP or of other guests on its behalf.
+  void sanitize_tx(uint32_t id);
 
   NetDeviceSpec spec_;
-  // The current channel; replaced whole by rebind() (HvEnd is not assignable).
-  std::unique_ptr<channel::HvEnd> chan_;
+  DriverPort port_;
+  DriverPort::OnAnswer on_answer_;
   uint32_t rx_slots_;
   std::vector<Slot> slots_;
   std::deque<uint32_t> tx_free_;
@@ -97,16 +94,12 @@ class NetDevice final : public DeviceLogic {
   virtio::Virtqueue* rx_vq_ = nullptr;
   virtio::Virtqueue* tx_vq_ = nullptr;
   uint64_t tx_gen_ = 0;
-  uint64_t next_seq_ = 0;
+  bool tx_done_ = false, rx_new_ = false;  // in the current batch of answers
   bool mrg_rxbuf_ = false;
   GuestOffloads offloads_;
   bool host_csum_ = false, host_tso_ = false;
-  bool quarantined_ = false;
-  bool stopping_ = false;
-  ProgressWatchdog watchdog_;
 
-  std::atomic<uint64_t> frames_{0}, bytes_{0}, bad_descriptors_{0}, violations_{0}, rx_dropped_{0};
-  ServiceClock clock_;
+  std::atomic<uint64_t> frames_{0}, bytes_{0}, bad_descriptors_{0}, rx_dropped_{0};
 };
 
 }  // namespace axl::hv::io::net

@@ -130,6 +130,36 @@ TEST_F(NetTest, RebindResendsTxAndRepostsRx) {
   EXPECT_EQ(sent[0][12], 0x42);
 }
 
+// A frame resent after a rebind asks no more of the TAP than it did the
+// first time: offloads the guest did not negotiate stay cleared.
+TEST_F(NetTest, ARebindResendsTxWithTheSameOffloadChecks) {
+  fe.handshake(2, ~virtio::bit(kFCsum));  // no checksum offload, hence no TSO
+  hold_tx = true;
+  memset(fe.at(kBufs), 0, 12);
+  fe.at(kBufs)[0] = 1;          // VIRTIO_NET_HDR_F_NEEDS_CSUM
+  fe.at(kBufs)[1] = kGsoTcpv4;  // and segmentation, neither negotiated
+  memset(fe.at(kBufs + 12), 0x42, 64);
+  fe.add_chain(kTxQueue, {{kBufs, 76, false}});
+  std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  hold_tx = false;
+  driver.reset();
+  {
+    std::lock_guard<std::mutex> g(mu);
+    posted.clear();
+  }
+  auto shape = net_channel_shape();
+  auto ch = testing::make_channel(shape.slots, shape.slot_size);
+  ASSERT_TRUE(ch.hv && ch.drv);
+  driver = start_driver(std::move(*ch.drv));
+  ASSERT_TRUE(io::rebind(*dev, std::move(*ch.hv)).ok());
+  ASSERT_EQ(fe.wait_used(kTxQueue, 1).size(), 1u);
+  std::lock_guard<std::mutex> g(mu);
+  ASSERT_EQ(sent.size(), 1u);
+  EXPECT_EQ(sent[0][0], 0);
+  EXPECT_EQ(sent[0][1], kGsoNone);
+  EXPECT_EQ(sent[0][12], 0x42);
+}
+
 TEST_F(NetTest, WatchdogIgnoresPostedRxButCatchesAStalledTx) {
   std::mutex cmu;
   std::vector<std::string> causes;
