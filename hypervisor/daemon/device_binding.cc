@@ -1,5 +1,7 @@
 #include "hypervisor/daemon/device_binding.h"
 
+#include "hypervisor/daemon/device_kinds.h"
+
 namespace axl::hv {
 
 void attach_channel(DriverConnection& drv, const DeviceRequest& req,
@@ -12,8 +14,8 @@ void attach_channel(DriverConnection& drv, const DeviceRequest& req,
   if (drv.kind() != req.kind)
     return fail(make_error("driver '" + drv.name() + "' is a " + config::to_string(drv.kind()) +
                            " driver, not " + config::to_string(req.kind)));
-  const bool blk = req.kind == config::DriverKind::kBlk;
-  ChannelShape shape = blk ? blk_channel_shape() : net_channel_shape();
+  const DeviceKind& kind = device_kind(req.kind);
+  const ChannelShape shape = kind.shape();
   // Every binding gets a fresh channel: memory a previous driver could have
   // scribbled on is never reused.
   auto fds = channel::create(shape.slots, shape.slot_size);
@@ -24,14 +26,7 @@ void attach_channel(DriverConnection& drv, const DeviceRequest& req,
   args.slots = shape.slots;
   args.slot_size = shape.slot_size;
   args.fds = {fds->mem.get(), fds->req_kick.get(), fds->resp_kick.get()};
-  if (blk) {
-    if (!req.image) return fail(make_error("blk device without an image fd"));
-    args.fds.push_back(req.image.get());
-    args.read_only = req.blk.read_only;
-    args.serial = req.blk.serial;
-  } else {
-    args.mac = req.net.mac;
-  }
+  if (auto s = kind.attach(req, args); !s) return fail(s.error());
   struct Ours {
     channel::Mapping mapping;
     UniqueFd req_kick, resp_kick;
@@ -50,9 +45,7 @@ Result<BoundDevice> make_bound_device(const std::string& socket, const DeviceReq
   BoundDevice b;
   b.device_id = grant.device_id;
   sup.owner = owner_pid;
-  b.device = req.kind == config::DriverKind::kBlk
-                 ? make_blk_device(socket, req.blk, std::move(grant.end), std::move(sup))
-                 : make_net_device(socket, req.net, std::move(grant.end), std::move(sup));
+  b.device = device_kind(req.kind).make(socket, req, std::move(grant.end), std::move(sup));
   if (auto s = b.device->start(); !s) {
     b.device.reset();
     return s.error();

@@ -203,9 +203,7 @@ void DomainEngine::attach_next(Domain* d, std::shared_ptr<Requests> reqs, size_t
     d->devices.push_back(DeviceBinding{driver_name, std::move(req), std::move(b).value(), {}});
     if (DriverConnection* sb = drivers_.find_standby(driver_name))
       preattach_standby(d, d->devices.size() - 1, *sb);
-    d->qdevs.push_back(QemuDevice{
-        kind == config::DriverKind::kBlk ? QemuDevice::Kind::kBlk : QemuDevice::Kind::kNet, sock,
-        mac});
+    d->qdevs.push_back(QemuDevice{kind, sock, mac});
     attach_next(d, reqs, i + 1);
   });
 }

@@ -57,13 +57,7 @@ void DriverConnection::attach(const AttachArgs& a, AttachDone done) {
   at.setDeviceId(id);
   at.setSlots(a.slots);
   at.setSlotSize(a.slot_size);
-  if (kind_ == config::DriverKind::kNet) {
-    at.initNet().setMac(capnp::Data::Reader(a.mac.data(), a.mac.size()));
-  } else {
-    auto b = at.initBlk();
-    b.setReadOnly(a.read_only);
-    b.setSerial(a.serial);
-  }
+  if (a.kind_part) a.kind_part(at);
   // The fds travel with the send (SCM_RIGHTS): the caller may close its own now.
   if (auto s = wire::send(sock_.get(), mb, a.fds); !s)
     return fail_soon(make_error(s.error().code, "driver '" + name_ + "': " + s.error().message));

@@ -12,6 +12,7 @@
 
 #include "common/config.h"
 #include "common/result.h"
+#include "common/schema/driver.capnp.h"
 #include "common/unique_fd.h"
 #include "common/wire.h"
 
@@ -49,12 +50,9 @@ class DriverConnection {
   // driver answers, or with an Error.
   struct AttachArgs {
     uint32_t slots = 0, slot_size = 0;
-    std::vector<int> fds;  // memfd, req_kick, resp_kick[, image]
-    // net
-    std::array<uint8_t, 6> mac{};
-    // blk
-    bool read_only = false;
-    std::string serial;
+    std::vector<int> fds;  // memfd, req_kick, resp_kick, then the kind's own
+    // Fills the device kind's part of the message (device_kinds.h).
+    std::function<void(schema::Attach::Builder)> kind_part;
   };
   // A malformed answer is an Error with code Errc::kMalformed, and the
   // connection is dropped (see drop()); no answer within kAttachTimeoutMs

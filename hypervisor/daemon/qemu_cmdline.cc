@@ -1,5 +1,7 @@
 #include "hypervisor/daemon/qemu_cmdline.h"
 
+#include "hypervisor/daemon/device_kinds.h"
+
 #include "policy/measure.h"
 
 #include "common/config.h"
@@ -32,19 +34,7 @@ std::vector<std::string> qemu_argv(const QemuSpec& s) {
     // reconnect=1: QEMU reconnects when a backend socket drops.
     a.push_back("-chardev");
     a.push_back("socket,id=vu" + id + ",path=" + d.socket + ",reconnect=1");
-    if (d.kind == QemuDevice::Kind::kBlk) {
-      a.push_back("-device");
-      a.push_back("vhost-user-blk-pci,chardev=vu" + id + ",num-queues=1" + viommu);
-    } else {
-      a.push_back("-netdev");
-      a.push_back("vhost-user,id=net" + id + ",chardev=vu" + id);
-      // vectors=0 (INTx): QEMU 7.2 segfaults in vhost_net_start ->
-      // msix_set_vector_notifiers when the guest enables a vhost-user
-      // virtio-net device with MSI-X (seen here under TCG).
-      a.push_back("-device");
-      a.push_back("virtio-net-pci,netdev=net" + id + ",vectors=0,mac=" + config::format_mac(d.mac) +
-                  viommu);
-    }
+    device_kind(d.kind).qemu(d, "vu" + id, id, viommu, a);
   }
   if (!s.tpm_socket.empty()) {
     // No reconnect option: the tpm-emulator backend connects once, at

@@ -6,10 +6,13 @@
 #include <string>
 #include <vector>
 
+#include "common/config.h"
+
 namespace axl::hv {
 
 struct QemuDevice {
-  enum class Kind { kBlk, kNet } kind;
+  using Kind = config::DriverKind;
+  Kind kind;
   std::string socket;  // vhost-user socket the hypervisor listens on
   std::array<uint8_t, 6> mac{};
 };
