@@ -1,5 +1,7 @@
 #include "hypervisor/daemon/device_kinds.h"
 
+#include <fcntl.h>
+
 #include "common/schema/driver.capnp.h"
 
 namespace axl::hv {
@@ -7,6 +9,12 @@ namespace {
 
 Status blk_attach(const DeviceRequest& req, DriverConnection::AttachArgs& args) {
   if (!req.image) return make_error("blk device without an image fd");
+  // No host readahead on the image (the open file description travels to
+  // the driver): the guest reads ahead itself, and on a sparse image the
+  // host's readahead zero-fills large folios inside the driver's pread, tens
+  // of ms of CPU in one system call on a loaded host, which a health check
+  // cannot tell from a spinning loop (docs/architecture.md, "Hang detection").
+  (void)::posix_fadvise(req.image.get(), 0, 0, POSIX_FADV_RANDOM);
   args.fds.push_back(req.image.get());
   const bool ro = req.blk.read_only;
   const std::string serial = req.blk.serial;
