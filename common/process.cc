@@ -229,6 +229,14 @@ NsHolder& NsHolder::operator=(NsHolder&& o) noexcept {
   return *this;
 }
 
+UniqueFd NsHolder::kill_and_release(pid_t* pid) {
+  *pid = pid_;
+  if (pid_ <= 0) return UniqueFd();
+  ::syscall(SYS_pidfd_send_signal, pidfd_.get(), SIGKILL, nullptr, 0);
+  pid_ = -1;
+  return std::move(pidfd_);
+}
+
 void NsHolder::reset() {
   if (pid_ <= 0) return;
   ::syscall(SYS_pidfd_send_signal, pidfd_.get(), SIGKILL, nullptr, 0);

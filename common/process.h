@@ -64,7 +64,12 @@ class NsHolder {
   NsHolder& operator=(const NsHolder&) = delete;
   ~NsHolder() { reset(); }
   pid_t pid() const { return pid_; }
+  // Kills the holder and waits for it (a blocking wait of a few ms on a
+  // loaded host: not on a restart's critical path).
   void reset();
+  // Kills the holder and hands its pidfd over (readable once it died; the
+  // caller then reaps `*pid`), so no one waits now.  Empty if none.
+  UniqueFd kill_and_release(pid_t* pid);
 
  private:
   pid_t pid_ = -1;

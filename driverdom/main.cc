@@ -16,6 +16,7 @@
 
 #include "common/heartbeat.h"
 #include "common/log.h"
+#include "common/schema/supervisor.capnp.h"
 #include "common/wire.h"
 #include "driverdom/blk/blk_driver.h"
 #include "driverdom/net/net_driver.h"
@@ -24,6 +25,28 @@
 #include "driverdom/runtime/options.h"
 #include "driverdom/runtime/runtime.h"
 #include "driverdom/runtime/sandbox.h"
+
+namespace {
+
+// A parked spare waits here, set up and confined, until the supervisor makes
+// it the active instance (supervisor.capnp Heartbeat.start).  It answers no
+// heartbeat meanwhile: nobody watches a spare's loop.  Errc::kClosed: the
+// supervisor let it go unused.
+axl::Result<axl::UniqueFd> await_start(int health, bool sandboxed, const std::string& hv_socket) {
+  using namespace axl;
+  for (;;) {
+    auto m = wire::recv_timeout(health, -1);
+    if (!m && m.error().code == Errc::kWouldBlock) continue;
+    if (!m) return m.error();
+    if (m->root<schema::Heartbeat>().which() != schema::Heartbeat::START) continue;
+    if (!sandboxed) return wire::connect(hv_socket);
+    if (m->fds().size() != 1) return make_error("start without exactly one hypervisor connection");
+    UniqueFd c = std::move(m->fds()[0]);
+    return c;
+  }
+}
+
+}  // namespace
 
 int main(int argc, char** argv) {
   using namespace axl;
@@ -63,7 +86,8 @@ int main(int argc, char** argv) {
     }
   }
 
-  // Confined drivers get the connection made for them (they reach no path).
+  // Confined drivers get the connection made for them (they reach no path);
+  // a parked spare gets it when it is started.
   Result<UniqueFd> control = make_error("no hypervisor connection");
   if (opts->hv_fd) {
     UniqueFd c(*opts->hv_fd);
@@ -72,10 +96,10 @@ int main(int argc, char** argv) {
       return 1;
     }
     control = std::move(c);
-  } else {
+  } else if (!opts->parked) {
     control = wire::connect(opts->hv_socket);
   }
-  if (!control) {
+  if (!control && !opts->parked) {
     AXL_ERROR("%s", control.error().message.c_str());
     return 1;
   }
@@ -89,8 +113,10 @@ int main(int argc, char** argv) {
     driver = std::make_unique<blk::BlkDriver>(io, data_faults_ptr);
   } else {
     auto net = std::make_unique<net::NetDriver>(io, std::move(tap), data_faults_ptr);
-    if (auto s = net->start(opts->standby ? net::NetDriver::Mode::kStandby
-                                          : net::NetDriver::Mode::kActive);
+    // A standby and a parked spare hold the TAP unread: the first request
+    // they get (their promotion) starts the reading.
+    if (auto s = net->start(opts->standby || opts->parked ? net::NetDriver::Mode::kStandby
+                                                          : net::NetDriver::Mode::kActive);
         !s) {
       AXL_ERROR("%s", s.error().message.c_str());
       return 1;
@@ -105,6 +131,7 @@ int main(int argc, char** argv) {
     faults.set_escape_targets({opts->hv_pid.value_or(0), opts->hv_socket.empty() ? "" : dir});
   }
   std::unique_ptr<HeartbeatResponder> heartbeat;
+  const int health_fd = health.get();
   if (health)
     heartbeat = std::make_unique<HeartbeatResponder>(
         io, std::move(health), [&io] { io.stop(); },
@@ -114,10 +141,14 @@ int main(int argc, char** argv) {
         });
   const std::string fault_at_start = opts->fault_at_start;
   const SandboxPolicy policy{opts->kind, opts->fault_injection};
-  const bool sandbox = opts->sandbox;
-  Runtime runtime(io, std::move(opts).value(), std::move(control).value(), *driver);
+  const bool sandbox = opts->sandbox, parked = opts->parked;
+  const std::string hv_socket = opts->hv_socket;
+  Runtime runtime(io, std::move(opts).value(), control ? std::move(control).value() : UniqueFd(),
+                  *driver);
   runtime.set_attach_fault(&attach_fault);
-  // Everything it will ever use is in hand now: confine before serving.
+  // Everything it will ever use is in hand now (a parked spare's hypervisor
+  // connection comes over the health channel, already open): confine before
+  // serving.
   if (sandbox) {
     if (auto s = enter_sandbox(policy); !s) {
       AXL_ERROR("sandbox: %s", s.error().message.c_str());
@@ -125,6 +156,15 @@ int main(int argc, char** argv) {
     }
     AXL_INFO("sandboxed: empty root, no capabilities, no_new_privs, seccomp (%s)",
              kind_name(policy.kind));
+  }
+  if (parked) {
+    auto c = await_start(health_fd, sandbox, hv_socket);
+    if (!c) {
+      AXL_ERROR("parked: %s", c.error().message.c_str());
+      return c.error().code == Errc::kClosed ? 0 : 1;
+    }
+    AXL_INFO("started: now the active instance");
+    runtime.set_control(std::move(c).value());
   }
   if (!fault_at_start.empty()) {
     if (auto s = faults.run(fault_at_start); !s) {

@@ -3,6 +3,7 @@
 #include <signal.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -47,7 +48,8 @@ DriverManager::DriverManager(asio::io_context& io, std::string bin, std::string 
       log_dir_(std::move(log_dir)),
       service_times_(std::move(service_times)),
       cgroups_(cgroups),
-      events_(std::move(events)) {}
+      events_(std::move(events)),
+      retire_timer_(io) {}
 
 DriverManager::~DriverManager() { stop_all(); }
 
@@ -72,7 +74,7 @@ Status DriverManager::start_all(const config::HostConfig& host) {
   return {};
 }
 
-Result<proc::Child> DriverManager::launch(DriverDomain& d, bool standby, UniqueFd* health,
+Result<proc::Child> DriverManager::launch(DriverDomain& d, Role role, UniqueFd* health,
                                           std::unique_ptr<cgroup::Group>* group) {
   std::vector<UniqueFd> join;
   if (cgroups_) {
@@ -99,7 +101,8 @@ Result<proc::Child> DriverManager::launch(DriverDomain& d, bool standby, UniqueF
              "--supervisor-fd",
              std::to_string(kHealthFd)};
   so.fds.emplace_back(theirs.get(), kHealthFd);
-  if (standby) so.argv.push_back("--standby");
+  if (role == Role::kStandby) so.argv.push_back("--standby");
+  if (role == Role::kSpare) so.argv.push_back("--parked");
   if (d.cfg.fault_injection) so.argv.push_back("--fault-injection");
   if (!d.cfg.fault_at_start.empty())
     so.argv.insert(so.argv.end(), {"--fault-at-start", d.cfg.fault_at_start});
@@ -112,19 +115,23 @@ Result<proc::Child> DriverManager::launch(DriverDomain& d, bool standby, UniqueF
   UniqueFd hv_conn;
   if (d.cfg.sandbox) {
     // A confined driver reaches no path: it gets its hypervisor connection
-    // from us, already made, and confines itself once it runs.
-    auto conn = wire::connect(hv_socket_);
-    if (!conn) return make_error("driver '" + d.cfg.name + "': " + conn.error().message);
-    hv_conn = std::move(conn).value();
-    so.fds.emplace_back(hv_conn.get(), kHvFd);
-    so.argv.insert(so.argv.end(), {"--hv-fd", std::to_string(kHvFd), "--sandbox"});
-    if (d.cfg.fault_injection) {
-      // Only the escape-attempt hooks need to know whom to attack.
+    // from us, already made (a spare once it is started), and confines
+    // itself once it runs.
+    if (role != Role::kSpare) {
+      auto conn = wire::connect(hv_socket_);
+      if (!conn) return make_error("driver '" + d.cfg.name + "': " + conn.error().message);
+      hv_conn = std::move(conn).value();
+      so.fds.emplace_back(hv_conn.get(), kHvFd);
+      so.argv.insert(so.argv.end(), {"--hv-fd", std::to_string(kHvFd)});
       ucred peer{};
       socklen_t len = sizeof peer;
       if (::getsockopt(hv_conn.get(), SOL_SOCKET, SO_PEERCRED, &peer, &len) == 0)
-        so.argv.insert(so.argv.end(), {"--hv-pid", std::to_string(peer.pid)});
+        hv_pid_ = peer.pid;
     }
+    so.argv.push_back("--sandbox");
+    // Only the escape-attempt hooks need to know whom to attack.
+    if (d.cfg.fault_injection && hv_pid_ > 0)
+      so.argv.insert(so.argv.end(), {"--hv-pid", std::to_string(hv_pid_)});
     proc::SandboxSpec sandbox;
     sandbox.host_uid = kSandboxUid;
     sandbox.host_gid = kSandboxGid;
@@ -138,20 +145,134 @@ Result<proc::Child> DriverManager::launch(DriverDomain& d, bool standby, UniqueF
 }
 
 Status DriverManager::spawn(DriverDomain& d) {
-  auto c = launch(d, false, &d.health, &d.group);
-  if (!c) return c.error();
-  d.child = std::move(c).value();
-  watch_active(d);
-  AXL_INFO("driver %s (%s) started, pid %d", d.cfg.name.c_str(), config::to_string(d.cfg.kind),
-           d.child.pid);
+  uint64_t started_ns = 0;
+  const bool from_spare = d.spare.pid > 0 && start_spare(d, &started_ns);
+  if (!from_spare) {
+    auto c = launch(d, Role::kActive, &d.health, &d.group);
+    if (!c) return c.error();
+    d.child = std::move(c).value();
+  }
+  watch_active(d, started_ns);
+  AXL_INFO("driver %s (%s) started, pid %d%s", d.cfg.name.c_str(), config::to_string(d.cfg.kind),
+           d.child.pid, from_spare ? " (its parked spare)" : "");
   if (d.cfg.standby && d.standby.pid <= 0) return spawn_standby(d);
+  if (!d.cfg.standby) schedule_spare(d, 50ms);
   return {};
 }
 
+void DriverManager::schedule_spare(DriverDomain& d, std::chrono::milliseconds delay) {
+  if (d.spare.pid > 0 || stopping_) return;
+  DriverDomain* raw = &d;
+  d.spare_timer = std::make_unique<asio::steady_timer>(io_, delay);
+  d.spare_timer->async_wait([this, raw](const boost::system::error_code& ec) {
+    if (!ec && !stopping_ && raw->spare.pid <= 0) spawn_spare(*raw);
+  });
+}
+
+void DriverManager::spawn_spare(DriverDomain& d) {
+  auto c = launch(d, Role::kSpare, &d.spare_health, &d.spare_group);
+  if (!c) {
+    AXL_WARN("driver %s: no spare: %s", d.cfg.name.c_str(), c.error().message.c_str());
+    return;
+  }
+  d.spare = std::move(c).value();
+  DriverDomain* raw = &d;
+  d.spare_exit_watch =
+      std::make_unique<asio::posix::stream_descriptor>(io_, ::dup(d.spare.pidfd.get()));
+  d.spare_exit_watch->async_wait(
+      asio::posix::stream_descriptor::wait_read, [this, raw](const boost::system::error_code& ec) {
+        if (ec || stopping_) return;
+        auto st = proc::wait_for(raw->spare, 0ms);
+        AXL_WARN("driver %s: parked spare pid %d exited (%s)", raw->cfg.name.c_str(),
+                 raw->spare.pid, st ? proc::describe_status(*st).c_str() : "?");
+        raw->spare.pid = -1;
+        raw->spare_health.reset();
+        raw->spare_group.reset();
+        // A spare that cannot even park (a broken binary, say) is not made
+        // forever: restarts then simply start a fresh process.
+        if (++raw->spare_failures < 5) schedule_spare(*raw, 100ms);
+      });
+  AXL_INFO("driver %s spare started, pid %d (parked)", d.cfg.name.c_str(), d.spare.pid);
+}
+
+// Makes the parked spare the active instance: it gets `start` (with its
+// hypervisor connection when confined) and says hello; no process start.
+bool DriverManager::start_spare(DriverDomain& d, uint64_t* started_ns) {
+  UniqueFd hv;
+  std::vector<int> fds;
+  if (d.cfg.sandbox) {
+    auto c = wire::connect(hv_socket_);
+    if (!c) {
+      AXL_WARN("driver %s: spare not started: %s", d.cfg.name.c_str(), c.error().message.c_str());
+      discard_spare(d);
+      return false;
+    }
+    hv = std::move(c).value();
+    fds.push_back(hv.get());
+  }
+  capnp::MallocMessageBuilder mb;
+  mb.initRoot<schema::Heartbeat>().setStart();
+  if (auto s = wire::send(d.spare_health.get(), mb, fds); !s) {
+    AXL_WARN("driver %s: spare not started: %s", d.cfg.name.c_str(), s.error().message.c_str());
+    discard_spare(d);
+    return false;
+  }
+  *started_ns = monotonic_ns();
+  if (d.spare_exit_watch) d.spare_exit_watch->cancel();
+  d.spare_exit_watch.reset();
+  d.spare_failures = 0;
+  d.child = std::move(d.spare);
+  d.spare = proc::Child{};
+  d.health = std::move(d.spare_health);
+  d.group = std::move(d.spare_group);
+  return true;
+}
+
+void DriverManager::reap_holder(proc::NsHolder h) {
+  pid_t pid = -1;
+  UniqueFd fd = h.kill_and_release(&pid);
+  if (!fd) return;
+  auto w = std::make_shared<asio::posix::stream_descriptor>(io_, fd.release());
+  w->async_wait(asio::posix::stream_descriptor::wait_read,
+                [w, pid](const boost::system::error_code&) { ::waitpid(pid, nullptr, WNOHANG); });
+}
+
+void DriverManager::retire_group(std::unique_ptr<cgroup::Group> g) {
+  if (!g) return;
+  retiring_.push_back(Retiring{std::move(g), 0});
+  // After the handler in progress (the restart) has run.
+  if (retiring_.size() == 1) asio::post(io_, [this] { retire_step(); });
+}
+
+void DriverManager::retire_step() {
+  for (auto it = retiring_.begin(); it != retiring_.end();) {
+    // Done, or given up after about a second: the destructor (waiting) then
+    // has the last word.
+    if (it->group->remove_step() || ++it->steps > 200)
+      it = retiring_.erase(it);
+    else
+      ++it;
+  }
+  if (retiring_.empty() || stopping_) return;
+  retire_timer_.expires_after(5ms);
+  retire_timer_.async_wait([this](const boost::system::error_code& ec) {
+    if (!ec) retire_step();
+  });
+}
+
+void DriverManager::discard_spare(DriverDomain& d) {
+  if (d.spare_exit_watch) d.spare_exit_watch->cancel();
+  d.spare_exit_watch.reset();
+  d.spare_health.reset();  // a parked spare exits when its channel closes
+  if (d.spare.pid > 0) proc::stop(d.spare, 500ms);
+  d.spare.pid = -1;
+  d.spare_group.reset();
+}
+
 // Starts health and exit watching of the active instance (fresh or promoted).
-void DriverManager::watch_active(DriverDomain& d) {
+void DriverManager::watch_active(DriverDomain& d, uint64_t started_ns) {
   d.state = DriverState::kRunning;
-  d.started_ns = monotonic_ns();
+  d.started_ns = started_ns ? started_ns : monotonic_ns();
   d.pending_cause.clear();
   d.pending_fail_ns = 0;
   DriverDomain* raw = &d;
@@ -196,7 +317,7 @@ void DriverManager::watch_group(DriverDomain& d) {
 }
 
 Status DriverManager::spawn_standby(DriverDomain& d) {
-  auto c = launch(d, true, &d.standby_health, &d.standby_group);
+  auto c = launch(d, Role::kStandby, &d.standby_health, &d.standby_group);
   if (!c) return c.error();
   d.standby = std::move(c).value();
   DriverDomain* raw = &d;
@@ -342,6 +463,8 @@ void DriverManager::on_exit(DriverDomain* d) {
   auto st = proc::wait_for(d->child, 0ms);
   d->exit_status = st ? *st : -1;
   d->child.pid = -1;
+  // Its pid namespace goes too, without a wait on the way to the restart.
+  reap_holder(std::move(d->child.ns_holder));
   d->monitor.reset();
   d->health.reset();
   if (d->group_watch) d->group_watch->cancel();
@@ -351,7 +474,7 @@ void DriverManager::on_exit(DriverDomain* d) {
     if (b == cgroup::Breach::kMemory) d->pending_cause = "resource limit: memory (OOM kill)";
     if (b == cgroup::Breach::kPids) d->pending_cause = "resource limit: pids";
   }
-  d->group.reset();  // kills anything the driver left inside, removes the group
+  retire_group(std::move(d->group));  // kills anything the driver left inside, removes the group
   if (stopping_) {
     d->state = DriverState::kStopped;
     return;
@@ -492,6 +615,8 @@ void DriverManager::stop_all() {
       proc::stop(d->standby, 2000ms);
       d->standby.pid = -1;
     }
+    if (d->spare_timer) d->spare_timer->cancel();
+    discard_spare(*d);
     if (d->child.pid > 0) {
       d->exit_status = proc::stop(d->child, 2000ms);
       d->child.pid = -1;
@@ -500,6 +625,8 @@ void DriverManager::stop_all() {
     if (d->group_watch) d->group_watch->cancel();
   }
   drivers_.clear();
+  retire_timer_.cancel();
+  retiring_.clear();  // each waits for its group to go
 }
 
 }  // namespace axl::supervisor

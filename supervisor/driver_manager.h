@@ -72,6 +72,15 @@ struct DriverDomain {
   UniqueFd standby_health;
   std::unique_ptr<cgroup::Group> standby_group;
   std::unique_ptr<boost::asio::posix::stream_descriptor> standby_exit_watch;
+  // Without a standby: a spare instance, spawned and confined ahead of need
+  // and parked (driverdom --parked) until a restart makes it the active one,
+  // so a cold restart pays no process start on the guest's outage.
+  proc::Child spare;
+  UniqueFd spare_health;
+  std::unique_ptr<cgroup::Group> spare_group;
+  std::unique_ptr<boost::asio::posix::stream_descriptor> spare_exit_watch;
+  std::unique_ptr<boost::asio::steady_timer> spare_timer;
+  uint32_t spare_failures = 0;  // spares in a row that died parked
 };
 
 struct Events {
@@ -121,12 +130,26 @@ class DriverManager {
   Status served(const std::string& name, int pid, uint64_t rebound_ns, uint64_t served_ns);
 
  private:
+  enum class Role { kActive, kStandby, kSpare };
   Status spawn(DriverDomain& d);
   Status spawn_standby(DriverDomain& d);
-  Result<proc::Child> launch(DriverDomain& d, bool standby, UniqueFd* health,
+  Result<proc::Child> launch(DriverDomain& d, Role role, UniqueFd* health,
                              std::unique_ptr<cgroup::Group>* group);
+  // The spare: made a moment after the active instance started; started
+  // (true) or, if that fails, discarded (false).
+  void schedule_spare(DriverDomain& d, std::chrono::milliseconds delay);
+  void spawn_spare(DriverDomain& d);
+  bool start_spare(DriverDomain& d, uint64_t* started_ns);
+  void discard_spare(DriverDomain& d);
   void watch_group(DriverDomain& d);
-  void watch_active(DriverDomain& d);
+  // started_ns: when the instance became the active one (0: now).
+  void watch_active(DriverDomain& d, uint64_t started_ns = 0);
+  // Kills a dead instance's pid-namespace holder and reaps it from the loop.
+  void reap_holder(proc::NsHolder h);
+  // Removes a dead instance's cgroup from the loop, step by step, after the
+  // restart rather than before it.
+  void retire_group(std::unique_ptr<cgroup::Group> g);
+  void retire_step();
   void on_exit(DriverDomain* d);
   void restart(DriverDomain* d);
   void kill_for(DriverDomain* d, const std::string& cause, uint64_t fail_ns);
@@ -144,6 +167,13 @@ class DriverManager {
   Events events_;
   std::vector<std::unique_ptr<DriverDomain>> drivers_;
   bool stopping_ = false;
+  int hv_pid_ = 0;  // the hypervisor, as its socket's peer (escape-attempt hooks only)
+  struct Retiring {
+    std::unique_ptr<cgroup::Group> group;
+    int steps = 0;
+  };
+  std::vector<Retiring> retiring_;
+  boost::asio::steady_timer retire_timer_;
 };
 
 }  // namespace axl::supervisor

@@ -11,5 +11,8 @@ struct Heartbeat {
     pong @1 :UInt64;   # the sequence number answered
     fault @2 :Text;    # run a fault hook (only honoured when the driver was
                        # started with fault injection enabled by the host config)
+    start @3 :Void;    # to a parked spare: become the active instance now; a
+                       # sandboxed one gets its hypervisor connection with it
+                       # (SCM_RIGHTS)
   }
 }

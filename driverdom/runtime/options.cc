@@ -13,6 +13,10 @@ Result<Options> parse_options(const std::vector<std::string>& args) {
       o.standby = true;
       continue;
     }
+    if (a == "--parked") {
+      o.parked = true;
+      continue;
+    }
     if (a == "--fault-injection") {
       o.fault_injection = true;
       continue;
@@ -65,6 +69,9 @@ Result<Options> parse_options(const std::vector<std::string>& args) {
   if (!have_kind) return make_error("--kind is required");
   if (o.hv_socket.empty() && !o.hv_fd) return make_error("--hv-socket or --hv-fd is required");
   if (o.hv_pid && !o.fault_injection) return make_error("--hv-pid needs --fault-injection");
+  if (o.parked && !o.supervisor_fd) return make_error("--parked needs --supervisor-fd");
+  if (o.parked && (o.standby || o.hv_fd))
+    return make_error("--parked excludes --standby and --hv-fd (the connection comes at start)");
   if (o.tap_fd && o.kind != Kind::kNet) return make_error("--tap-fd is only for --kind net");
   if (!o.fault_at_start.empty() && !o.fault_injection)
     return make_error("--fault-at-start needs --fault-injection");

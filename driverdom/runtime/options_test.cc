@@ -44,6 +44,24 @@ TEST(Options, SandboxRejections) {
   EXPECT_FALSE(parse_options(V{"--name", "d", "--kind", "blk", "--hv-fd", "1"}).ok());
 }
 
+TEST(Options, ParkedSpare) {
+  using V = std::vector<std::string>;
+  auto o = parse_options(V{"--name", "x", "--kind", "blk", "--hv-socket", "/s", "--supervisor-fd",
+                           "4", "--parked", "--sandbox"});
+  ASSERT_TRUE(o.ok()) << o.error().message;
+  EXPECT_TRUE(o->parked);
+  EXPECT_FALSE(o->standby);
+  // Parked waits on the health channel; its connection comes at start.
+  EXPECT_FALSE(
+      parse_options(V{"--name", "x", "--kind", "blk", "--hv-socket", "/s", "--parked"}).ok());
+  EXPECT_FALSE(parse_options(V{"--name", "x", "--kind", "blk", "--hv-socket", "/s",
+                               "--supervisor-fd", "4", "--parked", "--standby"})
+                   .ok());
+  EXPECT_FALSE(parse_options(V{"--name", "x", "--kind", "blk", "--hv-fd", "5", "--supervisor-fd",
+                               "4", "--parked"})
+                   .ok());
+}
+
 TEST(Options, Rejections) {
   using V = std::vector<std::string>;
   EXPECT_FALSE(parse_options(V{}).ok());

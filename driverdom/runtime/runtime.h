@@ -25,6 +25,9 @@ class Runtime {
   // `driver` must outlive the runtime; `io` must outlive both.
   Runtime(boost::asio::io_context& io, Options opts, UniqueFd control, Driver& driver);
 
+  // A parked spare's hypervisor connection, given once it is started
+  // (before run()).
+  void set_control(UniqueFd control) { control_ = std::move(control); }
   // Says hello, then serves until stopped.  Returns the process exit code:
   // 0 when the hypervisor closed the socket or a SIGTERM/SIGINT came.
   int run();

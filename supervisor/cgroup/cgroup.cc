@@ -610,6 +610,33 @@ bool Group::kill_all() {
   }
 }
 
+bool Group::remove_step() {
+  events_.reset();
+  oom_eventfd_.reset();
+  oom_control_.reset();
+  inotify_.reset();
+  bool occupied = false;
+  for (const auto& d : dirs_) {
+    if (read_procs(d).empty()) continue;
+    occupied = true;
+    if (version_ == Version::kV2 && exists(d + "/cgroup.kill"))
+      (void)write_file(d + "/cgroup.kill", "1");
+    else
+      kill_listed(d);
+  }
+  if (occupied) return false;
+  while (!dirs_.empty()) {
+    if (::rmdir(dirs_.back().c_str()) != 0) {
+      if (errno == EBUSY) return false;
+      if (errno != ENOENT)
+        AXL_WARN("cgroup %s: rmdir %s: %s", name_.c_str(), dirs_.back().c_str(),
+                 std::strerror(errno));
+    }
+    dirs_.pop_back();
+  }
+  return true;
+}
+
 Group::~Group() {
   // Unregister before removal: closing the eventfd drops the v1 event.
   events_.reset();

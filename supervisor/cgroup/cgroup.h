@@ -68,6 +68,11 @@ class Group {
   // Kills everything inside and waits (bounded) until the group is empty.
   // Returns true when it emptied.
   bool kill_all();
+  // One step of removal that never waits: kills what is still inside and
+  // removes the directories that are free.  True once nothing is left to do;
+  // else call again a moment later (a task that just exited keeps a group
+  // busy briefly).  The destructor finishes whatever is left, waiting.
+  bool remove_step();
 
   const std::string& name() const { return name_; }
   // The group's directories (one for cgroup2, one per controller for v1).

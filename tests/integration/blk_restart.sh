@@ -3,7 +3,9 @@
 # reads them back while the blk driver domain gets SIGKILL 3 times and
 # SIGSTOP (a hang) twice. Every byte verifies in the guest and on the host,
 # the guest sees no I/O error, and a stopped driver is replaced within
-# heartbeat_misses x heartbeat_ms plus a margin.
+# heartbeat_misses x heartbeat_ms plus a margin.  Without a standby, each
+# restart starts the driver's parked spare (spawned and confined ahead of need),
+# not a new process; a spare that dies while parked is replaced.
 . "$(dirname "$0")/lib.sh"
 require_root_and_tools
 make_ns
@@ -42,8 +44,17 @@ axl create "$T_DIR/guest.toml" >&2
 for _ in $(seq 200); do console_has br AXL-GUEST-READY && break; sleep 0.05; done
 
 driver_pid() { axl drivers | awk '$1=="blk0" && $4=="running"{print $3}'; }
+spares() { grep -c 'driver blk0 spare started, pid [0-9]* (parked)' "$T_STATE/supervisor.log" || true; }
+from_spare() { grep -c 'driver blk0 (blk) started, pid [0-9]* (its parked spare)' "$T_STATE/supervisor.log" || true; }
+last_spare() { sed -n 's/.*driver blk0 spare started, pid \([0-9]*\) (parked).*/\1/p' "$T_STATE/supervisor.log" | tail -n 1; }
+wait_spare() {  # wait_spare N: until N spares were made
+  for _ in $(seq 200); do (($(spares) >= $1)) && return; sleep 0.05; done
+  die "no parked spare for blk0 ($(spares) made, $1 expected)"
+}
+n=0
 for sig in KILL STOP KILL STOP KILL; do
   sleep "0.$((RANDOM % 4 + 2))"
+  wait_spare $((++n))
   [ "$(axl list | awk '$1=="br"{print $5}')" = running ] || die "guest finished before all faults were injected"
   pid=$(driver_pid)
   start=$(date +%s%N)
@@ -59,6 +70,16 @@ for sig in KILL STOP KILL STOP KILL; do
   # A hang is found after heartbeat_misses x heartbeat_ms = 500 ms; allow a generous margin.
   if [ "$sig" = STOP ] && ((ms > 3000)); then die "stopped driver replaced only after $ms ms"; fi
 done
+[ "$(from_spare)" = 5 ] || die "$(from_spare) of 5 restarts started the parked spare"
+# The parked spare is confined like an active driver, and one that dies is replaced.
+wait_spare $((++n))
+spare=$(last_spare)
+grep -q '^Seccomp:[[:space:]]*2' "/proc/$spare/status" || die "parked spare $spare is not under seccomp"
+grep -q '^NoNewPrivs:[[:space:]]*1' "/proc/$spare/status" || die "parked spare $spare lacks no_new_privs"
+kill -KILL "$spare"
+wait_spare $((++n))
+grep -q "parked spare pid $spare exited" "$T_STATE/supervisor.log" || die "the spare's death went unnoticed"
+[ "$(axl drivers | awk '$1=="blk0"{print $5}')" = 5 ] || die "a spare's death counted as a restart"
 axl wait br --timeout 300 >&2 || die "guest script failed"
 axl drivers --stats >&2
 

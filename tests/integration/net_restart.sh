@@ -65,4 +65,7 @@ errors=$(axl console nr --log | tr -d '\r' | sed -n 's/^KERNEL-ERRORS \([0-9]*\)
 [ "$errors" = 0 ] || die "guest kernel logged $errors virtio/network errors"
 restarts=$(axl drivers | awk '$1=="net0"{print $5}')
 [ "$restarts" = 5 ] || die "axl drivers shows $restarts restarts, expected 5"
+# Each restart started the parked spare (it held the TAP unread until then).
+n=$(grep -c 'driver net0 (net) started, pid [0-9]* (its parked spare)' "$T_STATE/supervisor.log" || true)
+[ "$n" = 5 ] || die "$n of 5 restarts started the parked spare"
 log "PASS"
