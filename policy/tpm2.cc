@@ -14,8 +14,6 @@
 namespace axl::policy::tpm2 {
 namespace {
 
-constexpr uint16_t kStNoSessions = 0x8001;
-constexpr uint16_t kStSessions = 0x8002;
 // Far above any response attestation asks for (TPM_BUFFER_MAX is 4096).
 constexpr uint32_t kMaxResponse = 8192;
 constexpr int kIoTimeoutS = 10;
@@ -23,53 +21,6 @@ constexpr int kIoTimeoutS = 10;
 std::string errno_text() { return strerror(errno); }
 
 }  // namespace
-
-Writer& Writer::u8(uint8_t v) {
-  b_.push_back(v);
-  return *this;
-}
-Writer& Writer::u16(uint16_t v) { return u8(uint8_t(v >> 8)).u8(uint8_t(v)); }
-Writer& Writer::u32(uint32_t v) { return u16(uint16_t(v >> 16)).u16(uint16_t(v)); }
-Writer& Writer::u64(uint64_t v) { return u32(uint32_t(v >> 32)).u32(uint32_t(v)); }
-Writer& Writer::raw(std::span<const uint8_t> b) {
-  b_.insert(b_.end(), b.begin(), b.end());
-  return *this;
-}
-Writer& Writer::b2(std::span<const uint8_t> b) { return u16(uint16_t(b.size())).raw(b); }
-
-bool Reader::u8(uint8_t& v) {
-  if (left() < 1) return false;
-  v = b_[pos_++];
-  return true;
-}
-bool Reader::u16(uint16_t& v) {
-  if (left() < 2) return false;
-  v = uint16_t(b_[pos_] << 8 | b_[pos_ + 1]);
-  pos_ += 2;
-  return true;
-}
-bool Reader::u32(uint32_t& v) {
-  uint16_t hi, lo;
-  if (left() < 4 || !u16(hi) || !u16(lo)) return false;
-  v = uint32_t{hi} << 16 | lo;
-  return true;
-}
-bool Reader::u64(uint64_t& v) {
-  uint32_t hi, lo;
-  if (left() < 8 || !u32(hi) || !u32(lo)) return false;
-  v = uint64_t{hi} << 32 | lo;
-  return true;
-}
-bool Reader::raw(Bytes& v, size_t n) {
-  if (left() < n) return false;
-  v.assign(b_.begin() + long(pos_), b_.begin() + long(pos_ + n));
-  pos_ += n;
-  return true;
-}
-bool Reader::b2(Bytes& v) {
-  uint16_t n;
-  return u16(n) && raw(v, n);
-}
 
 Result<Client> Client::connect(const std::string& spec) {
   UniqueFd fd;
@@ -138,18 +89,7 @@ Result<Bytes> Client::transact(const Bytes& cmd) {
 Result<Bytes> Client::call(const char* what, uint32_t cc, const std::vector<uint32_t>& handles,
                            const std::vector<Session>& sessions, const Bytes& params,
                            size_t n_out_handles, std::vector<uint32_t>* out_handles) {
-  Writer w;
-  w.u16(sessions.empty() ? kStNoSessions : kStSessions).u32(0).u32(cc);
-  for (uint32_t h : handles) w.u32(h);
-  if (!sessions.empty()) {
-    Writer a;
-    for (const auto& s : sessions) a.u32(s.handle).b2(s.nonce).u8(s.attributes).b2(s.hmac);
-    w.u32(uint32_t(a.bytes().size())).raw(a.bytes());
-  }
-  w.raw(params);
-  Bytes cmd = w.bytes();
-  const auto n = uint32_t(cmd.size());
-  for (int i = 0; i < 4; ++i) cmd[2 + i] = uint8_t(n >> (24 - 8 * i));
+  const Bytes cmd = Command(cc, handles, sessions).raw(params).finish();
 
   Result<Bytes> rsp = make_error("");
   uint16_t tag;

@@ -313,7 +313,7 @@ TEST_F(CheckpointTest, EngineJournalsExtendsAndResumesThem) {
   };
   auto extend = [](TpmEngine& e, uint8_t v) {
     std::vector<uint8_t> d(32, v);
-    auto r = e.call(tpm::Command(tpm::kCcPcrExtend, {16}, 1).u32(1).u16(0x000B).bytes(d).finish());
+    auto r = e.call(tpm::Command(tpm::kCcPcrExtend, {16}, 1).u32(1).u16(0x000B).raw(d).finish());
     EXPECT_TRUE(r.ok()) << (r ? "" : r.error().message);
   };
   std::vector<uint8_t> before;
@@ -356,8 +356,7 @@ class GuestInFlightTest : public CheckpointTest,
 
 TEST_P(GuestInFlightTest, IsAnsweredOnceByTheSuccessor) {
   const std::vector<uint8_t> digest(32, 9);
-  const auto ext =
-      tpm::Command(tpm::kCcPcrExtend, {16}, 1).u32(1).u16(0x000B).bytes(digest).finish();
+  const auto ext = tpm::Command(tpm::kCcPcrExtend, {16}, 1).u32(1).u16(0x000B).raw(digest).finish();
   pid_t pid = fork();
   ASSERT_GE(pid, 0);
   if (pid == 0) {

@@ -39,8 +39,7 @@ using Bn = std::unique_ptr<BIGNUM, Deleter<BIGNUM, BN_free>>;
 constexpr uint8_t kEkPolicy[32] = {0x83, 0x71, 0x97, 0x67, 0x44, 0x84, 0xB3, 0xF8, 0x1A, 0x90, 0xCC,
                                    0x8D, 0x46, 0xA5, 0xD7, 0x24, 0xFD, 0x52, 0xD7, 0x6E, 0x06, 0x52,
                                    0x0B, 0x64, 0xF2, 0xA1, 0xDA, 0x1B, 0x33, 0x14, 0x69, 0xAA};
-constexpr uint16_t kAlgEcc = 0x0023, kAlgSha256 = 0x000B, kAlgAes = 0x0006, kAlgCfb = 0x0043,
-                   kAlgNull = 0x0010, kAlgEcdsa = 0x0018, kCurveP256 = 0x0003;
+using namespace tpm2;  // algorithm and curve identifiers
 // fixedTPM | fixedParent | sensitiveDataOrigin | adminWithPolicy | restricted | decrypt
 constexpr uint32_t kEkAttributes = 0x000300B2;
 // fixedTPM | fixedParent | sensitiveDataOrigin | userWithAuth | restricted | sign
@@ -153,14 +152,14 @@ Result<EccPoint> parse_create_primary(std::span<const uint8_t> rsp) {
   uint32_t param_size, attrs;
   uint16_t type, name_alg, sym, scheme, curve, kdf;
   std::span<const uint8_t> pub, policy, x, y;
-  if (!r.skip(10) || !r.u32(p.handle) || !r.u32(param_size) || !r.tpm2b(pub)) {
+  if (!r.skip(10) || !r.u32(p.handle) || !r.u32(param_size) || !r.b2(pub)) {
     return make_error("malformed TPM2_CreatePrimary response");
   }
   tpm::Reader q(pub);
-  if (!q.u16(type) || !q.u16(name_alg) || !q.u32(attrs) || !q.tpm2b(policy) || !q.u16(sym) ||
+  if (!q.u16(type) || !q.u16(name_alg) || !q.u32(attrs) || !q.b2(policy) || !q.u16(sym) ||
       (sym != kAlgNull && !q.skip(4)) || !q.u16(scheme) || (scheme != kAlgNull && !q.skip(2)) ||
-      !q.u16(curve) || !q.u16(kdf) || (kdf != kAlgNull && !q.skip(2)) || !q.tpm2b(x) ||
-      !q.tpm2b(y) || type != kAlgEcc || x.size() != 32 || y.size() != 32) {
+      !q.u16(curve) || !q.u16(kdf) || (kdf != kAlgNull && !q.skip(2)) || !q.b2(x) || !q.b2(y) ||
+      type != kAlgEcc || x.size() != 32 || y.size() != 32) {
     return make_error("TPM2_CreatePrimary returned an unexpected public area");
   }
   p.x.assign(x.begin(), x.end());
@@ -171,7 +170,7 @@ Result<EccPoint> parse_create_primary(std::span<const uint8_t> rsp) {
 std::vector<uint8_t> create_primary(const std::vector<uint8_t>& public_area) {
   tpm::Command c(tpm::kCcCreatePrimary, {tpm::kRhEndorsement}, 1);
   c.open().u16(0).u16(0).close();  // inSensitive: empty userAuth and data
-  c.tpm2b(public_area);
+  c.b2(public_area);
   c.u16(0);  // outsideInfo
   c.u32(0);  // creationPCR: none
   return c.finish();
@@ -179,21 +178,19 @@ std::vector<uint8_t> create_primary(const std::vector<uint8_t>& public_area) {
 
 std::vector<uint8_t> ek_template() {
   std::vector<uint8_t> zero(32, 0);
-  tpm::Command t(0, {}, 0);
-  t.u16(kAlgEcc).u16(kAlgSha256).u32(kEkAttributes).tpm2b(kEkPolicy);
+  tpm2::Writer t;
+  t.u16(kAlgEcc).u16(kAlgSha256).u32(kEkAttributes).b2(kEkPolicy);
   t.u16(kAlgAes).u16(128).u16(kAlgCfb).u16(kAlgNull).u16(kCurveP256).u16(kAlgNull);
-  t.tpm2b(zero).tpm2b(zero);
-  auto v = t.finish();
-  return {v.begin() + 10, v.end()};  // drop the command header Command() wrote
+  t.b2(zero).b2(zero);
+  return t.bytes();
 }
 
 std::vector<uint8_t> ak_template() {
-  tpm::Command t(0, {}, 0);
+  tpm2::Writer t;
   t.u16(kAlgEcc).u16(kAlgSha256).u32(kAkAttributes).u16(0);
   t.u16(kAlgNull).u16(kAlgEcdsa).u16(kAlgSha256).u16(kCurveP256).u16(kAlgNull);
   t.u16(0).u16(0);
-  auto v = t.finish();
-  return {v.begin() + 10, v.end()};
+  return t.bytes();
 }
 
 Status persist(TpmEngine& e, uint32_t transient, uint32_t persistent) {
@@ -305,7 +302,7 @@ Status provision(TpmEngine& e, const HostCa& ca, const std::string& ek_cert_path
   for (size_t off = 0; off < cert.size(); off += kNvChunk) {
     const size_t n = std::min(kNvChunk, cert.size() - off);
     auto w = e.call(tpm::Command(tpm::kCcNvWrite, {tpm::kRhPlatform, kEkCertIndex}, 1)
-                        .tpm2b({cert.data() + off, n})
+                        .b2({cert.data() + off, n})
                         .u16(static_cast<uint16_t>(off))
                         .finish());
     if (!w) return make_error("writing the EK certificate: " + w.error().message);

@@ -184,7 +184,7 @@ Status TpmEngine::power_on(bool resume) {
   // fresh entropy in so that no random number is ever handed out twice.
   uint8_t seed[32];
   if (getrandom(seed, sizeof seed, 0) == sizeof seed) {
-    auto cmd = tpm::Command(tpm::kCcStirRandom, {}, 0).tpm2b(seed).finish();
+    auto cmd = tpm::Command(tpm::kCcStirRandom, {}, 0).b2(seed).finish();
     (void)execute(cmd);
   }
   // A new checkpoint file from here on: the old one is only ever read.
@@ -339,7 +339,7 @@ void TpmEngine::extend_boot_measurements() {
     auto cmd = tpm::Command(tpm::kCcPcrExtend, {m.pcr}, 1)
                    .u32(1)       // TPML_DIGEST_VALUES.count
                    .u16(0x000B)  // TPM_ALG_SHA256
-                   .bytes(m.digest)
+                   .raw(m.digest)
                    .finish();
     uint32_t len = 0;
     TPM_RESULT rc =

@@ -54,7 +54,7 @@ TEST(TpmWire, ReaderStopsAtTheEnd) {
   std::vector<uint8_t> b{0, 5, 1, 2};
   Reader r(b);
   std::span<const uint8_t> s;
-  EXPECT_FALSE(r.tpm2b(s));
+  EXPECT_FALSE(r.b2(s));
   auto e = error_response(kRcCommandSize);
   auto rc = response_code(e);
   ASSERT_TRUE(rc.ok());
@@ -69,10 +69,10 @@ namespace {
 
 TEST(TpmWire, OnlyPasswordAuthorisedPcrChangesAreReplayable) {
   std::vector<uint8_t> d(32, 7);
-  auto ext = Command(kCcPcrExtend, {16}, 1).u32(1).u16(0x000B).bytes(d).finish();
+  auto ext = Command(kCcPcrExtend, {16}, 1).u32(1).u16(0x000B).raw(d).finish();
   EXPECT_TRUE(replayable(ext));
   EXPECT_TRUE(replayable(Command(kCcPcrReset, {16}, 1).finish()));
-  EXPECT_TRUE(replayable(Command(kCcPcrEvent, {16}, 1).tpm2b(d).finish()));
+  EXPECT_TRUE(replayable(Command(kCcPcrEvent, {16}, 1).b2(d).finish()));
   // An HMAC session (handle 0x02000000): its nonces change with every use.
   auto hmac = ext;
   hmac[18] = 0x02, hmac[19] = hmac[20] = hmac[21] = 0;
