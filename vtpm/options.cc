@@ -1,5 +1,6 @@
 #include "vtpm/options.h"
 
+#include <CLI/CLI.hpp>
 #include <charconv>
 
 namespace axl::vtpm {
@@ -53,98 +54,78 @@ std::string last_component(std::string p) {
 // 0..2 are stdio: never a channel, key or directory.
 constexpr int kMinFd = 3;
 constexpr int kMaxFd = 1 << 20;
+
+// An fd or number option: a whole decimal number in lo..hi (CLI11 puts the
+// option's name in front of the message).
+CLI::Validator in_range(int lo, int hi) {
+  return CLI::Validator(
+      [lo, hi](std::string& v) -> std::string {
+        auto n = parse_int("", v, lo, hi);
+        return n ? std::string() : n.error().message.substr(1);
+      },
+      "N");
+}
+
+const CLI::Validator kNonEmpty(
+    [](std::string& v) -> std::string { return v.empty() ? "needs a non-empty value" : ""; }, "");
+
 }  // namespace
 
 Result<Options> parse_options(const std::vector<std::string>& args) {
   Options o;
-  for (size_t i = 0; i < args.size(); ++i) {
-    const std::string& a = args[i];
-    auto value = [&]() -> Result<std::string> {
-      if (i + 1 >= args.size()) return make_error(a + " needs a value");
-      return args[++i];
-    };
-    auto str = [&](std::string& dst) -> Status {
-      auto v = value();
-      if (!v) return v.error();
-      if (v->empty()) return make_error(a + " needs a non-empty value");
-      dst = v.value();
-      return {};
-    };
-    auto fd = [&](int& dst) -> Status {
-      auto v = value();
-      if (!v) return v.error();
-      auto n = parse_int(a, v.value(), kMinFd, kMaxFd);
-      if (!n) return n.error();
-      dst = n.value();
-      return {};
-    };
-    Status st;
-    if (a == "--state-dir")
-      st = str(o.state_dir);
-    else if (a == "--vtpm-id") {
-      auto v = value();
-      if (!v) return v.error();
-      st = check_vtpm_id(v.value(), "--vtpm-id");
-      o.vtpm_id = v.value();
-    } else if (a == "--key-file")
-      st = str(o.key_file);
-    else if (a == "--ca-dir")
-      st = str(o.ca_dir);
-    else if (a == "--ctrl-socket")
-      st = str(o.ctrl_socket);
-    else if (a == "--command-socket")
-      st = str(o.command_socket);
-    else if (a == "--measure-log")
-      st = str(o.measure_log);
-    else if (a == "--command-port") {
-      auto v = value();
-      if (!v) return v.error();
-      auto n = parse_int(a, v.value(), 1, 65534);
-      if (!n) return n.error();
-      o.command_port = n.value();
-    } else if (a == "--command-port-fds") {
-      auto v = value();
-      if (!v) return v.error();
-      const auto comma = v->find(',');
-      if (comma == std::string::npos)
-        return make_error(a + " wants two fds N,M (commands, control), got '" + v.value() + "'");
-      auto n = parse_int(a, v->substr(0, comma), kMinFd, kMaxFd);
-      if (!n) return n.error();
-      auto m = parse_int(a, v->substr(comma + 1), kMinFd, kMaxFd);
-      if (!m) return m.error();
-      o.port_command_fd = n.value();
-      o.port_ctrl_fd = m.value();
-    } else if (a == "--ctrl-fd" || a == "--ctrl-conn-fd")
-      st = fd(o.ctrl_fd);
-    else if (a == "--data-fd")
-      st = fd(o.data_fd);
-    else if (a == "--ready-fd")
-      st = fd(o.ready_fd);
-    else if (a == "--handover-fd")
-      st = fd(o.handover_fd);
-    else if (a == "--health-fd")
-      st = fd(o.health_fd);
-    else if (a == "--key-fd")
-      st = fd(o.key_fd);
-    else if (a == "--measure-log-fd")
-      st = fd(o.measure_log_fd);
-    else if (a == "--ctrl-listen-fd")
-      st = fd(o.ctrl_listen_fd);
-    else if (a == "--command-listen-fd")
-      st = fd(o.command_listen_fd);
-    else if (a == "--state-fd")
-      st = fd(o.state_fd);
-    else if (a == "--sandbox")
-      o.sandbox = true;
-    else if (a == "--provision")
-      o.provision_only = true;
-    else if (a == "--startup-clear")
-      o.startup_clear = true;
-    else if (a == "--no-checkpoint")
-      o.checkpoint = false;
-    else
-      return make_error("unknown argument '" + a + "'");
-    if (!st) return st.error();
+  std::string port_fds;
+  CLI::App app{"axolotl-vtpm: one guest's virtual TPM (started by axolotl-supervisor)"};
+  app.set_help_flag();  // the caller prints the usage with any error
+  app.add_option("--state-dir", o.state_dir, "its sealed state")->check(kNonEmpty);
+  app.add_option("--vtpm-id", o.vtpm_id, "which vTPM this is")
+      ->check(CLI::Validator(
+          [](std::string& v) -> std::string {
+            auto s = check_vtpm_id(v, "--vtpm-id");
+            return s ? std::string() : s.error().message;
+          },
+          "ID"));
+  app.add_option("--key-file", o.key_file, "the host key")->check(kNonEmpty);
+  app.add_option("--ca-dir", o.ca_dir, "the host's vTPM CA (provisioning)")->check(kNonEmpty);
+  app.add_option("--ctrl-socket", o.ctrl_socket, "QEMU's control socket")->check(kNonEmpty);
+  app.add_option("--command-socket", o.command_socket, "raw TPM commands")->check(kNonEmpty);
+  app.add_option("--measure-log", o.measure_log, "TCG event log to extend")->check(kNonEmpty);
+  app.add_option("--command-port", o.command_port, "TCP command port (and port + 1)")
+      ->check(in_range(1, 65534));
+  app.add_option("--command-port-fds", port_fds, "listening fds N,M for the command port");
+  const auto fd = [&](const char* names, int& dst, const char* what) {
+    app.add_option(names, dst, what)->check(in_range(kMinFd, kMaxFd));
+  };
+  fd("--ctrl-fd,--ctrl-conn-fd", o.ctrl_fd, "a connected control socket");
+  fd("--data-fd", o.data_fd, "the command channel a previous instance was handed");
+  fd("--ready-fd", o.ready_fd, "written once everything listens");
+  fd("--handover-fd", o.handover_fd, "where the channels are handed over");
+  fd("--health-fd", o.health_fd, "the supervisor's heartbeats");
+  fd("--key-fd", o.key_fd, "the host key, open");
+  fd("--measure-log-fd", o.measure_log_fd, "the event log, open");
+  fd("--ctrl-listen-fd", o.ctrl_listen_fd, "the control socket, listening");
+  fd("--command-listen-fd", o.command_listen_fd, "the command socket, listening");
+  fd("--state-fd", o.state_fd, "the state dir, open (--sandbox)");
+  app.add_flag("--sandbox", o.sandbox, "confine itself");
+  app.add_flag("--provision", o.provision_only, "make the TPM and exit");
+  app.add_flag("--startup-clear", o.startup_clear, "TPM2_Startup(CLEAR) itself");
+  app.add_flag("!--no-checkpoint", o.checkpoint, "no checkpoints of the volatile state");
+  std::vector<std::string> reversed(args.rbegin(), args.rend());  // as CLI11 wants them
+  try {
+    app.parse(reversed);
+  } catch (const CLI::ParseError& e) {
+    return make_error(e.what());
+  }
+  if (!port_fds.empty()) {
+    const std::string a = "--command-port-fds";
+    const auto comma = port_fds.find(',');
+    if (comma == std::string::npos)
+      return make_error(a + " wants two fds N,M (commands, control), got '" + port_fds + "'");
+    auto n = parse_int(a, port_fds.substr(0, comma), kMinFd, kMaxFd);
+    if (!n) return n.error();
+    auto m = parse_int(a, port_fds.substr(comma + 1), kMinFd, kMaxFd);
+    if (!m) return m.error();
+    o.port_command_fd = n.value();
+    o.port_ctrl_fd = m.value();
   }
   if (o.state_dir.empty()) return make_error("--state-dir is required");
   if (o.key_file.empty() == (o.key_fd < 0))

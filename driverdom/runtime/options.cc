@@ -1,72 +1,66 @@
 #include "driverdom/runtime/options.h"
 
+#include <CLI/CLI.hpp>
 #include <charconv>
 
 namespace axl::driverdom {
 
+namespace {
+
+// A whole decimal number no smaller than `min`, or the reason it is not.
+CLI::Validator at_least(int min, const std::string& what) {
+  return CLI::Validator(
+      [min, what](std::string& v) -> std::string {
+        int n = 0;
+        auto [end, ec] = std::from_chars(v.data(), v.data() + v.size(), n);
+        if (ec != std::errc() || end != v.data() + v.size() || n < min)
+          return "must be " + what + ", not " + v;
+        return {};
+      },
+      what);
+}
+
+}  // namespace
+
 Result<Options> parse_options(const std::vector<std::string>& args) {
   Options o;
-  bool have_kind = false;
-  for (size_t i = 0; i < args.size(); ++i) {
-    const std::string& a = args[i];
-    if (a == "--standby") {
-      o.standby = true;
-      continue;
-    }
-    if (a == "--parked") {
-      o.parked = true;
-      continue;
-    }
-    if (a == "--fault-injection") {
-      o.fault_injection = true;
-      continue;
-    }
-    if (a == "--fault-at-start" && i + 1 < args.size()) {
-      o.fault_at_start = args[++i];
-      continue;
-    }
-    if (a == "--sandbox") {
-      o.sandbox = true;
-      continue;
-    }
-    if (a == "--hv-pid" || a == "--host-pid") {
-      if (i + 1 >= args.size()) return make_error(a + " needs a value");
-      const std::string& v = args[++i];
-      int pid = 0;
-      auto [end, ec] = std::from_chars(v.data(), v.data() + v.size(), pid);
-      if (ec != std::errc() || end != v.data() + v.size() || pid <= 0)
-        return make_error(a + " must be a process id, not " + v);
-      (a == "--hv-pid" ? o.hv_pid : o.host_pid) = pid;
-      continue;
-    }
-    if (a != "--name" && a != "--kind" && a != "--hv-socket" && a != "--tap-fd" &&
-        a != "--supervisor-fd" && a != "--hv-fd")
-      return make_error("unknown argument: " + a);
-    if (i + 1 >= args.size()) return make_error(a + " needs a value");
-    const std::string& v = args[++i];
-    if (a == "--name") {
-      o.name = v;
-    } else if (a == "--kind") {
-      if (v == "net")
-        o.kind = Kind::kNet;
-      else if (v == "blk")
-        o.kind = Kind::kBlk;
-      else
-        return make_error("--kind must be net or blk, not " + v);
-      have_kind = true;
-    } else if (a == "--hv-socket") {
-      o.hv_socket = v;
-    } else {
-      int fd = -1;
-      auto [end, ec] = std::from_chars(v.data(), v.data() + v.size(), fd);
-      // 0-2 are stdio; a TAP there means the caller wired something wrong.
-      if (ec != std::errc() || end != v.data() + v.size() || fd < 3)
-        return make_error(a + " must be a file descriptor number >= 3, not " + v);
-      (a == "--tap-fd" ? o.tap_fd : a == "--hv-fd" ? o.hv_fd : o.supervisor_fd) = fd;
-    }
+  std::string kind;
+  int tap_fd = 0, supervisor_fd = 0, hv_fd = 0, hv_pid = 0, host_pid = 0;
+  CLI::App app{"axolotl-driverdom: one driver domain (started by axolotl-supervisor)"};
+  app.set_help_flag();  // the caller prints the usage with any error
+  // 0-2 are stdio; a TAP there means the caller wired something wrong.
+  const auto fd = at_least(3, "a file descriptor number >= 3");
+  const auto pid = at_least(1, "a process id");
+  app.add_option("--name", o.name, "the driver's name in the host config")->required();
+  app.add_option("--kind", kind, "net or blk")->required()->check(CLI::IsMember({"net", "blk"}));
+  app.add_option("--hv-socket", o.hv_socket, "the hypervisor's driver socket");
+  auto* tap = app.add_option("--tap-fd", tap_fd, "net: the TAP, inherited")->check(fd);
+  auto* sup =
+      app.add_option("--supervisor-fd", supervisor_fd, "the health channel, inherited")->check(fd);
+  auto* hv =
+      app.add_option("--hv-fd", hv_fd, "a connected hypervisor socket, inherited")->check(fd);
+  auto* hvp =
+      app.add_option("--hv-pid", hv_pid, "escape-attempt hooks only: the hypervisor")->check(pid);
+  auto* hostp =
+      app.add_option("--host-pid", host_pid, "own pid outside its pid namespace")->check(pid);
+  app.add_flag("--standby", o.standby, "start as a warm standby");
+  app.add_flag("--parked", o.parked, "a spare: wait for start on the health channel");
+  app.add_flag("--fault-injection", o.fault_injection, "fault hooks reachable");
+  app.add_option("--fault-at-start", o.fault_at_start, "a fault hook to run at start");
+  app.add_flag("--sandbox", o.sandbox, "confine itself before serving");
+  std::vector<std::string> reversed(args.rbegin(), args.rend());  // as CLI11 wants them
+  try {
+    app.parse(reversed);
+  } catch (const CLI::ParseError& e) {
+    return make_error(e.what());
   }
-  if (o.name.empty()) return make_error("--name is required");
-  if (!have_kind) return make_error("--kind is required");
+  o.kind = kind == "net" ? Kind::kNet : Kind::kBlk;
+  if (tap->count()) o.tap_fd = tap_fd;
+  if (sup->count()) o.supervisor_fd = supervisor_fd;
+  if (hv->count()) o.hv_fd = hv_fd;
+  if (hvp->count()) o.hv_pid = hv_pid;
+  if (hostp->count()) o.host_pid = host_pid;
+
   if (o.hv_socket.empty() && !o.hv_fd) return make_error("--hv-socket or --hv-fd is required");
   if (o.hv_pid && !o.fault_injection) return make_error("--hv-pid needs --fault-injection");
   if (o.parked && !o.supervisor_fd) return make_error("--parked needs --supervisor-fd");

@@ -62,6 +62,16 @@ TEST(Options, ParkedSpare) {
                    .ok());
 }
 
+TEST(Options, ErrorsNameTheOption) {
+  auto o = parse_options({"--name", "x", "--kind", "net", "--hv-socket", "/s", "--tap-fd", "2"});
+  ASSERT_FALSE(o.ok());
+  EXPECT_NE(o.error().message.find("--tap-fd"), std::string::npos) << o.error().message;
+  EXPECT_NE(o.error().message.find(">= 3"), std::string::npos) << o.error().message;
+  auto k = parse_options({"--name", "x", "--kind", "scsi", "--hv-socket", "/s"});
+  ASSERT_FALSE(k.ok());
+  EXPECT_NE(k.error().message.find("--kind"), std::string::npos) << k.error().message;
+}
+
 TEST(Options, Rejections) {
   using V = std::vector<std::string>;
   EXPECT_FALSE(parse_options(V{}).ok());
