@@ -111,12 +111,12 @@ int main(int argc, char** argv) {
 
   std::vector<uint8_t> digest(32, 0x5a);
   const double extend = rate(
-      secs, [&] { return Command(kCcPcrExtend, {16}, 1).u32(1).u16(0x0B).bytes(digest).finish(); });
+      secs, [&] { return Command(kCcPcrExtend, {16}, 1).u32(1).u16(0x0B).raw(digest).finish(); });
   const double getrandom = rate(secs, [] { return Command(kCcGetRandom, {}, 0).u16(32).finish(); });
   std::vector<uint8_t> nonce(16, 0x11);
   const double quote = rate(secs, [&] {
     return Command(kCcQuote, {key}, 1)
-        .tpm2b(nonce)
+        .b2(nonce)
         .u16(0x10)  // the key's own scheme
         .u32(1)
         .u16(0x0B)

@@ -49,7 +49,7 @@ DriverManager::DriverManager(asio::io_context& io, std::string bin, std::string 
       service_times_(std::move(service_times)),
       cgroups_(cgroups),
       events_(std::move(events)),
-      retire_timer_(io) {}
+      reaper_(io) {}
 
 DriverManager::~DriverManager() { stop_all(); }
 
@@ -63,6 +63,7 @@ Status DriverManager::start_all(const config::HostConfig& host) {
   for (const auto& dc : host.drivers) {
     auto d = std::make_unique<DriverDomain>();
     d->cfg = dc;
+    d->budget = RestartBudget(dc.restart_max, std::chrono::seconds(dc.restart_window_s));
     if (dc.kind == config::DriverKind::kNet) {
       auto tap = open_tap(dc.tap);
       if (!tap) return make_error("driver '" + dc.name + "': " + tap.error().message);
@@ -187,7 +188,8 @@ void DriverManager::spawn_spare(DriverDomain& d) {
                  raw->spare.pid, st ? proc::describe_status(*st).c_str() : "?");
         raw->spare.pid = -1;
         raw->spare_health.reset();
-        raw->spare_group.reset();
+        reaper_.reap(std::move(raw->spare.ns_holder));
+        reaper_.retire(std::move(raw->spare_group));
         // A spare that cannot even park (a broken binary, say) is not made
         // forever: restarts then simply start a fresh process.
         if (++raw->spare_failures < 5) schedule_spare(*raw, 100ms);
@@ -226,38 +228,6 @@ bool DriverManager::start_spare(DriverDomain& d, uint64_t* started_ns) {
   d.health = std::move(d.spare_health);
   d.group = std::move(d.spare_group);
   return true;
-}
-
-void DriverManager::reap_holder(proc::NsHolder h) {
-  pid_t pid = -1;
-  UniqueFd fd = h.kill_and_release(&pid);
-  if (!fd) return;
-  auto w = std::make_shared<asio::posix::stream_descriptor>(io_, fd.release());
-  w->async_wait(asio::posix::stream_descriptor::wait_read,
-                [w, pid](const boost::system::error_code&) { ::waitpid(pid, nullptr, WNOHANG); });
-}
-
-void DriverManager::retire_group(std::unique_ptr<cgroup::Group> g) {
-  if (!g) return;
-  retiring_.push_back(Retiring{std::move(g), 0});
-  // After the handler in progress (the restart) has run.
-  if (retiring_.size() == 1) asio::post(io_, [this] { retire_step(); });
-}
-
-void DriverManager::retire_step() {
-  for (auto it = retiring_.begin(); it != retiring_.end();) {
-    // Done, or given up after about a second: the destructor (waiting) then
-    // has the last word.
-    if (it->group->remove_step() || ++it->steps > 200)
-      it = retiring_.erase(it);
-    else
-      ++it;
-  }
-  if (retiring_.empty() || stopping_) return;
-  retire_timer_.expires_after(5ms);
-  retire_timer_.async_wait([this](const boost::system::error_code& ec) {
-    if (!ec) retire_step();
-  });
 }
 
 void DriverManager::discard_spare(DriverDomain& d) {
@@ -329,7 +299,8 @@ Status DriverManager::spawn_standby(DriverDomain& d) {
         // A standby that dies before it is needed is simply replaced.
         (void)proc::wait_for(raw->standby, 0ms);
         raw->standby.pid = -1;
-        raw->standby_group.reset();
+        reaper_.reap(std::move(raw->standby.ns_holder));
+        reaper_.retire(std::move(raw->standby_group));
         AXL_WARN("driver %s: standby exited; starting another", raw->cfg.name.c_str());
         auto t = std::make_shared<asio::steady_timer>(io_, 100ms);
         t->async_wait([this, raw, t](const boost::system::error_code& e) {
@@ -447,7 +418,7 @@ Status DriverManager::restart_now(const std::string& name) {
   if (!d) return make_error("no driver named '" + name + "'");
   if (d->state == DriverState::kFailed) {
     // An operator restart gives a failed driver a fresh budget.
-    d->recent_restarts.clear();
+    d->budget.clear();
     d->pending_cause = "restart requested";
     d->pending_fail_ns = monotonic_ns();
     restart(d);
@@ -464,17 +435,14 @@ void DriverManager::on_exit(DriverDomain* d) {
   d->exit_status = st ? *st : -1;
   d->child.pid = -1;
   // Its pid namespace goes too, without a wait on the way to the restart.
-  reap_holder(std::move(d->child.ns_holder));
+  reaper_.reap(std::move(d->child.ns_holder));
   d->monitor.reset();
   d->health.reset();
   if (d->group_watch) d->group_watch->cancel();
   d->group_watch.reset();
-  if (d->group && d->pending_cause.empty()) {
-    auto b = d->group->breach();
-    if (b == cgroup::Breach::kMemory) d->pending_cause = "resource limit: memory (OOM kill)";
-    if (b == cgroup::Breach::kPids) d->pending_cause = "resource limit: pids";
-  }
-  retire_group(std::move(d->group));  // kills anything the driver left inside, removes the group
+  if (d->pending_cause.empty()) d->pending_cause = breach_cause(d->group.get());
+  // Kills anything the driver left inside and removes the group, after the restart.
+  reaper_.retire(std::move(d->group));
   if (stopping_) {
     d->state = DriverState::kStopped;
     return;
@@ -489,12 +457,7 @@ void DriverManager::on_exit(DriverDomain* d) {
   d->outages.push_back(o);
   AXL_WARN("driver %s failed: %s (detected after %.3f ms)", d->cfg.name.c_str(), o.cause.c_str(),
            double(o.detect_ns - o.fail_ns) / 1e6);
-  // Restart budget: restart_max within restart_window_s.
-  auto now = std::chrono::steady_clock::now();
-  auto window = std::chrono::seconds(d->cfg.restart_window_s);
-  while (!d->recent_restarts.empty() && now - d->recent_restarts.front() > window)
-    d->recent_restarts.pop_front();
-  if (d->recent_restarts.size() >= d->cfg.restart_max) {
+  if (!d->budget.allows(std::chrono::steady_clock::now())) {
     d->state = DriverState::kFailed;
     d->child.ns_holder.reset();  // nothing left to hold its pid namespace for
     AXL_ERROR("driver %s failed for good: %u restarts within %u s", d->cfg.name.c_str(),
@@ -505,7 +468,7 @@ void DriverManager::on_exit(DriverDomain* d) {
   if (d->standby.pid > 0) {
     // The hypervisor has already switched the devices to the standby (it saw
     // the connection drop); adopt it as the active and start a new standby.
-    d->recent_restarts.push_back(std::chrono::steady_clock::now());
+    d->budget.record(std::chrono::steady_clock::now());
     ++d->restarts;
     d->standby_exit_watch->cancel();
     d->standby_exit_watch.reset();
@@ -526,7 +489,7 @@ void DriverManager::on_exit(DriverDomain* d) {
   d->state = DriverState::kRestarting;
   // Back-to-back failures back off exponentially from backoff_ms.
   uint32_t delay = d->cfg.backoff_ms;
-  for (size_t i = 1; i < d->recent_restarts.size() && delay && delay < 60000; ++i) delay *= 2;
+  for (size_t i = 1; i < d->budget.recent() && delay && delay < 60000; ++i) delay *= 2;
   if (delay == 0) return restart(d);
   d->restart_timer = std::make_unique<asio::steady_timer>(io_, std::chrono::milliseconds(delay));
   d->restart_timer->async_wait([this, d](const boost::system::error_code& ec) {
@@ -535,7 +498,7 @@ void DriverManager::on_exit(DriverDomain* d) {
 }
 
 void DriverManager::restart(DriverDomain* d) {
-  d->recent_restarts.push_back(std::chrono::steady_clock::now());
+  d->budget.record(std::chrono::steady_clock::now());
   ++d->restarts;
   if (auto s = spawn(*d); !s) {
     AXL_ERROR("driver %s: restart failed: %s", d->cfg.name.c_str(), s.error().message.c_str());
@@ -625,8 +588,7 @@ void DriverManager::stop_all() {
     if (d->group_watch) d->group_watch->cancel();
   }
   drivers_.clear();
-  retire_timer_.cancel();
-  retiring_.clear();  // each waits for its group to go
+  reaper_.finish();
 }
 
 }  // namespace axl::supervisor

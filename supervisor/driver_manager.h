@@ -20,6 +20,7 @@
 #include "common/process.h"
 #include "supervisor/cgroup/cgroup.h"
 #include "supervisor/health_monitor.h"
+#include "supervisor/instance.h"
 
 namespace axl::supervisor {
 
@@ -56,7 +57,7 @@ struct DriverDomain {
   // Failure bookkeeping.
   std::string pending_cause;     // set when the supervisor itself kills it (hang, request)
   uint64_t pending_fail_ns = 0;  // when the failure began, if known better than detection
-  std::deque<std::chrono::steady_clock::time_point> recent_restarts;  // within the window
+  RestartBudget budget{10, std::chrono::seconds(60)};  // set from cfg at start
   std::unique_ptr<boost::asio::steady_timer> restart_timer;
   std::vector<Outage> outages;
   // The hypervisor's rebind time that closed the last outage record.
@@ -144,12 +145,6 @@ class DriverManager {
   void watch_group(DriverDomain& d);
   // started_ns: when the instance became the active one (0: now).
   void watch_active(DriverDomain& d, uint64_t started_ns = 0);
-  // Kills a dead instance's pid-namespace holder and reaps it from the loop.
-  void reap_holder(proc::NsHolder h);
-  // Removes a dead instance's cgroup from the loop, step by step, after the
-  // restart rather than before it.
-  void retire_group(std::unique_ptr<cgroup::Group> g);
-  void retire_step();
   void on_exit(DriverDomain* d);
   void restart(DriverDomain* d);
   void kill_for(DriverDomain* d, const std::string& cause, uint64_t fail_ns);
@@ -168,12 +163,7 @@ class DriverManager {
   std::vector<std::unique_ptr<DriverDomain>> drivers_;
   bool stopping_ = false;
   int hv_pid_ = 0;  // the hypervisor, as its socket's peer (escape-attempt hooks only)
-  struct Retiring {
-    std::unique_ptr<cgroup::Group> group;
-    int steps = 0;
-  };
-  std::vector<Retiring> retiring_;
-  boost::asio::steady_timer retire_timer_;
+  Reaper reaper_;   // dead instances' cgroups and pid-namespace holders
 };
 
 }  // namespace axl::supervisor

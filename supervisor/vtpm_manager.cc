@@ -132,7 +132,11 @@ constexpr const char* kPermanentState = "permanent.state";
 
 VtpmManager::VtpmManager(asio::io_context& io, std::string vtpm_bin, std::string state_dir,
                          cgroup::Manager* cgroups)
-    : io_(io), bin_(std::move(vtpm_bin)), state_dir_(std::move(state_dir)), cgroups_(cgroups) {}
+    : io_(io),
+      bin_(std::move(vtpm_bin)),
+      state_dir_(std::move(state_dir)),
+      cgroups_(cgroups),
+      reaper_(io) {}
 
 VtpmManager::~VtpmManager() { stop_all(); }
 
@@ -552,12 +556,10 @@ void VtpmManager::on_exit(VtpmDomain* v) {
   v->group_watch.reset();
   std::string cause = std::move(v->pending_cause);
   v->pending_cause.clear();
-  if (v->group && cause.empty()) {
-    const auto b = v->group->breach();
-    if (b == cgroup::Breach::kMemory) cause = "resource limit: memory (OOM kill)";
-    if (b == cgroup::Breach::kPids) cause = "resource limit: pids";
-  }
-  v->group.reset();  // kills anything left inside, removes the group
+  if (cause.empty()) cause = breach_cause(v->group.get());
+  // Kills anything left inside and removes the group, after the restart.
+  reaper_.retire(std::move(v->group));
+  reaper_.reap(std::move(v->child.ns_holder));
   // What it handed over just before it died is still queued: take it.
   if (v->handover) drain_handover(v);
   v->handover.reset();
@@ -575,18 +577,16 @@ void VtpmManager::on_exit(VtpmDomain* v) {
   v->last_failure = cause.empty() ? "crash: " + proc::describe_status(status) : cause;
   AXL_WARN("vTPM of domain %s failed: %s", v->domain.c_str(), v->last_failure.c_str());
   auto now = std::chrono::steady_clock::now();
-  while (!v->recent_restarts.empty() && now - v->recent_restarts.front() > kRestartWindow)
-    v->recent_restarts.pop_front();
-  if (v->recent_restarts.size() >= kRestartMax) {
+  if (!v->budget.allows(now)) {
     v->state = VtpmState::kFailed;
     v->ctrl_conn.reset();  // QEMU now sees the TPM gone
     v->data_conn.reset();
     close_listeners(*v);
     AXL_ERROR("vTPM of domain %s failed for good: %u restarts within %lld s", v->domain.c_str(),
-              kRestartMax, static_cast<long long>(kRestartWindow.count()));
+              v->budget.max(), static_cast<long long>(v->budget.window().count()));
     return;
   }
-  v->recent_restarts.push_back(now);
+  v->budget.record(now);
   ++v->restarts;
   launch(*v, [this, v](Status s) {
     if (!s) {
@@ -629,6 +629,7 @@ Status VtpmManager::stop(const std::string& domain) {
 void VtpmManager::stop_all() {
   stopping_ = true;
   while (!vtpms_.empty()) (void)stop(vtpms_.front()->domain);
+  reaper_.finish();
 }
 
 }  // namespace axl::supervisor

@@ -54,6 +54,7 @@
 #include "common/unique_fd.h"
 #include "supervisor/cgroup/cgroup.h"
 #include "supervisor/health_monitor.h"
+#include "supervisor/instance.h"
 
 namespace axl::supervisor {
 
@@ -84,7 +85,8 @@ struct VtpmDomain {
   UniqueFd ctrl_listen, cmd_listen, port_cmd_listen, port_ctrl_listen;
   std::unique_ptr<boost::asio::posix::stream_descriptor> handover;  // our end
   std::unique_ptr<boost::asio::posix::stream_descriptor> exit_watch;
-  std::deque<std::chrono::steady_clock::time_point> recent_restarts;
+  // As a driver's default (common/config.h DriverConfig).
+  RestartBudget budget{10, std::chrono::seconds(60)};
   // Supervised like a driver domain: heartbeats (a hang), a cgroup with
   // memory and pids limits (a hog); the cause of a kill the supervisor made.
   std::unique_ptr<HealthMonitor> health;
@@ -96,9 +98,6 @@ struct VtpmDomain {
 
 class VtpmManager {
  public:
-  // Restart budget, as a driver's default (common/config.h DriverConfig).
-  static constexpr uint32_t kRestartMax = 10;
-  static constexpr std::chrono::seconds kRestartWindow{60};
   // How long a vTPM may take to listen, and provisioning to make an EK, its
   // certificate and an AK (measured well under a second each here).
   static constexpr std::chrono::seconds kReadyTimeout{20};
@@ -155,6 +154,7 @@ class VtpmManager {
   std::vector<std::unique_ptr<VtpmDomain>> vtpms_;
   cgroup::Manager* cgroups_ = nullptr;
   bool stopping_ = false;
+  Reaper reaper_;  // dead instances' cgroups and pid-namespace holders
 };
 
 }  // namespace axl::supervisor

@@ -152,7 +152,7 @@ pid3=$(vtpm_pid)
 [ "$(sha_of "$T_STATE/vtpm/vb/ek.crt")" = "$ek1" ] || die "the EK changed across destroy/create"
 axl destroy vb >&2
 assert_gone "$pid3"
-[ ! -e "$D" ] || die "domain dir left after destroy"
+[ ! -e "$D" ] || die "domain dir left after destroy: $(ls -la "$D" 2>&1 | tr "\n" " ")"
 
 # A vTPM that cannot start: its sealed state is garbage.
 mkdir -p "$T_STATE/vtpm/bad"
