@@ -13,6 +13,7 @@
 #include "cli/commands.h"
 #include "common/config.h"
 #include "common/control_client.h"
+#include "common/fs.h"
 #include "common/process.h"
 
 namespace axl::cli {
@@ -72,7 +73,7 @@ void remove_runtime_files(const HostPaths& p) {
   for (const char* f :
        {"hv.sock", "supervisor.sock", "drivers.sock", "hv.pid", "supervisor.pid", "host.toml"})
     fs::remove(p.state_dir + "/" + f, ec);
-  fs::remove_all(p.state_dir + "/dom", ec);
+  (void)remove_tree(p.state_dir + "/dom");
 }
 
 // Stops one daemon: a polite shutdown request, then SIGTERM, then SIGKILL.

@@ -11,6 +11,7 @@
 #include <filesystem>
 #include <fstream>
 
+#include "common/fs.h"
 #include "common/log.h"
 #include "hypervisor/daemon/device_binding.h"
 #include "hypervisor/daemon/qemu_cmdline.h"
@@ -79,6 +80,12 @@ DeviceSupervision DomainEngine::supervision_for(const std::string& driver) {
 DomainEngine::~DomainEngine() { destroy_all(); }
 
 namespace {
+
+// Removes a domain's directory (the supervisor may be unlinking the vTPM's
+// sockets in it meanwhile: remove_tree copes).
+void remove_domain_dir(const std::string& dir) {
+  if (auto s = remove_tree(dir); !s) AXL_WARN("%s", s.error().message.c_str());
+}
 Status write_file(const std::string& path, const std::string& bytes) {
   UniqueFd fd(::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600));
   if (!fd) return make_error("cannot create " + path + ": " + strerror(errno));
@@ -259,8 +266,8 @@ void DomainEngine::create(const std::string& toml, const std::string& base_dir,
   d->accel = accel_qemu_arg(*accel);
   d->qemu_binary = qemu;
   d->initrd = d->cfg.initrd;
+  remove_domain_dir(d->dir);
   std::error_code ec;
-  fs::remove_all(d->dir, ec);
   fs::create_directories(d->dir, ec);
   if (ec) return refuse(make_error("cannot create " + d->dir + ": " + ec.message()));
   // From here on the domain is listed, and every failure goes through create_failed.
@@ -374,8 +381,7 @@ void DomainEngine::create_failed(Domain* d, Error e) {
   if (d->qemu.pid > 0) proc::stop(d->qemu, std::chrono::milliseconds(2000));
   release_devices(*d);
   stop_vtpm(*d);
-  std::error_code ec;
-  fs::remove_all(d->dir, ec);
+  remove_domain_dir(d->dir);
   domains_.erase(name);  // `d` is gone from here on
   state_changed(name, "failed");
   if (done) done(std::move(e));
@@ -446,8 +452,7 @@ void DomainEngine::finish_destroy(const std::string& name) {
   d.qemu.pid = -1;
   release_devices(d);
   stop_vtpm(d);
-  std::error_code ec;
-  fs::remove_all(d.dir, ec);
+  remove_domain_dir(d.dir);
   AXL_INFO("domain %s destroyed", name.c_str());
   auto waiting = std::move(d.on_destroyed);
   const std::string n = name;  // `name` may be the map's own key

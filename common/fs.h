@@ -1,0 +1,16 @@
+// Filesystem helpers.
+#pragma once
+#include <string>
+
+#include "common/result.h"
+
+namespace axl {
+
+// Removes `path` and everything below it; a missing path is no error.
+// Another process may be removing entries in it at the same time (the
+// supervisor unlinking a vTPM's sockets in a domain dir the hypervisor
+// removes): std::filesystem::remove_all gives up, with the rest still there,
+// when an entry vanishes under it, so the walk is made again.
+Status remove_tree(const std::string& path);
+
+}  // namespace axl
