@@ -214,12 +214,15 @@ bool DriverManager::start_spare(DriverDomain& d, uint64_t* started_ns) {
   }
   capnp::MallocMessageBuilder mb;
   mb.initRoot<schema::Heartbeat>().setStart();
+  // Taken before the message goes: the hypervisor may rebind the devices to
+  // the started spare before send() even returns here, and an outage record
+  // closes only on a rebind no older than its restart.
+  *started_ns = monotonic_ns();
   if (auto s = wire::send(d.spare_health.get(), mb, fds); !s) {
     AXL_WARN("driver %s: spare not started: %s", d.cfg.name.c_str(), s.error().message.c_str());
     discard_spare(d);
     return false;
   }
-  *started_ns = monotonic_ns();
   if (d.spare_exit_watch) d.spare_exit_watch->cancel();
   d.spare_exit_watch.reset();
   d.spare_failures = 0;
