@@ -60,7 +60,7 @@ void ControlServer::accept_next() {
       });
 }
 
-void ControlServer::serve(std::shared_ptr<asio::posix::stream_descriptor> conn) {
+void ControlServer::serve(const std::shared_ptr<asio::posix::stream_descriptor>& conn) {
   conn->async_wait(asio::posix::stream_descriptor::wait_read,
                    [this, conn](const boost::system::error_code& ec) {
                      if (ec) return;

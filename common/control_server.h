@@ -69,7 +69,7 @@ class ControlServer {
 
  private:
   void accept_next();
-  void serve(std::shared_ptr<boost::asio::posix::stream_descriptor> conn);
+  void serve(const std::shared_ptr<boost::asio::posix::stream_descriptor>& conn);
 
   boost::asio::io_context& io_;
   AsyncHandler handler_;

@@ -68,7 +68,7 @@ std::vector<std::string> names_in(const char* dir) {
   std::vector<std::string> out;
   if (DIR* d = ::opendir(dir)) {
     while (dirent* e = ::readdir(d))
-      if (strcmp(e->d_name, ".") && strcmp(e->d_name, "..")) out.push_back(e->d_name);
+      if (strcmp(e->d_name, ".") != 0 && strcmp(e->d_name, "..") != 0) out.push_back(e->d_name);
     ::closedir(d);
   }
   return out;

@@ -44,7 +44,7 @@ Status GuestMemory::validate(const std::vector<Region>& rs) {
   return {};
 }
 
-Result<std::unique_ptr<GuestMemory>> GuestMemory::map(std::vector<RegionSpec> specs) {
+Result<std::unique_ptr<GuestMemory>> GuestMemory::map(const std::vector<RegionSpec>& specs) {
   std::unique_ptr<GuestMemory> mem(new GuestMemory());
   if (specs.size() > kMaxRegions) return make_error("too many memory regions");
   for (auto& s : specs) {
@@ -70,7 +70,7 @@ Result<std::unique_ptr<GuestMemory>> GuestMemory::map(std::vector<RegionSpec> sp
   return mem;
 }
 
-Result<std::unique_ptr<GuestMemory>> GuestMemory::borrow(std::vector<BorrowedRegion> rs) {
+Result<std::unique_ptr<GuestMemory>> GuestMemory::borrow(const std::vector<BorrowedRegion>& rs) {
   std::unique_ptr<GuestMemory> mem(new GuestMemory());
   for (auto& r : rs)
     mem->regions_.push_back(

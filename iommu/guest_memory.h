@@ -35,7 +35,7 @@ class GuestMemory {
 
   // Maps every region; rejects overlapping, empty, wrapping or truncated-file
   // regions (a region past the end of its file would SIGBUS on access).
-  static Result<std::unique_ptr<GuestMemory>> map(std::vector<RegionSpec> regions);
+  static Result<std::unique_ptr<GuestMemory>> map(const std::vector<RegionSpec>& regions);
 
   // A region over memory the caller owns and keeps alive (tests, fakes).
   struct BorrowedRegion {
@@ -43,7 +43,7 @@ class GuestMemory {
     uint64_t userspace_addr;
     std::span<uint8_t> bytes;
   };
-  static Result<std::unique_ptr<GuestMemory>> borrow(std::vector<BorrowedRegion> regions);
+  static Result<std::unique_ptr<GuestMemory>> borrow(const std::vector<BorrowedRegion>& regions);
 
   enum class Lookup : uint8_t { kOk, kUnmapped, kOutOfRange, kWrap };
   struct Translation {

@@ -46,8 +46,7 @@ constexpr uint32_t kAttrFixedTpm = 0x2, kAttrFixedParent = 0x10, kAttrSensitiveO
                    kAttrRestricted = 0x10000, kAttrDecrypt = 0x20000, kAttrSign = 0x40000;
 constexpr uint32_t kCcNvRead = 0x14E, kCcActivateCredential = 0x147, kCcPolicySecret = 0x151,
                    kCcQuote = 0x158, kCcFlushContext = 0x165, kCcNvReadPublic = 0x169,
-                   kCcReadPublic = 0x173, kCcStartAuthSession = 0x176, kCcGetRandom = 0x17B,
-                   kCcPcrRead = 0x17E;
+                   kCcReadPublic = 0x173, kCcStartAuthSession = 0x176, kCcPcrRead = 0x17E;
 constexpr uint8_t kSePolicy = 0x01;
 constexpr size_t kNvChunk = 512;
 
@@ -140,7 +139,7 @@ Result<Bytes> aes128_cfb(std::span<const uint8_t> key, std::span<const uint8_t> 
       EVP_CipherUpdate(ctx.get(), out.data(), &n, in.data(), int(in.size())) != 1 ||
       EVP_CipherFinal_ex(ctx.get(), out.data() + n, &m) != 1)
     return make_error("OpenSSL: AES-CFB failed");
-  out.resize(size_t(n + m));
+  out.resize(size_t(n) + size_t(m));
   return out;
 }
 

@@ -330,7 +330,7 @@ void DriverManager::kill_for(DriverDomain* d, const std::string& cause, uint64_t
     AXL_WARN("driver %s: %s; fencing it and promoting its standby", d->cfg.name.c_str(),
              cause.c_str());
     const int pid = d->child.pid;
-    promote_(d->cfg.name, [this, d, pid](Status s) {
+    promote_(d->cfg.name, [d, pid](const Status& s) {
       if (!s)
         AXL_WARN("driver %s: standby not promoted first: %s", d->cfg.name.c_str(),
                  s.error().message.c_str());

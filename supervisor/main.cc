@@ -192,10 +192,11 @@ int main(int argc, char** argv) {
         // loop serves on meanwhile.
         auto v = req.getStartVtpm();
         auto reply = ctx.defer();
-        vtpms.start(v.getDomain(), v.getMeasureLog(), v.getCommandPort(), [reply](axl::Status st) {
-          axl::set_status(reply->reply(), st);
-          reply->send();
-        });
+        vtpms.start(v.getDomain(), v.getMeasureLog(), v.getCommandPort(),
+                    [reply](const axl::Status& st) {
+                      axl::set_status(reply->reply(), st);
+                      reply->send();
+                    });
         break;
       }
       case R::STOP_VTPM:

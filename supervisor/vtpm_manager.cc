@@ -189,7 +189,7 @@ void VtpmManager::start(const std::string& domain, bool measure_log, uint32_t co
   v->command_port = command_port;
   v->on_started = std::move(done);
   if (!*needs) return start_instance(v);
-  provision(*v, [this, v](Status s) {
+  provision(*v, [this, v](const Status& s) {
     if (!s) return start_failed(v, s.error());
     start_instance(v);
   });
@@ -198,7 +198,7 @@ void VtpmManager::start(const std::string& domain, bool measure_log, uint32_t co
 void VtpmManager::start_instance(VtpmDomain* v) {
   if (auto s = own_state_dir(v->domain); !s) return start_failed(v, s.error());
   if (auto s = listen(*v); !s) return start_failed(v, s.error());
-  launch(*v, [this, v](Status s) {
+  launch(*v, [this, v](const Status& s) {
     if (!s) return start_failed(v, s.error());
     AXL_INFO("vTPM of domain %s started: pid %d", v->domain.c_str(), v->child.pid);
     if (auto done = std::move(v->on_started)) done({});
@@ -588,7 +588,7 @@ void VtpmManager::on_exit(VtpmDomain* v) {
   }
   v->budget.record(now);
   ++v->restarts;
-  launch(*v, [this, v](Status s) {
+  launch(*v, [this, v](const Status& s) {
     if (!s) {
       v->state = VtpmState::kFailed;
       v->last_failure = s.error().message;

@@ -59,7 +59,7 @@ TEST(CtrlProtocol, TrailingBytesOnFixedCommandsAreRejected) {
 }
 
 TEST(CtrlProtocol, LocalityAcceptsOneByteOrQemusPaddedStruct) {
-  for (auto payload : {std::vector<uint8_t>{3}, std::vector<uint8_t>{3, 0, 0, 0}}) {
+  for (const auto& payload : {std::vector<uint8_t>{3}, std::vector<uint8_t>{3, 0, 0, 0}}) {
     auto p = parse(msg(0x05, payload));
     auto* r = std::get_if<Request>(&p);
     ASSERT_NE(r, nullptr);

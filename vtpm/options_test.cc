@@ -148,7 +148,7 @@ TEST(VtpmOptions, BadVtpmIds) {
 }
 
 TEST(VtpmOptions, ConfinedRefusals) {
-  auto refused = [](std::vector<std::string> args, const std::string& says) {
+  auto refused = [](const std::vector<std::string>& args, const std::string& says) {
     auto o = parse_options(args);
     ASSERT_FALSE(o.ok());
     EXPECT_NE(o.error().message.find(says), std::string::npos) << o.error().message;

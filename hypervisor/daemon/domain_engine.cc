@@ -176,7 +176,7 @@ DeviceBinding* DomainEngine::resolve(const BindingRef& r) {
   return &r.d->devices[r.index];
 }
 
-void DomainEngine::attach_next(Domain* d, std::shared_ptr<Requests> reqs, size_t i) {
+void DomainEngine::attach_next(Domain* d, const std::shared_ptr<Requests>& reqs, size_t i) {
   if (i == reqs->size()) return create_spawn(d);
   const std::string driver_name = (*reqs)[i].first;
   DriverConnection* drv = drivers_.find(driver_name);
@@ -199,10 +199,11 @@ void DomainEngine::attach_next(Domain* d, std::shared_ptr<Requests> reqs, size_t
     }
     DeviceRequest& req = (*reqs)[i].second;
     const std::string sock = d->dir + "/dev" + std::to_string(i) + ".sock";
+    const uint32_t device_id = g->device_id;
     auto b = make_bound_device(sock, req, std::move(g).value(), cur->instance_pid(),
                                supervision_for(driver_name));
     if (!b) {
-      cur->detach(g->device_id);
+      cur->detach(device_id);
       return create_failed(d, b.error());
     }
     const auto kind = req.kind;
@@ -290,12 +291,13 @@ void DomainEngine::create(const std::string& toml, const std::string& base_dir,
   set_state(*d, DomainState::kVtpmStarting);
   // The supervisor answers once the vTPM listens (provisioning one can take
   // seconds); the loop serves everyone else meanwhile.
-  d->pending_call = vtpm_.start(d->cfg.name, true, d->cfg.vtpm.command_port, [this, d](Status s) {
-    d->pending_call.reset();
-    if (!s) return create_failed(d, make_error("vTPM: " + s.error().message));
-    d->vtpm = true;
-    create_attach(d);
-  });
+  d->pending_call =
+      vtpm_.start(d->cfg.name, true, d->cfg.vtpm.command_port, [this, d](const Status& s) {
+        d->pending_call.reset();
+        if (!s) return create_failed(d, make_error("vTPM: " + s.error().message));
+        d->vtpm = true;
+        create_attach(d);
+      });
 }
 
 void DomainEngine::create_attach(Domain* d) {
@@ -424,7 +426,8 @@ void DomainEngine::destroy(const std::string& name, std::function<void(Status)> 
   if (d.qemu.pid <= 0) return finish_destroy(name);
   set_state(d, DomainState::kStopping);
   ::syscall(SYS_pidfd_send_signal, d.qemu.pidfd.get(), SIGTERM, nullptr, 0);
-  const std::string n = name;
+  // A copy: the caller's `name` may not outlive the wait.
+  const std::string n = name;  // NOLINT(performance-unnecessary-copy-initialization)
   d.stop_wait =
       proc::ChildWait::start(io_, d.qemu.pidfd.get(), UniqueFd(), std::chrono::milliseconds(2000),
                              [this, n](proc::ChildWait::Outcome o) {
@@ -455,7 +458,8 @@ void DomainEngine::finish_destroy(const std::string& name) {
   remove_domain_dir(d.dir);
   AXL_INFO("domain %s destroyed", name.c_str());
   auto waiting = std::move(d.on_destroyed);
-  const std::string n = name;  // `name` may be the map's own key
+  // A copy: `name` may be the map's own key.
+  const std::string n = name;  // NOLINT(performance-unnecessary-copy-initialization)
   domains_.erase(it);
   state_changed(n, "destroyed");
   for (auto& f : waiting)

@@ -155,7 +155,7 @@ class DomainEngine {
   DeviceBinding* resolve(const BindingRef& r);
   // Attaches the domain's devices one after the other, then starts QEMU.
   using Requests = std::vector<std::pair<std::string, DeviceRequest>>;
-  void attach_next(Domain* d, std::shared_ptr<Requests> reqs, size_t i);
+  void attach_next(Domain* d, const std::shared_ptr<Requests>& reqs, size_t i);
   void create_spawn(Domain* d);
   // A fresh channel from `drv` for binding `i`: the live device moves there.
   void rebind_async(Domain* d, size_t i, DriverConnection& drv);

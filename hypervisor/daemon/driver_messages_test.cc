@@ -86,7 +86,7 @@ TEST(DecodeHello, AnotherMessageFirstIsRefused) {
 }
 
 TEST(DecodeHello, InvalidNamesAreRefused) {
-  for (std::string bad :
+  for (const std::string& bad :
        {std::string(""), std::string("-lead"), std::string("a b"), std::string("x/../y"),
         std::string(33, 'a'), std::string("nul\0x", 5), std::string("new\nline")}) {
     SCOPED_TRACE("name of " + std::to_string(bad.size()) + " bytes");

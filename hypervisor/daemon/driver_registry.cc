@@ -221,7 +221,7 @@ void DriverRegistry::accept_next() {
       });
 }
 
-void DriverRegistry::await_hello(std::shared_ptr<asio::posix::stream_descriptor> s, int fd) {
+void DriverRegistry::await_hello(const std::shared_ptr<asio::posix::stream_descriptor>& s, int fd) {
   s->async_wait(
       asio::posix::stream_descriptor::wait_read,
       [this, s, fd](const boost::system::error_code& ec) {

@@ -149,7 +149,7 @@ class DriverRegistry {
 
  private:
   void accept_next();
-  void await_hello(std::shared_ptr<boost::asio::posix::stream_descriptor> s, int fd);
+  void await_hello(const std::shared_ptr<boost::asio::posix::stream_descriptor>& s, int fd);
   void watch(DriverConnection* c);
   void watch_standby(DriverConnection* c);
   // The active connection of `name` is gone: its standby, if any, takes over.

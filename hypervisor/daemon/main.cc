@@ -170,7 +170,7 @@ int main(int argc, char** argv) {
           case R::DESTROY: {
             // Answered once the domain is gone (QEMU may take up to 2 s to stop).
             auto reply = ctx.defer();
-            engine.destroy(req.getDestroy(), [reply](axl::Status s) {
+            engine.destroy(req.getDestroy(), [reply](const axl::Status& s) {
               axl::set_status(reply->reply(), s);
               reply->send();
             });

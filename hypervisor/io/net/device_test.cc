@@ -62,7 +62,7 @@ struct NetTest : ::testing::Test {
   // The driver "receives" a frame: header + payload into the next posted slot.
   // Delivers a frame as the driver would, with `hdr_fill` in every byte of
   // its virtio_net_hdr_v1 (0: a valid header without offloads).
-  void inject(std::vector<uint8_t> payload, uint32_t claimed_len = 0, uint8_t hdr_fill = 0) {
+  void inject(const std::vector<uint8_t>& payload, uint32_t claimed_len = 0, uint8_t hdr_fill = 0) {
     driver->post([this, payload, claimed_len, hdr_fill](channel::DriverEnd& d) {
       std::lock_guard<std::mutex> g(mu);
       ASSERT_FALSE(posted.empty());
