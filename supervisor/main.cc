@@ -20,6 +20,7 @@
 #include "supervisor/dbus/manager_api.h"
 #include "supervisor/dbus/supervisor_backend.h"
 #include "supervisor/driver_manager.h"
+#include "supervisor/snapshot.h"
 #include "supervisor/vtpm_manager.h"
 
 int main(int argc, char** argv) {
@@ -113,29 +114,26 @@ int main(int argc, char** argv) {
     rep.setOk(true);
     switch (req.which()) {
       case R::LIST_DRIVERS: {
-        auto& all = drivers.drivers();
-        auto l = rep.initDrivers(unsigned(all.size()));
-        const uint64_t now = axl::supervisor::monotonic_ns();
-        for (unsigned i = 0; i < all.size(); ++i) {
-          const auto& d = *all[i];
-          const bool running = d.state == axl::supervisor::DriverState::kRunning;
-          l[i].setName(d.cfg.name);
-          l[i].setKind(axl::config::to_string(d.cfg.kind));
-          l[i].setPid(d.child.pid);
-          l[i].setStandbyPid(d.standby.pid > 0 ? d.standby.pid : 0);
-          l[i].setState(axl::supervisor::to_string(d.state));
-          l[i].setRestarts(d.restarts);
-          l[i].setLastFailure(d.last_failure);
-          l[i].setUptimeMs(running ? (now - d.started_ns) / 1000000 : 0);
-          const uint64_t pong = d.monitor ? d.monitor->last_pong_ns() : 0;
-          l[i].setHeartbeatLagMs(running && pong && now > pong ? double(now - pong) / 1e6 : 0);
-          auto os = l[i].initOutages(unsigned(d.outages.size()));
-          for (unsigned j = 0; j < d.outages.size(); ++j) {
-            const auto& o = d.outages[j];
+        const auto views = axl::supervisor::driver_views(drivers, axl::supervisor::monotonic_ns());
+        auto l = rep.initDrivers(unsigned(views.size()));
+        for (unsigned i = 0; i < views.size(); ++i) {
+          const auto& v = views[i];
+          l[i].setName(v.name);
+          l[i].setKind(v.kind);
+          l[i].setPid(v.pid);
+          l[i].setStandbyPid(v.standby_pid);
+          l[i].setState(v.state);
+          l[i].setRestarts(v.restarts);
+          l[i].setLastFailure(v.last_failure);
+          l[i].setUptimeMs(v.uptime_ms);
+          l[i].setHeartbeatLagMs(v.heartbeat_lag_ms);
+          auto os = l[i].initOutages(unsigned(v.outages.size()));
+          for (unsigned j = 0; j < v.outages.size(); ++j) {
+            const auto& o = v.outages[j];
             os[j].setCause(o.cause);
-            os[j].setDetectUs((o.detect_ns - o.fail_ns) / 1000);
-            os[j].setRestartUs(o.restart_ns ? (o.restart_ns - o.fail_ns) / 1000 : 0);
-            os[j].setOutageUs(o.served_ns > o.fail_ns ? (o.served_ns - o.fail_ns) / 1000 : 0);
+            os[j].setDetectUs(o.detect_us);
+            os[j].setRestartUs(o.restart_us);
+            os[j].setOutageUs(o.outage_us);
             os[j].setAtUnixS(o.at_unix_s);
           }
         }
@@ -203,19 +201,17 @@ int main(int argc, char** argv) {
         axl::set_status(rep, vtpms.stop(req.getStopVtpm()));
         break;
       case R::LIST_VTPMS: {
-        auto& all = vtpms.all();
-        auto l = rep.initVtpms(unsigned(all.size()));
-        const uint64_t now = axl::supervisor::monotonic_ns();
-        for (unsigned i = 0; i < all.size(); ++i) {
-          const auto& v = *all[i];
-          const bool running = v.state == axl::supervisor::VtpmState::kRunning;
+        const auto views = axl::supervisor::vtpm_views(vtpms, axl::supervisor::monotonic_ns());
+        auto l = rep.initVtpms(unsigned(views.size()));
+        for (unsigned i = 0; i < views.size(); ++i) {
+          const auto& v = views[i];
           l[i].setDomain(v.domain);
-          l[i].setPid(running ? v.child.pid : -1);
-          l[i].setState(axl::supervisor::to_string(v.state));
+          l[i].setPid(v.pid);
+          l[i].setState(v.state);
           l[i].setRestarts(v.restarts);
           l[i].setLastFailure(v.last_failure);
           l[i].setCommandPort(v.command_port);
-          l[i].setUptimeMs(running ? (now - v.started_ns) / 1000000 : 0);
+          l[i].setUptimeMs(v.uptime_ms);
         }
         break;
       }

@@ -1,5 +1,7 @@
 #include "supervisor/dbus/supervisor_backend.h"
 
+#include "supervisor/snapshot.h"
+
 namespace axl::dbus {
 
 namespace {
@@ -31,19 +33,16 @@ Status SupervisorBackend::destroy_domain(const std::string& name) {
 
 std::vector<DriverRow> SupervisorBackend::list_drivers() {
   std::vector<DriverRow> rows;
-  const uint64_t now = supervisor::monotonic_ns();
-  for (const auto& d : drivers_.drivers()) {
-    const bool running = d->state == supervisor::DriverState::kRunning;
+  for (auto& v : supervisor::driver_views(drivers_, supervisor::monotonic_ns())) {
     DriverRow r;
-    r.name = d->cfg.name;
-    r.kind = config::to_string(d->cfg.kind);
-    r.state = supervisor::to_string(d->state);
-    r.last_failure = d->last_failure;
-    r.pid = d->child.pid;
-    r.restarts = d->restarts;
-    r.uptime_s = running && now > d->started_ns ? (now - d->started_ns) / 1000000000 : 0;
-    const uint64_t pong = d->monitor ? d->monitor->last_pong_ns() : 0;
-    r.heartbeat_lag_ms = running && pong && now > pong ? double(now - pong) / 1e6 : 0;
+    r.name = std::move(v.name);
+    r.kind = std::move(v.kind);
+    r.state = std::move(v.state);
+    r.last_failure = std::move(v.last_failure);
+    r.pid = v.pid;
+    r.restarts = v.restarts;
+    r.uptime_s = v.uptime_ms / 1000;
+    r.heartbeat_lag_ms = v.heartbeat_lag_ms;
     rows.push_back(std::move(r));
   }
   return rows;
@@ -59,17 +58,10 @@ Status SupervisorBackend::restart_driver(const std::string& name) {
 
 std::vector<OutageRow> SupervisorBackend::outages(const std::string& driver) {
   std::vector<OutageRow> rows;
-  for (const auto& d : drivers_.drivers()) {
-    if (!driver.empty() && d->cfg.name != driver) continue;
-    for (const auto& o : d->outages) {
-      OutageRow r;
-      r.driver = d->cfg.name;
-      r.cause = o.cause;
-      r.detect_us = o.detect_ns > o.fail_ns ? (o.detect_ns - o.fail_ns) / 1000 : 0;
-      r.outage_us = o.served_ns > o.fail_ns ? (o.served_ns - o.fail_ns) / 1000 : 0;
-      r.at_unix_s = o.at_unix_s;
-      rows.push_back(std::move(r));
-    }
+  for (const auto& v : supervisor::driver_views(drivers_, supervisor::monotonic_ns())) {
+    if (!driver.empty() && v.name != driver) continue;
+    for (const auto& o : v.outages)
+      rows.push_back(OutageRow{v.name, o.cause, o.detect_us, o.outage_us, o.at_unix_s});
   }
   return rows;
 }
