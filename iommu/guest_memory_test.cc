@@ -18,7 +18,7 @@ TEST(GuestMemory, MapsMemfdAndTranslates) {
   ASSERT_EQ(::pwrite(fd.get(), "xyz", 3, 4096 + 10), 3);
   std::vector<RegionSpec> specs;
   specs.push_back(RegionSpec{0x100000, 2 * 4096, 0x7f0000000000, 4096, std::move(fd)});
-  auto mem = GuestMemory::map(std::move(specs));
+  auto mem = GuestMemory::map(specs);
   ASSERT_TRUE(mem.ok()) << mem.error().message;
   auto t = (*mem)->translate_gpa(0x100000 + 10, 3);
   ASSERT_EQ(t.result, Lookup::kOk);
@@ -39,7 +39,7 @@ TEST(GuestMemory, RejectsRegionBeyondFile) {
   ASSERT_EQ(::ftruncate(fd.get(), 4096), 0);
   std::vector<RegionSpec> specs;
   specs.push_back(RegionSpec{0, 4096, 0x1000, 4096, std::move(fd)});
-  EXPECT_FALSE(GuestMemory::map(std::move(specs)).ok());
+  EXPECT_FALSE(GuestMemory::map(specs).ok());
 }
 
 TEST(GuestMemory, RejectsOverlapWrapAndEmpty) {

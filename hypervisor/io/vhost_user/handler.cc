@@ -399,7 +399,7 @@ Handler::Done Handler::set_mem_table(Message& m) {
     specs.push_back(iommu::RegionSpec{r.guest_phys_addr, r.memory_size, r.userspace_addr,
                                       r.mmap_offset, std::move(m.fds[i])});
   }
-  auto mem = iommu::GuestMemory::map(std::move(specs));
+  auto mem = iommu::GuestMemory::map(specs);
   if (!mem) return fail(m, mem.error().message);
   // Swap tables; running rings get their host views re-derived (chains in
   // flight carry guest addresses only, so nothing else dangles).
