@@ -39,11 +39,15 @@ track $!
 axl create "$T_DIR/guest.toml" >&2
 
 driver_pid() { axl drivers | awk '$1=="net0" && $4=="running"{print $3}'; }
+spares() { grep -c 'driver net0 spare started, pid [0-9]* (parked)' "$T_STATE/supervisor.log" || true; }
 kills=0
 while ((kills < 5)); do
-  # Wait until the transfer is under way, then kill at a random point.
+  # Wait until the transfer is under way, then kill at a random point, once
+  # the instance's parked spare is up (a kill before that restarts with a
+  # fresh process, which the blk and fault tests cover).
   size=$(stat -c %s "$T_DIR/received")
   if ((size < (kills + 1) * 16 * 1024 * 1024)); then sleep 0.05; continue; fi
+  if (($(spares) < kills + 1)); then sleep 0.02; continue; fi
   sleep "0.$((RANDOM % 5))"
   pid=$(driver_pid)
   [ -n "$pid" ] || { sleep 0.05; continue; }
