@@ -10,7 +10,9 @@ namespace axl {
 // Another process may be removing entries in it at the same time (the
 // supervisor unlinking a vTPM's sockets in a domain dir the hypervisor
 // removes): std::filesystem::remove_all gives up, with the rest still there,
-// when an entry vanishes under it, so the walk is made again.
+// when an entry vanishes under it. Here an entry that is already gone counts
+// as removed, and entries created during the walk are caught by walking
+// again. Symlinks are removed, never followed.
 Status remove_tree(const std::string& path);
 
 }  // namespace axl

@@ -35,5 +35,48 @@ TEST(RemoveTree, RemovesADirectoryWhoseEntriesVanishMeanwhile) {
   fs::remove_all(base);
 }
 
+// Whole subdirectories removed by someone else during the walk.
+TEST(RemoveTree, RemovesATreeWhoseSubdirectoriesVanishMeanwhile) {
+  char tmpl[] = "/tmp/axl-fs-test.XXXXXX";
+  ASSERT_NE(::mkdtemp(tmpl), nullptr);
+  const std::string base = tmpl;
+  for (int round = 0; round < 50; ++round) {
+    const std::string d = base + "/d";
+    for (int i = 0; i < 10; ++i) {
+      fs::create_directories(d + "/s" + std::to_string(i) + "/deeper");
+      std::ofstream(d + "/s" + std::to_string(i) + "/deeper/f") << "x";
+    }
+    std::thread other([&] {
+      std::error_code ignored;  // racing with remove_tree: either may find it gone
+      for (int i = 9; i >= 0; --i) fs::remove_all(d + "/s" + std::to_string(i), ignored);
+    });
+    auto s = remove_tree(d);
+    other.join();
+    ASSERT_TRUE(s.ok()) << s.error().message;
+    ASSERT_FALSE(fs::exists(d)) << "round " << round;
+  }
+  fs::remove_all(base);
+}
+
+// A symlink in the tree is removed; what it points at is left alone.
+TEST(RemoveTree, SymlinksAreRemovedNotFollowed) {
+  char tmpl[] = "/tmp/axl-fs-test.XXXXXX";
+  ASSERT_NE(::mkdtemp(tmpl), nullptr);
+  const std::string base = tmpl;
+  fs::create_directories(base + "/keep");
+  std::ofstream(base + "/keep/precious") << "x";
+  fs::create_directories(base + "/d");
+  fs::create_directory_symlink(base + "/keep", base + "/d/link");
+  ASSERT_TRUE(remove_tree(base + "/d").ok());
+  EXPECT_FALSE(fs::exists(base + "/d"));
+  EXPECT_TRUE(fs::exists(base + "/keep/precious"));
+  // The path itself a symlink: the link goes, the target stays.
+  fs::create_directory_symlink(base + "/keep", base + "/top");
+  ASSERT_TRUE(remove_tree(base + "/top").ok());
+  EXPECT_FALSE(fs::is_symlink(base + "/top"));
+  EXPECT_TRUE(fs::exists(base + "/keep/precious"));
+  fs::remove_all(base);
+}
+
 }  // namespace
 }  // namespace axl
