@@ -14,7 +14,7 @@
 #include <thread>
 
 #include "common/config.h"
-#include "common/control_client.h"
+#include "common/control_requests.h"
 #include "common/unique_fd.h"
 
 namespace axl::cli {
@@ -30,8 +30,15 @@ int fail(const std::string& msg) {
 }
 
 namespace {
+// A reply that must describe exactly one domain (create, domain info).
+Result<ControlReply> one_domain(Result<ControlReply> r) {
+  if (r && r->get().getDomains().size() != 1)
+    return make_error(Errc::kMalformed, "the hypervisor's reply names no domain");
+  return r;
+}
+
 Result<ControlReply> domain_info(const HostPaths& p, const std::string& name) {
-  return call(p.hv_socket(), [&](auto r) { r.setDomainInfo(name); });
+  return one_domain(call(p.hv_socket(), control::hv::domain_info(name)));
 }
 }  // namespace
 
@@ -44,11 +51,7 @@ int create(const HostPaths& p, const std::string& config_path) {
   // Validate here too, so a bad file is reported against the user's path.
   auto g = config::parse_guest(*text, config_path, base);
   if (!g) return fail(g.error().message);
-  auto r = call(p.hv_socket(), [&](auto q) {
-    auto c = q.initCreate();
-    c.setConfigToml(*text);
-    c.setBaseDir(base);
-  });
+  auto r = one_domain(call(p.hv_socket(), control::hv::create(*text, base)));
   if (!r) return fail(r.error().message);
   auto d = r->get().getDomains()[0];
   printf("created domain %s (id %u, %s)\n", d.getName().cStr(), d.getId(), d.getAccel().cStr());
@@ -56,7 +59,7 @@ int create(const HostPaths& p, const std::string& config_path) {
 }
 
 int list(const HostPaths& p) {
-  auto r = call(p.hv_socket(), [](auto q) { q.setList(); });
+  auto r = call(p.hv_socket(), control::hv::list());
   if (!r) return fail(r.error().message);
   printf("%-20s %4s %8s %5s %-8s %-5s %8s\n", "Name", "ID", "Mem(MiB)", "VCPUs", "State", "Accel",
          "QEMU");
@@ -67,16 +70,16 @@ int list(const HostPaths& p) {
 }
 
 int destroy(const HostPaths& p, const std::string& name) {
-  auto r = call(p.hv_socket(), [&](auto q) { q.setDestroy(name); });
+  auto r = call(p.hv_socket(), control::hv::destroy(name));
   if (!r) return fail(r.error().message);
   printf("destroyed domain %s\n", name.c_str());
   return 0;
 }
 
 int drivers(const HostPaths& p, bool stats) {
-  auto sup = call(p.supervisor_socket(), [](auto q) { q.setListDrivers(); });
+  auto sup = call(p.supervisor_socket(), control::list_drivers());
   if (!sup) return fail(sup.error().message);
-  auto hv = call(p.hv_socket(), [](auto q) { q.setListDrivers(); });
+  auto hv = call(p.hv_socket(), control::list_drivers());
   printf("%-16s %-4s %8s %-10s %8s %7s %9s %8s  %s\n", "Name", "Kind", "PID", "State", "Restarts",
          "Devices", "HbLag(ms)", "Standby", "LastFailure");
   for (auto d : sup->get().getDrivers()) {
@@ -106,7 +109,7 @@ int drivers(const HostPaths& p, bool stats) {
 }
 
 int vtpms(const HostPaths& p) {
-  auto sup = call(p.supervisor_socket(), [](auto q) { q.setListVtpms(); });
+  auto sup = call(p.supervisor_socket(), control::supervisor::list_vtpms());
   if (!sup) return fail(sup.error().message);
   printf("%-16s %8s %-10s %8s %6s %10s  %s\n", "Domain", "PID", "State", "Restarts", "Port",
          "Uptime(s)", "LastFailure");
@@ -120,29 +123,21 @@ int vtpms(const HostPaths& p) {
 }
 
 int driver_kill(const HostPaths& p, const std::string& name, const std::string& signal) {
-  auto r = call(p.supervisor_socket(), [&](auto q) {
-    auto k = q.initKillDriver();
-    k.setName(name);
-    k.setSignal(signal);
-  });
+  auto r = call(p.supervisor_socket(), control::supervisor::kill_driver(name, signal));
   if (!r) return fail(r.error().message);
   printf("sent SIG%s to driver %s\n", signal.c_str(), name.c_str());
   return 0;
 }
 
 int inject(const HostPaths& p, const std::string& name, const std::string& fault) {
-  auto r = call(p.supervisor_socket(), [&](auto q) {
-    auto k = q.initInjectFault();
-    k.setName(name);
-    k.setSignal(fault);
-  });
+  auto r = call(p.supervisor_socket(), control::supervisor::inject_fault(name, fault));
   if (!r) return fail(r.error().message);
   printf("injected fault %s into driver %s\n", fault.c_str(), name.c_str());
   return 0;
 }
 
 int driver_restart(const HostPaths& p, const std::string& name) {
-  auto r = call(p.supervisor_socket(), [&](auto q) { q.setRestartDriver(name); });
+  auto r = call(p.supervisor_socket(), control::supervisor::restart_driver(name));
   if (!r) return fail(r.error().message);
   printf("restarting driver %s\n", name.c_str());
   return 0;

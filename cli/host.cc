@@ -12,7 +12,7 @@
 
 #include "cli/commands.h"
 #include "common/config.h"
-#include "common/control_client.h"
+#include "common/control_requests.h"
 #include "common/fs.h"
 #include "common/process.h"
 
@@ -60,9 +60,7 @@ std::string last_line(const std::string& path) {
 bool wait_ping(const std::string& socket, const proc::Child& c, std::chrono::milliseconds limit) {
   auto deadline = std::chrono::steady_clock::now() + limit;
   while (std::chrono::steady_clock::now() < deadline) {
-    if (call(
-            socket, [](auto r) { r.setPing(); }, 2000))
-      return true;
+    if (call(socket, control::ping(), 2000)) return true;
     if (proc::wait_for(c, 50ms)) return false;  // died
   }
   return false;
@@ -80,8 +78,7 @@ void remove_runtime_files(const HostPaths& p) {
 void stop_daemon(const HostPaths& p, const std::string& daemon, const std::string& socket) {
   pid_t pid = live_daemon(p, daemon);
   if (pid < 0) return;
-  (void)call(
-      socket, [](auto r) { r.setShutdown(); }, 5000);
+  (void)call(socket, control::shutdown(), 5000);
   for (int i = 0; i < 200 && live_daemon(p, daemon) == pid; ++i) std::this_thread::sleep_for(50ms);
   if (live_daemon(p, daemon) == pid) {
     ::kill(pid, SIGTERM);
@@ -162,8 +159,8 @@ int host_up(const HostPaths& p, const std::string& config_path, const std::strin
   std::vector<std::string> failed;
   bool settled = false;
   while (!settled && std::chrono::steady_clock::now() < deadline) {
-    auto hv_r = call(p.hv_socket(), [](auto q) { q.setListDrivers(); });
-    auto sup_r = call(p.supervisor_socket(), [](auto q) { q.setListDrivers(); });
+    auto hv_r = call(p.hv_socket(), control::list_drivers());
+    auto sup_r = call(p.supervisor_socket(), control::list_drivers());
     if (proc::wait_for(*sup, 0ms))
       return abort_up("supervisor exited: " + last_line(p.state_dir + "/supervisor.log"));
     if (hv_r && sup_r) {

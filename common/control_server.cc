@@ -14,10 +14,18 @@ ControlServer::ControlServer(asio::io_context& io, Handler h)
       handler_([h = std::move(h)](schema::ControlRequest::Reader q, schema::ControlReply::Builder r,
                                   Context&) { h(q, r); }) {}
 
-ControlServer::Deferred::Deferred(ControlServer* server,
-                                  std::shared_ptr<asio::posix::stream_descriptor> conn)
-    : server_(server), conn_(std::move(conn)), server_alive_(server->alive_) {
-  msg_.initRoot<schema::ControlReply>().setOk(true);
+ControlServer::~ControlServer() {
+  boost::system::error_code ec;
+  if (listen_) listen_->close(ec);
+  for (auto& w : conns_)
+    if (auto c = w.lock()) c->close(ec);
+}
+
+ControlServer::Deferred::Deferred(std::shared_ptr<asio::posix::stream_descriptor> conn, uint64_t id)
+    : conn_(std::move(conn)) {
+  auto r = msg_.initRoot<schema::ControlReply>();
+  r.setOk(true);
+  r.setId(id);
 }
 
 ControlServer::Deferred::~Deferred() {
@@ -28,16 +36,17 @@ ControlServer::Deferred::~Deferred() {
   send();
 }
 
-void ControlServer::Deferred::send() {
+void ControlServer::Deferred::send(const std::vector<int>& fds) {
   if (sent_) return;
   sent_ = true;
-  if (auto s = wire::send(conn_->native_handle(), msg_); !s)
+  if (!conn_->is_open()) return;  // the server is gone
+  // The client may have gone meanwhile (its deadline passed): nothing to do.
+  if (auto s = wire::send(conn_->native_handle(), msg_, fds); !s && s.error().code != Errc::kClosed)
     AXL_WARN("control reply: %s", s.error().message.c_str());
-  if (*server_alive_) server_->serve(conn_);
 }
 
 std::shared_ptr<ControlServer::Deferred> ControlServer::Context::defer() {
-  if (!deferred_) deferred_.reset(new Deferred(server_, conn_));
+  if (!deferred_) deferred_.reset(new Deferred(conn_, id_));
   return deferred_;
 }
 
@@ -55,7 +64,12 @@ void ControlServer::accept_next() {
         if (ec) return;
         int fd =
             ::accept4(listen_->native_handle(), nullptr, nullptr, SOCK_CLOEXEC | SOCK_NONBLOCK);
-        if (fd >= 0) serve(std::make_shared<asio::posix::stream_descriptor>(io_, fd));
+        if (fd >= 0) {
+          std::erase_if(conns_, [](const auto& w) { return w.expired(); });
+          auto conn = std::make_shared<asio::posix::stream_descriptor>(io_, fd);
+          conns_.push_back(conn);
+          serve(conn);
+        }
         accept_next();
       });
 }
@@ -70,9 +84,11 @@ void ControlServer::serve(const std::shared_ptr<asio::posix::stream_descriptor>&
                      capnp::MallocMessageBuilder reply;
                      auto rb = reply.initRoot<schema::ControlReply>();
                      Context ctx;
-                     ctx.server_ = this;
                      ctx.conn_ = conn;
+                     ctx.fds_ = &m->fds();
                      try {
+                       ctx.id_ = m->root<schema::ControlRequest>().getId();
+                       rb.setId(ctx.id_);
                        handler_(m->root<schema::ControlRequest>(), rb, ctx);
                      } catch (const kj::Exception& e) {
                        rb.setOk(false);
@@ -82,11 +98,12 @@ void ControlServer::serve(const std::shared_ptr<asio::posix::stream_descriptor>&
                          d.setOk(false);
                          d.setError(std::string("malformed request: ") + e.getDescription().cStr());
                          ctx.deferred_->send();
-                         return;
+                         return serve(conn);
                        }
                      }
-                     if (ctx.deferred_) return;  // its Deferred sends the reply and serves on
-                     if (auto s = wire::send(conn->native_handle(), reply); !s)
+                     if (ctx.deferred_) return serve(conn);  // its Deferred answers later
+                     if (auto s = wire::send(conn->native_handle(), reply);
+                         !s && s.error().code != Errc::kClosed)
                        AXL_WARN("control reply: %s", s.error().message.c_str());
                      serve(conn);
                    });

@@ -5,15 +5,16 @@
 // A handler answers at once by filling the reply builder, or later: it calls
 // `ctx.defer()` while it runs, keeps the returned Deferred, and fills and
 // sends that on the loop when its work is done (a domain create waiting on
-// drivers and the supervisor).  Meanwhile every other connection is served;
-// the deferring connection reads its next request only after the answer, so
-// replies stay in request order.
+// drivers and the supervisor). Meanwhile every other request is served, the
+// next ones on the same connection too: each reply carries its request's id
+// (common/control_client.h), so a client can have several in flight.
 #pragma once
 #include <capnp/message.h>
 
 #include <functional>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "common/asio.h"
 #include "common/result.h"
@@ -36,25 +37,26 @@ class ControlServer {
    public:
     ~Deferred();
     schema::ControlReply::Builder reply() { return msg_.getRoot<schema::ControlReply>(); }
-    void send();
+    void send(const std::vector<int>& fds = {});  // fds go along with SCM_RIGHTS
 
    private:
     friend class ControlServer;
-    Deferred(ControlServer* server, std::shared_ptr<boost::asio::posix::stream_descriptor> conn);
-    ControlServer* server_;
+    Deferred(std::shared_ptr<boost::asio::posix::stream_descriptor> conn, uint64_t id);
     std::shared_ptr<boost::asio::posix::stream_descriptor> conn_;
-    std::shared_ptr<bool> server_alive_;
     capnp::MallocMessageBuilder msg_;
     bool sent_ = false;
   };
   class Context {
    public:
     std::shared_ptr<Deferred> defer();
+    // The fds that came with the request; a handler may take them.
+    std::vector<UniqueFd>& fds() { return *fds_; }
 
    private:
     friend class ControlServer;
-    ControlServer* server_;
     std::shared_ptr<boost::asio::posix::stream_descriptor> conn_;
+    uint64_t id_ = 0;
+    std::vector<UniqueFd>* fds_ = nullptr;
     std::shared_ptr<Deferred> deferred_;
   };
 
@@ -64,7 +66,11 @@ class ControlServer {
       std::function<void(schema::ControlRequest::Reader, schema::ControlReply::Builder, Context&)>;
   ControlServer(boost::asio::io_context& io, Handler h);
   ControlServer(boost::asio::io_context& io, AsyncHandler h) : io_(io), handler_(std::move(h)) {}
-  ~ControlServer() { *alive_ = false; }
+  // Closes every connection: clients with requests in flight see kClosed,
+  // and a Deferred answered later sends nothing.
+  ~ControlServer();
+  ControlServer(const ControlServer&) = delete;
+  ControlServer& operator=(const ControlServer&) = delete;
   Status listen(const std::string& path);
 
  private:
@@ -74,7 +80,7 @@ class ControlServer {
   boost::asio::io_context& io_;
   AsyncHandler handler_;
   std::unique_ptr<boost::asio::posix::stream_descriptor> listen_;
-  std::shared_ptr<bool> alive_ = std::make_shared<bool>(true);
+  std::vector<std::weak_ptr<boost::asio::posix::stream_descriptor>> conns_;
 };
 
 }  // namespace axl

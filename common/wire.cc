@@ -38,6 +38,10 @@ Status send(int sock, capnp::MessageBuilder& msg, const std::vector<int>& fds) {
   ssize_t n;
   do n = ::sendmsg(sock, &mh, MSG_NOSIGNAL);
   while (n < 0 && errno == EINTR);
+  if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+    return make_error(Errc::kWouldBlock, "send: the peer is not reading (socket buffer full)");
+  if (n < 0 && (errno == EPIPE || errno == ECONNRESET || errno == ENOTCONN))
+    return make_error(Errc::kClosed, std::string("send: ") + strerror(errno));
   if (n < 0) return make_error(Errc::kIo, std::string("send: ") + strerror(errno));
   return {};
 }
@@ -108,7 +112,7 @@ Result<UniqueFd> connect(const std::string& path) {
   UniqueFd s(::socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0));
   if (!s) return make_error(std::string("socket: ") + strerror(errno));
   if (::connect(s.get(), reinterpret_cast<sockaddr*>(&a.value()), sizeof(sockaddr_un)) < 0)
-    return make_error("cannot connect to " + path + ": " + strerror(errno));
+    return make_error(Errc::kIo, "cannot connect to " + path + ": " + strerror(errno));
   return s;
 }
 

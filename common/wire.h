@@ -33,6 +33,8 @@ class Received {
   std::vector<UniqueFd> fds_;
 };
 
+// Sends one message. On a non-blocking socket whose buffer is full the
+// Error's code is Errc::kWouldBlock; a peer that has gone is Errc::kClosed.
 Status send(int sock, capnp::MessageBuilder& msg, const std::vector<int>& fds = {});
 // Reads one message. The Error's code says what happened: Errc::kClosed for
 // an orderly close; Errc::kWouldBlock with MSG_DONTWAIT in `flags` and

@@ -11,7 +11,7 @@
 #include "common/asio.h"
 
 #include "common/config.h"
-#include "common/control_client.h"
+#include "common/control_requests.h"
 #include "common/control_server.h"
 #include "common/log.h"
 #include "common/process.h"
@@ -59,16 +59,15 @@ int main(int argc, char** argv) {
   const std::string hv_control = state_dir + "/hv.sock";
   // The hypervisor sees completions; ask it when a restarted driver first
   // served.  Asked without waiting: the answer comes back on the loop.
+  axl::control::HypervisorClient hv(io, hv_control);
   auto service_times = [&](const std::string& driver,
                            std::function<void(uint64_t, uint64_t)> done) {
-    axl::control::async_call(
-        io, hv_control, [](auto q) { q.setListDrivers(); }, 1000,
-        [driver, done](axl::Result<axl::control::ControlReply> r) {
-          if (r)
-            for (auto d : r->get().getDrivers())
-              if (d.getName() == driver) return done(d.getReboundNs(), d.getFirstServedNs());
-          done(0, 0);
-        });
+    hv.list_drivers(1000, [driver, done](axl::Result<axl::control::ControlReply> r) {
+      if (r)
+        for (auto d : r->get().getDrivers())
+          if (d.getName() == driver) return done(d.getReboundNs(), d.getFirstServedNs());
+      done(0, 0);
+    });
   };
   // Resource limits for driver domains; without usable cgroups drivers run
   // unlimited, and the supervisor says so.
@@ -99,43 +98,45 @@ int main(int argc, char** argv) {
                                          state_dir + "/drivers.sock", state_dir, service_times,
                                          events, cgroups.get());
   drivers.set_promote([&](const std::string& driver, std::function<void(axl::Status)> done) {
-    axl::control::async_call(
-        io, hv_control, [&](auto q) { q.setPromoteStandby(driver); }, 1000,
-        [done](axl::Result<axl::control::ControlReply> r) {
-          done(r ? axl::Status() : axl::Status(r.error()));
-        });
+    hv.promote_standby(driver, 1000, [done](axl::Result<axl::control::ControlReply> r) {
+      done(r ? axl::Status() : axl::Status(r.error()));
+    });
   });
   axl::supervisor::VtpmManager vtpms(io, axl::proc::exe_dir() + "/axolotl-vtpm", state_dir,
                                      cgroups.get());
   axl::ControlServer control(io, axl::supervisor::control_api(io, drivers, vtpms, dbus_api));
   // The management API: on the bus given, or the system bus when asked for;
   // a host without a bus runs without it.
-  auto domain_call = [&](auto fill) { return axl::control::call(hv_control, fill); };
+  // Domain requests from D-Bus go to the hypervisor and are answered when it
+  // answers (a create: once the domain runs); the loop serves on meanwhile.
+  constexpr int kDomainCallMs = 120000;
   axl::dbus::DomainOps domain_ops;
-  domain_ops.list = [&]() -> axl::Result<std::vector<axl::dbus::DomainRow>> {
-    auto r = domain_call([](auto q) { q.setList(); });
-    if (!r) return r.error();
-    std::vector<axl::dbus::DomainRow> rows;
-    for (auto d : r->get().getDomains()) rows.push_back({d.getName(), d.getId(), d.getState()});
-    return rows;
-  };
-  domain_ops.create = [&](const std::string& path) -> axl::Result<std::string> {
-    auto text = axl::config::read_file(path);
-    if (!text) return text.error();
-    std::string base = path.rfind('/') == std::string::npos ? "." : path.substr(0, path.rfind('/'));
-    auto r = domain_call([&](auto q) {
-      auto c = q.initCreate();
-      c.setConfigToml(*text);
-      c.setBaseDir(base);
+  domain_ops.list = [&](axl::dbus::ManagerBackend::Done<std::vector<axl::dbus::DomainRow>> done) {
+    hv.list(5000, [done](axl::Result<axl::control::ControlReply> r) {
+      if (!r) return done(r.error());
+      std::vector<axl::dbus::DomainRow> rows;
+      for (auto d : r->get().getDomains()) rows.push_back({d.getName(), d.getId(), d.getState()});
+      done(std::move(rows));
     });
-    if (!r) return r.error();
-    // DomainStateChanged comes from the hypervisor, as for every create.
-    return std::string(r->get().getDomains()[0].getName());
   };
-  domain_ops.destroy = [&](const std::string& name) -> axl::Status {
-    auto r = domain_call([&](auto q) { q.setDestroy(name); });
-    if (!r) return r.error();
-    return {};  // DomainStateChanged comes from the hypervisor
+  domain_ops.create = [&](const std::string& path,
+                          axl::dbus::ManagerBackend::Done<std::string> done) {
+    auto text = axl::config::read_file(path);
+    if (!text) return done(text.error());
+    std::string base = path.rfind('/') == std::string::npos ? "." : path.substr(0, path.rfind('/'));
+    // DomainStateChanged comes from the hypervisor, as for every create.
+    hv.create(*text, base, kDomainCallMs, [done](axl::Result<axl::control::ControlReply> r) {
+      if (!r) return done(r.error());
+      if (r->get().getDomains().size() != 1)
+        return done(
+            axl::make_error(axl::Errc::kMalformed, "the hypervisor's reply names no domain"));
+      done(std::string(r->get().getDomains()[0].getName()));
+    });
+  };
+  domain_ops.destroy = [&](const std::string& name, std::function<void(axl::Status)> done) {
+    hv.destroy(name, kDomainCallMs, [done](axl::Result<axl::control::ControlReply> r) {
+      done(r ? axl::Status() : axl::Status(r.error()));  // the signal comes from the hypervisor
+    });
   };
   axl::dbus::SupervisorBackend dbus_backend(drivers, domain_ops);
   const bool dbus_required = !dbus_address.empty() || dbus_system;

@@ -24,6 +24,10 @@ struct ControlRequest {
                                # and move its devices to its warm standby now
     driverServed @16 :DriverServed;  # hv -> supervisor: first request served after a rebind
   }
+  # Chosen by the client, unique among its requests in flight on one
+  # connection; the reply carries it back (replies on one connection may come
+  # in any order: a deferred answer does not hold up the next request).
+  id @17 :UInt64;
 }
 
 # The hypervisor asks for a domain's vTPM at `axl create`.  Every path is
@@ -128,4 +132,5 @@ struct ControlReply {
   domains @2 :List(DomainInfo);
   drivers @3 :List(DriverInfo);
   vtpms @4 :List(VtpmInfo);
+  id @5 :UInt64;         # the request's id
 }

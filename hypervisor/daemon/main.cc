@@ -12,7 +12,7 @@
 #include <string>
 #include "common/asio.h"
 
-#include "common/control_client.h"
+#include "common/control_requests.h"
 #include "common/control_server.h"
 #include "common/log.h"
 #include "common/process.h"
@@ -73,7 +73,8 @@ int main(int argc, char** argv) {
   }
 
   boost::asio::io_context io;
-  axl::hv::SupervisorEvents events(state_dir + "/supervisor.sock");
+  const std::string supervisor_sock = state_dir + "/supervisor.sock";
+  axl::hv::SupervisorEvents events(io, supervisor_sock);
   axl::hv::DriverSupervision supervision;
   supervision.io_timeout_ms = [&](const std::string& driver) {
     auto it = io_timeouts.find(driver);
@@ -88,19 +89,12 @@ int main(int argc, char** argv) {
   axl::hv::DriverRegistry drivers(io);
   // vTPM domains run under the supervisor, which answers a start once the
   // vTPM listens (seconds, for one it provisions): asked without waiting.
-  const std::string supervisor_sock = state_dir + "/supervisor.sock";
+  axl::control::SupervisorClient supervisor(io, supervisor_sock);
   axl::hv::VtpmControl vtpm;
   vtpm.start = [&](const std::string& dom, bool measure_log, uint32_t port,
                    std::function<void(axl::Status)> done) {
-    return axl::control::async_call(
-        io, supervisor_sock,
-        [&](auto q) {
-          auto v = q.initStartVtpm();
-          v.setDomain(dom);
-          v.setMeasureLog(measure_log);
-          v.setCommandPort(port);
-        },
-        30000,
+    return supervisor.start_vtpm(
+        dom, measure_log, port, 30000,
         [done = std::move(done)](axl::Result<axl::control::ControlReply> r) {
           done(r ? axl::Status() : axl::Status(r.error()));
         });
@@ -108,12 +102,9 @@ int main(int argc, char** argv) {
   vtpm.stop = [&](const std::string& dom) {
     // Fire and forget: the request is on its way once this returns; the
     // answer only matters to the log.
-    axl::control::async_call(
-        io, supervisor_sock, [&](auto q) { q.setStopVtpm(dom); }, 10000,
-        [dom](axl::Result<axl::control::ControlReply> r) {
-          if (!r)
-            AXL_WARN("domain %s: stopping its vTPM: %s", dom.c_str(), r.error().message.c_str());
-        });
+    supervisor.stop_vtpm(dom, 10000, [dom](axl::Result<axl::control::ControlReply> r) {
+      if (!r) AXL_WARN("domain %s: stopping its vTPM: %s", dom.c_str(), r.error().message.c_str());
+    });
   };
   axl::hv::DomainEngine engine(io, state_dir, guest_dir, drivers, supervision, vtpm);
   engine.on_state_change(
@@ -220,5 +211,10 @@ int main(int argc, char** argv) {
   io.run();
   AXL_INFO("stopping%s: destroying every domain", stopping ? " on request" : "");
   engine.destroy_all();
+  // Tell the supervisor what became of them, for a while at most.
+  io.restart();
+  const auto flush_until = std::chrono::steady_clock::now() + std::chrono::seconds(2);
+  while (!events.idle() && std::chrono::steady_clock::now() < flush_until)
+    io.run_one_for(std::chrono::milliseconds(50));
   return 0;
 }

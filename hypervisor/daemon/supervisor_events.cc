@@ -2,7 +2,6 @@
 
 #include <chrono>
 
-#include "common/control_client.h"
 #include "common/log.h"
 
 namespace axl::hv {
@@ -13,24 +12,19 @@ constexpr auto kRetryGap = std::chrono::milliseconds(200);
 constexpr int kCallTimeoutMs = 2000;
 }  // namespace
 
-SupervisorEvents::SupervisorEvents(std::string supervisor_socket)
-    : socket_(std::move(supervisor_socket)), worker_([this] { run(); }) {}
+SupervisorEvents::SupervisorEvents(boost::asio::io_context& io,
+                                   const std::string& supervisor_socket)
+    : client_(io, supervisor_socket), retry_(io) {}
 
 SupervisorEvents::~SupervisorEvents() {
-  {
-    std::lock_guard<std::mutex> g(mu_);
-    stopping_ = true;
-  }
-  cv_.notify_all();
-  worker_.join();
+  if (call_) call_->cancel();
+  retry_.cancel();
 }
 
 void SupervisorEvents::quarantined(const std::string& driver, int pid, const std::string& cause) {
-  {
-    std::lock_guard<std::mutex> g(mu_);
-    for (const Event& e : queue_)
-      if (e.kind == Event::Kind::kQuarantined && e.name == driver && e.pid == pid) return;
-  }
+  // The head may be on its way already; a later duplicate is still merged.
+  for (const Event& e : queue_)
+    if (e.kind == Event::Kind::kQuarantined && e.name == driver && e.pid == pid) return;
   push(Event{Event::Kind::kQuarantined, driver, pid, cause});
 }
 
@@ -44,72 +38,63 @@ void SupervisorEvents::served(const std::string& driver, int pid, uint64_t rebou
 }
 
 void SupervisorEvents::push(Event e) {
-  {
-    std::lock_guard<std::mutex> g(mu_);
-    queue_.push_back(std::move(e));
-  }
-  cv_.notify_one();
+  queue_.push_back(std::move(e));
+  if (!in_flight_) send_head();
 }
 
-bool SupervisorEvents::deliver(const Event& e, std::string* error) {
-  auto rep = control::call(
-      socket_,
-      [&](schema::ControlRequest::Builder q) {
-        if (e.kind == Event::Kind::kQuarantined) {
-          auto m = q.initDriverQuarantined();
-          m.setName(e.name);
-          m.setPid(e.pid);
-          m.setCause(e.what);
-        } else if (e.kind == Event::Kind::kServed) {
-          auto m = q.initDriverServed();
-          m.setName(e.name);
-          m.setPid(e.pid);
-          m.setReboundNs(e.rebound_ns);
-          m.setServedNs(e.served_ns);
-        } else {
-          auto m = q.initDomainStateChanged();
-          m.setName(e.name);
-          m.setState(e.what);
-        }
-      },
-      kCallTimeoutMs);
-  if (rep) return true;
-  *error = rep.error().message;
-  return false;
+void SupervisorEvents::send_head() {
+  if (queue_.empty()) return;
+  const Event& e = queue_.front();
+  control::Request req;
+  switch (e.kind) {
+    case Event::Kind::kQuarantined:
+      req = control::supervisor::driver_quarantined(e.name, e.pid, e.what);
+      break;
+    case Event::Kind::kServed:
+      req = control::supervisor::driver_served(e.name, e.pid, e.rebound_ns, e.served_ns);
+      break;
+    case Event::Kind::kDomainState:
+      req = control::supervisor::domain_state_changed(e.name, e.what);
+      break;
+  }
+  in_flight_ = true;
+  call_ =
+      client_.send(req, kCallTimeoutMs, [this](Result<control::ControlReply> r) { head_done(r); });
 }
 
-void SupervisorEvents::run() {
-  std::unique_lock<std::mutex> lk(mu_);
-  for (;;) {
-    cv_.wait(lk, [this] { return stopping_ || !queue_.empty(); });
-    if (stopping_) return;
-    Event e = queue_.front();
-    lk.unlock();
-    std::string last_error;
-    bool delivered = false;
-    for (int attempt = 0; attempt < kAttempts && !delivered; ++attempt) {
-      if (attempt) std::this_thread::sleep_for(kRetryGap);
-      delivered = deliver(e, &last_error);
-    }
-    if (e.kind == Event::Kind::kQuarantined) {
-      if (delivered)
-        AXL_INFO("asked the supervisor to replace driver %s (pid %d): %s", e.name.c_str(), e.pid,
-                 e.what.c_str());
-      else
-        AXL_ERROR(
-            "could not ask the supervisor to replace driver %s (pid %d): %s; its channel "
-            "stays quarantined",
-            e.name.c_str(), e.pid, last_error.c_str());
-    } else if (!delivered && e.kind == Event::Kind::kDomainState) {
-      AXL_WARN("could not tell the supervisor that domain %s is %s: %s", e.name.c_str(),
-               e.what.c_str(), last_error.c_str());
-    } else if (!delivered) {
-      AXL_WARN("could not tell the supervisor when driver %s (pid %d) first served: %s",
-               e.name.c_str(), e.pid, last_error.c_str());
-    }
-    lk.lock();
-    queue_.pop_front();
+void SupervisorEvents::head_done(const Result<control::ControlReply>& r) {
+  call_.reset();
+  const Event& e = queue_.front();
+  // The supervisor's own refusal (an instance no longer active) is an
+  // answer too: only a missing answer is worth another try.
+  const bool answered = r.ok() || r.error().code == Errc::kOther;
+  if (!answered && ++attempt_ < kAttempts) {
+    retry_.expires_after(kRetryGap);
+    retry_.async_wait([this](const boost::system::error_code& ec) {
+      if (!ec) send_head();
+    });
+    return;
   }
+  const std::string why = r.ok() ? "" : r.error().message;
+  if (e.kind == Event::Kind::kQuarantined && r.ok()) {
+    AXL_INFO("asked the supervisor to replace driver %s (pid %d): %s", e.name.c_str(), e.pid,
+             e.what.c_str());
+  } else if (e.kind == Event::Kind::kQuarantined) {
+    AXL_ERROR(
+        "%s driver %s (pid %d): %s; its channel stays quarantined",
+        answered ? "the supervisor would not replace" : "could not ask the supervisor to replace",
+        e.name.c_str(), e.pid, why.c_str());
+  } else if (!r.ok() && e.kind == Event::Kind::kDomainState) {
+    AXL_WARN("could not tell the supervisor that domain %s is %s: %s", e.name.c_str(),
+             e.what.c_str(), why.c_str());
+  } else if (!r.ok()) {
+    AXL_WARN("could not tell the supervisor when driver %s (pid %d) first served: %s",
+             e.name.c_str(), e.pid, why.c_str());
+  }
+  attempt_ = 0;
+  in_flight_ = false;
+  queue_.pop_front();
+  send_head();
 }
 
 }  // namespace axl::hv

@@ -2,55 +2,61 @@
 // the supervisor's control socket), instead of being polled for them:
 // - DriverQuarantined: a driver instance must be replaced because the
 //   hypervisor quarantined one of its channels;
-// - DomainStateChanged: a domain started, shut off or was destroyed, whoever
-//   caused it (`axl create`, the guest powering off, D-Bus); the supervisor
-//   turns it into the D-Bus signal of the same name.
+// - DriverServed: the first request an instance completed after its devices
+//   moved to it (the end of the outage the supervisor records);
+// - DomainStateChanged: a domain changed state, whoever caused it (`axl
+//   create`, the guest powering off, D-Bus); the supervisor turns it into
+//   the D-Bus signal of the same name.
 //
 // The hypervisor's loop never waits on the supervisor (docs/architecture.md,
-// "Control plane").  Events go to a queue served by one worker thread, in the
-// order they happened, so the hypervisor's loop never waits; one that cannot
-// be delivered is retried a few times and then logged.  Nothing is lost
-// silently.
+// "Control plane"): events are queued and sent from the loop on one kept
+// connection, one at a time and in the order they happened; each answer
+// sends the next. One that cannot be delivered (the supervisor is
+// restarting) is tried again a few times, 200 ms apart, and then logged.
+// Nothing is lost silently.
 #pragma once
-#include <condition_variable>
 #include <deque>
-#include <mutex>
+#include <memory>
 #include <string>
-#include <thread>
+
+#include "common/asio.h"
+#include "common/control_requests.h"
 
 namespace axl::hv {
 
 class SupervisorEvents {
  public:
-  explicit SupervisorEvents(std::string supervisor_socket);
-  ~SupervisorEvents();  // drops what is still queued and joins the worker
+  SupervisorEvents(boost::asio::io_context& io, const std::string& supervisor_socket);
+  ~SupervisorEvents();  // what is still queued is dropped
   SupervisorEvents(const SupervisorEvents&) = delete;
   SupervisorEvents& operator=(const SupervisorEvents&) = delete;
 
-  // Each never blocks beyond taking a lock.  Quarantine reports about the
+  // Called on the loop; each returns at once. Quarantine reports about the
   // same instance while one is queued are merged (the first cause wins).
   void quarantined(const std::string& driver, int pid, const std::string& cause);
   void domain_state(const std::string& domain, const std::string& state);
   void served(const std::string& driver, int pid, uint64_t rebound_ns, uint64_t served_ns);
 
+  bool idle() const { return queue_.empty(); }  // everything sent and answered
+
  private:
   struct Event {
     enum class Kind { kQuarantined, kDomainState, kServed } kind;
     std::string name;                        // driver or domain
-    int pid = 0;                             // kQuarantined
+    int pid = 0;                             // kQuarantined, kServed
     std::string what;                        // cause or state
     uint64_t rebound_ns = 0, served_ns = 0;  // kServed
   };
   void push(Event e);
-  void run();
-  bool deliver(const Event& e, std::string* error);
+  void send_head();
+  void head_done(const Result<control::ControlReply>& r);
 
-  std::string socket_;
-  std::mutex mu_;
-  std::condition_variable cv_;
+  control::SupervisorClient client_;
   std::deque<Event> queue_;
-  bool stopping_ = false;
-  std::thread worker_;
+  int attempt_ = 0;
+  bool in_flight_ = false;
+  boost::asio::steady_timer retry_;
+  std::shared_ptr<control::PendingCall> call_;
 };
 
 }  // namespace axl::hv

@@ -5,7 +5,6 @@
 #include <systemd/sd-bus.h>
 
 #include <time.h>
-#include <thread>
 #include <type_traits>
 
 #include <cstdarg>
@@ -90,48 +89,42 @@ bool is_known_kill_signal(const std::string& s) {
 struct Callbacks {
   static ManagerApi& api(void* userdata) { return *static_cast<ManagerApi*>(userdata); }
 
-  static int list_domains(sd_bus_message* m, void* userdata, sd_bus_error* e) {
-    auto rows = api(userdata).backend_.list_domains();
-    if (!rows) return set_failed(e, rows.error());
-    return reply_array(m, "(sus)", *rows, [](sd_bus_message* r, const DomainRow& d) {
-      return sd_bus_message_append(r, "(sus)", d.name.c_str(), d.id, d.state.c_str());
-    });
+  // A method call answered later: the returned completion holds a
+  // reference to the call and sends the reply built by `reply(call, value)`
+  // (an sd-bus return code), or the error, on the loop. Once the ManagerApi
+  // is gone it sends nothing.
+  template <typename T, typename Reply>
+  static ManagerBackend::Done<T> answer_later(sd_bus_message* m, void* userdata, Reply reply) {
+    ManagerApi& self = api(userdata);
+    std::shared_ptr<sd_bus_message> call(sd_bus_message_ref(m), sd_bus_message_unref);
+    std::weak_ptr<ManagerApi*> alive = self.alive_;
+    return [call, alive, reply](Result<T> result) {
+      auto a = alive.lock();
+      if (!a || !*a) return;
+      int r;
+      if (!result) {
+        sd_bus_error e = SD_BUS_ERROR_NULL;
+        set_failed(&e, result.error());
+        r = sd_bus_reply_method_error(call.get(), &e);
+        sd_bus_error_free(&e);
+      } else if constexpr (std::is_void_v<T>) {
+        r = reply(call.get());
+      } else {
+        r = reply(call.get(), result.value());
+      }
+      if (r < 0) AXL_WARN("dbus: cannot send a reply: %s", errno_text(r).c_str());
+      (*a)->schedule_pump();
+    };
   }
 
-  // Domain calls go to the hypervisor, which may itself call back into the
-  // supervisor (to start a domain's vTPM) before it answers: they run on a
-  // thread of their own and are answered later from the loop, so the loop
-  // keeps serving meanwhile.  `work` returns Result<std::string> (the reply
-  // body when `reply_sig` is "s") or Status (an empty reply).
-  template <typename Work>
-  static int defer(sd_bus_message* m, void* userdata, Work work) {
-    ManagerApi& self = api(userdata);
-    sd_bus_message_ref(m);
-    std::weak_ptr<ManagerApi*> alive = self.alive_;
-    boost::asio::io_context* io = &self.io_;
-    std::thread([m, alive, io, work = std::move(work)]() mutable {
-      auto result = work();
-      boost::asio::post(*io, [m, alive, result = std::move(result)] {
-        auto a = alive.lock();
-        if (a && *a) {
-          int r;
-          if (!result) {
-            sd_bus_error e = SD_BUS_ERROR_NULL;
-            set_failed(&e, result.error());
-            r = sd_bus_reply_method_error(m, &e);
-            sd_bus_error_free(&e);
-          } else if constexpr (std::is_same_v<std::decay_t<decltype(result)>, Status>) {
-            r = sd_bus_reply_method_return(m, "");
-          } else {
-            r = sd_bus_reply_method_return(m, "s", result->c_str());
-          }
-          if (r < 0) AXL_WARN("dbus: cannot send a deferred reply: %s", errno_text(r).c_str());
-          (*a)->schedule_pump();
-        }
-        sd_bus_message_unref(m);
-      });
-    }).detach();
-    return 1;  // answered later
+  static int list_domains(sd_bus_message* m, void* userdata, sd_bus_error*) {
+    api(userdata).backend_.list_domains(answer_later<std::vector<DomainRow>>(
+        m, userdata, [](sd_bus_message* call, const std::vector<DomainRow>& rows) {
+          return reply_array(call, "(sus)", rows, [](sd_bus_message* r, const DomainRow& d) {
+            return sd_bus_message_append(r, "(sus)", d.name.c_str(), d.id, d.state.c_str());
+          });
+        }));
+    return 1;  // answered now or later
   }
 
   static int create_domain(sd_bus_message* m, void* userdata, sd_bus_error* e) {
@@ -139,18 +132,23 @@ struct Callbacks {
     int r = sd_bus_message_read(m, "s", &path);
     if (r < 0) return r;
     if (!*path) return sd_bus_error_set(e, SD_BUS_ERROR_INVALID_ARGS, "empty config path");
-    ManagerBackend* backend = &api(userdata).backend_;
-    return defer(m, userdata,
-                 [backend, p = std::string(path)] { return backend->create_domain(p); });
+    api(userdata).backend_.create_domain(
+        path,
+        answer_later<std::string>(m, userdata, [](sd_bus_message* call, const std::string& n) {
+          return sd_bus_reply_method_return(call, "s", n.c_str());
+        }));
+    return 1;
   }
 
-  static int destroy_domain(sd_bus_message* m, void* userdata, sd_bus_error* e) {
+  static int destroy_domain(sd_bus_message* m, void* userdata, sd_bus_error*) {
     const char* name = nullptr;
     int r = sd_bus_message_read(m, "s", &name);
     if (r < 0) return r;
-    ManagerBackend* backend = &api(userdata).backend_;
-    return defer(m, userdata,
-                 [backend, n = std::string(name)] { return backend->destroy_domain(n); });
+    api(userdata).backend_.destroy_domain(name,
+                                          answer_later<void>(m, userdata, [](sd_bus_message* call) {
+                                            return sd_bus_reply_method_return(call, "");
+                                          }));
+    return 1;
   }
 
   static int list_drivers(sd_bus_message* m, void* userdata, sd_bus_error*) {

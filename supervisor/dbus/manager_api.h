@@ -16,6 +16,7 @@
 // timeout with a steady_timer, so nothing here blocks the loop after start().
 #pragma once
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <memory>
 #include <string>
@@ -59,19 +60,21 @@ struct OutageRow {
 };
 
 // Implemented by the supervisor.  Every call is made on the io_context
-// thread, from inside sd_bus_process(), except create_domain and
-// destroy_domain: they reach the hypervisor, which may call back into the
-// supervisor before it answers, so each runs on a thread of its own and is
-// answered later from the loop; they must touch nothing of the loop's (post
-// to the io_context for that).  A backend must not call ManagerApi's emit_*
-// re-entrantly expecting them to be sent before it returns (they are queued
-// and flushed on the next loop turn).
+// thread, from inside sd_bus_process().  The domain calls reach the
+// hypervisor, which may take seconds (a create waits for the domain to run)
+// and may call back into the supervisor before it answers: each completes
+// through its `done`, on the loop, exactly once, now or later, and the D-Bus
+// reply goes out then; the loop serves every other call meanwhile.  A
+// backend must not call ManagerApi's emit_* re-entrantly expecting them to be
+// sent before it returns (they are queued and flushed on the next loop turn).
 class ManagerBackend {
  public:
+  template <typename T>
+  using Done = std::function<void(Result<T>)>;
   virtual ~ManagerBackend() = default;
-  virtual Result<std::vector<DomainRow>> list_domains() = 0;
-  virtual Result<std::string> create_domain(const std::string& config_path) = 0;  // the name
-  virtual Status destroy_domain(const std::string& name) = 0;
+  virtual void list_domains(Done<std::vector<DomainRow>> done) = 0;
+  virtual void create_domain(const std::string& config_path, Done<std::string> done) = 0;  // name
+  virtual void destroy_domain(const std::string& name, std::function<void(Status)> done) = 0;
   virtual std::vector<DriverRow> list_drivers() = 0;
   virtual Status kill_driver(const std::string& name, const std::string& signal) = 0;
   virtual Status restart_driver(const std::string& name) = 0;

@@ -164,22 +164,31 @@ class FakeBackend : public ManagerBackend {
   std::vector<OutageRow> outage_rows{{"blk0", "crashed (SIGSEGV)", 120, 45000, 1700000000}};
   std::vector<std::string> calls;
 
-  Result<std::vector<DomainRow>> list_domains() override {
+  // While `hold` is set, domain calls are kept unanswered in `held` (on the
+  // loop thread) until the test answers them.
+  bool hold = false;
+  std::vector<std::function<void()>> held;
+
+  void list_domains(Done<std::vector<DomainRow>> done) override {
     std::lock_guard l(mu);
-    return domains;
+    if (hold) {
+      held.push_back([this, done] { done(domains); });
+      return;
+    }
+    done(domains);
   }
-  Result<std::string> create_domain(const std::string& config_path) override {
+  void create_domain(const std::string& config_path, Done<std::string> done) override {
     std::lock_guard l(mu);
     calls.push_back("create " + config_path);
     if (config_path.find("bad") != std::string::npos)
-      return make_error("config " + config_path + ": no [domain] table");
-    return std::string("guest1");
+      return done(make_error("config " + config_path + ": no [domain] table"));
+    done(std::string("guest1"));
   }
-  Status destroy_domain(const std::string& name) override {
+  void destroy_domain(const std::string& name, std::function<void(Status)> done) override {
     std::lock_guard l(mu);
     calls.push_back("destroy " + name);
-    if (name != "web") return make_error("no domain named '" + name + "'");
-    return {};
+    if (name != "web") return done(make_error("no domain named '" + name + "'"));
+    done(Status());
   }
   std::vector<DriverRow> list_drivers() override {
     std::lock_guard l(mu);
@@ -337,6 +346,42 @@ TEST_F(ManagerApiTest, DomainsAndOutages) {
   EXPECT_EQ(backend_.calls,
             (std::vector<std::string>{"create /etc/axolotl/guest1.toml", "destroy web",
                                       "restart blk0", "kill net-0 STOP"}));
+}
+
+// A domain call the backend answers later (the hypervisor is still creating
+// a domain) holds up nothing: other calls are answered meanwhile, and the
+// held one gets its answer when the backend gives it.
+TEST_F(ManagerApiTest, ADomainCallAnsweredLaterHoldsUpNothing) {
+  {
+    std::lock_guard l(backend_.mu);
+    backend_.hold = true;
+  }
+  auto pending = std::async(std::launch::async, [this] { return call("ListDomains"); });
+  // Held: ListDrivers still answers (busctl's own timeout is 10 s).
+  for (int i = 0; i < 200; ++i) {
+    std::lock_guard l(backend_.mu);
+    if (!backend_.held.empty()) break;
+    std::this_thread::sleep_for(10ms);
+  }
+  auto o = call("ListDrivers");
+  EXPECT_TRUE(o.ok()) << o.text;
+  EXPECT_EQ(pending.wait_for(0ms), std::future_status::timeout)
+      << "answered before the backend did";
+  on_loop([this] {
+    std::vector<std::function<void()>> answers;
+    {
+      std::lock_guard l(backend_.mu);
+      backend_.domains.push_back({"db", 2, "attaching"});
+      answers.swap(backend_.held);
+      backend_.hold = false;
+    }
+    ASSERT_EQ(answers.size(), 1u);
+    answers[0]();
+  });
+  o = pending.get();
+  ASSERT_TRUE(o.ok()) << o.text;
+  EXPECT_EQ(tokens(o.text), (std::vector<std::string>{"a(sus)", "2", "web", "1", "running", "db",
+                                                      "2", "attaching"}));
 }
 
 TEST_F(ManagerApiTest, BackendErrorsReachTheCaller) {

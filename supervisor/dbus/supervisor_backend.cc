@@ -16,19 +16,19 @@ uint64_t last_outage_us(const supervisor::DriverDomain& d) {
   return o.served_ns > o.fail_ns ? (o.served_ns - o.fail_ns) / 1000 : 0;
 }
 
-Result<std::vector<DomainRow>> SupervisorBackend::list_domains() {
-  if (!domains_.list) return no_domain_ops();
-  return domains_.list();
+void SupervisorBackend::list_domains(Done<std::vector<DomainRow>> done) {
+  if (!domains_.list) return done(no_domain_ops());
+  domains_.list(std::move(done));
 }
 
-Result<std::string> SupervisorBackend::create_domain(const std::string& config_path) {
-  if (!domains_.create) return no_domain_ops();
-  return domains_.create(config_path);
+void SupervisorBackend::create_domain(const std::string& config_path, Done<std::string> done) {
+  if (!domains_.create) return done(no_domain_ops());
+  domains_.create(config_path, std::move(done));
 }
 
-Status SupervisorBackend::destroy_domain(const std::string& name) {
-  if (!domains_.destroy) return no_domain_ops();
-  return domains_.destroy(name);
+void SupervisorBackend::destroy_domain(const std::string& name, std::function<void(Status)> done) {
+  if (!domains_.destroy) return done(no_domain_ops());
+  domains_.destroy(name, std::move(done));
 }
 
 std::vector<DriverRow> SupervisorBackend::list_drivers() {

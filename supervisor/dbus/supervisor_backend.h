@@ -9,10 +9,11 @@
 
 namespace axl::dbus {
 
+// Each completes through its `done` on the loop (ManagerBackend's contract).
 struct DomainOps {
-  std::function<Result<std::vector<DomainRow>>()> list;
-  std::function<Result<std::string>(const std::string& config_path)> create;
-  std::function<Status(const std::string& name)> destroy;
+  std::function<void(ManagerBackend::Done<std::vector<DomainRow>>)> list;
+  std::function<void(const std::string& config_path, ManagerBackend::Done<std::string>)> create;
+  std::function<void(const std::string& name, std::function<void(Status)>)> destroy;
 };
 
 class SupervisorBackend : public ManagerBackend {
@@ -20,9 +21,9 @@ class SupervisorBackend : public ManagerBackend {
   SupervisorBackend(supervisor::DriverManager& drivers, DomainOps domains)
       : drivers_(drivers), domains_(std::move(domains)) {}
 
-  Result<std::vector<DomainRow>> list_domains() override;
-  Result<std::string> create_domain(const std::string& config_path) override;
-  Status destroy_domain(const std::string& name) override;
+  void list_domains(Done<std::vector<DomainRow>> done) override;
+  void create_domain(const std::string& config_path, Done<std::string> done) override;
+  void destroy_domain(const std::string& name, std::function<void(Status)> done) override;
   std::vector<DriverRow> list_drivers() override;
   Status kill_driver(const std::string& name, const std::string& signal) override;
   Status restart_driver(const std::string& name) override;

@@ -1,0 +1,97 @@
+#include "common/control_requests.h"
+
+namespace axl::control {
+
+using Q = schema::ControlRequest::Builder;
+
+namespace hv {
+Request create(const std::string& config_toml, const std::string& base_dir) {
+  return [=](Q q) {
+    auto c = q.initCreate();
+    c.setConfigToml(config_toml);
+    c.setBaseDir(base_dir);
+  };
+}
+Request list() {
+  return [](Q q) { q.setList(); };
+}
+Request destroy(const std::string& domain) {
+  return [=](Q q) { q.setDestroy(domain); };
+}
+Request domain_info(const std::string& domain) {
+  return [=](Q q) { q.setDomainInfo(domain); };
+}
+Request promote_standby(const std::string& driver) {
+  return [=](Q q) { q.setPromoteStandby(driver); };
+}
+}  // namespace hv
+
+namespace supervisor {
+Request list_vtpms() {
+  return [](Q q) { q.setListVtpms(); };
+}
+Request kill_driver(const std::string& driver, const std::string& signal) {
+  return [=](Q q) {
+    auto k = q.initKillDriver();
+    k.setName(driver);
+    k.setSignal(signal);
+  };
+}
+Request restart_driver(const std::string& driver) {
+  return [=](Q q) { q.setRestartDriver(driver); };
+}
+Request inject_fault(const std::string& driver, const std::string& fault) {
+  return [=](Q q) {
+    auto k = q.initInjectFault();
+    k.setName(driver);
+    k.setSignal(fault);
+  };
+}
+Request start_vtpm(const std::string& domain, bool measure_log, uint32_t command_port) {
+  return [=](Q q) {
+    auto v = q.initStartVtpm();
+    v.setDomain(domain);
+    v.setMeasureLog(measure_log);
+    v.setCommandPort(command_port);
+  };
+}
+Request stop_vtpm(const std::string& domain) {
+  return [=](Q q) { q.setStopVtpm(domain); };
+}
+Request driver_quarantined(const std::string& driver, int pid, const std::string& cause) {
+  return [=](Q q) {
+    auto m = q.initDriverQuarantined();
+    m.setName(driver);
+    m.setPid(pid);
+    m.setCause(cause);
+  };
+}
+Request domain_state_changed(const std::string& domain, const std::string& state) {
+  return [=](Q q) {
+    auto m = q.initDomainStateChanged();
+    m.setName(domain);
+    m.setState(state);
+  };
+}
+Request driver_served(const std::string& driver, int pid, uint64_t rebound_ns, uint64_t served_ns) {
+  return [=](Q q) {
+    auto m = q.initDriverServed();
+    m.setName(driver);
+    m.setPid(pid);
+    m.setReboundNs(rebound_ns);
+    m.setServedNs(served_ns);
+  };
+}
+}  // namespace supervisor
+
+Request list_drivers() {
+  return [](Q q) { q.setListDrivers(); };
+}
+Request shutdown() {
+  return [](Q q) { q.setShutdown(); };
+}
+Request ping() {
+  return [](Q q) { q.setPing(); };
+}
+
+}  // namespace axl::control
