@@ -2,7 +2,6 @@
 
 #include <signal.h>
 #include <sys/socket.h>
-#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -75,9 +74,9 @@ Status DriverManager::start_all(const config::HostConfig& host) {
   return {};
 }
 
-Result<proc::Child> DriverManager::launch(DriverDomain& d, Role role, UniqueFd* health,
-                                          std::unique_ptr<cgroup::Group>* group) {
+Result<std::unique_ptr<Instance>> DriverManager::launch(DriverDomain& d, Role role) {
   std::vector<UniqueFd> join;
+  std::unique_ptr<cgroup::Group> group;
   if (cgroups_) {
     cgroup::Limits lim{uint64_t(d.cfg.memory_max_mib) << 20, d.cfg.pids_max, d.cfg.cpu_percent};
     auto g = cgroups_->create(d.cfg.name + "-" + std::to_string(++d.instance_seq), lim);
@@ -85,7 +84,7 @@ Result<proc::Child> DriverManager::launch(DriverDomain& d, Role role, UniqueFd* 
     auto fds = (*g)->open_procs_files();
     if (!fds) return make_error("driver '" + d.cfg.name + "': " + fds.error().message);
     join = std::move(fds).value();
-    *group = std::move(g).value();
+    group = std::move(g).value();
   }
   int sp[2];
   if (::socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC | SOCK_NONBLOCK, 0, sp) < 0)
@@ -141,60 +140,54 @@ Result<proc::Child> DriverManager::launch(DriverDomain& d, Role role, UniqueFd* 
   }
   auto c = proc::spawn(so);
   if (!c) return make_error("driver '" + d.cfg.name + "': " + c.error().message);
-  *health = std::move(ours);
-  return c;
+  return std::make_unique<Instance>(io_, std::move(c).value(), std::move(ours), std::move(group));
 }
 
 Status DriverManager::spawn(DriverDomain& d) {
   uint64_t started_ns = 0;
-  const bool from_spare = d.spare.pid > 0 && start_spare(d, &started_ns);
+  const bool from_spare = d.spare && start_spare(d, &started_ns);
   if (!from_spare) {
-    auto c = launch(d, Role::kActive, &d.health, &d.group);
+    auto c = launch(d, Role::kActive);
     if (!c) return c.error();
-    d.child = std::move(c).value();
+    d.active = std::move(c).value();
   }
   watch_active(d, started_ns);
   AXL_INFO("driver %s (%s) started, pid %d%s", d.cfg.name.c_str(), config::to_string(d.cfg.kind),
-           d.child.pid, from_spare ? " (its parked spare)" : "");
-  if (d.cfg.standby && d.standby.pid <= 0) return spawn_standby(d);
+           d.pid(), from_spare ? " (its parked spare)" : "");
+  if (d.cfg.standby && !d.standby) return spawn_standby(d);
   if (!d.cfg.standby) schedule_spare(d, 50ms);
   return {};
 }
 
 void DriverManager::schedule_spare(DriverDomain& d, std::chrono::milliseconds delay) {
-  if (d.spare.pid > 0 || stopping_) return;
+  if (d.spare || stopping_) return;
   DriverDomain* raw = &d;
   d.spare_timer = std::make_unique<asio::steady_timer>(io_, delay);
   d.spare_timer->async_wait([this, raw](const boost::system::error_code& ec) {
-    if (!ec && !stopping_ && raw->spare.pid <= 0) spawn_spare(*raw);
+    if (!ec && !stopping_ && !raw->spare) spawn_spare(*raw);
   });
 }
 
 void DriverManager::spawn_spare(DriverDomain& d) {
-  auto c = launch(d, Role::kSpare, &d.spare_health, &d.spare_group);
+  auto c = launch(d, Role::kSpare);
   if (!c) {
     AXL_WARN("driver %s: no spare: %s", d.cfg.name.c_str(), c.error().message.c_str());
     return;
   }
   d.spare = std::move(c).value();
   DriverDomain* raw = &d;
-  d.spare_exit_watch =
-      std::make_unique<asio::posix::stream_descriptor>(io_, ::dup(d.spare.pidfd.get()));
-  d.spare_exit_watch->async_wait(
-      asio::posix::stream_descriptor::wait_read, [this, raw](const boost::system::error_code& ec) {
-        if (ec || stopping_) return;
-        auto st = proc::wait_for(raw->spare, 0ms);
-        AXL_WARN("driver %s: parked spare pid %d exited (%s)", raw->cfg.name.c_str(),
-                 raw->spare.pid, st ? proc::describe_status(*st).c_str() : "?");
-        raw->spare.pid = -1;
-        raw->spare_health.reset();
-        reaper_.reap(std::move(raw->spare.ns_holder));
-        reaper_.retire(std::move(raw->spare_group));
-        // A spare that cannot even park (a broken binary, say) is not made
-        // forever: restarts then simply start a fresh process.
-        if (++raw->spare_failures < 5) schedule_spare(*raw, 100ms);
-      });
-  AXL_INFO("driver %s spare started, pid %d (parked)", d.cfg.name.c_str(), d.spare.pid);
+  d.spare->watch_exit([this, raw] {
+    if (stopping_) return;
+    const int pid = raw->spare->pid();
+    const int st = raw->spare->reap(reaper_, nullptr);
+    raw->spare.reset();
+    AXL_WARN("driver %s: parked spare pid %d exited (%s)", raw->cfg.name.c_str(), pid,
+             proc::describe_status(st).c_str());
+    // A spare that cannot even park (a broken binary, say) is not made
+    // forever: restarts then simply start a fresh process.
+    if (++raw->spare_failures < 5) schedule_spare(*raw, 100ms);
+  });
+  AXL_INFO("driver %s spare started, pid %d (parked)", d.cfg.name.c_str(), d.spare->pid());
 }
 
 // Makes the parked spare the active instance: it gets `start` (with its
@@ -218,28 +211,20 @@ bool DriverManager::start_spare(DriverDomain& d, uint64_t* started_ns) {
   // the started spare before send() even returns here, and an outage record
   // closes only on a rebind no older than its restart.
   *started_ns = monotonic_ns();
-  if (auto s = wire::send(d.spare_health.get(), mb, fds); !s) {
+  if (auto s = wire::send(d.spare->health_fd(), mb, fds); !s) {
     AXL_WARN("driver %s: spare not started: %s", d.cfg.name.c_str(), s.error().message.c_str());
     discard_spare(d);
     return false;
   }
-  if (d.spare_exit_watch) d.spare_exit_watch->cancel();
-  d.spare_exit_watch.reset();
+  d.spare->unwatch();
   d.spare_failures = 0;
-  d.child = std::move(d.spare);
-  d.spare = proc::Child{};
-  d.health = std::move(d.spare_health);
-  d.group = std::move(d.spare_group);
+  d.active = std::move(d.spare);
   return true;
 }
 
 void DriverManager::discard_spare(DriverDomain& d) {
-  if (d.spare_exit_watch) d.spare_exit_watch->cancel();
-  d.spare_exit_watch.reset();
-  d.spare_health.reset();  // a parked spare exits when its channel closes
-  if (d.spare.pid > 0) proc::stop(d.spare, 500ms);
-  d.spare.pid = -1;
-  d.spare_group.reset();
+  if (d.spare) d.spare->stop(500ms);
+  d.spare.reset();
 }
 
 // Starts health and exit watching of the active instance (fresh or promoted).
@@ -249,68 +234,32 @@ void DriverManager::watch_active(DriverDomain& d, uint64_t started_ns) {
   d.pending_cause.clear();
   d.pending_fail_ns = 0;
   DriverDomain* raw = &d;
-  d.exit_watch = std::make_unique<asio::posix::stream_descriptor>(io_, ::dup(d.child.pidfd.get()));
-  d.exit_watch->async_wait(asio::posix::stream_descriptor::wait_read,
-                           [this, raw](const boost::system::error_code& ec) {
-                             if (!ec) on_exit(raw);
-                           });
-  d.monitor = std::make_unique<HealthMonitor>(
-      io_, std::move(d.health), std::chrono::milliseconds(d.cfg.heartbeat_ms),
-      d.cfg.heartbeat_misses,
-      [this, raw](const std::string& cause, uint64_t last_pong_ns) {
-        kill_for(raw, cause, raw->pending_fail_ns ? raw->pending_fail_ns : last_pong_ns);
-      },
-      [this, raw] {
-        // cgroup v1 does not notify a refused fork; look on every beat.
-        if (raw->group && raw->group->breach() == cgroup::Breach::kPids) {
-          kill_for(raw, "resource limit: pids", monotonic_ns());
-          raw->monitor->stop();
-        }
-      },
-      [pid = d.child.pid] { return read_sched(pid); });
-  watch_group(d);
-}
-
-// The kernel OOM-kills a driver over its memory limit by itself (the pidfd
-// then reports it); a pids limit only refuses forks, so that breach kills.
-void DriverManager::watch_group(DriverDomain& d) {
-  d.group_watch.reset();
-  if (!d.group || d.group->event_fd() < 0) return;
-  DriverDomain* raw = &d;
-  d.group_watch = std::make_unique<asio::posix::stream_descriptor>(io_, ::dup(d.group->event_fd()));
-  d.group_watch->async_wait(asio::posix::stream_descriptor::wait_read,
-                            [this, raw](const boost::system::error_code& ec) {
-                              if (ec || !raw->group) return;
-                              raw->group->ack_events();
-                              if (raw->group->breach() == cgroup::Breach::kPids)
-                                kill_for(raw, "resource limit: pids", monotonic_ns());
-                              else
-                                watch_group(*raw);
-                            });
+  d.active->unwatch();
+  d.active->watch_exit([this, raw] { on_exit(raw); });
+  d.active->monitor(std::chrono::milliseconds(d.cfg.heartbeat_ms), d.cfg.heartbeat_misses,
+                    [this, raw](const std::string& cause, uint64_t fail_ns) {
+                      // A fault injected on request began when it was asked for.
+                      kill_for(raw, cause, raw->pending_fail_ns ? raw->pending_fail_ns : fail_ns);
+                    });
 }
 
 Status DriverManager::spawn_standby(DriverDomain& d) {
-  auto c = launch(d, Role::kStandby, &d.standby_health, &d.standby_group);
+  auto c = launch(d, Role::kStandby);
   if (!c) return c.error();
   d.standby = std::move(c).value();
   DriverDomain* raw = &d;
-  d.standby_exit_watch =
-      std::make_unique<asio::posix::stream_descriptor>(io_, ::dup(d.standby.pidfd.get()));
-  d.standby_exit_watch->async_wait(
-      asio::posix::stream_descriptor::wait_read, [this, raw](const boost::system::error_code& ec) {
-        if (ec || stopping_) return;
-        // A standby that dies before it is needed is simply replaced.
-        (void)proc::wait_for(raw->standby, 0ms);
-        raw->standby.pid = -1;
-        reaper_.reap(std::move(raw->standby.ns_holder));
-        reaper_.retire(std::move(raw->standby_group));
-        AXL_WARN("driver %s: standby exited; starting another", raw->cfg.name.c_str());
-        auto t = std::make_shared<asio::steady_timer>(io_, 100ms);
-        t->async_wait([this, raw, t](const boost::system::error_code& e) {
-          if (!e && !stopping_ && raw->standby.pid <= 0) (void)spawn_standby(*raw);
-        });
-      });
-  AXL_INFO("driver %s standby started, pid %d", d.cfg.name.c_str(), d.standby.pid);
+  d.standby->watch_exit([this, raw] {
+    if (stopping_) return;
+    // A standby that dies before it is needed is simply replaced.
+    (void)raw->standby->reap(reaper_, nullptr);
+    raw->standby.reset();
+    AXL_WARN("driver %s: standby exited; starting another", raw->cfg.name.c_str());
+    auto t = std::make_shared<asio::steady_timer>(io_, 100ms);
+    t->async_wait([this, raw, t](const boost::system::error_code& e) {
+      if (!e && !stopping_ && !raw->standby) (void)spawn_standby(*raw);
+    });
+  });
+  AXL_INFO("driver %s standby started, pid %d", d.cfg.name.c_str(), d.standby->pid());
   return {};
 }
 
@@ -321,36 +270,33 @@ Status DriverManager::spawn_standby(DriverDomain& d) {
 // stopped before (SIGSTOP, confirmed by the kernel), so no write of its can
 // land after the standby replays what was in flight, and killed after.
 void DriverManager::kill_for(DriverDomain* d, const std::string& cause, uint64_t fail_ns) {
-  if (d->child.pid <= 0) return;
+  if (!d->active) return;
   d->pending_cause = cause;
   d->pending_fail_ns = fail_ns;
-  const int pidfd = d->child.pidfd.get();
-  auto kill_now = [pidfd] { ::syscall(SYS_pidfd_send_signal, pidfd, SIGKILL, nullptr, 0); };
-  if (d->standby.pid > 0 && promote_ && stop_and_confirm(d)) {
+  if (d->standby && promote_ && stop_and_confirm(d)) {
     AXL_WARN("driver %s: %s; fencing it and promoting its standby", d->cfg.name.c_str(),
              cause.c_str());
-    const int pid = d->child.pid;
-    promote_(d->cfg.name, [d, pid](const Status& s) {
+    Instance* stopped = d->active.get();
+    const int pid = stopped->pid();
+    promote_(d->cfg.name, [d, stopped, pid](const Status& s) {
       if (!s)
         AXL_WARN("driver %s: standby not promoted first: %s", d->cfg.name.c_str(),
                  s.error().message.c_str());
-      // Still the instance we stopped (the pidfd keeps it from being reused).
-      if (d->child.pid == pid)
-        ::syscall(SYS_pidfd_send_signal, d->child.pidfd.get(), SIGKILL, nullptr, 0);
+      // Still the instance we stopped (its pidfd keeps the pid from being reused).
+      if (d->active.get() == stopped && d->pid() == pid) (void)stopped->signal(SIGKILL);
     });
     return;
   }
   AXL_WARN("driver %s: %s; killing it", d->cfg.name.c_str(), cause.c_str());
-  kill_now();
+  (void)d->active->signal(SIGKILL);
 }
 
 bool DriverManager::stop_and_confirm(DriverDomain* d) {
-  if (::syscall(SYS_pidfd_send_signal, d->child.pidfd.get(), SIGSTOP, nullptr, 0) != 0)
-    return false;
+  if (!d->active->signal(SIGSTOP)) return false;
   // Group stop reaches each thread when it next leaves the kernel: a
   // write in progress finishes first.  Microseconds as a rule; give up
   // (and kill without fencing) past 20 ms.
-  const std::string task_dir = "/proc/" + std::to_string(d->child.pid) + "/task";
+  const std::string task_dir = "/proc/" + std::to_string(d->pid()) + "/task";
   const auto deadline = std::chrono::steady_clock::now() + 20ms;
   for (;;) {
     bool all = true;
@@ -372,9 +318,9 @@ bool DriverManager::stop_and_confirm(DriverDomain* d) {
 Status DriverManager::kill_with_cause(const std::string& name, int pid, const std::string& cause) {
   DriverDomain* d = find(name);
   if (!d) return make_error("no driver named '" + name + "'");
-  if (d->state != DriverState::kRunning || d->child.pid <= 0 || d->child.pid != pid) {
+  if (d->state != DriverState::kRunning || d->pid() <= 0 || d->pid() != pid) {
     AXL_INFO("driver %s: report about pid %d ignored (active instance: %d): %s", name.c_str(), pid,
-             d->child.pid, cause.c_str());
+             d->pid(), cause.c_str());
     return {};
   }
   if (!d->pending_cause.empty()) return {};  // already being killed
@@ -385,7 +331,7 @@ Status DriverManager::kill_with_cause(const std::string& name, int pid, const st
 Status DriverManager::kill(const std::string& name, const std::string& signal) {
   DriverDomain* d = find(name);
   if (!d) return make_error("no driver named '" + name + "'");
-  if (d->state != DriverState::kRunning || d->child.pid <= 0)
+  if (d->state != DriverState::kRunning || !d->active)
     return make_error("driver '" + name + "' is " + to_string(d->state) + ", not running");
   int sig = signal == "KILL"   ? SIGKILL
             : signal == "STOP" ? SIGSTOP
@@ -395,8 +341,8 @@ Status DriverManager::kill(const std::string& name, const std::string& signal) {
   if (!sig) return make_error("unknown signal '" + signal + "' (want KILL, STOP, SEGV or ABRT)");
   // The outage is measured from now, whoever notices it.
   d->pending_fail_ns = monotonic_ns();
-  if (::syscall(SYS_pidfd_send_signal, d->child.pidfd.get(), sig, nullptr, 0) < 0)
-    return make_error("cannot signal driver '" + name + "': " + strerror(errno));
+  if (auto s = d->active->signal(sig); !s)
+    return make_error("cannot signal driver '" + name + "': " + s.error().message);
   AXL_INFO("driver %s: sent SIG%s on request", name.c_str(), signal.c_str());
   return {};
 }
@@ -408,12 +354,12 @@ Status DriverManager::inject(const std::string& name, const std::string& fault) 
     return make_error("fault injection is disabled for driver '" + name +
                       "' (set fault_injection = true in the host config)");
   if (!config::is_fault_name(fault)) return make_error("unknown fault '" + fault + "'");
-  if (d->state != DriverState::kRunning || !d->monitor)
+  if (d->state != DriverState::kRunning || !d->active || !d->active->monitor())
     return make_error("driver '" + name + "' is not running");
   capnp::MallocMessageBuilder mb;
   mb.initRoot<schema::Heartbeat>().setFault(fault);
   d->pending_fail_ns = monotonic_ns();
-  return wire::send(d->monitor->fd(), mb);
+  return wire::send(d->active->health_fd(), mb);
 }
 
 Status DriverManager::restart_now(const std::string& name) {
@@ -434,25 +380,15 @@ Status DriverManager::restart_now(const std::string& name) {
 
 void DriverManager::on_exit(DriverDomain* d) {
   const uint64_t detect = monotonic_ns();
-  auto st = proc::wait_for(d->child, 0ms);
-  d->exit_status = st ? *st : -1;
-  d->child.pid = -1;
-  // Its pid namespace goes too, without a wait on the way to the restart.
-  reaper_.reap(std::move(d->child.ns_holder));
-  d->monitor.reset();
-  d->health.reset();
-  if (d->group_watch) d->group_watch->cancel();
-  d->group_watch.reset();
-  if (d->pending_cause.empty()) d->pending_cause = breach_cause(d->group.get());
-  // Kills anything the driver left inside and removes the group, after the restart.
-  reaper_.retire(std::move(d->group));
+  // Its pid namespace and cgroup go too, without a wait on the way to the
+  // restart.
+  const std::string cause = d->end_active(reaper_, &d->exit_status);
   if (stopping_) {
     d->state = DriverState::kStopped;
     return;
   }
   Outage o;
-  o.cause = d->pending_cause.empty() ? "crash: " + proc::describe_status(d->exit_status)
-                                     : d->pending_cause;
+  o.cause = cause.empty() ? "crash: " + proc::describe_status(d->exit_status) : cause;
   o.fail_ns = d->pending_fail_ns ? d->pending_fail_ns : detect;
   o.detect_ns = detect;
   o.at_unix_s = uint64_t(::time(nullptr));
@@ -462,27 +398,21 @@ void DriverManager::on_exit(DriverDomain* d) {
            double(o.detect_ns - o.fail_ns) / 1e6);
   if (!d->budget.allows(std::chrono::steady_clock::now())) {
     d->state = DriverState::kFailed;
-    d->child.ns_holder.reset();  // nothing left to hold its pid namespace for
     AXL_ERROR("driver %s failed for good: %u restarts within %u s", d->cfg.name.c_str(),
               d->cfg.restart_max, d->cfg.restart_window_s);
     if (events_.failed) events_.failed(*d);
     return;
   }
-  if (d->standby.pid > 0) {
+  if (d->standby) {
     // The hypervisor has already switched the devices to the standby (it saw
     // the connection drop); adopt it as the active and start a new standby.
     d->budget.record(std::chrono::steady_clock::now());
     ++d->restarts;
-    d->standby_exit_watch->cancel();
-    d->standby_exit_watch.reset();
-    d->child = std::move(d->standby);
-    d->standby = proc::Child{};
-    d->health = std::move(d->standby_health);
-    d->group = std::move(d->standby_group);
+    d->active = std::move(d->standby);
     watch_active(*d);
     d->outages.back().restart_ns = detect;
     d->outages.back().promoted = true;
-    AXL_INFO("driver %s: standby pid %d is now active", d->cfg.name.c_str(), d->child.pid);
+    AXL_INFO("driver %s: standby pid %d is now active", d->cfg.name.c_str(), d->pid());
     if (events_.restarted) events_.restarted(*d);
     await_served(d);
     if (auto s = spawn_standby(*d); !s)
@@ -491,8 +421,7 @@ void DriverManager::on_exit(DriverDomain* d) {
   }
   d->state = DriverState::kRestarting;
   // Back-to-back failures back off exponentially from backoff_ms.
-  uint32_t delay = d->cfg.backoff_ms;
-  for (size_t i = 1; i < d->budget.recent() && delay && delay < 60000; ++i) delay *= 2;
+  const uint32_t delay = d->budget.backoff_ms(d->cfg.backoff_ms);
   if (delay == 0) return restart(d);
   d->restart_timer = std::make_unique<asio::steady_timer>(io_, std::chrono::milliseconds(delay));
   d->restart_timer->async_wait([this, d](const boost::system::error_code& ec) {
@@ -574,21 +503,13 @@ void DriverManager::stop_all() {
   stopping_ = true;
   for (auto& d : drivers_) {
     if (d->restart_timer) d->restart_timer->cancel();
-    d->monitor.reset();
-    if (d->exit_watch) d->exit_watch->cancel();
-    if (d->standby_exit_watch) d->standby_exit_watch->cancel();
-    if (d->standby.pid > 0) {
-      proc::stop(d->standby, 2000ms);
-      d->standby.pid = -1;
-    }
+    if (d->standby) d->standby->stop(2000ms);
+    d->standby.reset();
     if (d->spare_timer) d->spare_timer->cancel();
     discard_spare(*d);
-    if (d->child.pid > 0) {
-      d->exit_status = proc::stop(d->child, 2000ms);
-      d->child.pid = -1;
-    }
+    if (d->active) d->exit_status = d->active->stop(2000ms);
+    d->active.reset();
     d->state = DriverState::kStopped;
-    if (d->group_watch) d->group_watch->cancel();
   }
   drivers_.clear();
   reaper_.finish();

@@ -42,46 +42,29 @@ struct Outage {
   bool promoted = false;
 };
 
-struct DriverDomain {
+// A driver domain: its active instance and, by its config, a warm standby
+// or a parked spare, all of one Instance type (supervisor/instance.h).
+struct DriverDomain : Supervised {
   config::DriverConfig cfg;
   DriverState state = DriverState::kStarting;
-  proc::Child child;
-  int exit_status = 0;
-  uint32_t restarts = 0;
-  std::string last_failure;
-  uint64_t started_ns = 0;
-  UniqueFd tap;  // net: held here for the driver's whole life and its successors
-  // Health channel and heartbeat state.
-  UniqueFd health;                         // until the instance is the active one
-  std::unique_ptr<HealthMonitor> monitor;  // then its heartbeats
-  // Failure bookkeeping.
-  std::string pending_cause;     // set when the supervisor itself kills it (hang, request)
-  uint64_t pending_fail_ns = 0;  // when the failure began, if known better than detection
-  RestartBudget budget{10, std::chrono::seconds(60)};  // set from cfg at start
+  int exit_status = 0;  // the last instance's
+  UniqueFd tap;         // net: held here for the driver's whole life and its successors
   std::unique_ptr<boost::asio::steady_timer> restart_timer;
   std::vector<Outage> outages;
   // The hypervisor's rebind time that closed the last outage record.
   uint64_t last_rebound_ns = 0;
   uint64_t reported_rebound_ns = 0, reported_served_ns = 0;  // the hypervisor's latest report
-  std::unique_ptr<boost::asio::posix::stream_descriptor> exit_watch;
-  std::unique_ptr<cgroup::Group> group;  // the active instance's limits
-  std::unique_ptr<boost::asio::posix::stream_descriptor> group_watch;
-  uint32_t instance_seq = 0;  // names each instance's cgroup
   // Warm standby (standby = true): spawned and connected, idle until the
   // hypervisor promotes it the moment the active instance's connection drops.
-  proc::Child standby;
-  UniqueFd standby_health;
-  std::unique_ptr<cgroup::Group> standby_group;
-  std::unique_ptr<boost::asio::posix::stream_descriptor> standby_exit_watch;
+  std::unique_ptr<Instance> standby;
   // Without a standby: a spare instance, spawned and confined ahead of need
   // and parked (driverdom --parked) until a restart makes it the active one,
   // so a cold restart pays no process start on the guest's outage.
-  proc::Child spare;
-  UniqueFd spare_health;
-  std::unique_ptr<cgroup::Group> spare_group;
-  std::unique_ptr<boost::asio::posix::stream_descriptor> spare_exit_watch;
+  std::unique_ptr<Instance> spare;
   std::unique_ptr<boost::asio::steady_timer> spare_timer;
   uint32_t spare_failures = 0;  // spares in a row that died parked
+
+  int pid() const { return active ? active->pid() : -1; }
 };
 
 struct Events {
@@ -134,15 +117,13 @@ class DriverManager {
   enum class Role { kActive, kStandby, kSpare };
   Status spawn(DriverDomain& d);
   Status spawn_standby(DriverDomain& d);
-  Result<proc::Child> launch(DriverDomain& d, Role role, UniqueFd* health,
-                             std::unique_ptr<cgroup::Group>* group);
+  Result<std::unique_ptr<Instance>> launch(DriverDomain& d, Role role);
   // The spare: made a moment after the active instance started; started
   // (true) or, if that fails, discarded (false).
   void schedule_spare(DriverDomain& d, std::chrono::milliseconds delay);
   void spawn_spare(DriverDomain& d);
   bool start_spare(DriverDomain& d, uint64_t* started_ns);
   void discard_spare(DriverDomain& d);
-  void watch_group(DriverDomain& d);
   // started_ns: when the instance became the active one (0: now).
   void watch_active(DriverDomain& d, uint64_t started_ns = 0);
   void on_exit(DriverDomain* d);

@@ -1,6 +1,11 @@
 #include "supervisor/instance.h"
 
+#include <signal.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
+#include <unistd.h>
+
+#include <cstring>
 
 namespace axl::supervisor {
 
@@ -9,6 +14,12 @@ namespace asio = boost::asio;
 bool RestartBudget::allows(Clock::time_point now) {
   while (!recent_.empty() && now - recent_.front() > window_) recent_.pop_front();
   return recent_.size() < max_;
+}
+
+uint32_t RestartBudget::backoff_ms(uint32_t base_ms) const {
+  uint32_t delay = base_ms;
+  for (size_t i = 1; i < recent_.size() && delay && delay < 60000; ++i) delay *= 2;
+  return std::min<uint32_t>(delay, 60000);
 }
 
 std::string breach_cause(const cgroup::Group* g) {
@@ -22,6 +33,116 @@ std::string breach_cause(const cgroup::Group* g) {
       return "";
   }
   return "";
+}
+
+Instance::Instance(asio::io_context& io, proc::Child child, UniqueFd health,
+                   std::unique_ptr<cgroup::Group> group)
+    : io_(io), child_(std::move(child)), health_(std::move(health)), group_(std::move(group)) {}
+
+Instance::~Instance() { unwatch(); }
+
+void Instance::watch_exit(std::function<void()> on_exit) {
+  if (exit_watch_) exit_watch_->cancel();
+  exit_watch_ = std::make_unique<asio::posix::stream_descriptor>(io_, ::dup(child_.pidfd.get()));
+  // A handler already due when the watch was dropped (unwatch, or the
+  // instance gone) must not run: it belongs to a role the instance left.
+  exit_watch_->async_wait(asio::posix::stream_descriptor::wait_read,
+                          [gen = std::weak_ptr<uint64_t>(gen_), g = *gen_,
+                           on_exit = std::move(on_exit)](const boost::system::error_code& ec) {
+                            auto live = gen.lock();
+                            if (!ec && live && *live == g) on_exit();
+                          });
+}
+
+void Instance::monitor(std::chrono::milliseconds interval, uint32_t misses, FailFn on_fail) {
+  on_fail_ = std::move(on_fail);
+  monitor_ = std::make_unique<HealthMonitor>(
+      io_, std::move(health_), interval, misses,
+      [this](const std::string& cause, uint64_t last_pong_ns) { fail(cause, last_pong_ns); },
+      [this] {
+        // cgroup v1 does not notify a refused fork; look on every beat.
+        if (group_ && group_->breach() == cgroup::Breach::kPids)
+          fail("resource limit: pids", monotonic_ns());
+      },
+      [pid = child_.pid] { return read_sched(pid); });
+  watch_group();
+}
+
+// The kernel OOM-kills an instance over its memory limit by itself (the
+// pidfd then reports it); a pids limit only refuses forks, so that breach
+// is a failure the supervisor acts on.
+void Instance::watch_group() {
+  group_watch_.reset();
+  if (!group_ || group_->event_fd() < 0) return;
+  group_watch_ = std::make_unique<asio::posix::stream_descriptor>(io_, ::dup(group_->event_fd()));
+  group_watch_->async_wait(
+      asio::posix::stream_descriptor::wait_read,
+      [this, gen = std::weak_ptr<uint64_t>(gen_), g = *gen_](const boost::system::error_code& ec) {
+        auto live = gen.lock();
+        if (ec || !live || *live != g || !group_) return;
+        group_->ack_events();
+        if (group_->breach() == cgroup::Breach::kPids)
+          fail("resource limit: pids", monotonic_ns());
+        else
+          watch_group();
+      });
+}
+
+void Instance::fail(const std::string& cause, uint64_t fail_ns) {
+  auto f = std::move(on_fail_);
+  on_fail_ = nullptr;
+  if (monitor_) monitor_->stop();
+  if (group_watch_) group_watch_->cancel();
+  if (f) f(cause, fail_ns);
+}
+
+void Instance::unwatch() {
+  ++*gen_;
+  if (exit_watch_) exit_watch_->cancel();
+  exit_watch_.reset();
+  if (group_watch_) group_watch_->cancel();
+  group_watch_.reset();
+  if (monitor_) monitor_->stop();
+  on_fail_ = nullptr;
+}
+
+Status Instance::signal(int sig) {
+  if (child_.pid <= 0) return make_error("no process to signal");
+  if (::syscall(SYS_pidfd_send_signal, child_.pidfd.get(), sig, nullptr, 0) != 0)
+    return make_error("cannot send " + std::string(sigabbrev_np(sig) ? sigabbrev_np(sig) : "?") +
+                      " to pid " + std::to_string(child_.pid) + ": " + std::strerror(errno));
+  return {};
+}
+
+int Instance::reap(Reaper& reaper, std::string* cause) {
+  unwatch();
+  auto st = proc::wait_for(child_, std::chrono::milliseconds(0));
+  child_.pid = -1;
+  monitor_.reset();
+  health_.reset();
+  if (cause && cause->empty()) *cause = breach_cause(group_.get());
+  reaper.reap(std::move(child_.ns_holder));
+  reaper.retire(std::move(group_));
+  return st ? *st : -1;
+}
+
+int Instance::stop(std::chrono::milliseconds grace) {
+  unwatch();
+  monitor_.reset();
+  health_.reset();  // a parked spare exits when its channel closes
+  int status = -1;
+  if (child_.pid > 0) status = proc::stop(child_, grace);
+  child_.pid = -1;
+  group_.reset();
+  return status;
+}
+
+std::string Supervised::end_active(Reaper& reaper, int* status) {
+  std::string cause = std::move(pending_cause);
+  pending_cause.clear();
+  *status = active ? active->reap(reaper, &cause) : -1;
+  active.reset();
+  return cause;
 }
 
 Reaper::~Reaper() {

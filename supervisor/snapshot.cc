@@ -18,11 +18,11 @@ std::vector<DriverView> driver_views(const DriverManager& drivers, uint64_t now)
     v.kind = config::to_string(d.cfg.kind);
     v.state = to_string(d.state);
     v.last_failure = d.last_failure;
-    v.pid = d.child.pid;
-    v.standby_pid = d.standby.pid > 0 ? d.standby.pid : 0;
+    v.pid = d.pid();
+    v.standby_pid = d.standby ? d.standby->pid() : 0;
     v.restarts = d.restarts;
     v.uptime_ms = running && now > d.started_ns ? (now - d.started_ns) / 1000000 : 0;
-    const uint64_t pong = d.monitor ? d.monitor->last_pong_ns() : 0;
+    const uint64_t pong = d.active && d.active->monitor() ? d.active->monitor()->last_pong_ns() : 0;
     v.heartbeat_lag_ms = running && pong && now > pong ? double(now - pong) / 1e6 : 0;
     for (const Outage& o : d.outages)
       v.outages.push_back(OutageView{o.cause, us_between(o.fail_ns, o.detect_ns),
@@ -42,7 +42,7 @@ std::vector<VtpmView> vtpm_views(const VtpmManager& vtpms, uint64_t now) {
     v.domain = t.domain;
     v.state = to_string(t.state);
     v.last_failure = t.last_failure;
-    v.pid = running ? t.child.pid : -1;
+    v.pid = running ? t.pid() : -1;
     v.restarts = t.restarts;
     v.command_port = t.command_port;
     v.uptime_ms = running && now > t.started_ns ? (now - t.started_ns) / 1000000 : 0;

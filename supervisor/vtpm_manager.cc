@@ -8,7 +8,6 @@
 #include <sys/random.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
-#include <sys/syscall.h>
 #include <sys/un.h>
 #include <unistd.h>
 
@@ -171,7 +170,7 @@ void VtpmManager::start(const std::string& domain, bool measure_log, uint32_t co
   if (it != vtpms_.end()) {
     if ((*it)->state == VtpmState::kRunning || (*it)->state == VtpmState::kStarting)
       return done(make_error("domain '" + domain + "' already has a " + to_string((*it)->state) +
-                             " vTPM (pid " + std::to_string((*it)->child.pid) + ")"));
+                             " vTPM (pid " + std::to_string((*it)->pid()) + ")"));
     vtpms_.erase(it);  // a stopped or failed one of an earlier life of this domain
   }
   struct stat st {};
@@ -200,7 +199,7 @@ void VtpmManager::start_instance(VtpmDomain* v) {
   if (auto s = listen(*v); !s) return start_failed(v, s.error());
   launch(*v, [this, v](const Status& s) {
     if (!s) return start_failed(v, s.error());
-    AXL_INFO("vTPM of domain %s started: pid %d", v->domain.c_str(), v->child.pid);
+    AXL_INFO("vTPM of domain %s started: pid %d", v->domain.c_str(), v->pid());
     if (auto done = std::move(v->on_started)) done({});
   });
 }
@@ -267,15 +266,15 @@ void VtpmManager::provision(VtpmDomain& v, std::function<void(Status)> done) {
   auto spawned = proc::spawn(so);
   if (!spawned) return done(spawned.error());
   // Held by the domain meanwhile: a stop() ends it.
-  v.child = std::move(spawned).value();
+  v.active = std::make_unique<Instance>(io_, std::move(spawned).value(), UniqueFd(), nullptr);
   VtpmDomain* raw = &v;
   v.waiting = proc::ChildWait::start(
-      io_, v.child.pidfd.get(), UniqueFd(), kReadyTimeout,
+      io_, v.active->child().pidfd.get(), UniqueFd(), kReadyTimeout,
       [this, raw, domain, done = std::move(done)](proc::ChildWait::Outcome o) {
         raw->waiting.reset();
-        auto st = proc::wait_for(raw->child, 0ms);
-        const int status = st ? *st : proc::stop(raw->child, 1000ms);
-        raw->child = proc::Child{};
+        auto st = proc::wait_for(raw->active->child(), 0ms);
+        const int status = st ? *st : raw->active->stop(1000ms);
+        raw->active.reset();
         if (o == proc::ChildWait::Outcome::kTimedOut || !WIFEXITED(status) ||
             WEXITSTATUS(status) != 0) {
           std::string why = last_line(log_path(domain));
@@ -413,23 +412,22 @@ void VtpmManager::launch(VtpmDomain& v, std::function<void(Status)> done) {
     health_theirs.reset();
 
     // Held by the domain while it starts: a stop() ends it.
-    v.child = std::move(child).value();
+    v.active = std::make_unique<Instance>(io_, std::move(child).value(), std::move(health_ours),
+                                          std::move(group));
     v.state = VtpmState::kStarting;
     VtpmDomain* raw = &v;
     struct Parts {
-      UniqueFd health_ours, ours;
-      std::unique_ptr<cgroup::Group> group;
+      UniqueFd ours;
       std::string log;
     };
-    auto parts = std::make_shared<Parts>(
-        Parts{std::move(health_ours), std::move(ours), std::move(group), so.log_path});
+    auto parts = std::make_shared<Parts>(Parts{std::move(ours), so.log_path});
     v.waiting = proc::ChildWait::start(
-        io_, v.child.pidfd.get(), std::move(ready_r), kReadyTimeout,
+        io_, v.active->child().pidfd.get(), std::move(ready_r), kReadyTimeout,
         [this, raw, parts, done](proc::ChildWait::Outcome o) {
           raw->waiting.reset();
           if (o != proc::ChildWait::Outcome::kReady) {
-            int status = proc::stop(raw->child, 1000ms);
-            raw->child = proc::Child{};
+            int status = raw->active->stop(1000ms);
+            raw->active.reset();
             std::string why = last_line(parts->log);
             return done(make_error("vTPM of domain " + raw->domain + " did not start (" +
                                    (o == proc::ChildWait::Outcome::kTimedOut
@@ -442,25 +440,13 @@ void VtpmManager::launch(VtpmDomain& v, std::function<void(Status)> done) {
           v.state = VtpmState::kRunning;
           v.started_ns = monotonic_ns();
           v.pending_cause.clear();
-          v.group = std::move(parts->group);
-          watch_group(&v);
-          v.health = std::make_unique<HealthMonitor>(
-              io_, std::move(parts->health_ours), kHeartbeat, kHeartbeatMisses,
-              [this, p = &v](const std::string& cause, uint64_t) { kill_for(p, cause); },
-              [this, p = &v] {
-                if (p->group && p->group->breach() == cgroup::Breach::kPids)
-                  kill_for(p, "resource limit: pids");
-              },
-              [pid = v.child.pid] { return read_sched(pid); });
+          v.active->monitor(
+              kHeartbeat, kHeartbeatMisses,
+              [this, p = &v](const std::string& cause, uint64_t) { kill_for(p, cause); });
           ::fcntl(parts->ours.get(), F_SETFL, ::fcntl(parts->ours.get(), F_GETFL) | O_NONBLOCK);
           v.handover = std::make_unique<asio::posix::stream_descriptor>(io_, parts->ours.release());
           read_handover(&v);
-          v.exit_watch =
-              std::make_unique<asio::posix::stream_descriptor>(io_, ::dup(v.child.pidfd.get()));
-          v.exit_watch->async_wait(asio::posix::stream_descriptor::wait_read,
-                                   [this, p = &v](const boost::system::error_code& ec) {
-                                     if (!ec) on_exit(p);
-                                   });
+          v.active->watch_exit([this, p = &v] { on_exit(p); });
           done({});
         });
     return {};
@@ -522,48 +508,20 @@ bool VtpmManager::drain_handover(VtpmDomain* v) {
   }
 }
 
-// The kernel OOM-kills an instance over its memory limit by itself (the
-// pidfd then reports it); a pids limit only refuses threads, so that kills.
-void VtpmManager::watch_group(VtpmDomain* v) {
-  v->group_watch.reset();
-  if (!v->group || v->group->event_fd() < 0) return;
-  v->group_watch =
-      std::make_unique<asio::posix::stream_descriptor>(io_, ::dup(v->group->event_fd()));
-  v->group_watch->async_wait(asio::posix::stream_descriptor::wait_read,
-                             [this, v](const boost::system::error_code& ec) {
-                               if (ec || !v->group) return;
-                               v->group->ack_events();
-                               if (v->group->breach() == cgroup::Breach::kPids)
-                                 kill_for(v, "resource limit: pids");
-                               else
-                                 watch_group(v);
-                             });
-}
-
 void VtpmManager::kill_for(VtpmDomain* v, const std::string& cause) {
-  if (v->child.pid <= 0 || !v->pending_cause.empty()) return;
+  if (!v->active || !v->pending_cause.empty()) return;
   AXL_WARN("vTPM of domain %s: %s; killing it", v->domain.c_str(), cause.c_str());
   v->pending_cause = cause;
-  ::syscall(SYS_pidfd_send_signal, v->child.pidfd.get(), SIGKILL, nullptr, 0);
+  (void)v->active->signal(SIGKILL);
 }
 
 void VtpmManager::on_exit(VtpmDomain* v) {
-  auto st = proc::wait_for(v->child, 0ms);
-  const int status = st ? *st : -1;
-  v->child.pid = -1;
-  v->health.reset();
-  if (v->group_watch) v->group_watch->cancel();
-  v->group_watch.reset();
-  std::string cause = std::move(v->pending_cause);
-  v->pending_cause.clear();
-  if (cause.empty()) cause = breach_cause(v->group.get());
-  // Kills anything left inside and removes the group, after the restart.
-  reaper_.retire(std::move(v->group));
-  reaper_.reap(std::move(v->child.ns_holder));
+  // Anything left inside and its group go after the restart, from the loop.
+  int status = -1;
+  const std::string cause = v->end_active(reaper_, &status);
   // What it handed over just before it died is still queued: take it.
   if (v->handover) drain_handover(v);
   v->handover.reset();
-  v->exit_watch.reset();
   if (stopping_) return;
   if (WIFEXITED(status) && WEXITSTATUS(status) == 0) {
     // An orderly end: QEMU sent CMD_SHUTDOWN (the guest is gone).
@@ -598,7 +556,7 @@ void VtpmManager::on_exit(VtpmDomain* v) {
       AXL_ERROR("%s", s.error().message.c_str());
       return;
     }
-    AXL_INFO("vTPM of domain %s restarted: pid %d (%s)", v->domain.c_str(), v->child.pid,
+    AXL_INFO("vTPM of domain %s restarted: pid %d (%s)", v->domain.c_str(), v->pid(),
              v->ctrl_conn ? "QEMU's channels handed on" : "no QEMU connection yet");
   });
 }
@@ -612,14 +570,9 @@ Status VtpmManager::stop(const std::string& domain) {
   v.waiting.reset();
   if (auto done = std::move(v.on_started))
     done(make_error("vTPM of domain " + domain + " stopped while starting"));
-  if (v.exit_watch) v.exit_watch->cancel();
-  v.exit_watch.reset();
   v.handover.reset();
-  v.health.reset();
-  if (v.group_watch) v.group_watch->cancel();
-  v.group_watch.reset();
-  if (v.child.pid > 0) proc::stop(v.child, 2000ms);
-  v.group.reset();
+  if (v.active) v.active->stop(2000ms);
+  v.active.reset();
   close_listeners(v);
   AXL_INFO("vTPM of domain %s stopped on request", domain.c_str());
   vtpms_.erase(it);

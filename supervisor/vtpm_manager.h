@@ -63,7 +63,11 @@ namespace axl::supervisor {
 enum class VtpmState { kStarting, kRunning, kFailed, kStopped };
 const char* to_string(VtpmState s);
 
-struct VtpmDomain {
+// A vTPM domain: supervised like a driver domain (supervisor/instance.h):
+// heartbeats (a hang), a cgroup with memory and pids limits (a hog), the
+// cause of a kill the supervisor made, a restart budget as a driver's
+// default.  Its instance while provisioning is the short `--provision` one.
+struct VtpmDomain : Supervised {
   ~VtpmDomain() {
     if (waiting) waiting->cancel();
   }
@@ -74,26 +78,14 @@ struct VtpmDomain {
   std::function<void(Status)> on_started;
   bool measure_log = false;
   uint32_t command_port = 0;
-  proc::Child child;
-  uint32_t restarts = 0;
-  std::string last_failure;
-  uint64_t started_ns = 0;
   // QEMU's channels, as the current instance handed them over.
   UniqueFd ctrl_conn, data_conn;
   // Listening, made here and handed to every instance: vtpm.ctrl,
   // vtpm.cmd and, with a command port, 127.0.0.1:port and port + 1.
   UniqueFd ctrl_listen, cmd_listen, port_cmd_listen, port_ctrl_listen;
   std::unique_ptr<boost::asio::posix::stream_descriptor> handover;  // our end
-  std::unique_ptr<boost::asio::posix::stream_descriptor> exit_watch;
-  // As a driver's default (common/config.h DriverConfig).
-  RestartBudget budget{10, std::chrono::seconds(60)};
-  // Supervised like a driver domain: heartbeats (a hang), a cgroup with
-  // memory and pids limits (a hog); the cause of a kill the supervisor made.
-  std::unique_ptr<HealthMonitor> health;
-  std::unique_ptr<cgroup::Group> group;
-  std::unique_ptr<boost::asio::posix::stream_descriptor> group_watch;
-  std::string pending_cause;
-  uint32_t instance_seq = 0;
+
+  int pid() const { return active ? active->pid() : -1; }
 };
 
 class VtpmManager {
@@ -139,7 +131,6 @@ class VtpmManager {
   void close_listeners(VtpmDomain& v);
   void on_exit(VtpmDomain* v);
   void kill_for(VtpmDomain* v, const std::string& cause);
-  void watch_group(VtpmDomain* v);
   void read_handover(VtpmDomain* v);
   bool drain_handover(VtpmDomain* v);  // false: the instance closed its end
   std::string dom_dir(const std::string& domain) const { return state_dir_ + "/dom/" + domain; }
