@@ -6,7 +6,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#include <filesystem>
+#include <cstring>
 #include <thread>
 
 #include "common/log.h"
@@ -294,24 +294,21 @@ void DriverManager::kill_for(DriverDomain* d, const std::string& cause, uint64_t
 bool DriverManager::stop_and_confirm(DriverDomain* d) {
   if (!d->active->signal(SIGSTOP)) return false;
   // Group stop reaches each thread when it next leaves the kernel: a
-  // write in progress finishes first.  Microseconds as a rule; give up
-  // (and kill without fencing) past 20 ms.
-  const std::string task_dir = "/proc/" + std::to_string(d->pid()) + "/task";
+  // write in progress finishes first.  The kernel reports the whole group
+  // stopped to us, its parent (waitid WSTOPPED on the pidfd); microseconds
+  // as a rule.  Give up (and kill without fencing) past 20 ms.
   const auto deadline = std::chrono::steady_clock::now() + 20ms;
+  const int pidfd = d->active->child().pidfd.get();
   for (;;) {
-    bool all = true;
-    std::error_code ec;
-    for (const auto& t : std::filesystem::directory_iterator(task_dir, ec)) {
-      auto s = read_sched(std::stoi(t.path().filename().string()));
-      if (s && s->state != 'T' && s->state != 't') {
-        all = false;
-        break;
-      }
+    siginfo_t si{};
+    if (::waitid(P_PIDFD, id_t(pidfd), &si, WSTOPPED | WNOHANG | WNOWAIT) != 0) {
+      AXL_WARN("driver %s: cannot learn whether pid %d stopped: %s", d->cfg.name.c_str(), d->pid(),
+               strerror(errno));
+      return false;
     }
-    if (ec) return false;
-    if (all) return true;
+    if (si.si_pid != 0 && si.si_code == CLD_STOPPED) return true;
     if (std::chrono::steady_clock::now() > deadline) return false;
-    std::this_thread::sleep_for(50us);
+    std::this_thread::sleep_for(20us);
   }
 }
 
