@@ -71,6 +71,12 @@ const char* to_string(DeathWatch::State s) {
   return "?";
 }
 
+bool DeathWatch::supported() {
+  // No futexes: EINVAL where the call exists, ENOSYS where it does not.
+  return !(::syscall(SYS_futex_waitv, nullptr, 0, 0, nullptr, CLOCK_MONOTONIC) < 0 &&
+           errno == ENOSYS);
+}
+
 Result<std::unique_ptr<DeathWatch>> DeathWatch::open(int memfd) {
   auto s = std::make_shared<Shared>();
   s->map = ::mmap(nullptr, kHeaderMap, PROT_READ | PROT_WRITE, MAP_SHARED, memfd, 0);

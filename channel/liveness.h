@@ -25,6 +25,9 @@ class DeathWatch {
   // Maps the header of the channel in `memfd` (the caller keeps its fd).
   // Nothing is watched until arm().
   static Result<std::unique_ptr<DeathWatch>> open(int memfd);
+  // Whether this kernel has futex_waitv (Linux 5.16), which the watch needs;
+  // without it a watch ends at once as kUnsupported.
+  static bool supported();
   // Starts waiting.  `on_death` runs at most once, on the watch's own thread
   // (post to your loop from it), and never after the watch is destroyed.
   // The driver must hold the lock by now (it takes it before it answers the

@@ -87,7 +87,11 @@ int drivers(const HostPaths& p, bool stats) {
     if (hv)
       for (auto h : hv->get().getDrivers())
         if (h.getName() == d.getName()) devices = h.getDevices();
-    std::string standby = d.getStandbyPid() ? std::to_string(d.getStandbyPid()) : "-";
+    // A warm standby's pid, or a parked spare's (one token: scripts read
+    // the columns by position).
+    std::string standby = d.getStandbyPid() ? std::to_string(d.getStandbyPid())
+                          : d.getSparePid() ? "parked:" + std::to_string(d.getSparePid())
+                                            : "-";
     printf("%-16s %-4s %8d %-10s %8u %7u %9.1f %8s  %s\n", d.getName().cStr(), d.getKind().cStr(),
            d.getPid(), d.getState().cStr(), d.getRestarts(), devices, d.getHeartbeatLagMs(),
            standby.c_str(), d.getLastFailure().size() ? d.getLastFailure().cStr() : "-");
@@ -153,6 +157,8 @@ int wait(const HostPaths& p, const std::string& name, double timeout_s) {
     auto d = r->get().getDomains()[0];
     log_path = d.getConsoleLog();
     if (std::string(d.getState().cStr()) == "shutoff") break;
+    if (std::string(d.getState().cStr()) == "crashed")
+      return fail("domain " + name + " crashed: " + std::string(d.getCrashCause().cStr()));
     if (std::chrono::steady_clock::now() > deadline) {
       fprintf(stderr, "axl: domain %s still running after %.0f s\n", name.c_str(), timeout_s);
       return 124;

@@ -265,7 +265,7 @@ Result<GuestConfig> parse_guest_checked(const std::string& text, const std::stri
   const toml::table& t = *parsed;
   if (auto s = check_keys(t,
                           {"name", "memory_mib", "vcpus", "accel", "iommu", "kernel", "initrd",
-                           "cmdline", "disk", "nic", "guest", "vtpm"},
+                           "cmdline", "on_crash", "disk", "nic", "guest", "vtpm"},
                           origin, "");
       !s)
     return s.error();
@@ -291,13 +291,17 @@ Result<GuestConfig> parse_guest_checked(const std::string& text, const std::stri
   if (!iommu) return iommu.error();
   g.iommu = iommu->value_or(false);
   for (auto [key, dst] : {std::pair{"accel", &g.accel}, std::pair{"kernel", &g.kernel},
-                          std::pair{"initrd", &g.initrd}, std::pair{"cmdline", &g.cmdline}}) {
+                          std::pair{"initrd", &g.initrd}, std::pair{"cmdline", &g.cmdline},
+                          std::pair{"on_crash", &g.on_crash}}) {
     auto v = get_opt<std::string>(t, key, origin, "");
     if (!v) return v.error();
     if (v->has_value()) *dst = **v;
   }
   if (g.accel != "auto" && g.accel != "kvm" && g.accel != "tcg")
     return make_error(origin + ": accel must be auto, kvm or tcg, not '" + g.accel + "'");
+  if (g.on_crash != "destroy" && g.on_crash != "restart" && g.on_crash != "preserve")
+    return make_error(origin + ": on_crash must be destroy, restart or preserve, not '" +
+                      g.on_crash + "'");
   g.kernel = resolve(base_dir, g.kernel);
   g.initrd = resolve(base_dir, g.initrd);
   if (g.cmdline.find('\n') != std::string::npos)

@@ -83,6 +83,12 @@ struct GuestConfig {
   std::string initrd;          // empty: the bundled guest image
   std::string cmdline;         // appended to "console=ttyS0 panic=-1"
   std::string script;          // [guest] script, absolute; empty: interactive shell
+  // What follows a crash of the domain's QEMU (killed, or an error exit; a
+  // guest that powers off is shut off, not crashed), as xl's on_crash:
+  // destroy (default): released and gone; restart: booted again from its
+  // config, with its disks and vTPM; preserve: listed as crashed, its devices
+  // and vTPM kept, until `axl destroy`.
+  std::string on_crash = "destroy";
   std::vector<DiskConfig> disks;
   std::vector<NicConfig> nics;
   VtpmConfig vtpm;

@@ -147,6 +147,10 @@ TEST(GuestConfig, VtpmTable) {
   g = parse_guest("name = \"g\"\n[vtpm]\nenabled = false\n", "g.toml", "/");
   ASSERT_TRUE(g.ok());
   EXPECT_FALSE(g->vtpm.enabled);
+  EXPECT_EQ(g->on_crash, "destroy");
+  g = parse_guest("name = \"g\"\non_crash = \"restart\"\n", "g.toml", "/");
+  ASSERT_TRUE(g.ok()) << g.error().message;
+  EXPECT_EQ(g->on_crash, "restart");
 }
 
 TEST(GuestConfig, RejectsBadInput) {
@@ -155,6 +159,8 @@ TEST(GuestConfig, RejectsBadInput) {
       {"memory_mib = 512\n", "missing required key 'name'"},
       {"name = \"g 1\"\n", "bad guest name"},
       {"name = \"g\"\naccel = \"hvf\"\n", "accel must be"},
+      {"name = \"g\"\non_crash = \"coredump\"\n", "on_crash must be destroy, restart or preserve"},
+      {"name = \"g\"\non_crash = 1\n", "'on_crash' must be a string"},
       {"name = \"g\"\niommu = \"yes\"\n", "'iommu' must be a boolean"},
       {"name = \"g\"\niommu = 1\n", "'iommu' must be a boolean"},
       {"name = \"g\"\n[[nic]]\ndriver = \"n\"\nmac = \"zz\"\n", "bad MAC"},

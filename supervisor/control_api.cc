@@ -26,6 +26,7 @@ ControlServer::AsyncHandler control_api(boost::asio::io_context& io, DriverManag
           l[i].setKind(v.kind);
           l[i].setPid(v.pid);
           l[i].setStandbyPid(v.standby_pid);
+          l[i].setSparePid(v.spare_pid);
           l[i].setState(v.state);
           l[i].setRestarts(v.restarts);
           l[i].setLastFailure(v.last_failure);
@@ -64,9 +65,9 @@ ControlServer::AsyncHandler control_api(boost::asio::io_context& io, DriverManag
         // caused it; the name and state still go onto the bus, so check them.
         auto e = req.getDomainStateChanged();
         std::string name = e.getName(), state = e.getState();
-        static const std::set<std::string> kStates = {"preparing", "vtpm-starting", "attaching",
-                                                      "starting",  "running",       "shutoff",
-                                                      "stopping",  "failed",        "destroyed"};
+        static const std::set<std::string> kStates = {
+            "preparing", "vtpm-starting", "attaching", "starting",  "running",
+            "shutoff",   "stopping",      "failed",    "destroyed", "crashed"};
         if (!axl::config::valid_name(name) || !kStates.count(state)) {
           rep.setOk(false);
           rep.setError("domainStateChanged: a domain name and a known state expected");

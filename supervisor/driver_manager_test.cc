@@ -83,7 +83,10 @@ class DriverManagerTest : public ::testing::Test {
   template <typename F>
   bool run_until(F cond, std::chrono::milliseconds limit = 5000ms) {
     const auto end = std::chrono::steady_clock::now() + limit;
-    while (!cond() && std::chrono::steady_clock::now() < end) io_.run_for(5ms);
+    while (!cond() && std::chrono::steady_clock::now() < end) {
+      if (io_.stopped()) io_.restart();  // it ran out of work; a later step adds some
+      io_.run_for(5ms);
+    }
     return cond();
   }
 

@@ -20,6 +20,7 @@ std::vector<DriverView> driver_views(const DriverManager& drivers, uint64_t now)
     v.last_failure = d.last_failure;
     v.pid = d.pid();
     v.standby_pid = d.standby ? d.standby->pid() : 0;
+    v.spare_pid = d.spare ? d.spare->pid() : 0;
     v.restarts = d.restarts;
     v.uptime_ms = running && now > d.started_ns ? (now - d.started_ns) / 1000000 : 0;
     const uint64_t pong = d.active && d.active->monitor() ? d.active->monitor()->last_pong_ns() : 0;

@@ -23,6 +23,7 @@ struct DriverView {
   std::string name, kind, state, last_failure;
   int32_t pid = -1;
   int32_t standby_pid = 0;  // 0: none
+  int32_t spare_pid = 0;    // the parked spare's; 0: none
   uint32_t restarts = 0;
   uint64_t uptime_ms = 0;  // 0 unless running
   double heartbeat_lag_ms = 0;

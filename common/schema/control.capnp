@@ -91,7 +91,8 @@ struct CreateDomain {
 struct DomainInfo {
   name @0 :Text;
   id @1 :UInt32;
-  state @2 :Text;        # running | shutoff | crashed
+  state @2 :Text;        # preparing | vtpm-starting | attaching | starting | running |
+                         # shutoff | crashed | stopping
   memoryMib @3 :UInt32;
   vcpus @4 :UInt32;
   qemuPid @5 :Int32;
@@ -99,6 +100,7 @@ struct DomainInfo {
   accel @7 :Text;
   consoleLog @8 :Text;   # path of the console log
   consoleSocket @9 :Text;
+  crashCause @10 :Text;  # state crashed: how its QEMU ended
 }
 
 struct DriverInfo {
@@ -115,6 +117,7 @@ struct DriverInfo {
   firstServedNs @10 :UInt64;    # hv: first completion after that rebind (0: none yet)
   outages @11 :List(Outage);
   standbyPid @12 :Int32;        # the warm standby's pid (0: none)
+  sparePid @13 :Int32;          # the parked spare's pid (0: none)
 }
 
 # One driver failure and recovery, as the supervisor saw it.

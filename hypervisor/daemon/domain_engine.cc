@@ -5,6 +5,7 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -38,6 +39,8 @@ const char* to_string(DomainState s) {
       return "running";
     case DomainState::kShutoff:
       return "shutoff";
+    case DomainState::kCrashed:
+      return "crashed";
     case DomainState::kStopping:
       return "stopping";
   }
@@ -267,6 +270,8 @@ void DomainEngine::create(const std::string& toml, const std::string& base_dir,
   d->accel = accel_qemu_arg(*accel);
   d->qemu_binary = qemu;
   d->initrd = d->cfg.initrd;
+  d->config_toml = toml;
+  d->base_dir = base_dir;
   remove_domain_dir(d->dir);
   std::error_code ec;
   fs::create_directories(d->dir, ec);
@@ -393,12 +398,55 @@ void DomainEngine::on_qemu_exit(Domain* d) {
   auto st = proc::wait_for(d->qemu, std::chrono::milliseconds(0));
   d->exit_status = st ? *st : -1;
   d->qemu.pid = -1;
+  if (!st || !WIFEXITED(*st) || WEXITSTATUS(*st) != 0) return on_crash(d);
   d->state = DomainState::kShutoff;
   release_devices(*d);
   stop_vtpm(*d);
   AXL_INFO("domain %s shut off: qemu %s", d->cfg.name.c_str(),
            proc::describe_status(d->exit_status).c_str());
   state_changed(d->cfg.name, to_string(DomainState::kShutoff));
+}
+
+// QEMU was killed or failed: the guest did not power off. What follows is
+// the domain's on_crash (docs/architecture.md, "Domain lifecycle").
+void DomainEngine::on_crash(Domain* d) {
+  std::string cause = "QEMU " + proc::describe_status(d->exit_status);
+  if (auto log = config::read_file(d->dir + "/qemu.log"); log && !log->empty()) {
+    std::string last = *log;
+    while (!last.empty() && last.back() == '\n') last.pop_back();
+    if (auto p = last.rfind('\n'); p != std::string::npos) last = last.substr(p + 1);
+    if (!last.empty() && WIFEXITED(d->exit_status)) cause += ": " + last;
+  }
+  d->crash_cause = cause;
+  const std::string name = d->cfg.name;
+  std::string action = d->cfg.on_crash;
+  if (action == "restart") {
+    auto& times = crash_restarts_[name];
+    const auto now = std::chrono::steady_clock::now();
+    std::erase_if(times, [&](auto t) { return now - t > std::chrono::minutes(1); });
+    if (times.size() >= kMaxCrashRestarts) {
+      AXL_ERROR("domain %s crashed %zu times within a minute; preserved, not restarted",
+                name.c_str(), times.size() + 1);
+      action = "preserve";
+    } else {
+      times.push_back(now);
+    }
+  }
+  AXL_WARN("domain %s crashed: %s; on_crash = %s", name.c_str(), cause.c_str(), action.c_str());
+  set_state(*d, DomainState::kCrashed);
+  if (action == "preserve") return;  // devices and vTPM kept until `axl destroy`
+  if (action == "destroy") return finish_destroy(name);
+  // restart: everything released, then created again from its config (its
+  // disks and its vTPM's sealed state live on; a new id, like a reboot).
+  const std::string toml = d->config_toml, base = d->base_dir;
+  teardown(name);
+  create(toml, base, [name](Result<const Domain*> r) {
+    if (r)
+      AXL_INFO("domain %s restarted after its crash (id %u)", name.c_str(), (*r)->id);
+    else
+      AXL_ERROR("domain %s: restart after its crash failed: %s", name.c_str(),
+                r.error().message.c_str());
+  });
 }
 
 void DomainEngine::cancel_create(Domain& d) {
@@ -446,21 +494,28 @@ void DomainEngine::destroy(const std::string& name, std::function<void(Status)> 
                              });
 }
 
-void DomainEngine::finish_destroy(const std::string& name) {
+void DomainEngine::teardown(const std::string& name) {
   auto it = domains_.find(name);
   if (it == domains_.end()) return;
   Domain& d = *it->second;
   if (d.stop_wait) d.stop_wait->cancel();
+  if (d.exit_watch) d.exit_watch->cancel();
   if (d.qemu.pid > 0) d.exit_status = proc::stop(d.qemu, std::chrono::milliseconds(2000));
   d.qemu.pid = -1;
   release_devices(d);
   stop_vtpm(d);
   remove_domain_dir(d.dir);
-  AXL_INFO("domain %s destroyed", name.c_str());
-  auto waiting = std::move(d.on_destroyed);
-  // A copy: `name` may be the map's own key.
-  const std::string n = name;  // NOLINT(performance-unnecessary-copy-initialization)
   domains_.erase(it);
+}
+
+void DomainEngine::finish_destroy(const std::string& name) {
+  auto it = domains_.find(name);
+  if (it == domains_.end()) return;
+  // Copies: `name` may be the map's own key, which teardown() erases.
+  const std::string n = name;  // NOLINT(performance-unnecessary-copy-initialization)
+  auto waiting = std::move(it->second->on_destroyed);
+  teardown(n);
+  AXL_INFO("domain %s destroyed", n.c_str());
   state_changed(n, "destroyed");
   for (auto& f : waiting)
     if (f) f({});

@@ -24,7 +24,9 @@ namespace axl::hv {
 // A domain's life (docs/architecture.md, "Domain lifecycle").  create() walks
 // preparing -> [vtpm-starting] -> attaching -> starting -> running without ever
 // waiting on the loop; each step can fail, and a failed create leaves nothing
-// behind.  shutoff: QEMU exited by itself.
+// behind.  shutoff: QEMU exited by itself with status 0 (the guest powered
+// off).  crashed: QEMU was killed or exited with an error; the domain's
+// on_crash decides what follows (destroy, restart, preserve).
 // stopping: a destroy waits for QEMU to exit (SIGTERM, SIGKILL past 2 s).
 enum class DomainState {
   kPreparing,
@@ -33,6 +35,7 @@ enum class DomainState {
   kStarting,
   kRunning,
   kShutoff,
+  kCrashed,
   kStopping
 };
 const char* to_string(DomainState s);
@@ -71,6 +74,9 @@ struct Domain {
   // While a destroy waits for QEMU to go.
   std::shared_ptr<proc::ChildWait> stop_wait;
   std::vector<std::function<void(Status)>> on_destroyed;
+  std::string crash_cause;  // how its QEMU crashed (state crashed)
+  // What it was created from: on_crash = "restart" creates it again.
+  std::string config_toml, base_dir;
   std::string initrd;             // what QEMU boots (the base, or base + the script overlay)
   std::vector<QemuDevice> qdevs;  // collected while attaching
   std::string qemu_binary;
@@ -133,7 +139,8 @@ class DomainEngine {
   std::pair<uint64_t, uint64_t> service_times(const std::string& driver) const;
   std::vector<const Domain*> list() const;
   // Called on the loop for every state change, whoever caused it: "running"
-  // once QEMU started, "shutoff" when it exited by itself, "destroyed".
+  // once QEMU started, "shutoff" when it exited by itself, "crashed",
+  // "destroyed".
   // Must not block.
   void on_state_change(std::function<void(const std::string& name, const std::string& state)> f) {
     on_state_ = std::move(f);
@@ -169,6 +176,13 @@ class DomainEngine {
   void on_qemu_exit(Domain* d);
   void cancel_create(Domain& d);
   void finish_destroy(const std::string& name);
+  // Releases everything the domain holds and removes it from the table.
+  void teardown(const std::string& name);
+  void on_crash(Domain* d);
+  // Crash restarts per domain name in the last minute (a QEMU that keeps
+  // crashing is preserved after kMaxCrashRestarts).
+  static constexpr size_t kMaxCrashRestarts = 5;
+  std::map<std::string, std::vector<std::chrono::steady_clock::time_point>> crash_restarts_;
   void stop_vtpm(Domain& d);
 
   DeviceSupervision supervision_for(const std::string& driver);

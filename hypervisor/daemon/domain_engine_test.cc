@@ -8,7 +8,9 @@
 #include "hypervisor/daemon/domain_engine.h"
 
 #include <gtest/gtest.h>
+#include <signal.h>
 #include <stdlib.h>
+#include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -33,13 +35,15 @@ class DomainEngineTest : public ::testing::Test {
     fs::create_directories(dir_ + "/bin");
     fs::create_directories(dir_ + "/guest");
     fs::create_directories(dir_ + "/state");
-    // The fake QEMU: up until it is signalled, or gone at once with a last
-    // word when the domain's name says so.
+    // The fake QEMU: up until SIGTERM (then exit 0, as QEMU does), or gone
+    // at once with a last word when the domain's name says so.
     const std::string qemu = dir_ + "/bin/qemu-system-x86_64";
     std::ofstream(qemu) << "#!/bin/sh\n"
                            "case \"$*\" in *-name\\ broken*) echo 'qemu: bad option' >&2; exit 1;; "
                            "esac\n"
-                           "exec sleep 60\n";
+                           "exec python3 -c 'import signal, sys, time\n"
+                           "signal.signal(signal.SIGTERM, lambda *a: sys.exit(0))\n"
+                           "time.sleep(60)'\n";
     ::chmod(qemu.c_str(), 0755);
     std::ofstream(dir_ + "/guest/vmlinuz") << "kernel";
     std::ofstream(dir_ + "/guest/initrd.img") << "initrd";
@@ -77,8 +81,21 @@ class DomainEngineTest : public ::testing::Test {
     std::string domain;
   };
 
-  std::string guest(const std::string& name, bool vtpm) {
-    return "name = \"" + name + "\"\naccel = \"tcg\"\n" + (vtpm ? "[vtpm]\nenabled = true\n" : "");
+  std::string guest(const std::string& name, bool vtpm, const std::string& on_crash = "") {
+    return "name = \"" + name + "\"\naccel = \"tcg\"\n" +
+           (on_crash.empty() ? "" : "on_crash = \"" + on_crash + "\"\n") +
+           (vtpm ? "[vtpm]\nenabled = true\n" : "");
+  }
+
+  // Creates a running domain (its vTPM answered at once).
+  int running(const std::string& toml, const std::string& name, bool vtpm) {
+    auto got = create(toml);
+    if (vtpm) answer_vtpm(name, {});
+    if (!run_until([&] { return got->has_value(); }) || !got->value().ok()) {
+      ADD_FAILURE() << name << " did not start";
+      return -1;
+    }
+    return engine_->find(name)->qemu.pid;
   }
 
   // create() with its answer kept.
@@ -106,7 +123,10 @@ class DomainEngineTest : public ::testing::Test {
   template <typename F>
   bool run_until(F cond, std::chrono::milliseconds limit = 5000ms) {
     const auto end = std::chrono::steady_clock::now() + limit;
-    while (!cond() && std::chrono::steady_clock::now() < end) io_.run_for(5ms);
+    while (!cond() && std::chrono::steady_clock::now() < end) {
+      if (io_.stopped()) io_.restart();  // it ran out of work; a later step adds some
+      io_.run_for(5ms);
+    }
     return cond();
   }
 
@@ -200,6 +220,59 @@ TEST_F(DomainEngineTest, AGuestThatStopsByItselfIsShutOffAndADestroyRemovesIt) {
   EXPECT_TRUE(destroyed->ok());
   EXPECT_EQ(states_["dom"].back(), "destroyed");
   EXPECT_STREQ(state_of("dom"), "gone");
+}
+
+// A QEMU that is killed (not a guest powering off) is a crash; by default
+// the domain is then destroyed.
+TEST_F(DomainEngineTest, ACrashDestroysTheDomainByDefault) {
+  const int qemu = running(guest("dom", false), "dom", false);
+  ASSERT_GT(qemu, 0);
+  ASSERT_EQ(::kill(qemu, SIGKILL), 0);
+  ASSERT_TRUE(run_until([&] { return std::string(state_of("dom")) == "gone"; }));
+  EXPECT_EQ(states_["dom"], (std::vector<std::string>{"preparing", "attaching", "starting",
+                                                      "running", "crashed", "destroyed"}));
+  EXPECT_FALSE(fs::exists(dir_ + "/state/dom/dom"));
+}
+
+TEST_F(DomainEngineTest, APreservedCrashKeepsItsVtpmUntilDestroyed) {
+  const int qemu = running(guest("dom", true, "preserve"), "dom", true);
+  ASSERT_GT(qemu, 0);
+  ASSERT_EQ(::kill(qemu, SIGKILL), 0);
+  ASSERT_TRUE(run_until([&] { return std::string(state_of("dom")) == "crashed"; }));
+  EXPECT_EQ(engine_->find("dom")->crash_cause, "QEMU killed by " + std::string(strsignal(SIGKILL)));
+  EXPECT_TRUE(vtpm_stops_.empty());
+  EXPECT_TRUE(fs::exists(dir_ + "/state/dom/dom"));
+  std::optional<Status> destroyed;
+  engine_->destroy("dom", [&](const Status& s) { destroyed = s; });
+  ASSERT_TRUE(run_until([&] { return destroyed.has_value(); }));
+  EXPECT_TRUE(destroyed->ok());
+  EXPECT_EQ(vtpm_stops_, (std::vector<std::string>{"dom"}));
+  EXPECT_STREQ(state_of("dom"), "gone");
+}
+
+// on_crash = "restart": released and created again from its config, vTPM
+// included; a QEMU that keeps crashing is preserved after five restarts.
+TEST_F(DomainEngineTest, ARestartedCrashBootsAgainUntilItCrashesTooOften) {
+  int qemu = running(guest("dom", true, "restart"), "dom", true);
+  ASSERT_GT(qemu, 0);
+  for (int i = 1; i <= 5; ++i) {
+    ASSERT_EQ(::kill(qemu, SIGKILL), 0);
+    ASSERT_TRUE(run_until([&] { return !held_vtpm_.empty(); })) << i;
+    EXPECT_EQ(vtpm_stops_.size(), size_t(i));  // the old one stopped, a new one asked for
+    answer_vtpm("dom", {});
+    ASSERT_TRUE(run_until([&] {
+      const Domain* d = engine_->find("dom");
+      return d && d->state == DomainState::kRunning && d->qemu.pid != qemu;
+    })) << i;
+    qemu = engine_->find("dom")->qemu.pid;
+  }
+  EXPECT_EQ(vtpm_starts_.size(), 6u);
+  ASSERT_EQ(::kill(qemu, SIGKILL), 0);
+  ASSERT_TRUE(run_until([&] { return std::string(state_of("dom")) == "crashed"; }));
+  io_.restart();
+  io_.run_for(400ms);                        // a restart would have asked for the vTPM by now
+  EXPECT_STREQ(state_of("dom"), "crashed");  // preserved, not restarted a sixth time
+  EXPECT_EQ(vtpm_starts_.size(), 6u);
 }
 
 TEST_F(DomainEngineTest, BadRequestsAreRefusedWithoutAnyState) {

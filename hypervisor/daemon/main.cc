@@ -33,6 +33,7 @@ void fill_domain(const axl::hv::Domain& d, axl::schema::DomainInfo::Builder b) {
   b.setAccel(d.accel);
   b.setConsoleLog(d.console_log());
   b.setConsoleSocket(d.console_socket());
+  b.setCrashCause(d.crash_cause);
 }
 
 }  // namespace

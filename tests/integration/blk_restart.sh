@@ -74,6 +74,8 @@ done
 # The parked spare is confined like an active driver, and one that dies is replaced.
 wait_spare $((++n))
 spare=$(last_spare)
+[ "$(axl drivers | awk '$1=="blk0"{print $8}')" = "parked:$spare" ] ||
+  die "axl drivers does not show the parked spare $spare: $(axl drivers)"
 grep -q '^Seccomp:[[:space:]]*2' "/proc/$spare/status" || die "parked spare $spare is not under seccomp"
 grep -q '^NoNewPrivs:[[:space:]]*1' "/proc/$spare/status" || die "parked spare $spare lacks no_new_privs"
 kill -KILL "$spare"
