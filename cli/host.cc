@@ -205,6 +205,16 @@ int host_down(const HostPaths& p) {
   // serve them; then the supervisor stops the driver domains.
   stop_daemon(p, "hv", p.hv_socket());
   stop_daemon(p, "supervisor", p.supervisor_socket());
+  // A QEMU whose hypervisor was killed still runs: its record names it.
+  std::error_code ec;
+  for (const auto& e : fs::directory_iterator(p.state_dir + "/dom", ec)) {
+    auto killed = proc::kill_recorded(e.path().string() + "/qemu.pid", 2000ms);
+    if (!killed)
+      fprintf(stderr, "axl: %s\n", killed.error().message.c_str());
+    else if (*killed)
+      printf("host down: stopped QEMU pid %d of domain %s, left behind by its hypervisor\n",
+             *killed, e.path().filename().c_str());
+  }
   remove_runtime_files(p);
   printf("host down\n");
   return 0;

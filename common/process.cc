@@ -14,7 +14,10 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <cstdint>
 #include <cstdlib>
+#include <fstream>
+#include <sstream>
 
 #include "common/log.h"
 
@@ -342,6 +345,53 @@ std::string describe_status(int st) {
   if (WIFEXITED(st)) return "exited " + std::to_string(WEXITSTATUS(st));
   if (WIFSIGNALED(st)) return std::string("killed by ") + strsignal(WTERMSIG(st));
   return "status " + std::to_string(st);
+}
+
+namespace {
+// Field 22 of /proc/PID/stat, in clock ticks since boot; 0 when gone.
+uint64_t start_time(pid_t pid) {
+  std::ifstream f("/proc/" + std::to_string(pid) + "/stat");
+  std::string line;
+  if (!std::getline(f, line)) return 0;
+  const auto close = line.rfind(')');  // the command may hold spaces and ')'
+  if (close == std::string::npos) return 0;
+  std::istringstream rest(line.substr(close + 1));
+  std::string field;
+  for (int i = 3; i <= 22 && rest >> field; ++i)
+    if (i == 22) return std::strtoull(field.c_str(), nullptr, 10);
+  return 0;
+}
+}  // namespace
+
+Status write_record(const std::string& path, pid_t pid) {
+  const uint64_t t = start_time(pid);
+  if (!t) return make_error("no process " + std::to_string(pid) + " to record");
+  const std::string tmp = path + ".tmp";
+  {
+    std::ofstream f(tmp, std::ios::trunc);
+    f << pid << " " << t << "\n";
+    if (!f.flush()) return make_error("cannot write " + tmp);
+  }
+  if (::rename(tmp.c_str(), path.c_str()) != 0)
+    return make_error("cannot write " + path + ": " + strerror(errno));
+  return {};
+}
+
+Result<pid_t> kill_recorded(const std::string& path, std::chrono::milliseconds wait) {
+  std::ifstream f(path);
+  if (!f) return pid_t(0);
+  long long pid = 0;
+  unsigned long long t = 0;
+  if (!(f >> pid >> t) || pid <= 1 || pid > INT32_MAX || !t)
+    return make_error("malformed process record " + path);
+  // The pidfd pins the process: checked after it is open, the start time
+  // names the process it will signal.
+  UniqueFd fd(pidfd_open(pid_t(pid)));
+  if (!fd || start_time(pid_t(pid)) != t) return pid_t(0);
+  if (::syscall(SYS_pidfd_send_signal, fd.get(), SIGKILL, nullptr, 0) != 0) return pid_t(0);
+  pollfd p{fd.get(), POLLIN, 0};
+  (void)::poll(&p, 1, int(wait.count()));
+  return pid_t(pid);
 }
 
 }  // namespace axl::proc

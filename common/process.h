@@ -89,6 +89,15 @@ Result<int> wait_for(const Child& c, std::chrono::milliseconds timeout);
 // SIGTERM, then SIGKILL after `grace`; reaps; returns the wait status.
 int stop(const Child& c, std::chrono::milliseconds grace);
 
+// A record of a process that may outlive whoever started it (a QEMU whose
+// hypervisor was killed): its pid and its start time (/proc/PID/stat), so a
+// later process that reuses the pid is never taken for it.
+Status write_record(const std::string& path, pid_t pid);
+// Kills the process a record names if it still runs (same pid and start
+// time) and waits up to `wait` for it to go: its pid, or 0 when none ran.
+// A missing record is 0; an unreadable one an Error.
+Result<pid_t> kill_recorded(const std::string& path, std::chrono::milliseconds wait);
+
 // Directory of the running executable (its siblings are the other binaries).
 std::string exe_dir();
 // Finds `name` on PATH; empty when absent.

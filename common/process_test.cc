@@ -2,9 +2,12 @@
 
 #include <fcntl.h>
 #include <gtest/gtest.h>
+#include <signal.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
+
+#include <fstream>
 
 #include "common/config.h"
 
@@ -100,6 +103,45 @@ TEST(Spawn, ConfinedChildFailsOnAMissingMountSource) {
   EXPECT_TRUE(WIFEXITED(*st) && WEXITSTATUS(*st) == 126) << describe_status(*st);
   ASSERT_TRUE(text);
   EXPECT_NE(text->find("sandbox: cannot open /nonexistent-axl-dir"), std::string::npos) << *text;
+}
+
+// A process that outlives its starter is found by its record and killed;
+// a record whose start time names another process kills nothing.
+TEST(Record, KillsOnlyTheProcessItNames) {
+  SpawnOptions so;
+  so.argv = {"/bin/sleep", "30"};
+  so.new_session = true;
+  auto c = spawn(so);
+  ASSERT_TRUE(c) << c.error().message;
+  const std::string rec = temp_path("record");
+  ASSERT_TRUE(write_record(rec, c->pid));
+  // The same pid with another start time: a later process that reused it.
+  const std::string other = temp_path("other-record");
+  {
+    std::ifstream in(rec);
+    long long pid = 0, start = 0;
+    in >> pid >> start;
+    std::ofstream(other) << pid << " " << start + 1 << "\n";
+  }
+  auto none = kill_recorded(other, std::chrono::milliseconds(100));
+  ASSERT_TRUE(none) << none.error().message;
+  EXPECT_EQ(*none, 0);
+  EXPECT_FALSE(wait_for(*c, std::chrono::milliseconds(0)));  // still running
+  auto killed = kill_recorded(rec, std::chrono::milliseconds(2000));
+  ASSERT_TRUE(killed) << killed.error().message;
+  EXPECT_EQ(*killed, c->pid);
+  auto st = wait_for(*c, std::chrono::milliseconds(2000));
+  ASSERT_TRUE(st);
+  EXPECT_TRUE(WIFSIGNALED(*st) && WTERMSIG(*st) == SIGKILL) << describe_status(*st);
+  // Gone now: nothing to kill; no record at all: nothing either.
+  EXPECT_EQ(kill_recorded(rec, std::chrono::milliseconds(0)).value(), 0);
+  EXPECT_EQ(kill_recorded(temp_path("no-such-record"), std::chrono::milliseconds(0)).value(), 0);
+  std::ofstream(other) << "garbage\n";
+  EXPECT_FALSE(kill_recorded(other, std::chrono::milliseconds(0)).ok());
+  std::ofstream(other) << "1 5\n";  // init is never a record's
+  EXPECT_FALSE(kill_recorded(other, std::chrono::milliseconds(0)).ok());
+  ::unlink(rec.c_str());
+  ::unlink(other.c_str());
 }
 
 }  // namespace

@@ -348,6 +348,10 @@ void DomainEngine::create_spawn(Domain* d) {
   auto child = proc::spawn(so);
   if (!child) return create_failed(d, child.error());
   d->qemu = std::move(child).value();
+  // QEMU outlives a hypervisor that is killed: `axl host down` finds it by
+  // this record (docs/architecture.md, "Domain lifecycle").
+  if (auto s = proc::write_record(d->dir + "/qemu.pid", d->qemu.pid); !s)
+    AXL_WARN("domain %s: %s", d->cfg.name.c_str(), s.error().message.c_str());
   set_state(*d, DomainState::kStarting);
   // QEMU rejects a bad command line or a missing file within a moment; say so
   // then instead of reporting a domain that never ran.

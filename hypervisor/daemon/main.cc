@@ -19,6 +19,7 @@
 #include "hypervisor/daemon/domain_engine.h"
 #include "hypervisor/daemon/driver_registry.h"
 #include "hypervisor/daemon/supervisor_events.h"
+#include "hypervisor/platform/accel.h"
 
 namespace {
 
@@ -72,6 +73,11 @@ int main(int argc, char** argv) {
     }
     for (const auto& d : host->drivers) io_timeouts[d.name] = d.io_timeout_ms;
   }
+
+  // Probed now, before anyone waits on the loop: every `accel = "auto"` or
+  // "kvm" create uses this answer (hypervisor/platform/accel.h).
+  const auto& kvm = axl::hv::probe_kvm_once();
+  AXL_INFO("KVM %s: %s", kvm.usable ? "usable" : "not usable", kvm.reason.c_str());
 
   boost::asio::io_context io;
   const std::string supervisor_sock = state_dir + "/supervisor.sock";

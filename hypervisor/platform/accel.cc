@@ -249,12 +249,17 @@ ProbeReport probe_kvm(const std::string& device) {
   return report;
 }
 
+const ProbeReport& probe_kvm_once() {
+  static const ProbeReport report = probe_kvm();  // thread-safe, once
+  return report;
+}
+
 Result<Accel> choose_accel(std::string_view setting) {
   if (setting == "tcg") return Accel::kTcg;
   if (setting != "kvm" && setting != "auto")
     return make_error("bad accel setting '" + std::string(setting) +
                       "' (expected auto, kvm or tcg)");
-  ProbeReport probe = probe_kvm();
+  const ProbeReport& probe = probe_kvm_once();
   if (probe.usable) {
     AXL_INFO("accel %.*s: using kvm (%s)", static_cast<int>(setting.size()), setting.data(),
              probe.reason.c_str());

@@ -24,8 +24,13 @@ inline constexpr const char* kKvmDevice = "/dev/kvm";
 // KVM cannot hang the caller. Takes under a second in the worst case.
 ProbeReport probe_kvm(const std::string& device = kKvmDevice);
 
+// The probe of the default device, run once per process and remembered:
+// KVM's usability does not change while the hypervisor runs, and a create
+// must not spend half a second on the hypervisor's loop each time.
+const ProbeReport& probe_kvm_once();
+
 // setting: "auto" (KVM if the probe passes, else TCG), "kvm" (error unless the
-// probe passes) or "tcg".
+// probe passes) or "tcg". Uses probe_kvm_once().
 Result<Accel> choose_accel(std::string_view setting);
 
 // The value for QEMU's -accel option.

@@ -7,7 +7,8 @@
 #    and `axl wait` says how it ended;
 #  - destroy (the default): it is gone.
 # A guest that powers off is shut off, not crashed. `axl host down` then
-# leaves none of the processes behind.
+# leaves none of the processes behind, not even a QEMU whose hypervisor was
+# killed.
 . "$(dirname "$0")/lib.sh"
 require_root_and_tools
 make_ns
@@ -104,8 +105,17 @@ axl create "$T_DIR/bye.toml" >&2
 axl wait bye --timeout 120 >&2 || die "bye did not shut off cleanly"
 [ "$(field bye 5)" = shutoff ] || die "bye is $(field bye 5), not shutoff"
 
-seen_pids+=($(axl drivers | awk 'NR>1{print $3}'))
-axl host down >&2
+# The hypervisor killed: its QEMU runs on, and host down stops it.
+axl create "$T_DIR/gone.toml" >&2
+wait_console gone BOOTED
+qemu=$(field gone 7)
+seen_pids+=("$qemu" $(axl drivers | awk 'NR>1{print $3}') "$(cat "$T_STATE/supervisor.pid")")
+kill -KILL "$(cat "$T_STATE/hv.pid")"
+sleep 0.5
+kill -0 "$qemu" 2>/dev/null || die "QEMU did not outlive its hypervisor: the test proves nothing"
+out=$(axl host down 2>&1) || die "host down failed: $out"
 T_UP=0
+grep -q "stopped QEMU pid $qemu of domain gone, left behind by its hypervisor" <<<"$out" ||
+  die "host down did not say it stopped the QEMU left behind: $out"
 assert_gone "${seen_pids[@]}"
 log "PASS"
