@@ -97,17 +97,20 @@ int drivers(const HostPaths& p, bool stats) {
            standby.c_str(), d.getLastFailure().size() ? d.getLastFailure().cStr() : "-");
   }
   if (!stats) return 0;
-  printf("\n%-16s %-20s %12s %12s %12s  %s\n", "Driver", "When", "Detect(us)", "Restart(us)",
-         "Outage(us)", "Cause");
+  // Detect: the supervisor's (pidfd, heartbeats, a report); HvDetect: the
+  // hypervisor's channel lock, which tells of a crash first ("-": unknown).
+  printf("\n%-16s %-20s %12s %12s %12s %12s  %s\n", "Driver", "When", "Detect(us)", "Restart(us)",
+         "Outage(us)", "HvDetect(us)", "Cause");
   for (auto d : sup->get().getDrivers())
     for (auto o : d.getOutages()) {
       time_t t = time_t(o.getAtUnixS());
       char when[32];
       strftime(when, sizeof when, "%Y-%m-%d %H:%M:%S", localtime(&t));
       std::string outage = o.getOutageUs() ? std::to_string(o.getOutageUs()) : "pending";
-      printf("%-16s %-20s %12llu %12llu %12s  %s\n", d.getName().cStr(), when,
+      std::string hv = o.getHvDetectUs() >= 0 ? std::to_string(o.getHvDetectUs()) : "-";
+      printf("%-16s %-20s %12llu %12llu %12s %12s  %s\n", d.getName().cStr(), when,
              (unsigned long long)o.getDetectUs(), (unsigned long long)o.getRestartUs(),
-             outage.c_str(), o.getCause().cStr());
+             outage.c_str(), hv.c_str(), o.getCause().cStr());
     }
   return 0;
 }

@@ -73,13 +73,15 @@ Request domain_state_changed(const std::string& domain, const std::string& state
     m.setState(state);
   };
 }
-Request driver_served(const std::string& driver, int pid, uint64_t rebound_ns, uint64_t served_ns) {
+Request driver_served(const std::string& driver, int pid, uint64_t rebound_ns, uint64_t served_ns,
+                      uint64_t died_ns) {
   return [=](Q q) {
     auto m = q.initDriverServed();
     m.setName(driver);
     m.setPid(pid);
     m.setReboundNs(rebound_ns);
     m.setServedNs(served_ns);
+    m.setDiedNs(died_ns);
   };
 }
 }  // namespace supervisor

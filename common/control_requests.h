@@ -36,7 +36,8 @@ Request start_vtpm(const std::string& domain, bool measure_log, uint32_t command
 Request stop_vtpm(const std::string& domain);
 Request driver_quarantined(const std::string& driver, int pid, const std::string& cause);
 Request domain_state_changed(const std::string& domain, const std::string& state);
-Request driver_served(const std::string& driver, int pid, uint64_t rebound_ns, uint64_t served_ns);
+Request driver_served(const std::string& driver, int pid, uint64_t rebound_ns, uint64_t served_ns,
+                      uint64_t died_ns);
 }  // namespace supervisor
 
 // Both daemons answer these.

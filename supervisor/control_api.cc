@@ -40,6 +40,7 @@ ControlServer::AsyncHandler control_api(boost::asio::io_context& io, DriverManag
             os[j].setRestartUs(o.restart_us);
             os[j].setOutageUs(o.outage_us);
             os[j].setAtUnixS(o.at_unix_s);
+            os[j].setHvDetectUs(o.hv_detect_us);
           }
         }
         break;
@@ -56,8 +57,8 @@ ControlServer::AsyncHandler control_api(boost::asio::io_context& io, DriverManag
       }
       case R::DRIVER_SERVED: {
         auto e = req.getDriverServed();
-        axl::set_status(rep,
-                        drivers.served(e.getName(), e.getPid(), e.getReboundNs(), e.getServedNs()));
+        axl::set_status(rep, drivers.served(e.getName(), e.getPid(), e.getReboundNs(),
+                                            e.getServedNs(), e.getDiedNs()));
         break;
       }
       case R::DOMAIN_STATE_CHANGED: {

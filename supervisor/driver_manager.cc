@@ -447,21 +447,25 @@ void DriverManager::restart(DriverDomain* d) {
 // Polling the hypervisor's service times remains only as a slow fallback
 // for a report that never came.
 void DriverManager::await_served(DriverDomain* d) {
-  if (close_outage(d, d->reported_rebound_ns, d->reported_served_ns, "reported")) return;
+  if (close_outage(d, d->reported_rebound_ns, d->reported_served_ns, d->reported_died_ns,
+                   "reported"))
+    return;
   poll_served(d, 20);
 }
 
-Status DriverManager::served(const std::string& name, int pid, uint64_t rebound, uint64_t served) {
+Status DriverManager::served(const std::string& name, int pid, uint64_t rebound, uint64_t served,
+                             uint64_t died) {
   DriverDomain* d = find(name);
   if (!d) return make_error("no driver named '" + name + "'");
   if (rebound <= d->reported_rebound_ns) return {};  // an older rebind's, or a later device's
   d->reported_rebound_ns = rebound;
   d->reported_served_ns = served;
-  close_outage(d, rebound, served, "reported");
+  d->reported_died_ns = died;
+  close_outage(d, rebound, served, died, "reported");
   return {};
 }
 
-bool DriverManager::close_outage(DriverDomain* d, uint64_t rebound, uint64_t served,
+bool DriverManager::close_outage(DriverDomain* d, uint64_t rebound, uint64_t served, uint64_t died,
                                  const char* how) {
   if (d->outages.empty() || d->outages.back().served_ns) return false;
   Outage& o = d->outages.back();
@@ -474,7 +478,15 @@ bool DriverManager::close_outage(DriverDomain* d, uint64_t rebound, uint64_t ser
   // A crash the hypervisor noticed (and promoted the standby for) before
   // the pidfd woke us: its rebind is the earliest witness of the failure,
   // so the record's outage is then a lower bound.
-  if (rebound < o.fail_ns) o.fail_ns = rebound;
+  // The channel lock's report of this death comes no later than the rebind
+  // it caused; either may be the earliest witness of a failure that the
+  // supervisor only saw later (its pidfd), and the record then starts there.
+  if (died && died <= rebound) {
+    if (died < o.fail_ns) o.fail_ns = died;
+    o.hv_detect_ns = died;
+  } else if (rebound < o.fail_ns) {
+    o.fail_ns = rebound;
+  }
   // A standby the hypervisor promoted on its own (the channel lock or the
   // socket told it first) took over at the rebind, not when we adopted it.
   if (o.promoted && rebound < o.restart_ns) o.restart_ns = rebound;
@@ -487,7 +499,7 @@ void DriverManager::poll_served(DriverDomain* d, int tries_left) {
   if (d->outages.empty() || d->outages.back().served_ns || tries_left <= 0 || !service_times_)
     return;
   service_times_(d->cfg.name, [this, d, tries_left](uint64_t rebound, uint64_t served) {
-    if (stopping_ || close_outage(d, rebound, served, "polled")) return;
+    if (stopping_ || close_outage(d, rebound, served, 0, "polled")) return;
     if (tries_left == 1) d->last_rebound_ns = std::max(d->last_rebound_ns, rebound);  // giving up
     auto t = std::make_shared<asio::steady_timer>(io_, 500ms);
     t->async_wait([this, d, t, tries_left](const boost::system::error_code& ec) {

@@ -40,6 +40,9 @@ struct Outage {
   // A warm standby is promoted by the hypervisor when it sees the active's
   // connection drop, which may come before the supervisor's pidfd wakes up.
   bool promoted = false;
+  // When the hypervisor learned of the death from the channel lock (0:
+  // unknown, or the supervisor killed it first).
+  uint64_t hv_detect_ns = 0;
 };
 
 // A driver domain: its active instance and, by its config, a warm standby
@@ -53,7 +56,8 @@ struct DriverDomain : Supervised {
   std::vector<Outage> outages;
   // The hypervisor's rebind time that closed the last outage record.
   uint64_t last_rebound_ns = 0;
-  uint64_t reported_rebound_ns = 0, reported_served_ns = 0;  // the hypervisor's latest report
+  // The hypervisor's latest report.
+  uint64_t reported_rebound_ns = 0, reported_served_ns = 0, reported_died_ns = 0;
   // Warm standby (standby = true): spawned and connected, idle until the
   // hypervisor promotes it the moment the active instance's connection drops.
   std::unique_ptr<Instance> standby;
@@ -111,7 +115,10 @@ class DriverManager {
   Status kill_with_cause(const std::string& name, int pid, const std::string& cause);
   // The hypervisor reports the first request an instance served after its
   // devices moved to it (control.capnp driverServed): closes the outage.
-  Status served(const std::string& name, int pid, uint64_t rebound_ns, uint64_t served_ns);
+  // `died_ns`: when the hypervisor learned that the instance before died
+  // (its channel lock; 0: not that way), the outage's hypervisor detection.
+  Status served(const std::string& name, int pid, uint64_t rebound_ns, uint64_t served_ns,
+                uint64_t died_ns = 0);
 
  private:
   enum class Role { kActive, kStandby, kSpare };
@@ -131,7 +138,8 @@ class DriverManager {
   void kill_for(DriverDomain* d, const std::string& cause, uint64_t fail_ns);
   void poll_served(DriverDomain* d, int tries_left);
   void await_served(DriverDomain* d);
-  bool close_outage(DriverDomain* d, uint64_t rebound, uint64_t served, const char* how);
+  bool close_outage(DriverDomain* d, uint64_t rebound, uint64_t served, uint64_t died,
+                    const char* how);
   // SIGSTOP, and true once every thread of `pid` is stopped (bounded wait).
   bool stop_and_confirm(DriverDomain* d);
 

@@ -222,8 +222,9 @@ TEST_F(DriverManagerTest, ACrashStartsTheParkedSpare) {
   ASSERT_TRUE(run_until([&] { return d->spare && d->spare->pid() != spare; }));
 }
 
-// The hypervisor's report of the first request served closes the outage;
-// one about an older rebind does not.
+// The hypervisor's report of the first request served closes the outage
+// and carries when it learned of the death; one about an older rebind does
+// not.
 TEST_F(DriverManagerTest, TheHypervisorsReportClosesTheOutage) {
   ASSERT_TRUE(start({blk("blk0")}));
   DriverDomain* d = mgr_->find("blk0");
@@ -234,8 +235,11 @@ TEST_F(DriverManagerTest, TheHypervisorsReportClosesTheOutage) {
   const uint64_t rebound = d->outages[0].restart_ns + 1000, served = rebound + 5000;
   ASSERT_TRUE(mgr_->served("blk0", d->pid(), 1, 2));  // an older rebind's
   EXPECT_EQ(d->outages[0].served_ns, 0u);
-  ASSERT_TRUE(mgr_->served("blk0", d->pid(), rebound, served));
+  // With the moment its channel lock told the hypervisor of the death.
+  const uint64_t died = d->outages[0].fail_ns + 300;
+  ASSERT_TRUE(mgr_->served("blk0", d->pid(), rebound, served, died));
   EXPECT_EQ(d->outages[0].served_ns, served);
+  EXPECT_EQ(d->outages[0].hv_detect_ns, died);
   EXPECT_FALSE(mgr_->served("nope", 1, rebound, served).ok());
 }
 

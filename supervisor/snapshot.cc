@@ -26,9 +26,11 @@ std::vector<DriverView> driver_views(const DriverManager& drivers, uint64_t now)
     const uint64_t pong = d.active && d.active->monitor() ? d.active->monitor()->last_pong_ns() : 0;
     v.heartbeat_lag_ms = running && pong && now > pong ? double(now - pong) / 1e6 : 0;
     for (const Outage& o : d.outages)
-      v.outages.push_back(OutageView{o.cause, us_between(o.fail_ns, o.detect_ns),
-                                     o.restart_ns ? us_between(o.fail_ns, o.restart_ns) : 0,
-                                     us_between(o.fail_ns, o.served_ns), o.at_unix_s});
+      v.outages.push_back(
+          OutageView{o.cause, us_between(o.fail_ns, o.detect_ns),
+                     o.restart_ns ? us_between(o.fail_ns, o.restart_ns) : 0,
+                     us_between(o.fail_ns, o.served_ns), o.at_unix_s,
+                     o.hv_detect_ns ? int64_t(us_between(o.fail_ns, o.hv_detect_ns)) : -1});
     out.push_back(std::move(v));
   }
   return out;

@@ -17,6 +17,7 @@ struct OutageView {
   uint64_t restart_us = 0;  // failure -> new active instance (0: none yet)
   uint64_t outage_us = 0;   // failure -> first request served (0: not yet)
   uint64_t at_unix_s = 0;
+  int64_t hv_detect_us = -1;  // failure -> the hypervisor's channel lock said so (-1: unknown)
 };
 
 struct DriverView {

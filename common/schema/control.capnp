@@ -76,6 +76,8 @@ struct DriverServed {
   pid @1 :Int32;
   reboundNs @2 :UInt64;
   servedNs @3 :UInt64;
+  diedNs @4 :UInt64;     # when the hypervisor learned that the instance before it died
+                         # (its channel lock); 0: it did not learn that way
 }
 
 struct KillDriver {
@@ -127,6 +129,8 @@ struct Outage {
   restartUs @2 :UInt64;  # failure -> new instance spawned
   outageUs @3 :UInt64;   # failure -> first request served by the new instance (0: not yet)
   atUnixS @4 :UInt64;
+  hvDetectUs @5 :Int64 = -1;  # failure -> the hypervisor's channel lock told of the death
+                              # (0: it was the first to know; -1: unknown)
 }
 
 struct ControlReply {

@@ -108,10 +108,14 @@ void DriverConnection::arm_death_watch(uint32_t id, std::unique_ptr<channel::Dea
   // From the watch's thread: hop to the loop, where the connection may be
   // gone by then.
   w->arm([this, alive = std::weak_ptr<bool>(alive_), &io = io_] {
-    asio::post(io, [this, alive] {
+    timespec ts{};
+    ::clock_gettime(CLOCK_MONOTONIC, &ts);
+    const uint64_t seen = uint64_t(ts.tv_sec) * 1000000000ull + uint64_t(ts.tv_nsec);
+    asio::post(io, [this, alive, seen] {
       auto a = alive.lock();
       if (!a || !*a || died_) return;
       died_ = true;
+      death_ns_ = seen;
       // A copy: the registry forgets (destroys) this connection in it.
       if (auto f = on_died_) f(*this);
     });
@@ -350,6 +354,13 @@ void DriverRegistry::died(DriverConnection& c) {
   if (find(name) != &c) return;
   AXL_WARN("driver '%s' (pid %d) died: the kernel released its channel lock", name.c_str(),
            c.pid());
+  uint64_t seen = c.death_ns();
+  if (!seen) {  // its socket closed before the watch's report reached the loop
+    timespec ts{};
+    ::clock_gettime(CLOCK_MONOTONIC, &ts);
+    seen = uint64_t(ts.tv_sec) * 1000000000ull + uint64_t(ts.tv_nsec);
+  }
+  last_death_ns_[name] = seen;
   drivers_.erase(name);
   take_over(name);
 }

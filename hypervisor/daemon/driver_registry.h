@@ -79,6 +79,8 @@ class DriverConnection {
   // Whether the kernel marked a channel lock of this driver's dead (its
   // watch's report may still be on its way).
   bool death_seen() const;
+  // CLOCK_MONOTONIC when its channel lock told of its death (0: not yet).
+  uint64_t death_ns() const { return death_ns_; }
   ~DriverConnection();
   void detach(uint32_t device_id);
   // The driver broke the protocol: the connection is shut down, and the
@@ -107,6 +109,7 @@ class DriverConnection {
   std::map<uint32_t, std::unique_ptr<channel::DeathWatch>> deaths_;
   std::function<void(DriverConnection&)> on_died_;
   bool died_ = false;
+  uint64_t death_ns_ = 0;  // when the watch's thread saw the lock released
   // Lives as long as the connection: the death watches' posted reports
   // check it before touching the connection.
   std::shared_ptr<bool> alive_ = std::make_shared<bool>(true);
@@ -146,6 +149,12 @@ class DriverRegistry {
   Status listen(const std::string& path);
   DriverConnection* find(const std::string& name);
   std::vector<const DriverConnection*> all() const;
+  // CLOCK_MONOTONIC when the hypervisor last learned that the active
+  // instance of `name` died (its channel lock); 0: never.
+  uint64_t last_death_ns(const std::string& name) const {
+    auto it = last_death_ns_.find(name);
+    return it == last_death_ns_.end() ? 0 : it->second;
+  }
 
  private:
   void accept_next();
@@ -166,6 +175,7 @@ class DriverRegistry {
   std::function<void(DriverConnection&)> on_connect_, on_standby_, on_promote_;
   std::function<void(DriverConnection&, const std::string&)> on_violation_;
   int attach_timeout_ms_ = DriverConnection::kAttachTimeoutMs;
+  std::map<std::string, uint64_t> last_death_ns_;
 };
 
 }  // namespace axl::hv

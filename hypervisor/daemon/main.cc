@@ -90,10 +90,10 @@ int main(int argc, char** argv) {
   supervision.report = [&](const std::string& driver, int pid, const std::string& cause) {
     events.quarantined(driver, pid, cause);
   };
-  supervision.served = [&](const std::string& driver, int pid, uint64_t rebound, uint64_t served) {
-    events.served(driver, pid, rebound, served);
-  };
   axl::hv::DriverRegistry drivers(io);
+  supervision.served = [&](const std::string& driver, int pid, uint64_t rebound, uint64_t served) {
+    events.served(driver, pid, rebound, served, drivers.last_death_ns(driver));
+  };
   // vTPM domains run under the supervisor, which answers a start once the
   // vTPM listens (seconds, for one it provisions): asked without waiting.
   axl::control::SupervisorClient supervisor(io, supervisor_sock);

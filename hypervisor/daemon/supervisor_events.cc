@@ -33,8 +33,8 @@ void SupervisorEvents::domain_state(const std::string& domain, const std::string
 }
 
 void SupervisorEvents::served(const std::string& driver, int pid, uint64_t rebound_ns,
-                              uint64_t served_ns) {
-  push(Event{Event::Kind::kServed, driver, pid, "", rebound_ns, served_ns});
+                              uint64_t served_ns, uint64_t died_ns) {
+  push(Event{Event::Kind::kServed, driver, pid, "", rebound_ns, served_ns, died_ns});
 }
 
 void SupervisorEvents::push(Event e) {
@@ -51,7 +51,7 @@ void SupervisorEvents::send_head() {
       req = control::supervisor::driver_quarantined(e.name, e.pid, e.what);
       break;
     case Event::Kind::kServed:
-      req = control::supervisor::driver_served(e.name, e.pid, e.rebound_ns, e.served_ns);
+      req = control::supervisor::driver_served(e.name, e.pid, e.rebound_ns, e.served_ns, e.died_ns);
       break;
     case Event::Kind::kDomainState:
       req = control::supervisor::domain_state_changed(e.name, e.what);

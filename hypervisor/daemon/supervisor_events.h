@@ -35,17 +35,18 @@ class SupervisorEvents {
   // same instance while one is queued are merged (the first cause wins).
   void quarantined(const std::string& driver, int pid, const std::string& cause);
   void domain_state(const std::string& domain, const std::string& state);
-  void served(const std::string& driver, int pid, uint64_t rebound_ns, uint64_t served_ns);
+  void served(const std::string& driver, int pid, uint64_t rebound_ns, uint64_t served_ns,
+              uint64_t died_ns);
 
   bool idle() const { return queue_.empty(); }  // everything sent and answered
 
  private:
   struct Event {
     enum class Kind { kQuarantined, kDomainState, kServed } kind;
-    std::string name;                        // driver or domain
-    int pid = 0;                             // kQuarantined, kServed
-    std::string what;                        // cause or state
-    uint64_t rebound_ns = 0, served_ns = 0;  // kServed
+    std::string name;                                     // driver or domain
+    int pid = 0;                                          // kQuarantined, kServed
+    std::string what;                                     // cause or state
+    uint64_t rebound_ns = 0, served_ns = 0, died_ns = 0;  // kServed
   };
   void push(Event e);
   void send_head();

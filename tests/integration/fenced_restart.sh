@@ -102,4 +102,8 @@ stats=$(axl drivers --stats | awk '/^Driver +When/ {t = 1; next} t')
 for cause in "hang: " "restart requested" "protocol violation" "crash: killed by Killed"; do
   [ "$(grep -c -- "$cause" <<<"$stats")" = 2 ] || die "expected 2 outages with cause '$cause': $stats"
 done
+# A crash's record says when the hypervisor's channel lock told of it
+# (HvDetect, the 7th field: the date and time are two).
+[ "$(awk '/crash: killed by Killed/ && $7 ~ /^[0-9]+$/' <<<"$stats" | wc -l)" = 2 ] ||
+  die "the crashes' records lack the hypervisor's detection: $stats"
 log "PASS"
