@@ -474,14 +474,14 @@ bool DriverManager::close_outage(DriverDomain* d, uint64_t rebound, uint64_t ser
   const bool fresh = rebound > d->last_rebound_ns && (o.promoted || rebound >= o.restart_ns);
   if (!served || !fresh || served < rebound) return false;
   o.served_ns = served;
+  const uint64_t previous = d->last_rebound_ns;
   d->last_rebound_ns = rebound;
-  // A crash the hypervisor noticed (and promoted the standby for) before
-  // the pidfd woke us: its rebind is the earliest witness of the failure,
-  // so the record's outage is then a lower bound.
-  // The channel lock's report of this death comes no later than the rebind
-  // it caused; either may be the earliest witness of a failure that the
-  // supervisor only saw later (its pidfd), and the record then starts there.
-  if (died && died <= rebound) {
+  // The channel lock's report of this death comes after the rebind that
+  // closed the previous record (the hypervisor repeats its latest one) and
+  // no later than the rebind it caused. It, or else the rebind, may be the
+  // earliest witness of a crash the supervisor only saw later (its pidfd):
+  // the record then starts there, and its outage is a lower bound.
+  if (died > previous && died <= rebound) {
     if (died < o.fail_ns) o.fail_ns = died;
     o.hv_detect_ns = died;
   } else if (rebound < o.fail_ns) {

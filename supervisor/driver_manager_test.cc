@@ -240,6 +240,18 @@ TEST_F(DriverManagerTest, TheHypervisorsReportClosesTheOutage) {
   ASSERT_TRUE(mgr_->served("blk0", d->pid(), rebound, served, died));
   EXPECT_EQ(d->outages[0].served_ns, served);
   EXPECT_EQ(d->outages[0].hv_detect_ns, died);
+  // The next outage's report repeats that death (the hypervisor's latest):
+  // it is not taken for this one's.
+  const int second = d->pid();
+  ASSERT_TRUE(mgr_->kill("blk0", "KILL"));
+  ASSERT_TRUE(run_until([&] { return d->pid() != second && d->pid() > 0; }));
+  ASSERT_EQ(d->outages.size(), 2u);
+  const uint64_t fail2 = d->outages[1].fail_ns;
+  const uint64_t rebound2 = d->outages[1].restart_ns + 1000;
+  ASSERT_TRUE(mgr_->served("blk0", d->pid(), rebound2, rebound2 + 5000, died));
+  EXPECT_EQ(d->outages[1].served_ns, rebound2 + 5000);
+  EXPECT_EQ(d->outages[1].hv_detect_ns, 0u);
+  EXPECT_EQ(d->outages[1].fail_ns, fail2);
   EXPECT_FALSE(mgr_->served("nope", 1, rebound, served).ok());
 }
 
