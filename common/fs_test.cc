@@ -12,14 +12,26 @@ namespace {
 
 namespace fs = std::filesystem;
 
-TEST(RemoveTree, MissingIsFine) { EXPECT_TRUE(remove_tree("/nonexistent/axl-fs-test").ok()); }
+// A temp dir of its own, removed after the test, pass or fail.
+class RemoveTree : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    char tmpl[] = "/tmp/axl-fs-test.XXXXXX";
+    ASSERT_NE(::mkdtemp(tmpl), nullptr);
+    base = tmpl;
+  }
+  void TearDown() override {
+    std::error_code ec;
+    if (!base.empty()) fs::remove_all(base, ec);
+  }
+  std::string base;
+};
+
+TEST_F(RemoveTree, MissingIsFine) { EXPECT_TRUE(remove_tree("/nonexistent/axl-fs-test").ok()); }
 
 // Entries unlinked by someone else during the removal (std::filesystem's
 // remove_all alone leaves the directory behind most of the time here).
-TEST(RemoveTree, RemovesADirectoryWhoseEntriesVanishMeanwhile) {
-  char tmpl[] = "/tmp/axl-fs-test.XXXXXX";
-  ASSERT_NE(::mkdtemp(tmpl), nullptr);
-  const std::string base = tmpl;
+TEST_F(RemoveTree, RemovesADirectoryWhoseEntriesVanishMeanwhile) {
   for (int round = 0; round < 50; ++round) {
     const std::string d = base + "/d";
     fs::create_directories(d);
@@ -32,14 +44,10 @@ TEST(RemoveTree, RemovesADirectoryWhoseEntriesVanishMeanwhile) {
     ASSERT_TRUE(s.ok()) << s.error().message;
     ASSERT_FALSE(fs::exists(d)) << "round " << round;
   }
-  fs::remove_all(base);
 }
 
 // Whole subdirectories removed by someone else during the walk.
-TEST(RemoveTree, RemovesATreeWhoseSubdirectoriesVanishMeanwhile) {
-  char tmpl[] = "/tmp/axl-fs-test.XXXXXX";
-  ASSERT_NE(::mkdtemp(tmpl), nullptr);
-  const std::string base = tmpl;
+TEST_F(RemoveTree, RemovesATreeWhoseSubdirectoriesVanishMeanwhile) {
   for (int round = 0; round < 50; ++round) {
     const std::string d = base + "/d";
     for (int i = 0; i < 10; ++i) {
@@ -55,14 +63,10 @@ TEST(RemoveTree, RemovesATreeWhoseSubdirectoriesVanishMeanwhile) {
     ASSERT_TRUE(s.ok()) << s.error().message;
     ASSERT_FALSE(fs::exists(d)) << "round " << round;
   }
-  fs::remove_all(base);
 }
 
 // A symlink in the tree is removed; what it points at is left alone.
-TEST(RemoveTree, SymlinksAreRemovedNotFollowed) {
-  char tmpl[] = "/tmp/axl-fs-test.XXXXXX";
-  ASSERT_NE(::mkdtemp(tmpl), nullptr);
-  const std::string base = tmpl;
+TEST_F(RemoveTree, SymlinksAreRemovedNotFollowed) {
   fs::create_directories(base + "/keep");
   std::ofstream(base + "/keep/precious") << "x";
   fs::create_directories(base + "/d");
@@ -75,7 +79,6 @@ TEST(RemoveTree, SymlinksAreRemovedNotFollowed) {
   ASSERT_TRUE(remove_tree(base + "/top").ok());
   EXPECT_FALSE(fs::is_symlink(base + "/top"));
   EXPECT_TRUE(fs::exists(base + "/keep/precious"));
-  fs::remove_all(base);
 }
 
 }  // namespace
