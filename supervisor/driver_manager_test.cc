@@ -19,6 +19,7 @@
 #include <sstream>
 
 #include "common/fs.h"
+#include "common/run_until.h"
 
 namespace axl::supervisor {
 namespace {
@@ -82,12 +83,7 @@ class DriverManagerTest : public ::testing::Test {
 
   template <typename F>
   bool run_until(F cond, std::chrono::milliseconds limit = 5000ms) {
-    const auto end = std::chrono::steady_clock::now() + limit;
-    while (!cond() && std::chrono::steady_clock::now() < end) {
-      if (io_.stopped()) io_.restart();  // it ran out of work; a later step adds some
-      io_.run_for(5ms);
-    }
-    return cond();
+    return test_support::run_until(io_, cond, limit);
   }
 
   // pid -> the roles the fake took, in order.

@@ -1,6 +1,8 @@
 // The supervision pieces shared by driver and vTPM domains.
 #include "supervisor/instance.h"
 
+#include "common/run_until.h"
+
 #include <gtest/gtest.h>
 #include <poll.h>
 #include <signal.h>
@@ -99,13 +101,8 @@ class InstanceTest : public ::testing::Test {
   }
   // Runs the loop until `cond` or 5 s.
   template <typename F>
-  bool run_until(F cond) {
-    const auto end = std::chrono::steady_clock::now() + 5s;
-    while (!cond() && std::chrono::steady_clock::now() < end) {
-      if (io_.stopped()) io_.restart();  // it ran out of work; a later step adds some
-      io_.run_for(5ms);
-    }
-    return cond();
+  bool run_until(F cond, std::chrono::milliseconds limit = 5000ms) {
+    return test_support::run_until(io_, cond, limit);
   }
   boost::asio::io_context io_;
   std::vector<std::unique_ptr<Instance>> owned_;

@@ -19,6 +19,7 @@
 #include <optional>
 
 #include "common/fs.h"
+#include "common/run_until.h"
 
 namespace axl::hv {
 namespace {
@@ -122,12 +123,7 @@ class DomainEngineTest : public ::testing::Test {
 
   template <typename F>
   bool run_until(F cond, std::chrono::milliseconds limit = 5000ms) {
-    const auto end = std::chrono::steady_clock::now() + limit;
-    while (!cond() && std::chrono::steady_clock::now() < end) {
-      if (io_.stopped()) io_.restart();  // it ran out of work; a later step adds some
-      io_.run_for(5ms);
-    }
-    return cond();
+    return test_support::run_until(io_, cond, limit);
   }
 
   const char* state_of(const std::string& name) {
