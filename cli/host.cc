@@ -1,8 +1,10 @@
 // axl host up / down: start and stop the host stack (hypervisor, supervisor,
 // driver domains).  The daemons' PIDs are recorded in the state dir and
 // verified before any signal is sent, so `down` never touches a stranger.
+#include <poll.h>
 #include <signal.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include <chrono>
@@ -15,6 +17,7 @@
 #include "common/control_requests.h"
 #include "common/fs.h"
 #include "common/process.h"
+#include "supervisor/journal.h"
 
 namespace axl::cli {
 
@@ -26,35 +29,46 @@ using namespace std::chrono_literals;
 
 namespace {
 
-const char* const kDaemons[] = {"supervisor", "hv"};
-
 std::string pid_file(const HostPaths& p, const std::string& d) {
   return p.state_dir + "/" + d + ".pid";
 }
 
+// The monitor that restarts the supervisor (axolotl-monitor); its pid file.
+constexpr const char* kMonitor = "supervisor-monitor";
+const char* const kDaemons[] = {"supervisor", "hv", kMonitor};
+
 // The PID in `file` if that process is alive and is our daemon for this
-// state dir (its command line names both), else -1.
+// state dir (its command line starts with the program and names the state
+// dir), else -1.
 pid_t live_daemon(const HostPaths& p, const std::string& daemon) {
   std::ifstream f(pid_file(p, daemon));
   pid_t pid = -1;
   if (!(f >> pid) || pid <= 0) return -1;
   auto cmd = config::read_file("/proc/" + std::to_string(pid) + "/cmdline");
   if (!cmd) return -1;
-  std::string c = *cmd;
-  for (auto& ch : c)
-    if (ch == '\0') ch = ' ';
-  if (c.find("axolotl-" + daemon) == std::string::npos || c.find(p.state_dir) == std::string::npos)
+  const std::string program = daemon == kMonitor ? "axolotl-monitor" : "axolotl-" + daemon;
+  const std::string argv0 = cmd->substr(0, cmd->find('\0'));
+  const auto slash = argv0.rfind('/');
+  if (argv0.substr(slash == std::string::npos ? 0 : slash + 1) != program ||
+      cmd->find(p.state_dir) == std::string::npos)
     return -1;
   return pid;
 }
 
+// The last line of a daemon's log that is its own (the supervisor's log also
+// holds its monitor's lines, which only say that it exited).
 std::string last_line(const std::string& path) {
   auto s = config::read_file(path);
   if (!s) return "";
   std::string t = *s;
-  while (!t.empty() && t.back() == '\n') t.pop_back();
-  auto pos = t.rfind('\n');
-  return pos == std::string::npos ? t : t.substr(pos + 1);
+  for (;;) {
+    while (!t.empty() && t.back() == '\n') t.pop_back();
+    const auto pos = t.rfind('\n');
+    std::string line = pos == std::string::npos ? t : t.substr(pos + 1);
+    if (line.find(" axolotl-monitor ") == std::string::npos || pos == std::string::npos)
+      return line;
+    t.resize(pos);
+  }
 }
 
 bool wait_ping(const std::string& socket, const proc::Child& c, std::chrono::milliseconds limit) {
@@ -68,10 +82,11 @@ bool wait_ping(const std::string& socket, const proc::Child& c, std::chrono::mil
 
 void remove_runtime_files(const HostPaths& p) {
   std::error_code ec;
-  for (const char* f :
-       {"hv.sock", "supervisor.sock", "drivers.sock", "hv.pid", "supervisor.pid", "host.toml"})
+  for (const char* f : {"hv.sock", "supervisor.sock", "drivers.sock", "hv.pid", "supervisor.pid",
+                        "supervisor-monitor.pid", "supervisor.notify", "host.toml"})
     fs::remove(p.state_dir + "/" + f, ec);
   (void)remove_tree(p.state_dir + "/dom");
+  (void)remove_tree(p.state_dir + "/instances");
 }
 
 // Stops one daemon: a polite shutdown request, then SIGTERM, then SIGKILL.
@@ -85,6 +100,49 @@ void stop_daemon(const HostPaths& p, const std::string& daemon, const std::strin
     for (int i = 0; i < 60 && live_daemon(p, daemon) == pid; ++i) std::this_thread::sleep_for(50ms);
   }
   if (live_daemon(p, daemon) == pid) ::kill(pid, SIGKILL);
+}
+
+// The supervisor's monitor: asked to restart it no more (it then exits
+// with the supervisor, which is stopped next).
+pid_t quiet_monitor(const HostPaths& p) {
+  pid_t pid = live_daemon(p, kMonitor);
+  if (pid > 0) ::kill(pid, SIGTERM);
+  return pid;
+}
+
+void await_monitor(const HostPaths& p, pid_t pid) {
+  if (pid <= 0) return;
+  for (int i = 0; i < 100 && live_daemon(p, kMonitor) == pid; ++i)
+    std::this_thread::sleep_for(50ms);
+  if (live_daemon(p, kMonitor) == pid) ::kill(pid, SIGKILL);
+}
+
+// Domains whose supervisor died and none adopted them yet: their records
+// (supervisor/journal.h) name them and their pid-namespace holders.
+void stop_recorded_instances(const HostPaths& p) {
+  const std::string dir = p.state_dir + "/instances";
+  std::error_code ec;
+  for (const auto& e : fs::directory_iterator(dir, ec)) {
+    auto text = config::read_file(e.path().string());
+    if (!text) continue;
+    auto r = supervisor::parse_record(*text);
+    if (!r) {
+      fprintf(stderr, "axl: %s: %s\n", e.path().c_str(), r.error().message.c_str());
+      continue;
+    }
+    bool stopped = false;
+    for (auto [pid, start] : {std::pair{r->pid, r->start}, {r->holder_pid, r->holder_start}}) {
+      auto fd = proc::pin(pid, start);
+      if (!fd) continue;
+      ::syscall(SYS_pidfd_send_signal, fd->get(), SIGKILL, nullptr, 0);
+      pollfd pf{fd->get(), POLLIN, 0};
+      (void)::poll(&pf, 1, 2000);
+      stopped |= pid == r->pid;
+    }
+    if (stopped)
+      printf("host down: stopped %s %s pid %d, left behind by its supervisor\n", r->kind.c_str(),
+             r->name.c_str(), r->pid);
+  }
 }
 
 }  // namespace
@@ -104,7 +162,7 @@ int host_up(const HostPaths& p, const std::string& config_path, const std::strin
                   " is gone): run 'axl host down --state-dir " + p.state_dir + "' to clean it");
   }
   std::string bin = proc::exe_dir();
-  for (const char* b : {"axolotl-hv", "axolotl-supervisor", "axolotl-driverdom"})
+  for (const char* b : {"axolotl-hv", "axolotl-supervisor", "axolotl-monitor", "axolotl-driverdom"})
     if (::access((bin + "/" + b).c_str(), X_OK) != 0)
       return fail(std::string("missing ") + b + " beside axl in " + bin);
   if (proc::find_on_path("qemu-system-x86_64").empty())
@@ -122,7 +180,7 @@ int host_up(const HostPaths& p, const std::string& config_path, const std::strin
                    std::vector<std::string> argv) -> Result<proc::Child> {
     proc::SpawnOptions so;
     so.argv = std::move(argv);
-    so.log_path = p.state_dir + "/" + daemon + ".log";
+    so.log_path = p.state_dir + "/" + (daemon == kMonitor ? "supervisor" : daemon) + ".log";
     so.new_session = true;
     auto c = proc::spawn(so);
     if (!c) return c.error();
@@ -130,8 +188,11 @@ int host_up(const HostPaths& p, const std::string& config_path, const std::strin
     return c;
   };
   auto abort_up = [&](const std::string& msg) {
+    const pid_t monitor = quiet_monitor(p);
     stop_daemon(p, "supervisor", p.supervisor_socket());
     stop_daemon(p, "hv", p.hv_socket());
+    await_monitor(p, monitor);
+    stop_recorded_instances(p);
     remove_runtime_files(p);
     return fail(msg);
   };
@@ -140,15 +201,27 @@ int host_up(const HostPaths& p, const std::string& config_path, const std::strin
   if (!hv) return abort_up(hv.error().message);
   if (!wait_ping(p.hv_socket(), *hv, 10s))
     return abort_up("hypervisor did not start: " + last_line(p.state_dir + "/hv.log"));
-  std::vector<std::string> sup_argv{bin + "/axolotl-supervisor", "--state-dir", p.state_dir,
-                                    "--config", p.state_dir + "/host.toml"};
+  // The supervisor runs under a monitor that restarts it if it crashes and
+  // keeps its domains' channels meanwhile (supervisor/monitor/main.cc); the
+  // monitor writes supervisor.pid at each start.
+  std::vector<std::string> sup_argv{bin + "/axolotl-monitor",
+                                    "--state-dir",
+                                    p.state_dir,
+                                    "--name",
+                                    "supervisor",
+                                    "--",
+                                    bin + "/axolotl-supervisor",
+                                    "--state-dir",
+                                    p.state_dir,
+                                    "--config",
+                                    p.state_dir + "/host.toml"};
   if (bus == "system")
     sup_argv.push_back("--dbus-system");
   else if (bus == "none")
     sup_argv.push_back("--no-dbus");
   else if (!bus.empty())
     sup_argv.insert(sup_argv.end(), {"--dbus-address", bus});
-  auto sup = start("supervisor", std::move(sup_argv));
+  auto sup = start(kMonitor, std::move(sup_argv));
   if (!sup) return abort_up(sup.error().message);
   if (!wait_ping(p.supervisor_socket(), *sup, 10s))
     return abort_up("supervisor did not start: " + last_line(p.state_dir + "/supervisor.log"));
@@ -201,10 +274,15 @@ int host_down(const HostPaths& p) {
   bool any = false;
   for (const char* d : kDaemons) any |= live_daemon(p, d) > 0 || fs::exists(pid_file(p, d));
   if (!any) return fail("no host running with state dir " + p.state_dir);
-  // Hypervisor first: it destroys every domain while their drivers still
-  // serve them; then the supervisor stops the driver domains.
+  // The supervisor is not restarted from now on.  Hypervisor first: it
+  // destroys every domain while their drivers still serve them; then the
+  // supervisor stops the driver domains; then whatever a crashed supervisor
+  // left behind.
+  const pid_t monitor = quiet_monitor(p);
   stop_daemon(p, "hv", p.hv_socket());
   stop_daemon(p, "supervisor", p.supervisor_socket());
+  await_monitor(p, monitor);
+  stop_recorded_instances(p);
   // A QEMU whose hypervisor was killed still runs: its record names it.
   std::error_code ec;
   for (const auto& e : fs::directory_iterator(p.state_dir + "/dom", ec)) {

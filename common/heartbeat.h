@@ -3,7 +3,8 @@
 // stopped process, stops answering, which is how the supervisor tells a
 // hang.  `healthy`, if given, is asked before each answer: a domain whose
 // work is stuck elsewhere (a vTPM command that never ends) withholds it.
-// When the supervisor goes away the domain has no one to watch it and exits.
+// When the supervisor's end closes, `on_lost` runs once (domains serve on:
+// their data path never depends on the supervisor).
 #pragma once
 #include <functional>
 #include <memory>

@@ -8,7 +8,6 @@
 #include <sched.h>
 #include <signal.h>
 #include <string.h>
-#include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
@@ -142,12 +141,14 @@ void kill_and_reap(pid_t pid) {
   ::waitpid(pid, nullptr, 0);
 }
 
-// A pid namespace whose init does nothing but hold it.
+// A pid namespace whose init does nothing but hold it.  It outlives its
+// creator on purpose (no PR_SET_PDEATHSIG): the domain it holds must survive
+// a crash of the supervisor, whose successor adopts both (or `axl host down`
+// kills both by their records).
 Result<NsHolder> make_pid_ns_holder() {
   pid_t h = raw_clone(CLONE_NEWPID);
   if (h < 0) return make_error(std::string("cannot create a pid namespace: ") + strerror(errno));
   if (h == 0) {
-    ::prctl(PR_SET_PDEATHSIG, SIGKILL);
     ::syscall(SYS_close_range, 0, ~0U, 0);
     for (;;) ::pause();
   }
@@ -304,7 +305,12 @@ Result<int> wait_for(const Child& c, std::chrono::milliseconds timeout) {
   while (r < 0 && errno == EINTR);
   if (r <= 0) return make_error("still running");
   int st = 0;
-  if (::waitpid(c.pid, &st, 0) < 0) return make_error(std::string("waitpid: ") + strerror(errno));
+  if (::waitpid(c.pid, &st, 0) < 0) {
+    // Not our child (adopted from a predecessor): it exited, how is its
+    // reaper's to know.
+    if (errno == ECHILD) return kStatusUnknown;
+    return make_error(std::string("waitpid: ") + strerror(errno));
+  }
   return st;
 }
 
@@ -342,12 +348,12 @@ std::string find_on_path(const std::string& name) {
 }
 
 std::string describe_status(int st) {
+  if (st == kStatusUnknown) return "exited (status unknown: adopted, not our child)";
   if (WIFEXITED(st)) return "exited " + std::to_string(WEXITSTATUS(st));
   if (WIFSIGNALED(st)) return std::string("killed by ") + strsignal(WTERMSIG(st));
   return "status " + std::to_string(st);
 }
 
-namespace {
 // Field 22 of /proc/PID/stat, in clock ticks since boot; 0 when gone.
 uint64_t start_time(pid_t pid) {
   std::ifstream f("/proc/" + std::to_string(pid) + "/stat");
@@ -361,7 +367,30 @@ uint64_t start_time(pid_t pid) {
     if (i == 22) return std::strtoull(field.c_str(), nullptr, 10);
   return 0;
 }
-}  // namespace
+
+Result<UniqueFd> pin(pid_t pid, uint64_t start) {
+  if (pid <= 1 || !start) return make_error("no such process");
+  UniqueFd fd(pidfd_open(pid));
+  if (!fd) return make_error("pid " + std::to_string(pid) + " is gone");
+  // Checked after the pidfd pins it: the start time names the process held.
+  if (start_time(pid) != start)
+    return make_error("pid " + std::to_string(pid) + " is another process now");
+  return fd;
+}
+
+Result<Child> adopt(pid_t pid, uint64_t start, pid_t holder_pid, uint64_t holder_start) {
+  auto fd = pin(pid, start);
+  if (!fd) return fd.error();
+  Child c;
+  c.pid = pid;
+  c.pidfd = std::move(fd).value();
+  if (holder_pid > 0) {
+    auto h = pin(holder_pid, holder_start);
+    if (!h) return make_error("its pid-namespace holder: " + h.error().message);
+    c.ns_holder = NsHolder(holder_pid, std::move(h).value());
+  }
+  return c;
+}
 
 Status write_record(const std::string& path, pid_t pid) {
   const uint64_t t = start_time(pid);
@@ -384,10 +413,9 @@ Result<pid_t> kill_recorded(const std::string& path, std::chrono::milliseconds w
   unsigned long long t = 0;
   if (!(f >> pid >> t) || pid <= 1 || pid > INT32_MAX || !t)
     return make_error("malformed process record " + path);
-  // The pidfd pins the process: checked after it is open, the start time
-  // names the process it will signal.
-  UniqueFd fd(pidfd_open(pid_t(pid)));
-  if (!fd || start_time(pid_t(pid)) != t) return pid_t(0);
+  auto pinned = pin(pid_t(pid), t);
+  if (!pinned) return pid_t(0);
+  UniqueFd fd = std::move(pinned).value();
   if (::syscall(SYS_pidfd_send_signal, fd.get(), SIGKILL, nullptr, 0) != 0) return pid_t(0);
   pollfd p{fd.get(), POLLIN, 0};
   (void)::poll(&p, 1, int(wait.count()));

@@ -85,9 +85,24 @@ struct Child {
 Result<Child> spawn(const SpawnOptions& opts);
 
 // Waits up to `timeout` for the child; returns its wait status if it exited.
+// A child adopted from a predecessor (adopt()) is not ours to wait for: once
+// it exited its status is kStatusUnknown.
+inline constexpr int kStatusUnknown = -1;
 Result<int> wait_for(const Child& c, std::chrono::milliseconds timeout);
 // SIGTERM, then SIGKILL after `grace`; reaps; returns the wait status.
 int stop(const Child& c, std::chrono::milliseconds grace);
+
+// Field 22 of /proc/PID/stat (clock ticks since boot): with the pid, the
+// identity of a process across pid reuse; 0 when there is none.
+uint64_t start_time(pid_t pid);
+// A pidfd on `pid` if it is still the process that started at `start`.
+Result<UniqueFd> pin(pid_t pid, uint64_t start);
+// Takes over a process (and its pid-namespace holder, if any) that a
+// predecessor started and recorded (pid, start time): a Child whose pidfd
+// and holder work as for one spawned here, except that its wait status is
+// unknown (kStatusUnknown).  An Error if either is gone or is another
+// process now.
+Result<Child> adopt(pid_t pid, uint64_t start, pid_t holder_pid = -1, uint64_t holder_start = 0);
 
 // A record of a process that may outlive whoever started it (a QEMU whose
 // hypervisor was killed): its pid and its start time (/proc/PID/stat), so a

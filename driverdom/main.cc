@@ -134,7 +134,13 @@ int main(int argc, char** argv) {
   const int health_fd = health.get();
   if (health)
     heartbeat = std::make_unique<HeartbeatResponder>(
-        io, std::move(health), [&io] { io.stop(); },
+        io, std::move(health),
+        // The data path never depends on the supervisor: without it this
+        // domain serves on, unwatched, until a successor adopts it (the fd
+        // store keeps the channel open across its crash, so this is a
+        // supervisor that left without one: docs/architecture.md, "No
+        // single point of failure").
+        [] { AXL_WARN("no supervisor watches this domain any more; serving on"); },
         [&faults](const std::string& f) {
           if (auto s = faults.run(f); !s)
             AXL_WARN("fault '%s' refused: %s", f.c_str(), s.error().message.c_str());

@@ -1,11 +1,14 @@
 #include "supervisor/driver_manager.h"
 
+#include <fcntl.h>
 #include <signal.h>
 #include <sys/socket.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstring>
 #include <thread>
 
@@ -58,20 +61,135 @@ DriverDomain* DriverManager::find(const std::string& name) {
   return nullptr;
 }
 
+namespace {
+const char* role_name(bool standby, bool spare) {
+  return standby ? "standby" : spare ? "spare" : "active";
+}
+}  // namespace
+
 Status DriverManager::start_all(const config::HostConfig& host) {
+  std::vector<InstanceRecord> records;
+  if (journal_) records = journal_->load();
   for (const auto& dc : host.drivers) {
     auto d = std::make_unique<DriverDomain>();
     d->cfg = dc;
     d->budget = RestartBudget(dc.restart_max, std::chrono::seconds(dc.restart_window_s));
     if (dc.kind == config::DriverKind::kNet) {
-      auto tap = open_tap(dc.tap);
-      if (!tap) return make_error("driver '" + dc.name + "': " + tap.error().message);
-      d->tap = std::move(tap).value();
+      // A predecessor's TAP, if it kept one: its drivers still hold it, and
+      // a single-queue TAP cannot be attached twice.
+      if (journal_) d->tap = journal_->store().take("tap." + dc.name);
+      if (!d->tap) {
+        auto tap = open_tap(dc.tap);
+        if (!tap) return make_error("driver '" + dc.name + "': " + tap.error().message);
+        d->tap = std::move(tap).value();
+      }
+      if (journal_)
+        if (auto s = journal_->store().put("tap." + dc.name, d->tap.get()); !s)
+          AXL_WARN("driver %s: %s", dc.name.c_str(), s.error().message.c_str());
     }
-    if (auto s = spawn(*d); !s) return s;
+    std::vector<InstanceRecord> mine;
+    for (auto it = records.begin(); it != records.end();) {
+      if (it->kind == "driver" && it->name == dc.name) {
+        mine.push_back(*it);
+        it = records.erase(it);
+      } else {
+        ++it;
+      }
+    }
+    DriverDomain* raw = d.get();
     drivers_.push_back(std::move(d));
+    const bool died = adopt(*raw, mine);
+    if (raw->active) {
+      watch_active(*raw);
+      if (raw->cfg.standby && !raw->standby) {
+        if (auto s = spawn_standby(*raw); !s) return s;
+      }
+      if (!raw->cfg.standby) schedule_spare(*raw, 50ms);
+    } else if (died) {
+      failed(raw, "exited while no supervisor ran", monotonic_ns());
+    } else if (auto s = spawn(*raw); !s) {
+      return s;
+    }
+  }
+  // Records of drivers the config no longer names: nothing to adopt them into.
+  for (const auto& r : records) {
+    if (r.kind != "driver") continue;
+    AXL_WARN("driver %s (pid %d) is not in the host config: stopping it", r.name.c_str(), r.pid);
+    if (auto i = adopt_instance(r); i) (*i)->stop(500ms);
   }
   return {};
+}
+
+// A recorded instance, if it is still the process recorded (pidfd, start
+// time, its cgroup's member) and its health channel came back from the fd
+// store.  One that is gone, or that cannot be reached without its channel,
+// is killed (it could not be watched) and its remains removed: an Error
+// says why.
+Result<std::unique_ptr<Instance>> DriverManager::adopt_instance(const InstanceRecord& r) {
+  std::unique_ptr<cgroup::Group> group;
+  if (!r.cgroup.empty() && cgroups_) {
+    auto g = cgroups_->adopt(r.cgroup);
+    if (g) group = std::move(g).value();
+  }
+  auto child = proc::adopt(r.pid, r.start, r.holder_pid, r.holder_start);
+  UniqueFd health = journal_ ? journal_->store().take(r.key()) : UniqueFd();
+  std::string why;
+  if (!child) {
+    why = child.error().message;
+  } else if (!health) {
+    why = "its health channel was not kept (no fd store)";
+  } else if (group) {
+    auto in = group->pids();
+    if (std::find(in.begin(), in.end(), r.pid) == in.end())
+      why = "it is not in its cgroup " + r.cgroup;
+  }
+  if (why.empty()) {
+    ::fcntl(health.get(), F_SETFL, ::fcntl(health.get(), F_GETFL) | O_NONBLOCK);
+    auto inst = std::make_unique<Instance>(io_, std::move(child).value(), std::move(health),
+                                           std::move(group));
+    (void)inst->journal(journal_, r, /*write=*/false);
+    return inst;
+  }
+  // Not adoptable: nothing of it may stay.
+  if (child) (void)proc::stop(*child, 0ms);
+  if (r.holder_pid > 0)
+    if (auto h = proc::pin(r.holder_pid, r.holder_start); h)
+      ::syscall(SYS_pidfd_send_signal, h->get(), SIGKILL, nullptr, 0);
+  if (journal_) journal_->forget(r.key());
+  reaper_.retire(std::move(group));
+  return make_error(why);
+}
+
+bool DriverManager::adopt(DriverDomain& d, const std::vector<InstanceRecord>& records) {
+  bool died = false;
+  for (const auto& r : records) {
+    d.instance_seq = std::max(d.instance_seq, r.seq);
+    auto inst = adopt_instance(r);
+    if (!inst) {
+      AXL_WARN("driver %s: %s instance pid %d not adopted: %s", d.cfg.name.c_str(), r.role.c_str(),
+               r.pid, inst.error().message.c_str());
+      died |= r.role == "active";
+      continue;
+    }
+    std::unique_ptr<Instance>* slot = r.role == "active"                     ? &d.active
+                                      : r.role == "standby" && d.cfg.standby ? &d.standby
+                                      : r.role == "spare" && !d.cfg.standby  ? &d.spare
+                                                                             : nullptr;
+    if (!slot || *slot) {
+      AXL_WARN("driver %s: %s instance pid %d has no place now: stopping it", d.cfg.name.c_str(),
+               r.role.c_str(), r.pid);
+      (*inst)->stop(500ms);
+      continue;
+    }
+    *slot = std::move(inst).value();
+    adopted_any_ = true;
+    AXL_INFO("driver %s: adopted its %s instance, pid %d", d.cfg.name.c_str(), r.role.c_str(),
+             r.pid);
+  }
+  DriverDomain* raw = &d;
+  if (d.standby) d.standby->watch_exit([this, raw] { standby_exited(raw); });
+  if (d.spare) d.spare->watch_exit([this, raw] { spare_exited(raw); });
+  return died;
 }
 
 Result<std::unique_ptr<Instance>> DriverManager::launch(DriverDomain& d, Role role) {
@@ -140,7 +258,19 @@ Result<std::unique_ptr<Instance>> DriverManager::launch(DriverDomain& d, Role ro
   }
   auto c = proc::spawn(so);
   if (!c) return make_error("driver '" + d.cfg.name + "': " + c.error().message);
-  return std::make_unique<Instance>(io_, std::move(c).value(), std::move(ours), std::move(group));
+  auto inst =
+      std::make_unique<Instance>(io_, std::move(c).value(), std::move(ours), std::move(group));
+  if (journal_) {
+    InstanceRecord r;
+    r.kind = "driver";
+    r.name = d.cfg.name;
+    r.role = role_name(role == Role::kStandby, role == Role::kSpare);
+    r.seq = d.instance_seq;
+    if (auto s = inst->journal(journal_, std::move(r)); !s)
+      AXL_WARN("driver %s: pid %d will not outlive this supervisor: %s", d.cfg.name.c_str(),
+               inst->pid(), s.error().message.c_str());
+  }
+  return inst;
 }
 
 Status DriverManager::spawn(DriverDomain& d) {
@@ -176,18 +306,20 @@ void DriverManager::spawn_spare(DriverDomain& d) {
   }
   d.spare = std::move(c).value();
   DriverDomain* raw = &d;
-  d.spare->watch_exit([this, raw] {
-    if (stopping_) return;
-    const int pid = raw->spare->pid();
-    const int st = raw->spare->reap(reaper_, nullptr);
-    raw->spare.reset();
-    AXL_WARN("driver %s: parked spare pid %d exited (%s)", raw->cfg.name.c_str(), pid,
-             proc::describe_status(st).c_str());
-    // A spare that cannot even park (a broken binary, say) is not made
-    // forever: restarts then simply start a fresh process.
-    if (++raw->spare_failures < 5) schedule_spare(*raw, 100ms);
-  });
+  d.spare->watch_exit([this, raw] { spare_exited(raw); });
   AXL_INFO("driver %s spare started, pid %d (parked)", d.cfg.name.c_str(), d.spare->pid());
+}
+
+void DriverManager::spare_exited(DriverDomain* d) {
+  if (stopping_) return;
+  const int pid = d->spare->pid();
+  const int st = d->spare->reap(reaper_, nullptr);
+  d->spare.reset();
+  AXL_WARN("driver %s: parked spare pid %d exited (%s)", d->cfg.name.c_str(), pid,
+           proc::describe_status(st).c_str());
+  // A spare that cannot even park (a broken binary, say) is not made
+  // forever: restarts then simply start a fresh process.
+  if (++d->spare_failures < 5) schedule_spare(*d, 100ms);
 }
 
 // Makes the parked spare the active instance: it gets `start` (with its
@@ -219,6 +351,7 @@ bool DriverManager::start_spare(DriverDomain& d, uint64_t* started_ns) {
   d.spare->unwatch();
   d.spare_failures = 0;
   d.active = std::move(d.spare);
+  d.active->set_role("active");
   return true;
 }
 
@@ -248,19 +381,21 @@ Status DriverManager::spawn_standby(DriverDomain& d) {
   if (!c) return c.error();
   d.standby = std::move(c).value();
   DriverDomain* raw = &d;
-  d.standby->watch_exit([this, raw] {
-    if (stopping_) return;
-    // A standby that dies before it is needed is simply replaced.
-    (void)raw->standby->reap(reaper_, nullptr);
-    raw->standby.reset();
-    AXL_WARN("driver %s: standby exited; starting another", raw->cfg.name.c_str());
-    auto t = std::make_shared<asio::steady_timer>(io_, 100ms);
-    t->async_wait([this, raw, t](const boost::system::error_code& e) {
-      if (!e && !stopping_ && !raw->standby) (void)spawn_standby(*raw);
-    });
-  });
+  d.standby->watch_exit([this, raw] { standby_exited(raw); });
   AXL_INFO("driver %s standby started, pid %d", d.cfg.name.c_str(), d.standby->pid());
   return {};
+}
+
+// A standby that dies before it is needed is simply replaced.
+void DriverManager::standby_exited(DriverDomain* d) {
+  if (stopping_) return;
+  (void)d->standby->reap(reaper_, nullptr);
+  d->standby.reset();
+  AXL_WARN("driver %s: standby exited; starting another", d->cfg.name.c_str());
+  auto t = std::make_shared<asio::steady_timer>(io_, 100ms);
+  t->async_wait([this, d, t](const boost::system::error_code& e) {
+    if (!e && !stopping_ && !d->standby) (void)spawn_standby(*d);
+  });
 }
 
 // A kill the supervisor decides itself (a hang, a quarantine, a cgroup
@@ -384,8 +519,12 @@ void DriverManager::on_exit(DriverDomain* d) {
     d->state = DriverState::kStopped;
     return;
   }
+  failed(d, cause.empty() ? "crash: " + proc::describe_status(d->exit_status) : cause, detect);
+}
+
+void DriverManager::failed(DriverDomain* d, const std::string& cause, uint64_t detect) {
   Outage o;
-  o.cause = cause.empty() ? "crash: " + proc::describe_status(d->exit_status) : cause;
+  o.cause = cause;
   o.fail_ns = d->pending_fail_ns ? d->pending_fail_ns : detect;
   o.detect_ns = detect;
   o.at_unix_s = uint64_t(::time(nullptr));
@@ -406,6 +545,7 @@ void DriverManager::on_exit(DriverDomain* d) {
     d->budget.record(std::chrono::steady_clock::now());
     ++d->restarts;
     d->active = std::move(d->standby);
+    d->active->set_role("active");
     watch_active(*d);
     d->outages.back().restart_ns = detect;
     d->outages.back().promoted = true;
@@ -518,6 +658,7 @@ void DriverManager::stop_all() {
     discard_spare(*d);
     if (d->active) d->exit_status = d->active->stop(2000ms);
     d->active.reset();
+    if (journal_ && d->tap) journal_->store().remove("tap." + d->cfg.name);
     d->state = DriverState::kStopped;
   }
   drivers_.clear();

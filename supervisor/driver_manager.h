@@ -95,7 +95,17 @@ class DriverManager {
   ~DriverManager();
   // Kills the supervisor decides itself then fence first (see kill_for).
   void set_promote(PromoteFn f) { promote_ = std::move(f); }
+  // Persists every instance there (supervisor/journal.h); start_all then
+  // adopts the instances a predecessor recorded first.
+  void set_journal(Journal* j) { journal_ = j; }
+  // Starts every driver of `host`: with a journal, adopts the instances of
+  // it that a predecessor left running (same pid, start time and cgroup, its
+  // health channel from the fd store), restarts the ones that died meanwhile
+  // (cause "exited while no supervisor ran") and stops the ones it cannot
+  // adopt or that `host` no longer names.
   Status start_all(const config::HostConfig& host);
+  // Whether start_all adopted any running instance.
+  bool adopted_any() const { return adopted_any_; }
   void stop_all();
   const std::vector<std::unique_ptr<DriverDomain>>& drivers() const { return drivers_; }
   DriverDomain* find(const std::string& name);
@@ -129,11 +139,18 @@ class DriverManager {
   // (true) or, if that fails, discarded (false).
   void schedule_spare(DriverDomain& d, std::chrono::milliseconds delay);
   void spawn_spare(DriverDomain& d);
+  void spare_exited(DriverDomain* d);
+  void standby_exited(DriverDomain* d);
   bool start_spare(DriverDomain& d, uint64_t* started_ns);
   void discard_spare(DriverDomain& d);
   // started_ns: when the instance became the active one (0: now).
   void watch_active(DriverDomain& d, uint64_t started_ns = 0);
   void on_exit(DriverDomain* d);
+  // After the active instance ended (null now): a promotion or a restart.
+  void failed(DriverDomain* d, const std::string& cause, uint64_t detect);
+  Result<std::unique_ptr<Instance>> adopt_instance(const InstanceRecord& r);
+  // Adopts d's recorded instances; true if its active one died meanwhile.
+  bool adopt(DriverDomain& d, const std::vector<InstanceRecord>& records);
   void restart(DriverDomain* d);
   void kill_for(DriverDomain* d, const std::string& cause, uint64_t fail_ns);
   void poll_served(DriverDomain* d, int tries_left);
@@ -148,9 +165,11 @@ class DriverManager {
   ServiceTimesFn service_times_;
   PromoteFn promote_;
   cgroup::Manager* cgroups_;
+  Journal* journal_ = nullptr;
   Events events_;
   std::vector<std::unique_ptr<DriverDomain>> drivers_;
   bool stopping_ = false;
+  bool adopted_any_ = false;
   int hv_pid_ = 0;  // the hypervisor, as its socket's peer (escape-attempt hooks only)
   Reaper reaper_;   // dead instances' cgroups and pid-namespace holders
 };

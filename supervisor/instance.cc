@@ -114,7 +114,26 @@ Status Instance::signal(int sig) {
   return {};
 }
 
+Status Instance::journal(Journal* j, InstanceRecord r, bool write) {
+  journal_ = j;
+  r.pid = child_.pid;
+  r.start = proc::start_time(child_.pid);
+  r.holder_pid = child_.ns_holder.pid();
+  r.holder_start = r.holder_pid > 0 ? proc::start_time(r.holder_pid) : 0;
+  r.cgroup = group_ ? group_->name() : "";
+  record_ = std::move(r);
+  if (!j || !write) return {};
+  return j->record(record_, health_fd());
+}
+
+void Instance::set_role(const std::string& role) {
+  record_.role = role;
+  if (journal_) journal_->update(record_);
+}
+
 int Instance::reap(Reaper& reaper, std::string* cause) {
+  if (journal_) journal_->forget(record_.key());
+  journal_ = nullptr;
   unwatch();
   auto st = proc::wait_for(child_, std::chrono::milliseconds(0));
   child_.pid = -1;
@@ -132,6 +151,8 @@ int Instance::stop(std::chrono::milliseconds grace) {
   health_.reset();  // a parked spare exits when its channel closes
   int status = -1;
   if (child_.pid > 0) status = proc::stop(child_, grace);
+  if (journal_) journal_->forget(record_.key());
+  journal_ = nullptr;
   child_.pid = -1;
   group_.reset();
   return status;

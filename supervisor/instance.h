@@ -20,6 +20,7 @@
 #include "common/unique_fd.h"
 #include "supervisor/cgroup/cgroup.h"
 #include "supervisor/health_monitor.h"
+#include "supervisor/journal.h"
 
 namespace axl::supervisor {
 
@@ -99,6 +100,13 @@ class Instance {
   // for an instance discarded before it served. Returns the wait status.
   int stop(std::chrono::milliseconds grace);
 
+  // Persists it in `j` (supervisor/journal.h): `r` (its pid, holder and
+  // cgroup are filled in here) and its health channel; `write` false for an
+  // instance adopted from its existing record.  The record follows its role
+  // (set_role) and goes when it is reaped or stopped.
+  Status journal(Journal* j, InstanceRecord r, bool write = true);
+  void set_role(const std::string& role);
+
  private:
   void watch_group();
   void fail(const std::string& cause, uint64_t fail_ns);
@@ -110,6 +118,8 @@ class Instance {
   std::unique_ptr<HealthMonitor> monitor_;
   std::unique_ptr<boost::asio::posix::stream_descriptor> exit_watch_, group_watch_;
   FailFn on_fail_;
+  Journal* journal_ = nullptr;
+  InstanceRecord record_;
   // Bumped by unwatch(): handlers of earlier watches do nothing.
   std::shared_ptr<uint64_t> gen_ = std::make_shared<uint64_t>(0);
 };

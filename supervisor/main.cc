@@ -21,6 +21,8 @@
 #include "supervisor/dbus/manager_api.h"
 #include "supervisor/dbus/supervisor_backend.h"
 #include "supervisor/driver_manager.h"
+#include "supervisor/fd_store.h"
+#include "supervisor/journal.h"
 #include "supervisor/vtpm_manager.h"
 
 int main(int argc, char** argv) {
@@ -44,6 +46,9 @@ int main(int argc, char** argv) {
   }
   axl::log::set_component("axolotl-supervisor");
   signal(SIGPIPE, SIG_IGN);
+  // Before anything is spawned: the fds a predecessor kept, and the store
+  // (supervisor/fd_store.h); no domain inherits either.
+  axl::supervisor::FdStore fd_store = axl::supervisor::FdStore::from_environment();
   auto text = axl::config::read_file(config_path);
   if (!text) {
     AXL_ERROR("%s", text.error().message.c_str());
@@ -72,7 +77,9 @@ int main(int argc, char** argv) {
   // Resource limits for driver domains; without usable cgroups drivers run
   // unlimited, and the supervisor says so.
   std::unique_ptr<axl::cgroup::Manager> cgroups;
-  const std::string prefix = "axolotl-" + std::to_string(getpid());
+  // One prefix per state dir, the same for every supervisor of this host:
+  // a successor adopts its predecessor's groups (supervisor/journal.h).
+  const std::string prefix = axl::supervisor::cgroup_prefix(state_dir);
   auto m = axl::cgroup::Manager::detect(prefix);
   if (!m && axl::supervisor::mount_cgroups_privately(state_dir + "/cgroup"))
     m = axl::cgroup::Manager::detect(prefix);
@@ -97,6 +104,8 @@ int main(int argc, char** argv) {
   axl::supervisor::DriverManager drivers(io, axl::proc::exe_dir() + "/axolotl-driverdom",
                                          state_dir + "/drivers.sock", state_dir, service_times,
                                          events, cgroups.get());
+  axl::supervisor::Journal journal(state_dir + "/instances", fd_store);
+  drivers.set_journal(&journal);
   drivers.set_promote([&](const std::string& driver, std::function<void(axl::Status)> done) {
     hv.promote_standby(driver, 1000, [done](axl::Result<axl::control::ControlReply> r) {
       done(r ? axl::Status() : axl::Status(r.error()));
@@ -165,12 +174,21 @@ int main(int argc, char** argv) {
   }
   if (auto s = drivers.start_all(*host); !s) {
     AXL_ERROR("%s", s.error().message.c_str());
+    // Domains adopted from a predecessor serve guests: left as a crash
+    // leaves them, to the next supervisor (or `axl host down`).
+    if (drivers.adopted_any()) _exit(1);
     drivers.stop_all();
     return 1;
   }
   boost::asio::signal_set sigs(io, SIGTERM, SIGINT);
   sigs.async_wait([&](const boost::system::error_code&, int) { io.stop(); });
-  AXL_INFO("ready, %zu driver domains", drivers.drivers().size());
+  for (const auto& name : fd_store.untaken()) {
+    AXL_INFO("kept fd %s belongs to no domain now: dropped", name.c_str());
+    fd_store.remove(name);
+  }
+  fd_store.ready();
+  AXL_INFO("ready, %zu driver domains%s", drivers.drivers().size(),
+           fd_store.available() ? "; their channels kept in the fd store" : "");
   io.run();
   dbus_api.reset();  // it calls into the backend and the driver manager
   AXL_INFO("stopping: stopping every driver and vTPM domain");

@@ -247,7 +247,8 @@ Result<V2Probe> probe_v2_parent(const std::string& mount, const std::string& par
   bool created = false;
   auto st = make_dir(probe.base, &created);
   if (!st) return st.error();
-  if (created) probe.made.push_back(probe.base);
+  // Also one a predecessor made: it is ours to remove once empty.
+  probe.made.push_back(probe.base);
   for (const auto& c : words(cpu ? "+memory +pids +cpu" : "+memory +pids")) {
     auto wst = write_file(probe.base + "/cgroup.subtree_control", c);
     if (!wst) {
@@ -331,7 +332,7 @@ Result<std::unique_ptr<Manager>> Manager::detect(const std::string& prefix) {
         bool created = false;
         auto st = make_dir(dir, &created);
         if (st) {
-          if (created) m->made_.push_back(dir);
+          m->made_.push_back(dir);  // also a predecessor's: ours to remove
           base = dir;
           break;
         }
@@ -404,6 +405,32 @@ Result<std::unique_ptr<Group>> Manager::create(const std::string& name, const Li
     // Limits still hold without notification; breach() still works by polling.
     AXL_WARN("cgroup %s: no event notification: %s", name.c_str(), st.error().message.c_str());
   }
+  return g;
+}
+
+Result<std::unique_ptr<Group>> Manager::adopt(const std::string& name) {
+  if (!valid_component(name))
+    return make_error("cgroup name '" + name + "' is not one path component");
+  std::unique_ptr<Group> g(new Group(version_, name));
+  auto find = [&](const std::string& base) -> Result<std::string> {
+    std::string dir = join_path(base, name);
+    if (!exists(dir + "/cgroup.procs")) return make_error("no cgroup " + dir);
+    for (const auto& d : g->dirs_)
+      if (d == dir) return dir;
+    g->dirs_.push_back(dir);
+    return dir;
+  };
+  auto mem = find(memory_base_);
+  if (!mem) return mem.error();
+  g->memory_dir_ = *mem;
+  auto pids = find(pids_base_);
+  if (!pids) return pids.error();
+  g->pids_dir_ = *pids;
+  if (!cpu_base_.empty()) {
+    if (auto cpu = find(cpu_base_)) g->cpu_dir_ = *cpu;
+  }
+  if (auto st = g->watch(); !st)
+    AXL_WARN("cgroup %s: no event notification: %s", name.c_str(), st.error().message.c_str());
   return g;
 }
 

@@ -105,7 +105,8 @@ class Manager {
 
   Manager(const Manager&) = delete;
   Manager& operator=(const Manager&) = delete;
-  // Removes the <prefix> directories (groups must be gone first).
+  // Removes the <prefix> directories (groups must be gone first), also ones
+  // a predecessor made.
   ~Manager();
 
   std::string describe() const;
@@ -113,6 +114,10 @@ class Manager {
 
   // `name` is one path component (no '/', not "." or "..").
   Result<std::unique_ptr<Group>> create(const std::string& name, const Limits& limits);
+  // The existing group `name` that a predecessor with the same prefix made
+  // (a supervisor adopting its predecessor's domains): its limits stand, its
+  // events are watched again, and it is removed like one made here.
+  Result<std::unique_ptr<Group>> adopt(const std::string& name);
 
  private:
   Manager(Version version) : version_(version) {}
