@@ -120,44 +120,8 @@ Status DriverManager::start_all(const config::HostConfig& host) {
   return {};
 }
 
-// A recorded instance, if it is still the process recorded (pidfd, start
-// time, its cgroup's member) and its health channel came back from the fd
-// store.  One that is gone, or that cannot be reached without its channel,
-// is killed (it could not be watched) and its remains removed: an Error
-// says why.
 Result<std::unique_ptr<Instance>> DriverManager::adopt_instance(const InstanceRecord& r) {
-  std::unique_ptr<cgroup::Group> group;
-  if (!r.cgroup.empty() && cgroups_) {
-    auto g = cgroups_->adopt(r.cgroup);
-    if (g) group = std::move(g).value();
-  }
-  auto child = proc::adopt(r.pid, r.start, r.holder_pid, r.holder_start);
-  UniqueFd health = journal_ ? journal_->store().take(r.key()) : UniqueFd();
-  std::string why;
-  if (!child) {
-    why = child.error().message;
-  } else if (!health) {
-    why = "its health channel was not kept (no fd store)";
-  } else if (group) {
-    auto in = group->pids();
-    if (std::find(in.begin(), in.end(), r.pid) == in.end())
-      why = "it is not in its cgroup " + r.cgroup;
-  }
-  if (why.empty()) {
-    ::fcntl(health.get(), F_SETFL, ::fcntl(health.get(), F_GETFL) | O_NONBLOCK);
-    auto inst = std::make_unique<Instance>(io_, std::move(child).value(), std::move(health),
-                                           std::move(group));
-    (void)inst->journal(journal_, r, /*write=*/false);
-    return inst;
-  }
-  // Not adoptable: nothing of it may stay.
-  if (child) (void)proc::stop(*child, 0ms);
-  if (r.holder_pid > 0)
-    if (auto h = proc::pin(r.holder_pid, r.holder_start); h)
-      ::syscall(SYS_pidfd_send_signal, h->get(), SIGKILL, nullptr, 0);
-  if (journal_) journal_->forget(r.key());
-  reaper_.retire(std::move(group));
-  return make_error(why);
+  return supervisor::adopt_instance(io_, *journal_, cgroups_, reaper_, r);
 }
 
 bool DriverManager::adopt(DriverDomain& d, const std::vector<InstanceRecord>& records) {

@@ -1,10 +1,12 @@
 #include "supervisor/instance.h"
 
+#include <fcntl.h>
 #include <signal.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstring>
 
 namespace axl::supervisor {
@@ -156,6 +158,43 @@ int Instance::stop(std::chrono::milliseconds grace) {
   child_.pid = -1;
   group_.reset();
   return status;
+}
+
+Result<std::unique_ptr<Instance>> adopt_instance(asio::io_context& io, Journal& journal,
+                                                 cgroup::Manager* cgroups, Reaper& reaper,
+                                                 const InstanceRecord& r) {
+  std::unique_ptr<cgroup::Group> group;
+  if (!r.cgroup.empty() && cgroups) {
+    auto g = cgroups->adopt(r.cgroup);
+    if (g) group = std::move(g).value();
+  }
+  auto child = proc::adopt(r.pid, r.start, r.holder_pid, r.holder_start);
+  UniqueFd health = journal.store().take(r.key());
+  std::string why;
+  if (!child) {
+    why = child.error().message;
+  } else if (!health) {
+    why = "its health channel was not kept (no fd store)";
+  } else if (group) {
+    auto in = group->pids();
+    if (std::find(in.begin(), in.end(), r.pid) == in.end())
+      why = "it is not in its cgroup " + r.cgroup;
+  }
+  if (why.empty()) {
+    ::fcntl(health.get(), F_SETFL, ::fcntl(health.get(), F_GETFL) | O_NONBLOCK);
+    auto inst = std::make_unique<Instance>(io, std::move(child).value(), std::move(health),
+                                           std::move(group));
+    (void)inst->journal(&journal, r, /*write=*/false);
+    return inst;
+  }
+  // Not adoptable: nothing of it may stay.
+  if (child) (void)proc::stop(*child, std::chrono::milliseconds(0));
+  if (r.holder_pid > 0)
+    if (auto h = proc::pin(r.holder_pid, r.holder_start); h)
+      ::syscall(SYS_pidfd_send_signal, h->get(), SIGKILL, nullptr, 0);
+  journal.forget(r.key());
+  reaper.retire(std::move(group));
+  return make_error(why);
 }
 
 std::string Supervised::end_active(Reaper& reaper, int* status) {

@@ -106,6 +106,8 @@ class Instance {
   // (set_role) and goes when it is reaped or stopped.
   Status journal(Journal* j, InstanceRecord r, bool write = true);
   void set_role(const std::string& role);
+  const InstanceRecord& record() const { return record_; }
+  bool journaled() const { return journal_ != nullptr; }
 
  private:
   void watch_group();
@@ -123,6 +125,15 @@ class Instance {
   // Bumped by unwatch(): handlers of earlier watches do nothing.
   std::shared_ptr<uint64_t> gen_ = std::make_shared<uint64_t>(0);
 };
+
+// The instance `r` records (supervisor/journal.h), if it is still the
+// process recorded (pidfd, start time, a member of its cgroup) and its
+// health channel came back from the journal's fd store.  One that is gone,
+// or that cannot be watched without its channel, is killed, and its remains
+// (holder, cgroup, record) removed: an Error says why.
+Result<std::unique_ptr<Instance>> adopt_instance(boost::asio::io_context& io, Journal& journal,
+                                                 cgroup::Manager* cgroups, Reaper& reaper,
+                                                 const InstanceRecord& r);
 
 // What a supervised domain (a driver or a vTPM) keeps across its
 // instances; DriverDomain and VtpmDomain are one each.

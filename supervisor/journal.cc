@@ -48,7 +48,8 @@ std::string format_record(const InstanceRecord& r) {
   std::ostringstream o;
   o << "kind=" << r.kind << "\nname=" << r.name << "\nrole=" << r.role << "\npid=" << r.pid
     << "\nstart=" << r.start << "\nholder_pid=" << (r.holder_pid > 0 ? r.holder_pid : 0)
-    << "\nholder_start=" << r.holder_start << "\ncgroup=" << r.cgroup << "\nseq=" << r.seq << "\n";
+    << "\nholder_start=" << r.holder_start << "\ncgroup=" << r.cgroup << "\nseq=" << r.seq
+    << "\nport=" << r.port << "\nmeasure_log=" << (r.measure_log ? 1 : 0) << "\n";
   return o.str();
 }
 
@@ -84,6 +85,14 @@ Result<InstanceRecord> parse_record(const std::string& text) {
       auto n = number(k, v, UINT32_MAX);
       if (!n) return n.error();
       r.seq = uint32_t(*n);
+    } else if (k == "port") {
+      auto n = number(k, v, 65534);
+      if (!n) return n.error();
+      r.port = uint32_t(*n);
+    } else if (k == "measure_log") {
+      auto n = number(k, v, 1);
+      if (!n) return n.error();
+      r.measure_log = *n == 1;
     } else {
       return make_error("unknown record field '" + k + "'");
     }

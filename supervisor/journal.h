@@ -28,6 +28,9 @@ struct InstanceRecord {
   uint64_t holder_start = 0;
   std::string cgroup;  // its group's name (cgroup::Manager), "" for none
   uint32_t seq = 0;    // the domain's instance counter when it was made
+  // A vTPM's settings (VtpmManager::start), which its successor keeps.
+  uint32_t port = 0;
+  bool measure_log = false;
 
   // Unique per instance; also its health channel's name in the fd store.
   std::string key() const { return kind + "." + name + "." + std::to_string(pid); }

@@ -113,6 +113,7 @@ int main(int argc, char** argv) {
   });
   axl::supervisor::VtpmManager vtpms(io, axl::proc::exe_dir() + "/axolotl-vtpm", state_dir,
                                      cgroups.get());
+  vtpms.set_journal(&journal);
   axl::ControlServer control(io, axl::supervisor::control_api(io, drivers, vtpms, dbus_api));
   // The management API: on the bus given, or the system bus when asked for;
   // a host without a bus runs without it.
@@ -182,6 +183,7 @@ int main(int argc, char** argv) {
   }
   boost::asio::signal_set sigs(io, SIGTERM, SIGINT);
   sigs.async_wait([&](const boost::system::error_code&, int) { io.stop(); });
+  vtpms.adopt_all();
   for (const auto& name : fd_store.untaken()) {
     AXL_INFO("kept fd %s belongs to no domain now: dropped", name.c_str());
     fd_store.remove(name);

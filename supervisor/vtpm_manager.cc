@@ -305,7 +305,35 @@ Status VtpmManager::listen(VtpmDomain& v) {
     if (!pt) return pt.error();
     v.port_ctrl_listen = std::move(pt).value();
   }
+  keep(v, "ctrl-listen", v.ctrl_listen.get());
+  keep(v, "cmd-listen", v.cmd_listen.get());
+  if (v.command_port) {
+    keep(v, "port-cmd", v.port_cmd_listen.get());
+    keep(v, "port-ctrl", v.port_ctrl_listen.get());
+  }
   return {};
+}
+
+namespace {
+std::string store_name(const std::string& domain, const char* what) {
+  return "vtpmfd." + domain + "." + what;
+}
+const char* const kDomainFds[] = {"ctrl-listen", "cmd-listen", "port-cmd",
+                                  "port-ctrl",   "ctrl-conn",  "data-conn"};
+}  // namespace
+
+void VtpmManager::keep(const VtpmDomain& v, const char* what, int fd) {
+  if (!journal_ || fd < 0) return;
+  if (auto s = journal_->store().put(store_name(v.domain, what), fd); !s)
+    AXL_WARN("vTPM of domain %s: %s", v.domain.c_str(), s.error().message.c_str());
+}
+
+void VtpmManager::drop(const VtpmDomain& v, const char* what) {
+  if (journal_) journal_->store().remove(store_name(v.domain, what));
+}
+
+UniqueFd VtpmManager::take(const std::string& domain, const char* what) {
+  return journal_ ? journal_->store().take(store_name(domain, what)) : UniqueFd();
 }
 
 void VtpmManager::close_listeners(VtpmDomain& v) {
@@ -316,6 +344,7 @@ void VtpmManager::close_listeners(VtpmDomain& v) {
   v.cmd_listen.reset();
   v.port_cmd_listen.reset();
   v.port_ctrl_listen.reset();
+  for (const char* what : kDomainFds) drop(v, what);
 }
 
 // Spawns an instance; `done` runs on the loop once it listens, exited or
@@ -414,6 +443,20 @@ void VtpmManager::launch(VtpmDomain& v, std::function<void(Status)> done) {
     // Held by the domain while it starts: a stop() ends it.
     v.active = std::make_unique<Instance>(io_, std::move(child).value(), std::move(health_ours),
                                           std::move(group));
+    if (journal_) {
+      InstanceRecord rec;
+      rec.kind = "vtpm";
+      rec.name = v.domain;
+      rec.role = "active";
+      rec.seq = v.instance_seq;
+      rec.port = v.command_port;
+      rec.measure_log = v.measure_log;
+      if (auto s = v.active->journal(journal_, std::move(rec)); !s)
+        AXL_WARN("vTPM of domain %s will not outlive this supervisor: %s", v.domain.c_str(),
+                 s.error().message.c_str());
+      if (auto s = journal_->store().put(v.active->record().key() + ".handover", ours.get()); !s)
+        AXL_WARN("vTPM of domain %s: %s", v.domain.c_str(), s.error().message.c_str());
+    }
     v.state = VtpmState::kStarting;
     VtpmDomain* raw = &v;
     struct Parts {
@@ -436,22 +479,24 @@ void VtpmManager::launch(VtpmDomain& v, std::function<void(Status)> done) {
                                         : proc::describe_status(status)) +
                                    ")" + (why.empty() ? "" : ": " + why)));
           }
-          VtpmDomain& v = *raw;
-          v.state = VtpmState::kRunning;
-          v.started_ns = monotonic_ns();
-          v.pending_cause.clear();
-          v.active->monitor(
-              kHeartbeat, kHeartbeatMisses,
-              [this, p = &v](const std::string& cause, uint64_t) { kill_for(p, cause); });
-          ::fcntl(parts->ours.get(), F_SETFL, ::fcntl(parts->ours.get(), F_GETFL) | O_NONBLOCK);
-          v.handover = std::make_unique<asio::posix::stream_descriptor>(io_, parts->ours.release());
-          read_handover(&v);
-          v.active->watch_exit([this, p = &v] { on_exit(p); });
+          serve(*raw, std::move(parts->ours));
           done({});
         });
     return {};
   }();
   if (!r) done(r.error());
+}
+
+void VtpmManager::serve(VtpmDomain& v, UniqueFd handover) {
+  v.state = VtpmState::kRunning;
+  v.started_ns = monotonic_ns();
+  v.pending_cause.clear();
+  v.active->monitor(kHeartbeat, kHeartbeatMisses,
+                    [this, p = &v](const std::string& cause, uint64_t) { kill_for(p, cause); });
+  ::fcntl(handover.get(), F_SETFL, ::fcntl(handover.get(), F_GETFL) | O_NONBLOCK);
+  v.handover = std::make_unique<asio::posix::stream_descriptor>(io_, handover.release());
+  read_handover(&v);
+  v.active->watch_exit([this, p = &v] { on_exit(p); });
 }
 
 // One message per channel: a tag byte ('C' control, 'D' data) and the fd.
@@ -501,8 +546,11 @@ bool VtpmManager::drain_handover(VtpmDomain* v) {
       if (tag == 'C') {
         v->ctrl_conn = std::move(fds[0]);
         v->data_conn.reset();  // a new control connection starts a new session
+        keep(*v, "ctrl-conn", v->ctrl_conn.get());
+        drop(*v, "data-conn");
       } else {
         v->data_conn = std::move(fds[0]);
+        keep(*v, "data-conn", v->data_conn.get());
       }
     }
   }
@@ -516,6 +564,8 @@ void VtpmManager::kill_for(VtpmDomain* v, const std::string& cause) {
 }
 
 void VtpmManager::on_exit(VtpmDomain* v) {
+  if (journal_ && v->active && v->active->journaled())
+    journal_->store().remove(v->active->record().key() + ".handover");
   // Anything left inside and its group go after the restart, from the loop.
   int status = -1;
   const std::string cause = v->end_active(reaper_, &status);
@@ -546,6 +596,10 @@ void VtpmManager::on_exit(VtpmDomain* v) {
   }
   v->budget.record(now);
   ++v->restarts;
+  relaunch(v);
+}
+
+void VtpmManager::relaunch(VtpmDomain* v) {
   launch(*v, [this, v](const Status& s) {
     if (!s) {
       v->state = VtpmState::kFailed;
@@ -571,12 +625,69 @@ Status VtpmManager::stop(const std::string& domain) {
   if (auto done = std::move(v.on_started))
     done(make_error("vTPM of domain " + domain + " stopped while starting"));
   v.handover.reset();
+  if (journal_ && v.active && v.active->journaled())
+    journal_->store().remove(v.active->record().key() + ".handover");
   if (v.active) v.active->stop(2000ms);
   v.active.reset();
   close_listeners(v);
   AXL_INFO("vTPM of domain %s stopped on request", domain.c_str());
   vtpms_.erase(it);
   return {};
+}
+
+void VtpmManager::adopt_all() {
+  if (!journal_) return;
+  for (const auto& r : journal_->load()) {
+    if (r.kind != "vtpm") continue;
+    auto v = std::make_unique<VtpmDomain>();
+    v->domain = r.name;
+    v->measure_log = r.measure_log;
+    v->command_port = r.port;
+    v->instance_seq = r.seq;
+    v->ctrl_listen = take(r.name, "ctrl-listen");
+    v->cmd_listen = take(r.name, "cmd-listen");
+    if (r.port) {
+      v->port_cmd_listen = take(r.name, "port-cmd");
+      v->port_ctrl_listen = take(r.name, "port-ctrl");
+    }
+    v->ctrl_conn = take(r.name, "ctrl-conn");
+    v->data_conn = take(r.name, "data-conn");
+    UniqueFd handover = journal_->store().take(r.key() + ".handover");
+    const bool sockets =
+        v->ctrl_listen && v->cmd_listen && (!r.port || (v->port_cmd_listen && v->port_ctrl_listen));
+    auto inst = adopt_instance(io_, *journal_, cgroups_, reaper_, r);
+    if (inst && sockets && handover) {
+      v->active = std::move(inst).value();
+      AXL_INFO("vTPM of domain %s: adopted its instance, pid %d", r.name.c_str(), r.pid);
+      VtpmDomain* raw = v.get();
+      vtpms_.push_back(std::move(v));
+      serve(*raw, std::move(handover));
+      continue;
+    }
+    journal_->store().remove(r.key() + ".handover");
+    if (inst) {
+      (*inst)->stop(500ms);
+      AXL_WARN("vTPM of domain %s: pid %d not adopted: its sockets were not kept", r.name.c_str(),
+               r.pid);
+    } else {
+      AXL_WARN("vTPM of domain %s: pid %d not adopted: %s", r.name.c_str(), r.pid,
+               inst.error().message.c_str());
+    }
+    if (!sockets) {
+      AXL_ERROR("vTPM of domain %s cannot be restarted: its sockets were not kept", r.name.c_str());
+      close_listeners(*v);
+      continue;
+    }
+    // Died while no supervisor ran: restarted on QEMU's channels.
+    VtpmDomain* raw = v.get();
+    vtpms_.push_back(std::move(v));
+    raw->last_failure = "exited while no supervisor ran";
+    raw->budget.record(std::chrono::steady_clock::now());
+    ++raw->restarts;
+    AXL_WARN("vTPM of domain %s: %s; restarting it", raw->domain.c_str(),
+             raw->last_failure.c_str());
+    relaunch(raw);
+  }
 }
 
 void VtpmManager::stop_all() {

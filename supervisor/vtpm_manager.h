@@ -117,6 +117,17 @@ class VtpmManager {
   void stop_all();
   const std::vector<std::unique_ptr<VtpmDomain>>& all() const { return vtpms_; }
 
+  // Persists every serving instance there (supervisor/journal.h), and keeps
+  // what a successor needs in its fd store: the instance's health channel and
+  // its end of the handover socket, the domain's listening sockets and QEMU's
+  // channels as last handed over.
+  void set_journal(Journal* j) { journal_ = j; }
+  // Adopts the vTPMs a predecessor recorded (as DriverManager::start_all its
+  // drivers): one still running serves on, watched again; one that died
+  // meanwhile is restarted with QEMU's channels; one whose sockets were not
+  // kept is stopped.
+  void adopt_all();
+
  private:
   // Spawns an instance; `done` once it listens, exited or timed out.
   void launch(VtpmDomain& v, std::function<void(Status)> done);
@@ -130,8 +141,15 @@ class VtpmManager {
   Status listen(VtpmDomain& v);
   void close_listeners(VtpmDomain& v);
   void on_exit(VtpmDomain* v);
+  void relaunch(VtpmDomain* v);  // a new instance on QEMU's channels
   void kill_for(VtpmDomain* v, const std::string& cause);
   void read_handover(VtpmDomain* v);
+  // Watches a serving instance: heartbeats, handover, exit.
+  void serve(VtpmDomain& v, UniqueFd handover);
+  // The domain's fds in the journal's store (no-ops without a journal).
+  void keep(const VtpmDomain& v, const char* what, int fd);
+  void drop(const VtpmDomain& v, const char* what);
+  UniqueFd take(const std::string& domain, const char* what);
   bool drain_handover(VtpmDomain* v);  // false: the instance closed its end
   std::string dom_dir(const std::string& domain) const { return state_dir_ + "/dom/" + domain; }
   std::string vtpm_dir(const std::string& domain) const { return state_dir_ + "/vtpm/" + domain; }
@@ -145,6 +163,7 @@ class VtpmManager {
   std::vector<std::unique_ptr<VtpmDomain>> vtpms_;
   cgroup::Manager* cgroups_ = nullptr;
   bool stopping_ = false;
+  Journal* journal_ = nullptr;
   Reaper reaper_;  // dead instances' cgroups and pid-namespace holders
 };
 
