@@ -7,8 +7,9 @@
 // What systemd does for a unit with Restart=on-failure and
 // FileDescriptorStoreMax=, for hosts that `axl host up` starts by hand:
 // - runs PROGRAM, records its pid in DIR/NAME.pid, and runs it again when it
-//   dies of anything but a clean exit (status 0: it was asked to stop), after
-//   a short back-off that grows while it keeps dying; a first start that dies
+//   dies of anything but a clean exit (status 0: it was asked to stop): at
+//   once if it had served (READY=1) for a second, else after a back-off that
+//   grows while it keeps dying that early (100 ms to 5 s); a first start that dies
 //   before it says READY=1 ends the monitor with its status instead (a bad
 //   config is not retried forever);
 // - serves sd_notify(3)'s fd store on DIR/NAME.notify (0600; only the
@@ -68,8 +69,8 @@ struct Monitor {
   bool stopping = false;
   bool ever_ready = false;  // any start said READY=1
   bool ready = false;       // the current one did
-  uint64_t started_ms = 0, restart_at_ms = 0;
-  unsigned quick_deaths = 0;  // deaths in a row within 10 s of their start
+  uint64_t started_ms = 0, ready_ms = 0, restart_at_ms = 0;
+  unsigned quick_deaths = 0;  // deaths in a row before serving a second
 
   std::string notify_path() const { return dir + "/" + name + ".notify"; }
   std::string pid_path() const { return dir + "/" + name + ".pid"; }
@@ -194,6 +195,7 @@ struct Monitor {
     }
     if (notice->ready && !ready) {
       ready = ever_ready = true;
+      ready_ms = now_ms();
       AXL_INFO("%s (pid %d) is ready", name.c_str(), child);
     }
     if (notice->remove) stored.erase(notice->name);
@@ -228,8 +230,10 @@ struct Monitor {
         AXL_ERROR("%s failed before it ever served: not restarting", name.c_str());
         return false;
       }
+      // One that served (READY) for a second is restarted at once; one that
+      // keeps dying before that backs off, 100 ms doubling up to 5 s.
       const uint64_t now = now_ms();
-      quick_deaths = now - started_ms < 10000 ? quick_deaths + 1 : 0;
+      quick_deaths = !ready || now - ready_ms < 1000 ? quick_deaths + 1 : 0;
       uint64_t delay = quick_deaths == 0 ? 0 : 100ull << std::min(quick_deaths - 1, 6u);
       restart_at_ms = now + std::min<uint64_t>(delay, 5000);
       AXL_INFO("restarting %s in %llu ms", name.c_str(), (unsigned long long)(restart_at_ms - now));
