@@ -42,8 +42,8 @@ TEST(InstanceRecord, RefusesWhatCouldMisdirectAKill) {
     t.replace(t.find(from), from.size(), to);
     return parse_record(t);
   };
-  EXPECT_FALSE(with("pid=4242", "pid=1"));         // init
-  EXPECT_FALSE(with("pid=4242", "pid=-5"));        // a process group
+  EXPECT_FALSE(with("pid=4242", "pid=1"));           // init
+  EXPECT_FALSE(with("pid=4242", "pid=-5"));          // a process group
   EXPECT_FALSE(with("start=987654321", "start=0"));  // no identity
   EXPECT_FALSE(with("holder_pid=4241", "holder_pid=1"));
   EXPECT_FALSE(with("name=guest-1", "name=../x"));

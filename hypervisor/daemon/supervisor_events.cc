@@ -1,5 +1,6 @@
 #include "hypervisor/daemon/supervisor_events.h"
 
+#include <algorithm>
 #include <chrono>
 
 #include "common/log.h"
@@ -9,6 +10,7 @@ namespace axl::hv {
 namespace {
 constexpr int kAttempts = 5;
 constexpr auto kRetryGap = std::chrono::milliseconds(200);
+constexpr auto kMaxRetryGap = std::chrono::milliseconds(1000);
 constexpr int kCallTimeoutMs = 2000;
 }  // namespace
 
@@ -68,8 +70,16 @@ void SupervisorEvents::head_done(const Result<control::ControlReply>& r) {
   // The supervisor's own refusal (an instance no longer active) is an
   // answer too: only a missing answer is worth another try.
   const bool answered = r.ok() || r.error().code == Errc::kOther;
-  if (!answered && ++attempt_ < kAttempts) {
-    retry_.expires_after(kRetryGap);
+  // A quarantined channel stays so until someone replaces its driver: that
+  // report waits for the supervisor to come back (its monitor restarts it),
+  // however long; the others are tried a few times.
+  const bool keep = e.kind == Event::Kind::kQuarantined;
+  if (!answered && (keep || ++attempt_ < kAttempts)) {
+    if (keep && attempt_++ == 0)
+      AXL_WARN("supervisor unreachable (%s): the report on driver %s (pid %d) waits for it",
+               r.error().message.c_str(), e.name.c_str(), e.pid);
+    retry_.expires_after(keep ? std::min(kRetryGap * (1 << std::min(attempt_, 4)), kMaxRetryGap)
+                              : kRetryGap);
     retry_.async_wait([this](const boost::system::error_code& ec) {
       if (!ec) send_head();
     });

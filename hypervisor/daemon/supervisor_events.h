@@ -12,8 +12,10 @@
 // "Control plane"): events are queued and sent from the loop on one kept
 // connection, one at a time and in the order they happened; each answer
 // sends the next. One that cannot be delivered (the supervisor is
-// restarting) is tried again a few times, 200 ms apart, and then logged.
-// Nothing is lost silently.
+// restarting) is tried again a few times, 200 ms apart, and then logged;
+// nothing is lost silently.  A quarantine report is tried until the
+// supervisor answers (at most 1 s apart): its driver's channel stays
+// quarantined until then, and the supervisor's monitor brings it back.
 #pragma once
 #include <deque>
 #include <memory>
