@@ -42,9 +42,12 @@ class DomainEngineTest : public ::testing::Test {
     std::ofstream(qemu) << "#!/bin/sh\n"
                            "case \"$*\" in *-name\\ broken*) echo 'qemu: bad option' >&2; exit 1;; "
                            "esac\n"
-                           "exec python3 -c 'import signal, sys, time\n"
+                           "exec python3 -c 'import os, signal, sys, time\n"
                            "signal.signal(signal.SIGTERM, lambda *a: sys.exit(0))\n"
-                           "time.sleep(60)'\n";
+                           "open(\"" +
+                               dir_ +
+                               "/bin/ready-%d\" % os.getpid(), \"w\").close()\n"
+                               "time.sleep(60)'\n";
     ::chmod(qemu.c_str(), 0755);
     std::ofstream(dir_ + "/guest/vmlinuz") << "kernel";
     std::ofstream(dir_ + "/guest/initrd.img") << "initrd";
@@ -206,6 +209,9 @@ TEST_F(DomainEngineTest, AGuestThatStopsByItselfIsShutOffAndADestroyRemovesIt) {
   ASSERT_TRUE(got->value().ok()) << got->value().error().message;
   const Domain* d = engine_->find("dom");
   ASSERT_NE(d, nullptr);
+  // Once its SIGTERM handler is in place (a loaded host starts python slowly).
+  ASSERT_TRUE(
+      run_until([&] { return fs::exists(dir_ + "/bin/ready-" + std::to_string(d->qemu.pid)); }));
   ASSERT_EQ(::kill(d->qemu.pid, SIGTERM), 0);  // the guest powers off
   ASSERT_TRUE(run_until([&] { return std::string(state_of("dom")) == "shutoff"; }));
   EXPECT_EQ(states_["dom"].back(), "shutoff");
