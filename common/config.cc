@@ -312,7 +312,7 @@ Result<GuestConfig> parse_guest_checked(const std::string& text, const std::stri
   if (*disks) {
     for (const toml::node& n : **disks) {
       const toml::table& d = *n.as_table();
-      if (auto s = check_keys(d, {"driver", "image", "readonly"}, origin, "disk."); !s)
+      if (auto s = check_keys(d, {"driver", "image", "readonly", "format"}, origin, "disk."); !s)
         return s.error();
       DiskConfig dc;
       auto drv = get_req<std::string>(d, "driver", origin, "disk.");
@@ -324,6 +324,12 @@ Result<GuestConfig> parse_guest_checked(const std::string& text, const std::stri
       dc.driver = *drv;
       dc.image = resolve(base_dir, *img);
       dc.read_only = ro->value_or(false);
+      auto fmt = get_opt<std::string>(d, "format", origin, "disk.");
+      if (!fmt) return fmt.error();
+      dc.format = fmt->value_or("raw");
+      if (dc.format != "raw" && dc.format != "qcow2")
+        return make_error(origin + ": disk.format must be \"raw\" or \"qcow2\", not \"" +
+                          dc.format + "\"");
       g.disks.push_back(std::move(dc));
     }
   }

@@ -58,6 +58,9 @@ struct DiskConfig {
   std::string driver;
   std::string image;  // absolute after parsing
   bool read_only = false;
+  // Stated, never probed from the image (a guest could write a qcow2 header
+  // into a raw disk): "raw" (the default) or "qcow2" (with its backing chain).
+  std::string format = "raw";
 };
 
 struct NicConfig {

@@ -117,6 +117,7 @@ script = "/abs/run.sh"
   ASSERT_TRUE(g.ok()) << g.error().message;
   EXPECT_EQ(g->memory_mib, 256u);
   EXPECT_EQ(g->disks[0].image, "/cfg/disk.img");
+  EXPECT_EQ(g->disks[0].format, "raw");  // stated or raw, never guessed
   EXPECT_EQ(format_mac(g->nics[0].mac), "52:54:00:12:34:56");
   EXPECT_EQ(g->script, "/abs/run.sh");
   EXPECT_EQ(g->accel, "auto");
@@ -166,6 +167,8 @@ TEST(GuestConfig, RejectsBadInput) {
       {"name = \"g\"\n[[nic]]\ndriver = \"n\"\nmac = \"zz\"\n", "bad MAC"},
       {"name = \"g\"\n[[nic]]\ndriver = \"n\"\nmac = \"01:00:00:00:00:01\"\n", "multicast"},
       {"name = \"g\"\n[[disk]]\ndriver = \"b\"\n", "missing required key 'disk.image'"},
+      {"name = \"g\"\n[[disk]]\ndriver = \"b\"\nimage = \"x\"\nformat = \"vmdk\"\n",
+       "disk.format must be \"raw\" or \"qcow2\""},
       {"name = \"g\"\nmemory_mib = 1\n", "memory_mib must be"},
       {"name = \"g\"\n[guest]\nscrpt = \"x\"\n", "unknown key 'guest.scrpt'"},
       {"name = \"g\"\nvtpm = true\n", "[vtpm] must be a table"},

@@ -295,4 +295,30 @@ write("driver_messages", "attached_refused", struct.pack("<I", 3)
 write("driver_messages", "attached_wrong_id", struct.pack("<I", 4)
       + driver_msg("(attached = (deviceId = 3, ok = true))"))
 
+
+# ---- qcow2 images (qemu-img makes them; small clusters keep them small) ----
+def qcow2_seed(name, flags, offset, length, commands):
+    import tempfile
+    with tempfile.TemporaryDirectory() as d:
+        for c in commands:
+            subprocess.run(c, shell=True, cwd=d, check=True, capture_output=True)
+        with open(os.path.join(d, "img"), "rb") as f:
+            image = f.read()
+    write("qcow2_image", name, struct.pack("<BQH", flags, offset, length) + image)
+
+
+qcow2_seed("v3_data_read", 0, 0, 0, [
+    "yes abc | head -c 8192 > raw",
+    "qemu-img convert -O qcow2 -o cluster_size=512 raw img"])
+qcow2_seed("v3_write_new_cluster", 1, 9000, 700, [
+    "yes abc | head -c 4096 > raw",
+    "qemu-img convert -O qcow2 -o cluster_size=512 raw img",
+    "qemu-img resize img 16K"])
+qcow2_seed("v3_zero_clusters", 1, 100, 64, [
+    "qemu-img create -f qcow2 -o cluster_size=512 img 8K",
+    "qemu-io -c 'write -P 0x5a 0 1024' -c 'write -z 512 512' img"])
+qcow2_seed("v2_compat", 1, 511, 2, [
+    "yes xyz | head -c 2048 > raw",
+    "qemu-img convert -O qcow2 -o compat=0.10,cluster_size=512 raw img"])
+
 print("seeds written under", top, file=sys.stderr)

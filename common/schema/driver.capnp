@@ -11,7 +11,7 @@ enum DriverKind { net @0; blk @1; }
 struct DriverMsg {
   union {
     hello @0 :Hello;            # driver -> hv, first message
-    attach @1 :Attach;          # hv -> driver; fds: [channel memfd, req_kick, resp_kick, (blk: image)]
+    attach @1 :Attach;          # hv -> driver; fds: [channel memfd, req_kick, resp_kick, (blk: image, backing...)]
     detach @2 :Detach;          # hv -> driver
     attached @3 :Attached;      # driver -> hv, answer to attach
   }
@@ -41,6 +41,8 @@ struct NetAttach {
 struct BlkAttach {
   readOnly @0 :Bool;
   serial @1 :Text;        # answered to VIRTIO_BLK_T_GET_ID
+  formats @2 :List(Text); # per image fd, "raw" or "qcow2": the disk, then its
+                          # backing chain (nearest first); empty: one raw image
 }
 
 struct Detach {

@@ -37,35 +37,16 @@ bool byte_offset(uint64_t sector, uint32_t len, off_t* out) {
   return true;
 }
 
-// Full-length pread/pwrite; a short transfer is an error: the hypervisor
-// range-checks against the capacity, so the image really is too short.
-bool read_all(int fd, uint8_t* buf, uint32_t len, off_t off) {
-  uint32_t done = 0;
-  while (done < len) {
-    ssize_t n = ::pread(fd, buf + done, len - done, off + off_t(done));
-    if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) return false;
-    done += uint32_t(n);
-  }
-  return true;
-}
-
-bool write_all(int fd, const uint8_t* buf, uint32_t len, off_t off) {
-  uint32_t done = 0;
-  while (done < len) {
-    ssize_t n = ::pwrite(fd, buf + done, len - done, off + off_t(done));
-    if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) return false;
-    done += uint32_t(n);
-  }
-  return true;
-}
-
 }  // namespace
 
-BlkDevice::BlkDevice(channel::DriverEnd end, UniqueFd image, BlkConfig cfg, DataPathFaults* faults)
+BlkDevice::BlkDevice(channel::DriverEnd end, std::unique_ptr<Image> image, BlkConfig cfg,
+                     DataPathFaults* faults)
     : end_(std::move(end)), image_(std::move(image)), cfg_(std::move(cfg)), faults_(faults) {
   if (faults_) faults_->add_channel(&end_);
+}
+
+BlkDevice::BlkDevice(channel::DriverEnd end, UniqueFd image, BlkConfig cfg, DataPathFaults* faults)
+    : BlkDevice(std::move(end), open_raw(std::move(image), cfg.read_only), std::move(cfg), faults) {
 }
 
 BlkDevice::~BlkDevice() {
@@ -121,7 +102,7 @@ Response BlkDevice::execute(const Request& r) {
       off_t off;
       if (!byte_offset(r.sector, r.len, &off)) return bad(RespStatus::kIoErr, "sector overflow");
       ++stats_.reads;
-      if (!read_all(image_.get(), data, r.len, off)) {
+      if (!image_->read(uint64_t(off), std::span<uint8_t>(data, r.len))) {
         ++stats_.io_errors;
         return done(r, RespStatus::kIoErr);
       }
@@ -133,7 +114,7 @@ Response BlkDevice::execute(const Request& r) {
       off_t off;
       if (!byte_offset(r.sector, r.len, &off)) return bad(RespStatus::kIoErr, "sector overflow");
       ++stats_.writes;
-      if (!write_all(image_.get(), data, r.len, off)) {
+      if (!image_->write(uint64_t(off), std::span<const uint8_t>(data, r.len))) {
         ++stats_.io_errors;
         return done(r, RespStatus::kIoErr);
       }
@@ -143,10 +124,7 @@ Response BlkDevice::execute(const Request& r) {
       // Requests run one at a time in ring order, so every write completed
       // before this flush is already in the page cache when fdatasync runs.
       ++stats_.flushes;
-      int rc;
-      do rc = ::fdatasync(image_.get());
-      while (rc < 0 && errno == EINTR);
-      if (rc < 0) {
+      if (!image_->flush()) {
         ++stats_.io_errors;
         return done(r, RespStatus::kIoErr);
       }

@@ -1,12 +1,15 @@
-// One virtio-blk device instance served from an image fd: the device logic
+// One virtio-blk device instance served from a disk image (raw or qcow2,
+// driverdom/blk/image.h): the device logic
 // only (parse request, execute, complete), no event loop.  A malformed
 // request is completed with an error status, never a crash.
 #pragma once
 #include <cstdint>
+#include <memory>
 #include <string>
 
 #include "channel/channel.h"
 #include "common/unique_fd.h"
+#include "driverdom/blk/image.h"
 #include "driverdom/runtime/fault_hooks.h"
 
 namespace axl::driverdom::blk {
@@ -32,6 +35,9 @@ class BlkDevice {
   static constexpr uint32_t kBudget = 128;
 
   // `faults` (may be null) bends the responses when a data-path fault is armed.
+  BlkDevice(channel::DriverEnd end, std::unique_ptr<Image> image, BlkConfig cfg,
+            DataPathFaults* faults = nullptr);
+  // A raw image file.
   BlkDevice(channel::DriverEnd end, UniqueFd image, BlkConfig cfg,
             DataPathFaults* faults = nullptr);
   ~BlkDevice();
@@ -50,7 +56,7 @@ class BlkDevice {
   channel::Response execute(const channel::Request& r);
 
   channel::DriverEnd end_;
-  UniqueFd image_;
+  std::unique_ptr<Image> image_;
   BlkConfig cfg_;
   DataPathFaults* faults_;
   State state_ = State::kServing;

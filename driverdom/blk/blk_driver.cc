@@ -24,11 +24,20 @@ Status check_image_fd(int fd, bool read_only) {
 
 Status BlkDriver::attach(const AttachSpec& spec, channel::DriverEnd end,
                          std::vector<UniqueFd> extra) {
-  if (extra.size() != 1) return make_error("blk attach needs exactly one image fd");
-  if (auto s = check_image_fd(extra[0].get(), spec.blk.read_only); !s) return s;
+  const std::vector<std::string> formats =
+      spec.blk.formats.empty() ? std::vector<std::string>{"raw"} : spec.blk.formats;
+  if (extra.size() != formats.size())
+    return make_error("blk attach carries " + std::to_string(extra.size()) + " image fds for " +
+                      std::to_string(formats.size()) + " formats");
+  for (size_t i = 0; i < extra.size(); ++i)
+    if (auto s = check_image_fd(extra[i].get(), spec.blk.read_only || i > 0); !s) return s;
+  // Its contents are untrusted: a qcow2 chain is checked whole before it serves.
+  auto image = open_fds(std::move(extra), formats, spec.blk.read_only);
+  if (!image) return make_error("image: " + image.error().message);
   Instance inst;
-  inst.device = std::make_unique<BlkDevice>(
-      std::move(end), std::move(extra[0]), BlkConfig{spec.blk.read_only, spec.blk.serial}, faults_);
+  inst.device =
+      std::make_unique<BlkDevice>(std::move(end), std::move(image).value(),
+                                  BlkConfig{spec.blk.read_only, spec.blk.serial}, faults_);
   BlkDevice* dev = inst.device.get();
   uint32_t id = spec.device_id;
   inst.watch = std::make_unique<FdWatch>(io_, dev->req_kick_fd(),

@@ -16,7 +16,10 @@ class BlkDriver final : public Driver {
   // `faults` (may be null): the data-path fault hooks every device answers through.
   explicit BlkDriver(boost::asio::io_context& io, DataPathFaults* faults = nullptr)
       : io_(io), faults_(faults) {}
-  size_t extra_fds() const override { return 1; }  // the image
+  // The image and its backing chain.
+  size_t extra_fds(const AttachSpec& spec) const override {
+    return spec.blk.formats.empty() ? 1 : spec.blk.formats.size();
+  }
   Status attach(const AttachSpec& spec, channel::DriverEnd end,
                 std::vector<UniqueFd> extra) override;
   bool detach(uint32_t device_id) override;

@@ -59,7 +59,7 @@ class NetDriver final : public Driver {
   // True once the TAP is being read (active from the start, or promoted).
   bool tap_live() const { return tap_state_ == TapState::kUp; }
 
-  size_t extra_fds() const override { return 0; }
+  size_t extra_fds(const AttachSpec&) const override { return 0; }
   Status attach(const AttachSpec& spec, channel::DriverEnd end,
                 std::vector<UniqueFd> extra) override;
   bool detach(uint32_t device_id) override;

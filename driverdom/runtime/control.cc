@@ -13,6 +13,8 @@ const char* kind_name(Kind k) { return k == Kind::kNet ? "net" : "blk"; }
 
 namespace {
 
+constexpr unsigned kMaxChainImages = 16;  // as driverdom/blk/image.h walks them
+
 // virtio 1.2 §5.2.6: the GET_ID answer is a 20-byte string.
 constexpr size_t kMaxSerialBytes = 20;
 
@@ -44,6 +46,16 @@ ControlMsg parse_attach(schema::Attach::Reader a) {
         auto s = b.getSerial();
         if (s.size() > kMaxSerialBytes) return reject("attach.blk.serial longer than 20 bytes");
         spec.blk.serial.assign(s.begin(), s.end());
+      }
+      if (b.hasFormats()) {
+        auto f = b.getFormats();
+        if (f.size() > kMaxChainImages)
+          return reject("attach.blk.formats names more than 16 images");
+        for (auto x : f) {
+          std::string v(x.cStr());
+          if (v != "raw" && v != "qcow2") return reject("attach.blk.formats: unknown format");
+          spec.blk.formats.push_back(v);
+        }
       }
       break;
     }

@@ -25,6 +25,9 @@ struct NetAttachSpec {
 struct BlkAttachSpec {
   bool read_only = false;
   std::string serial;  // at most 20 bytes (VIRTIO_BLK_T_GET_ID)
+  // "raw" or "qcow2" per image fd: the disk, then its backing chain; empty:
+  // one raw image.
+  std::vector<std::string> formats;
 };
 
 // A validated DriverMsg.attach, fds not included.
@@ -40,10 +43,11 @@ struct AttachSpec {
 class Driver {
  public:
   virtual ~Driver() = default;
-  // Fds each attach carries beyond the three channel fds (blk: the image).
-  virtual size_t extra_fds() const = 0;
+  // Fds an attach carries beyond the three channel fds (blk: the image and
+  // its backing chain, one per format named).
+  virtual size_t extra_fds(const AttachSpec& spec) const = 0;
   // Takes over a device; the runtime guarantees spec.kind matches, the
-  // device id is new and `extra.size() == extra_fds()`.
+  // device id is new and `extra.size() == extra_fds(spec)`.
   virtual Status attach(const AttachSpec& spec, channel::DriverEnd end,
                         std::vector<UniqueFd> extra) = 0;
   // Drops a device; false if there was none with that id.

@@ -101,7 +101,7 @@ void Runtime::handle(AttachSpec spec, std::vector<UniqueFd> fds) {
   if (spec.kind != opts_.kind)
     return fail(std::string("attach of a ") + kind_name(spec.kind) + " device to a " +
                 kind_name(opts_.kind) + " driver");
-  size_t want = kChannelFds + driver_.extra_fds();
+  size_t want = kChannelFds + driver_.extra_fds(spec);
   if (fds.size() != want)
     return fail("attach carries " + std::to_string(fds.size()) + " fds, expected " +
                 std::to_string(want));

@@ -15,6 +15,10 @@ namespace axl::hv {
 struct DeviceRequest {
   config::DriverKind kind = config::DriverKind::kBlk;
   UniqueFd image;  // blk: opened by the hypervisor, handed to the driver
+  // blk: the image's backing chain (nearest first), read-only, and the format
+  // of each of image + backing ("raw" or "qcow2"; empty: one raw image).
+  std::vector<UniqueFd> backing;
+  std::vector<std::string> formats;
   BlkDeviceSpec blk;
   NetDeviceSpec net;
 };

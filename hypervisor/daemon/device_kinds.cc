@@ -16,12 +16,16 @@ Status blk_attach(const DeviceRequest& req, DriverConnection::AttachArgs& args) 
   // cannot tell from a spinning loop (docs/architecture.md, "Hang detection").
   (void)::posix_fadvise(req.image.get(), 0, 0, POSIX_FADV_RANDOM);
   args.fds.push_back(req.image.get());
+  for (const auto& b : req.backing) args.fds.push_back(b.get());
   const bool ro = req.blk.read_only;
   const std::string serial = req.blk.serial;
-  args.kind_part = [ro, serial](schema::Attach::Builder at) {
+  const std::vector<std::string> formats = req.formats;
+  args.kind_part = [ro, serial, formats](schema::Attach::Builder at) {
     auto b = at.initBlk();
     b.setReadOnly(ro);
     b.setSerial(serial);
+    auto f = b.initFormats(unsigned(formats.size()));
+    for (unsigned i = 0; i < formats.size(); ++i) f.set(i, formats[i]);
   };
   return {};
 }

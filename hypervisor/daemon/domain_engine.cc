@@ -14,6 +14,7 @@
 
 #include "common/fs.h"
 #include "common/log.h"
+#include "driverdom/blk/image.h"
 #include "hypervisor/daemon/device_binding.h"
 #include "hypervisor/daemon/qemu_cmdline.h"
 #include "hypervisor/platform/accel.h"
@@ -312,17 +313,31 @@ void DomainEngine::create_attach(Domain* d) {
     const auto& disk = d->cfg.disks[i];
     DeviceRequest req;
     req.kind = config::DriverKind::kBlk;
-    req.image.reset(::open(disk.image.c_str(), (disk.read_only ? O_RDONLY : O_RDWR) | O_CLOEXEC));
-    if (!req.image)
-      return create_failed(d,
-                           make_error("cannot open image " + disk.image + ": " + strerror(errno)));
-    struct stat st {};
-    if (::fstat(req.image.get(), &st) < 0 || !S_ISREG(st.st_mode))
-      return create_failed(d, make_error("image " + disk.image + " is not a regular file"));
-    if (st.st_size == 0 || st.st_size % 512 != 0)
+    uint64_t capacity = 0;
+    if (disk.format == "raw") {
+      req.image.reset(::open(disk.image.c_str(), (disk.read_only ? O_RDONLY : O_RDWR) | O_CLOEXEC));
+      if (!req.image)
+        return create_failed(
+            d, make_error("cannot open image " + disk.image + ": " + strerror(errno)));
+      struct stat st {};
+      if (::fstat(req.image.get(), &st) < 0 || !S_ISREG(st.st_mode))
+        return create_failed(d, make_error("image " + disk.image + " is not a regular file"));
+      capacity = uint64_t(st.st_size);
+    } else {
+      // The whole chain is checked here, before anything runs or is written
+      // (driverdom/blk/image.h); the driver gets its files as fds.
+      auto chain = driverdom::blk::open_chain_fds(disk.image, disk.format, disk.read_only);
+      if (!chain) return create_failed(d, make_error("image " + chain.error().message));
+      capacity = chain->size;
+      req.image = std::move(chain->fds.front());
+      for (size_t k = 1; k < chain->fds.size(); ++k)
+        req.backing.push_back(std::move(chain->fds[k]));
+      req.formats = chain->formats;
+    }
+    if (capacity == 0 || capacity % 512 != 0)
       return create_failed(
           d, make_error("image " + disk.image + " size is not a non-zero multiple of 512"));
-    req.blk = BlkDeviceSpec{uint64_t(st.st_size), disk.read_only, disk_serial(d->cfg.name, i)};
+    req.blk = BlkDeviceSpec{capacity, disk.read_only, disk_serial(d->cfg.name, i)};
     reqs->emplace_back(disk.driver, std::move(req));
   }
   for (const auto& nic : d->cfg.nics) {
