@@ -3,7 +3,7 @@
 // vhost-user socket, without QEMU, so run-blk-bench can drive it with the same
 // synthetic frontend it drives qemu-storage-daemon with.
 //
-//   axl-bench-serve-blk --socket SOCK --image IMG
+//   axl-bench-serve-blk --socket SOCK --image IMG [--format raw|qcow2]
 #include <fcntl.h>
 #include <signal.h>
 #include <stdlib.h>
@@ -17,20 +17,23 @@
 #include "common/asio.h"
 #include "common/log.h"
 #include "common/process.h"
+#include "driverdom/blk/image.h"
 #include "hypervisor/daemon/device_binding.h"
 #include "hypervisor/daemon/driver_registry.h"
 
 int main(int argc, char** argv) {
-  std::string socket, image;
+  std::string socket, image, format = "raw";
   for (int i = 1; i + 1 < argc; i += 2) {
     std::string a = argv[i];
     if (a == "--socket")
       socket = argv[i + 1];
     else if (a == "--image")
       image = argv[i + 1];
+    else if (a == "--format")
+      format = argv[i + 1];
   }
   if (socket.empty() || image.empty()) {
-    fprintf(stderr, "usage: axl-bench-serve-blk --socket SOCK --image IMG\n");
+    fprintf(stderr, "usage: axl-bench-serve-blk --socket SOCK --image IMG [--format raw|qcow2]\n");
     return 2;
   }
   axl::log::set_component("axl-bench-serve-blk");
@@ -62,14 +65,20 @@ int main(int argc, char** argv) {
       io.run_one_for(std::chrono::milliseconds(50));
     axl::hv::DeviceRequest req;
     req.kind = axl::config::DriverKind::kBlk;
-    req.image.reset(::open(image.c_str(), O_RDWR | O_CLOEXEC));
-    struct stat st {};
+    // As the hypervisor opens a disk at create (domain_engine.cc).
+    auto chain = axl::driverdom::blk::open_chain_fds(image, format, false);
+    if (chain) {
+      req.image = std::move(chain->fds.front());
+      for (size_t k = 1; k < chain->fds.size(); ++k)
+        req.backing.push_back(std::move(chain->fds[k]));
+      if (format != "raw") req.formats = chain->formats;
+    }
     if (!reg.find("bench-blk")) {
       fprintf(stderr, "driver domain did not connect\n");
-    } else if (!req.image || ::fstat(req.image.get(), &st) < 0) {
-      fprintf(stderr, "cannot open %s\n", image.c_str());
+    } else if (!chain) {
+      fprintf(stderr, "%s\n", chain.error().message.c_str());
     } else {
-      req.blk = axl::hv::BlkDeviceSpec{uint64_t(st.st_size) & ~511ull, false, "axl-bench"};
+      req.blk = axl::hv::BlkDeviceSpec{chain->size & ~511ull, false, "axl-bench"};
       // The attach is answered on the loop: run it until then.
       std::optional<axl::Result<axl::hv::ChannelGrant>> grant;
       axl::hv::attach_channel(

@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <map>
 #include <set>
 #include <utility>
 
@@ -320,9 +321,32 @@ class Qcow2 : public Image {
     const uint64_t idx = at >> h_.cluster_bits;
     const uint64_t l2 = l1_[idx / l2_entries_] & kOffsetMask;
     if (!l2) return uint64_t(0);
+    auto t = l2_table(l2);
+    if (!t) return t.error();
+    return (**t)[idx % l2_entries_];
+  }
+
+  // An L2 table, from the cache (this process is the image's only writer,
+  // and every write of an entry goes through set_l2_entry).  At most 8 MiB
+  // of tables are kept; a full cache forgets one.
+  Result<std::vector<uint64_t>*> l2_table(uint64_t off) {
+    auto it = l2_cache_.find(off);
+    if (it != l2_cache_.end()) return &it->second;
+    const size_t max_tables = std::max<size_t>(1, (8u << 20) / cluster_);
+    if (l2_cache_.size() >= max_tables) l2_cache_.erase(l2_cache_.begin());
+    std::vector<uint8_t> raw(cluster_);
+    if (auto s = pread_all(fd_.get(), raw.data(), raw.size(), off); !s) return s.error();
+    std::vector<uint64_t> t(l2_entries_);
+    for (uint64_t j = 0; j < l2_entries_; ++j) t[j] = be64(&raw[j * 8]);
+    return &l2_cache_.emplace(off, std::move(t)).first->second;
+  }
+
+  Status set_l2_entry(uint64_t l2, uint64_t i, uint64_t value) {
     uint8_t b[8];
-    if (auto s = pread_all(fd_.get(), b, 8, l2 + (idx % l2_entries_) * 8); !s) return s.error();
-    return be64(b);
+    put_be64(b, value);
+    if (auto s = pwrite_all(fd_.get(), b, 8, l2 + i * 8); !s) return s;
+    if (auto it = l2_cache_.find(l2); it != l2_cache_.end()) it->second[i] = value;
+    return {};
   }
 
   Status read_backing(uint64_t at, std::span<uint8_t> out) {
@@ -413,14 +437,13 @@ class Qcow2 : public Image {
       std::vector<uint8_t> z(cluster_, 0);
       if (auto s = pwrite_all(fd_.get(), z.data(), z.size(), *t); !s) return s;
       l2 = *t;
+      l2_cache_[l2] = std::vector<uint64_t>(l2_entries_, 0);
       uint8_t b[8];
       put_be64(b, l2 | kCopied);
       if (auto s = pwrite_all(fd_.get(), b, 8, h_.l1_offset + l1i * 8); !s) return s;
       l1_[l1i] = l2 | kCopied;
     }
-    uint8_t b[8];
-    put_be64(b, target | kCopied);
-    return pwrite_all(fd_.get(), b, 8, l2 + (idx % l2_entries_) * 8);
+    return set_l2_entry(l2, idx % l2_entries_, target | kCopied);
   }
 
   UniqueFd fd_;
@@ -430,7 +453,8 @@ class Qcow2 : public Image {
   uint64_t cluster_, l2_entries_;
   uint64_t end_;  // where the next cluster goes
   std::vector<uint64_t> l1_, reftable_;
-  std::set<uint64_t> meta_;  // clusters holding metadata, as loaded
+  std::set<uint64_t> meta_;                             // clusters holding metadata, as loaded
+  std::map<uint64_t, std::vector<uint64_t>> l2_cache_;  // by the table's offset
 };
 
 }  // namespace
