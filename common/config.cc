@@ -265,7 +265,7 @@ Result<GuestConfig> parse_guest_checked(const std::string& text, const std::stri
   const toml::table& t = *parsed;
   if (auto s = check_keys(t,
                           {"name", "memory_mib", "vcpus", "accel", "iommu", "kernel", "initrd",
-                           "cmdline", "on_crash", "disk", "nic", "guest", "vtpm"},
+                           "cmdline", "on_crash", "firmware", "disk", "nic", "guest", "vtpm"},
                           origin, "");
       !s)
     return s.error();
@@ -292,13 +292,20 @@ Result<GuestConfig> parse_guest_checked(const std::string& text, const std::stri
   g.iommu = iommu->value_or(false);
   for (auto [key, dst] : {std::pair{"accel", &g.accel}, std::pair{"kernel", &g.kernel},
                           std::pair{"initrd", &g.initrd}, std::pair{"cmdline", &g.cmdline},
-                          std::pair{"on_crash", &g.on_crash}}) {
+                          std::pair{"on_crash", &g.on_crash}, std::pair{"firmware", &g.firmware}}) {
     auto v = get_opt<std::string>(t, key, origin, "");
     if (!v) return v.error();
     if (v->has_value()) *dst = **v;
   }
   if (g.accel != "auto" && g.accel != "kvm" && g.accel != "tcg")
     return make_error(origin + ": accel must be auto, kvm or tcg, not '" + g.accel + "'");
+  if (!g.firmware.empty() && g.firmware != "bios" && g.firmware != "uefi")
+    return make_error(origin + ": firmware must be bios or uefi, not '" + g.firmware + "'");
+  if (!g.firmware.empty())
+    for (const char* k : {"kernel", "initrd", "cmdline"})
+      if (t.contains(k))
+        return make_error(origin + ": '" + k + "' does not apply to firmware = \"" + g.firmware +
+                          "\" (the firmware boots the OS on the boot disk)");
   if (g.on_crash != "destroy" && g.on_crash != "restart" && g.on_crash != "preserve")
     return make_error(origin + ": on_crash must be destroy, restart or preserve, not '" +
                       g.on_crash + "'");
@@ -312,7 +319,9 @@ Result<GuestConfig> parse_guest_checked(const std::string& text, const std::stri
   if (*disks) {
     for (const toml::node& n : **disks) {
       const toml::table& d = *n.as_table();
-      if (auto s = check_keys(d, {"driver", "image", "readonly", "format"}, origin, "disk."); !s)
+      if (auto s =
+              check_keys(d, {"driver", "image", "readonly", "format", "boot"}, origin, "disk.");
+          !s)
         return s.error();
       DiskConfig dc;
       auto drv = get_req<std::string>(d, "driver", origin, "disk.");
@@ -327,6 +336,9 @@ Result<GuestConfig> parse_guest_checked(const std::string& text, const std::stri
       auto fmt = get_opt<std::string>(d, "format", origin, "disk.");
       if (!fmt) return fmt.error();
       dc.format = fmt->value_or("raw");
+      auto boot = get_opt<bool>(d, "boot", origin, "disk.");
+      if (!boot) return boot.error();
+      dc.boot = boot->value_or(false);
       if (dc.format != "raw" && dc.format != "qcow2")
         return make_error(origin + ": disk.format must be \"raw\" or \"qcow2\", not \"" +
                           dc.format + "\"");
@@ -351,6 +363,13 @@ Result<GuestConfig> parse_guest_checked(const std::string& text, const std::stri
       g.nics.push_back(std::move(nc));
     }
   }
+  size_t boot_disks = 0;
+  for (const auto& d : g.disks) boot_disks += d.boot;
+  if (!g.firmware.empty() && boot_disks != 1)
+    return make_error(origin + ": firmware = \"" + g.firmware +
+                      "\" needs exactly one [[disk]] with boot = true");
+  if (g.firmware.empty() && boot_disks)
+    return make_error(origin + ": disk.boot = true needs firmware = \"bios\" or \"uefi\"");
   if (const toml::node* gn = t.get("guest")) {
     const toml::table* gt = gn->as_table();
     if (!gt) return make_error(origin + ": [guest] must be a table");
@@ -358,6 +377,9 @@ Result<GuestConfig> parse_guest_checked(const std::string& text, const std::stri
     auto sc = get_opt<std::string>(*gt, "script", origin, "guest.");
     if (!sc) return sc.error();
     if (sc->has_value()) g.script = resolve(base_dir, **sc);
+    if (sc->has_value() && !g.firmware.empty())
+      return make_error(origin + ": guest.script does not apply to firmware = \"" + g.firmware +
+                        "\" (the OS on the boot disk runs what it runs)");
   }
   if (const toml::node* vn = t.get("vtpm")) {
     const toml::table* vt = vn->as_table();

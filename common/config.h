@@ -61,6 +61,7 @@ struct DiskConfig {
   // Stated, never probed from the image (a guest could write a qcow2 header
   // into a raw disk): "raw" (the default) or "qcow2" (with its backing chain).
   std::string format = "raw";
+  bool boot = false;  // the disk the firmware boots from (firmware = ...)
 };
 
 struct NicConfig {
@@ -92,6 +93,9 @@ struct GuestConfig {
   // config, with its disks and vTPM; preserve: listed as crashed, its devices
   // and vTPM kept, until `axl destroy`.
   std::string on_crash = "destroy";
+  // "" (direct kernel boot of `kernel` and `initrd`), "bios" (SeaBIOS) or
+  // "uefi" (OVMF): the firmware boots the guest's own OS from its boot disk.
+  std::string firmware;
   std::vector<DiskConfig> disks;
   std::vector<NicConfig> nics;
   VtpmConfig vtpm;

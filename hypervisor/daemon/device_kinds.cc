@@ -30,10 +30,11 @@ Status blk_attach(const DeviceRequest& req, DriverConnection::AttachArgs& args) 
   return {};
 }
 
-void blk_qemu(const QemuDevice&, const std::string& chardev, const std::string&,
+void blk_qemu(const QemuDevice& d, const std::string& chardev, const std::string&,
               const std::string& props, std::vector<std::string>& a) {
   a.push_back("-device");
-  a.push_back("vhost-user-blk-pci,chardev=" + chardev + ",num-queues=1" + props);
+  a.push_back("vhost-user-blk-pci,chardev=" + chardev + ",num-queues=1" +
+              (d.boot ? ",bootindex=0" : "") + props);
 }
 
 std::unique_ptr<GuestDevice> blk_make(std::string socket, const DeviceRequest& req,

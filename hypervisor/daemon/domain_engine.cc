@@ -90,6 +90,27 @@ namespace {
 void remove_domain_dir(const std::string& dir) {
   if (auto s = remove_tree(dir); !s) AXL_WARN("%s", s.error().message.c_str());
 }
+// OVMF from Debian's `ovmf` package: its code (read-only, shared) and the
+// template of a domain's variable store.
+constexpr const char* kOvmfCode = "/usr/share/OVMF/OVMF_CODE_4M.fd";
+constexpr const char* kOvmfVars = "/usr/share/OVMF/OVMF_VARS_4M.fd";
+
+// The variable store `path` in `dir` (0700), copied from the template if
+// the domain has none yet (0600).
+Status ensure_nvram(const std::string& dir, const std::string& path) {
+  if (::mkdir(dir.c_str(), 0700) != 0 && errno != EEXIST)
+    return make_error("cannot create " + dir + ": " + strerror(errno));
+  if (::access(path.c_str(), F_OK) == 0) return {};
+  auto vars = config::read_file(kOvmfVars);
+  if (!vars) return vars.error();
+  const std::string tmp = path + ".tmp";
+  UniqueFd f(::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0600));
+  if (!f || ::write(f.get(), vars->data(), vars->size()) != ssize_t(vars->size()) ||
+      ::rename(tmp.c_str(), path.c_str()) != 0)
+    return make_error("cannot write " + path + ": " + strerror(errno));
+  return {};
+}
+
 Status write_file(const std::string& path, const std::string& bytes) {
   UniqueFd fd(::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600));
   if (!fd) return make_error("cannot create " + path + ": " + strerror(errno));
@@ -242,13 +263,20 @@ void DomainEngine::create(const std::string& toml, const std::string& base_dir,
   if (qemu.empty()) return refuse(make_error("QEMU not found: qemu-system-x86_64 is not on PATH"));
   auto accel = choose_accel(cfg->accel);
   if (!accel) return refuse(accel.error());
-  if (cfg->kernel.empty()) cfg->kernel = guest_dir_ + "/vmlinuz";
-  if (cfg->initrd.empty()) cfg->initrd = guest_dir_ + "/initrd.img";
-  for (const std::string* f : {&cfg->kernel, &cfg->initrd})
-    if (::access(f->c_str(), R_OK) != 0)
-      return refuse(make_error(
-          "cannot read " + *f +
-          (f->rfind(guest_dir_, 0) == 0 ? " (run scripts/setup to build the guest image)" : "")));
+  if (cfg->firmware.empty()) {
+    if (cfg->kernel.empty()) cfg->kernel = guest_dir_ + "/vmlinuz";
+    if (cfg->initrd.empty()) cfg->initrd = guest_dir_ + "/initrd.img";
+    for (const std::string* f : {&cfg->kernel, &cfg->initrd})
+      if (::access(f->c_str(), R_OK) != 0)
+        return refuse(make_error(
+            "cannot read " + *f +
+            (f->rfind(guest_dir_, 0) == 0 ? " (run scripts/setup to build the guest image)" : "")));
+  } else if (cfg->firmware == "uefi") {
+    for (const char* f : {kOvmfCode, kOvmfVars})
+      if (::access(f, R_OK) != 0)
+        return refuse(make_error(std::string("firmware = \"uefi\" needs OVMF: cannot read ") + f +
+                                 " (apt-get install ovmf)"));
+  }
   std::string script;
   if (!cfg->script.empty()) {
     auto s = config::read_file(cfg->script);
@@ -283,6 +311,13 @@ void DomainEngine::create(const std::string& toml, const std::string& base_dir,
   domains_[d->cfg.name] = std::move(owned);
   set_state(*d, DomainState::kPreparing);
 
+  if (d->cfg.firmware == "uefi") {
+    // The domain's own UEFI variable store, kept across destroy and create
+    // (boot entries, Secure Boot keys), made from OVMF's template once.
+    d->nvram = state_dir_ + "/nvram/" + d->cfg.name + ".fd";
+    if (auto s = ensure_nvram(state_dir_ + "/nvram", d->nvram); !s)
+      return create_failed(d, s.error());
+  }
   if (!script.empty()) {
     d->initrd = d->dir + "/initrd.img";
     if (auto s = append_overlay(d->cfg.initrd, {CpioFile{"axl/script", 0755, script}}, d->initrd);
@@ -290,15 +325,20 @@ void DomainEngine::create(const std::string& toml, const std::string& base_dir,
       return create_failed(d, s.error());
   }
   if (!d->cfg.vtpm.enabled) return create_attach(d);
-  if (auto s = write_boot_measurements(d->dir, d->cfg, d->initrd,
-                                       kernel_append(d->cfg.cmdline, d->cfg.iommu), toml);
-      !s)
-    return create_failed(d, s.error());
+  // A firmware-booted guest's firmware measures its own boot; the
+  // hypervisor measures only what it boots directly.
+  const bool measure = d->cfg.firmware.empty();
+  if (measure) {
+    if (auto s = write_boot_measurements(d->dir, d->cfg, d->initrd,
+                                         kernel_append(d->cfg.cmdline, d->cfg.iommu), toml);
+        !s)
+      return create_failed(d, s.error());
+  }
   set_state(*d, DomainState::kVtpmStarting);
   // The supervisor answers once the vTPM listens (provisioning one can take
   // seconds); the loop serves everyone else meanwhile.
   d->pending_call =
-      vtpm_.start(d->cfg.name, true, d->cfg.vtpm.command_port, [this, d](const Status& s) {
+      vtpm_.start(d->cfg.name, measure, d->cfg.vtpm.command_port, [this, d](const Status& s) {
         d->pending_call.reset();
         if (!s) return create_failed(d, make_error("vTPM: " + s.error().message));
         d->vtpm = true;
@@ -356,6 +396,12 @@ void DomainEngine::create_spawn(Domain* d) {
               d->console_socket(), d->console_log(), d->qdevs};
   qs.iommu = d->cfg.iommu;
   if (d->vtpm) qs.tpm_socket = d->dir + "/vtpm.ctrl";
+  qs.firmware = d->cfg.firmware;
+  qs.ovmf_code = kOvmfCode;
+  qs.nvram = d->nvram;
+  // Disks come first among the devices, in config order.
+  for (size_t i = 0; i < d->cfg.disks.size() && i < qs.devices.size(); ++i)
+    qs.devices[i].boot = d->cfg.disks[i].boot;
   proc::SpawnOptions so;
   so.argv = qemu_argv(qs);
   so.log_path = d->dir + "/qemu.log";

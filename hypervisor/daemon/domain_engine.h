@@ -80,6 +80,7 @@ struct Domain {
   std::string initrd;             // what QEMU boots (the base, or base + the script overlay)
   std::vector<QemuDevice> qdevs;  // collected while attaching
   std::string qemu_binary;
+  std::string nvram;  // firmware = "uefi": its variable store (state-dir/nvram/NAME.fd)
 
   std::string console_log() const { return dir + "/console.log"; }
   std::string console_socket() const { return dir + "/console.sock"; }

@@ -43,8 +43,13 @@ std::vector<std::string> qemu_argv(const QemuSpec& s) {
     a.insert(a.end(), {"-chardev", "socket,id=chrtpm,path=" + s.tpm_socket, "-tpmdev",
                        "emulator,id=tpm0,chardev=chrtpm", "-device", "tpm-crb,tpmdev=tpm0"});
   }
-  a.insert(a.end(), {"-kernel", s.kernel, "-initrd", s.initrd, "-append",
-                     kernel_append(s.cmdline, s.iommu)});
+  if (s.firmware == "uefi") {
+    a.insert(a.end(), {"-drive", "if=pflash,format=raw,unit=0,readonly=on,file=" + s.ovmf_code,
+                       "-drive", "if=pflash,format=raw,unit=1,file=" + s.nvram});
+  }
+  if (s.firmware.empty())
+    a.insert(a.end(), {"-kernel", s.kernel, "-initrd", s.initrd, "-append",
+                       kernel_append(s.cmdline, s.iommu)});
   return a;
 }
 

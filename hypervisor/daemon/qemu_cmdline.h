@@ -15,6 +15,7 @@ struct QemuDevice {
   Kind kind;
   std::string socket;  // vhost-user socket the hypervisor listens on
   std::array<uint8_t, 6> mac{};
+  bool boot = false;  // the firmware's boot device (bootindex=0)
 };
 
 struct QemuSpec {
@@ -32,6 +33,11 @@ struct QemuSpec {
   // The vTPM's control socket (QEMU's tpm-emulator backend connects to it
   // and hands the TPM command channel over); empty: no TPM.
   std::string tpm_socket{};
+  // Firmware boot (config "firmware"): "bios" (SeaBIOS, QEMU's default
+  // firmware) or "uefi" (OVMF: its code read-only, the domain's own
+  // variable store `nvram`); "" boots `kernel` and `initrd` directly.
+  std::string firmware{};
+  std::string ovmf_code{}, nvram{};
 };
 
 std::vector<std::string> qemu_argv(const QemuSpec& s);

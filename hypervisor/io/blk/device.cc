@@ -82,7 +82,18 @@ void BlkDevice::queue_stopped(uint32_t index) {
   // request popped but not completed would be lost, so let the driver finish
   // first; only a driver that hangs past the deadline loses requests (its
   // completions are then dropped: the ring they came from is gone).
-  if (vq_) drain_ring();
+  if (vq_) {
+    drain_ring();
+    // A request that waited for slots was popped: serve it before handing
+    // the ring back, or it would be lost.
+    if (waiting_ && port_.state() == DriverPort::State::kLive) {
+      auto c = std::move(*waiting_);
+      waiting_.reset();
+      submit(std::move(c));
+      drain_ring();
+    }
+  }
+  waiting_.reset();
   vq_ = nullptr;
 }
 
@@ -118,8 +129,17 @@ DeviceStats BlkDevice::stats() const {
 
 void BlkDevice::process() {
   if (!vq_ || port_.state() != DriverPort::State::kLive) return;
+  if (waiting_) {
+    auto c = std::move(*waiting_);
+    waiting_.reset();
+    submit(std::move(c));
+    if (waiting_) {  // still not enough free slots
+      port_.kick();
+      return;
+    }
+  }
   for (;;) {
-    while (!free_.empty()) {
+    while (!free_.empty() && !waiting_) {
       auto p = vq_->pop();
       if (p.error != virtio::ChainError::kNone) {
         bad_descriptors_.fetch_add(1, std::memory_order_relaxed);
@@ -133,7 +153,7 @@ void BlkDevice::process() {
       submit(std::move(*p.chain));
     }
     // All slots busy: the rest waits in the ring until a completion frees one.
-    if (free_.empty() || vq_->broken() || !vq_->enable_notification()) break;
+    if (free_.empty() || waiting_ || vq_->broken() || !vq_->enable_notification()) break;
   }
   port_.kick();
   vq_->notify();
@@ -204,10 +224,8 @@ void BlkDevice::submit(virtio::Chain c) {
       return;
     }
   }
-  if (data_len > port_.slot_size()) {
-    complete_now(c, status_off, kSIoErr, 1);
-    return;
-  }
+  if (data_len > port_.slot_size())
+    return submit_split(std::move(c), req, sector, data_len, status_off);
   uint32_t id = free_.front();
   if (type == kTOut) {
     auto r = vq_->dma().copy_from_guest(c.segs, 16, {port_.slot(id), size_t(data_len)});
@@ -227,13 +245,83 @@ void BlkDevice::submit(virtio::Chain c) {
   port_.issue(req);
 }
 
+void BlkDevice::submit_split(virtio::Chain c, channel::Request req, uint64_t sector,
+                             uint64_t data_len, uint64_t status_off) {
+  const uint64_t slot = port_.slot_size();
+  const uint64_t parts = (data_len + slot - 1) / slot;
+  if (parts > inflight_.size()) {  // larger than the whole pool: 16 MiB
+    complete_now(c, status_off, kSIoErr, 1);
+    return;
+  }
+  if (free_.size() < parts) {
+    waiting_ = std::move(c);  // nothing more is popped until it went
+    return;
+  }
+  auto s = std::make_shared<Split>();
+  s->status_off = status_off;
+  s->status = kSOk;
+  const bool write = static_cast<channel::Op>(req.op) == channel::Op::kBlkWrite;
+  std::vector<uint32_t> ids;
+  for (uint64_t off = 0; off < data_len; off += slot) {
+    const uint32_t id = free_.front();
+    const uint64_t len = std::min(slot, data_len - off);
+    if (write) {
+      auto r = vq_->dma().copy_from_guest(c.segs, 16 + off, {port_.slot(id), size_t(len)});
+      if (!r.ok() || r.bytes != len) {
+        complete_now(c, status_off, kSIoErr, 1);
+        return;  // nothing issued yet: every slot is still free
+      }
+    }
+    free_.pop_front();
+    ids.push_back(id);
+    Inflight& f = inflight_[id];
+    f.queue_gen = queue_gen_;
+    f.split = s;
+    f.part_off = off;
+  }
+  s->parts_left = uint32_t(ids.size());
+  s->chain = std::move(c);
+  for (uint32_t id : ids) {
+    channel::Request part = req;
+    part.id = id;
+    part.sector = sector + inflight_[id].part_off / kSector;
+    part.len = uint32_t(std::min(slot, data_len - inflight_[id].part_off));
+    port_.issue(part);
+  }
+}
+
+// One part of a split request ended (`status`, and for a read the bytes it
+// copied to the guest); the last one completes the request.
+void BlkDevice::part_done(uint32_t id, uint8_t status, uint64_t read_bytes) {
+  Inflight& f = inflight_[id];
+  auto s = std::move(f.split);
+  f.split.reset();
+  if (status != kSOk) s->status = kSIoErr;
+  s->bytes += read_bytes;
+  if (--s->parts_left) return;
+  if (!vq_ || f.queue_gen != queue_gen_) return;  // the ring it came from is gone
+  if (s->status == kSOk) bytes_.fetch_add(s->bytes, std::memory_order_relaxed);
+  complete_now(s->chain, s->status_off, s->status,
+               uint32_t(1 + (s->status == kSOk ? s->bytes : 0)));
+}
+
 Status BlkDevice::rebind(channel::HvEnd fresh) {
   auto replayed = port_.rebind(std::move(fresh), [this](uint32_t id, const channel::Request& req) {
     Inflight& f = inflight_[id];
     if (!vq_ || f.queue_gen != queue_gen_) {
       // Its ring is gone; nobody waits for it.
       f.chain = {};
+      f.split.reset();
       free_.push_back(id);
+      return false;
+    }
+    if (f.split) {
+      if (static_cast<channel::Op>(req.op) != channel::Op::kBlkWrite) return true;
+      auto r = vq_->dma().copy_from_guest(f.split->chain.segs, 16 + f.part_off,
+                                          {port_.slot(id), size_t(req.len)});
+      if (r.ok() && r.bytes == req.len) return true;
+      free_.push_back(id);
+      part_done(id, kSIoErr, 0);
       return false;
     }
     if (static_cast<channel::Op>(req.op) == channel::Op::kBlkWrite) {
@@ -259,6 +347,25 @@ Status BlkDevice::rebind(channel::HvEnd fresh) {
 void BlkDevice::finish(uint32_t id, const channel::Request& req, const channel::Response& resp) {
   Inflight& f = inflight_[id];
   free_.push_back(id);
+  if (f.split) {
+    uint8_t status = to_virtio_status(resp.status);
+    uint64_t read = 0;
+    if (vq_ && f.queue_gen == queue_gen_ && status == kSOk &&
+        static_cast<channel::Op>(req.op) == channel::Op::kBlkRead) {
+      uint8_t* slot = port_.slot(id);
+      if (resp.len < req.len) memset(slot + resp.len, 0, req.len - resp.len);
+      auto r = vq_->dma().copy_to_guest(
+          f.split->chain.segs, f.split->chain.readable_bytes + f.part_off, {slot, size_t(req.len)});
+      if (!r.ok()) {
+        AXL_WARN("virtio-blk: copy to guest: %s", iommu::to_string(r.fault));
+        status = kSIoErr;
+      } else {
+        read = req.len;
+      }
+    }
+    part_done(id, status, read);
+    return;
+  }
   if (!vq_ || f.queue_gen != queue_gen_) return;  // the ring it came from is gone
   uint8_t status = to_virtio_status(resp.status);
   uint32_t used = 1;

@@ -64,17 +64,35 @@ class BlkDevice final : public DeviceLogic {
  private:
   // What the device keeps of a request at the driver (the port keeps the
   // channel request itself).
+  // A guest request larger than a slot (a driver that did not negotiate
+  // SIZE_MAX/SEG_MAX, as OVMF's, may send one of many MiB) goes to the
+  // driver as several requests of a slot each; it completes, with the worst
+  // status, once every part has.
+  struct Split {
+    virtio::Chain chain;
+    uint64_t status_off = 0;
+    uint32_t parts_left = 0;
+    uint8_t status = 0;  // kSOk until a part fails
+    uint64_t bytes = 0;  // read back to the guest so far
+  };
   struct Inflight {
     uint64_t queue_gen = 0;  // the ring incarnation the chain came from
     virtio::Chain chain;
-    uint64_t status_off = 0;  // stream offset of the status byte
+    uint64_t status_off = 0;       // stream offset of the status byte
+    std::shared_ptr<Split> split;  // set for a part of a split request
+    uint64_t part_off = 0;         // the part's offset in the request's data
   };
+  // A request waiting for enough free slots for all its parts.
+  std::optional<virtio::Chain> waiting_;
+  void part_done(uint32_t id, uint8_t status, uint64_t read_bytes);
 
   void process();
   // Waits (bounded) for the driver to finish every request of the current
   // ring, so GET_VRING_BASE hands back a ring with nothing in flight.
   void drain_ring();
   void submit(virtio::Chain chain);
+  void submit_split(virtio::Chain chain, channel::Request req, uint64_t sector, uint64_t data_len,
+                    uint64_t status_off);
   void complete_now(const virtio::Chain& chain, uint64_t status_off, uint8_t status,
                     uint32_t used_len);
   void finish(uint32_t id, const channel::Request& req, const channel::Response& r);

@@ -214,9 +214,8 @@ TEST_F(BlkTest, ErrorsGoToTheGuestAsStatus) {
   fe.add_chain(0, {{kHdr, 16, false}, {kData, 1024, true}, {kStatus, 1, true}});
   put_hdr(1, 99, 0);  // unknown type
   fe.add_chain(0, {{kHdr + 16, 16, false}, {kStatus + 1, 1, true}});
-  put_hdr(2, kTIn, 0);  // bigger than a slot
-  uint32_t big = blk_channel_shape().slot_size + 512;
-  fe.add_chain(0, {{kHdr + 32, 16, false}, {kData, big, true}, {kStatus + 2, 1, true}});
+  put_hdr(2, kTIn, 0);  // not a whole number of sectors
+  fe.add_chain(0, {{kHdr + 32, 16, false}, {kData, 1000, true}, {kStatus + 2, 1, true}});
   put_hdr(3, kTIn, 0);  // data outside guest RAM
   fe.add_chain(0, {{kHdr + 48, 16, false}, {0x10, 512, true}, {kStatus + 3, 1, true}});
   put_hdr(4, kTIn, ~0ull / 2);  // sector arithmetic that would overflow
@@ -230,6 +229,31 @@ TEST_F(BlkTest, ErrorsGoToTheGuestAsStatus) {
   EXPECT_EQ(status(4), kSIoErr);
   EXPECT_EQ(dev->stats().bad_descriptors, 1u);
   EXPECT_GE(dev->stats().iommu_faults, 1u);
+}
+
+// A driver that did not negotiate SIZE_MAX/SEG_MAX (OVMF) may send one
+// descriptor larger than a channel slot: it is served whole, in parts.
+TEST_F(BlkTest, ARequestLargerThanASlotIsServedInParts) {
+  fe.handshake(1, ~0ull & ~(virtio::bit(kFSegMax) | virtio::bit(kFSizeMax)));
+  const uint32_t big = 2 * blk_channel_shape().slot_size + 1024;  // three parts
+  std::vector<uint8_t> pattern(big);
+  for (size_t i = 0; i < big; ++i) pattern[i] = uint8_t(i * 13 + 5);
+  memcpy(fe.at(kData), pattern.data(), big);
+  put_hdr(0, kTOut, 3);
+  fe.add_chain(0, {{kHdr, 16, false}, {kData, big, false}, {kStatus, 1, true}});
+  auto u = fe.wait_used(0, 1);
+  ASSERT_EQ(u.size(), 1u);
+  EXPECT_EQ(status(0), kSOk);
+  EXPECT_EQ(0, memcmp(disk.data() + 3 * 512, pattern.data(), big));
+  memset(fe.at(kData), 0, big);
+  put_hdr(1, kTIn, 3);
+  fe.add_chain(0, {{kHdr + 16, 16, false}, {kData, big, true}, {kStatus + 1, 1, true}});
+  u = fe.wait_used(0, 1);
+  ASSERT_EQ(u.size(), 1u);
+  EXPECT_EQ(status(1), kSOk);
+  EXPECT_EQ(u[0].len, big + 1);
+  EXPECT_EQ(0, memcmp(fe.at(kData), pattern.data(), big));
+  EXPECT_EQ(dev->stats().requests, 2u);
 }
 
 TEST_F(BlkTest, ManyRequestsInOneKick) {
