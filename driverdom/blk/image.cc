@@ -38,6 +38,14 @@ void put_be64(uint8_t* p, uint64_t v) {
   for (int i = 7; i >= 0; --i, v >>= 8) p[i] = uint8_t(v);
 }
 
+// Names and paths taken from an image (a backing file's name) may hold any
+// byte: an error that quotes them stays one printable line.
+Error one_line(Error e) {
+  for (char& c : e.message)
+    if (static_cast<unsigned char>(c) < 0x20 || c == 0x7f) c = '?';
+  return e;
+}
+
 Error sys(const std::string& what) { return make_error(what + ": " + strerror(errno)); }
 
 Status pread_all(int fd, uint8_t* buf, size_t len, uint64_t off) {
@@ -459,6 +467,11 @@ class Qcow2 : public Image {
 
 }  // namespace
 
+namespace {
+Result<std::unique_ptr<Image>> open_qcow2_unchecked(UniqueFd fd, std::unique_ptr<Image> backing,
+                                                    bool read_only);
+}  // namespace
+
 Result<ImageInfo> probe(int fd) {
   auto fsize = file_size(fd);
   if (!fsize) return fsize.error();
@@ -488,6 +501,14 @@ std::unique_ptr<Image> open_raw(UniqueFd fd, bool read_only) {
 
 Result<std::unique_ptr<Image>> open_qcow2(UniqueFd fd, std::unique_ptr<Image> backing,
                                           bool read_only) {
+  auto r = open_qcow2_unchecked(std::move(fd), std::move(backing), read_only);
+  if (!r) return one_line(r.error());
+  return r;
+}
+
+namespace {
+Result<std::unique_ptr<Image>> open_qcow2_unchecked(UniqueFd fd, std::unique_ptr<Image> backing,
+                                                    bool read_only) {
   auto fsize = file_size(fd.get());
   if (!fsize) return fsize.error();
   auto h = read_header(fd.get(), *fsize);
@@ -502,6 +523,7 @@ Result<std::unique_ptr<Image>> open_qcow2(UniqueFd fd, std::unique_ptr<Image> ba
   if (auto s = q->load(*fsize); !s) return s.error();
   return std::unique_ptr<Image>(std::move(q));
 }
+}  // namespace
 
 namespace {
 // Opens `path` and its chain; with `out`, also keeps a duplicate of each fd
@@ -549,7 +571,9 @@ Result<std::unique_ptr<Image>> open_at(const std::string& path, const std::strin
 
 Result<std::unique_ptr<Image>> open_chain(const std::string& path, bool read_only) {
   std::set<std::pair<dev_t, ino_t>> seen;
-  return open_at(path, "", read_only, 0, seen, nullptr);
+  auto r = open_at(path, "", read_only, 0, seen, nullptr);
+  if (!r) return one_line(r.error());
+  return r;
 }
 
 Result<ChainFds> open_chain_fds(const std::string& path, const std::string& format,
@@ -557,7 +581,7 @@ Result<ChainFds> open_chain_fds(const std::string& path, const std::string& form
   std::set<std::pair<dev_t, ino_t>> seen;
   ChainFds out;
   auto img = open_at(path, format.empty() ? "raw" : format, read_only, 0, seen, &out);
-  if (!img) return img.error();
+  if (!img) return one_line(img.error());
   out.size = (*img)->size();
   return out;
 }
