@@ -8,7 +8,8 @@
 # guest wrote, and the backing file is unchanged.  Bad images fail `axl
 # create` with one line naming the problem and leave nothing behind: a
 # truncated image, a backing chain that loops, a missing backing file, a raw
-# file stated as qcow2, a compressed image.
+# file stated as qcow2, a compressed image.  After destroy and create the
+# guest's writes are there.
 . "$(dirname "$0")/lib.sh"
 require_root_and_tools
 command -v qemu-img >/dev/null || { echo "SKIP: qemu-img not installed (apt-get install qemu-utils)"; exit 77; }
@@ -59,6 +60,18 @@ axl wait qc --timeout 300 >&2 || die "guest script failed"
 [ "$(axl drivers | awk '$1=="blk0"{print $5}')" = 1 ] || die "blk0 was not restarted once"
 [ "$(value IN)" = "$("$TOOL" gen 11 256K | sha256sum | cut -d' ' -f1)" ] || die "the write inside the backing data read back wrong"
 [ "$(value OUT)" = "$("$TOOL" gen 12 1M | sha256sum | cut -d' ' -f1)" ] || die "the write beyond it read back wrong"
+axl destroy qc >/dev/null 2>&1 || true
+# The same overlay in a domain created again: what the guest wrote is there.
+cat >guest2.sh <<'SH'
+echo "AGAIN-IN $(dd if=/dev/vda bs=64K skip=17 count=4 iflag=direct 2>/dev/null | sha256sum | cut -d' ' -f1)"
+echo "AGAIN-OUT $(dd if=/dev/vda bs=64K skip=320 count=16 iflag=direct 2>/dev/null | sha256sum | cut -d' ' -f1)"
+SH
+sed 's/guest.sh/guest2.sh/' guest.toml >guest2.toml
+axl create "$T_DIR/guest2.toml" >&2
+axl wait qc --timeout 300 >&2 || die "the second guest's script failed"
+[ "$(value AGAIN-IN)" = "$("$TOOL" gen 11 256K | sha256sum | cut -d' ' -f1)" ] &&
+  [ "$(value AGAIN-OUT)" = "$("$TOOL" gen 12 1M | sha256sum | cut -d' ' -f1)" ] ||
+  die "after destroy and create the guest's writes are not there"
 axl destroy qc >/dev/null 2>&1 || true
 qemu-img check -q top.qcow2 || die "qemu-img check finds the overlay damaged"
 # What QEMU reads: the base with the two writes in it, zeros after.
