@@ -1,10 +1,8 @@
 // axl host up / down: start and stop the host stack (hypervisor, supervisor,
 // driver domains).  The daemons' PIDs are recorded in the state dir and
 // verified before any signal is sent, so `down` never touches a stranger.
-#include <poll.h>
 #include <signal.h>
 #include <sys/stat.h>
-#include <sys/syscall.h>
 #include <unistd.h>
 
 #include <chrono>
@@ -130,15 +128,8 @@ void stop_recorded_instances(const HostPaths& p) {
       fprintf(stderr, "axl: %s: %s\n", e.path().c_str(), r.error().message.c_str());
       continue;
     }
-    bool stopped = false;
-    for (auto [pid, start] : {std::pair{r->pid, r->start}, {r->holder_pid, r->holder_start}}) {
-      auto fd = proc::pin(pid, start);
-      if (!fd) continue;
-      ::syscall(SYS_pidfd_send_signal, fd->get(), SIGKILL, nullptr, 0);
-      pollfd pf{fd->get(), POLLIN, 0};
-      (void)::poll(&pf, 1, 2000);
-      stopped |= pid == r->pid;
-    }
+    const bool stopped = proc::kill_pinned(r->pid, r->start, 2000ms);
+    if (r->holder_pid > 0) (void)proc::kill_pinned(r->holder_pid, r->holder_start, 2000ms);
     if (stopped)
       printf("host down: stopped %s %s pid %d, left behind by its supervisor\n", r->kind.c_str(),
              r->name.c_str(), r->pid);

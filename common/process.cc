@@ -413,13 +413,15 @@ Result<pid_t> kill_recorded(const std::string& path, std::chrono::milliseconds w
   unsigned long long t = 0;
   if (!(f >> pid >> t) || pid <= 1 || pid > INT32_MAX || !t)
     return make_error("malformed process record " + path);
-  auto pinned = pin(pid_t(pid), t);
-  if (!pinned) return pid_t(0);
-  UniqueFd fd = std::move(pinned).value();
-  if (::syscall(SYS_pidfd_send_signal, fd.get(), SIGKILL, nullptr, 0) != 0) return pid_t(0);
-  pollfd p{fd.get(), POLLIN, 0};
+  return kill_pinned(pid_t(pid), t, wait) ? pid_t(pid) : pid_t(0);
+}
+
+bool kill_pinned(pid_t pid, uint64_t start, std::chrono::milliseconds wait) {
+  auto fd = pin(pid, start);
+  if (!fd || ::syscall(SYS_pidfd_send_signal, fd->get(), SIGKILL, nullptr, 0) != 0) return false;
+  pollfd p{fd->get(), POLLIN, 0};
   (void)::poll(&p, 1, int(wait.count()));
-  return pid_t(pid);
+  return true;
 }
 
 }  // namespace axl::proc

@@ -108,6 +108,10 @@ Result<Child> adopt(pid_t pid, uint64_t start, pid_t holder_pid = -1, uint64_t h
 // hypervisor was killed): its pid and its start time (/proc/PID/stat), so a
 // later process that reuses the pid is never taken for it.
 Status write_record(const std::string& path, pid_t pid);
+// SIGKILLs `pid` if it is still the process that started at `start`, and
+// waits up to `wait` for it to go; false when it was gone (or another
+// process) already.
+bool kill_pinned(pid_t pid, uint64_t start, std::chrono::milliseconds wait);
 // Kills the process a record names if it still runs (same pid and start
 // time) and waits up to `wait` for it to go: its pid, or 0 when none ran.
 // A missing record is 0; an unreadable one an Error.

@@ -150,7 +150,7 @@ int Instance::reap(Reaper& reaper, std::string* cause) {
 int Instance::stop(std::chrono::milliseconds grace) {
   unwatch();
   monitor_.reset();
-  health_.reset();  // a parked spare exits when its channel closes
+  health_.reset();
   int status = -1;
   if (child_.pid > 0) status = proc::stop(child_, grace);
   if (journal_) journal_->forget(record_.key());
@@ -190,8 +190,7 @@ Result<std::unique_ptr<Instance>> adopt_instance(asio::io_context& io, Journal& 
   // Not adoptable: nothing of it may stay.
   if (child) (void)proc::stop(*child, std::chrono::milliseconds(0));
   if (r.holder_pid > 0)
-    if (auto h = proc::pin(r.holder_pid, r.holder_start); h)
-      ::syscall(SYS_pidfd_send_signal, h->get(), SIGKILL, nullptr, 0);
+    (void)proc::kill_pinned(r.holder_pid, r.holder_start, std::chrono::milliseconds(0));
   journal.forget(r.key());
   reaper.retire(std::move(group));
   return make_error(why);

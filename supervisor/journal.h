@@ -60,7 +60,6 @@ class Journal {
   // Every record found; a malformed one is warned about and removed.
   std::vector<InstanceRecord> load();
   FdStore& store() { return store_; }
-  const std::string& dir() const { return dir_; }
 
  private:
   Status write(const InstanceRecord& r);
