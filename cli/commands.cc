@@ -10,6 +10,7 @@
 #include <cstring>
 #include <ctime>
 #include <filesystem>
+#include <optional>
 #include <regex>
 #include <thread>
 
@@ -180,6 +181,50 @@ int wait(const HostPaths& p, const std::string& name, double timeout_s) {
   if (status < 0) return fail("domain " + name + " shut off without reporting a script status");
   printf("domain %s shut off, script exit status %d\n", name.c_str(), status);
   return status;
+}
+
+namespace {
+// A timeout in seconds on the command line, as the milliseconds a request
+// carries (1 ms .. 1 h).
+std::optional<uint32_t> timeout_ms(double s) {
+  if (!(s > 0) || s > 3600) return std::nullopt;
+  return uint32_t(std::max(1.0, s * 1000));
+}
+}  // namespace
+
+int exec(const HostPaths& p, const std::string& name, const std::vector<std::string>& argv,
+         double timeout_s) {
+  auto ms = timeout_ms(timeout_s);
+  if (!ms) {
+    fail("--timeout must be more than 0 and at most 3600 seconds");
+    return 255;
+  }
+  std::vector<std::string> args(argv.begin() + 1, argv.end());
+  auto r = call(p.hv_socket(), control::hv::guest_exec(name, argv[0], args, *ms), int(*ms) + 10000);
+  if (!r) {
+    fail(r.error().message);
+    return 255;
+  }
+  auto x = r->get().getExec();
+  auto out = x.getStdout(), err = x.getStderr();
+  fwrite(out.begin(), 1, out.size(), stdout);
+  fflush(stdout);
+  fwrite(err.begin(), 1, err.size(), stderr);
+  if (x.getTruncated()) fprintf(stderr, "axl: the command's output was cut short\n");
+  if (x.getSignal() > 0 && x.getExitCode() < 0) return 128 + x.getSignal();
+  return x.getExitCode() & 0xff;
+}
+
+int shutdown(const HostPaths& p, const std::string& name, double timeout_s, bool force) {
+  auto ms = timeout_ms(timeout_s);
+  if (!ms) return fail("--timeout must be more than 0 and at most 3600 seconds");
+  auto r = call(p.hv_socket(), control::hv::guest_shutdown(name, *ms, force), int(*ms) + 10000);
+  if (!r) return fail(r.error().message);
+  if (r->get().getForced())
+    printf("domain %s did not power off within %g s: destroyed\n", name.c_str(), timeout_s);
+  else
+    printf("domain %s powered off\n", name.c_str());
+  return 0;
 }
 
 int console(const HostPaths& p, const std::string& name, bool log_only) {

@@ -2,6 +2,7 @@
 // line on error, naming the problem.
 #pragma once
 #include <string>
+#include <vector>
 
 namespace axl::cli {
 
@@ -24,6 +25,11 @@ int driver_kill(const HostPaths& p, const std::string& name, const std::string& 
 int inject(const HostPaths& p, const std::string& name, const std::string& fault);
 int driver_restart(const HostPaths& p, const std::string& name);
 int wait(const HostPaths& p, const std::string& name, double timeout_s);
+// Runs argv in the guest through its agent: prints its output and exits with
+// its status (128 + N for signal N); 255 when the command could not be run.
+int exec(const HostPaths& p, const std::string& name, const std::vector<std::string>& argv,
+         double timeout_s);
+int shutdown(const HostPaths& p, const std::string& name, double timeout_s, bool force);
 
 struct MeasureOptions {
   std::string kernel, initrd, cmdline, config, name = "my-image";

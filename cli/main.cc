@@ -79,6 +79,24 @@ int main(int argc, char** argv) {
   wait->add_option("name", name)->required();
   wait->add_option("--timeout", timeout_s, "seconds")->capture_default_str();
   state_opt(wait);
+  std::vector<std::string> exec_argv;
+  double exec_timeout_s = 60;
+  auto* exec = app.add_subcommand(
+      "exec", "run a command in a domain through its guest agent: axl exec NAME -- CMD [ARGS...]");
+  exec->add_option("name", name)->required();
+  exec->add_option("command", exec_argv, "the command and its arguments (after --)")->required();
+  exec->add_option("--timeout", exec_timeout_s,
+                   "seconds for the agent to answer and the command to exit")
+      ->capture_default_str();
+  state_opt(exec);
+  double shutdown_timeout_s = 60;
+  bool force = false;
+  auto* shutdown = app.add_subcommand(
+      "shutdown", "power a domain off cleanly (ACPI power button) and wait until it is off");
+  shutdown->add_option("name", name)->required();
+  shutdown->add_option("--timeout", shutdown_timeout_s, "seconds to wait")->capture_default_str();
+  shutdown->add_flag("--force", force, "destroy the domain if it is not off by then");
+  state_opt(shutdown);
   axl::cli::MeasureOptions mo;
   auto* meas = app.add_subcommand(
       "measure", "print the boot measurements (PCR 8, 9) and golden values for an image");
@@ -145,6 +163,8 @@ int main(int argc, char** argv) {
   if (*inj) return inject(paths, name, fault);
   if (*drestart) return driver_restart(paths, name);
   if (*wait) return axl::cli::wait(paths, name, timeout_s);
+  if (*exec) return axl::cli::exec(paths, name, exec_argv, exec_timeout_s);
+  if (*shutdown) return axl::cli::shutdown(paths, name, shutdown_timeout_s, force);
   if (*demo) return run_demo(demo_opts);
   if (*meas) return measure(mo);
   if (*att) return axl::cli::attest(paths, ao);

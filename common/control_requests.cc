@@ -21,6 +21,25 @@ Request destroy(const std::string& domain) {
 Request domain_info(const std::string& domain) {
   return [=](Q q) { q.setDomainInfo(domain); };
 }
+Request guest_exec(const std::string& domain, const std::string& path,
+                   const std::vector<std::string>& args, uint32_t timeout_ms) {
+  return [=](Q q) {
+    auto e = q.initGuestExec();
+    e.setDomain(domain);
+    e.setPath(path);
+    auto l = e.initArgs(unsigned(args.size()));
+    for (unsigned i = 0; i < args.size(); ++i) l.set(i, args[i]);
+    e.setTimeoutMs(timeout_ms);
+  };
+}
+Request guest_shutdown(const std::string& domain, uint32_t timeout_ms, bool force) {
+  return [=](Q q) {
+    auto e = q.initGuestShutdown();
+    e.setDomain(domain);
+    e.setTimeoutMs(timeout_ms);
+    e.setForce(force);
+  };
+}
 Request promote_standby(const std::string& driver) {
   return [=](Q q) { q.setPromoteStandby(driver); };
 }

@@ -10,6 +10,7 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "common/control_client.h"
 
@@ -21,6 +22,9 @@ Request create(const std::string& config_toml, const std::string& base_dir);
 Request list();
 Request destroy(const std::string& domain);
 Request domain_info(const std::string& domain);
+Request guest_exec(const std::string& domain, const std::string& path,
+                   const std::vector<std::string>& args, uint32_t timeout_ms);
+Request guest_shutdown(const std::string& domain, uint32_t timeout_ms, bool force);
 // Fence this driver's active instance and move its devices to its warm
 // standby now.
 Request promote_standby(const std::string& driver);

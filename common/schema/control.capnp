@@ -23,6 +23,8 @@ struct ControlRequest {
     promoteStandby @15 :Text;  # supervisor -> hv: fence this driver's active instance
                                # and move its devices to its warm standby now
     driverServed @16 :DriverServed;  # hv -> supervisor: first request served after a rebind
+    guestExec @18 :GuestExec;  # hv: run a command in a domain through its guest agent
+    guestShutdown @19 :GuestShutdown;  # hv: ACPI power-off, answered once QEMU exited
   }
   # Chosen by the client, unique among its requests in flight on one
   # connection; the reply carries it back (replies on one connection may come
@@ -85,6 +87,30 @@ struct KillDriver {
   signal @1 :Text;       # KILL | STOP | SEGV | ABRT
 }
 
+# `axl exec NAME -- PATH ARGS...`: qemu-guest-agent's guest-exec in the
+# guest, its output captured (docs/architecture.md, "Guest agent").
+struct GuestExec {
+  domain @0 :Text;
+  path @1 :Text;
+  args @2 :List(Text);
+  timeoutMs @3 :UInt32;
+}
+
+# `axl shutdown NAME [--force]`.
+struct GuestShutdown {
+  domain @0 :Text;
+  timeoutMs @1 :UInt32;
+  force @2 :Bool;        # destroy the domain once timeoutMs passed
+}
+
+struct ExecResult {
+  exitCode @0 :Int32;    # -1: ended by a signal
+  signal @1 :Int32;
+  stdout @2 :Data;
+  stderr @3 :Data;
+  truncated @4 :Bool;    # the agent cut the output short
+}
+
 struct CreateDomain {
   configToml @0 :Text;   # the guest config, already validated by axl
   baseDir @1 :Text;      # relative paths in the config resolve against this
@@ -140,4 +166,6 @@ struct ControlReply {
   drivers @3 :List(DriverInfo);
   vtpms @4 :List(VtpmInfo);
   id @5 :UInt64;         # the request's id
+  exec @6 :ExecResult;   # guestExec
+  forced @7 :Bool;       # guestShutdown: destroyed past its timeout
 }

@@ -45,7 +45,8 @@ static void usage(void) {
   fprintf(stderr,
           "usage: axl-tool gen SEED BYTES[K|M|G]\n"
           "       axl-tool send HOST PORT [--retry SECONDS]\n"
-          "       axl-tool recv ADDR PORT [--timeout SECONDS]\n");
+          "       axl-tool recv ADDR PORT [--timeout SECONDS]\n"
+          "       axl-tool serve ADDR PORT [--timeout SECONDS] < DATA\n");
   exit(2);
 }
 
@@ -247,7 +248,9 @@ static int ms_until(double deadline) {
   return left > 1e6 ? 1000000000 : (int)(left * 1000.0) + 1;
 }
 
-static int cmd_recv(int argc, char** argv) {
+/* Parses ADDR PORT [--timeout SECONDS], listens there, and accepts one
+ * connection before the deadline (*deadline: 0 for none). */
+static int accept_one(int argc, char** argv, double* deadline) {
   const char* pos[2];
   int npos = 0;
   double timeout = 0;
@@ -266,7 +269,7 @@ static int cmd_recv(int argc, char** argv) {
   if (npos != 2) usage();
   struct sockaddr_in sa;
   parse_addr(pos[0], pos[1], &sa);
-  double deadline = timeout > 0 ? now_s() + timeout : 0;
+  *deadline = timeout > 0 ? now_s() + timeout : 0;
 
   int lfd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
   if (lfd < 0) die("socket: %s", strerror(errno));
@@ -282,7 +285,7 @@ static int cmd_recv(int argc, char** argv) {
 
   struct pollfd p = {.fd = lfd, .events = POLLIN};
   for (;;) {
-    int r = poll(&p, 1, ms_until(deadline));
+    int r = poll(&p, 1, ms_until(*deadline));
     if (r < 0 && errno == EINTR) continue;
     if (r < 0) die("poll: %s", strerror(errno));
     if (r == 0) die("timed out waiting for a connection on %s:%s", pos[0], pos[1]);
@@ -291,11 +294,16 @@ static int cmd_recv(int argc, char** argv) {
   int fd = accept4(lfd, NULL, NULL, SOCK_CLOEXEC);
   if (fd < 0) die("accept: %s", strerror(errno));
   close(lfd);
+  return fd;
+}
 
+static int cmd_recv(int argc, char** argv) {
+  double deadline;
+  int fd = accept_one(argc, argv, &deadline);
+  struct pollfd p = {.fd = fd, .events = POLLIN};
   static char buf[kChunk];
   uint64_t total = 0;
   double start = now_s();
-  p.fd = fd;
   for (;;) {
     int r = poll(&p, 1, ms_until(deadline));
     if (r < 0 && errno == EINTR) continue;
@@ -316,6 +324,29 @@ static int cmd_recv(int argc, char** argv) {
   return 0;
 }
 
+/* The other direction: the first peer to connect gets stdin, then EOF. */
+static int cmd_serve(int argc, char** argv) {
+  double deadline;
+  int fd = accept_one(argc, argv, &deadline);
+  static char buf[kChunk];
+  uint64_t total = 0;
+  double start = now_s();
+  for (;;) {
+    ssize_t n = read(STDIN_FILENO, buf, sizeof buf);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      die("read from stdin: %s", strerror(errno));
+    }
+    if (n == 0) break;
+    write_all(fd, buf, (size_t)n, "connection");
+    total += (uint64_t)n;
+  }
+  double secs = now_s() - start;
+  if (close(fd) < 0) die("close connection: %s", strerror(errno));
+  report("served", total, secs);
+  return 0;
+}
+
 int main(int argc, char** argv) {
   /* A closed peer must surface as EPIPE and a message, not a silent death. */
   signal(SIGPIPE, SIG_IGN);
@@ -327,6 +358,7 @@ int main(int argc, char** argv) {
   if (strcmp(cmd, "gen") == 0) return cmd_gen(argc - 2, argv + 2);
   if (strcmp(cmd, "send") == 0) return cmd_send(argc - 2, argv + 2);
   if (strcmp(cmd, "recv") == 0) return cmd_recv(argc - 2, argv + 2);
+  if (strcmp(cmd, "serve") == 0) return cmd_serve(argc - 2, argv + 2);
   if (strcmp(cmd, "-h") == 0 || strcmp(cmd, "--help") == 0) usage();
   g_cmd = "axl-tool";
   die("unknown command '%s' (gen, send, recv)", cmd);

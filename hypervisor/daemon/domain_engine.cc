@@ -399,6 +399,8 @@ void DomainEngine::create_spawn(Domain* d) {
   qs.firmware = d->cfg.firmware;
   qs.ovmf_code = kOvmfCode;
   qs.nvram = d->nvram;
+  qs.agent_socket = d->agent_socket();
+  qs.qmp_socket = d->qmp_socket();
   // Disks come first among the devices, in config order.
   for (size_t i = 0; i < d->cfg.disks.size() && i < qs.devices.size(); ++i)
     qs.devices[i].boot = d->cfg.disks[i].boot;
@@ -465,11 +467,75 @@ void DomainEngine::on_qemu_exit(Domain* d) {
   d->qemu.pid = -1;
   if (!st || !WIFEXITED(*st) || WEXITSTATUS(*st) != 0) return on_crash(d);
   d->state = DomainState::kShutoff;
+  d->agent.reset();
   release_devices(*d);
   stop_vtpm(*d);
   AXL_INFO("domain %s shut off: qemu %s", d->cfg.name.c_str(),
            proc::describe_status(d->exit_status).c_str());
   state_changed(d->cfg.name, to_string(DomainState::kShutoff));
+  shutoff_waiters(*d, {});
+}
+
+void DomainEngine::shutoff_waiters(Domain& d, const Status& s) {
+  for (auto& t : std::exchange(d.shutdown_timers, {})) t->cancel();
+  for (auto& f : std::exchange(d.on_shutoff, {})) f(s);
+}
+
+void DomainEngine::guest_exec(const std::string& name, std::string path,
+                              std::vector<std::string> args, std::chrono::milliseconds timeout,
+                              std::function<void(Result<ExecResult>)> done) {
+  auto it = domains_.find(name);
+  if (it == domains_.end()) return done(make_error("no domain named '" + name + "'"));
+  Domain& d = *it->second;
+  if (d.state != DomainState::kRunning)
+    return done(make_error("domain " + name + " is " + to_string(d.state) + ", not running"));
+  if (!d.agent) d.agent = std::make_unique<GuestAgent>(io_, d.agent_socket());
+  d.agent->exec(std::move(path), std::move(args), timeout, std::move(done));
+}
+
+void DomainEngine::shutdown(const std::string& name, std::chrono::milliseconds timeout, bool force,
+                            std::function<void(Result<bool>)> done) {
+  auto it = domains_.find(name);
+  if (it == domains_.end()) return done(make_error("no domain named '" + name + "'"));
+  Domain& d = *it->second;
+  if (d.state == DomainState::kShutoff) return done(false);
+  if (d.state != DomainState::kRunning)
+    return done(make_error("domain " + name + " is " + to_string(d.state) + ", not running"));
+  // One answer, whichever comes first: the power-off, the deadline, or a
+  // failure to press the button.
+  auto answer = std::make_shared<std::function<void(Result<bool>)>>(std::move(done));
+  auto reply = [answer](Result<bool> r) {
+    if (auto f = std::exchange(*answer, nullptr)) f(std::move(r));
+  };
+  auto timer = std::make_shared<asio::steady_timer>(io_, timeout);
+  d.shutdown_timers.push_back(timer);
+  // Once the deadline passed with `force`, the destroy answers.
+  auto forcing = std::make_shared<bool>(false);
+  d.on_shutoff.push_back([reply, timer, forcing](const Status& s) {
+    if (*forcing) return;
+    timer->cancel();
+    reply(s ? Result<bool>(false) : Result<bool>(s.error()));
+  });
+  std::weak_ptr<bool> alive = d.alive;
+  const std::string n = name;  // NOLINT(performance-unnecessary-copy-initialization)
+  timer->async_wait([this, alive, n, force, forcing, timeout,
+                     reply](const boost::system::error_code& ec) {
+    if (ec || alive.expired()) return;
+    if (!force)
+      return reply(make_error("domain " + n + " did not power off within " +
+                              std::to_string(timeout.count() / 1000) +
+                              " s (axl shutdown --force destroys it then)"));
+    AXL_WARN("domain %s did not power off within %lld ms: destroying it", n.c_str(),
+             static_cast<long long>(timeout.count()));
+    *forcing = true;
+    destroy(n,
+            [reply](const Status& s) { reply(s ? Result<bool>(true) : Result<bool>(s.error())); });
+  });
+  qmp_powerdown(io_, d.qmp_socket(), [reply, timer](const Status& s) {
+    if (s) return;
+    timer->cancel();
+    reply(make_error("pressing the ACPI power button: " + s.error().message));
+  });
 }
 
 // QEMU was killed or failed: the guest did not power off. What follows is
@@ -483,6 +549,8 @@ void DomainEngine::on_crash(Domain* d) {
     if (!last.empty() && WIFEXITED(d->exit_status)) cause += ": " + last;
   }
   d->crash_cause = cause;
+  d->agent.reset();
+  shutoff_waiters(*d, make_error("domain " + d->cfg.name + " crashed: " + cause));
   const std::string name = d->cfg.name;
   std::string action = d->cfg.on_crash;
   if (action == "restart") {

@@ -16,6 +16,7 @@
 #include "common/process.h"
 #include "hypervisor/daemon/device_binding.h"
 #include "hypervisor/daemon/driver_registry.h"
+#include "hypervisor/daemon/guest_agent.h"
 #include "hypervisor/daemon/qemu_cmdline.h"
 #include "hypervisor/guest_device.h"
 
@@ -51,6 +52,9 @@ struct Domain {
   ~Domain() {
     *alive = false;
     if (stop_wait) stop_wait->cancel();
+    for (auto& t : shutdown_timers) t->cancel();
+    for (auto& f : std::exchange(on_shutoff, {}))
+      f(make_error("domain " + cfg.name + " was destroyed"));
   }
   config::GuestConfig cfg;
   // Read by completions that arrive later (a driver's attach answer): false
@@ -81,9 +85,18 @@ struct Domain {
   std::vector<QemuDevice> qdevs;  // collected while attaching
   std::string qemu_binary;
   std::string nvram;  // firmware = "uefi": its variable store (state-dir/nvram/NAME.fd)
+  // The guest agent, from the first `axl exec` on (docs/architecture.md,
+  // "Guest agent").
+  std::unique_ptr<GuestAgent> agent;
+  // `axl shutdown` callers waiting for the guest to power off, and their
+  // deadlines.
+  std::vector<std::function<void(Status)>> on_shutoff;
+  std::vector<std::shared_ptr<boost::asio::steady_timer>> shutdown_timers;
 
   std::string console_log() const { return dir + "/console.log"; }
   std::string console_socket() const { return dir + "/console.sock"; }
+  std::string agent_socket() const { return dir + "/agent.sock"; }
+  std::string qmp_socket() const { return dir + "/qmp.sock"; }
 };
 
 // The engine's view of the drivers' supervision: each driver's progress
@@ -128,6 +141,14 @@ class DomainEngine {
   void destroy(const std::string& name, std::function<void(Status)> done);
   // The same without waiting on the loop (shutdown: the loop runs no more).
   void destroy_all();
+  // Runs a command in a running domain through its guest agent.
+  void guest_exec(const std::string& name, std::string path, std::vector<std::string> args,
+                  std::chrono::milliseconds timeout, std::function<void(Result<ExecResult>)> done);
+  // Presses the domain's ACPI power button and answers once QEMU exited
+  // because the guest powered off (false), or past `timeout`: with an error,
+  // or, with `force`, once it was destroyed (true).
+  void shutdown(const std::string& name, std::chrono::milliseconds timeout, bool force,
+                std::function<void(Result<bool>)> done);
   const Domain* find(const std::string& name) const;
   // A driver domain (re)connected: move every device it serves to it.
   void driver_connected(DriverConnection& drv);
@@ -180,6 +201,8 @@ class DomainEngine {
   // Releases everything the domain holds and removes it from the table.
   void teardown(const std::string& name);
   void on_crash(Domain* d);
+  // Answers the domain's `axl shutdown` callers.
+  static void shutoff_waiters(Domain& d, const Status& s);
   // Crash restarts per domain name in the last minute (a QEMU that keeps
   // crashing is preserved after kMaxCrashRestarts).
   static constexpr size_t kMaxCrashRestarts = 5;

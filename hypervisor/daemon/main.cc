@@ -126,83 +126,143 @@ int main(int argc, char** argv) {
   });
   bool stopping = false;
 
-  axl::ControlServer control(
-      io, [&](axl::schema::ControlRequest::Reader req, axl::schema::ControlReply::Builder rep,
-              axl::ControlServer::Context& ctx) {
-        using R = axl::schema::ControlRequest;
-        rep.setOk(true);
-        switch (req.which()) {
-          case R::CREATE: {
-            // Answered once the domain runs or failed; the loop serves on meanwhile.
-            auto c = req.getCreate();
-            auto reply = ctx.defer();
-            engine.create(c.getConfigToml(), c.getBaseDir(),
-                          [reply](axl::Result<const axl::hv::Domain*> d) {
-                            auto r = reply->reply();
-                            if (!d) {
-                              r.setOk(false);
-                              r.setError(d.error().message);
-                            } else {
-                              fill_domain(**d, r.initDomains(1)[0]);
+  axl::ControlServer control(io, [&](axl::schema::ControlRequest::Reader req,
+                                     axl::schema::ControlReply::Builder rep,
+                                     axl::ControlServer::Context& ctx) {
+    using R = axl::schema::ControlRequest;
+    rep.setOk(true);
+    switch (req.which()) {
+      case R::CREATE: {
+        // Answered once the domain runs or failed; the loop serves on meanwhile.
+        auto c = req.getCreate();
+        auto reply = ctx.defer();
+        engine.create(c.getConfigToml(), c.getBaseDir(),
+                      [reply](axl::Result<const axl::hv::Domain*> d) {
+                        auto r = reply->reply();
+                        if (!d) {
+                          r.setOk(false);
+                          r.setError(d.error().message);
+                        } else {
+                          fill_domain(**d, r.initDomains(1)[0]);
+                        }
+                        reply->send();
+                      });
+        break;
+      }
+      case R::LIST: {
+        auto all = engine.list();
+        auto l = rep.initDomains(unsigned(all.size()));
+        for (unsigned i = 0; i < all.size(); ++i) fill_domain(*all[i], l[i]);
+        break;
+      }
+      case R::DOMAIN_INFO: {
+        const axl::hv::Domain* d = engine.find(req.getDomainInfo());
+        if (!d) {
+          rep.setOk(false);
+          rep.setError("no domain named '" + std::string(req.getDomainInfo().cStr()) + "'");
+        } else {
+          fill_domain(*d, rep.initDomains(1)[0]);
+        }
+        break;
+      }
+      case R::DESTROY: {
+        // Answered once the domain is gone (QEMU may take up to 2 s to stop).
+        auto reply = ctx.defer();
+        engine.destroy(req.getDestroy(), [reply](const axl::Status& s) {
+          axl::set_status(reply->reply(), s);
+          reply->send();
+        });
+        break;
+      }
+      case R::LIST_DRIVERS: {
+        auto all = drivers.all();
+        auto l = rep.initDrivers(unsigned(all.size()));
+        for (unsigned i = 0; i < all.size(); ++i) {
+          l[i].setName(all[i]->name());
+          l[i].setKind(axl::config::to_string(all[i]->kind()));
+          l[i].setPid(all[i]->pid());
+          l[i].setState("connected");
+          l[i].setDevices(uint32_t(all[i]->devices()));
+          auto [rebound, served] = engine.service_times(all[i]->name());
+          l[i].setReboundNs(rebound);
+          l[i].setFirstServedNs(served);
+        }
+        break;
+      }
+      case R::GUEST_EXEC: {
+        // Answered once the command exited in the guest; the loop serves on.
+        auto e = req.getGuestExec();
+        if (e.getPath().size() == 0 || e.getArgs().size() > 1024 || e.getTimeoutMs() == 0 ||
+            e.getTimeoutMs() > 3600 * 1000) {
+          rep.setOk(false);
+          rep.setError("guestExec: a path, at most 1024 arguments, a timeout of 1 ms..1 h");
+          break;
+        }
+        std::vector<std::string> args;
+        for (auto a : e.getArgs()) args.emplace_back(a.cStr());
+        auto reply = ctx.defer();
+        engine.guest_exec(e.getDomain(), e.getPath(), std::move(args),
+                          std::chrono::milliseconds(e.getTimeoutMs()),
+                          [reply](axl::Result<axl::hv::ExecResult> r) {
+                            auto b = reply->reply();
+                            if (!r) {
+                              b.setOk(false);
+                              b.setError(r.error().message);
+                              return reply->send();
                             }
+                            // What fits one control message (common/wire.h); the
+                            // rest is cut, and said so.
+                            constexpr size_t kMaxStream = 96 * 1024;
+                            auto x = b.initExec();
+                            x.setExitCode(r->exit_code);
+                            x.setSignal(r->signal);
+                            bool cut = r->out.size() > kMaxStream || r->err.size() > kMaxStream;
+                            r->out.resize(std::min(r->out.size(), kMaxStream));
+                            r->err.resize(std::min(r->err.size(), kMaxStream));
+                            x.setStdout(kj::arrayPtr(
+                                reinterpret_cast<const kj::byte*>(r->out.data()), r->out.size()));
+                            x.setStderr(kj::arrayPtr(
+                                reinterpret_cast<const kj::byte*>(r->err.data()), r->err.size()));
+                            x.setTruncated(r->truncated || cut);
                             reply->send();
                           });
-            break;
-          }
-          case R::LIST: {
-            auto all = engine.list();
-            auto l = rep.initDomains(unsigned(all.size()));
-            for (unsigned i = 0; i < all.size(); ++i) fill_domain(*all[i], l[i]);
-            break;
-          }
-          case R::DOMAIN_INFO: {
-            const axl::hv::Domain* d = engine.find(req.getDomainInfo());
-            if (!d) {
-              rep.setOk(false);
-              rep.setError("no domain named '" + std::string(req.getDomainInfo().cStr()) + "'");
-            } else {
-              fill_domain(*d, rep.initDomains(1)[0]);
-            }
-            break;
-          }
-          case R::DESTROY: {
-            // Answered once the domain is gone (QEMU may take up to 2 s to stop).
-            auto reply = ctx.defer();
-            engine.destroy(req.getDestroy(), [reply](const axl::Status& s) {
-              axl::set_status(reply->reply(), s);
-              reply->send();
-            });
-            break;
-          }
-          case R::LIST_DRIVERS: {
-            auto all = drivers.all();
-            auto l = rep.initDrivers(unsigned(all.size()));
-            for (unsigned i = 0; i < all.size(); ++i) {
-              l[i].setName(all[i]->name());
-              l[i].setKind(axl::config::to_string(all[i]->kind()));
-              l[i].setPid(all[i]->pid());
-              l[i].setState("connected");
-              l[i].setDevices(uint32_t(all[i]->devices()));
-              auto [rebound, served] = engine.service_times(all[i]->name());
-              l[i].setReboundNs(rebound);
-              l[i].setFirstServedNs(served);
-            }
-            break;
-          }
-          case R::PROMOTE_STANDBY:
-            axl::set_status(rep, drivers.promote(req.getPromoteStandby()));
-            break;
-          case R::SHUTDOWN:
-            stopping = true;
-            io.post([&] { io.stop(); });
-            break;
-          case R::PING:
-            break;
-          default:
-            rep.setOk(false);
-            rep.setError("request not supported by the hypervisor");
+        break;
+      }
+      case R::GUEST_SHUTDOWN: {
+        auto g = req.getGuestShutdown();
+        if (g.getTimeoutMs() == 0 || g.getTimeoutMs() > 3600 * 1000) {
+          rep.setOk(false);
+          rep.setError("guestShutdown: a timeout of 1 ms..1 h");
+          break;
         }
-      });
+        auto reply = ctx.defer();
+        engine.shutdown(g.getDomain(), std::chrono::milliseconds(g.getTimeoutMs()), g.getForce(),
+                        [reply](axl::Result<bool> r) {
+                          auto b = reply->reply();
+                          if (!r) {
+                            b.setOk(false);
+                            b.setError(r.error().message);
+                          } else {
+                            b.setForced(*r);
+                          }
+                          reply->send();
+                        });
+        break;
+      }
+      case R::PROMOTE_STANDBY:
+        axl::set_status(rep, drivers.promote(req.getPromoteStandby()));
+        break;
+      case R::SHUTDOWN:
+        stopping = true;
+        io.post([&] { io.stop(); });
+        break;
+      case R::PING:
+        break;
+      default:
+        rep.setOk(false);
+        rep.setError("request not supported by the hypervisor");
+    }
+  });
 
   if (auto s = drivers.listen(state_dir + "/drivers.sock"); !s) {
     AXL_ERROR("%s", s.error().message.c_str());

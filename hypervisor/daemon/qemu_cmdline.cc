@@ -43,6 +43,13 @@ std::vector<std::string> qemu_argv(const QemuSpec& s) {
     a.insert(a.end(), {"-chardev", "socket,id=chrtpm,path=" + s.tpm_socket, "-tpmdev",
                        "emulator,id=tpm0,chardev=chrtpm", "-device", "tpm-crb,tpmdev=tpm0"});
   }
+  if (!s.agent_socket.empty())
+    a.insert(a.end(), {"-chardev", "socket,id=qga0,path=" + s.agent_socket + ",server=on,wait=off",
+                       "-device", "virtio-serial-pci,id=vser0", "-device",
+                       "virtserialport,bus=vser0.0,chardev=qga0,name=org.qemu.guest_agent.0"});
+  if (!s.qmp_socket.empty())
+    a.insert(a.end(), {"-chardev", "socket,id=qmp0,path=" + s.qmp_socket + ",server=on,wait=off",
+                       "-mon", "chardev=qmp0,mode=control"});
   if (s.firmware == "uefi") {
     a.insert(a.end(), {"-drive", "if=pflash,format=raw,unit=0,readonly=on,file=" + s.ovmf_code,
                        "-drive", "if=pflash,format=raw,unit=1,file=" + s.nvram});

@@ -38,6 +38,10 @@ struct QemuSpec {
   // variable store `nvram`); "" boots `kernel` and `initrd` directly.
   std::string firmware{};
   std::string ovmf_code{}, nvram{};
+  // The guest agent's virtio-serial port (org.qemu.guest_agent.0) and the
+  // QMP monitor, each a Unix socket QEMU listens on for the hypervisor;
+  // empty: none.
+  std::string agent_socket{}, qmp_socket{};
 };
 
 std::vector<std::string> qemu_argv(const QemuSpec& s);

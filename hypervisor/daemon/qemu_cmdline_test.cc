@@ -42,6 +42,21 @@ TEST(QemuCmdline, SharedMemfdRamAndOnlyVhostUserDevices) {
   }
 }
 
+TEST(QemuCmdline, GuestAgentPortAndQmpOnlyWhenAsked) {
+  QemuSpec s{"qemu", "g1", "tcg", 256, 1, "k", "i", "", "c.sock", "c.log", {}};
+  auto plain = qemu_argv(s);
+  EXPECT_EQ(std::find(plain.begin(), plain.end(), "-mon"), plain.end());
+  s.agent_socket = "/d/agent.sock";
+  s.qmp_socket = "/d/qmp.sock";
+  auto a = qemu_argv(s);
+  EXPECT_TRUE(has_pair(a, "-chardev", "socket,id=qga0,path=/d/agent.sock,server=on,wait=off"));
+  EXPECT_TRUE(has_pair(a, "-device", "virtio-serial-pci,id=vser0"));
+  EXPECT_TRUE(has_pair(a, "-device",
+                       "virtserialport,bus=vser0.0,chardev=qga0,name=org.qemu.guest_agent.0"));
+  EXPECT_TRUE(has_pair(a, "-chardev", "socket,id=qmp0,path=/d/qmp.sock,server=on,wait=off"));
+  EXPECT_TRUE(has_pair(a, "-mon", "chardev=qmp0,mode=control"));
+}
+
 TEST(QemuCmdline, NoIommuUnlessAsked) {
   QemuSpec s{"qemu",
              "g1",
