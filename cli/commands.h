@@ -42,6 +42,9 @@ int measure(const MeasureOptions& o);
 struct AttestOptions {
   std::string name, policy, nonce_hex, tpm, event_log, boot_record, ca;
   bool json = false;
+  // A firmware-booted domain: keep this boot's event log as the reference
+  // that later boots are checked against (STATE/attest/NAME.reference).
+  bool record = false;
 };
 int attest(const HostPaths& p, const AttestOptions& o);
 

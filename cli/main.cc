@@ -122,6 +122,8 @@ int main(int argc, char** argv) {
                   "golden values (TOML); default golden.toml of the bundled guest image");
   att->add_option("--nonce", ao.nonce_hex, "nonce in hex (default: 32 random bytes)");
   att->add_flag("--json", ao.json, "print the verdict and every check as JSON");
+  att->add_flag("--record", ao.record,
+                "firmware-booted domain: record this boot as the reference later boots must match");
   att->add_option("--tpm", ao.tpm,
                   "talk to this TPM instead of the domain's vtpm.cmd: unix:PATH or tcp:IPV4:PORT");
   att->add_option("--event-log", ao.event_log, "event log instead of STATE/dom/NAME/eventlog.bin");

@@ -1,5 +1,9 @@
 #include "policy/attest.h"
 
+#include <unistd.h>
+
+#include <optional>
+
 #include <openssl/core_names.h>
 #include <openssl/ec.h>
 #include <openssl/err.h>
@@ -645,18 +649,113 @@ Result<std::map<uint32_t, Sha256>> read_pcrs(Tpm& t) {
 
 }  // namespace
 
+std::string describe_event(const Event& e) {
+  static const std::map<uint32_t, const char*> kNames = {
+      {0x00000001, "EV_POST_CODE"},
+      {0x00000003, "EV_NO_ACTION"},
+      {0x00000004, "EV_SEPARATOR"},
+      {0x00000005, "EV_ACTION"},
+      {0x00000006, "EV_EVENT_TAG"},
+      {0x00000007, "EV_S_CRTM_CONTENTS"},
+      {0x00000008, "EV_S_CRTM_VERSION"},
+      {0x0000000D, "EV_IPL"},
+      {0x80000001, "EV_EFI_VARIABLE_DRIVER_CONFIG"},
+      {0x80000002, "EV_EFI_VARIABLE_BOOT"},
+      {0x80000003, "EV_EFI_BOOT_SERVICES_APPLICATION"},
+      {0x80000004, "EV_EFI_BOOT_SERVICES_DRIVER"},
+      {0x80000006, "EV_EFI_GPT_EVENT"},
+      {0x80000007, "EV_EFI_ACTION"},
+      {0x80000008, "EV_EFI_PLATFORM_FIRMWARE_BLOB"},
+      {0x8000000A, "EV_EFI_PLATFORM_FIRMWARE_BLOB2"},
+      {0x800000E0, "EV_EFI_VARIABLE_AUTHORITY"},
+  };
+  auto it = kNames.find(e.type);
+  char hexname[16];
+  snprintf(hexname, sizeof hexname, "0x%08x", e.type);
+  std::string out = it != kNames.end() ? it->second : hexname;
+  if (e.type == kEvIpl || e.type == 0x80000007) {
+    std::string text = e.data.substr(0, 200);
+    for (char& c : text)
+      if (static_cast<unsigned char>(c) < 0x20 || static_cast<unsigned char>(c) > 0x7e) c = '?';
+    out += " \"" + text + (e.data.size() > 200 ? "...\"" : "\"");
+  }
+  return out;
+}
+
+std::vector<Row> check_firmware_boot(const std::vector<Event>& log,
+                                     const std::map<uint32_t, Sha256>& quoted,
+                                     const std::vector<Event>* reference) {
+  std::vector<Row> rows;
+  auto replayed = replay(log);
+  std::map<uint32_t, Sha256> recorded;
+  if (reference) recorded = replay(*reference);
+  auto of_pcr = [](const std::vector<Event>& events, uint32_t pcr) {
+    std::vector<const Event*> out;
+    for (const auto& e : events)
+      if (e.pcr == pcr && e.type != kEvNoAction) out.push_back(&e);
+    return out;
+  };
+  for (uint32_t i = 0; i < kQuotedPcrs; ++i) {
+    const Sha256 value = quoted.count(i) ? quoted.at(i) : Sha256{};
+    Row r = row("PCR " + std::to_string(i), Verdict::kFail, "", hex(value), int(i));
+    const auto mine = of_pcr(log, i);
+    if (replayed[i] != value) {
+      r.detail = "differs from the event log's replay " + hex(replayed[i]).substr(0, 16) + "…";
+    } else if (!reference) {
+      r.detail = "no reference boot recorded (axl attest NAME --record)";
+    } else if (recorded[i] == value) {
+      r.verdict = Verdict::kPass;
+      r.detail = std::to_string(mine.size()) + " events, as in the reference boot";
+    } else {
+      const auto ref = of_pcr(*reference, i);
+      size_t k = 0;
+      while (k < mine.size() && k < ref.size() && mine[k]->type == ref[k]->type &&
+             mine[k]->digest == ref[k]->digest)
+        ++k;
+      if (k < mine.size())
+        r.detail = "event " + std::to_string(k + 1) + " (" + describe_event(*mine[k]) +
+                   (k < ref.size() && ref[k]->type == mine[k]->type && ref[k]->data == mine[k]->data
+                        ? ") has another digest than in the reference boot"
+                        : ") differs from the reference boot's" +
+                              (k < ref.size() ? " (" + describe_event(*ref[k]) + ")"
+                                              : std::string(" (none)")));
+      else
+        r.detail = "the reference boot has more events (" + describe_event(*ref[k]) + " missing)";
+    }
+    rows.push_back(std::move(r));
+  }
+  return rows;
+}
+
 Result<AttestReport> attest(const AttestInputs& in) {
   auto log_bytes = read_text(in.event_log, "event log");
   if (!log_bytes) return log_bytes.error();
-  auto record_text = read_text(in.boot_record, "boot record");
-  if (!record_text) return record_text.error();
-  auto golden_text = read_text(in.golden, "golden values");
-  if (!golden_text) return golden_text.error();
   auto ca = read_text(in.ca, "host CA certificate");
   if (!ca) return ca.error();
-  auto golden = parse_golden(*golden_text, in.golden);
+  std::string record_text = "", golden_text = "";
+  std::optional<std::vector<Event>> reference;
+  if (in.firmware) {
+    if (!in.reference.empty() && ::access(in.reference.c_str(), F_OK) == 0) {
+      auto ref_bytes = read_text(in.reference, "reference boot log");
+      if (!ref_bytes) return ref_bytes.error();
+      auto ref = parse_event_log(*ref_bytes);
+      if (!ref)
+        return make_error("reference boot log " + in.reference + ": " + ref.error().message);
+      reference = std::move(ref).value();
+    }
+  } else {
+    auto r = read_text(in.boot_record, "boot record");
+    if (!r) return r.error();
+    record_text = *r;
+    auto g = read_text(in.golden, "golden values");
+    if (!g) return g.error();
+    golden_text = *g;
+  }
+  auto golden = in.firmware ? Result<std::vector<GoldenImage>>(std::vector<GoldenImage>{})
+                            : parse_golden(golden_text, in.golden);
   if (!golden) return golden.error();
-  auto host = parse_boot_record(*record_text, in.boot_record);
+  auto host = in.firmware ? Result<HostRecord>(HostRecord{})
+                          : parse_boot_record(record_text, in.boot_record);
   if (!host) return host.error();
 
   auto client = tpm2::Client::connect(in.tpm);
@@ -729,6 +828,20 @@ Result<AttestReport> attest(const AttestInputs& in) {
   q.nonce = in.nonce;
   q.pcrs = *pcrs;
   for (auto& r : verify_quote(q)) rows.push_back(std::move(r));
+
+  if (in.firmware) {
+    auto events = parse_event_log(*log_bytes);
+    if (!events) {
+      rows.push_back(row("event log", Verdict::kFail, events.error().message));
+    } else {
+      for (auto& r : check_firmware_boot(*events, *pcrs, reference ? &*reference : nullptr))
+        rows.push_back(std::move(r));
+    }
+    rep.pass = true;
+    for (const auto& r : rows)
+      if (r.verdict == Verdict::kFail) rep.pass = false;
+    return rep;
+  }
 
   // PCRs 0-7 (firmware) are reported; 8 and 9 replay the log and match golden.
   for (uint32_t i = 0; i < 8; ++i)

@@ -132,7 +132,24 @@ struct AttestInputs {
   std::string tpm;                                 // unix:PATH or tcp:IPV4:PORT
   std::string event_log, boot_record, ca, golden;  // file paths
   Bytes nonce;
+  // A firmware-measured boot (firmware = "uefi"): event_log is the
+  // firmware's TCG log as the guest's kernel exposes it, and PCRs 0-9 are
+  // checked against `reference`, the log of a reference boot the operator
+  // recorded (empty path or no file: none yet).  boot_record and golden are
+  // not used.
+  bool firmware = false;
+  std::string reference;
 };
+
+// PCRs 0-9 of a firmware-measured boot: each must equal the replay of the
+// guest's event log (else the log lies) and the replay of the reference
+// boot's log; a difference names the PCR and the first event that differs.
+// `reference` null: nothing recorded yet (every PCR row fails, saying so).
+std::vector<Row> check_firmware_boot(const std::vector<Event>& log,
+                                     const std::map<uint32_t, Sha256>& quoted,
+                                     const std::vector<Event>* reference);
+// An event as people read it: its type, and for EV_IPL its text.
+std::string describe_event(const Event& e);
 struct AttestReport {
   std::vector<Row> rows;
   bool pass = false;

@@ -219,5 +219,66 @@ TEST(BootRecord, ParsesAndChecks) {
   EXPECT_FALSE(parse_boot_record("kernel = \"/k\"\n", "rec"));
 }
 
+// A firmware boot: OVMF's events in PCRs 0-7, GRUB's in 8 and 9.
+std::vector<Event> firmware_log(const std::string& cmdline, const std::string& kernel) {
+  auto ev = [](uint32_t pcr, uint32_t type, const std::string& data, const std::string& what) {
+    return Event{pcr, type, sha256(what), data};
+  };
+  return {ev(0, 0x80000008, "", "ovmf"),
+          ev(4, 0x80000003, "", "bootx64.efi"),
+          ev(7, 0x80000001, "", "SecureBoot"),
+          ev(8, kEvIpl, "grub_cmd: linuxefi " + cmdline, cmdline),
+          ev(9, kEvIpl, "/boot/vmlinuz", kernel),
+          Event{0, kEvNoAction, {}, "ignored"}};
+}
+
+TEST(FirmwareBoot, MatchesItsReference) {
+  auto log = firmware_log("ro", "k1");
+  auto rows = check_firmware_boot(log, replay(log), &log);
+  ASSERT_EQ(rows.size(), 10u);
+  for (const auto& r : rows) EXPECT_EQ(r.verdict, Verdict::kPass) << r.check << ": " << r.detail;
+}
+
+TEST(FirmwareBoot, NoReferenceFailsEveryPcr) {
+  auto log = firmware_log("ro", "k1");
+  for (const auto& r : check_firmware_boot(log, replay(log), nullptr)) {
+    EXPECT_EQ(r.verdict, Verdict::kFail);
+    EXPECT_EQ(r.detail, "no reference boot recorded (axl attest NAME --record)");
+  }
+}
+
+TEST(FirmwareBoot, AChangedCommandLineNamesPcr8AndItsEvent) {
+  auto ref = firmware_log("ro", "k1"), log = firmware_log("ro quiet", "k1");
+  auto rows = check_firmware_boot(log, replay(log), &ref);
+  for (const auto& r : rows) {
+    if (r.pcr == 8) {
+      EXPECT_EQ(r.verdict, Verdict::kFail);
+      EXPECT_NE(r.detail.find("event 1 (EV_IPL \"grub_cmd: linuxefi ro quiet\")"),
+                std::string::npos)
+          << r.detail;
+    } else {
+      EXPECT_EQ(r.verdict, Verdict::kPass) << r.check << ": " << r.detail;
+    }
+  }
+}
+
+TEST(FirmwareBoot, AChangedKernelHasAnotherDigestInPcr9) {
+  auto ref = firmware_log("ro", "k1"), log = firmware_log("ro", "k2");
+  auto rows = check_firmware_boot(log, replay(log), &ref);
+  EXPECT_EQ(rows[9].verdict, Verdict::kFail);
+  EXPECT_EQ(rows[9].detail,
+            "event 1 (EV_IPL \"/boot/vmlinuz\") has another digest than in the reference boot");
+}
+
+TEST(FirmwareBoot, ALogThatDoesNotReplayToTheQuoteFails) {
+  auto log = firmware_log("ro", "k1");
+  auto quoted = replay(log);
+  quoted[4][0] ^= 1;
+  auto rows = check_firmware_boot(log, quoted, &log);
+  EXPECT_EQ(rows[4].verdict, Verdict::kFail);
+  EXPECT_NE(rows[4].detail.find("differs from the event log's replay"), std::string::npos);
+  EXPECT_EQ(rows[3].verdict, Verdict::kPass);
+}
+
 }  // namespace
 }  // namespace axl::policy

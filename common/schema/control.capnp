@@ -129,6 +129,7 @@ struct DomainInfo {
   consoleLog @8 :Text;   # path of the console log
   consoleSocket @9 :Text;
   crashCause @10 :Text;  # state crashed: how its QEMU ended
+  firmware @11 :Text;    # "" (direct kernel boot) | bios | uefi
 }
 
 struct DriverInfo {

@@ -35,6 +35,7 @@ void fill_domain(const axl::hv::Domain& d, axl::schema::DomainInfo::Builder b) {
   b.setConsoleLog(d.console_log());
   b.setConsoleSocket(d.console_socket());
   b.setCrashCause(d.crash_cause);
+  b.setFirmware(d.cfg.firmware);
 }
 
 }  // namespace
