@@ -121,6 +121,7 @@ int attest(const HostPaths& p, const AttestOptions& o) {
   const std::string reference = p.state_dir + "/attest/" + o.name + ".reference";
   if (in.firmware) {
     in.reference = o.record ? "" : reference;
+    in.golden_log = o.golden;
     if (o.event_log.empty()) {
       in.event_log = dom + "/firmware-eventlog.bin";
       auto r = control::call(

@@ -33,6 +33,8 @@ int shutdown(const HostPaths& p, const std::string& name, double timeout_s, bool
 
 struct MeasureOptions {
   std::string kernel, initrd, cmdline, config, name = "my-image";
+  // A firmware-booted image instead: its PCR 4, 8 and 9 events.
+  std::string image, format = "raw", write_golden;
   std::string write_log,
       write_record;  // also write the event log / boot record as the hypervisor does
   bool iommu = false;
@@ -41,6 +43,9 @@ int measure(const MeasureOptions& o);
 
 struct AttestOptions {
   std::string name, policy, nonce_hex, tpm, event_log, boot_record, ca;
+  // A firmware-booted domain: PCRs 4, 8 and 9 against these events
+  // (`axl measure --image ... --write-golden`), the rest against the reference.
+  std::string golden;
   bool json = false;
   // A firmware-booted domain: keep this boot's event log as the reference
   // that later boots are checked against (STATE/attest/NAME.reference).

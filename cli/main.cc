@@ -100,8 +100,15 @@ int main(int argc, char** argv) {
   axl::cli::MeasureOptions mo;
   auto* meas = app.add_subcommand(
       "measure", "print the boot measurements (PCR 8, 9) and golden values for an image");
-  meas->add_option("--kernel", mo.kernel, "kernel image")->required()->check(CLI::ExistingFile);
-  meas->add_option("--initrd", mo.initrd, "initrd")->required()->check(CLI::ExistingFile);
+  meas->add_option("--kernel", mo.kernel, "kernel image")->check(CLI::ExistingFile);
+  meas->add_option("--initrd", mo.initrd, "initrd")->check(CLI::ExistingFile);
+  meas->add_option("--image", mo.image,
+                   "instead: a UEFI disk image (GRUB on its ESP): its PCR 4, 8 and 9 events")
+      ->check(CLI::ExistingFile);
+  meas->add_option("--format", mo.format, "the --image's format: raw or qcow2")
+      ->capture_default_str();
+  meas->add_option("--write-golden", mo.write_golden,
+                   "with --image: write those events as an event log for axl attest --golden");
   meas->add_option("--cmdline", mo.cmdline,
                    "the guest config's cmdline (the hypervisor prepends its console settings)");
   meas->add_option("--config", mo.config,
@@ -122,6 +129,8 @@ int main(int argc, char** argv) {
                   "golden values (TOML); default golden.toml of the bundled guest image");
   att->add_option("--nonce", ao.nonce_hex, "nonce in hex (default: 32 random bytes)");
   att->add_flag("--json", ao.json, "print the verdict and every check as JSON");
+  att->add_option("--golden", ao.golden,
+                  "firmware-booted domain: PCRs 4, 8, 9 against this axl measure --image log");
   att->add_flag("--record", ao.record,
                 "firmware-booted domain: record this boot as the reference later boots must match");
   att->add_option("--tpm", ao.tpm,

@@ -684,11 +684,10 @@ std::string describe_event(const Event& e) {
 
 std::vector<Row> check_firmware_boot(const std::vector<Event>& log,
                                      const std::map<uint32_t, Sha256>& quoted,
-                                     const std::vector<Event>* reference) {
+                                     const std::vector<Event>* reference,
+                                     const std::vector<Event>* golden) {
   std::vector<Row> rows;
   auto replayed = replay(log);
-  std::map<uint32_t, Sha256> recorded;
-  if (reference) recorded = replay(*reference);
   auto of_pcr = [](const std::vector<Event>& events, uint32_t pcr) {
     std::vector<const Event*> out;
     for (const auto& e : events)
@@ -699,28 +698,32 @@ std::vector<Row> check_firmware_boot(const std::vector<Event>& log,
     const Sha256 value = quoted.count(i) ? quoted.at(i) : Sha256{};
     Row r = row("PCR " + std::to_string(i), Verdict::kFail, "", hex(value), int(i));
     const auto mine = of_pcr(log, i);
+    const bool by_golden = golden && !of_pcr(*golden, i).empty();
+    const std::vector<Event>* want = by_golden ? golden : reference;
+    const std::string whose = by_golden ? "the image's golden values" : "the reference boot";
     if (replayed[i] != value) {
       r.detail = "differs from the event log's replay " + hex(replayed[i]).substr(0, 16) + "…";
-    } else if (!reference) {
+    } else if (!want) {
       r.detail = "no reference boot recorded (axl attest NAME --record)";
-    } else if (recorded[i] == value) {
+    } else if (replay(*want)[i] == value) {
       r.verdict = Verdict::kPass;
-      r.detail = std::to_string(mine.size()) + " events, as in the reference boot";
+      r.detail = std::to_string(mine.size()) + " events, as in " + whose;
     } else {
-      const auto ref = of_pcr(*reference, i);
+      const auto ref = of_pcr(*want, i);
       size_t k = 0;
       while (k < mine.size() && k < ref.size() && mine[k]->type == ref[k]->type &&
              mine[k]->digest == ref[k]->digest)
         ++k;
       if (k < mine.size())
         r.detail = "event " + std::to_string(k + 1) + " (" + describe_event(*mine[k]) +
-                   (k < ref.size() && ref[k]->type == mine[k]->type && ref[k]->data == mine[k]->data
-                        ? ") has another digest than in the reference boot"
-                        : ") differs from the reference boot's" +
+                   (k < ref.size() && ref[k]->type == mine[k]->type &&
+                            (ref[k]->data == mine[k]->data || by_golden)
+                        ? ") has another digest than in " + whose
+                        : ") differs from " + whose +
                               (k < ref.size() ? " (" + describe_event(*ref[k]) + ")"
                                               : std::string(" (none)")));
       else
-        r.detail = "the reference boot has more events (" + describe_event(*ref[k]) + " missing)";
+        r.detail = whose + " has more events (" + describe_event(*ref[k]) + " missing)";
     }
     rows.push_back(std::move(r));
   }
@@ -733,7 +736,7 @@ Result<AttestReport> attest(const AttestInputs& in) {
   auto ca = read_text(in.ca, "host CA certificate");
   if (!ca) return ca.error();
   std::string record_text = "", golden_text = "";
-  std::optional<std::vector<Event>> reference;
+  std::optional<std::vector<Event>> reference, golden_events;
   if (in.firmware) {
     if (!in.reference.empty() && ::access(in.reference.c_str(), F_OK) == 0) {
       auto ref_bytes = read_text(in.reference, "reference boot log");
@@ -742,6 +745,13 @@ Result<AttestReport> attest(const AttestInputs& in) {
       if (!ref)
         return make_error("reference boot log " + in.reference + ": " + ref.error().message);
       reference = std::move(ref).value();
+    }
+    if (!in.golden_log.empty()) {
+      auto g_bytes = read_text(in.golden_log, "golden event log");
+      if (!g_bytes) return g_bytes.error();
+      auto g = parse_event_log(*g_bytes);
+      if (!g) return make_error("golden event log " + in.golden_log + ": " + g.error().message);
+      golden_events = std::move(g).value();
     }
   } else {
     auto r = read_text(in.boot_record, "boot record");
@@ -834,7 +844,8 @@ Result<AttestReport> attest(const AttestInputs& in) {
     if (!events) {
       rows.push_back(row("event log", Verdict::kFail, events.error().message));
     } else {
-      for (auto& r : check_firmware_boot(*events, *pcrs, reference ? &*reference : nullptr))
+      for (auto& r : check_firmware_boot(*events, *pcrs, reference ? &*reference : nullptr,
+                                         golden_events ? &*golden_events : nullptr))
         rows.push_back(std::move(r));
     }
     rep.pass = true;

@@ -139,15 +139,20 @@ struct AttestInputs {
   // not used.
   bool firmware = false;
   std::string reference;
+  // Optional: golden events for some PCRs (4, 8, 9 from `axl measure
+  // --image`), which take the reference's place for those PCRs.
+  std::string golden_log;
 };
 
 // PCRs 0-9 of a firmware-measured boot: each must equal the replay of the
 // guest's event log (else the log lies) and the replay of the reference
 // boot's log; a difference names the PCR and the first event that differs.
 // `reference` null: nothing recorded yet (every PCR row fails, saying so).
+// `golden`: the PCRs it has events for are checked against it instead.
 std::vector<Row> check_firmware_boot(const std::vector<Event>& log,
                                      const std::map<uint32_t, Sha256>& quoted,
-                                     const std::vector<Event>* reference);
+                                     const std::vector<Event>* reference,
+                                     const std::vector<Event>* golden = nullptr);
 // An event as people read it: its type, and for EV_IPL its text.
 std::string describe_event(const Event& e);
 struct AttestReport {

@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
 # Firmware-measured boot of the Debian image (scripts/build-os-image) under
 # UEFI with a vTPM: OVMF measures into PCRs 0-7 and GRUB into 8 and 9; the
-# hypervisor measures nothing.  The guest's own `tpm2_pcrread` (through the
-# agent) equals the PCRs of the quote `axl attest` verifies; `axl attest`
-# fails every PCR until a reference boot is recorded, PASSes after
-# `--record`, and again after the guest is created anew.  With the kernel
-# command line in the image's grub.cfg changed it FAILs naming PCR 8 (GRUB's
-# kernel_cmdline event); with the kernel file changed it FAILs naming PCR 9
-# and passes PCR 8.  The image is edited without mounts (debugfs at the root
+# hypervisor measures nothing.  `axl measure --image` computes PCRs 4, 8 and
+# 9 from the image file alone, and they equal what the boot logged and the
+# quote holds.  The guest's own `tpm2_pcrread` (through the agent) equals the
+# PCRs of the quote `axl attest` verifies; `axl attest --golden` passes 4, 8
+# and 9 against the image's golden values and fails the others until a
+# reference boot is recorded, PASSes after `--record`, and again after the
+# guest is created anew.  With the kernel command line in the image's
+# grub.cfg changed it FAILs naming PCR 8 (GRUB's command and kernel_cmdline
+# events); with the kernel file changed it FAILs naming PCR 9 and passes 8.  The image is edited without mounts (debugfs at the root
 # partition's offset).
 . "$(dirname "$0")/lib.sh"
 require_root_and_tools
@@ -38,6 +40,11 @@ boot = true
 enabled = true
 TOML
 fs="$T_DIR/mb.raw?offset=$root_off"
+"$AXL" measure --image "$T_DIR/mb.raw" --write-golden "$T_DIR/golden.bin" >"$T_DIR/measure.out" ||
+  die "axl measure --image failed: $(cat "$T_DIR/measure.out")"
+"$AXL" measure --image "$os_dir/debian-12.qcow2" --format qcow2 >"$T_DIR/measure-qcow2.out"
+cmp -s "$T_DIR/measure.out" "$T_DIR/measure-qcow2.out" || die "raw and qcow2 measure differently"
+golden() { awk -v p="PCR $1" '$1" "$2==p {print $3}' "$T_DIR/measure.out"; }
 
 boot() {
   axl create "$T_DIR/mb.toml" >&2
@@ -66,13 +73,19 @@ host_up "$T_DIR/host.toml"
 boot
 [ -s "$T_STATE/dom/mb/eventlog.bin" ] && die "the hypervisor wrote an event log for a firmware-booted guest"
 
-# Before any reference: the quote checks out, the PCRs all say so.
-attest_json
+# Before any reference: the quote checks out, PCRs 4, 8 and 9 match the
+# image's golden values, the others wait for a reference.
+attest_json --golden "$T_DIR/golden.bin"
 [ "$ATTEST_RC" = 1 ] || die "attest without a reference did not fail (rc $ATTEST_RC)"
 for c in "EK chain" "AK binding" signature nonce "PCR digest"; do
   [ "$(row "$c" verdict)" = PASS ] || die "$c: $(row "$c" detail)"
 done
+for i in 4 8 9; do
+  [ "$(row "PCR $i" verdict)" = PASS ] && [ "$(row "PCR $i" value)" = "$(golden $i)" ] ||
+    die "PCR $i: $(row "PCR $i" value) vs the image's $(golden $i): $(row "PCR $i" detail)"
+done
 grep -q "no reference boot recorded" <<<"$(row "PCR 0" detail)" || die "PCR 0: $(row "PCR 0" detail)"
+log "PCRs 4, 8, 9 of the boot equal axl measure --image of the image file"
 # The guest's own reading of its TPM equals the quoted PCRs.
 pcrread=$(axl exec mb -- tpm2_pcrread sha256:0,1,2,3,4,5,6,7,8,9)
 for i in $(seq 0 9); do
@@ -83,12 +96,12 @@ done
 [ "$(row "PCR 8" value)" != "$(printf '0%.0s' $(seq 64))" ] || die "GRUB measured nothing into PCR 8"
 log "the guest's tpm2_pcrread equals the quote's PCRs 0-9"
 
-attest_json --record
+attest_json --record --golden "$T_DIR/golden.bin"
 [ "$ATTEST_RC" = 0 ] || die "attest --record did not pass: $(failed_pcrs) $(cat "$T_DIR/attest.err")"
 [ -s "$T_STATE/attest/mb.reference" ] || die "no reference recorded"
 halt
 boot
-attest_json
+attest_json --golden "$T_DIR/golden.bin"
 [ "$ATTEST_RC" = 0 ] || die "the next boot does not match its reference: $(failed_pcrs): $(row "PCR $(failed_pcrs | cut -d, -f1 | tr -dc 0-9)" detail)"
 halt
 log "attest PASSes after --record, and on the next boot"
@@ -100,7 +113,7 @@ sed 's/\(linuxefi .*console=ttyS0\)/\1 quiet/' "$T_DIR/grub.cfg" >"$T_DIR/grub-c
 debugfs -w -R "rm /boot/grub/grub.cfg" "$fs" >/dev/null 2>&1
 debugfs -w -R "write $T_DIR/grub-changed.cfg /boot/grub/grub.cfg" "$fs" >/dev/null 2>&1
 boot
-attest_json
+attest_json --golden "$T_DIR/golden.bin"
 [ "$ATTEST_RC" = 1 ] || die "a changed kernel command line passed attestation"
 [ "$(row "PCR 8" verdict)" = FAIL ] || die "PCR 8 passed with a changed command line"
 grep -q "kernel_cmdline\|grub_cmd: linuxefi" <<<"$(row "PCR 8" detail)" ||
@@ -117,7 +130,7 @@ head -c 4096 /dev/zero >>"$T_DIR/vmlinuz"
 debugfs -w -R "rm /boot/vmlinuz-$kver" "$fs" >/dev/null 2>&1
 debugfs -w -R "write $T_DIR/vmlinuz /boot/vmlinuz-$kver" "$fs" >/dev/null 2>&1
 boot
-attest_json
+attest_json --golden "$T_DIR/golden.bin"
 [ "$ATTEST_RC" = 1 ] || die "a changed kernel passed attestation"
 [ "$(row "PCR 9" verdict)" = FAIL ] || die "PCR 9 passed with a changed kernel"
 grep -q "vmlinuz-$kver" <<<"$(row "PCR 9" detail)" || die "PCR 9 does not name the kernel: $(row "PCR 9" detail)"
