@@ -96,10 +96,20 @@ int attest(const HostPaths& p, const AttestOptions& o) {
       in.nonce.push_back(uint8_t(strtoul(h.substr(i, 2).c_str(), nullptr, 16)));
   }
   const std::string dom = p.state_dir + "/dom/" + o.name;
-  // A firmware-booted domain's log is the firmware's, read from the guest
-  // through its agent (docs/architecture.md, "Firmware-measured boot").
+  if (o.tpm.empty()) {
+    if (!exists(dom)) return fail("no domain '" + o.name + "' in " + p.state_dir);
+    if (!exists(dom + "/vtpm.cmd"))
+      return fail("domain '" + o.name + "' has no vTPM (no " + dom + "/vtpm.cmd)");
+    in.tpm = "unix:" + dom + "/vtpm.cmd";
+  } else {
+    in.tpm = o.tpm;
+  }
+  // A domain the hypervisor booted has the hypervisor's boot log beside it;
+  // for any other the hypervisor says how it boots.  A firmware-booted
+  // domain's log is the firmware's, read from the guest through its agent
+  // (docs/architecture.md, "Firmware-measured boot").
   std::string firmware;
-  if (o.tpm.empty() || o.record) {
+  if ((o.tpm.empty() && o.event_log.empty() && !exists(dom + "/eventlog.bin")) || o.record) {
     auto info = control::call(p.hv_socket(), control::hv::domain_info(o.name));
     if (!info) return fail(info.error().message);
     if (info->get().getDomains().size() != 1) return fail("the hypervisor's reply names no domain");
@@ -109,14 +119,6 @@ int attest(const HostPaths& p, const AttestOptions& o) {
     return usage("--record is for firmware-booted domains; '" + o.name +
                  "' is booted by the hypervisor, whose golden values come from axl measure");
   in.firmware = !firmware.empty();
-  if (o.tpm.empty()) {
-    if (!exists(dom)) return fail("no domain '" + o.name + "' in " + p.state_dir);
-    if (!exists(dom + "/vtpm.cmd"))
-      return fail("domain '" + o.name + "' has no vTPM (no " + dom + "/vtpm.cmd)");
-    in.tpm = "unix:" + dom + "/vtpm.cmd";
-  } else {
-    in.tpm = o.tpm;
-  }
   in.event_log = o.event_log.empty() ? dom + "/eventlog.bin" : o.event_log;
   const std::string reference = p.state_dir + "/attest/" + o.name + ".reference";
   if (in.firmware) {

@@ -45,7 +45,7 @@ std::vector<std::string> qemu_argv(const QemuSpec& s) {
   }
   if (!s.agent_socket.empty())
     a.insert(a.end(), {"-chardev", "socket,id=qga0,path=" + s.agent_socket + ",server=on,wait=off",
-                       "-device", "virtio-serial-pci,id=vser0", "-device",
+                       "-device", "virtio-serial-pci,id=vser0" + viommu, "-device",
                        "virtserialport,bus=vser0.0,chardev=qga0,name=org.qemu.guest_agent.0"});
   if (!s.qmp_socket.empty())
     a.insert(a.end(), {"-chardev", "socket,id=qmp0,path=" + s.qmp_socket + ",server=on,wait=off",

@@ -7,8 +7,10 @@
 # is the image's kernel, and 8 MiB cross the NIC each way with matching
 # sha256.  The blk driver is SIGKILLed twice during the UEFI boot; the guest
 # boots and its kernel logs no I/O error.  The overlay changes, its base does
-# not.  `axl shutdown` powers the guest off (the kernel's "Power down" on
-# the console); `axl shutdown --force` destroys a guest that ignores ACPI.
+# not.  BIOS also boots a qcow2 overlay.  `axl shutdown` powers the guest off
+# (the kernel's "Power down" on the console; the next boot's journal shows
+# the previous one reaching power-off); `axl shutdown --force` destroys a
+# guest that ignores ACPI.
 . "$(dirname "$0")/lib.sh"
 require_root_and_tools
 command -v mmdebstrap >/dev/null || { echo "SKIP: mmdebstrap not installed (scripts/setup)"; exit 77; }
@@ -119,7 +121,27 @@ axl shutdown osb --timeout 120 >&2 || die "axl shutdown failed"
 axl list | awk '$1=="osb"{print $5}' | grep -qx shutoff || die "osb is not shut off: $(axl list)"
 console_has osb 'reboot: Power down' || die "osb did not power down cleanly: $(axl console osb --log | tail -c 400)"
 axl destroy osb >&2
-log "axl shutdown: the guest powered itself off"
+# The next boot of the same disk: its journal's previous boot ended in a
+# clean power-off.
+axl create "$T_DIR/osb.toml" >&2
+wait_agent osb
+prev=$(axl exec osb -- journalctl -b -1 --no-pager -o cat) || die "no journal of the previous boot"
+grep -q "Reached target.*Power-Off\|System Power Off" <<<"$prev" ||
+  die "the previous boot's journal shows no clean power-off: $(tail -n 5 <<<"$prev")"
+axl shutdown osb --timeout 120 >&2
+axl destroy osb >&2
+log "axl shutdown: the guest powered itself off (console and journal)"
+
+# BIOS from a qcow2 overlay too.
+qemu-img create -q -f qcow2 -b "$os_dir/debian-12.qcow2" -F qcow2 "$T_DIR/bios.qcow2"
+guest_toml osq bios bios.qcow2 qcow2 52:54:00:12:01:03
+axl create "$T_DIR/osq.toml" >&2
+wait_agent osq
+state=$(axl exec osq --timeout 300 -- systemctl is-system-running --wait) || true
+[ "$state" = running ] || die "osq: systemctl is-system-running says '$state'"
+axl shutdown osq --timeout 120 >&2
+axl destroy osq >&2
+log "BIOS boot of the Debian image from a qcow2 overlay to multi-user"
 
 # UEFI, a qcow2 overlay, two driver kills during the boot.
 guest_toml osu uefi uefi.qcow2 qcow2 52:54:00:12:01:02
