@@ -11,9 +11,9 @@
 #include <ctime>
 #include <filesystem>
 #include <optional>
-#include <regex>
 #include <thread>
 
+#include "cli/guest_exit.h"
 #include "common/config.h"
 #include "common/control_requests.h"
 #include "common/unique_fd.h"
@@ -171,16 +171,10 @@ int wait(const HostPaths& p, const std::string& name, double timeout_s) {
   }
   // The bundled guest init reports its script's status on the console.
   auto log = config::read_file(log_path);
-  std::smatch m;
-  static const std::regex kExit("AXL-GUEST-EXIT (\\d+)");
-  std::string text = log ? *log : "";
-  int status = -1;
-  for (auto it = std::sregex_iterator(text.begin(), text.end(), kExit);
-       it != std::sregex_iterator(); ++it)
-    status = std::stoi((*it)[1]);
-  if (status < 0) return fail("domain " + name + " shut off without reporting a script status");
-  printf("domain %s shut off, script exit status %d\n", name.c_str(), status);
-  return status;
+  auto status = parse_guest_exit(log ? *log : "");
+  if (!status) return fail("domain " + name + " shut off: " + status.error().message);
+  printf("domain %s shut off, script exit status %d\n", name.c_str(), *status);
+  return *status;
 }
 
 namespace {
