@@ -48,7 +48,7 @@ TOML
 
 host_up "$T_DIR/host.toml"
 in_ns ip addr add 10.214.0.1/24 dev axlt0
-in_ns "$TOOL" recv 10.214.0.1 5001 --timeout 300 >"$T_DIR/received" &
+ip netns exec "$T_NS" "$TOOL" recv 10.214.0.1 5001 --timeout 300 >"$T_DIR/received" &
 track $!
 axl create "$T_DIR/guest.toml" >&2
 axl list >&2

@@ -63,7 +63,7 @@ TOML
 
 host_up "$T_DIR/host.toml"
 in_ns ip addr add 10.215.0.1/24 dev axlim0
-in_ns "$TOOL" recv 10.215.0.1 5001 --timeout 400 >"$T_DIR/received" &
+ip netns exec "$T_NS" "$TOOL" recv 10.215.0.1 5001 --timeout 400 >"$T_DIR/received" &
 track $!
 axl create "$T_DIR/guest.toml" >&2
 axl wait im1 --timeout 400 >&2 || die "guest script failed (status $?)"

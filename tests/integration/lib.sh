@@ -63,7 +63,9 @@ host_up() {  # host_up CONFIG
   T_UP=1
 }
 
-# Records a background PID for cleanup.
+# Records a background PID for cleanup.  Start such a process with `ip netns
+# exec "$T_NS" CMD &`, not through in_ns: a backgrounded function is a
+# subshell, and killing it would leave CMD running (holding ctest's pipe).
 track() { T_PIDS+=("$1"); }
 
 sha_of() { sha256sum "$1" | cut -d' ' -f1; }
@@ -160,7 +162,7 @@ SH
 }
 # workload_receive NET: the host's receiver, in the background (WORKLOAD_RX is its pid).
 workload_receive() {
-  in_ns "$TOOL" recv "$1.1" 5007 --timeout 900 >"$T_DIR/received" &
+  ip netns exec "$T_NS" "$TOOL" recv "$1.1" 5007 --timeout 900 >"$T_DIR/received" &
   WORKLOAD_RX=$!
   track $WORKLOAD_RX
 }

@@ -34,7 +34,7 @@ expect=$("$TOOL" gen 31 256M | sha256sum | cut -d' ' -f1)
 
 host_up "$T_DIR/host.toml"
 in_ns ip addr add 10.214.3.1/24 dev axlt3
-in_ns "$TOOL" recv 10.214.3.1 5004 --timeout 300 >"$T_DIR/received" &
+ip netns exec "$T_NS" "$TOOL" recv 10.214.3.1 5004 --timeout 300 >"$T_DIR/received" &
 track $!
 axl create "$T_DIR/guest.toml" >&2
 

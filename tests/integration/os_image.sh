@@ -67,11 +67,11 @@ check_guest() {
     die "$1 is not running: $state; failed units: $(axl exec "$1" -- systemctl --failed --no-legend)"
   [ "$state" = running ] || die "$1: systemctl is-system-running says '$state'"
   [ "$(axl exec "$1" -- uname -r)" = "$kver" ] || die "$1 runs another kernel than the image's $kver"
-  in_ns "$TOOL" recv 10.215.0.1 5002 --timeout 120 >"$T_DIR/from-$1" &
+  ip netns exec "$T_NS" "$TOOL" recv 10.215.0.1 5002 --timeout 120 >"$T_DIR/from-$1" &
   local rx=$!
   track $rx
   "$TOOL" gen 21 8M >"$T_DIR/to-$1"
-  in_ns "$TOOL" serve 10.215.0.1 5003 --timeout 120 <"$T_DIR/to-$1" 2>/dev/null &
+  ip netns exec "$T_NS" "$TOOL" serve 10.215.0.1 5003 --timeout 120 <"$T_DIR/to-$1" 2>/dev/null &
   local tx=$!
   track $tx
   local guest_sums

@@ -61,7 +61,7 @@ expect_net=$("$TOOL" gen 41 128M | sha256sum | cut -d' ' -f1)
 
 host_up "$T_DIR/host.toml"
 in_ns ip addr add 10.214.9.1/24 dev axlt9
-in_ns "$TOOL" recv 10.214.9.1 5009 --timeout 300 >"$T_DIR/received" &
+ip netns exec "$T_NS" "$TOOL" recv 10.214.9.1 5009 --timeout 300 >"$T_DIR/received" &
 track $!
 axl create "$T_DIR/guest.toml" >&2
 hv=$(cat "$T_STATE/hv.pid")
