@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "common/log.h"
+#include "common/result.h"
 
 namespace axl::fuzz {
 
@@ -66,3 +67,13 @@ inline void quiet_logs() {
 
 #define AXL_FUZZ_CHECK(cond) \
   ((cond) ? (void)0 : ::axl::fuzz::invariant_failed(#cond, __FILE__, __LINE__))
+
+namespace axl::fuzz {
+
+// The project's rule for an Error (common/result.h): one non-empty line.
+inline void check_error(const Error& e) {
+  AXL_FUZZ_CHECK(!e.message.empty());
+  AXL_FUZZ_CHECK(e.message.find('\n') == std::string::npos);
+}
+
+}  // namespace axl::fuzz

@@ -16,10 +16,7 @@ namespace {
 
 using namespace axl;
 
-void check_error(const Error& e) {
-  AXL_FUZZ_CHECK(!e.message.empty());
-  AXL_FUZZ_CHECK(e.message.find('\n') == std::string::npos);
-}
+using fuzz::check_error;
 
 }  // namespace
 
