@@ -40,6 +40,11 @@ boot = true
 enabled = true
 TOML
 fs="$T_DIR/mb.raw?offset=$root_off"
+# put_file LOCAL PATH: replaces PATH in the image's root file system.
+put_file() {
+  debugfs -w -R "rm $2" "$fs" >/dev/null 2>&1
+  debugfs -w -R "write $1 $2" "$fs" >/dev/null 2>&1
+}
 "$AXL" measure --image "$T_DIR/mb.raw" --write-golden "$T_DIR/golden.bin" >"$T_DIR/measure.out" ||
   die "axl measure --image failed: $(cat "$T_DIR/measure.out")"
 "$AXL" measure --image "$os_dir/debian-12.qcow2" --format qcow2 >"$T_DIR/measure-qcow2.out"
@@ -110,8 +115,7 @@ log "attest PASSes after --record, and on the next boot"
 debugfs -R "cat /boot/grub/grub.cfg" "$fs" 2>/dev/null >"$T_DIR/grub.cfg"
 grep -q "linuxefi .*console=ttyS0" "$T_DIR/grub.cfg" || die "unexpected grub.cfg: $(cat "$T_DIR/grub.cfg")"
 sed 's/\(linuxefi .*console=ttyS0\)/\1 quiet/' "$T_DIR/grub.cfg" >"$T_DIR/grub-changed.cfg"
-debugfs -w -R "rm /boot/grub/grub.cfg" "$fs" >/dev/null 2>&1
-debugfs -w -R "write $T_DIR/grub-changed.cfg /boot/grub/grub.cfg" "$fs" >/dev/null 2>&1
+put_file "$T_DIR/grub-changed.cfg" "/boot/grub/grub.cfg"
 boot
 attest_json --golden "$T_DIR/golden.bin"
 [ "$ATTEST_RC" = 1 ] || die "a changed kernel command line passed attestation"
@@ -120,15 +124,13 @@ grep -q "kernel_cmdline\|grub_cmd: linuxefi" <<<"$(row "PCR 8" detail)" ||
   die "PCR 8 does not name the command line: $(row "PCR 8" detail)"
 log "changed command line: FAIL $(failed_pcrs); PCR 8: $(row "PCR 8" detail)"
 halt
-debugfs -w -R "rm /boot/grub/grub.cfg" "$fs" >/dev/null 2>&1
-debugfs -w -R "write $T_DIR/grub.cfg /boot/grub/grub.cfg" "$fs" >/dev/null 2>&1
+put_file "$T_DIR/grub.cfg" "/boot/grub/grub.cfg"
 
 # The kernel file changed (the same kernel with bytes appended: it boots).
 debugfs -R "cat /boot/vmlinuz-$kver" "$fs" 2>/dev/null >"$T_DIR/vmlinuz"
 [ -s "$T_DIR/vmlinuz" ] || die "cannot read the kernel from the image"
 head -c 4096 /dev/zero >>"$T_DIR/vmlinuz"
-debugfs -w -R "rm /boot/vmlinuz-$kver" "$fs" >/dev/null 2>&1
-debugfs -w -R "write $T_DIR/vmlinuz /boot/vmlinuz-$kver" "$fs" >/dev/null 2>&1
+put_file "$T_DIR/vmlinuz" "/boot/vmlinuz-$kver"
 boot
 attest_json --golden "$T_DIR/golden.bin"
 [ "$ATTEST_RC" = 1 ] || die "a changed kernel passed attestation"
