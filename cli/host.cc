@@ -31,9 +31,12 @@ std::string pid_file(const HostPaths& p, const std::string& d) {
   return p.state_dir + "/" + d + ".pid";
 }
 
-// The monitor that restarts the supervisor (axolotl-monitor); its pid file.
+// The monitors that restart the supervisor and the hypervisor
+// (axolotl-monitor); their pid files.
 constexpr const char* kMonitor = "supervisor-monitor";
-const char* const kDaemons[] = {"supervisor", "hv", kMonitor};
+constexpr const char* kHvMonitor = "hv-monitor";
+const char* const kDaemons[] = {"supervisor", "hv", kMonitor, kHvMonitor};
+bool is_monitor(const std::string& d) { return d == kMonitor || d == kHvMonitor; }
 
 // The PID in `file` if that process is alive and is our daemon for this
 // state dir (its command line starts with the program and names the state
@@ -44,7 +47,7 @@ pid_t live_daemon(const HostPaths& p, const std::string& daemon) {
   if (!(f >> pid) || pid <= 0) return -1;
   auto cmd = config::read_file("/proc/" + std::to_string(pid) + "/cmdline");
   if (!cmd) return -1;
-  const std::string program = daemon == kMonitor ? "axolotl-monitor" : "axolotl-" + daemon;
+  const std::string program = is_monitor(daemon) ? "axolotl-monitor" : "axolotl-" + daemon;
   const std::string argv0 = cmd->substr(0, cmd->find('\0'));
   const auto slash = argv0.rfind('/');
   if (argv0.substr(slash == std::string::npos ? 0 : slash + 1) != program ||
@@ -53,8 +56,8 @@ pid_t live_daemon(const HostPaths& p, const std::string& daemon) {
   return pid;
 }
 
-// The last line of a daemon's log that is its own (the supervisor's log also
-// holds its monitor's lines, which only say that it exited).
+// The last line of a daemon's log that is its own (a daemon's log also holds
+// its monitor's lines, which only say that it exited).
 std::string last_line(const std::string& path) {
   auto s = config::read_file(path);
   if (!s) return "";
@@ -81,10 +84,12 @@ bool wait_ping(const std::string& socket, const proc::Child& c, std::chrono::mil
 void remove_runtime_files(const HostPaths& p) {
   std::error_code ec;
   for (const char* f : {"hv.sock", "supervisor.sock", "drivers.sock", "hv.pid", "supervisor.pid",
-                        "supervisor-monitor.pid", "supervisor.notify", "host.toml"})
+                        "supervisor-monitor.pid", "supervisor.notify", "hv-monitor.pid",
+                        "hv.notify", "hv.reaped", "supervisor.reaped", "host.toml"})
     fs::remove(p.state_dir + "/" + f, ec);
   (void)remove_tree(p.state_dir + "/dom");
   (void)remove_tree(p.state_dir + "/instances");
+  (void)remove_tree(p.state_dir + "/hv");
 }
 
 // Stops one daemon: a polite shutdown request, then SIGTERM, then SIGKILL.
@@ -100,19 +105,18 @@ void stop_daemon(const HostPaths& p, const std::string& daemon, const std::strin
   if (live_daemon(p, daemon) == pid) ::kill(pid, SIGKILL);
 }
 
-// The supervisor's monitor: asked to restart it no more (it then exits
-// with the supervisor, which is stopped next).
-pid_t quiet_monitor(const HostPaths& p) {
-  pid_t pid = live_daemon(p, kMonitor);
+// A daemon's monitor: asked to restart it no more (it then exits with the
+// daemon, which is stopped next).
+pid_t quiet_monitor(const HostPaths& p, const char* monitor) {
+  pid_t pid = live_daemon(p, monitor);
   if (pid > 0) ::kill(pid, SIGTERM);
   return pid;
 }
 
-void await_monitor(const HostPaths& p, pid_t pid) {
+void await_monitor(const HostPaths& p, const char* monitor, pid_t pid) {
   if (pid <= 0) return;
-  for (int i = 0; i < 100 && live_daemon(p, kMonitor) == pid; ++i)
-    std::this_thread::sleep_for(50ms);
-  if (live_daemon(p, kMonitor) == pid) ::kill(pid, SIGKILL);
+  for (int i = 0; i < 100 && live_daemon(p, monitor) == pid; ++i) std::this_thread::sleep_for(50ms);
+  if (live_daemon(p, monitor) == pid) ::kill(pid, SIGKILL);
 }
 
 // Domains whose supervisor died and none adopted them yet: their records
@@ -171,7 +175,11 @@ int host_up(const HostPaths& p, const std::string& config_path, const std::strin
                    std::vector<std::string> argv) -> Result<proc::Child> {
     proc::SpawnOptions so;
     so.argv = std::move(argv);
-    so.log_path = p.state_dir + "/" + (daemon == kMonitor ? "supervisor" : daemon) + ".log";
+    so.log_path = p.state_dir + "/" +
+                  (daemon == kMonitor     ? "supervisor"
+                   : daemon == kHvMonitor ? "hv"
+                                          : daemon) +
+                  ".log";
     so.new_session = true;
     auto c = proc::spawn(so);
     if (!c) return c.error();
@@ -179,22 +187,24 @@ int host_up(const HostPaths& p, const std::string& config_path, const std::strin
     return c;
   };
   auto abort_up = [&](const std::string& msg) {
-    const pid_t monitor = quiet_monitor(p);
+    const pid_t monitor = quiet_monitor(p, kMonitor), hv_monitor = quiet_monitor(p, kHvMonitor);
     stop_daemon(p, "supervisor", p.supervisor_socket());
     stop_daemon(p, "hv", p.hv_socket());
-    await_monitor(p, monitor);
+    await_monitor(p, kMonitor, monitor);
+    await_monitor(p, kHvMonitor, hv_monitor);
     stop_recorded_instances(p);
     remove_runtime_files(p);
     return fail(msg);
   };
 
-  auto hv = start("hv", {bin + "/axolotl-hv", "--state-dir", p.state_dir});
+  // Both daemons run under a monitor that restarts them if they crash and
+  // keeps the fds their domains need meanwhile (supervisor/monitor/main.cc);
+  // each monitor writes its daemon's pid file at each start.
+  auto hv = start(kHvMonitor, {bin + "/axolotl-monitor", "--state-dir", p.state_dir, "--name", "hv",
+                               "--", bin + "/axolotl-hv", "--state-dir", p.state_dir});
   if (!hv) return abort_up(hv.error().message);
   if (!wait_ping(p.hv_socket(), *hv, 10s))
     return abort_up("hypervisor did not start: " + last_line(p.state_dir + "/hv.log"));
-  // The supervisor runs under a monitor that restarts it if it crashes and
-  // keeps its domains' channels meanwhile (supervisor/monitor/main.cc); the
-  // monitor writes supervisor.pid at each start.
   std::vector<std::string> sup_argv{bin + "/axolotl-monitor",
                                     "--state-dir",
                                     p.state_dir,
@@ -269,10 +279,11 @@ int host_down(const HostPaths& p) {
   // destroys every domain while their drivers still serve them; then the
   // supervisor stops the driver domains; then whatever a crashed supervisor
   // left behind.
-  const pid_t monitor = quiet_monitor(p);
+  const pid_t monitor = quiet_monitor(p, kMonitor), hv_monitor = quiet_monitor(p, kHvMonitor);
   stop_daemon(p, "hv", p.hv_socket());
   stop_daemon(p, "supervisor", p.supervisor_socket());
-  await_monitor(p, monitor);
+  await_monitor(p, kMonitor, monitor);
+  await_monitor(p, kHvMonitor, hv_monitor);
   stop_recorded_instances(p);
   // A QEMU whose hypervisor was killed still runs: its record names it.
   std::error_code ec;

@@ -53,9 +53,13 @@ std::shared_ptr<ControlServer::Deferred> ControlServer::Context::defer() {
 Status ControlServer::listen(const std::string& path) {
   auto l = wire::listen(path);
   if (!l) return l.error();
-  listen_ = std::make_unique<asio::posix::stream_descriptor>(io_, l->release());
-  accept_next();
+  listen(std::move(l).value());
   return {};
+}
+
+void ControlServer::listen(UniqueFd sock) {
+  listen_ = std::make_unique<asio::posix::stream_descriptor>(io_, sock.release());
+  accept_next();
 }
 
 void ControlServer::accept_next() {

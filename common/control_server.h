@@ -72,6 +72,9 @@ class ControlServer {
   ControlServer(const ControlServer&) = delete;
   ControlServer& operator=(const ControlServer&) = delete;
   Status listen(const std::string& path);
+  // Serves on a socket already listening (one kept across a restart,
+  // common/fd_store.h).
+  void listen(UniqueFd sock);
 
  private:
   void accept_next();

@@ -406,14 +406,21 @@ Status write_record(const std::string& path, pid_t pid) {
   return {};
 }
 
-Result<pid_t> kill_recorded(const std::string& path, std::chrono::milliseconds wait) {
+Result<std::pair<pid_t, uint64_t>> read_record(const std::string& path) {
   std::ifstream f(path);
-  if (!f) return pid_t(0);
+  if (!f) return make_error("no process record " + path);
   long long pid = 0;
   unsigned long long t = 0;
   if (!(f >> pid >> t) || pid <= 1 || pid > INT32_MAX || !t)
     return make_error("malformed process record " + path);
-  return kill_pinned(pid_t(pid), t, wait) ? pid_t(pid) : pid_t(0);
+  return std::pair<pid_t, uint64_t>(pid_t(pid), uint64_t(t));
+}
+
+Result<pid_t> kill_recorded(const std::string& path, std::chrono::milliseconds wait) {
+  if (::access(path.c_str(), F_OK) != 0) return pid_t(0);
+  auto r = read_record(path);
+  if (!r) return r.error();
+  return kill_pinned(r->first, r->second, wait) ? r->first : pid_t(0);
 }
 
 bool kill_pinned(pid_t pid, uint64_t start, std::chrono::milliseconds wait) {

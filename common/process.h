@@ -108,6 +108,9 @@ Result<Child> adopt(pid_t pid, uint64_t start, pid_t holder_pid = -1, uint64_t h
 // hypervisor was killed): its pid and its start time (/proc/PID/stat), so a
 // later process that reuses the pid is never taken for it.
 Status write_record(const std::string& path, pid_t pid);
+// The pid and start time a record written by write_record names; an Error
+// for a missing or malformed one.
+Result<std::pair<pid_t, uint64_t>> read_record(const std::string& path);
 // SIGKILLs `pid` if it is still the process that started at `start`, and
 // waits up to `wait` for it to go; false when it was gone (or another
 // process) already.

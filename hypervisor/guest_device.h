@@ -15,6 +15,7 @@
 
 #include "channel/channel.h"
 #include "common/result.h"
+#include "hypervisor/io/vhost_user/session.h"
 
 namespace axl::hv {
 
@@ -62,6 +63,11 @@ class GuestDevice {
   virtual ~GuestDevice() = default;  // stops the thread, closes and unlinks the socket
   // Creates the listening socket (it exists when this returns) and starts the thread.
   virtual Status start() = 0;
+  // Keeps the device's vhost-user session for a successor of this process
+  // (hypervisor/io/vhost_user/session.h); set before start() or resume().
+  virtual void set_keeper(std::unique_ptr<vhost_user::SessionKeeper> keeper) = 0;
+  // Instead of start(): resumes the session a predecessor kept.
+  virtual Status resume(vhost_user::KeptSession kept) = 0;
   virtual DeviceStats stats() const = 0;
   // Moves the device to a fresh channel (a restarted driver domain, tagged
   // `owner`) and replays every request still in flight, in the order first sent.

@@ -4,7 +4,7 @@
 // instance in STATE/instances/KEY (0600, written to a temp file and renamed):
 // what it is (a driver or a vTPM, its name, its role), who it is (pid and
 // start time, its pid-namespace holder's, its cgroup), and its health
-// channel kept under KEY in the fd store (supervisor/fd_store.h).
+// channel kept under KEY in the fd store (common/fd_store.h).
 // `axl host down` kills what the records name when no supervisor is left to.
 #pragma once
 #include <sys/types.h>
@@ -13,8 +13,8 @@
 #include <string>
 #include <vector>
 
+#include "common/fd_store.h"
 #include "common/result.h"
-#include "supervisor/fd_store.h"
 
 namespace axl::supervisor {
 

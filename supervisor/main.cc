@@ -13,6 +13,7 @@
 #include "common/config.h"
 #include "common/control_requests.h"
 #include "common/control_server.h"
+#include "common/fd_store.h"
 #include "common/log.h"
 #include "common/process.h"
 #include "supervisor/cgroup/cgroup.h"
@@ -21,7 +22,6 @@
 #include "supervisor/dbus/manager_api.h"
 #include "supervisor/dbus/supervisor_backend.h"
 #include "supervisor/driver_manager.h"
-#include "supervisor/fd_store.h"
 #include "supervisor/journal.h"
 #include "supervisor/vtpm_manager.h"
 
@@ -47,8 +47,8 @@ int main(int argc, char** argv) {
   axl::log::set_component("axolotl-supervisor");
   signal(SIGPIPE, SIG_IGN);
   // Before anything is spawned: the fds a predecessor kept, and the store
-  // (supervisor/fd_store.h); no domain inherits either.
-  axl::supervisor::FdStore fd_store = axl::supervisor::FdStore::from_environment();
+  // (common/fd_store.h); no domain inherits either.
+  axl::FdStore fd_store = axl::FdStore::from_environment();
   auto text = axl::config::read_file(config_path);
   if (!text) {
     AXL_ERROR("%s", text.error().message.c_str());

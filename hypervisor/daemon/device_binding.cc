@@ -41,12 +41,16 @@ void attach_channel(DriverConnection& drv, const DeviceRequest& req,
 }
 
 Result<BoundDevice> make_bound_device(const std::string& socket, const DeviceRequest& req,
-                                      ChannelGrant grant, int owner_pid, DeviceSupervision sup) {
+                                      ChannelGrant grant, int owner_pid, DeviceSupervision sup,
+                                      std::unique_ptr<vhost_user::SessionKeeper> keeper,
+                                      std::optional<vhost_user::KeptSession> kept) {
   BoundDevice b;
   b.device_id = grant.device_id;
   sup.owner = owner_pid;
   b.device = device_kind(req.kind).make(socket, req, std::move(grant.end), std::move(sup));
-  if (auto s = b.device->start(); !s) {
+  if (keeper) b.device->set_keeper(std::move(keeper));
+  auto s = kept ? b.device->resume(std::move(*kept)) : b.device->start();
+  if (!s) {
     b.device.reset();
     return s.error();
   }

@@ -4,6 +4,7 @@
 #pragma once
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 
 #include "common/config.h"
@@ -40,8 +41,12 @@ void attach_channel(DriverConnection& drv, const DeviceRequest& req,
 
 // The vhost-user device on `socket` over a granted channel, started.  On
 // error no socket is left (the caller detaches the grant).
-// `sup.owner` is set to `owner_pid` here.
+// `sup.owner` is set to `owner_pid` here.  With a `keeper` its session is
+// kept for a successor; with `kept` it resumes a predecessor's session
+// instead of listening afresh.
 Result<BoundDevice> make_bound_device(const std::string& socket, const DeviceRequest& req,
-                                      ChannelGrant grant, int owner_pid, DeviceSupervision sup);
+                                      ChannelGrant grant, int owner_pid, DeviceSupervision sup,
+                                      std::unique_ptr<vhost_user::SessionKeeper> keeper = nullptr,
+                                      std::optional<vhost_user::KeptSession> kept = std::nullopt);
 
 }  // namespace axl::hv

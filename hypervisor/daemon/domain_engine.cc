@@ -11,8 +11,10 @@
 #include <algorithm>
 #include <filesystem>
 #include <fstream>
+#include <set>
 
 #include "common/fs.h"
+#include "common/kv_record.h"
 #include "common/log.h"
 #include "driverdom/blk/image.h"
 #include "hypervisor/daemon/device_binding.h"
@@ -194,6 +196,64 @@ std::string disk_serial(const std::string& dom, size_t i) {
 }
 }  // namespace
 
+namespace {
+// A device's vhost-user session kept in the daemon's fd store (each fd as
+// "dev.DOMAIN.INDEX.NAME") and its journal in DIR/devINDEX.session
+// (hypervisor/io/vhost_user/session.h).  Runs on the device thread; the
+// store's notices are datagrams, safe from any thread.
+class StoreKeeper final : public vhost_user::SessionKeeper {
+ public:
+  StoreKeeper(FdStore& store, std::string prefix, std::string record)
+      : store_(store), prefix_(std::move(prefix)), record_(std::move(record)) {}
+  void keep_fd(const std::string& name, int fd) override {
+    if (auto s = store_.put(prefix_ + name, fd); !s) AXL_WARN("%s", s.error().message.c_str());
+    names_.insert(name);
+  }
+  void drop_fd(const std::string& name) override {
+    store_.remove(prefix_ + name);
+    names_.erase(name);
+  }
+  void keep_record(const KvRecord& rec) override {
+    if (auto s = write_kv_record(record_, rec); !s) AXL_WARN("%s", s.error().message.c_str());
+  }
+  void forget() override {
+    for (const auto& n : names_) store_.remove(prefix_ + n);
+    names_.clear();
+    ::unlink(record_.c_str());
+  }
+
+ private:
+  FdStore& store_;
+  std::string prefix_, record_;
+  std::set<std::string> names_;
+};
+
+std::string device_prefix(const std::string& dom, size_t i) {
+  return "dev." + dom + "." + std::to_string(i) + ".";
+}
+std::string session_path(const std::string& dir, size_t i) {
+  return dir + "/dev" + std::to_string(i) + ".session";
+}
+}  // namespace
+
+std::unique_ptr<vhost_user::SessionKeeper> DomainEngine::keeper_for(const Domain& d, size_t i) {
+  if (!store_ || !store_->available()) return nullptr;
+  return std::make_unique<StoreKeeper>(*store_, device_prefix(d.cfg.name, i),
+                                       session_path(d.dir, i));
+}
+
+void DomainEngine::write_domain_record(const Domain& d) {
+  if (!store_ || !store_->available()) return;
+  KvRecord r{{"name", d.cfg.name},         {"id", std::to_string(d.id)}, {"accel", d.accel},
+             {"qemu", d.qemu_binary},      {"initrd", d.initrd},         {"nvram", d.nvram},
+             {"vtpm", d.vtpm ? "1" : "0"}, {"base_dir", d.base_dir}};
+  auto s = write_file(d.dir + "/config.toml", d.config_toml);
+  if (s) s = write_kv_record(d.dir + "/domain.rec", r);
+  if (!s)
+    AXL_WARN("domain %s: not adoptable after a crash of the hypervisor: %s", d.cfg.name.c_str(),
+             s.error().message.c_str());
+}
+
 DeviceBinding* DomainEngine::resolve(const BindingRef& r) {
   auto alive = r.alive.lock();
   if (!alive || !*alive) return nullptr;
@@ -205,6 +265,8 @@ void DomainEngine::attach_next(Domain* d, const std::shared_ptr<Requests>& reqs,
   if (i == reqs->size()) return create_spawn(d);
   const std::string driver_name = (*reqs)[i].first;
   DriverConnection* drv = drivers_.find(driver_name);
+  if (!drv && d->adopting)
+    return adopt_wait(d, driver_name, [this, d, reqs, i] { attach_next(d, reqs, i); });
   if (!drv)
     return create_failed(d, make_error("driver '" + driver_name + "' is not running on this host"));
   const uint64_t serial = drv->serial();
@@ -216,6 +278,13 @@ void DomainEngine::attach_next(Domain* d, const std::shared_ptr<Requests>& reqs,
       if (g && cur) cur->detach(g->device_id);
       return;
     }
+    if (!g && d->adopting) {
+      // A driver that died while no hypervisor ran, or dies now: its
+      // successor is waited for.
+      AXL_WARN("domain %s: adopting device %zu: %s", d->cfg.name.c_str(), i,
+               g.error().message.c_str());
+      return adopt_wait(d, driver_name, [this, d, reqs, i] { attach_next(d, reqs, i); });
+    }
     if (!g) return create_failed(d, g.error());
     if (!cur || drivers_.find(driver_name) != cur) {
       // The driver was replaced while it answered: ask its successor instead.
@@ -225,8 +294,11 @@ void DomainEngine::attach_next(Domain* d, const std::shared_ptr<Requests>& reqs,
     DeviceRequest& req = (*reqs)[i].second;
     const std::string sock = d->dir + "/dev" + std::to_string(i) + ".sock";
     const uint32_t device_id = g->device_id;
+    std::optional<vhost_user::KeptSession> kept;
+    if (d->adopting && i < d->adopting->sessions.size())
+      kept = std::exchange(d->adopting->sessions[i], std::nullopt);
     auto b = make_bound_device(sock, req, std::move(g).value(), cur->instance_pid(),
-                               supervision_for(driver_name));
+                               supervision_for(driver_name), keeper_for(*d, i), std::move(kept));
     if (!b) {
       cur->detach(device_id);
       return create_failed(d, b.error());
@@ -391,6 +463,7 @@ void DomainEngine::create_attach(Domain* d) {
 }
 
 void DomainEngine::create_spawn(Domain* d) {
+  if (d->adopting) return adopt_finish(d);
   QemuSpec qs{d->qemu_binary,      d->cfg.name,      d->accel,  d->cfg.memory_mib,
               d->cfg.vcpus,        d->cfg.kernel,    d->initrd, d->cfg.cmdline,
               d->console_socket(), d->console_log(), d->qdevs};
@@ -443,6 +516,7 @@ void DomainEngine::create_check_started(Domain* d) {
   AXL_INFO("domain %s (id %u) started: qemu pid %d, accel %s", d->cfg.name.c_str(), d->id,
            d->qemu.pid, d->accel.c_str());
   set_state(*d, DomainState::kRunning);
+  write_domain_record(*d);
   if (auto done = std::move(d->on_created)) done(static_cast<const Domain*>(d));
 }
 
@@ -461,8 +535,37 @@ void DomainEngine::create_failed(Domain* d, Error e) {
   if (done) done(std::move(e));
 }
 
+namespace {
+// How a process this hypervisor adopted ended: its monitor, which reaped
+// it, wrote "PID START STATUS" to STATE/hv.reaped (supervisor/monitor/main.cc).
+std::optional<int> reaped_status(const std::string& path, pid_t pid, uint64_t start) {
+  std::ifstream f(path);
+  long long p = 0, st = 0;
+  unsigned long long t = 0;
+  std::optional<int> found;
+  while (f >> p >> t >> st)
+    if (p == pid && t == start && st >= 0 && st <= 0xffff) found = int(st);
+  return found;
+}
+}  // namespace
+
 void DomainEngine::on_qemu_exit(Domain* d) {
   auto st = proc::wait_for(d->qemu, std::chrono::milliseconds(0));
+  if (st && *st == proc::kStatusUnknown && d->qemu_start) {
+    // Adopted: not ours to reap.  Its monitor tells how it ended, once it
+    // has reaped it (moments after the pidfd said it exited).
+    if (auto r = reaped_status(state_dir_ + "/hv.reaped", d->qemu.pid, d->qemu_start)) {
+      st = *r;
+    } else if (++d->reap_tries < 50) {
+      auto t = std::make_shared<asio::steady_timer>(io_, std::chrono::milliseconds(20));
+      std::weak_ptr<bool> alive = d->alive;
+      t->async_wait([this, d, t, alive](const boost::system::error_code& ec) {
+        auto a = alive.lock();
+        if (!ec && a && *a) on_qemu_exit(d);
+      });
+      return;
+    }
+  }
   d->exit_status = st ? *st : -1;
   d->qemu.pid = -1;
   if (!st || !WIFEXITED(*st) || WEXITSTATUS(*st) != 0) return on_crash(d);
@@ -724,6 +827,15 @@ void DomainEngine::preattach_standby(Domain* d, size_t i, DriverConnection& sb) 
 }
 
 void DomainEngine::driver_connected(DriverConnection& drv) {
+  // Adoptions waiting for this driver go on (a copy: one may fail and
+  // leave the table).
+  std::vector<std::function<void()>> resumes;
+  for (auto& [name, d] : domains_)
+    if (d->adopting && d->adopting->resume_attach && d->adopting->waiting_for == drv.name()) {
+      d->adopting->deadline.reset();
+      resumes.push_back(std::exchange(d->adopting->resume_attach, nullptr));
+    }
+  for (auto& r : resumes) r();
   for (auto& [name, d] : domains_)
     for (size_t i = 0; i < d->devices.size(); ++i)
       if (d->devices[i].driver == drv.name() && d->devices[i].bound.device)
@@ -778,6 +890,130 @@ std::vector<const Domain*> DomainEngine::list() const {
   std::vector<const Domain*> v;
   for (auto& [k, d] : domains_) v.push_back(d.get());
   return v;
+}
+
+}  // namespace axl::hv
+
+namespace axl::hv {
+
+void DomainEngine::adopt_wait(Domain* d, const std::string& driver, std::function<void()> resume) {
+  auto& a = *d->adopting;
+  a.waiting_for = driver;
+  a.resume_attach = std::move(resume);
+  if (a.deadline) return;  // one deadline for the whole wait
+  AXL_INFO("domain %s: waiting for driver %s to be back", d->cfg.name.c_str(), driver.c_str());
+  a.deadline = std::make_unique<asio::steady_timer>(io_, std::chrono::milliseconds(kAdoptWaitMs));
+  std::weak_ptr<bool> alive = d->alive;
+  a.deadline->async_wait([this, d, alive, driver](const boost::system::error_code& ec) {
+    auto live = alive.lock();
+    if (ec || !live || !*live || !d->adopting || !d->adopting->resume_attach) return;
+    create_failed(d, make_error("driver '" + driver + "' did not come back within " +
+                                std::to_string(kAdoptWaitMs / 1000) + " s"));
+  });
+}
+
+void DomainEngine::adopt_finish(Domain* d) {
+  d->adopting.reset();
+  d->exit_watch = std::make_unique<asio::posix::stream_descriptor>(io_, ::dup(d->qemu.pidfd.get()));
+  d->exit_watch->async_wait(asio::posix::stream_descriptor::wait_read,
+                            [this, d](const boost::system::error_code& ec) {
+                              if (!ec) on_qemu_exit(d);
+                            });
+  AXL_INFO("domain %s (id %u) adopted: qemu pid %d, %zu device%s resumed", d->cfg.name.c_str(),
+           d->id, d->qemu.pid, d->devices.size(), d->devices.size() == 1 ? "" : "s");
+  set_state(*d, DomainState::kRunning);
+}
+
+void DomainEngine::adopt_all() {
+  if (!store_) return;
+  std::error_code ec;
+  std::vector<std::string> names;
+  for (const auto& e : fs::directory_iterator(state_dir_ + "/dom", ec))
+    if (e.is_directory()) names.push_back(e.path().filename().string());
+  for (const std::string& name : names) {
+    const std::string dir = state_dir_ + "/dom/" + name;
+    // Whatever cannot be adopted is stopped and removed, never left running
+    // unwatched.
+    auto drop = [&](const std::string& why) {
+      AXL_WARN("domain %s not adopted: %s", name.c_str(), why.c_str());
+      if (auto k = proc::kill_recorded(dir + "/qemu.pid", std::chrono::milliseconds(2000)); k && *k)
+        AXL_WARN("domain %s: its QEMU (pid %d) stopped", name.c_str(), *k);
+      if (::access((dir + "/vtpm.ctrl").c_str(), F_OK) == 0 && vtpm_.stop) vtpm_.stop(name);
+      remove_domain_dir(dir);
+    };
+    auto rec = read_kv_record(dir + "/domain.rec");
+    if (!rec) {
+      drop("it was not running (being created or destroyed) when the hypervisor stopped");
+      continue;
+    }
+    auto toml = config::read_file(dir + "/config.toml");
+    auto id = kv_number(*rec, "id", UINT32_MAX);
+    if (!toml || !id || (*rec)["name"] != name) {
+      drop("its record is incomplete");
+      continue;
+    }
+    auto cfg = config::parse_guest(*toml, "guest config", (*rec)["base_dir"]);
+    if (!cfg) {
+      drop("its config: " + cfg.error().message);
+      continue;
+    }
+    auto owned = std::make_unique<Domain>();
+    Domain* d = owned.get();
+    d->cfg = std::move(cfg).value();
+    d->dir = dir;
+    d->id = uint32_t(*id);
+    next_id_ = std::max(next_id_, d->id + 1);
+    d->accel = (*rec)["accel"];
+    d->qemu_binary = (*rec)["qemu"];
+    d->initrd = (*rec)["initrd"];
+    d->nvram = (*rec)["nvram"];
+    d->vtpm = (*rec)["vtpm"] == "1";
+    d->config_toml = *toml;
+    d->base_dir = (*rec)["base_dir"];
+    d->adopting = std::make_unique<Domain::Adoption>();
+    const size_t ndev = d->cfg.disks.size() + d->cfg.nics.size();
+    for (size_t i = 0; i < ndev; ++i) {
+      const std::string prefix = device_prefix(name, i);
+      vhost_user::KeptSession k;
+      k.listen = store_->take(prefix + "listen");
+      k.conn = store_->take(prefix + "conn");
+      if (auto r = read_kv_record(session_path(dir, i))) k.record = std::move(r).value();
+      for (const auto& [key, value] : k.record) {
+        if (key.rfind("n.", 0) != 0) continue;
+        auto n = kv_number(k.record, key, 8);
+        for (uint64_t j = 0; n && j < *n; ++j) {
+          const std::string fd_name = key.substr(2) + "." + std::to_string(j);
+          k.fds[fd_name] = store_->take(prefix + fd_name);
+        }
+      }
+      if (k.listen)
+        d->adopting->sessions.emplace_back(std::move(k));
+      else
+        d->adopting->sessions.emplace_back(std::nullopt);  // listens afresh; QEMU reconnects
+    }
+    auto pid = proc::read_record(dir + "/qemu.pid");
+    auto child = pid ? proc::adopt(pid->first, pid->second) : Result<proc::Child>(pid.error());
+    domains_[name] = std::move(owned);
+    if (!child) {
+      // Its QEMU ended while no hypervisor ran: as if it ended now.
+      AXL_WARN("domain %s: its QEMU is gone (%s)", name.c_str(), child.error().message.c_str());
+      d->adopting.reset();
+      std::optional<int> st;
+      if (pid) st = reaped_status(state_dir_ + "/hv.reaped", pid->first, pid->second);
+      d->exit_status = st ? *st : proc::kStatusUnknown;
+      if (!st || !WIFEXITED(*st) || WEXITSTATUS(*st) != 0) {
+        on_crash(d);
+      } else {
+        stop_vtpm(*d);
+        set_state(*d, DomainState::kShutoff);
+      }
+      continue;
+    }
+    d->qemu = std::move(child).value();
+    d->qemu_start = pid->second;
+    AXL_INFO("domain %s (id %u): adopting, qemu pid %d", name.c_str(), d->id, d->qemu.pid);
+    create_attach(d);
+  }
 }
 
 }  // namespace axl::hv

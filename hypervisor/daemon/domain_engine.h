@@ -13,6 +13,7 @@
 #include "common/child_wait.h"
 #include "common/config.h"
 #include "common/control_client.h"
+#include "common/fd_store.h"
 #include "common/process.h"
 #include "hypervisor/daemon/device_binding.h"
 #include "hypervisor/daemon/driver_registry.h"
@@ -65,6 +66,10 @@ struct Domain {
   std::string dir;  // state-dir/dom/NAME
   std::string accel;
   proc::Child qemu;
+  // An adopted QEMU's start time (with its pid, how its monitor names it
+  // once it reaped it), and how often that was looked for.
+  uint64_t qemu_start = 0;
+  int reap_tries = 0;
   int exit_status = 0;
   std::vector<DeviceBinding> devices;
   bool vtpm = false;  // the supervisor runs a vTPM for it ([vtpm] enabled)
@@ -92,6 +97,17 @@ struct Domain {
   // deadlines.
   std::vector<std::function<void(Status)>> on_shutoff;
   std::vector<std::shared_ptr<boost::asio::steady_timer>> shutdown_timers;
+
+  // Set while a successor of a crashed hypervisor takes the domain over
+  // (DomainEngine::adopt_all): each device's kept vhost-user session, and,
+  // while a device waits for its driver to be back, where attaching goes on.
+  struct Adoption {
+    std::vector<std::optional<vhost_user::KeptSession>> sessions;
+    std::function<void()> resume_attach;  // set while waiting for a driver
+    std::string waiting_for;              // that driver's name
+    std::unique_ptr<boost::asio::steady_timer> deadline;
+  };
+  std::unique_ptr<Adoption> adopting;
 
   std::string console_log() const { return dir + "/console.log"; }
   std::string console_socket() const { return dir + "/console.sock"; }
@@ -160,6 +176,20 @@ class DomainEngine {
   // completion after it (CLOCK_MONOTONIC ns; 0 when none).
   std::pair<uint64_t, uint64_t> service_times(const std::string& driver) const;
   std::vector<const Domain*> list() const;
+  // Keeps what a successor needs to adopt every running domain after a
+  // crash of this process (docs/architecture.md, "The hypervisor's own
+  // crash"): each device's vhost-user session in `store`, the domain's
+  // record (domain.rec, config.toml) in its dir.
+  void keep_in(FdStore& store) { store_ = &store; }
+  // Takes over the domains a crashed predecessor left: each running one
+  // whose QEMU still runs (pid and start time) gets fresh channels from its
+  // drivers (waiting up to kAdoptWaitMs for a driver that is not back yet)
+  // and its devices resume the kept sessions, so QEMU sees no disconnect;
+  // one whose QEMU died meanwhile is crashed (its on_crash applies); what
+  // has no record (it was being created or destroyed) is removed, its QEMU
+  // and vTPM stopped.
+  void adopt_all();
+  static constexpr int kAdoptWaitMs = 30000;
   // Called on the loop for every state change, whoever caused it: "running"
   // once QEMU started, "shutoff" when it exited by itself, "crashed",
   // "destroyed".
@@ -186,6 +216,13 @@ class DomainEngine {
   using Requests = std::vector<std::pair<std::string, DeviceRequest>>;
   void attach_next(Domain* d, const std::shared_ptr<Requests>& reqs, size_t i);
   void create_spawn(Domain* d);
+  // The end of an adoption (instead of create_spawn): QEMU is watched again.
+  void adopt_finish(Domain* d);
+  // A device of an adopted domain waits for its driver: attaching goes on
+  // when it connects, or the adoption fails past kAdoptWaitMs.
+  void adopt_wait(Domain* d, const std::string& driver, std::function<void()> resume);
+  void write_domain_record(const Domain& d);
+  std::unique_ptr<vhost_user::SessionKeeper> keeper_for(const Domain& d, size_t i);
   // A fresh channel from `drv` for binding `i`: the live device moves there.
   void rebind_async(Domain* d, size_t i, DriverConnection& drv);
   void preattach_standby(Domain* d, size_t i, DriverConnection& sb);
@@ -217,6 +254,7 @@ class DomainEngine {
   DriverSupervision supervision_;
   VtpmControl vtpm_;
   std::map<std::string, std::unique_ptr<Domain>> domains_;
+  FdStore* store_ = nullptr;
   uint32_t next_id_ = 1;
   std::function<void(const std::string&, const std::string&)> on_state_;
 };

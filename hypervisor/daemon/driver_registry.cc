@@ -1,7 +1,16 @@
 #include "hypervisor/daemon/driver_registry.h"
 
+#include <fcntl.h>
+#include <string.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
+#include <time.h>
 
+#include <cstdlib>
+#include <filesystem>
+#include <optional>
+
+#include "common/kv_record.h"
 #include "common/log.h"
 #include "common/schema/driver.capnp.h"
 #include "common/wire.h"
@@ -41,6 +50,7 @@ DriverConnection::DriverConnection(std::string name, config::DriverKind kind, in
 }
 
 DriverConnection::~DriverConnection() {
+  if (record_change_) record_change_(*this, true);
   *alive_ = false;
   fail_all(make_error(Errc::kClosed, "driver '" + name_ + "' went away before answering attach"));
 }
@@ -93,6 +103,8 @@ void DriverConnection::complete(uint32_t id, Result<uint32_t> r) {
   pending_.erase(it);  // cancels its deadline
   if (r) {
     ++devices_;
+    live_.insert(id);
+    record_changed();
     if (death) arm_death_watch(id, std::move(death));
   }
   done(std::move(r));
@@ -201,15 +213,146 @@ void DriverConnection::detach(uint32_t device_id) {
   if (auto s = wire::send(sock_.get(), mb); !s)
     AXL_WARN("driver %s: detach %u: %s", name_.c_str(), device_id, s.error().message.c_str());
   if (devices_) --devices_;
+  if (live_.erase(device_id)) record_changed();
+}
+
+void DriverConnection::adopted(std::string key, uint32_t next_device_id,
+                               const std::set<uint32_t>& stale) {
+  key_ = std::move(key);
+  next_device_id_ = std::max(next_device_id_, next_device_id);
+  for (uint32_t id : stale) {
+    if (id >= next_device_id_) next_device_id_ = id + 1;
+    capnp::MallocMessageBuilder mb;
+    mb.initRoot<schema::DriverMsg>().initDetach().setDeviceId(id);
+    if (auto s = wire::send(sock_.get(), mb); !s)
+      AXL_WARN("driver %s: detach %u: %s", name_.c_str(), id, s.error().message.c_str());
+  }
+}
+
+namespace {
+uint64_t now_ns() {
+  timespec ts{};
+  ::clock_gettime(CLOCK_MONOTONIC, &ts);
+  return uint64_t(ts.tv_sec) * 1000000000ull + uint64_t(ts.tv_nsec);
+}
+}  // namespace
+
+void DriverRegistry::keep_in(FdStore& store, std::string dir) {
+  store_ = &store;
+  record_dir_ = std::move(dir);
+  if (::mkdir(record_dir_.c_str(), 0700) != 0 && errno != EEXIST)
+    AXL_WARN("cannot create %s: %s", record_dir_.c_str(), strerror(errno));
+}
+
+void DriverRegistry::write_record(const DriverConnection& c) {
+  std::string ids;
+  for (uint32_t id : c.live_ids()) ids += (ids.empty() ? "" : ",") + std::to_string(id);
+  const bool standby = find_standby(c.name()) == &c;
+  KvRecord r{{"name", c.name()},
+             {"kind", config::to_string(c.kind())},
+             {"pid", std::to_string(c.pid())},
+             {"role", standby ? "standby" : "active"},
+             {"next_id", std::to_string(c.next_device_id())},
+             {"devices", ids}};
+  if (auto s = write_kv_record(record_dir_ + "/" + c.key(), r); !s)
+    AXL_WARN("%s", s.error().message.c_str());
+}
+
+void DriverRegistry::setup(DriverConnection* c) {
+  c->on_violation(on_violation_);
+  c->on_died([this](DriverConnection& x) { died(x); });
+  c->set_attach_timeout_ms(attach_timeout_ms_);
+  if (!store_) return;
+  if (c->key().empty())
+    c->adopted("drv." + c->name() + "." + std::to_string(c->pid()) + "." + std::to_string(now_ns()),
+               1, {});
+  c->on_record_change([this](const DriverConnection& x, bool gone) {
+    if (gone) {
+      store_->remove(x.key());
+      ::unlink((record_dir_ + "/" + x.key()).c_str());
+      return;
+    }
+    write_record(x);
+  });
+}
+
+void DriverRegistry::keep(DriverConnection* c) {
+  if (!store_) return;
+  if (auto s = store_->put(c->key(), c->watcher().native_handle()); !s)
+    AXL_WARN("driver '%s': %s", c->name().c_str(), s.error().message.c_str());
+  write_record(*c);
+}
+
+size_t DriverRegistry::adopt_kept() {
+  if (!store_) return 0;
+  size_t n = 0;
+  std::error_code ec;
+  for (const auto& e : std::filesystem::directory_iterator(record_dir_, ec)) {
+    const std::string key = e.path().filename().string();
+    if (key.size() > 4 && key.compare(key.size() - 4, 4, ".tmp") == 0) {
+      ::unlink(e.path().c_str());
+      continue;
+    }
+    UniqueFd fd = store_->take(key);
+    auto r = read_kv_record(e.path().string());
+    auto pid = r ? kv_number(*r, "pid", INT32_MAX) : Result<uint64_t>(r.error());
+    auto next = r ? kv_number(*r, "next_id", UINT32_MAX) : Result<uint64_t>(r.error());
+    std::optional<config::DriverKind> kind;
+    if (r && (*r)["kind"] == "net") kind = config::DriverKind::kNet;
+    if (r && (*r)["kind"] == "blk") kind = config::DriverKind::kBlk;
+    if (!fd || !pid || !next || !kind || (*r)["name"].empty()) {
+      AXL_WARN("driver connection record %s dropped: %s", key.c_str(),
+               !fd ? "its connection was not kept" : "malformed");
+      store_->remove(key);
+      ::unlink(e.path().c_str());
+      continue;
+    }
+    std::set<uint32_t> stale;
+    const std::string ids = (*r)["devices"];
+    for (size_t at = 0; at < ids.size();) {
+      size_t comma = ids.find(',', at);
+      if (comma == std::string::npos) comma = ids.size();
+      const unsigned long v = strtoul(ids.substr(at, comma - at).c_str(), nullptr, 10);
+      if (v > 0 && v <= UINT32_MAX) stale.insert(uint32_t(v));
+      at = comma + 1;
+    }
+    const std::string name = (*r)["name"];
+    const bool standby = (*r)["role"] == "standby";
+    int fl = ::fcntl(fd.get(), F_GETFL);
+    if (fl >= 0) ::fcntl(fd.get(), F_SETFL, fl | O_NONBLOCK);
+    auto conn = std::make_unique<DriverConnection>(name, *kind, int(*pid), std::move(fd), io_);
+    DriverConnection* raw = conn.get();
+    raw->adopted(key, uint32_t(*next), stale);
+    AXL_INFO("driver '%s' (%s, pid %d) adopted%s; %zu stale device%s detached", name.c_str(),
+             config::to_string(*kind), int(*pid), standby ? " as standby" : "", stale.size(),
+             stale.size() == 1 ? "" : "s");
+    if (standby) {
+      standbys_[name] = std::move(conn);
+      setup(raw);
+      write_record(*raw);
+      watch_standby(raw);
+    } else {
+      drivers_[name] = std::move(conn);
+      setup(raw);
+      write_record(*raw);
+      watch(raw);
+    }
+    ++n;
+  }
+  return n;
 }
 
 Status DriverRegistry::listen(const std::string& path) {
   auto l = wire::listen(path);
   if (!l) return l.error();
-  listen_fd_ = std::move(l).value();
+  listen(std::move(l).value());
+  return {};
+}
+
+void DriverRegistry::listen(UniqueFd sock) {
+  listen_fd_ = std::move(sock);
   listen_watch_ = std::make_unique<asio::posix::stream_descriptor>(io_, ::dup(listen_fd_.get()));
   accept_next();
-  return {};
 }
 
 void DriverRegistry::accept_next() {
@@ -251,10 +394,9 @@ void DriverRegistry::await_hello(const std::shared_ptr<asio::posix::stream_descr
           AXL_INFO("driver '%s' standby connected, pid %d", name.c_str(), h->pid);
           auto conn = std::make_unique<DriverConnection>(name, kind, h->pid, std::move(own), io_);
           DriverConnection* raw = conn.get();
-          raw->on_violation(on_violation_);
-          raw->on_died([this](DriverConnection& c) { died(c); });
-          raw->set_attach_timeout_ms(attach_timeout_ms_);
           standbys_[name] = std::move(conn);  // a previous standby closes here
+          setup(raw);
+          keep(raw);
           watch_standby(raw);
           if (on_standby_) on_standby_(*raw);
           return;
@@ -265,10 +407,9 @@ void DriverRegistry::await_hello(const std::shared_ptr<asio::posix::stream_descr
                  h->pid);
         auto conn = std::make_unique<DriverConnection>(name, kind, h->pid, std::move(own), io_);
         DriverConnection* raw = conn.get();
-        raw->on_violation(on_violation_);
-        raw->on_died([this](DriverConnection& c) { died(c); });
-        raw->set_attach_timeout_ms(attach_timeout_ms_);
         drivers_[name] = std::move(conn);  // a previous connection closes here
+        setup(raw);
+        keep(raw);
         watch(raw);
         if (on_connect_) on_connect_(*raw);
       });
@@ -338,6 +479,7 @@ void DriverRegistry::take_over(const std::string& name) {
   // Re-arm as the active's watch: cancel the standby one.
   raw->watcher().cancel();
   AXL_INFO("driver '%s': standby pid %d promoted", name.c_str(), raw->pid());
+  if (store_) write_record(*raw);
   if (on_promote_) on_promote_(*raw);
   io_.post([this, raw, name] {
     if (find(name) == raw) watch(raw);

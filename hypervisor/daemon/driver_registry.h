@@ -5,12 +5,14 @@
 #include <functional>
 #include <map>
 #include <memory>
+#include <set>
 #include <string>
 #include <vector>
 #include "channel/liveness.h"
 #include "common/asio.h"
 
 #include "common/config.h"
+#include "common/fd_store.h"
 #include "common/result.h"
 #include "common/schema/driver.capnp.h"
 #include "common/unique_fd.h"
@@ -40,10 +42,26 @@ class DriverConnection {
   uint64_t serial() const { return serial_; }
   size_t devices() const { return devices_; }
   boost::asio::posix::stream_descriptor& watcher() { return watch_; }
+  // Kept across a crash of the hypervisor (DriverRegistry::keep_in): the
+  // connection's name in the fd store and its record; the device ids the
+  // driver holds and the next one to give.
+  const std::string& key() const { return key_; }
+  const std::set<uint32_t>& live_ids() const { return live_; }
+  uint32_t next_device_id() const { return next_device_id_; }
 
   // How long a driver may take to answer an Attach (DriverRegistry sets it).
   static constexpr int kAttachTimeoutMs = 5000;
   void set_attach_timeout_ms(int ms) { attach_timeout_ms_ = ms; }
+
+  // An adopted connection (one a predecessor kept): its key, and the ids
+  // to go on from; the driver's devices with `stale` ids are detached (their
+  // channels went with the predecessor).
+  void adopted(std::string key, uint32_t next_device_id, const std::set<uint32_t>& stale);
+  // Called whenever what key()'s record says changes, and once when the
+  // connection goes (gone = true).  Set by the registry.
+  void on_record_change(std::function<void(const DriverConnection&, bool gone)> f) {
+    record_change_ = std::move(f);
+  }
 
   // Sends Attach with the channel fds (and the image fd for blk) and returns
   // at once; `done` runs later on the loop with the device id once the
@@ -96,6 +114,12 @@ class DriverConnection {
   boost::asio::posix::stream_descriptor watch_;  // borrows sock_ for readiness only
   uint32_t next_device_id_ = 1;
   size_t devices_ = 0;
+  std::string key_;
+  std::set<uint32_t> live_;
+  std::function<void(const DriverConnection&, bool)> record_change_;
+  void record_changed() {
+    if (record_change_) record_change_(*this, false);
+  }
   bool broken_ = false;  // drop() was called
   uint64_t serial_;
   int attach_timeout_ms_ = kAttachTimeoutMs;
@@ -133,6 +157,16 @@ class DriverRegistry {
   // The active instance went away and its standby took over, here and now:
   // promotion needs no process start and no supervisor round trip.
   void on_promote(std::function<void(DriverConnection&)> f) { on_promote_ = std::move(f); }
+  // Keeps every connection across a crash of the hypervisor: its fd in
+  // `store` and a record in `dir` (role, pid, the device ids the driver
+  // holds), so a successor takes the connection over with adopt_kept() and
+  // the driver never sees it close (docs/architecture.md, "The
+  // hypervisor's own crash").  Call before anything connects.
+  void keep_in(FdStore& store, std::string dir);
+  // Takes back the connections a predecessor kept, each in the role it had,
+  // without a hello; what the driver still holds from before is detached.
+  // A record without its fd is removed.  Returns how many were adopted.
+  size_t adopt_kept();
   // For tests: how long drivers connecting from now on may take to answer an attach.
   void set_attach_timeout_ms(int ms) { attach_timeout_ms_ = ms; }
   // A connection broke the protocol (installed on every connection).
@@ -147,6 +181,8 @@ class DriverRegistry {
   // The active or standby connection of `name` with this serial, if it is still there.
   DriverConnection* find_serial(const std::string& name, uint64_t serial);
   Status listen(const std::string& path);
+  // Serves on a socket already listening (kept across a restart).
+  void listen(UniqueFd sock);
   DriverConnection* find(const std::string& name);
   std::vector<const DriverConnection*> all() const;
   // CLOCK_MONOTONIC when the hypervisor last learned that the active
@@ -158,6 +194,13 @@ class DriverRegistry {
 
  private:
   void accept_next();
+  // Installs the handlers every connection gets, and keeps it (keep_in).
+  void setup(DriverConnection* c);
+  // Puts its fd in the store and writes its record.
+  void keep(DriverConnection* c);
+  void write_record(const DriverConnection& c);
+  FdStore* store_ = nullptr;
+  std::string record_dir_;
   void await_hello(const std::shared_ptr<boost::asio::posix::stream_descriptor>& s, int fd);
   void watch(DriverConnection* c);
   void watch_standby(DriverConnection* c);

@@ -5,6 +5,10 @@
 
 #include <CLI/CLI.hpp>
 
+#include <errno.h>
+#include <fcntl.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
 #include <unistd.h>
 #include <cstdlib>
 #include <cstring>
@@ -14,8 +18,10 @@
 
 #include "common/control_requests.h"
 #include "common/control_server.h"
+#include "common/fd_store.h"
 #include "common/log.h"
 #include "common/process.h"
+#include "common/wire.h"
 #include "hypervisor/daemon/domain_engine.h"
 #include "hypervisor/daemon/driver_registry.h"
 #include "hypervisor/daemon/supervisor_events.h"
@@ -38,6 +44,27 @@ void fill_domain(const axl::hv::Domain& d, axl::schema::DomainInfo::Builder b) {
   b.setFirmware(d.cfg.firmware);
 }
 
+// The listening socket kept in the store under `name` (a predecessor's,
+// with whatever connected meanwhile still in its backlog), else a new one
+// at `path`, kept from now on.
+axl::Result<axl::UniqueFd> kept_listener(axl::FdStore& store, const std::string& name,
+                                         const std::string& path) {
+  if (axl::UniqueFd fd = store.take(name)) {
+    int on = 0;
+    socklen_t len = sizeof on;
+    if (::getsockopt(fd.get(), SOL_SOCKET, SO_ACCEPTCONN, &on, &len) == 0 && on) {
+      int fl = ::fcntl(fd.get(), F_GETFL);
+      if (fl >= 0) ::fcntl(fd.get(), F_SETFL, fl | O_NONBLOCK);
+      return fd;
+    }
+    AXL_WARN("kept fd %s is no listening socket: made afresh", name.c_str());
+  }
+  auto l = axl::wire::listen(path);
+  if (!l) return l.error();
+  if (auto s = store.put(name, l->get()); !s) AXL_WARN("%s", s.error().message.c_str());
+  return l;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -57,6 +84,10 @@ int main(int argc, char** argv) {
   }
   axl::log::set_component("axolotl-hv");
   signal(SIGPIPE, SIG_IGN);
+  // What a predecessor that crashed kept, and where to keep what this one
+  // must not lose with its own crash (common/fd_store.h; docs/architecture.md,
+  // "The hypervisor's own crash").  Nothing spawned later inherits either.
+  axl::FdStore fd_store = axl::FdStore::from_environment();
 
   // Each driver's progress deadline comes from the host config that `axl
   // host up` copied into the state dir, not from the driver's hello: a
@@ -265,14 +296,34 @@ int main(int argc, char** argv) {
     }
   });
 
-  if (auto s = drivers.listen(state_dir + "/drivers.sock"); !s) {
-    AXL_ERROR("%s", s.error().message.c_str());
+  // Driver connections outlive a crash of this process: a successor takes
+  // them over (the drivers never see them close) and detaches what their
+  // drivers still hold from before.
+  const std::string kept_dir = state_dir + "/hv";
+  if (::mkdir(kept_dir.c_str(), 0700) != 0 && errno != EEXIST) {
+    AXL_ERROR("cannot create %s: %s", kept_dir.c_str(), strerror(errno));
     return 1;
   }
-  if (auto s = control.listen(state_dir + "/hv.sock"); !s) {
-    AXL_ERROR("%s", s.error().message.c_str());
+  drivers.keep_in(fd_store, kept_dir + "/drivers");
+  if (size_t n = drivers.adopt_kept())
+    AXL_INFO("adopted %zu driver connection%s", n, n == 1 ? "" : "s");
+  // The listening sockets too: who connects while no hypervisor runs waits
+  // in the backlog instead of being refused.
+  auto drivers_sock = kept_listener(fd_store, "listen.drivers", state_dir + "/drivers.sock");
+  auto hv_sock = kept_listener(fd_store, "listen.hv", state_dir + "/hv.sock");
+  if (!drivers_sock || !hv_sock) {
+    AXL_ERROR("%s", (!drivers_sock ? drivers_sock : hv_sock).error().message.c_str());
     return 1;
   }
+  drivers.listen(std::move(drivers_sock).value());
+  control.listen(std::move(hv_sock).value());
+  engine.keep_in(fd_store);
+  engine.adopt_all();
+  for (const auto& name : fd_store.untaken()) {
+    AXL_INFO("kept fd %s belongs to nothing that is left: dropped", name.c_str());
+    fd_store.remove(name);
+  }
+  fd_store.ready();
   boost::asio::signal_set sigs(io, SIGTERM, SIGINT);
   sigs.async_wait([&](const boost::system::error_code&, int) { io.stop(); });
   AXL_INFO("ready, state dir %s", state_dir.c_str());

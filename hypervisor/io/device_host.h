@@ -66,6 +66,11 @@ class HostedDevice final : public GuestDevice {
     });
   }
   Status start() override { return server_.start(); }
+  void set_keeper(std::unique_ptr<vhost_user::SessionKeeper> keeper) override {
+    keeper_ = std::move(keeper);
+    server_.set_keeper(keeper_.get());
+  }
+  Status resume(vhost_user::KeptSession kept) override { return server_.resume(std::move(kept)); }
   // Thread-safe: runs DeviceLogic::rebind on the device thread and waits.
   Status rebind(channel::HvEnd chan, int owner) override {
     std::optional<channel::HvEnd> holder(std::move(chan));
@@ -95,6 +100,7 @@ class HostedDevice final : public GuestDevice {
   int owner_;
   std::function<void(const std::string&, int)> on_quarantine_;
   std::function<void(uint64_t, uint64_t, int)> on_first_served_;
+  std::unique_ptr<vhost_user::SessionKeeper> keeper_;  // outlives the server, which uses it
   vhost_user::Server server_;
 };
 

@@ -211,13 +211,35 @@ struct Monitor {
     }
   }
 
+  std::string reaped_path() const { return dir + "/" + name + ".reaped"; }
+
+  // An orphan the daemon left behind (a domain of a crashed daemon) exited:
+  // its status goes to DIR/NAME.reaped ("PID START STATUS" per line), where
+  // the successor that adopted it reads how it ended (it is not its parent).
+  void record_orphan(pid_t p, uint64_t start, int st) {
+    UniqueFd f(::open(reaped_path().c_str(), O_WRONLY | O_APPEND | O_CREAT | O_NOFOLLOW | O_CLOEXEC,
+                      0600));
+    if (!f) return;
+    const std::string line =
+        std::to_string(p) + " " + std::to_string(start) + " " + std::to_string(st) + "\n";
+    (void)!::write(f.get(), line.data(), line.size());
+  }
+
   // Returns false when the monitor is done (its exit status in *rc).
   bool reap(int* rc) {
     for (;;) {
+      // Looked at before it is reaped: its start time (its identity with
+      // the pid) is readable only until then.
+      siginfo_t si{};
+      if (::waitid(P_ALL, 0, &si, WEXITED | WNOHANG | WNOWAIT) != 0 || si.si_pid == 0) return true;
+      const uint64_t start = si.si_pid != child ? axl::proc::start_time(si.si_pid) : 0;
       int st = 0;
-      const pid_t p = ::waitpid(-1, &st, WNOHANG);
+      const pid_t p = ::waitpid(si.si_pid, &st, WNOHANG);
       if (p <= 0) return true;
-      if (p != child) continue;  // a domain the daemon left behind: reaped
+      if (p != child) {  // a domain the daemon left behind: reaped
+        record_orphan(p, start, st);
+        continue;
+      }
       child = -1;
       ::unlink(pid_path().c_str());
       AXL_WARN("%s (pid %d) %s", name.c_str(), p, axl::proc::describe_status(st).c_str());

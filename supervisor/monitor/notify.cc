@@ -2,7 +2,7 @@
 
 #include <sstream>
 
-#include "supervisor/fd_store.h"
+#include "common/fd_store.h"
 
 namespace axl::monitor {
 
@@ -22,7 +22,7 @@ Result<Notice> parse_notice(const std::string& text) {
     } else if (k == "FDSTOREREMOVE") {
       n.remove = v == "1";
     } else if (k == "FDNAME") {
-      if (!supervisor::valid_fd_name(v)) return make_error("invalid FDNAME '" + v + "'");
+      if (!valid_fd_name(v)) return make_error("invalid FDNAME '" + v + "'");
       n.name = v;
     }
   }

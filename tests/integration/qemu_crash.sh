@@ -6,9 +6,12 @@
 #  - preserve: it stays listed as crashed with its vTPM until `axl destroy`,
 #    and `axl wait` says how it ended;
 #  - destroy (the default): it is gone.
-# A guest that powers off is shut off, not crashed. `axl host down` then
-# leaves none of the processes behind, not even a QEMU whose hypervisor was
-# killed.
+# A guest that powers off is shut off, not crashed. A hypervisor killed
+# under its monitor comes back and adopts the running QEMU, and a guest that
+# powers off under the adopted hypervisor is still shut off (its monitor
+# reaped QEMU and says how it ended).  `axl host down` then leaves none of
+# the processes behind, not even a QEMU whose hypervisor was killed with no
+# monitor left to restart it.
 . "$(dirname "$0")/lib.sh"
 require_root_and_tools
 make_ns
@@ -41,6 +44,10 @@ for n in kept gone; do
 done
 sed -i '2a on_crash = "preserve"\n[vtpm]\nenabled = true' "$T_DIR/kept.toml"
 printf 'name = "bye"\nmemory_mib = 256\n[guest]\nscript = "bye.sh"\n' >"$T_DIR/bye.toml"
+# Powers off a few seconds after it booted: time for the hypervisor to be
+# killed and to come back first.
+printf 'echo BOOTED\nsleep 4\n' >"$T_DIR/bye2.sh"
+printf 'name = "bye2"\nmemory_mib = 256\n[guest]\nscript = "bye2.sh"\n' >"$T_DIR/bye2.toml"
 
 host_up "$T_DIR/host.toml"
 field() { axl list | awk -v d="$1" -v c="$2" '$1==d{print $c}'; }  # 5: state, 7: QEMU pid
@@ -105,11 +112,28 @@ axl create "$T_DIR/bye.toml" >&2
 axl wait bye --timeout 120 >&2 || die "bye did not shut off cleanly"
 [ "$(field bye 5)" = shutoff ] || die "bye is $(field bye 5), not shutoff"
 
-# The hypervisor killed: its QEMU runs on, and host down stops it.
+# The hypervisor killed: its successor adopts the QEMU, and a guest that
+# powers off then is shut off, not crashed.
+axl create "$T_DIR/bye2.toml" >&2
+wait_console bye2 BOOTED
+qemu=$(field bye2 7)
+hv=$(cat "$T_STATE/hv.pid")
+kill -KILL "$hv"
+for _ in $(seq 100); do
+  [ "$(cat "$T_STATE/hv.pid" 2>/dev/null)" != "$hv" ] && [ "$(field bye2 7)" = "$qemu" ] && break
+  sleep 0.1
+done
+[ "$(field bye2 7)" = "$qemu" ] || die "bye2's QEMU was not adopted: $(axl list)"
+axl wait bye2 --timeout 120 >&2 || die "bye2 did not shut off cleanly under an adopted hypervisor"
+[ "$(field bye2 5)" = shutoff ] || die "bye2 is $(field bye2 5), not shutoff"
+log "adopted: a guest that powers off is shut off"
+
+# The hypervisor and its monitor killed: its QEMU runs on, and host down stops it.
 axl create "$T_DIR/gone.toml" >&2
 wait_console gone BOOTED
 qemu=$(field gone 7)
 seen_pids+=("$qemu" $(axl drivers | awk 'NR>1{print $3}') "$(cat "$T_STATE/supervisor.pid")")
+kill -KILL "$(cat "$T_STATE/hv-monitor.pid")"
 kill -KILL "$(cat "$T_STATE/hv.pid")"
 sleep 0.5
 kill -0 "$qemu" 2>/dev/null || die "QEMU did not outlive its hypervisor: the test proves nothing"

@@ -2,9 +2,12 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <string.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <optional>
 #include <string>
 
 #include "common/log.h"
@@ -36,7 +39,7 @@ uint64_t Handler::offered_protocol() const {
   // IOTLB misses need the back-end channel and REPLY_ACK (QEMU refuses an
   // IOMMU device without both).
   if (p & virtio::bit(kPfReplyAck)) p |= virtio::bit(kPfIotlb) | virtio::bit(kPfBackendReq);
-  return p;
+  return p | virtio::bit(kPfInflightShmfd);
 }
 
 void Handler::set_translating(bool on) {
@@ -223,6 +226,156 @@ Handler::Done Handler::reply(int sock, const Message& m, std::span<const uint8_t
   return Done{true, false, true};
 }
 
+namespace {
+// The messages whose effect a successor must replay (session.h), and the
+// state each one sets; ring messages are per ring ("r3.kick").
+const char* journal_key(Req r) {
+  switch (r) {
+    case Req::kSetFeatures:
+      return "features";
+    case Req::kSetProtocolFeatures:
+      return "protocol";
+    case Req::kSetOwner:
+      return "owner";
+    case Req::kSetBackendReqFd:
+      return "backend";
+    case Req::kSetMemTable:
+      return "mem";
+    case Req::kSetInflightFd:
+      return "inflight";
+    case Req::kSetVringNum:
+      return "num";
+    case Req::kSetVringAddr:
+      return "addr";
+    case Req::kSetVringBase:
+      return "base";
+    case Req::kSetVringCall:
+      return "call";
+    case Req::kSetVringErr:
+      return "err";
+    case Req::kSetVringEnable:
+      return "enable";
+    case Req::kSetVringKick:
+      return "kick";
+    default:
+      return nullptr;
+  }
+}
+bool is_ring_message(Req r) {
+  switch (r) {
+    case Req::kSetVringNum:
+    case Req::kSetVringAddr:
+    case Req::kSetVringBase:
+    case Req::kGetVringBase:
+    case Req::kSetVringCall:
+    case Req::kSetVringErr:
+    case Req::kSetVringEnable:
+    case Req::kSetVringKick:
+      return true;
+    default:
+      return false;
+  }
+}
+// The ring a ring message is about (u32 index first; the fd messages' u64
+// carries it in its low byte).
+uint32_t ring_of(const Message& m) {
+  uint32_t idx = 0;
+  if (m.payload.size() >= 4) memcpy(&idx, m.payload.data(), 4);
+  if (m.req() == Req::kSetVringKick || m.req() == Req::kSetVringCall ||
+      m.req() == Req::kSetVringErr)
+    idx &= uint32_t(kVringIdxMask);
+  return idx;
+}
+// The order a successor replays them in: what the rings need first, then
+// each ring with its kick last (the kick starts it).
+std::vector<std::string> replay_order() {
+  std::vector<std::string> keys{"protocol", "features", "owner", "backend", "mem", "inflight"};
+  for (uint32_t i = 0; i < Handler::kMaxQueues; ++i)
+    for (const char* k : {"num", "addr", "base", "call", "err", "enable", "kick"})
+      keys.push_back("r" + std::to_string(i) + "." + k);
+  return keys;
+}
+}  // namespace
+
+void Handler::journal(const Message& m, std::vector<UniqueFd>& copies) {
+  const char* what = journal_key(m.req());
+  if (!what) return;
+  const std::string key =
+      is_ring_message(m.req()) ? "r" + std::to_string(ring_of(m)) + "." + what : what;
+  Journaled j;
+  Header h = m.hdr;
+  h.flags &= ~kFlagNeedReply;  // a replay answers no one
+  j.bytes.resize(kHeaderSize);
+  memcpy(j.bytes.data(), &h.request, 4);
+  memcpy(j.bytes.data() + 4, &h.flags, 4);
+  memcpy(j.bytes.data() + 8, &h.size, 4);
+  j.bytes.insert(j.bytes.end(), m.payload.begin(), m.payload.end());
+  j.fds = copies.size();
+  if (auto old = journal_.find(key); old != journal_.end())
+    for (size_t i = j.fds; i < old->second.fds; ++i)
+      keeper_->drop_fd(key + "." + std::to_string(i));
+  for (size_t i = 0; i < copies.size(); ++i)
+    keeper_->keep_fd(key + "." + std::to_string(i), copies[i].get());
+  journal_[key] = std::move(j);
+  publish_journal();
+}
+
+void Handler::unjournal(const std::string& key) {
+  auto it = journal_.find(key);
+  if (it == journal_.end()) return;
+  if (keeper_)
+    for (size_t i = 0; i < it->second.fds; ++i) keeper_->drop_fd(key + "." + std::to_string(i));
+  journal_.erase(it);
+}
+
+void Handler::unjournal_rings() {
+  std::vector<std::string> keys;
+  for (auto& [k, j] : journal_)
+    if (k[0] == 'r') keys.push_back(k);
+  for (auto& k : keys) unjournal(k);
+}
+
+void Handler::publish_journal() {
+  if (!keeper_) return;
+  KvRecord rec;
+  for (auto& [k, j] : journal_) {
+    rec["m." + k] = hex_encode(j.bytes.data(), j.bytes.size());
+    rec["n." + k] = std::to_string(j.fds);
+  }
+  keeper_->keep_record(rec);
+}
+
+Status Handler::resume(const KvRecord& record, std::map<std::string, UniqueFd>& fds) {
+  for (const std::string& key : replay_order()) {
+    auto it = record.find("m." + key);
+    if (it == record.end()) continue;
+    auto bytes = hex_decode(it->second);
+    auto nfds = kv_number(record, "n." + key, kMaxFds);
+    if (!bytes || !nfds || bytes->size() < kHeaderSize)
+      return make_error("kept session: message '" + key + "' is malformed");
+    Message m;
+    memcpy(&m.hdr.request, bytes->data(), 4);
+    memcpy(&m.hdr.flags, bytes->data() + 4, 4);
+    memcpy(&m.hdr.size, bytes->data() + 8, 4);
+    m.payload.assign(bytes->begin() + kHeaderSize, bytes->end());
+    if (m.hdr.size != m.payload.size() || m.hdr.size > kMaxPayload || !journal_key(m.req()) ||
+        (m.hdr.flags & (kFlagReply | kFlagNeedReply)))
+      return make_error("kept session: message '" + key + "' is malformed");
+    for (uint64_t i = 0; i < *nfds; ++i) {
+      auto f = fds.find(key + "." + std::to_string(i));
+      if (f == fds.end() || !f->second)
+        return make_error("kept session: fd " + std::to_string(i) + " of '" + key +
+                          "' was not kept");
+      m.fds.push_back(std::move(f->second));
+      fds.erase(f);
+    }
+    const Req req = m.req();
+    if (handle(-1, std::move(m)) == Outcome::kClose)
+      return make_error(std::string("kept session: ") + to_string(req) + " did not apply");
+  }
+  return {};
+}
+
 Handler::Outcome Handler::handle(int sock, Message msg) {
   if (msg.hdr.flags & kFlagReply) {
     malformed(msg, "front-end sent a reply");
@@ -230,8 +383,32 @@ Handler::Outcome Handler::handle(int sock, Message msg) {
   }
   AXL_DEBUG("vhost-user <- %s flags=0x%x size=%u fds=%zu", to_string(msg.req()), msg.hdr.flags,
             msg.hdr.size, msg.fds.size());
+  // What the journal keeps of it, taken before the handler consumes the fds.
+  std::optional<Message> kept;
+  std::vector<UniqueFd> copies;
+  if (keeper_ && journal_key(msg.req())) {
+    kept.emplace();
+    kept->hdr = msg.hdr;
+    kept->payload = msg.payload;
+    for (auto& fd : msg.fds) copies.emplace_back(::fcntl(fd.get(), F_DUPFD_CLOEXEC, 0));
+  }
+  const uint32_t ring_index = is_ring_message(msg.req()) ? ring_of(msg) : 0;
+  const Req req = msg.req();
   Done d = dispatch(sock, msg);
   if (d.close) return Outcome::kClose;
+  if (keeper_ && d.ok) {
+    if (kept) {
+      journal(*kept, copies);
+    } else if (req == Req::kGetVringBase) {
+      // Stopped: a successor must not start it again before QEMU does.
+      unjournal("r" + std::to_string(ring_index) + ".kick");
+      unjournal("r" + std::to_string(ring_index) + ".call");
+      publish_journal();
+    } else if (req == Req::kResetOwner || req == Req::kResetDevice) {
+      unjournal_rings();
+      publish_journal();
+    }
+  }
   // REPLY_ACK: a request with NEED_REPLY and no reply of its own gets a u64,
   // zero for success (vhost-user.rst "REPLY_ACK").
   if (msg.need_reply() && !d.replied) {
@@ -279,6 +456,7 @@ Handler::Done Handler::dispatch(int sock, Message& m) {
       if (auto st = expect_empty(m); !st) return malformed(m, st.error().message);
       for (uint32_t i = 0; i < kMaxQueues; ++i) stop(i);
       owner_ = false;
+      inflight_.reset();
       return {};
     }
     case Req::kResetDevice: {
@@ -287,6 +465,7 @@ Handler::Done Handler::dispatch(int sock, Message& m) {
         stop(i);
         rings_[i] = Vring{};
       }
+      inflight_.reset();
       acked_features_ = 0;
       set_translating(false);
       return {};
@@ -297,6 +476,10 @@ Handler::Done Handler::dispatch(int sock, Message& m) {
     }
     case Req::kSetMemTable:
       return set_mem_table(m);
+    case Req::kGetInflightFd:
+      return get_inflight(sock, m);
+    case Req::kSetInflightFd:
+      return set_inflight(m);
     case Req::kSetBackendReqFd:
       return set_backend_req_fd(m);
     case Req::kIotlbMsg:
@@ -345,6 +528,8 @@ Handler::Done Handler::dispatch(int sock, Message& m) {
       r->kick_ready = false;
       r->kick.reset();
       r->call.reset();
+      // A clean stop: nothing is in flight, and the next start takes QEMU's base.
+      if (inflight_ && s->index < inflight_->queues()) inflight_->reset_queue(uint16_t(s->index));
       return reply(sock, m, encode_vring_state({s->index, r->base}));
     }
     case Req::kSetVringKick:
@@ -427,6 +612,65 @@ Handler::Done Handler::set_mem_table(Message& m) {
   }
   AXL_INFO("vhost-user memory table: %zu regions", mem_->region_count());
   return {};
+}
+
+Handler::Done Handler::get_inflight(int sock, const Message& m) {
+  auto i = parse_inflight(m, 0);
+  if (!i) return malformed(m, i.error().message);
+  // QEMU takes a zero size for "no tracking" and goes on without it.
+  auto none = [&](const std::string& why) {
+    fail(m, why);
+    return reply(sock, m, encode_inflight({}));
+  };
+  if (i->num_queues == 0 || i->num_queues > backend_.queue_count() ||
+      i->num_queues > virtio::kInflightMaxQueues)
+    return none("GET_INFLIGHT_FD: " + std::to_string(i->num_queues) + " queues");
+  if (!is_pow2(i->queue_size) || i->queue_size > backend_.max_queue_size())
+    return none("GET_INFLIGHT_FD: queue size " + std::to_string(i->queue_size));
+  auto mem = virtio::InflightMemory::create(i->num_queues, i->queue_size);
+  if (!mem) return none(mem.error().message);
+  // QEMU keeps it and hands it back with SET_INFLIGHT_FD, now and after
+  // a reconnect; it is used from then on.
+  InflightInfo out{mem->size(), 0, i->num_queues, i->queue_size};
+  const int fd = mem->fd();
+  return [&] {
+    if (auto st = send_reply(sock, m.hdr, encode_inflight(out), std::span<const int>(&fd, 1)); !st)
+      return Done{false, true, true};
+    return Done{true, false, true};
+  }();
+}
+
+Handler::Done Handler::set_inflight(Message& m) {
+  auto i = parse_inflight(m, 1);
+  if (!i) return malformed(m, i.error().message);
+  for (uint32_t r = 0; r < kMaxQueues; ++r)
+    if (rings_[r].vq) return fail(m, "SET_INFLIGHT_FD while rings run");
+  auto mem = virtio::InflightMemory::map(std::move(m.fds[0]), i->mmap_size, i->mmap_offset,
+                                         i->num_queues, i->queue_size);
+  m.fds.clear();
+  if (!mem) return fail(m, "SET_INFLIGHT_FD: " + mem.error().message);
+  inflight_ = std::make_unique<virtio::InflightMemory>(std::move(mem).value());
+  return {};
+}
+
+void Handler::ensure_inflight() {
+  if (inflight_) return;
+  const uint16_t queues = uint16_t(std::min<uint32_t>(backend_.queue_count(), kMaxQueues));
+  const uint16_t size = uint16_t(std::min<uint32_t>(backend_.max_queue_size(), 32768));
+  auto mem = virtio::InflightMemory::create(queues, size);
+  if (!mem) {
+    AXL_WARN("%s: no inflight region: %s", label_.c_str(), mem.error().message.c_str());
+    return;
+  }
+  inflight_ = std::make_unique<virtio::InflightMemory>(std::move(mem).value());
+  if (!keeper_) return;
+  // Journaled as if QEMU had sent it, so a successor maps the same region.
+  Message m;
+  m.payload = encode_inflight({inflight_->size(), 0, queues, size});
+  m.hdr = Header{uint32_t(Req::kSetInflightFd), kVersion, uint32_t(m.payload.size())};
+  std::vector<UniqueFd> copies;
+  copies.emplace_back(::fcntl(inflight_->fd(), F_DUPFD_CLOEXEC, 0));
+  journal(m, copies);
 }
 
 Handler::Done Handler::set_vring_fd(Message& m) {
@@ -521,7 +765,15 @@ void Handler::try_start(uint32_t index) {
   bool indirect = acked_features_ & virtio::bit(virtio::kFRingIndirectDesc);
   r.vq = std::make_unique<virtio::Virtqueue>(&dma_, *layout, r.base, event_idx, indirect);
   r.vq->set_call_fd(r.call.get());
-  AXL_INFO("vhost-user ring %u started: size %u base %u", index, r.num, r.base);
+  ensure_inflight();
+  size_t again = 0;
+  if (inflight_ && index < inflight_->queues() && r.num <= inflight_->queue_size()) {
+    again = r.vq->track_inflight(inflight_->queue(uint16_t(index)));
+    if (const char* e = r.vq->inflight_error())
+      AXL_WARN("%s: ring %u: inflight region ignored: %s", label_.c_str(), index, e);
+  }
+  AXL_INFO("vhost-user ring %u started: size %u base %u%s", index, r.num, r.vq->last_avail_idx(),
+           again ? (", " + std::to_string(again) + " in flight handed out again").c_str() : "");
   backend_.queue_started(index, *r.vq);
   // Chains may have been queued before the kick fd arrived.
   backend_.queue_kicked(index);
@@ -537,6 +789,11 @@ void Handler::stop(uint32_t index) {
 }
 
 void Handler::disconnect() {
+  // The session is over: nothing of it is to be resumed.
+  std::vector<std::string> keys;
+  for (auto& [k, j] : journal_) keys.push_back(k);
+  for (auto& k : keys) unjournal(k);
+  publish_journal();
   if (translating_) {
     auto st = iommu_.stats();
     AXL_INFO("%s: iotlb: %llu updates, %llu invalidates, %llu misses (%llu failed), %llu faults",
@@ -549,6 +806,9 @@ void Handler::disconnect() {
     stop(i);
     rings_[i] = Vring{};
   }
+  // QEMU hands its own region back when it reconnects; one of ours is
+  // given up (its rings then resume from QEMU's base).
+  inflight_.reset();
   owner_ = false;
   features_set_ = false;
   acked_features_ = 0;

@@ -18,12 +18,15 @@
 #include <array>
 #include <atomic>
 #include <cstdint>
+#include <map>
 #include <memory>
 #include <string>
 #include <vector>
 
 #include "hypervisor/io/vhost_user/backend.h"
 #include "hypervisor/io/vhost_user/protocol.h"
+#include "hypervisor/io/vhost_user/session.h"
+#include "hypervisor/io/virtio/inflight.h"
 #include "iommu/dma.h"
 #include "iommu/guest_memory.h"
 #include "iommu/iotlb.h"
@@ -46,6 +49,14 @@ class Handler {
   // The connection is gone: stop every ring and forget per-connection state
   // (the front-end replays the whole setup when it reconnects).
   void disconnect();
+
+  // Journals the session for a successor (session.h); set before the first
+  // message.
+  void set_keeper(SessionKeeper* k) { keeper_ = k; }
+  // Replays a kept session's messages (KeptSession::record) with their fds,
+  // taken from `fds`.  An Error names the message that did not apply; the
+  // caller then drops the connection.
+  Status resume(const KvRecord& record, std::map<std::string, UniqueFd>& fds);
 
   struct KickFd {
     int fd;
@@ -90,6 +101,14 @@ class Handler {
   Done reply(int sock, const Message& m, std::span<const uint8_t> payload);
 
   Done set_mem_table(Message& m);
+  // Inflight I/O tracking (vhost-user.rst "Inflight I/O tracking"): every
+  // ring records what it took and has not completed in inflight_, QEMU's
+  // region (GET/SET_INFLIGHT_FD) or, for a front-end that asks for none
+  // (vhost-user-net), one of the handler's own, kept in the session.
+  Done get_inflight(int sock, const Message& m);
+  Done set_inflight(Message& m);
+  void ensure_inflight();
+  std::unique_ptr<virtio::InflightMemory> inflight_;
   Done set_vring_fd(Message& m);
   Vring* ring(uint32_t index);
   bool protocol_features_on() const { return acked_features_ & virtio::bit(kFProtocolFeatures); }
@@ -114,6 +133,20 @@ class Handler {
   // walked again, rings that could not start start.
   void retry_waiting();
   void set_translating(bool on);
+
+  // The session journal: per key ("features", "mem", "r0.kick", ...) the
+  // header and payload of the last message that set that state, and how
+  // many fds it carried (kept as "KEY.N").
+  struct Journaled {
+    std::vector<uint8_t> bytes;  // header + payload
+    size_t fds = 0;
+  };
+  std::map<std::string, Journaled> journal_;
+  SessionKeeper* keeper_ = nullptr;
+  void journal(const Message& m, std::vector<UniqueFd>& copies);
+  void unjournal(const std::string& key);
+  void unjournal_rings();
+  void publish_journal();
 
   Backend& backend_;
   iommu::DmaContext& dma_;

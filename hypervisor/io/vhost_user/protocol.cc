@@ -233,9 +233,10 @@ static Status send_raw(int sock, const Header& h, std::span<const uint8_t> paylo
   return write_all(sock, mh);
 }
 
-Status send_reply(int sock, const Header& req, std::span<const uint8_t> payload) {
+Status send_reply(int sock, const Header& req, std::span<const uint8_t> payload,
+                  std::span<const int> fds) {
   Header h{req.request, kVersion | kFlagReply, 0};
-  return send_raw(sock, h, payload, {});
+  return send_raw(sock, h, payload, fds);
 }
 
 Status send_request(int sock, Req r, uint32_t flags, std::span<const uint8_t> payload,
@@ -366,6 +367,27 @@ std::vector<uint8_t> encode_u64(uint64_t v) {
   put64(o, v);
   return o;
 }
+Result<InflightInfo> parse_inflight(const Message& m, size_t fds) {
+  if (auto st = expect_size(m, kInflightInfoSize); !st) return st.error();
+  if (auto st = expect_fds(m, fds); !st) return st.error();
+  const uint8_t* p = m.payload.data();
+  InflightInfo i;
+  i.mmap_size = get64(p);
+  i.mmap_offset = get64(p + 8);
+  memcpy(&i.num_queues, p + 16, 2);
+  memcpy(&i.queue_size, p + 18, 2);
+  return i;
+}
+
+std::vector<uint8_t> encode_inflight(const InflightInfo& i) {
+  std::vector<uint8_t> o;
+  put64(o, i.mmap_size);
+  put64(o, i.mmap_offset);
+  put32(o, uint32_t(i.num_queues) | uint32_t(i.queue_size) << 16);
+  put32(o, 0);
+  return o;
+}
+
 std::vector<uint8_t> encode_vring_state(VringState s) {
   std::vector<uint8_t> o;
   put32(o, s.index);

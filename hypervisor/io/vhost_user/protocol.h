@@ -62,6 +62,7 @@ constexpr unsigned kPfIotlb = 1;
 constexpr unsigned kPfReplyAck = 3;
 constexpr unsigned kPfBackendReq = 5;  // "SLAVE_REQ" in older texts
 constexpr unsigned kPfConfig = 9;
+constexpr unsigned kPfInflightShmfd = 12;  // GET/SET_INFLIGHT_FD
 // virtio 1.2 §6: the device reaches memory through the platform's IOMMU;
 // vhost-user ring and buffer addresses become IOVAs (vhost-user "IOMMU support").
 constexpr unsigned kFAccessPlatform = 33;
@@ -100,8 +101,9 @@ struct Message {
 // Blocks for one message.  nullopt = the peer closed the connection at a
 // message boundary; Error = I/O error, truncated or malformed header.
 Result<std::optional<Message>> recv_message(int sock);
-// Sends a reply to `req` (version 1, REPLY flag) with `payload`.
-Status send_reply(int sock, const Header& req, std::span<const uint8_t> payload);
+// Sends a reply to `req` (version 1, REPLY flag) with `payload` (and fds).
+Status send_reply(int sock, const Header& req, std::span<const uint8_t> payload,
+                  std::span<const int> fds = {});
 // Sends a front-end->back-end style request (tests play the front-end).
 Status send_request(int sock, Req r, uint32_t flags, std::span<const uint8_t> payload,
                     std::span<const int> fds = {});
@@ -130,6 +132,14 @@ struct VringFd {
   uint32_t index = 0;
   std::optional<UniqueFd> fd;  // nullopt with the NOFD bit (polling mode)
 };
+// GET/SET_INFLIGHT_FD's payload (vhost-user.rst "Inflight description").
+struct InflightInfo {
+  uint64_t mmap_size = 0;
+  uint64_t mmap_offset = 0;
+  uint16_t num_queues = 0;
+  uint16_t queue_size = 0;
+};
+constexpr size_t kInflightInfoSize = 24;  // as QEMU sends it, padded to 8
 struct IotlbMsg {
   uint64_t iova = 0;
   uint64_t size = 0;
@@ -151,6 +161,8 @@ Result<VringAddr> parse_vring_addr(const Message& m);
 Result<std::vector<MemRegion>> parse_mem_table(const Message& m);  // fds stay in m
 Result<VringFd> parse_vring_fd(Message& m);
 Result<Config> parse_config(const Message& m);
+// GET_INFLIGHT_FD (no fd) or SET_INFLIGHT_FD (the region's fd, left in m).
+Result<InflightInfo> parse_inflight(const Message& m, size_t fds);
 // IOTLB_MSG from the front-end: UPDATE (perm must be RO/WO/RW, size > 0),
 // INVALIDATE or ACCESS_FAIL.  MISS only travels the other way.
 Result<IotlbMsg> parse_iotlb(const Message& m);
@@ -161,6 +173,7 @@ Status expect_empty(const Message& m);
 std::vector<uint8_t> encode_u64(uint64_t v);
 std::vector<uint8_t> encode_vring_state(VringState s);
 std::vector<uint8_t> encode_config(const Config& c);
+std::vector<uint8_t> encode_inflight(const InflightInfo& i);
 std::vector<uint8_t> encode_vring_addr(const VringAddr& a);
 std::vector<uint8_t> encode_mem_table(std::span<const MemRegion> regions);
 std::vector<uint8_t> encode_iotlb(const IotlbMsg& m);

@@ -27,6 +27,52 @@ Server::~Server() {
     thread_.join();
   }
   if (listen_) ::unlink(path_.c_str());
+  // Destroyed on purpose: nothing of it is to be resumed.
+  if (keeper_) keeper_->forget();
+}
+
+namespace {
+// A front-end that stalls mid-message must not wedge the device thread: a
+// partial message times out and closes the connection.
+void set_timeouts(int fd) {
+  struct timeval tv {
+    1, 0
+  };
+  ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+  ::setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
+}
+}  // namespace
+
+void Server::start_thread() {
+  thread_ = std::thread([this] { run(); });
+}
+
+Status Server::resume(KeptSession kept) {
+  if (thread_.joinable()) return make_error("already started");
+  int on = 0;
+  socklen_t len = sizeof on;
+  if (!kept.listen || ::getsockopt(kept.listen.get(), SOL_SOCKET, SO_ACCEPTCONN, &on, &len) != 0 ||
+      !on)
+    return make_error("vhost-user " + path_ + ": no kept listening socket");
+  stop_.reset(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
+  task_.reset(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
+  if (!stop_ || !task_) return make_error(std::string("eventfd: ") + strerror(errno));
+  listen_ = std::move(kept.listen);
+  if (keeper_) keeper_->keep_fd("listen", listen_.get());
+  if (kept.conn) {
+    conn_ = std::move(kept.conn);
+    set_timeouts(conn_.get());
+    if (keeper_) keeper_->keep_fd("conn", conn_.get());
+    connections_.fetch_add(1, std::memory_order_relaxed);
+    if (auto st = handler_.resume(kept.record, kept.fds); !st) {
+      AXL_WARN("vhost-user %s: %s", path_.c_str(), st.error().message.c_str());
+      drop_connection("the kept session did not resume");
+    } else {
+      AXL_INFO("vhost-user %s: session resumed", path_.c_str());
+    }
+  }
+  start_thread();
+  return {};
 }
 
 Status Server::start() {
@@ -55,7 +101,8 @@ Status Server::start() {
     return make_error(std::string("eventfd: ") + strerror(errno));
   }
   listen_ = std::move(s);
-  thread_ = std::thread([this] { run(); });
+  if (keeper_) keeper_->keep_fd("listen", listen_.get());
+  start_thread();
   return {};
 }
 
@@ -85,6 +132,9 @@ Status Server::run_on_thread(std::function<void()> fn) {
 void Server::drop_connection(const char* why) {
   AXL_INFO("vhost-user %s: front-end connection closed (%s)", path_.c_str(), why);
   conn_.reset();
+  // The kept copy too: QEMU sees the connection close only once no copy is
+  // left, and reconnects.
+  if (keeper_) keeper_->drop_fd("conn");
   handler_.disconnect();
 }
 
@@ -148,13 +198,8 @@ void Server::run() {
           int c = ::accept4(listen_.get(), nullptr, nullptr, SOCK_CLOEXEC);
           if (c < 0) break;
           conn_.reset(c);
-          // A front-end that stalls mid-message must not wedge the device
-          // thread: a partial message times out and closes the connection.
-          struct timeval tv {
-            1, 0
-          };
-          ::setsockopt(c, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
-          ::setsockopt(c, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
+          set_timeouts(c);
+          if (keeper_) keeper_->keep_fd("conn", c);
           connections_.fetch_add(1, std::memory_order_relaxed);
           AXL_INFO("vhost-user %s: front-end connected", path_.c_str());
           break;

@@ -15,6 +15,7 @@
 #include "common/unique_fd.h"
 #include "hypervisor/io/vhost_user/backend.h"
 #include "hypervisor/io/vhost_user/handler.h"
+#include "hypervisor/io/vhost_user/session.h"
 
 namespace axl::vhost_user {
 
@@ -29,6 +30,18 @@ class Server {
 
   // The socket exists and listens when this returns.
   Status start();
+  // Where the session is kept for a successor (session.h); set before
+  // start() or resume().
+  void set_keeper(SessionKeeper* k) {
+    keeper_ = k;
+    handler_.set_keeper(k);
+  }
+  // Instead of start(): takes over a session a predecessor kept (its
+  // listening socket, QEMU's connection and the setup replayed), so QEMU
+  // sees no disconnect.  A session that does not replay is closed (QEMU
+  // then reconnects and sets the device up afresh); an Error only when
+  // there is no listening socket to serve on.
+  Status resume(KeptSession kept);
 
   // Runs `fn` on the device thread (inline before start()) and waits for it.
   // Never call it from the device thread itself.
@@ -41,6 +54,8 @@ class Server {
  private:
   void run();
   void drop_connection(const char* why);
+  void start_thread();
+  SessionKeeper* keeper_ = nullptr;
 
   std::string path_;
   Backend& backend_;

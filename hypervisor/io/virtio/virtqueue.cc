@@ -4,7 +4,10 @@
 #include <string.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
+
+#include "common/log.h"
 
 namespace axl::virtio {
 
@@ -80,6 +83,25 @@ uint16_t Virtqueue::load_avail_idx() const { return load_acquire(&avail_[1]); }
 Virtqueue::Popped Virtqueue::pop() {
   Popped p;
   if (broken_ || suspended_ || waiting_) return p;
+  // vhost-user.rst, Inflight I/O tracking: "resubmit inflight DescStateSplit
+  // entries in order of their counter value" before anything new.  They
+  // were taken from the avail ring by the previous process, so last_avail_
+  // is already past them.
+  if (resubmit_pos_ < resubmit_.size()) {
+    uint16_t head = resubmit_[resubmit_pos_];
+    bool left = false;
+    p = take(head, &left);
+    if (left) return p;  // stays first in the list until the translation is answered
+    if (++resubmit_pos_ == resubmit_.size()) {
+      resubmit_.clear();
+      resubmit_pos_ = 0;
+    }
+    // Still marked from before; the counter is kept, so a second restart
+    // resubmits in the original order.  The flag is stored again because
+    // only the checked copy said it was set.
+    std::atomic_ref<uint8_t>(inflight_->desc()[head].inflight).store(1, std::memory_order_release);
+    return p;
+  }
   // Acquire pairs with the driver's write barrier before its idx update
   // (§2.7.13.3): ring entries below idx are visible after this load.
   uint16_t avail_idx = load_avail_idx();
@@ -98,16 +120,34 @@ Virtqueue::Popped Virtqueue::pop() {
   }
   if (head >= num_) {
     p.error = ChainError::kHeadOutOfRange;
+    // Recovery counts on every slot taken from the avail ring being either
+    // in flight or used (it resumes at used idx + heads in flight).  This
+    // slot can be neither, so after a restart a chain would be handed out
+    // twice: with tracking, the queue stops instead.
+    if (inflight_) broken_ = true;
     return p;
   }
+  bool left = false;
+  p = take(head, &left);
+  if (left) {
+    // Leave the chain in the ring; it is walked again once the front-end
+    // has answered the IOTLB misses (the handler clears the wait and kicks).
+    --last_avail_;
+    return p;
+  }
+  // A malformed chain is marked too: the device hands it back with push().
+  if (inflight_) mark_inflight(head);
+  return p;
+}
+
+Virtqueue::Popped Virtqueue::take(uint16_t head, bool* left) {
+  Popped p;
   Chain c;
   bool wait = false;
   ChainError e = walk(head, &c, &wait);
   if (wait) {
-    // Leave the chain in the ring; it is walked again once the front-end
-    // has answered the IOTLB misses (the handler clears the wait and kicks).
-    --last_avail_;
     waiting_ = true;
+    *left = true;
     return p;
   }
   if (e != ChainError::kNone) {
@@ -117,6 +157,123 @@ Virtqueue::Popped Virtqueue::pop() {
   }
   p.chain = std::move(c);
   return p;
+}
+
+void Virtqueue::mark_inflight(uint16_t head) {
+  // vhost-user.rst, Inflight I/O tracking, "receiving available buffers":
+  // counter first, then the flag; release keeps both ahead of anything the
+  // device does with the chain (a crash after that must find it marked).
+  InflightDesc& d = inflight_->desc()[head];
+  d.counter = inflight_counter_++;
+  std::atomic_ref<uint8_t>(d.inflight).store(1, std::memory_order_release);
+}
+
+void Virtqueue::init_inflight() {
+  InflightQueue* q = inflight_;
+  memset(static_cast<void*>(q->desc()), 0, sizeof(InflightDesc) * num_);
+  q->desc_num = uint16_t(num_);
+  q->last_batch_head = 0;
+  q->used_idx = used_idx_;
+  // Version last: a region with a version is complete.
+  store_release(&q->version, kInflightVersion);
+}
+
+void Virtqueue::reject_inflight(const char* why) {
+  AXL_WARN("virtqueue: inflight region rejected (%s): resuming at used idx %u, nothing resubmitted",
+           why, unsigned(used_idx_));
+  inflight_error_ = why;
+  resubmit_.clear();
+  resubmit_pos_ = 0;
+  inflight_counter_ = 0;
+  last_avail_ = used_idx_;
+  init_inflight();
+}
+
+size_t Virtqueue::track_inflight(InflightQueue* q) {
+  inflight_ = nullptr;
+  inflight_error_ = nullptr;
+  inflight_counter_ = 0;
+  resubmit_.clear();
+  resubmit_pos_ = 0;
+  if (!q || num_ == 0 || num_ > kMaxQueueSize) return 0;
+  inflight_ = q;
+  // The front-end can write the region at any time: every field is read
+  // once and only the copies are checked and used, and every index taken
+  // from it is checked against the ring size before it is used.
+  uint16_t version = load_acquire(&q->version);
+  if (version == 0) {
+    init_inflight();
+    return 0;
+  }
+  // A region that says something impossible (below) was not written by a
+  // back-end following the protocol for this ring: the front-end corrupted
+  // it (or it belongs to another ring).  Handing out heads from it could
+  // complete a chain the driver never made available, or one twice, so it
+  // is not used: it is started afresh, nothing is resubmitted, and the ring
+  // resumes at the used idx as a back-end without tracking would (what is
+  // past the used idx in the avail ring is popped again; completions out of
+  // order then hand the driver a chain twice or never, which is what the
+  // front-end's own corruption gets it, not a hypervisor fault).  The
+  // reason is logged and kept in inflight_error().
+  if (version != kInflightVersion) {
+    reject_inflight("unknown version");
+    return 0;
+  }
+  if (load_relaxed(&q->desc_num) != num_) {
+    reject_inflight("desc_num is not the ring size");
+    return 0;
+  }
+  uint16_t region_used = load_relaxed(&q->used_idx);
+  uint16_t batch_head = load_relaxed(&q->last_batch_head);
+  std::vector<InflightDesc> d(num_);
+  memcpy(static_cast<void*>(d.data()), static_cast<const void*>(q->desc()),
+         sizeof(InflightDesc) * num_);
+
+  // "If the value of used_idx does not match the idx value of used ring":
+  // the last batch (starting at last_batch_head, linked by `next`) was
+  // published but its flags may not all have been cleared.  push() writes
+  // batches of one, but the spec's general form costs nothing.
+  uint16_t batch = uint16_t(used_idx_ - region_used);
+  if (batch > num_) {
+    reject_inflight("used idx more than a ring ahead of the region's");
+    return 0;
+  }
+  std::vector<uint16_t> batch_heads;
+  for (uint16_t i = 0, h = batch_head; i < batch; ++i) {
+    if (h >= num_) {
+      reject_inflight("last batch names a head beyond the ring");
+      return 0;
+    }
+    batch_heads.push_back(h);
+    d[h].inflight = 0;
+    h = d[h].next;
+  }
+
+  std::vector<uint16_t> heads;
+  for (uint32_t i = 0; i < num_; ++i) {
+    if (d[i].inflight > 1) {
+      reject_inflight("inflight flag neither 0 nor 1");
+      return 0;
+    }
+    if (d[i].inflight) heads.push_back(uint16_t(i));
+  }
+  // Every head in flight was taken from the avail ring after the used idx:
+  // more than the driver has made available cannot be.
+  if (heads.size() > uint16_t(load_avail_idx() - used_idx_)) {
+    reject_inflight("more heads in flight than the driver made available");
+    return 0;
+  }
+
+  for (uint16_t h : batch_heads)
+    std::atomic_ref<uint8_t>(q->desc()[h].inflight).store(0, std::memory_order_relaxed);
+  store_release(&q->used_idx, used_idx_);
+  // Every slot taken from the avail ring is used or in flight.
+  last_avail_ = uint16_t(used_idx_ + heads.size());
+  std::stable_sort(heads.begin(), heads.end(),
+                   [&](uint16_t a, uint16_t b) { return d[a].counter < d[b].counter; });
+  if (!heads.empty()) inflight_counter_ = d[heads.back()].counter + 1;
+  resubmit_ = std::move(heads);
+  return resubmit_.size();
 }
 
 ChainError Virtqueue::walk(uint16_t head, Chain* c, bool* pending) {
@@ -199,11 +356,27 @@ void Virtqueue::push(uint16_t head, uint32_t len) {
     held_.push_back(e);
     return;
   }
+  // vhost-user.rst, Inflight I/O tracking, "supplying used buffers", with
+  // batches of one: last_batch_head before the used idx moves, the flag and
+  // the region's used_idx after.  A crash in between is what recovery's
+  // used_idx comparison repairs.
+  bool track = inflight_ && head < num_;
+  if (track) {
+    inflight_->desc()[head].next = inflight_->last_batch_head;
+    inflight_->last_batch_head = head;
+  }
   memcpy(used_ + 4 + 8ull * (used_idx_ % num_), &e, sizeof e);
   ++used_idx_;
   // Release: the element (and the data written into the buffers) is visible
   // before the driver can see the new idx (§2.7.8 "Device Requirements").
+  // It also keeps last_batch_head ahead of the idx.
   store_release(reinterpret_cast<uint16_t*>(used_ + 2), used_idx_);
+  if (track) {
+    // Each release keeps the store before it first: idx, then the flag,
+    // then the region's used_idx.
+    std::atomic_ref<uint8_t>(inflight_->desc()[head].inflight).store(0, std::memory_order_release);
+    store_release(&inflight_->used_idx, used_idx_);
+  }
 }
 
 bool Virtqueue::should_notify() {
@@ -239,7 +412,8 @@ bool Virtqueue::enable_notification() {
   if (broken_ || suspended_ || waiting_) return false;
   if (event_idx_) store_release(reinterpret_cast<uint16_t*>(used_ + 4 + 8ull * num_), last_avail_);
   std::atomic_thread_fence(std::memory_order_seq_cst);
-  return load_avail_idx() != last_avail_;
+  // Recovered heads are waiting too (they are not in the avail ring).
+  return resubmits_pending() != 0 || load_avail_idx() != last_avail_;
 }
 
 }  // namespace axl::virtio

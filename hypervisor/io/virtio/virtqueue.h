@@ -11,6 +11,7 @@
 #include <optional>
 #include <vector>
 
+#include "hypervisor/io/virtio/inflight.h"
 #include "hypervisor/io/virtio/virtio.h"
 #include "iommu/dma.h"
 
@@ -93,6 +94,28 @@ class Virtqueue {
 
   uint16_t used_idx() const { return used_idx_; }
 
+  // vhost-user.rst, "Inflight I/O tracking": record in `q` (shared with the
+  // front-end, kept across a restart of this process) which heads are taken
+  // and not yet completed.  Call once, right after construction and before
+  // any pop(); `q` must have room for size() descriptors (a queue of an
+  // InflightMemory whose queue_size() >= size()); nullptr = no tracking.
+  //
+  // A fresh region (version 0) is initialised and nothing is recovered.
+  // Otherwise the ring resumes where the previous process left it: the
+  // avail index restarts at used idx + heads in flight (overriding the base
+  // given to the constructor), and the heads in flight are handed out again
+  // by pop(), oldest first, before anything new.  Returns how many.
+  //
+  // A region that does not fit the ring (see inflight_error()) is
+  // re-initialised and the ring resumes from the used idx with nothing
+  // handed out again, as without tracking.
+  size_t track_inflight(InflightQueue* q);
+  bool tracking_inflight() const { return inflight_ != nullptr; }
+  // Why track_inflight() rejected the region's contents; nullptr if it did not.
+  const char* inflight_error() const { return inflight_error_; }
+  // Recovered heads not yet handed out again by pop().
+  size_t resubmits_pending() const { return resubmit_.size() - resubmit_pos_; }
+
   // The front-end's call eventfd (not owned: the vhost-user handler owns
   // it); -1 = none.  notify() signals it when should_notify() says so.
   void set_call_fd(int fd) { call_fd_ = fd; }
@@ -102,6 +125,14 @@ class Virtqueue {
   uint16_t load_avail_idx() const;
   // *pending: a translation is still being asked of the front-end.
   ChainError walk(uint16_t head, Chain* out, bool* pending);
+  // Walks `head` for pop(); *left: the walk waits on a translation, the
+  // head was not taken.
+  Popped take(uint16_t head, bool* left);
+  void mark_inflight(uint16_t head);
+  // Writes a fresh region (version 1, nothing in flight, at used idx).
+  void init_inflight();
+  // Recovery found `why` wrong in the region: start it afresh.
+  void reject_inflight(const char* why);
 
   iommu::DmaContext* dma_;
   uint32_t num_;
@@ -119,6 +150,12 @@ class Virtqueue {
   bool waiting_ = false;
   std::vector<UsedElem> held_;  // completions while suspended (at most num)
   int call_fd_ = -1;
+  // Front-end-writable: after recovery nothing read from it is relied on.
+  InflightQueue* inflight_ = nullptr;
+  uint64_t inflight_counter_ = 0;
+  const char* inflight_error_ = nullptr;
+  std::vector<uint16_t> resubmit_;  // recovered heads, oldest first, each < num_
+  size_t resubmit_pos_ = 0;
 };
 
 }  // namespace axl::virtio

@@ -1,12 +1,13 @@
-// The fds the supervisor's domains need it to keep (their health channels,
-// a vTPM's sockets) must outlive a crash of the supervisor: closed with it,
-// they would end the channel the domain's successor supervisor talks to it
-// on.  So the supervisor hands a copy of each to whoever restarts it, with
-// the fd store protocol of sd_notify(3) (FDSTORE=1, FDNAME=, FDSTOREREMOVE=1
-// on $NOTIFY_SOCKET), which systemd speaks for a unit with
-// FileDescriptorStoreMax= and axolotl-monitor speaks for `axl host up`.  The
-// next instance gets them back as sd_listen_fds(3) does ($LISTEN_FDS,
-// $LISTEN_FDNAMES) and adopts the domains they belong to
+// The fds a daemon's domains need it to keep must outlive a crash of that
+// daemon: closed with it, they would end a channel its domains go on using
+// (the supervisor's: each domain's health channel, a vTPM's sockets; the
+// hypervisor's: QEMU's vhost-user connections, guest memory, ring eventfds,
+// driver connections).  So the daemon hands a copy of each to whoever
+// restarts it, with the fd store protocol of sd_notify(3) (FDSTORE=1,
+// FDNAME=, FDSTOREREMOVE=1 on $NOTIFY_SOCKET), which systemd speaks for a
+// unit with FileDescriptorStoreMax= and axolotl-monitor speaks for `axl host
+// up`.  The next instance gets them back as sd_listen_fds(3) does
+// ($LISTEN_FDS, $LISTEN_FDNAMES) and adopts the domains they belong to
 // (docs/architecture.md, "No single point of failure").
 #pragma once
 #include <map>
@@ -16,7 +17,7 @@
 #include "common/result.h"
 #include "common/unique_fd.h"
 
-namespace axl::supervisor {
+namespace axl {
 
 // An fd name as the protocol allows it: 1 to 255 printable ASCII characters, no ':'.
 bool valid_fd_name(const std::string& name);
@@ -52,4 +53,4 @@ class FdStore {
   std::map<std::string, UniqueFd> inherited_;
 };
 
-}  // namespace axl::supervisor
+}  // namespace axl

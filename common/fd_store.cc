@@ -1,4 +1,4 @@
-#include "supervisor/fd_store.h"
+#include "common/fd_store.h"
 
 #include <fcntl.h>
 #include <string.h>
@@ -11,7 +11,7 @@
 
 #include "common/log.h"
 
-namespace axl::supervisor {
+namespace axl {
 
 namespace {
 constexpr int kListenFdsStart = 3;  // sd_listen_fds(3)
@@ -128,4 +128,4 @@ void FdStore::ready() {
   if (auto s = notify("READY=1"); !s) AXL_WARN("%s", s.error().message.c_str());
 }
 
-}  // namespace axl::supervisor
+}  // namespace axl
