@@ -12,6 +12,7 @@
 #include <unistd.h>
 #include <cstdlib>
 #include <cstring>
+#include <future>
 #include <map>
 #include <string>
 #include "common/asio.h"
@@ -106,10 +107,15 @@ int main(int argc, char** argv) {
     for (const auto& d : host->drivers) io_timeouts[d.name] = d.io_timeout_ms;
   }
 
-  // Probed now, before anyone waits on the loop: every `accel = "auto"` or
-  // "kvm" create uses this answer (hypervisor/platform/accel.h).
-  const auto& kvm = axl::hv::probe_kvm_once();
-  AXL_INFO("KVM %s: %s", kvm.usable ? "usable" : "not usable", kvm.reason.c_str());
+  // Probed from the start, on a thread of its own: every `accel = "auto"`
+  // or "kvm" create uses this answer (hypervisor/platform/accel.h; a create
+  // that comes first waits for it).  The probe can take half a second, which
+  // a successor adopting its predecessor's guests must not spend before
+  // their devices serve again.
+  auto kvm_probe = std::async(std::launch::async, [] {
+    const auto& kvm = axl::hv::probe_kvm_once();
+    AXL_INFO("KVM %s: %s", kvm.usable ? "usable" : "not usable", kvm.reason.c_str());
+  });
 
   boost::asio::io_context io;
   const std::string supervisor_sock = state_dir + "/supervisor.sock";

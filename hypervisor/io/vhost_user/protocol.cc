@@ -208,6 +208,33 @@ Result<std::optional<Message>> recv_message(int sock) {
   return std::optional<Message>(std::move(m));
 }
 
+std::optional<Message> peek_iotlb_message(int sock) {
+  uint8_t buf[kHeaderSize + kIotlbMsgSize];
+  ssize_t r;
+  do {
+    r = ::recv(sock, buf, kHeaderSize, MSG_PEEK | MSG_DONTWAIT);
+  } while (r < 0 && errno == EINTR);
+  if (r != ssize_t(kHeaderSize)) return std::nullopt;
+  Message m;
+  m.hdr.request = get32(buf);
+  m.hdr.flags = get32(buf + 4);
+  m.hdr.size = get32(buf + 8);
+  if (m.req() != Req::kIotlbMsg || m.hdr.size != kIotlbMsgSize ||
+      (m.hdr.flags & kFlagVersionMask) != kVersion)
+    return std::nullopt;
+  do {
+    r = ::recv(sock, buf, sizeof buf, MSG_PEEK | MSG_DONTWAIT);
+  } while (r < 0 && errno == EINTR);
+  if (r != ssize_t(sizeof buf)) return std::nullopt;
+  m.payload.assign(buf + kHeaderSize, buf + sizeof buf);
+  return m;
+}
+
+Status consume_peeked(int sock) {
+  uint8_t buf[kHeaderSize + kIotlbMsgSize];
+  return read_exact(sock, buf, sizeof buf);
+}
+
 static Status send_raw(int sock, const Header& h, std::span<const uint8_t> payload,
                        std::span<const int> fds) {
   if (fds.size() > kMaxFds) return make_error("too many fds");

@@ -101,6 +101,15 @@ struct Message {
 // Blocks for one message.  nullopt = the peer closed the connection at a
 // message boundary; Error = I/O error, truncated or malformed header.
 Result<std::optional<Message>> recv_message(int sock);
+// An IOTLB_MSG wholly in the socket, read without taking it out of the
+// socket (MSG_PEEK); nullopt for anything else (read it with recv_message).
+// It is taken out with consume_peeked() once handled and answered: a process
+// that dies in between leaves it for its successor to handle again (an
+// update or invalidation applies twice harmlessly), where taking it first
+// would leave QEMU waiting forever for the REPLY_ACK of a message no one
+// has any more (hypervisor/io/vhost_user/session.h).
+std::optional<Message> peek_iotlb_message(int sock);
+Status consume_peeked(int sock);
 // Sends a reply to `req` (version 1, REPLY flag) with `payload` (and fds).
 Status send_reply(int sock, const Header& req, std::span<const uint8_t> payload,
                   std::span<const int> fds = {});

@@ -205,6 +205,12 @@ void Server::run() {
           break;
         }
         case kConn: {
+          if (auto peeked = peek_iotlb_message(conn_.get())) {
+            const bool keep =
+                handler_.handle(conn_.get(), std::move(*peeked)) == Handler::Outcome::kKeep;
+            if (!consume_peeked(conn_.get()) || !keep) drop_connection("protocol error");
+            goto next_round;
+          }
           auto m = recv_message(conn_.get());
           if (!m) {
             dropped_.fetch_add(1, std::memory_order_relaxed);

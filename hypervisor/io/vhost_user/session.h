@@ -12,9 +12,14 @@
 // (hypervisor/io/virtio/inflight.h), so nothing is lost and nothing
 // completes twice.  QEMU never notices.
 //
-// Limit: a message QEMU had sent but the dead process had not finished
-// reading (or answering, for one with REPLY_ACK) is lost; the session runs
-// only setup messages and IOTLB traffic, never per-request ones.
+// IOTLB messages, the only ones that keep coming while a guest runs, are
+// taken out of the socket only once handled and answered
+// (peek_iotlb_message): a successor handles again one its predecessor died
+// on, so QEMU, which waits for each one's REPLY_ACK, is answered.  (Dying
+// between the answer and the taking leaves QEMU one extra, identical ack.)
+// Limit: a setup message QEMU had sent but the dead process had not finished
+// reading or answering is lost; those come only while the guest (re)starts
+// a device.
 #pragma once
 #include <map>
 #include <string>
