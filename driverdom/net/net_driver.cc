@@ -69,7 +69,7 @@ Status NetDriver::watch_tap() {
       io_, tap_->fd(), "tap", [this] { return service_tap(); },
       [this](const std::string&) { tap_state_ = TapState::kFailed; });
   if (auto s = tap_watch_->start(); !s) return s;
-  switch_.add_port(kTapPort);
+  switch_.add_uplink(kTapPort);
   tap_state_ = TapState::kUp;
   return {};
 }
@@ -86,8 +86,7 @@ Status NetDriver::attach(const AttachSpec& spec, channel::DriverEnd end,
   if (auto s = port->watch->start(); !s) return s;
   if (faults_) faults_->add_channel(&port->end);
   guests_.emplace(id, std::move(port));
-  switch_.add_port(id);
-  switch_.pin(spec.net.mac, id);
+  switch_.add_guest(id, spec.net.mac);
   return {};
 }
 

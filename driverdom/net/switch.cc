@@ -7,9 +7,6 @@ namespace axl::driverdom::net {
 namespace {
 // IEEE 802: the I/G bit (bit 0 of the first octet) marks group addresses.
 bool is_group(const uint8_t* mac) { return mac[0] & 1; }
-bool is_zero(const uint8_t* mac) {
-  return std::all_of(mac, mac + 6, [](uint8_t b) { return b == 0; });
-}
 }  // namespace
 
 uint64_t Switch::key(const uint8_t* mac) {
@@ -18,45 +15,38 @@ uint64_t Switch::key(const uint8_t* mac) {
   return k;
 }
 
-void Switch::add_port(PortId port) {
+void Switch::add_uplink(PortId port) {
+  if (uplink_ && *uplink_ != port) remove_port(*uplink_);
   if (!has_port(port)) ports_.push_back(port);
+  uplink_ = port;
+}
+
+void Switch::add_guest(PortId port, const Mac& mac) {
+  remove_port(port);
+  const uint64_t k = key(mac.data());
+  if (auto it = guests_.find(k); it != guests_.end()) mac_of_.erase(it->second);
+  ports_.push_back(port);
+  guests_[k] = port;
+  mac_of_[port] = k;
 }
 
 void Switch::remove_port(PortId port) {
   ports_.erase(std::remove(ports_.begin(), ports_.end(), port), ports_.end());
-  std::erase_if(table_, [port](const auto& kv) { return kv.second.port == port; });
+  if (uplink_ == port) uplink_.reset();
+  if (auto it = mac_of_.find(port); it != mac_of_.end()) {
+    guests_.erase(it->second);
+    mac_of_.erase(it);
+  }
 }
 
 bool Switch::has_port(PortId port) const {
   return std::find(ports_.begin(), ports_.end(), port) != ports_.end();
 }
 
-void Switch::pin(const Mac& mac, PortId port) { table_[key(mac.data())] = Entry{port, true}; }
-
 std::optional<PortId> Switch::lookup(const Mac& mac) const {
-  auto it = table_.find(key(mac.data()));
-  if (it == table_.end()) return std::nullopt;
-  return it->second.port;
-}
-
-void Switch::learn(PortId ingress, const uint8_t* src) {
-  // A group or all-zero source is not a station; never learn it.
-  if (is_group(src) || is_zero(src)) return;
-  auto it = table_.find(key(src));
-  if (it != table_.end()) {
-    if (it->second.port == ingress) return;
-    if (it->second.pinned) {
-      ++stats_.spoofed;
-      return;
-    }
-    it->second.port = ingress;  // the station moved
-    return;
-  }
-  if (table_.size() >= max_entries_) {
-    ++stats_.table_full;
-    return;
-  }
-  table_.emplace(key(src), Entry{ingress, false});
+  auto it = guests_.find(key(mac.data()));
+  if (it == guests_.end()) return std::nullopt;
+  return it->second;
 }
 
 void Switch::route(PortId ingress, std::span<const uint8_t> frame, std::vector<PortId>* out) {
@@ -67,19 +57,35 @@ void Switch::route(PortId ingress, std::span<const uint8_t> frame, std::vector<P
   }
   if (!has_port(ingress)) return;
   const uint8_t* dst = frame.data();
-  const uint8_t* src = frame.data() + 6;
-  learn(ingress, src);
+  const uint64_t src = key(frame.data() + 6);
+  // The source decides whether the frame goes anywhere at all.
+  if (auto mine = mac_of_.find(ingress); mine != mac_of_.end()) {
+    if (src != mine->second) {
+      ++stats_.spoofed;
+      return;
+    }
+  } else if (guests_.count(src)) {  // from the uplink, posing as a guest
+    ++stats_.spoofed;
+    return;
+  }
   ++stats_.frames;
   if (!is_group(dst)) {
-    auto it = table_.find(key(dst));
-    if (it != table_.end()) {
-      if (it->second.port == ingress) {
+    if (auto it = guests_.find(key(dst)); it != guests_.end()) {
+      if (it->second == ingress) {
         ++stats_.hairpin_drops;
         return;
       }
-      out->push_back(it->second.port);
+      out->push_back(it->second);
       return;
     }
+    // Not a guest: outside, behind the uplink.  From the uplink itself
+    // nobody here has it.
+    if (uplink_ && *uplink_ != ingress) {
+      out->push_back(*uplink_);
+    } else {
+      ++stats_.unknown_drops;
+    }
+    return;
   }
   ++stats_.floods;
   for (PortId p : ports_)
