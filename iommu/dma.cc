@@ -57,9 +57,8 @@ uint64_t DmaContext::faults() const {
 Fault DmaContext::count(Fault f, uint64_t addr, Access access) {
   if (f == Fault::kNone || f == Fault::kPending) return f;
   uint64_t n = counts_[size_t(f)].fetch_add(1, std::memory_order_relaxed) + 1;
-  // A guest can fault at will: log the first few of each kind, then only at
-  // powers of two, so the log cannot be flooded.
-  if (n <= 8 || (n & (n - 1)) == 0)
+  // A guest can fault at will (common/log.h, worth_logging).
+  if (log::worth_logging(n))
     AXL_WARN("%s: %s fault at %s 0x%llx (%s, %llu of this kind)", label_.c_str(), to_string(f),
              iotlb_ ? "iova" : "gpa", static_cast<unsigned long long>(addr),
              access == Access::kWrite ? "device write" : "device read",

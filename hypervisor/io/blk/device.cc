@@ -142,8 +142,7 @@ void BlkDevice::process() {
     while (!free_.empty() && !waiting_) {
       auto p = vq_->pop();
       if (p.error != virtio::ChainError::kNone) {
-        bad_descriptors_.fetch_add(1, std::memory_order_relaxed);
-        AXL_WARN("virtio-blk: bad chain: %s", virtio::to_string(p.error));
+        bad_chain(virtio::to_string(p.error));
         // Hand the buffers back so the guest does not wait forever.
         if (p.bad_head) vq_->push(*p.bad_head, 0);
         if (vq_->broken()) break;
@@ -159,11 +158,19 @@ void BlkDevice::process() {
   vq_->notify();
 }
 
+void BlkDevice::bad_chain(const char* why) {
+  const uint64_t n = bad_descriptors_.fetch_add(1, std::memory_order_relaxed) + 1;
+  if (log::worth_logging(n))
+    AXL_WARN("virtio-blk: bad chain: %s (%llu so far)", why, static_cast<unsigned long long>(n));
+}
+
 void BlkDevice::complete_now(const virtio::Chain& c, uint64_t status_off, uint8_t status,
                              uint32_t used_len) {
   uint8_t st = status;
   auto r = vq_->dma().copy_to_guest(c.segs, status_off, {&st, 1});
-  if (!r.ok()) AXL_WARN("virtio-blk: status byte: %s", iommu::to_string(r.fault));
+  // Faults are counted by the DMA context, and logged as often as it logs them.
+  if (!r.ok() && log::worth_logging(vq_->dma().faults()))
+    AXL_WARN("virtio-blk: status byte: %s", iommu::to_string(r.fault));
   vq_->push(c.head, used_len);
   requests_.fetch_add(1, std::memory_order_relaxed);
 }
@@ -172,8 +179,7 @@ void BlkDevice::submit(virtio::Chain c) {
   // §5.2.6: 16-byte header (type, reserved, sector) readable, status byte
   // writable and last.
   if (c.readable_bytes < 16 || c.writable_bytes < 1) {
-    bad_descriptors_.fetch_add(1, std::memory_order_relaxed);
-    AXL_WARN("virtio-blk: request without header or status byte");
+    bad_chain("request without header or status byte");
     vq_->push(c.head, 0);
     return;
   }
@@ -357,7 +363,8 @@ void BlkDevice::finish(uint32_t id, const channel::Request& req, const channel::
       auto r = vq_->dma().copy_to_guest(
           f.split->chain.segs, f.split->chain.readable_bytes + f.part_off, {slot, size_t(req.len)});
       if (!r.ok()) {
-        AXL_WARN("virtio-blk: copy to guest: %s", iommu::to_string(r.fault));
+        if (log::worth_logging(vq_->dma().faults()))
+          AXL_WARN("virtio-blk: copy to guest: %s", iommu::to_string(r.fault));
         status = kSIoErr;
       } else {
         read = req.len;
@@ -377,7 +384,8 @@ void BlkDevice::finish(uint32_t id, const channel::Request& req, const channel::
     auto r =
         vq_->dma().copy_to_guest(f.chain.segs, f.chain.readable_bytes, {slot, size_t(req.len)});
     if (!r.ok()) {
-      AXL_WARN("virtio-blk: copy to guest: %s", iommu::to_string(r.fault));
+      if (log::worth_logging(vq_->dma().faults()))
+        AXL_WARN("virtio-blk: copy to guest: %s", iommu::to_string(r.fault));
       status = kSIoErr;
     } else {
       used += req.len;

@@ -62,6 +62,8 @@ class BlkDevice final : public DeviceLogic {
   bool quarantined() const { return port_.quarantined(); }
 
  private:
+  // Counted, and logged as worth_logging() says (a guest can repeat it at will).
+  void bad_chain(const char* why);
   // What the device keeps of a request at the driver (the port keeps the
   // channel request itself).
   // A guest request larger than a slot (a driver that did not negotiate

@@ -231,6 +231,33 @@ TEST_F(BlkTest, ErrorsGoToTheGuestAsStatus) {
   EXPECT_GE(dev->stats().iommu_faults, 1u);
 }
 
+// A guest that sends malformed chains in a loop: each is handed back and
+// counted, the log gets the first few and then one per power of two (not
+// one line each), and the device serves on.
+TEST_F(BlkTest, MalformedChainsInALoopAreCountedNotLoggedEachTime) {
+  fe.handshake(1, ~0ull);
+  constexpr int kBad = 300;
+  ::testing::internal::CaptureStderr();
+  for (int i = 0; i < kBad; ++i) {
+    // A header and no status byte: refused.
+    fe.add_chain(0, {{kHdr, 16, false}});
+    auto u = fe.wait_used(0, 1);
+    ASSERT_EQ(u.size(), 1u);
+    ASSERT_EQ(u[0].len, 0u);
+  }
+  const std::string log = ::testing::internal::GetCapturedStderr();
+  size_t lines = 0;
+  for (size_t at = 0; (at = log.find("bad chain", at)) != std::string::npos; ++at) ++lines;
+  EXPECT_EQ(dev->stats().bad_descriptors, uint64_t(kBad));
+  EXPECT_EQ(lines, 13u);  // the 1st..8th, 16th, 32nd, 64th, 128th, 256th
+  EXPECT_NE(log.find("(256 so far)"), std::string::npos);
+  // Still serving.
+  read_sector(1, 3);
+  auto u = fe.wait_used(0, 1);
+  ASSERT_EQ(u.size(), 1u);
+  EXPECT_EQ(status(1), 0);
+}
+
 // A driver that did not negotiate SIZE_MAX/SEG_MAX (OVMF) may send one
 // descriptor larger than a channel slot: it is served whole, in parts.
 TEST_F(BlkTest, ARequestLargerThanASlotIsServedInParts) {

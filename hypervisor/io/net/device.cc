@@ -128,14 +128,20 @@ void NetDevice::drain_tx() {
   port_.kick();
 }
 
+void NetDevice::bad_chain(const char* ring, const char* why) {
+  const uint64_t n = bad_descriptors_.fetch_add(1, std::memory_order_relaxed) + 1;
+  if (log::worth_logging(n))
+    AXL_WARN("virtio-net %s: bad chain: %s (%llu so far)", ring, why,
+             static_cast<unsigned long long>(n));
+}
+
 void NetDevice::process_tx() {
   if (!tx_vq_ || port_.state() != DriverPort::State::kLive) return;
   for (;;) {
     while (!tx_free_.empty()) {
       auto p = tx_vq_->pop();
       if (p.error != virtio::ChainError::kNone) {
-        bad_descriptors_.fetch_add(1, std::memory_order_relaxed);
-        AXL_WARN("virtio-net tx: bad chain: %s", virtio::to_string(p.error));
+        bad_chain("tx", virtio::to_string(p.error));
         if (p.bad_head) tx_vq_->push(*p.bad_head, 0);
         if (tx_vq_->broken()) break;
         continue;
@@ -145,10 +151,7 @@ void NetDevice::process_tx() {
       // §5.1.6.2: a TX chain is header + frame, all device-readable.
       if (c.writable_bytes != 0 || c.readable_bytes < kHdrBytes ||
           c.readable_bytes > port_.slot_size()) {
-        bad_descriptors_.fetch_add(1, std::memory_order_relaxed);
-        AXL_WARN("virtio-net tx: chain of %llu readable / %llu writable bytes dropped",
-                 static_cast<unsigned long long>(c.readable_bytes),
-                 static_cast<unsigned long long>(c.writable_bytes));
+        bad_chain("tx", "not a header and a frame, device-readable, within a slot");
         tx_vq_->push(c.head, 0);
         continue;
       }
@@ -182,8 +185,7 @@ bool NetDevice::deliver_one(const Filled& f) {
   while (rx_held_bytes_ < f.len && (mrg_rxbuf_ || rx_held_.empty())) {
     auto p = rx_vq_->pop();
     if (p.error != virtio::ChainError::kNone) {
-      bad_descriptors_.fetch_add(1, std::memory_order_relaxed);
-      AXL_WARN("virtio-net rx: bad chain: %s", virtio::to_string(p.error));
+      bad_chain("rx", virtio::to_string(p.error));
       if (p.bad_head) rx_vq_->push(*p.bad_head, 0);
       if (rx_vq_->broken()) return false;
       continue;

@@ -58,6 +58,8 @@ class NetDevice final : public DeviceLogic {
   bool quarantined() const { return port_.quarantined(); }
 
  private:
+  // Counted, and logged as worth_logging() says (a guest can repeat it at will).
+  void bad_chain(const char* ring, const char* why);
   // What the device keeps of each slot (the port keeps the channel request).
   enum class Use : uint8_t { kFree, kRxPosted, kRxFilled, kTx };
   struct Slot {

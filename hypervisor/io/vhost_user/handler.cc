@@ -206,15 +206,18 @@ Handler::Vring* Handler::ring(uint32_t index) {
 }
 
 Handler::Done Handler::fail(const Message& m, const std::string& why) {
-  protocol_errors_.fetch_add(1, std::memory_order_relaxed);
-  AXL_WARN("vhost-user %s rejected: %s", to_string(m.req()), why.c_str());
+  const uint64_t n = protocol_errors_.fetch_add(1, std::memory_order_relaxed) + 1;
+  if (log::worth_logging(n))
+    AXL_WARN("vhost-user %s rejected: %s (%llu protocol errors so far)", to_string(m.req()),
+             why.c_str(), static_cast<unsigned long long>(n));
   return Done{false, false, false};
 }
 
 Handler::Done Handler::malformed(const Message& m, const std::string& why) {
-  protocol_errors_.fetch_add(1, std::memory_order_relaxed);
-  AXL_WARN("vhost-user malformed %s (request %u): %s; closing connection", to_string(m.req()),
-           m.hdr.request, why.c_str());
+  const uint64_t n = protocol_errors_.fetch_add(1, std::memory_order_relaxed) + 1;
+  if (log::worth_logging(n))
+    AXL_WARN("vhost-user malformed %s (request %u): %s; closing connection", to_string(m.req()),
+             m.hdr.request, why.c_str());
   return Done{false, true, false};
 }
 
