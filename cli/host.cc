@@ -1,7 +1,9 @@
 // axl host up / down: start and stop the host stack (hypervisor, supervisor,
 // driver domains).  The daemons' PIDs are recorded in the state dir and
 // verified before any signal is sent, so `down` never touches a stranger.
+#include <fcntl.h>
 #include <signal.h>
+#include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -162,13 +164,14 @@ int host_up(const HostPaths& p, const std::string& config_path, const std::strin
       return fail(std::string("missing ") + b + " beside axl in " + bin);
   if (proc::find_on_path("qemu-system-x86_64").empty())
     return fail("QEMU not found: qemu-system-x86_64 is not on PATH (run scripts/setup)");
-  std::error_code ec;
-  fs::create_directories(p.state_dir, ec);
-  if (ec) return fail("cannot create state dir " + p.state_dir + ": " + ec.message());
+  if (auto s = check_state_dir(p.state_dir); !s) return fail(s.error().message);
   // The supervisor reads its own copy: the user's file may change or vanish.
+  // Never written through a symlink someone left there.
   {
-    std::ofstream f(p.state_dir + "/host.toml");
-    f << *text;
+    const std::string copy = p.state_dir + "/host.toml";
+    UniqueFd f(::open(copy.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0600));
+    if (!f || ::write(f.get(), text->data(), text->size()) != ssize_t(text->size()))
+      return fail("cannot write " + copy + ": " + strerror(errno));
   }
 
   auto start = [&](const std::string& daemon,

@@ -68,6 +68,14 @@ void ControlServer::accept_next() {
         if (ec) return;
         int fd =
             ::accept4(listen_->native_handle(), nullptr, nullptr, SOCK_CLOEXEC | SOCK_NONBLOCK);
+        int uid = -1, pid = -1;
+        if (fd >= 0 && !wire::peer_trusted(fd, &uid, &pid)) {
+          // Control is root's (or this daemon's user's); the socket's mode
+          // keeps others out already.
+          AXL_WARN("control connection from uid %d (pid %d) refused", uid, pid);
+          ::close(fd);
+          fd = -1;
+        }
         if (fd >= 0) {
           std::erase_if(conns_, [](const auto& w) { return w.expired(); });
           auto conn = std::make_shared<asio::posix::stream_descriptor>(io_, fd);

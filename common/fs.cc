@@ -6,7 +6,9 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <cstdio>
 #include <cstring>
+#include <filesystem>
 
 namespace axl {
 namespace {
@@ -93,6 +95,36 @@ Status remove_tree(const std::string& path) {
   }
   return make_error("cannot remove " + path + (failed.empty() ? "" : "/" + failed) + ": " +
                     std::strerror(err));
+}
+
+Status check_state_dir(const std::string& path) {
+  if (path.empty()) return make_error("empty state dir");
+  struct stat st {};
+  if (::lstat(path.c_str(), &st) != 0) {
+    if (errno != ENOENT) return make_error("state dir " + path + ": " + strerror(errno));
+    std::error_code ec;
+    std::filesystem::create_directories(std::filesystem::path(path).parent_path(), ec);
+    if (::mkdir(path.c_str(), 0700) != 0 && errno != EEXIST)
+      return make_error("cannot create state dir " + path + ": " + strerror(errno));
+    if (::lstat(path.c_str(), &st) != 0)
+      return make_error("state dir " + path + ": " + strerror(errno));
+  }
+  if (S_ISLNK(st.st_mode)) return make_error("state dir " + path + " is a symlink: refused");
+  if (!S_ISDIR(st.st_mode)) return make_error("state dir " + path + " is not a directory");
+  if (st.st_uid != 0 && st.st_uid != ::geteuid())
+    return make_error("state dir " + path + " is owned by uid " + std::to_string(st.st_uid) +
+                      ", not root: refused");
+  if (st.st_mode & 022)
+    return make_error("state dir " + path + " is writable by others (mode " + [&] {
+      char m[8];
+      snprintf(m, sizeof m, "%04o", unsigned(st.st_mode & 07777));
+      return std::string(m);
+    }() + "): refused");
+  // Its own files are private whatever the umask was; others may only
+  // have had read access, which is taken away too.
+  if ((st.st_mode & 0777) != 0700 && ::chmod(path.c_str(), 0700) != 0)
+    return make_error("cannot chmod state dir " + path + ": " + strerror(errno));
+  return {};
 }
 
 }  // namespace axl

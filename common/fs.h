@@ -15,4 +15,10 @@ namespace axl {
 // again. Symlinks are removed, never followed.
 Status remove_tree(const std::string& path);
 
+// The host's state dir: created 0700 if missing; an existing one must be a
+// directory (not a symlink) owned by root or this process's user and
+// writable by no one else, or it is refused (an Error naming why): another
+// user who could write there could plant what the daemons then trust.
+Status check_state_dir(const std::string& path);
+
 }  // namespace axl

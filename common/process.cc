@@ -9,6 +9,7 @@
 #include <signal.h>
 #include <string.h>
 #include <sys/resource.h>
+#include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -87,6 +88,9 @@ void put_digits(char* slot, long v) {
     if (p.pid_slot) put_digits(p.pid_slot, host_pid);
   }
   if (p.new_session) ::setsid();
+  // What a child creates (QEMU's console log and sockets, a driver's files)
+  // is its owner's only, whatever umask the host was started with.
+  ::umask(0077);
   sigset_t none;
   sigemptyset(&none);
   sigprocmask(SIG_SETMASK, &none, nullptr);
@@ -253,7 +257,8 @@ Result<Child> spawn(const SpawnOptions& o) {
   if (o.argv.empty()) return make_error("spawn: empty argv");
   UniqueFd log;
   if (!o.log_path.empty()) {
-    log.reset(::open(o.log_path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0640));
+    log.reset(
+        ::open(o.log_path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_NOFOLLOW | O_CLOEXEC, 0600));
     if (!log) return make_error("cannot open log " + o.log_path + ": " + strerror(errno));
   }
   std::vector<char*> argv;

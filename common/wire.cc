@@ -4,7 +4,9 @@
 #include <poll.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/un.h>
+#include <unistd.h>
 
 namespace axl::wire {
 
@@ -116,16 +118,47 @@ Result<UniqueFd> connect(const std::string& path) {
   return s;
 }
 
-Result<UniqueFd> listen(const std::string& path) {
+Status bind_private(int sock, const std::string& path) {
   auto a = addr_of(path);
   if (!a) return a.error();
+  // A stale socket from an earlier run is replaced; anything else at that
+  // path is not ours to remove.
+  struct stat st {};
+  if (::lstat(path.c_str(), &st) == 0) {
+    if (!S_ISSOCK(st.st_mode)) return make_error("refusing to replace " + path + ": not a socket");
+    ::unlink(path.c_str());
+  }
+  if (::bind(sock, reinterpret_cast<sockaddr*>(&a.value()), sizeof(sockaddr_un)) < 0)
+    return make_error("cannot bind " + path + ": " + strerror(errno));
+  // The mode is set before anyone can connect (a socket that does not
+  // listen yet refuses every connect), whatever the caller's umask was.
+  if (::chmod(path.c_str(), 0600) != 0) {
+    const int e = errno;
+    ::unlink(path.c_str());
+    return make_error("cannot chmod " + path + ": " + strerror(e));
+  }
+  return {};
+}
+
+Result<UniqueFd> listen(const std::string& path) {
   UniqueFd s(::socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0));
   if (!s) return make_error(std::string("socket: ") + strerror(errno));
-  ::unlink(path.c_str());
-  if (::bind(s.get(), reinterpret_cast<sockaddr*>(&a.value()), sizeof(sockaddr_un)) < 0 ||
-      ::listen(s.get(), 16) < 0)
-    return make_error("cannot listen on " + path + ": " + strerror(errno));
+  if (auto b = bind_private(s.get(), path); !b) return b.error();
+  if (::listen(s.get(), 16) < 0) {
+    const int e = errno;
+    ::unlink(path.c_str());
+    return make_error("cannot listen on " + path + ": " + strerror(e));
+  }
   return s;
+}
+
+bool peer_trusted(int sock, int* uid, int* pid) {
+  struct ucred cred {};
+  socklen_t len = sizeof cred;
+  if (::getsockopt(sock, SOL_SOCKET, SO_PEERCRED, &cred, &len) != 0) return false;
+  if (uid) *uid = int(cred.uid);
+  if (pid) *pid = int(cred.pid);
+  return cred.uid == 0 || cred.uid == ::geteuid();
 }
 
 }  // namespace axl::wire

@@ -49,8 +49,15 @@ Result<Received> recv(int sock, int flags = 0);
 // else as recv.
 Result<Received> recv_timeout(int sock, int timeout_ms);
 
-// Connect / listen on a SOCK_SEQPACKET Unix socket path.
+// Connect / listen on a SOCK_SEQPACKET Unix socket path.  A listening
+// socket is 0600 before it listens (bind_private).
 Result<UniqueFd> connect(const std::string& path);
 Result<UniqueFd> listen(const std::string& path);
+// Binds a Unix socket at `path` (replacing a stale socket there, nothing
+// else) and makes it 0600 before the caller listens.
+Status bind_private(int sock, const std::string& path);
+// Whether the peer of a connected Unix socket is root or this process's
+// user (SO_PEERCRED); its uid and pid in *uid, *pid when given.
+bool peer_trusted(int sock, int* uid = nullptr, int* pid = nullptr);
 
 }  // namespace axl::wire

@@ -14,6 +14,7 @@
 #include "common/control_requests.h"
 #include "common/control_server.h"
 #include "common/fd_store.h"
+#include "common/fs.h"
 #include "common/log.h"
 #include "common/process.h"
 #include "supervisor/cgroup/cgroup.h"
@@ -49,6 +50,10 @@ int main(int argc, char** argv) {
   // Before anything is spawned: the fds a predecessor kept, and the store
   // (common/fd_store.h); no domain inherits either.
   axl::FdStore fd_store = axl::FdStore::from_environment();
+  if (auto s = axl::check_state_dir(state_dir); !s) {
+    AXL_ERROR("%s", s.error().message.c_str());
+    return 1;
+  }
   auto text = axl::config::read_file(config_path);
   if (!text) {
     AXL_ERROR("%s", text.error().message.c_str());

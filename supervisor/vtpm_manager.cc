@@ -19,6 +19,7 @@
 
 #include "common/config.h"
 #include "common/log.h"
+#include "common/wire.h"
 #include "supervisor/driver_manager.h"
 
 namespace axl::supervisor {
@@ -83,20 +84,10 @@ Result<std::vector<std::string>> entries(int dirfd, const std::string& path) {
 }
 
 Result<UniqueFd> unix_listen(const std::string& path) {
-  sockaddr_un a{};
-  a.sun_family = AF_UNIX;
-  if (path.size() >= sizeof a.sun_path) return make_error("socket path too long: " + path);
-  std::memcpy(a.sun_path, path.c_str(), path.size() + 1);
-  struct stat st {};
-  if (::lstat(path.c_str(), &st) == 0) {
-    if (!S_ISSOCK(st.st_mode)) return make_error(path + " exists and is not a socket");
-    ::unlink(path.c_str());  // a stale socket of an earlier life of the domain
-  }
   UniqueFd fd(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
   if (!fd) return sys_error("socket");
-  if (::bind(fd.get(), reinterpret_cast<sockaddr*>(&a), sizeof a) != 0)
-    return sys_error("cannot bind " + path);
-  if (::chmod(path.c_str(), 0600) != 0 || ::listen(fd.get(), 4) != 0) {
+  if (auto b = wire::bind_private(fd.get(), path); !b) return b.error();
+  if (::listen(fd.get(), 4) != 0) {
     Error err = sys_error("cannot listen on " + path);
     ::unlink(path.c_str());
     return err;

@@ -374,9 +374,13 @@ void DomainEngine::create(const std::string& toml, const std::string& base_dir,
   d->config_toml = toml;
   d->base_dir = base_dir;
   remove_domain_dir(d->dir);
-  std::error_code ec;
-  fs::create_directories(d->dir, ec);
-  if (ec) return refuse(make_error("cannot create " + d->dir + ": " + ec.message()));
+  // Private (0700), whatever the umask: QEMU's sockets, the console log and
+  // the guest's files live there.
+  for (const std::string& dir : {state_dir_ + "/dom", d->dir})
+    if (::mkdir(dir.c_str(), 0700) != 0 && errno != EEXIST)
+      return refuse(make_error("cannot create " + dir + ": " + strerror(errno)));
+  if (::chmod(d->dir.c_str(), 0700) != 0)
+    return refuse(make_error("cannot chmod " + d->dir + ": " + strerror(errno)));
   // From here on the domain is listed, and every failure goes through create_failed.
   d->id = next_id_++;
   d->on_created = std::move(done);

@@ -110,6 +110,21 @@ void DriverConnection::complete(uint32_t id, Result<uint32_t> r) {
   done(std::move(r));
 }
 
+bool DriverConnection::gone() const {
+  if (broken_ || death_seen()) return true;
+  // Its end closed (the process exited) and we have not read that yet.
+  char b;
+  const ssize_t n = ::recv(sock_.get(), &b, 1, MSG_PEEK | MSG_DONTWAIT);
+  if (n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK)) return true;
+  // Exited and not reaped yet: a zombie holds no socket, but its peer may
+  // still see it open for a moment.
+  auto stat = config::read_file("/proc/" + std::to_string(pid_) + "/stat");
+  if (!stat) return true;
+  const auto close = stat->rfind(')');
+  return close == std::string::npos || close + 2 >= stat->size() || (*stat)[close + 2] == 'Z' ||
+         (*stat)[close + 2] == 'X';
+}
+
 bool DriverConnection::death_seen() const {
   for (auto& [id, w] : deaths_)
     if (w->state() == channel::DeathWatch::State::kDied || w->owner_died()) return true;
@@ -360,6 +375,13 @@ void DriverRegistry::accept_next() {
       asio::posix::stream_descriptor::wait_read, [this](const boost::system::error_code& ec) {
         if (ec) return;
         int fd = ::accept4(listen_fd_.get(), nullptr, nullptr, SOCK_CLOEXEC | SOCK_NONBLOCK);
+        int uid = -1, pid = -1;
+        if (fd >= 0 && !wire::peer_trusted(fd, &uid, &pid)) {
+          // Drivers are connected by the supervisor (root) or are root's own.
+          AXL_WARN("driver connection from uid %d (pid %d) refused", uid, pid);
+          ::close(fd);
+          fd = -1;
+        }
         if (fd >= 0) {
           auto s = std::make_shared<asio::posix::stream_descriptor>(io_, fd);
           await_hello(s, fd);
@@ -389,11 +411,27 @@ void DriverRegistry::await_hello(const std::shared_ptr<asio::posix::stream_descr
         }
         const std::string& name = h->name;
         const auto kind = h->kind;
+        // A name is held by the instance that said it first, as long as
+        // that one lives: a second hello under it is an impostor (or a
+        // confused driver), refused, and the devices stay where they are.
+        // (A standby that said hello before its active did stands in as the
+        // active until then: the active's hello replaces it, as before.)
+        for (DriverConnection* held : {find(name), find_standby(name)}) {
+          if (held && !held->gone() && held->said_standby() == h->standby &&
+              (held == find(name)) == !h->standby) {
+            AXL_WARN(
+                "driver connection (peer pid %d): hello as '%s'%s refused: pid %d holds that "
+                "name and lives",
+                peer_pid_of(fd), name.c_str(), h->standby ? " standby" : "", held->pid());
+            return;
+          }
+        }
         UniqueFd own(s->release());
         if (h->standby && drivers_.count(name)) {
           AXL_INFO("driver '%s' standby connected, pid %d", name.c_str(), h->pid);
           auto conn = std::make_unique<DriverConnection>(name, kind, h->pid, std::move(own), io_);
           DriverConnection* raw = conn.get();
+          raw->set_said_standby(true);
           standbys_[name] = std::move(conn);  // a previous standby closes here
           setup(raw);
           keep(raw);
@@ -407,6 +445,7 @@ void DriverRegistry::await_hello(const std::shared_ptr<asio::posix::stream_descr
                  h->pid);
         auto conn = std::make_unique<DriverConnection>(name, kind, h->pid, std::move(own), io_);
         DriverConnection* raw = conn.get();
+        raw->set_said_standby(h->standby);
         drivers_[name] = std::move(conn);  // a previous connection closes here
         setup(raw);
         keep(raw);
@@ -479,6 +518,7 @@ void DriverRegistry::take_over(const std::string& name) {
   // Re-arm as the active's watch: cancel the standby one.
   raw->watcher().cancel();
   AXL_INFO("driver '%s': standby pid %d promoted", name.c_str(), raw->pid());
+  raw->set_said_standby(false);  // the active now, for real
   if (store_) write_record(*raw);
   if (on_promote_) on_promote_(*raw);
   io_.post([this, raw, name] {

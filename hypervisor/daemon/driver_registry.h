@@ -97,6 +97,13 @@ class DriverConnection {
   // Whether the kernel marked a channel lock of this driver's dead (its
   // watch's report may still be on its way).
   bool death_seen() const;
+  // Whether its hello said it is a standby (it may stand in as the active
+  // until the active says hello).
+  bool said_standby() const { return said_standby_; }
+  void set_said_standby(bool s) { said_standby_ = s; }
+  // Whether the instance is gone (or going): dropped, its channel lock or
+  // its socket said so, or its process is no more (or a zombie).
+  bool gone() const;
   // CLOCK_MONOTONIC when its channel lock told of its death (0: not yet).
   uint64_t death_ns() const { return death_ns_; }
   ~DriverConnection();
@@ -115,6 +122,7 @@ class DriverConnection {
   uint32_t next_device_id_ = 1;
   size_t devices_ = 0;
   std::string key_;
+  bool said_standby_ = false;
   std::set<uint32_t> live_;
   std::function<void(const DriverConnection&, bool)> record_change_;
   void record_changed() {

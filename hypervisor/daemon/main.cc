@@ -20,6 +20,7 @@
 #include "common/control_requests.h"
 #include "common/control_server.h"
 #include "common/fd_store.h"
+#include "common/fs.h"
 #include "common/log.h"
 #include "common/process.h"
 #include "common/wire.h"
@@ -89,6 +90,10 @@ int main(int argc, char** argv) {
   // must not lose with its own crash (common/fd_store.h; docs/architecture.md,
   // "The hypervisor's own crash").  Nothing spawned later inherits either.
   axl::FdStore fd_store = axl::FdStore::from_environment();
+  if (auto s = axl::check_state_dir(state_dir); !s) {
+    AXL_ERROR("%s", s.error().message.c_str());
+    return 1;
+  }
 
   // Each driver's progress deadline comes from the host config that `axl
   // host up` copied into the state dir, not from the driver's hello: a

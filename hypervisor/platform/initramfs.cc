@@ -149,7 +149,7 @@ Status append_overlay(const std::string& base_initrd, const std::vector<CpioFile
     return make_error("base initrd " + base_initrd + " is not a regular file");
 
   std::string tmp = out_path + ".tmp." + std::to_string(::getpid());
-  UniqueFd out(::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644));
+  UniqueFd out(::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0600));
   if (!out) return make_error("create " + tmp + ": " + std::strerror(errno));
   auto fail = [&](Error e) -> Status {
     ::unlink(tmp.c_str());

@@ -5,6 +5,11 @@ packets, the kind a compromised driver could send.
 
   fake_driver.py SOCK hello CASE       one bad first message; exits 0 when
                                        the hypervisor closes the connection
+  fake_driver.py SOCK impostor NAME KIND
+                                       a valid hello as driver NAME of KIND
+                                       (net or blk), as one more instance;
+                                       exits 0 when the hypervisor closes the
+                                       connection (refused), 1 if it keeps it
   fake_driver.py SOCK attach NAME CASE says a valid hello as blk driver NAME,
                                        prints READY, answers the first attach
                                        with garbage of kind CASE; exits 0 when
@@ -109,6 +114,10 @@ def main():
     s.connect(path)
     if mode == "hello":
         s.send(HELLO_CASES[sys.argv[3]])
+        wait_closed(s)
+        return
+    if mode == "impostor":
+        s.send(hello(sys.argv[3], kind={"net": 0, "blk": 1}[sys.argv[4]]))
         wait_closed(s)
         return
     name, case = sys.argv[3], sys.argv[4]

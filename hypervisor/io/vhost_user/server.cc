@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "common/log.h"
+#include "common/wire.h"
 
 namespace axl::vhost_user {
 
@@ -77,19 +78,11 @@ Status Server::resume(KeptSession kept) {
 
 Status Server::start() {
   if (thread_.joinable()) return make_error("already started");
-  struct sockaddr_un addr {};
-  addr.sun_family = AF_UNIX;
-  if (path_.empty() || path_.size() >= sizeof addr.sun_path)
-    return make_error("socket path empty or too long: " + path_);
-  memcpy(addr.sun_path, path_.c_str(), path_.size() + 1);
   // A stale socket from an earlier run would make bind fail; only a socket
-  // is removed, never another kind of file.
-  struct stat st {};
-  if (::lstat(path_.c_str(), &st) == 0 && S_ISSOCK(st.st_mode)) ::unlink(path_.c_str());
+  // is removed, never another kind of file (wire::bind_private).
   UniqueFd s(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
   if (!s) return make_error(std::string("socket: ") + strerror(errno));
-  if (::bind(s.get(), reinterpret_cast<sockaddr*>(&addr), sizeof addr) < 0)
-    return make_error("bind " + path_ + ": " + strerror(errno));
+  if (auto b = wire::bind_private(s.get(), path_); !b) return b.error();
   if (::listen(s.get(), 4) < 0) {
     ::unlink(path_.c_str());
     return make_error(std::string("listen: ") + strerror(errno));
@@ -197,6 +190,15 @@ void Server::run() {
         case kListen: {
           int c = ::accept4(listen_.get(), nullptr, nullptr, SOCK_CLOEXEC);
           if (c < 0) break;
+          int uid = -1, pid = -1;
+          if (!wire::peer_trusted(c, &uid, &pid)) {
+            // Only QEMU, which runs as root (or as this daemon's user), is
+            // the front-end; the socket's mode keeps others out already.
+            AXL_WARN("vhost-user %s: connection from uid %d (pid %d) refused", path_.c_str(), uid,
+                     pid);
+            ::close(c);
+            break;
+          }
           conn_.reset(c);
           set_timeouts(c);
           if (keeper_) keeper_->keep_fd("conn", c);

@@ -112,8 +112,8 @@ TEST_F(FakeGuest, FreshRegionIsInitialisedAndStaysClean) {
   EXPECT_EQ(q->used_idx, 5);
   EXPECT_EQ(vq.last_avail_idx(), 5);  // the constructor's base
   // Enough rounds to wrap the ring twice.
-  for (uint16_t i = 0; i < 2 * kNum + 3; ++i) {
-    uint16_t head = (i * 3) % kNum;
+  for (uint32_t i = 0; i < 2 * kNum + 3; ++i) {
+    uint16_t head = uint16_t((i * 3) % kNum);
     publish(head);
     ASSERT_EQ(pop_head(vq), head);
     EXPECT_EQ(q->desc()[head].inflight, 1);
