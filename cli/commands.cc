@@ -116,6 +116,42 @@ int drivers(const HostPaths& p, bool stats) {
   return 0;
 }
 
+int vtpm_pipe(const HostPaths& p, const std::string& name) {
+  if (name.empty() || name.find('/') != std::string::npos || name == "." || name == "..")
+    return fail("bad domain name '" + name + "'");
+  const std::string path = p.state_dir + "/dom/" + name + "/vtpm.cmd";
+  sockaddr_un addr{};
+  addr.sun_family = AF_UNIX;
+  if (path.size() >= sizeof addr.sun_path) return fail("socket path too long: " + path);
+  memcpy(addr.sun_path, path.c_str(), path.size() + 1);
+  UniqueFd s(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
+  if (!s || ::connect(s.get(), reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0)
+    return fail("domain " + name + " has no vTPM to talk to (" + path + ": " + strerror(errno) +
+                ")");
+  // Bytes both ways until either side closes; TPM commands and answers
+  // carry their own sizes, the vTPM checks them.
+  char buf[8192];
+  pollfd pf[2] = {{0, POLLIN, 0}, {s.get(), POLLIN, 0}};
+  for (;;) {
+    if (::poll(pf, 2, -1) < 0) {
+      if (errno == EINTR) continue;
+      return fail(std::string("poll: ") + strerror(errno));
+    }
+    for (int i = 0; i < 2; ++i) {
+      if (!pf[i].revents) continue;
+      const int from = i == 0 ? 0 : s.get(), to = i == 0 ? s.get() : 1;
+      const ssize_t n = ::read(from, buf, sizeof buf);
+      if (n <= 0) return 0;
+      for (ssize_t off = 0; off < n;) {
+        const ssize_t w = ::write(to, buf + off, size_t(n - off));
+        if (w < 0 && errno == EINTR) continue;
+        if (w <= 0) return 0;
+        off += w;
+      }
+    }
+  }
+}
+
 int vtpms(const HostPaths& p) {
   auto sup = call(p.supervisor_socket(), control::supervisor::list_vtpms());
   if (!sup) return fail(sup.error().message);

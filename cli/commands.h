@@ -21,6 +21,11 @@ int destroy(const HostPaths& p, const std::string& name);
 int console(const HostPaths& p, const std::string& name, bool log_only);
 int drivers(const HostPaths& p, bool stats = false);
 int vtpms(const HostPaths& p);
+// Pipes stdin to domain NAME's vTPM command socket (STATE/dom/NAME/vtpm.cmd,
+// root's only) and its answers to stdout: tpm2-tools' `cmd:` TCTI
+// (TPM2TOOLS_TCTI="cmd:axl vtpm-pipe NAME") reaches the vTPM with TPM
+// commands only, no control channel and no TCP port.
+int vtpm_pipe(const HostPaths& p, const std::string& name);
 int driver_kill(const HostPaths& p, const std::string& name, const std::string& signal);
 int inject(const HostPaths& p, const std::string& name, const std::string& fault);
 int driver_restart(const HostPaths& p, const std::string& name);

@@ -57,6 +57,12 @@ int main(int argc, char** argv) {
   auto* vtpms =
       app.add_subcommand("vtpms", "list vTPM domains (one per guest with [vtpm] enabled)");
   state_opt(vtpms);
+  auto* vpipe =
+      app.add_subcommand("vtpm-pipe",
+                         "pipe TPM commands from stdin to a domain's vTPM, answers to stdout "
+                         "(TPM2TOOLS_TCTI=\"cmd:axl vtpm-pipe NAME\")");
+  vpipe->add_option("name", name, "domain")->required();
+  state_opt(vpipe);
   std::string signal = "KILL";
   auto* dkill =
       app.add_subcommand("driver-kill", "send a signal to a driver domain (fault injection)");
@@ -170,6 +176,7 @@ int main(int argc, char** argv) {
   if (*console) return axl::cli::console(paths, name, log_only);
   if (*drivers) return axl::cli::drivers(paths, stats);
   if (*vtpms) return axl::cli::vtpms(paths);
+  if (*vpipe) return axl::cli::vtpm_pipe(paths, name);
   if (*dkill) return driver_kill(paths, name, signal);
   if (*inj) return inject(paths, name, fault);
   if (*drestart) return driver_restart(paths, name);

@@ -39,6 +39,18 @@ constexpr uint64_t kCaps = ctrl::kCapInit | ctrl::kCapShutdown | ctrl::kCapGetTp
                            ctrl::kCapGetStateBlob | ctrl::kCapSetStateBlob | ctrl::kCapStop |
                            ctrl::kCapGetConfig | ctrl::kCapSetDataFd | ctrl::kCapSetBufferSize;
 
+// What the TCP control port (command port + 1) answers: only what the swtpm
+// TCTI of host tools asks and nothing that changes or reveals the TPM's
+// state (no state blobs, no power cycle or shutdown, no locality, no data
+// fd): any local user can reach 127.0.0.1 (docs/architecture.md, "Least
+// privilege on the host").
+constexpr uint64_t kRestrictedCaps =
+    ctrl::kCapGetTpmEstablished | ctrl::kCapCancelTpmCmd | ctrl::kCapGetConfig;
+bool allowed_restricted(ctrl::Cmd c) {
+  return c == ctrl::Cmd::kGetCapability || c == ctrl::Cmd::kGetTpmEstablished ||
+         c == ctrl::Cmd::kCancelTpmCmd || c == ctrl::Cmd::kGetConfig || c == ctrl::Cmd::kGetInfo;
+}
+
 std::optional<StateKind> blob_kind(uint32_t type) {
   if (type == ctrl::kBlobPermanent) return StateKind::kPermanent;
   if (type == ctrl::kBlobVolatile) return StateKind::kVolatile;
@@ -50,7 +62,8 @@ std::optional<StateKind> blob_kind(uint32_t type) {
 // One connected control channel, on the event loop.
 class Connection : public std::enable_shared_from_this<Connection> {
  public:
-  Connection(Server& s, UniqueFd fd) : server_(s), sd_(s.io(), fd.release()) {}
+  Connection(Server& s, UniqueFd fd, bool restricted)
+      : server_(s), sd_(s.io(), fd.release()), restricted_(restricted) {}
   void start() { arm_read(); }
   void close() {
     if (closed_) return;
@@ -116,7 +129,8 @@ class Connection : public std::enable_shared_from_this<Connection> {
       rsp = ctrl::rejection(*bad);
       pending_fd_.reset();
     } else {
-      rsp = server_.handle_ctrl(std::get<ctrl::Request>(parsed), std::move(pending_fd_));
+      rsp =
+          server_.handle_ctrl(std::get<ctrl::Request>(parsed), std::move(pending_fd_), restricted_);
     }
     in_.clear();
     need_ = 0;
@@ -160,6 +174,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
   std::vector<uint8_t> in_;
   size_t need_ = 0;
   UniqueFd pending_fd_;
+  bool restricted_;  // the TCP control port (kRestrictedCaps)
   std::vector<uint8_t> out_;
   size_t out_off_ = 0;
 
@@ -241,10 +256,12 @@ class DataConnection {
 };
 
 struct Server::Listener {
-  Listener(asio::io_context& io, int fd, bool c, bool h) : sd(io, fd), ctrl(c), hand_over(h) {}
+  Listener(asio::io_context& io, int fd, bool c, bool h, bool r)
+      : sd(io, fd), ctrl(c), hand_over(h), restricted(r) {}
   Sd sd;
   bool ctrl;
-  bool hand_over;  // QEMU's control socket: its connections are handed over
+  bool hand_over;   // QEMU's control socket: its connections are handed over
+  bool restricted;  // the TCP control port: kRestrictedCaps only
 };
 
 namespace {
@@ -315,7 +332,8 @@ void Server::forget(Connection* c) {
   std::erase_if(conns_, [c](const auto& p) { return p.get() == c; });
 }
 
-uint64_t Server::add_connection(UniqueFd fd, bool ctrl, bool guest, bool inherited) {
+uint64_t Server::add_connection(UniqueFd fd, bool ctrl, bool guest, bool inherited,
+                                bool restricted) {
   if (!ctrl) {
     ::fcntl(fd.get(), F_SETFL, ::fcntl(fd.get(), F_GETFL) & ~O_NONBLOCK);
     std::lock_guard lock(data_mu_);
@@ -338,14 +356,14 @@ uint64_t Server::add_connection(UniqueFd fd, bool ctrl, bool guest, bool inherit
     return id;
   }
   set_nonblocking(fd.get());
-  auto c = std::make_shared<Connection>(*this, std::move(fd));
+  auto c = std::make_shared<Connection>(*this, std::move(fd), restricted);
   conns_.push_back(c);
   c->start();
   return 0;
 }
 
-void Server::listen_on(UniqueFd fd, bool ctrl, bool hand_over) {
-  listeners_.push_back(std::make_unique<Listener>(io_, fd.release(), ctrl, hand_over));
+void Server::listen_on(UniqueFd fd, bool ctrl, bool hand_over, bool restricted) {
+  listeners_.push_back(std::make_unique<Listener>(io_, fd.release(), ctrl, hand_over, restricted));
   accept_loop(listeners_.back().get());
 }
 
@@ -359,7 +377,7 @@ void Server::accept_loop(Listener* l) {
         ::setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
       }
       if (l->hand_over) hand_over('C', fd);
-      add_connection(UniqueFd(fd), l->ctrl);
+      add_connection(UniqueFd(fd), l->ctrl, false, false, l->restricted);
     } else if (errno != EAGAIN && errno != EINTR && errno != ECONNABORTED) {
       AXL_WARN("accept: %s", strerror(errno));
     }
@@ -434,7 +452,7 @@ Status Server::start(const ServerOptions& o) {
     auto ctl = tcp_listen(o.command_port + 1);
     if (!ctl) return ctl.error();
     listen_on(std::move(cmd.value()), false, false);
-    listen_on(std::move(ctl.value()), true, false);
+    listen_on(std::move(ctl.value()), true, false, true);
   }
   auto inherited = [](int fd, const char* flag) -> Status {
     int type = 0;
@@ -472,14 +490,14 @@ Status Server::start(const ServerOptions& o) {
                                    o.port_ctrl_fd);
       !s)
     return s;
-  auto listen_inherited = [this](int fd, bool ctrl, bool hand_over) {
+  auto listen_inherited = [this](int fd, bool ctrl, bool hand_over, bool restricted = false) {
     if (fd < 0) return;
     ::fcntl(fd, F_SETFD, FD_CLOEXEC);
     set_nonblocking(fd);
-    listen_on(UniqueFd(fd), ctrl, hand_over);
+    listen_on(UniqueFd(fd), ctrl, hand_over, restricted);
   };
   listen_inherited(o.port_command_fd, false, false);
-  listen_inherited(o.port_ctrl_fd, true, false);
+  listen_inherited(o.port_ctrl_fd, true, false, true);
   listen_inherited(o.ctrl_listen_fd, true, true);
   listen_inherited(o.command_listen_fd, false, false);
   if (o.ctrl_fd >= 0) {
@@ -525,9 +543,22 @@ std::optional<std::vector<uint8_t>> Server::take_guest_reply() {
   return engine_.take_guest_reply();
 }
 
-std::vector<uint8_t> Server::handle_ctrl(const ctrl::Request& req, UniqueFd fd) {
+std::vector<uint8_t> Server::handle_ctrl(const ctrl::Request& req, UniqueFd fd, bool restricted) {
   using namespace ctrl;
   const Cmd cmd = command_of(req);
+  // The swtpm TCTI sets locality 0 as it connects: allowed there while it
+  // changes nothing (the locality is the TPM's, shared with the guest).
+  const bool no_op_locality =
+      cmd == Cmd::kSetLocality && std::get<SetLocality>(req).locality == engine_.locality();
+  if (restricted && no_op_locality) return result_only(kSuccess);
+  if (restricted && !allowed_restricted(cmd)) {
+    const uint64_t n = ++restricted_refusals_;
+    if (log::worth_logging(n))
+      AXL_WARN("TCP control port: CMD_%s refused (host tools get TPM commands only; %llu so far)",
+               name(uint32_t(cmd)), static_cast<unsigned long long>(n));
+    return rejection(Rejected{uint32_t(cmd), kBadOrdinal, "refused on the TCP control port"});
+  }
+  if (restricted && cmd == Cmd::kGetCapability) return capability(kRestrictedCaps);
   // Cancelling is meant for a command in progress: it must not wait for it.
   if (cmd == Cmd::kCancelTpmCmd) {
     engine_.cancel();

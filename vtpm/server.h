@@ -68,7 +68,9 @@ class Server {
 
   // Handles one control message (as one read returned it) and says what to
   // send back; `fd` is a descriptor that came with it (SCM_RIGHTS).
-  std::vector<uint8_t> handle_ctrl(const ctrl::Request& req, UniqueFd fd);
+  // `restricted`: it came on the TCP control port, which answers only what
+  // neither changes nor reveals the TPM's state.
+  std::vector<uint8_t> handle_ctrl(const ctrl::Request& req, UniqueFd fd, bool restricted = false);
   // guest: from QEMU's data channel (TpmEngine::execute_guest).
   std::vector<uint8_t> handle_command(std::span<const uint8_t> cmd, bool guest);
   std::optional<std::vector<uint8_t>> take_guest_reply();
@@ -79,12 +81,14 @@ class Server {
   boost::asio::io_context& io() { return io_; }
 
  private:
+  uint64_t restricted_refusals_ = 0;  // loop thread
   struct Listener;
-  void listen_on(UniqueFd fd, bool ctrl, bool hand_over);
+  void listen_on(UniqueFd fd, bool ctrl, bool hand_over, bool restricted = false);
   void hand_over(char tag, int fd);
   void accept_loop(Listener* l);
   // Returns a command stream's id (0 for a control channel).
-  uint64_t add_connection(UniqueFd fd, bool ctrl, bool guest = false, bool inherited = false);
+  uint64_t add_connection(UniqueFd fd, bool ctrl, bool guest = false, bool inherited = false,
+                          bool restricted = false);
   void drop_data(uint64_t id);
 
   boost::asio::io_context& io_;

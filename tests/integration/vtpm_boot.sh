@@ -130,6 +130,11 @@ tpm_cmd() {  # tpm_cmd SOCKET HEX -> response HEX (perl-base is always there)
 rsp=$(tpm_cmd "$D/vtpm.cmd" 8001000000140000017e00000001000b03000200) || die "no answer on vtpm.cmd"
 [ "${rsp:12:8}" = 00000000 ] || die "TPM2_PCR_Read on vtpm.cmd failed: $rsp"
 [ "${rsp: -64}" = "$pcr9" ] || die "PCR 9 read on vtpm.cmd is ${rsp: -64}, expected $pcr9"
+# And tpm2-tools on it, without TCP or a control channel: `axl vtpm-pipe`
+# under the cmd TCTI.
+got=$(in_ns tpm2_pcrread -T "cmd:$AXL --state-dir $T_STATE vtpm-pipe vb" sha256:9 |
+  awk '/9 :/{print tolower($3)}')
+[ "$got" = "0x$pcr9" ] || die "PCR 9 through axl vtpm-pipe is '$got', expected 0x$pcr9"
 axl console vb --log | grep -q '^PCR9-B' && die "guest read its PCRs again before the restart was done (schedule too tight)"
 axl wait vb --timeout 300 >&2 || die "guest script failed"
 [ "$(guest_pcr PCR9-B)" = "$pcr9" ] || die "PCR 9 after the restart is '$(guest_pcr PCR9-B)'"

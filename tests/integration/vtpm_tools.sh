@@ -3,7 +3,8 @@
 # a network namespace of its own): random numbers, PCRs, keys, quotes; state
 # that survives kill -9; sealed state files that hold no plaintext and that
 # refuse tampering, and another vTPM, without being overwritten; a control
-# channel that answers bad input with errors and lives on.
+# channel that answers bad input with errors and lives on, and that on the
+# TCP port refuses whatever would read or change the TPM's state.
 . "$(dirname "$0")/lib.sh"
 if [ "$(id -u)" != 0 ]; then echo "SKIP: needs root (network namespace)"; exit 77; fi
 for t in ip tpm2_getrandom tpm2_quote tpm2_checkquote openssl od; do
@@ -116,6 +117,18 @@ ctrl() {  # ctrl HEX-REQUEST RESPONSE-BYTES: prints the response as hex
 [ "$(ctrl '\x00\x00\x00\x11\x00\x10' 16)" = 00000003000000000000000000000000 ] ||
   die "short SET_BUFFERSIZE not refused"
 [ "$(ctrl '\x00\x00\x00\x01' 8)" != "" ] || die "GET_CAPABILITY unanswered"
+# Any local user reaches the TCP ports: the control port neither reveals nor
+# changes the TPM's state (TPM_BAD_ORDINAL, 0x0a), and a no-op locality is
+# all it sets.
+pcr_before=$(pcr16)
+for req in '\x00\x00\x00\x0c\x00\x00\x00\x00\x00\x00\x00\x01\x00\x00\x00\x00' \
+  '\x00\x00\x00\x03' '\x00\x00\x00\x05\x03' '\x00\x00\x00\x02\x00\x00\x00\x00' \
+  '\x00\x00\x00\x0e' '\x00\x00\x00\x10' '\x00\x00\x00\x0a'; do
+  [ "$(ctrl "$req" 4)" = 0000000a ] || die "control request $req answered on the TCP port: $(ctrl "$req" 4)"
+done
+[ "$(ctrl '\x00\x00\x00\x05\x00' 4)" = 00000000 ] || die "the no-op SET_LOCALITY 0 was refused"
+[ "$(pcr16)" = "$pcr_before" ] || die "PCR 16 changed under refused control requests"
+grep -q "TCP control port: CMD_GET_STATEBLOB refused" "$T_DIR/vtpm.log" || die "the refusal is not logged"
 # A TPM command claiming 1 MiB is refused with TPM_RC_COMMAND_SIZE.
 rsp=$(in_ns bash -c "exec 3<>/dev/tcp/127.0.0.1/$PORT; printf '\x80\x01\x00\x10\x00\x00\x00\x00\x01\x7b' >&3;
                      timeout 5 head -c 10 <&3 | od -An -tx1 | tr -d ' \n'")
