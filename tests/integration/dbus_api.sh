@@ -90,6 +90,26 @@ for _ in $(seq 600); do
 done
 console_has dbg FIRST-SHA256 || die "guest did not read its disk"
 
+# Methods that change state check their caller, on this private bus too:
+# uid 65534 may read, not destroy, kill or restart (AccessDenied), and
+# nothing changes.
+chmod 0711 "$T_DIR"
+nobody_bus() {  # METHOD ARGS... as dbus-send takes them; prints the reply or the error
+  setpriv --reuid=65534 --regid=65534 --clear-groups \
+    dbus-send --bus="$BUS" --print-reply --dest=org.axolotl /org/axolotl/Manager1 \
+    "org.axolotl.Manager1.$1" "${@:2}" 2>&1
+}
+nobody_bus ListDomains | grep -q '"dbg"' || die "uid 65534 cannot read the domains"
+for call in "DestroyDomain string:dbg" "KillDriver string:blk0 string:KILL" \
+  "RestartDriver string:blk0" "CreateDomain string:$T_DIR/guest.toml"; do
+  # shellcheck disable=SC2086
+  err=$(nobody_bus $call) && die "uid 65534 was allowed $call: $err"
+  grep -q "AccessDenied: .* root only (caller uid 65534)" <<<"$err" || die "$call by uid 65534: $err"
+done
+chmod 0700 "$T_DIR"
+manager call ListDomains | grep -q '"dbg" [0-9]* "running"' || die "dbg changed: $(manager call ListDomains)"
+grep -q "dbus: DestroyDomain from uid 65534 refused" "$T_STATE/supervisor.log" || die "refusal not logged"
+
 # axl itself as a client of the API.
 abus() { "$AXL" --bus "$BUS" "$@"; }
 abus drivers | grep -q "^bad0 .* failed .*crash: killed by Aborted" || die "axl --bus drivers: $(abus drivers)"
