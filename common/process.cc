@@ -4,10 +4,14 @@
 #include <fcntl.h>
 #include <grp.h>
 #include <limits.h>
+#include <linux/capability.h>
+#include <linux/securebits.h>
 #include <poll.h>
 #include <sched.h>
 #include <signal.h>
 #include <string.h>
+#include <sys/mount.h>
+#include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
@@ -43,13 +47,52 @@ struct ExecPlan {
   int sync_fd = -1;
   int sync_peer = -1;
   char* pid_slot = nullptr;
-  int exe_fd = -1;  // confined: exec this fd (the path may not be reachable)
+  int exe_fd = -1;               // confined: exec this fd (the path may not be reachable)
+  bool drop_privileges = false;  // SpawnOptions::drop_privileges
   // Confined only: directories to open in the new mount namespace, and the
   // child fd each goes to (SandboxSpec::mount_sources).
   const char* source_paths[kMaxFds] = {};
   int source_fds[kMaxFds] = {};
   size_t nsources = 0;
 };
+
+// SpawnOptions::drop_privileges, in the child (no allocation).  False, with
+// the reason written to `log`, if any step failed: the child must not run
+// with more than it was meant to.
+bool drop_privileges_now(int log) {
+  if (::unshare(CLONE_NEWNET | CLONE_NEWIPC | CLONE_NEWUTS | CLONE_NEWNS) != 0) {
+    dprintf(log, "drop privileges: unshare: %s\n", strerror(errno));
+    return false;
+  }
+  // Mounts made on either side stay there (the child can make none anyway).
+  if (::mount(nullptr, "/", nullptr, MS_REC | MS_SLAVE, nullptr) != 0) {
+    dprintf(log, "drop privileges: mount: %s\n", strerror(errno));
+    return false;
+  }
+  if (::prctl(PR_SET_SECUREBITS,
+              SECBIT_NOROOT | SECBIT_NOROOT_LOCKED | SECBIT_NO_SETUID_FIXUP |
+                  SECBIT_NO_SETUID_FIXUP_LOCKED | SECBIT_KEEP_CAPS_LOCKED,
+              0, 0, 0) != 0) {
+    dprintf(log, "drop privileges: securebits: %s\n", strerror(errno));
+    return false;
+  }
+  for (int cap = 0; cap <= 63; ++cap) {
+    if (::prctl(PR_CAPBSET_DROP, cap, 0, 0, 0) != 0 && errno != EINVAL) {
+      dprintf(log, "drop privileges: bounding set: %s\n", strerror(errno));
+      return false;
+    }
+  }
+  ::prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0);
+  struct __user_cap_header_struct hdr {
+    _LINUX_CAPABILITY_VERSION_3, 0
+  };
+  struct __user_cap_data_struct data[2] = {};
+  if (::syscall(SYS_capset, &hdr, data) != 0 || ::prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0) {
+    dprintf(log, "drop privileges: %s\n", strerror(errno));
+    return false;
+  }
+  return true;
+}
 
 void put_digits(char* slot, long v) {
   char tmp[kPidDigits];
@@ -88,6 +131,7 @@ void put_digits(char* slot, long v) {
     if (p.pid_slot) put_digits(p.pid_slot, host_pid);
   }
   if (p.new_session) ::setsid();
+  if (p.drop_privileges && !drop_privileges_now(p.log_fd >= 0 ? p.log_fd : 2)) _exit(126);
   // What a child creates (QEMU's console log and sockets, a driver's files)
   // is its owner's only, whatever umask the host was started with.
   ::umask(0077);
@@ -287,6 +331,7 @@ Result<Child> spawn(const SpawnOptions& o) {
   plan.log_fd = log.get();
   plan.new_session = o.new_session;
   if (o.sandbox) return spawn_confined(o, plan, pid_slot.data());
+  plan.drop_privileges = o.drop_privileges;
   plan.cgroup_fds = o.join_cgroup_fds.data();
   plan.ncgroup_fds = o.join_cgroup_fds.size();
   pid_t pid = ::fork();

@@ -47,6 +47,13 @@ struct SpawnOptions {
   // cgroup.procs files (opened by the parent) the child joins by writing "0"
   // right after fork, before it runs anything of its own.
   std::vector<int> join_cgroup_fds;
+  // Unconfined children only: before exec the child leaves the host's
+  // network, IPC, UTS and mount namespaces (it keeps the filesystem: Unix
+  // sockets and files by path), gives up every capability for good (the
+  // bounding set is emptied and SECBIT_NOROOT locked, so root gets none back
+  // at exec) and sets no_new_privs.  For a program that needs nothing
+  // privileged, such as QEMU (docs/architecture.md, "Least privilege").
+  bool drop_privileges = false;
   // Set: spawn confined (see SandboxSpec); the cgroups are then joined by the
   // parent writing the child's PID before the child runs on.
   std::optional<SandboxSpec> sandbox;

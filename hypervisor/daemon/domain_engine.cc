@@ -485,6 +485,8 @@ void DomainEngine::create_spawn(Domain* d) {
   so.argv = qemu_argv(qs);
   so.log_path = d->dir + "/qemu.log";
   so.new_session = true;
+  // No capabilities, no network, IPC or UTS namespace of the host's.
+  so.drop_privileges = true;
   auto child = proc::spawn(so);
   if (!child) return create_failed(d, child.error());
   d->qemu = std::move(child).value();

@@ -20,7 +20,12 @@ std::vector<std::string> qemu_argv(const QemuSpec& s) {
       "-m", mem, "-smp", std::to_string(s.vcpus), "-nodefaults", "-no-user-config", "-display",
       "none", "-monitor", "none", "-no-reboot", "-chardev",
       "socket,id=ser0,path=" + s.console_socket + ",server=on,wait=off,logfile=" + s.console_log,
-      "-serial", "chardev:ser0"};
+      "-serial", "chardev:ser0",
+      // QEMU's own seccomp filter: no obsolete system calls, no privilege
+      // changes, no processes spawned, no scheduler or rlimit changes (TCG
+      // is no security boundary; this and the dropped capabilities and
+      // namespaces of the spawn are, docs/architecture.md).
+      "-sandbox", "on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny"};
   // The vIOMMU comes before the PCI devices it translates for.
   // device-iotlb=on + ats=on: the guest invalidates the device's IOTLB, and
   // QEMU forwards those invalidations to the vhost-user back-end.

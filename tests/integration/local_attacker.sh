@@ -7,6 +7,8 @@
 # - on a running host the state dir and every domain dir are 0700, the
 #   control, driver and vhost-user sockets and the guest's files 0600,
 #   whatever the umask;
+# - QEMU runs with no capability, its seccomp filter, no_new_privs and
+#   namespaces of its own;
 # - an unprivileged uid (setpriv) cannot use `axl`, and even with the
 #   sockets' modes opened up the daemons refuse it by SO_PEERCRED;
 # - a second hello under a live driver's name is refused: the guest's NIC
@@ -70,6 +72,23 @@ for f in hv.sock supervisor.sock drivers.sock dom/la/dev0.sock dom/la/console.lo
   [ "$(mode "$T_STATE/$f")" = 600 ] || die "$f is $(mode "$T_STATE/$f"), not 600"
 done
 log "modes: state dir and domain dir 0700, sockets and guest files 0600"
+
+# QEMU, as /proc shows it while the guest runs: no capability at all (none
+# to regain), its own seccomp filter, no_new_privs, and namespaces of its
+# own for network, IPC, UTS and mounts.
+qemu=$(axl list | awk '$1=="la"{print $7}')
+hv=$(cat "$T_STATE/hv.pid")
+status() { awk -v k="$2:" '$1==k{print $2}' "/proc/$1/status"; }
+for k in CapInh CapPrm CapEff CapBnd CapAmb; do
+  [ "$(status "$qemu" $k)" = 0000000000000000 ] || die "QEMU's $k is $(status "$qemu" $k)"
+done
+[ "$(status "$qemu" Seccomp)" = 2 ] || die "QEMU runs without its seccomp filter"
+[ "$(status "$qemu" NoNewPrivs)" = 1 ] || die "QEMU may gain privileges"
+for ns in net ipc uts mnt; do
+  [ "$(readlink "/proc/$qemu/ns/$ns")" != "$(readlink "/proc/$hv/ns/$ns")" ] ||
+    die "QEMU shares the hypervisor's $ns namespace"
+done
+log "QEMU (pid $qemu): no capabilities, seccomp, no_new_privs, own net/ipc/uts/mnt namespaces"
 
 nobody() { ip netns exec "$T_NS" setpriv --reuid=65534 --regid=65534 --clear-groups "$@"; }
 if nobody "$AXL" --state-dir "$T_STATE" list >/dev/null 2>&1; then die "uid 65534 listed the domains"; fi
