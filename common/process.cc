@@ -21,6 +21,7 @@
 #include <cstdint>
 #include <cstdlib>
 #include <fstream>
+#include <iterator>
 #include <sstream>
 
 #include "common/log.h"
@@ -49,6 +50,11 @@ struct ExecPlan {
   char* pid_slot = nullptr;
   int exe_fd = -1;               // confined: exec this fd (the path may not be reachable)
   bool drop_privileges = false;  // SpawnOptions::drop_privileges
+  bool switch_ids = false;       // SpawnOptions::run_as
+  uid_t uid = 0;
+  gid_t gid = 0;
+  gid_t groups[8] = {};
+  size_t ngroups = 0;
   // Confined only: directories to open in the new mount namespace, and the
   // child fd each goes to (SandboxSpec::mount_sources).
   const char* source_paths[kMaxFds] = {};
@@ -59,7 +65,7 @@ struct ExecPlan {
 // SpawnOptions::drop_privileges, in the child (no allocation).  False, with
 // the reason written to `log`, if any step failed: the child must not run
 // with more than it was meant to.
-bool drop_privileges_now(int log) {
+bool drop_privileges_now(const ExecPlan& p, int log) {
   if (::unshare(CLONE_NEWNET | CLONE_NEWIPC | CLONE_NEWUTS | CLONE_NEWNS) != 0) {
     dprintf(log, "drop privileges: unshare: %s\n", strerror(errno));
     return false;
@@ -83,6 +89,14 @@ bool drop_privileges_now(int log) {
     }
   }
   ::prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0);
+  // NO_SETUID_FIXUP keeps the capabilities over the id change: they are
+  // cleared just after, explicitly.
+  if (p.switch_ids &&
+      (::setgroups(p.ngroups, p.groups) != 0 || ::setresgid(p.gid, p.gid, p.gid) != 0 ||
+       ::setresuid(p.uid, p.uid, p.uid) != 0)) {
+    dprintf(log, "drop privileges: cannot become uid %d: %s\n", int(p.uid), strerror(errno));
+    return false;
+  }
   struct __user_cap_header_struct hdr {
     _LINUX_CAPABILITY_VERSION_3, 0
   };
@@ -131,7 +145,7 @@ void put_digits(char* slot, long v) {
     if (p.pid_slot) put_digits(p.pid_slot, host_pid);
   }
   if (p.new_session) ::setsid();
-  if (p.drop_privileges && !drop_privileges_now(p.log_fd >= 0 ? p.log_fd : 2)) _exit(126);
+  if (p.drop_privileges && !drop_privileges_now(p, p.log_fd >= 0 ? p.log_fd : 2)) _exit(126);
   // What a child creates (QEMU's console log and sockets, a driver's files)
   // is its owner's only, whatever umask the host was started with.
   ::umask(0077);
@@ -332,6 +346,14 @@ Result<Child> spawn(const SpawnOptions& o) {
   plan.new_session = o.new_session;
   if (o.sandbox) return spawn_confined(o, plan, pid_slot.data());
   plan.drop_privileges = o.drop_privileges;
+  if (o.run_as) {
+    if (!o.drop_privileges || o.groups.size() > std::size(plan.groups))
+      return make_error("spawn: run_as needs drop_privileges and at most 8 groups");
+    plan.switch_ids = true;
+    plan.uid = o.run_as->first;
+    plan.gid = o.run_as->second;
+    for (gid_t g : o.groups) plan.groups[plan.ngroups++] = g;
+  }
   plan.cgroup_fds = o.join_cgroup_fds.data();
   plan.ncgroup_fds = o.join_cgroup_fds.size();
   pid_t pid = ::fork();

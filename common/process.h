@@ -54,6 +54,10 @@ struct SpawnOptions {
   // at exec) and sets no_new_privs.  For a program that needs nothing
   // privileged, such as QEMU (docs/architecture.md, "Least privilege").
   bool drop_privileges = false;
+  // With drop_privileges: the ids the child runs as (uid, gid, and at most
+  // 8 supplementary groups); unset: it stays root, without capabilities.
+  std::optional<std::pair<uid_t, gid_t>> run_as;
+  std::vector<gid_t> groups;
   // Set: spawn confined (see SandboxSpec); the cgroups are then joined by the
   // parent writing the child's PID before the child runs on.
   std::optional<SandboxSpec> sandbox;

@@ -7,6 +7,8 @@
 // device, not the driver, owns every guest-visible state (virtqueue indices,
 // features, in-flight table), so a driver can be replaced under it.
 #pragma once
+#include <sys/types.h>
+
 #include <array>
 #include <cstdint>
 #include <functional>
@@ -63,6 +65,8 @@ class GuestDevice {
   virtual ~GuestDevice() = default;  // stops the thread, closes and unlinks the socket
   // Creates the listening socket (it exists when this returns) and starts the thread.
   virtual Status start() = 0;
+  // The uid and gid QEMU runs as (set before start()).
+  virtual void set_front_end(uid_t uid, gid_t gid) = 0;
   // Keeps the device's vhost-user session for a successor of this process
   // (hypervisor/io/vhost_user/session.h); set before start() or resume().
   virtual void set_keeper(std::unique_ptr<vhost_user::SessionKeeper> keeper) = 0;

@@ -43,11 +43,13 @@ void attach_channel(DriverConnection& drv, const DeviceRequest& req,
 Result<BoundDevice> make_bound_device(const std::string& socket, const DeviceRequest& req,
                                       ChannelGrant grant, int owner_pid, DeviceSupervision sup,
                                       std::unique_ptr<vhost_user::SessionKeeper> keeper,
-                                      std::optional<vhost_user::KeptSession> kept) {
+                                      std::optional<vhost_user::KeptSession> kept,
+                                      std::pair<uid_t, gid_t> front_end) {
   BoundDevice b;
   b.device_id = grant.device_id;
   sup.owner = owner_pid;
   b.device = device_kind(req.kind).make(socket, req, std::move(grant.end), std::move(sup));
+  b.device->set_front_end(front_end.first, front_end.second);
   if (keeper) b.device->set_keeper(std::move(keeper));
   auto s = kept ? b.device->resume(std::move(*kept)) : b.device->start();
   if (!s) {

@@ -47,6 +47,7 @@ void attach_channel(DriverConnection& drv, const DeviceRequest& req,
 Result<BoundDevice> make_bound_device(const std::string& socket, const DeviceRequest& req,
                                       ChannelGrant grant, int owner_pid, DeviceSupervision sup,
                                       std::unique_ptr<vhost_user::SessionKeeper> keeper = nullptr,
-                                      std::optional<vhost_user::KeptSession> kept = std::nullopt);
+                                      std::optional<vhost_user::KeptSession> kept = std::nullopt,
+                                      std::pair<uid_t, gid_t> front_end = {0, 0});
 
 }  // namespace axl::hv

@@ -1,10 +1,13 @@
 #include "hypervisor/daemon/domain_engine.h"
 
 #include <fcntl.h>
+#include <grp.h>
 #include <signal.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
+#include <sys/un.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -16,6 +19,7 @@
 #include "common/fs.h"
 #include "common/kv_record.h"
 #include "common/log.h"
+#include "common/wire.h"
 #include "driverdom/blk/image.h"
 #include "hypervisor/daemon/device_binding.h"
 #include "hypervisor/daemon/qemu_cmdline.h"
@@ -298,7 +302,8 @@ void DomainEngine::attach_next(Domain* d, const std::shared_ptr<Requests>& reqs,
     if (d->adopting && i < d->adopting->sessions.size())
       kept = std::exchange(d->adopting->sessions[i], std::nullopt);
     auto b = make_bound_device(sock, req, std::move(g).value(), cur->instance_pid(),
-                               supervision_for(driver_name), keeper_for(*d, i), std::move(kept));
+                               supervision_for(driver_name), keeper_for(*d, i), std::move(kept),
+                               {d->qemu_uid(), d->qemu_uid()});
     if (!b) {
       cur->detach(device_id);
       return create_failed(d, b.error());
@@ -466,6 +471,27 @@ void DomainEngine::create_attach(Domain* d) {
   attach_next(d, reqs, 0);
 }
 
+namespace {
+// A listening stream socket at `path`, 0600 (QEMU gets the fd).
+Result<UniqueFd> stream_listen(const std::string& path) {
+  UniqueFd s(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
+  if (!s) return make_error(std::string("socket: ") + strerror(errno));
+  if (auto b = wire::bind_private(s.get(), path); !b) return b.error();
+  if (::listen(s.get(), 4) != 0) return make_error("listen " + path + ": " + strerror(errno));
+  return s;
+}
+Result<UniqueFd> stream_connect(const std::string& path) {
+  sockaddr_un a{};
+  a.sun_family = AF_UNIX;
+  if (path.size() >= sizeof a.sun_path) return make_error("socket path too long: " + path);
+  memcpy(a.sun_path, path.c_str(), path.size() + 1);
+  UniqueFd s(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
+  if (!s || ::connect(s.get(), reinterpret_cast<sockaddr*>(&a), sizeof a) != 0)
+    return make_error("cannot connect to " + path + ": " + strerror(errno));
+  return s;
+}
+}  // namespace
+
 void DomainEngine::create_spawn(Domain* d) {
   if (d->adopting) return adopt_finish(d);
   QemuSpec qs{d->qemu_binary,      d->cfg.name,      d->accel,  d->cfg.memory_mib,
@@ -482,11 +508,75 @@ void DomainEngine::create_spawn(Domain* d) {
   for (size_t i = 0; i < d->cfg.disks.size() && i < qs.devices.size(); ++i)
     qs.devices[i].boot = d->cfg.disks[i].boot;
   proc::SpawnOptions so;
+  // QEMU runs as a uid of its own (Domain::qemu_uid), which can reach no
+  // path in the state dir: everything it uses is handed to it as an fd.
+  // Sockets it listens on are made here; the vTPM's control channel is
+  // connected here; files (the console log, the variable store, kernel and
+  // initrd) and the vhost-user sockets it connects to (and reconnects to)
+  // are reached through /proc/self/fd/N, which checks the file's own
+  // permissions, never the directories' (docs/architecture.md).
+  const uid_t u = d->qemu_uid();
+  std::vector<UniqueFd> held;
+  auto give = [&](UniqueFd fd) {
+    const int n = 3 + int(held.size());
+    so.fds.emplace_back(fd.get(), n);
+    held.push_back(std::move(fd));
+    return n;
+  };
+  auto by_fd = [](int n) { return "/proc/self/fd/" + std::to_string(n); };
+  auto open_for_qemu = [&](const std::string& path, int flags, bool own) -> Result<int> {
+    UniqueFd f(::open(path.c_str(), flags | O_NOFOLLOW | O_CLOEXEC, 0600));
+    if (!f) return make_error("cannot open " + path + ": " + strerror(errno));
+    if (own && ::fchown(f.get(), u, u) != 0)
+      return make_error("cannot chown " + path + ": " + strerror(errno));
+    return give(std::move(f));
+  };
+  for (auto [path, fdp] :
+       {std::pair{qs.console_socket, &qs.console_fd}, std::pair{qs.agent_socket, &qs.agent_fd},
+        std::pair{qs.qmp_socket, &qs.qmp_fd}}) {
+    auto l = stream_listen(path);
+    if (!l) return create_failed(d, l.error());
+    *fdp = give(std::move(l).value());
+  }
+  if (!qs.tpm_socket.empty()) {
+    auto c = stream_connect(qs.tpm_socket);
+    if (!c) return create_failed(d, make_error("vTPM: " + c.error().message));
+    qs.tpm_fd = give(std::move(c).value());
+  }
+  auto log = open_for_qemu(qs.console_log, O_WRONLY | O_CREAT | O_TRUNC, true);
+  if (!log) return create_failed(d, log.error());
+  qs.console_log = by_fd(*log);
+  if (!qs.nvram.empty()) {
+    auto n = open_for_qemu(qs.nvram, O_RDWR, true);
+    if (!n) return create_failed(d, n.error());
+    qs.nvram = by_fd(*n);
+  }
+  if (qs.firmware.empty()) {
+    // The bundled kernel and initrd are world-readable; the domain's own
+    // initrd (with its script) becomes QEMU's to read, and only QEMU's.
+    const bool own_initrd = qs.initrd != d->cfg.initrd;
+    if (own_initrd && ::chmod(qs.initrd.c_str(), 0400) != 0)
+      return create_failed(d, make_error("cannot chmod " + qs.initrd + ": " + strerror(errno)));
+    auto k = open_for_qemu(qs.kernel, O_RDONLY, false);
+    auto i = k ? open_for_qemu(qs.initrd, O_RDONLY, own_initrd) : k;
+    if (!k || !i) return create_failed(d, (!k ? k : i).error());
+    qs.kernel = by_fd(*k);
+    qs.initrd = by_fd(*i);
+  }
+  for (auto& dev : qs.devices) {
+    auto p = open_for_qemu(dev.socket, O_PATH, false);
+    if (!p) return create_failed(d, p.error());
+    dev.socket = by_fd(*p);
+  }
   so.argv = qemu_argv(qs);
   so.log_path = d->dir + "/qemu.log";
   so.new_session = true;
-  // No capabilities, no network, IPC or UTS namespace of the host's.
+  // No capabilities, no network, IPC, UTS or mount namespace of the host's,
+  // and its own uid (with the kvm group for /dev/kvm).
   so.drop_privileges = true;
+  so.run_as = {u, u};
+  if (d->accel == "kvm")
+    if (const group* g = ::getgrnam("kvm")) so.groups.push_back(g->gr_gid);
   auto child = proc::spawn(so);
   if (!child) return create_failed(d, child.error());
   d->qemu = std::move(child).value();

@@ -109,6 +109,11 @@ struct Domain {
   };
   std::unique_ptr<Adoption> adopting;
 
+  // The uid (and gid) its QEMU runs as: one of its own per domain, used by
+  // nothing else on the host (kQemuIdBase + id).
+  static constexpr uid_t kQemuIdBase = 0x0a000000;
+  uid_t qemu_uid() const { return kQemuIdBase + id; }
+
   std::string console_log() const { return dir + "/console.log"; }
   std::string console_socket() const { return dir + "/console.sock"; }
   std::string agent_socket() const { return dir + "/agent.sock"; }

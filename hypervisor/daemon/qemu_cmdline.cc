@@ -10,6 +10,9 @@ namespace axl::hv {
 
 std::vector<std::string> qemu_argv(const QemuSpec& s) {
   const std::string mem = std::to_string(s.memory_mib) + "M";
+  auto where = [](int fd, const std::string& path) {
+    return fd >= 0 ? "fd=" + std::to_string(fd) : "path=" + path;
+  };
   std::vector<std::string> a = {
       s.qemu, "-name", s.name, "-accel", s.accel,
       // vhost-user needs guest RAM in a shareable fd.
@@ -19,7 +22,8 @@ std::vector<std::string> qemu_argv(const QemuSpec& s) {
       "-machine", std::string("q35,memory-backend=mem") + (s.iommu ? ",kernel-irqchip=split" : ""),
       "-m", mem, "-smp", std::to_string(s.vcpus), "-nodefaults", "-no-user-config", "-display",
       "none", "-monitor", "none", "-no-reboot", "-chardev",
-      "socket,id=ser0,path=" + s.console_socket + ",server=on,wait=off,logfile=" + s.console_log,
+      "socket,id=ser0," + where(s.console_fd, s.console_socket) +
+          ",server=on,wait=off,logfile=" + s.console_log,
       "-serial", "chardev:ser0",
       // QEMU's own seccomp filter: no obsolete system calls, no privilege
       // changes, no processes spawned, no scheduler or rlimit changes (TCG
@@ -45,16 +49,19 @@ std::vector<std::string> qemu_argv(const QemuSpec& s) {
     // No reconnect option: the tpm-emulator backend connects once, at
     // start; a restarted vTPM inherits this very connection (supervisor/
     // vtpm_manager.h).  tpm-crb: the guest kernel's TCG_CRB is built in.
-    a.insert(a.end(), {"-chardev", "socket,id=chrtpm,path=" + s.tpm_socket, "-tpmdev",
+    a.insert(a.end(), {"-chardev", "socket,id=chrtpm," + where(s.tpm_fd, s.tpm_socket), "-tpmdev",
                        "emulator,id=tpm0,chardev=chrtpm", "-device", "tpm-crb,tpmdev=tpm0"});
   }
   if (!s.agent_socket.empty())
-    a.insert(a.end(), {"-chardev", "socket,id=qga0,path=" + s.agent_socket + ",server=on,wait=off",
-                       "-device", "virtio-serial-pci,id=vser0" + viommu, "-device",
-                       "virtserialport,bus=vser0.0,chardev=qga0,name=org.qemu.guest_agent.0"});
+    a.insert(
+        a.end(),
+        {"-chardev", "socket,id=qga0," + where(s.agent_fd, s.agent_socket) + ",server=on,wait=off",
+         "-device", "virtio-serial-pci,id=vser0" + viommu, "-device",
+         "virtserialport,bus=vser0.0,chardev=qga0,name=org.qemu.guest_agent.0"});
   if (!s.qmp_socket.empty())
-    a.insert(a.end(), {"-chardev", "socket,id=qmp0,path=" + s.qmp_socket + ",server=on,wait=off",
-                       "-mon", "chardev=qmp0,mode=control"});
+    a.insert(a.end(),
+             {"-chardev", "socket,id=qmp0," + where(s.qmp_fd, s.qmp_socket) + ",server=on,wait=off",
+              "-mon", "chardev=qmp0,mode=control"});
   if (s.firmware == "uefi") {
     a.insert(a.end(), {"-drive", "if=pflash,format=raw,unit=0,readonly=on,file=" + s.ovmf_code,
                        "-drive", "if=pflash,format=raw,unit=1,file=" + s.nvram});

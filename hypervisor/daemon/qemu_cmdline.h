@@ -42,6 +42,11 @@ struct QemuSpec {
   // QMP monitor, each a Unix socket QEMU listens on for the hypervisor;
   // empty: none.
   std::string agent_socket{}, qmp_socket{};
+  // When set (>= 0): QEMU's fd number of a socket the hypervisor made for
+  // it, used instead of the path above (`fd=N`): the listening console,
+  // agent and QMP sockets, the connected vTPM control channel.  QEMU then
+  // needs no access to the paths (it runs as a uid of its own).
+  int console_fd = -1, agent_fd = -1, qmp_fd = -1, tpm_fd = -1;
 };
 
 std::vector<std::string> qemu_argv(const QemuSpec& s);

@@ -66,6 +66,7 @@ class HostedDevice final : public GuestDevice {
     });
   }
   Status start() override { return server_.start(); }
+  void set_front_end(uid_t uid, gid_t gid) override { server_.set_front_end(uid, gid); }
   void set_keeper(std::unique_ptr<vhost_user::SessionKeeper> keeper) override {
     keeper_ = std::move(keeper);
     server_.set_keeper(keeper_.get());

@@ -7,8 +7,8 @@
 # - on a running host the state dir and every domain dir are 0700, the
 #   control, driver and vhost-user sockets and the guest's files 0600,
 #   whatever the umask;
-# - QEMU runs with no capability, its seccomp filter, no_new_privs and
-#   namespaces of its own;
+# - QEMU runs as a uid of its own, with no capability, its seccomp filter,
+#   no_new_privs and namespaces of its own;
 # - an unprivileged uid (setpriv) cannot use `axl`, and even with the
 #   sockets' modes opened up the daemons refuse it by SO_PEERCRED;
 # - a second hello under a live driver's name is refused: the guest's NIC
@@ -68,17 +68,29 @@ mode() { stat -c %a "$1"; }
 [ "$(mode "$T_STATE")" = 700 ] || die "state dir is $(mode "$T_STATE")"
 [ "$(mode "$T_STATE/dom/la")" = 700 ] || die "domain dir is $(mode "$T_STATE/dom/la")"
 for f in hv.sock supervisor.sock drivers.sock dom/la/dev0.sock dom/la/console.log dom/la/qemu.log \
-  dom/la/initrd.img hv.log supervisor.log; do
+  dom/la/console.sock dom/la/qmp.sock dom/la/agent.sock hv.log supervisor.log; do
   [ "$(mode "$T_STATE/$f")" = 600 ] || die "$f is $(mode "$T_STATE/$f"), not 600"
 done
+[ "$(mode "$T_STATE/dom/la/initrd.img")" = 400 ] || die "the domain's initrd is $(mode "$T_STATE/dom/la/initrd.img")"
 log "modes: state dir and domain dir 0700, sockets and guest files 0600"
 
-# QEMU, as /proc shows it while the guest runs: no capability at all (none
-# to regain), its own seccomp filter, no_new_privs, and namespaces of its
-# own for network, IPC, UTS and mounts.
+# QEMU, as /proc shows it while the guest runs: a uid and gid of its own
+# (0x0a000000 + the domain's id) owning only what it needs (the vhost-user
+# socket it connects to, its console log, its initrd), no capability at all
+# (none to regain), its own seccomp filter, no_new_privs, and namespaces of
+# its own for network, IPC, UTS and mounts.
 qemu=$(axl list | awk '$1=="la"{print $7}')
 hv=$(cat "$T_STATE/hv.pid")
 status() { awk -v k="$2:" '$1==k{print $2}' "/proc/$1/status"; }
+want=$((0x0a000000 + $(axl list | awk '$1=="la"{print $2}')))
+for k in Uid Gid; do
+  [ "$(awk -v k="$k:" '$1==k{print $2, $3, $4, $5}' "/proc/$qemu/status")" = "$want $want $want $want" ] ||
+    die "QEMU's $k is $(grep "^$k:" "/proc/$qemu/status"), not $want"
+done
+for f in dev0.sock console.log initrd.img; do
+  [ "$(stat -c %u "$T_STATE/dom/la/$f")" = "$want" ] || die "$f is not owned by QEMU's uid $want"
+done
+[ "$(stat -c %u "$T_STATE/dom/la")" = 0 ] || die "the domain dir is not root's"
 for k in CapInh CapPrm CapEff CapBnd CapAmb; do
   [ "$(status "$qemu" $k)" = 0000000000000000 ] || die "QEMU's $k is $(status "$qemu" $k)"
 done
@@ -88,7 +100,7 @@ for ns in net ipc uts mnt; do
   [ "$(readlink "/proc/$qemu/ns/$ns")" != "$(readlink "/proc/$hv/ns/$ns")" ] ||
     die "QEMU shares the hypervisor's $ns namespace"
 done
-log "QEMU (pid $qemu): no capabilities, seccomp, no_new_privs, own net/ipc/uts/mnt namespaces"
+log "QEMU (pid $qemu): uid $want, no capabilities, seccomp, no_new_privs, own net/ipc/uts/mnt namespaces"
 
 nobody() { ip netns exec "$T_NS" setpriv --reuid=65534 --regid=65534 --clear-groups "$@"; }
 if nobody "$AXL" --state-dir "$T_STATE" list >/dev/null 2>&1; then die "uid 65534 listed the domains"; fi

@@ -83,6 +83,11 @@ Status Server::start() {
   UniqueFd s(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
   if (!s) return make_error(std::string("socket: ") + strerror(errno));
   if (auto b = wire::bind_private(s.get(), path_); !b) return b.error();
+  if (fe_uid_ != 0 && ::lchown(path_.c_str(), fe_uid_, fe_gid_) != 0) {
+    const int e = errno;
+    ::unlink(path_.c_str());
+    return make_error("chown " + path_ + ": " + strerror(e));
+  }
   if (::listen(s.get(), 4) < 0) {
     ::unlink(path_.c_str());
     return make_error(std::string("listen: ") + strerror(errno));
@@ -191,9 +196,9 @@ void Server::run() {
           int c = ::accept4(listen_.get(), nullptr, nullptr, SOCK_CLOEXEC);
           if (c < 0) break;
           int uid = -1, pid = -1;
-          if (!wire::peer_trusted(c, &uid, &pid)) {
-            // Only QEMU, which runs as root (or as this daemon's user), is
-            // the front-end; the socket's mode keeps others out already.
+          if (!wire::peer_trusted(c, &uid, &pid) && !(fe_uid_ != 0 && uid == int(fe_uid_))) {
+            // Only QEMU, as the uid it was given (or root), is the
+            // front-end; the socket's owner and mode keep others out already.
             AXL_WARN("vhost-user %s: connection from uid %d (pid %d) refused", path_.c_str(), uid,
                      pid);
             ::close(c);

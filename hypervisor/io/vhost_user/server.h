@@ -4,6 +4,8 @@
 // own fds (channel doorbell) and a stop eventfd, all in one poll loop.  On
 // disconnect it goes back to accepting; the device state survives.
 #pragma once
+#include <sys/types.h>
+
 #include <atomic>
 #include <deque>
 #include <functional>
@@ -30,6 +32,13 @@ class Server {
 
   // The socket exists and listens when this returns.
   Status start();
+  // The uid QEMU runs as (one of its own per domain): the socket is made
+  // its (0600) before it listens, and a connection is taken from it or
+  // root only.  Set before start().
+  void set_front_end(uid_t uid, gid_t gid) {
+    fe_uid_ = uid;
+    fe_gid_ = gid;
+  }
   // Where the session is kept for a successor (session.h); set before
   // start() or resume().
   void set_keeper(SessionKeeper* k) {
@@ -56,6 +65,8 @@ class Server {
   void drop_connection(const char* why);
   void start_thread();
   SessionKeeper* keeper_ = nullptr;
+  uid_t fe_uid_ = 0;
+  gid_t fe_gid_ = 0;
 
   std::string path_;
   Backend& backend_;
