@@ -376,7 +376,13 @@ void Server::accept_loop(Listener* l) {
         int one = 1;
         ::setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
       }
-      if (l->hand_over) hand_over('C', fd);
+      // QEMU connects once; that connection is the one a successor must
+      // inherit.  Any later one (root's tools on vtpm.ctrl) is served, not
+      // handed over: it must not take QEMU's place.
+      if (l->hand_over && !ctrl_handed_over_) {
+        hand_over('C', fd);
+        ctrl_handed_over_ = true;
+      }
       add_connection(UniqueFd(fd), l->ctrl, false, false, l->restricted);
     } else if (errno != EAGAIN && errno != EINTR && errno != ECONNABORTED) {
       AXL_WARN("accept: %s", strerror(errno));
@@ -501,6 +507,7 @@ Status Server::start(const ServerOptions& o) {
   listen_inherited(o.ctrl_listen_fd, true, true);
   listen_inherited(o.command_listen_fd, false, false);
   if (o.ctrl_fd >= 0) {
+    ctrl_handed_over_ = true;  // QEMU's, inherited: handed over already
     if (auto s = inherited(o.ctrl_fd, "--ctrl-fd"); !s) return s;
     add_connection(UniqueFd(o.ctrl_fd), true);
   }

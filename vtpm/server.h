@@ -82,6 +82,7 @@ class Server {
 
  private:
   uint64_t restricted_refusals_ = 0;  // loop thread
+  bool ctrl_handed_over_ = false;     // QEMU's control connection was (loop thread)
   struct Listener;
   void listen_on(UniqueFd fd, bool ctrl, bool hand_over, bool restricted = false);
   void hand_over(char tag, int fd);

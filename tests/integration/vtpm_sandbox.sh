@@ -131,12 +131,13 @@ in_ns tpm2_quote -c 0x81000002 -l sha256:0,9 -q 5a5a -m q.msg -s q.sig -o q.pcrs
 in_ns tpm2_checkquote -u ak.pem -m q.msg -s q.sig -f q.pcrs -g sha256 -q 5a5a >/dev/null ||
   die "the quote does not verify"
 
-# The control channel on port + 1: both state blobs out while it runs, then
-# stopped, both blobs back in, powered on again (resuming the volatile one).
+# The full control channel (vtpm.ctrl, root's; the TCP port + 1 refuses
+# these): both state blobs out while it runs, then stopped, both blobs back
+# in, powered on again (resuming the volatile one).
 cat >ctrl.pl <<'PL'
-use IO::Socket::INET;
-my ($port, $op, $type, $file) = @ARGV;
-my $s = IO::Socket::INET->new(PeerAddr => "127.0.0.1:$port") or die "connect: $!\n";
+use IO::Socket::UNIX;
+my ($path, $op, $type, $file) = @ARGV;
+my $s = IO::Socket::UNIX->new(Type => SOCK_STREAM(), Peer => $path) or die "connect: $!\n";
 sub rd { my $n = shift; my $b = ""; while (length($b) < $n) { sysread($s, $b, $n - length($b), length($b)) or die "short read\n" } $b }
 if ($op eq "get") {  # CMD_GET_STATEBLOB
   print $s pack("NNNN", 0x0c, 0, $type, 0); $s->flush;
@@ -153,7 +154,7 @@ if ($op eq "get") {  # CMD_GET_STATEBLOB
   my ($rc) = unpack("N", rd(4)); die "CMD_\U$op\E: result $rc\n" if $rc;
 }
 PL
-ctrl() { in_ns perl ctrl.pl $((PORT + 1)) "$@"; }
+ctrl() { perl ctrl.pl "$T_STATE/dom/vs/vtpm.ctrl" "$@"; }
 ctrl get 1 perm.blob || die "CMD_GET_STATEBLOB (permanent) failed"
 ctrl get 2 vol.blob || die "CMD_GET_STATEBLOB (volatile) failed"
 [ -s perm.blob ] && [ -s vol.blob ] || die "empty state blobs"
