@@ -200,11 +200,18 @@ void JsonLineSession::close() {
   pause_.cancel();
 }
 
-void JsonLineSession::after(std::chrono::milliseconds delay, std::function<void()> f) {
+void JsonLineSession::after(std::chrono::milliseconds delay, std::function<void()> f, Done done) {
   auto self = shared_from_this();
   pause_.expires_after(delay);
-  pause_.async_wait([self, f = std::move(f)](const boost::system::error_code& ec) {
-    if (!ec && !self->closed_ && !self->timed_out_) f();
+  pause_.async_wait([self, f = std::move(f),
+                     done = std::move(done)](const boost::system::error_code& ec) mutable {
+    if (self->closed_) return;
+    // The deadline cancelled the pause: the step waiting on it fails
+    // with the timeout (else it would wait forever, and every later
+    // request to the agent behind it).
+    if (ec || self->timed_out_)
+      return self->fail(done, make_error(Errc::kTimeout, self->peer_ + " did not answer in time"));
+    f();
   });
 }
 
@@ -327,9 +334,15 @@ void GuestAgent::poll(int64_t pid, std::chrono::milliseconds interval) {
         if (alive.expired()) return;
         if (!st) return finish(st.error());
         if (*result) return finish(std::move(**result));
-        s->after(interval, [this, alive, pid, interval] {
-          if (!alive.expired()) poll(pid, std::min(interval * 2, std::chrono::milliseconds(200)));
-        });
+        s->after(
+            interval,
+            [this, alive, pid, interval] {
+              if (!alive.expired())
+                poll(pid, std::min(interval * 2, std::chrono::milliseconds(200)));
+            },
+            [this, alive](const Status& st) {
+              if (!alive.expired()) finish(st.error());
+            });
       });
 }
 

@@ -68,8 +68,10 @@ class JsonLineSession : public std::enable_shared_from_this<JsonLineSession> {
   void step(const std::string& line, Accept accept, Done done);
   // Ends the conversation now: the step in flight is answered kClosed.
   void close();
-  // Runs `f` on the loop after `delay` (unless the session closed meanwhile).
-  void after(std::chrono::milliseconds delay, std::function<void()> f);
+  // Runs `f` on the loop after `delay`; if the deadline passes first,
+  // `done` is answered with the timeout instead (nothing, if the session
+  // was closed).
+  void after(std::chrono::milliseconds delay, std::function<void()> f, Done done);
 
  private:
   void read_line(Accept accept, Done done);

@@ -192,6 +192,17 @@ TEST(GuestAgent, AnAgentThatNeverAnswersTimesOut) {
   EXPECT_EQ(r.error().message, "the guest agent did not answer in time");
 }
 
+// The deadline may fall between two status polls: the exec still ends
+// with the timeout (it once waited forever there, and every later request
+// to the agent behind it).
+TEST(GuestAgent, ACommandThatDoesNotExitInTimeTimesOutBetweenPolls) {
+  std::vector<std::string> replies{"{\"return\": 1}\n", "{\"return\": {\"pid\": 42}}\n"};
+  for (int i = 0; i < 200; ++i) replies.push_back("{\"return\": {\"exited\": false}}\n");
+  FakeAgent fake(replies);
+  auto r = run_exec(fake.path(), std::chrono::milliseconds(300));
+  ASSERT_FALSE(r);
+  EXPECT_EQ(r.error().code, Errc::kTimeout) << r.error().message;
+}
 TEST(GuestAgent, GarbageFromTheAgentIsAnError) {
   FakeAgent fake({"\xff{\"return\": 1}\n", "{\"return\": {\"pid\": []}}\n"});
   auto r = run_exec(fake.path(), std::chrono::seconds(5));
