@@ -11,7 +11,9 @@
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 #include <filesystem>
@@ -49,6 +51,10 @@ class DomainEngineTest : public ::testing::Test {
                                "/bin/ready-%d\" % os.getpid(), \"w\").close()\n"
                                "time.sleep(60)'\n";
     ::chmod(qemu.c_str(), 0755);
+    // QEMU runs as a uid of its own (Domain::qemu_uid): the fake must be
+    // reachable by it, and may leave its mark in bin/.
+    ::chmod(dir_.c_str(), 0755);
+    ::chmod((dir_ + "/bin").c_str(), 0777);
     std::ofstream(dir_ + "/guest/vmlinuz") << "kernel";
     std::ofstream(dir_ + "/guest/initrd.img") << "initrd";
     old_path_ = getenv("PATH") ? getenv("PATH") : "";
@@ -58,6 +64,11 @@ class DomainEngineTest : public ::testing::Test {
     vtpm.start = [this](const std::string& domain, bool, uint32_t,
                         std::function<void(Status)> done) -> std::shared_ptr<control::PendingCall> {
       vtpm_starts_.push_back(domain);
+      // What the supervisor binds for a vTPM: its control socket, which the
+      // engine connects for QEMU.
+      const std::string ctrl = dir_ + "/state/dom/" + domain + "/vtpm.ctrl";
+      auto l = wire_stream_listen(ctrl);
+      if (l >= 0) vtpm_sockets_.emplace_back(l);
       held_vtpm_.emplace_back(domain, std::move(done));
       return std::make_shared<Cancel>(this, domain);
     };
@@ -140,6 +151,19 @@ class DomainEngineTest : public ::testing::Test {
   std::unique_ptr<DomainEngine> engine_;
   std::vector<std::pair<std::string, std::function<void(Status)>>> held_vtpm_;
   std::vector<std::string> vtpm_starts_, vtpm_stops_, vtpm_cancels_;
+  std::vector<UniqueFd> vtpm_sockets_;
+  static int wire_stream_listen(const std::string& path) {
+    int s = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    sockaddr_un a{};
+    a.sun_family = AF_UNIX;
+    strncpy(a.sun_path, path.c_str(), sizeof a.sun_path - 1);
+    ::unlink(path.c_str());
+    if (s < 0 || ::bind(s, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0 || ::listen(s, 4) != 0) {
+      if (s >= 0) ::close(s);
+      return -1;
+    }
+    return s;
+  }
   std::map<std::string, std::vector<std::string>> states_;
 };
 
