@@ -96,11 +96,16 @@ int attest(const HostPaths& p, const AttestOptions& o) {
       in.nonce.push_back(uint8_t(strtoul(h.substr(i, 2).c_str(), nullptr, 16)));
   }
   const std::string dom = p.state_dir + "/dom/" + o.name;
+  // The policy's golden values for this guest, if it names any.
+  std::string policy_golden;
   if (o.tpm.empty()) {
-    if (!exists(dom)) return fail("no domain '" + o.name + "' in " + p.state_dir);
-    if (!exists(dom + "/vtpm.cmd"))
-      return fail("domain '" + o.name + "' has no vTPM (no " + dom + "/vtpm.cmd)");
-    in.tpm = "unix:" + dom + "/vtpm.cmd";
+    // The supervisor connects to the vTPM once the access policy allows
+    // this attestation, and hands the connection over.
+    auto r = control::call(p.supervisor_socket(), control::supervisor::open_vtpm(o.name, "attest"));
+    if (!r) return fail(r.error().message);
+    if (r->fds().size() != 1) return fail("the supervisor sent no vTPM connection");
+    policy_golden = r->get().getGolden();
+    in.tpm = "fd:" + std::to_string(r->fds()[0].release());
   } else {
     in.tpm = o.tpm;
   }
@@ -146,7 +151,9 @@ int attest(const HostPaths& p, const AttestOptions& o) {
   }
   in.boot_record = o.boot_record.empty() ? dom + "/boot-record.toml" : o.boot_record;
   in.ca = o.ca.empty() ? p.state_dir + "/vtpm-host/ca/ca.crt" : o.ca;
-  if (o.policy.empty()) {
+  if (o.policy.empty() && !policy_golden.empty()) {
+    in.golden = policy_golden;
+  } else if (o.policy.empty()) {
     const char* env = getenv("AXL_GUEST_DIR");
     in.golden = (env ? std::string(env) : proc::exe_dir() + "/../guest") + "/golden.toml";
   } else {

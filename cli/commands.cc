@@ -117,17 +117,12 @@ int drivers(const HostPaths& p, bool stats) {
 }
 
 int vtpm_pipe(const HostPaths& p, const std::string& name) {
-  if (name.empty() || name.find('/') != std::string::npos || name == "." || name == "..")
-    return fail("bad domain name '" + name + "'");
-  const std::string path = p.state_dir + "/dom/" + name + "/vtpm.cmd";
-  sockaddr_un addr{};
-  addr.sun_family = AF_UNIX;
-  if (path.size() >= sizeof addr.sun_path) return fail("socket path too long: " + path);
-  memcpy(addr.sun_path, path.c_str(), path.size() + 1);
-  UniqueFd s(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
-  if (!s || ::connect(s.get(), reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0)
-    return fail("domain " + name + " has no vTPM to talk to (" + path + ": " + strerror(errno) +
-                ")");
+  // The supervisor connects to the vTPM once the access policy allows it
+  // (vtpm_access) and hands the connection over.
+  auto r = call(p.supervisor_socket(), control::supervisor::open_vtpm(name, "access"));
+  if (!r) return fail(r.error().message);
+  if (r->fds().size() != 1) return fail("the supervisor sent no vTPM connection");
+  UniqueFd s = std::move(r->fds()[0]);
   // Bytes both ways until either side closes; TPM commands and answers
   // carry their own sizes, the vTPM checks them.
   char buf[8192];
@@ -258,25 +253,17 @@ int shutdown(const HostPaths& p, const std::string& name, double timeout_s, bool
 }
 
 int console(const HostPaths& p, const std::string& name, bool log_only) {
-  auto r = domain_info(p, name);
+  // The hypervisor hands the console over once the access policy allows it.
+  auto r = call(p.hv_socket(), control::hv::open_console(name, log_only));
   if (!r) return fail(r.error().message);
-  auto d = r->get().getDomains()[0];
+  if (r->fds().size() != 1) return fail("the hypervisor sent no console");
+  UniqueFd s = std::move(r->fds()[0]);
   if (log_only) {
-    auto log = config::read_file(d.getConsoleLog());
-    if (!log) return fail("no console output yet for " + name);
-    fwrite(log->data(), 1, log->size(), stdout);
+    char buf[65536];
+    for (ssize_t n; (n = ::read(s.get(), buf, sizeof buf)) > 0;)
+      if (fwrite(buf, 1, size_t(n), stdout) != size_t(n)) return fail("cannot write the log");
     return 0;
   }
-  if (std::string(d.getState().cStr()) != "running")
-    return fail("domain " + name + " is not running");
-  UniqueFd s(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
-  sockaddr_un a{};
-  a.sun_family = AF_UNIX;
-  std::string path = d.getConsoleSocket();
-  if (path.size() >= sizeof a.sun_path) return fail("console socket path too long");
-  memcpy(a.sun_path, path.c_str(), path.size() + 1);
-  if (::connect(s.get(), reinterpret_cast<sockaddr*>(&a), sizeof a) < 0)
-    return fail("cannot connect to the console of " + name + ": " + strerror(errno));
   bool tty = isatty(0);
   termios saved{};
   if (tty) {

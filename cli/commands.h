@@ -4,6 +4,8 @@
 #include <string>
 #include <vector>
 
+#include "common/result.h"
+
 namespace axl::cli {
 
 struct HostPaths {
@@ -60,5 +62,13 @@ int attest(const HostPaths& p, const AttestOptions& o);
 
 // Shared by verbs: prints "axl: MSG" to stderr and returns 1.
 int fail(const std::string& msg);
+
+// The access policy (cli/policy.cc, docs/policy.md).
+int policy_check(const std::string& file);
+// FILE empty: the one the host config named.
+int policy_reload(const HostPaths& p, std::string file);
+// Puts FILE (empty: none, the built-in policy) in STATE/policy.toml for the
+// daemons `axl host up` starts.
+Status install_policy(const HostPaths& p, const std::string& file);
 
 }  // namespace axl::cli

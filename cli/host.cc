@@ -85,9 +85,10 @@ bool wait_ping(const std::string& socket, const proc::Child& c, std::chrono::mil
 
 void remove_runtime_files(const HostPaths& p) {
   std::error_code ec;
-  for (const char* f : {"hv.sock", "supervisor.sock", "drivers.sock", "hv.pid", "supervisor.pid",
-                        "supervisor-monitor.pid", "supervisor.notify", "hv-monitor.pid",
-                        "hv.notify", "hv.reaped", "supervisor.reaped", "host.toml"})
+  for (const char* f :
+       {"hv.sock", "supervisor.sock", "drivers.sock", "hv.pid", "supervisor.pid",
+        "supervisor-monitor.pid", "supervisor.notify", "hv-monitor.pid", "hv.notify", "hv.reaped",
+        "supervisor.reaped", "host.toml", "policy.toml", "policy.source"})
     fs::remove(p.state_dir + "/" + f, ec);
   (void)remove_tree(p.state_dir + "/dom");
   (void)remove_tree(p.state_dir + "/instances");
@@ -165,6 +166,15 @@ int host_up(const HostPaths& p, const std::string& config_path, const std::strin
   if (proc::find_on_path("qemu-system-x86_64").empty())
     return fail("QEMU not found: qemu-system-x86_64 is not on PATH (run scripts/setup)");
   if (auto s = check_state_dir(p.state_dir); !s) return fail(s.error().message);
+  // The access policy both daemons load at start: the host config's, read
+  // relative to it, checked here so a bad one stops nothing but this command.
+  std::string policy_file = host->policy;
+  if (!policy_file.empty() && policy_file[0] != '/') {
+    const auto slash = config_path.rfind('/');
+    policy_file =
+        (slash == std::string::npos ? "." : config_path.substr(0, slash)) + "/" + policy_file;
+  }
+  if (auto s = install_policy(p, policy_file); !s) return fail(s.error().message);
   // The supervisor reads its own copy: the user's file may change or vanish.
   // Never written through a symlink someone left there.
   {

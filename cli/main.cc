@@ -146,6 +146,15 @@ int main(int argc, char** argv) {
                   "boot record instead of STATE/dom/NAME/boot-record.toml");
   att->add_option("--ca", ao.ca, "vTPM CA certificate instead of STATE/vtpm-host/ca/ca.crt");
   state_opt(att);
+  auto* pol = app.add_subcommand("policy", "check or reload the host's access policy");
+  pol->require_subcommand(1);
+  std::string policy_file;
+  auto* pcheck = pol->add_subcommand("check", "parse a policy file; errors name file:line:column");
+  pcheck->add_option("file", policy_file, "policy (TOML)")->required();
+  auto* preload = pol->add_subcommand(
+      "reload", "put a new policy in force for the running host, or change nothing if refused");
+  preload->add_option("file", policy_file, "policy (TOML); default: the one the host config names");
+  state_opt(preload);
   auto* demo =
       app.add_subcommand("demo", "boot a guest with a disk and a NIC served by driver domains");
   axl::cli::DemoOptions demo_opts;
@@ -184,6 +193,8 @@ int main(int argc, char** argv) {
   if (*exec) return axl::cli::exec(paths, name, exec_argv, exec_timeout_s);
   if (*shutdown) return axl::cli::shutdown(paths, name, shutdown_timeout_s, force);
   if (*demo) return run_demo(demo_opts);
+  if (*pcheck) return policy_check(policy_file);
+  if (*preload) return policy_reload(paths, policy_file);
   if (*meas) return measure(mo);
   if (*att) return axl::cli::attest(paths, ao);
   return 2;

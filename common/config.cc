@@ -166,10 +166,18 @@ Result<HostConfig> parse_host_checked(const std::string& text, const std::string
   auto parsed = parse_toml(text, origin);
   if (!parsed) return parsed.error();
   const toml::table& t = *parsed;
-  if (auto s = check_keys(t, {"driver"}, origin, ""); !s) return s.error();
+  if (auto s = check_keys(t, {"driver", "policy"}, origin, ""); !s) return s.error();
   auto arr = table_array(t, "driver", origin);
   if (!arr) return arr.error();
   HostConfig h;
+  auto pol = get_opt<std::string>(t, "policy", origin, "");
+  if (!pol) return pol.error();
+  if (*pol) {
+    if ((*pol)->empty())
+      return make_error(where(origin, t.get("policy")->source()) +
+                        ": 'policy' must name a policy file");
+    h.policy = **pol;
+  }
   if (*arr) {
     for (const toml::node& n : **arr) {
       const toml::table& d = *n.as_table();

@@ -51,6 +51,9 @@ struct DriverConfig {
 
 struct HostConfig {
   std::vector<DriverConfig> drivers;
+  // The access policy (policy/access.h), as written: relative to the host
+  // config's directory.  Empty: the built-in policy (root only).
+  std::string policy;
   const DriverConfig* find_driver(const std::string& name) const;
 };
 

@@ -43,6 +43,13 @@ Request guest_shutdown(const std::string& domain, uint32_t timeout_ms, bool forc
 Request promote_standby(const std::string& driver) {
   return [=](Q q) { q.setPromoteStandby(driver); };
 }
+Request open_console(const std::string& domain, bool log) {
+  return [=](Q q) {
+    auto o = q.initOpenConsole();
+    o.setDomain(domain);
+    o.setLog(log);
+  };
+}
 }  // namespace hv
 
 namespace supervisor {
@@ -103,6 +110,20 @@ Request driver_served(const std::string& driver, int pid, uint64_t rebound_ns, u
     m.setDiedNs(died_ns);
   };
 }
+Request policy_counted(uint64_t allowed, uint64_t denied) {
+  return [=](Q q) {
+    auto p = q.initPolicyCounted();
+    p.setAllowed(allowed);
+    p.setDenied(denied);
+  };
+}
+Request open_vtpm(const std::string& domain, const std::string& purpose) {
+  return [=](Q q) {
+    auto o = q.initOpenVtpm();
+    o.setDomain(domain);
+    o.setPurpose(purpose);
+  };
+}
 }  // namespace supervisor
 
 Request list_drivers() {
@@ -113,6 +134,14 @@ Request shutdown() {
 }
 Request ping() {
   return [](Q q) { q.setPing(); };
+}
+Request reload_policy(const std::string& text, const std::string& origin, bool dry_run) {
+  return [=](Q q) {
+    auto r = q.initReloadPolicy();
+    r.setText(text);
+    r.setOrigin(origin);
+    r.setDryRun(dry_run);
+  };
 }
 
 }  // namespace axl::control

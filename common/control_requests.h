@@ -28,6 +28,7 @@ Request guest_shutdown(const std::string& domain, uint32_t timeout_ms, bool forc
 // Fence this driver's active instance and move its devices to its warm
 // standby now.
 Request promote_standby(const std::string& driver);
+Request open_console(const std::string& domain, bool log);
 }  // namespace hv
 
 // axolotl-supervisor, STATE/supervisor.sock.
@@ -42,12 +43,16 @@ Request driver_quarantined(const std::string& driver, int pid, const std::string
 Request domain_state_changed(const std::string& domain, const std::string& state);
 Request driver_served(const std::string& driver, int pid, uint64_t rebound_ns, uint64_t served_ns,
                       uint64_t died_ns);
+Request policy_counted(uint64_t allowed, uint64_t denied);
+Request open_vtpm(const std::string& domain, const std::string& purpose);
 }  // namespace supervisor
 
 // Both daemons answer these.
 Request list_drivers();  // the hypervisor's view of them, or the supervisor's
 Request shutdown();      // stop the daemon and everything it started
 Request ping();
+// Check (dry_run) or put in force a new access policy (policy/access.h).
+Request reload_policy(const std::string& text, const std::string& origin, bool dry_run);
 
 // What the supervisor's loop asks the hypervisor, on one kept connection.
 class HypervisorClient {
@@ -70,6 +75,10 @@ class HypervisorClient {
   std::shared_ptr<PendingCall> promote_standby(const std::string& driver, int timeout_ms,
                                                Done done) {
     return ch_->call(hv::promote_standby(driver), timeout_ms, std::move(done));
+  }
+  // Any other request (one that names a caller: policy/control.h).
+  std::shared_ptr<PendingCall> call(const Request& req, int timeout_ms, Done done) {
+    return ch_->call(req, timeout_ms, std::move(done));
   }
 
  private:

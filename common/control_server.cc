@@ -78,26 +78,29 @@ void ControlServer::accept_next() {
         }
         if (fd >= 0) {
           std::erase_if(conns_, [](const auto& w) { return w.expired(); });
+          auto peer = std::make_shared<const wire::PeerCred>(wire::peer_cred(fd));
           auto conn = std::make_shared<asio::posix::stream_descriptor>(io_, fd);
           conns_.push_back(conn);
-          serve(conn);
+          serve(conn, peer);
         }
         accept_next();
       });
 }
 
-void ControlServer::serve(const std::shared_ptr<asio::posix::stream_descriptor>& conn) {
+void ControlServer::serve(const std::shared_ptr<asio::posix::stream_descriptor>& conn,
+                          const std::shared_ptr<const wire::PeerCred>& peer) {
   conn->async_wait(asio::posix::stream_descriptor::wait_read,
-                   [this, conn](const boost::system::error_code& ec) {
+                   [this, conn, peer](const boost::system::error_code& ec) {
                      if (ec) return;
                      auto m = wire::recv(conn->native_handle(), MSG_DONTWAIT);
-                     if (!m && m.error().code == Errc::kWouldBlock) return serve(conn);
+                     if (!m && m.error().code == Errc::kWouldBlock) return serve(conn, peer);
                      if (!m) return;  // closed or malformed: drop the connection
                      capnp::MallocMessageBuilder reply;
                      auto rb = reply.initRoot<schema::ControlReply>();
                      Context ctx;
                      ctx.conn_ = conn;
                      ctx.fds_ = &m->fds();
+                     ctx.peer_ = peer;
                      try {
                        ctx.id_ = m->root<schema::ControlRequest>().getId();
                        rb.setId(ctx.id_);
@@ -110,14 +113,14 @@ void ControlServer::serve(const std::shared_ptr<asio::posix::stream_descriptor>&
                          d.setOk(false);
                          d.setError(std::string("malformed request: ") + e.getDescription().cStr());
                          ctx.deferred_->send();
-                         return serve(conn);
+                         return serve(conn, peer);
                        }
                      }
-                     if (ctx.deferred_) return serve(conn);  // its Deferred answers later
+                     if (ctx.deferred_) return serve(conn, peer);  // its Deferred answers later
                      if (auto s = wire::send(conn->native_handle(), reply);
                          !s && s.error().code != Errc::kClosed)
                        AXL_WARN("control reply: %s", s.error().message.c_str());
-                     serve(conn);
+                     serve(conn, peer);
                    });
 }
 

@@ -20,6 +20,7 @@
 #include "common/result.h"
 #include "common/schema/control.capnp.h"
 #include "common/unique_fd.h"
+#include "common/wire.h"
 
 namespace axl {
 
@@ -51,10 +52,13 @@ class ControlServer {
     std::shared_ptr<Deferred> defer();
     // The fds that came with the request; a handler may take them.
     std::vector<UniqueFd>& fds() { return *fds_; }
+    // Who sent it (SO_PEERCRED at connect): the subject of policy decisions.
+    const wire::PeerCred& peer() const { return *peer_; }
 
    private:
     friend class ControlServer;
     std::shared_ptr<boost::asio::posix::stream_descriptor> conn_;
+    std::shared_ptr<const wire::PeerCred> peer_;
     uint64_t id_ = 0;
     std::vector<UniqueFd>* fds_ = nullptr;
     std::shared_ptr<Deferred> deferred_;
@@ -78,7 +82,8 @@ class ControlServer {
 
  private:
   void accept_next();
-  void serve(const std::shared_ptr<boost::asio::posix::stream_descriptor>& conn);
+  void serve(const std::shared_ptr<boost::asio::posix::stream_descriptor>& conn,
+             const std::shared_ptr<const wire::PeerCred>& peer);
 
   boost::asio::io_context& io_;
   AsyncHandler handler_;

@@ -161,4 +161,37 @@ bool peer_trusted(int sock, int* uid, int* pid) {
   return cred.uid == 0 || cred.uid == ::geteuid();
 }
 
+Result<UniqueFd> stream_connect(const std::string& path) {
+  sockaddr_un a{};
+  a.sun_family = AF_UNIX;
+  if (path.size() >= sizeof a.sun_path) return make_error("socket path too long: " + path);
+  memcpy(a.sun_path, path.c_str(), path.size() + 1);
+  UniqueFd s(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
+  if (!s || ::connect(s.get(), reinterpret_cast<sockaddr*>(&a), sizeof a) != 0)
+    return make_error("cannot connect to " + path + ": " + strerror(errno));
+  return s;
+}
+
+PeerCred peer_cred(int sock) {
+  PeerCred p;
+  struct ucred cred {};
+  socklen_t len = sizeof cred;
+  if (::getsockopt(sock, SOL_SOCKET, SO_PEERCRED, &cred, &len) != 0) return p;
+  p.uid = int(cred.uid);
+  p.gid = int(cred.gid);
+  p.pid = int(cred.pid);
+  p.gids.push_back(p.gid);
+  std::vector<gid_t> groups(64);
+  len = socklen_t(groups.size() * sizeof(gid_t));
+  int r = ::getsockopt(sock, SOL_SOCKET, SO_PEERGROUPS, groups.data(), &len);
+  if (r != 0 && errno == ERANGE) {  // len now says how much it needs
+    groups.resize(len / sizeof(gid_t));
+    r = ::getsockopt(sock, SOL_SOCKET, SO_PEERGROUPS, groups.data(), &len);
+  }
+  if (r != 0) len = 0;
+  for (size_t i = 0; i < len / sizeof(gid_t); ++i)
+    if (int(groups[i]) != p.gid) p.gids.push_back(int(groups[i]));
+  return p;
+}
+
 }  // namespace axl::wire

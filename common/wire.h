@@ -53,11 +53,20 @@ Result<Received> recv_timeout(int sock, int timeout_ms);
 // socket is 0600 before it listens (bind_private).
 Result<UniqueFd> connect(const std::string& path);
 Result<UniqueFd> listen(const std::string& path);
+// Connects a SOCK_STREAM Unix socket (a console, a vTPM's command socket).
+Result<UniqueFd> stream_connect(const std::string& path);
 // Binds a Unix socket at `path` (replacing a stale socket there, nothing
 // else) and makes it 0600 before the caller listens.
 Status bind_private(int sock, const std::string& path);
 // Whether the peer of a connected Unix socket is root or this process's
 // user (SO_PEERCRED); its uid and pid in *uid, *pid when given.
 bool peer_trusted(int sock, int* uid = nullptr, int* pid = nullptr);
+// Who is on the other end of a connected Unix socket, as the kernel saw it
+// at connect (SO_PEERCRED, SO_PEERGROUPS): what an access policy decides on.
+struct PeerCred {
+  int uid = -1, gid = -1, pid = -1;
+  std::vector<int> gids;  // the primary group first, then the supplementary ones
+};
+PeerCred peer_cred(int sock);
 
 }  // namespace axl::wire

@@ -501,6 +501,7 @@ Decision DecisionPoint::check(const Subject& s, Permission p, const Object& o) {
                     o.describe().c_str(), "AXL_POLICY_PERMISSION=%s", to_string(p),
                     "AXL_POLICY_VERDICT=%s", d.allowed ? "allow" : "deny", "AXL_POLICY_RULE=%s",
                     d.rule.c_str(), "PRIORITY=%d", d.allowed ? 6 : 4, nullptr);
+  if (on_decided_) on_decided_();
   return d;
 }
 

@@ -15,6 +15,7 @@
 #pragma once
 #include <array>
 #include <cstdint>
+#include <functional>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -42,6 +43,7 @@ enum class Permission : uint8_t {
   kMigrate,
 };
 inline constexpr size_t kPermissions = 15;
+inline constexpr size_t kMaxPolicyBytes = 1 << 20;
 const char* to_string(Permission p);
 std::optional<Permission> permission_from(std::string_view s);
 
@@ -151,8 +153,11 @@ class DecisionPoint {
   Decision check(const Subject& s, Permission p, const Object& o);
   uint64_t allowed() const { return allowed_; }
   uint64_t denied() const { return denied_; }
+  // Called after each decision is counted (the hypervisor reports its counts).
+  void on_decided(std::function<void()> f) { on_decided_ = std::move(f); }
 
  private:
+  std::function<void()> on_decided_;
   std::string daemon_;
   std::optional<Policy> policy_;
   uint64_t allowed_ = 0, denied_ = 0;

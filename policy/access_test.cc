@@ -2,6 +2,9 @@
 
 #include <gtest/gtest.h>
 
+#include <fstream>
+#include <sstream>
+
 namespace axl::policy {
 namespace {
 
@@ -172,6 +175,32 @@ TEST(AccessPolicy, DecisionPointCounts) {
   EXPECT_FALSE(dp.check(Subject::op(5, {}), Permission::kConsole, guest("web")).allowed);
   EXPECT_TRUE(dp.check(Subject::op(5, {1500}), Permission::kConsole, guest("web")).allowed);
   EXPECT_EQ(dp.denied(), 2u);
+}
+
+std::string slurp(const std::string& path) {
+  std::ifstream f(path);
+  std::stringstream ss;
+  ss << f.rdbuf();
+  return ss.str();
+}
+
+TEST(AccessPolicy, ShippedExamplesParseAndTheDefaultIsTheBuiltIn) {
+  const std::string dir = std::string(AXL_SOURCE_DIR) + "/dist/policy/";
+  EXPECT_EQ(slurp(dir + "default.toml"), builtin_policy_text());
+  for (const char* f : {"default.toml", "ha-host.toml", "fault-lab.toml", "locked-down.toml"}) {
+    auto p = Policy::parse(slurp(dir + f), f);
+    ASSERT_TRUE(p) << p.error().message;
+  }
+  auto ha = Policy::parse(slurp(dir + "ha-host.toml"), "ha");
+  EXPECT_EQ(ha->driver("net0").failover, "net1");
+  EXPECT_FALSE(ha->decide(Subject::op(0, {0}), Permission::kInjectFault, driver("net0")).allowed);
+  EXPECT_TRUE(ha->decide(Subject::op(5, {1000}), Permission::kConsole, guest("g")).allowed);
+  auto locked = Policy::parse(slurp(dir + "locked-down.toml"), "locked");
+  EXPECT_TRUE(locked->guest("g").require_vtpm);
+  EXPECT_FALSE(locked->decide(Subject::op(0, {0}), Permission::kInjectFault, driver("d")).allowed);
+  EXPECT_FALSE(locked->decide(Subject::op(0, {0}), Permission::kExec, guest("g")).allowed);
+  auto lab = Policy::parse(slurp(dir + "fault-lab.toml"), "lab");
+  EXPECT_TRUE(lab->decide(Subject::op(9, {1001}), Permission::kInjectFault, driver("d")).allowed);
 }
 
 }  // namespace

@@ -1,6 +1,7 @@
 #include "policy/tpm2.h"
 
 #include <arpa/inet.h>
+#include <fcntl.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
 #include <sys/time.h>
@@ -49,6 +50,16 @@ Result<Client> Client::connect(const std::string& spec) {
     fd.reset(socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
     if (!fd || ::connect(fd.get(), reinterpret_cast<sockaddr*>(&a), sizeof(a)) != 0)
       return make_error("cannot connect to the vTPM at " + hp + ": " + errno_text());
+  } else if (spec.rfind("fd:", 0) == 0) {
+    // A connection already made (the supervisor hands `axl attest` one, after
+    // the access policy allowed it): this process's fd N, shared by every
+    // client made from it (each uses its own duplicate, one at a time).
+    int n = -1;
+    char tail = 0;
+    if (sscanf(spec.c_str() + 3, "%d%c", &n, &tail) != 1 || n < 3)
+      return make_error("bad TPM address '" + spec + "' (want fd:N, N >= 3)");
+    fd.reset(::fcntl(n, F_DUPFD_CLOEXEC, 3));
+    if (!fd) return make_error("bad TPM address '" + spec + "': " + errno_text());
   } else {
     return make_error("bad TPM address '" + spec + "' (want unix:PATH or tcp:IPV4:PORT)");
   }

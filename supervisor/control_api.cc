@@ -1,21 +1,66 @@
 #include "supervisor/control_api.h"
 
+#include <unistd.h>
+
+#include <cstring>
 #include <set>
 
 #include "common/config.h"
 #include "common/control_server.h"
+#include "common/wire.h"
+#include "policy/control.h"
 #include "supervisor/snapshot.h"
 
 namespace axl::supervisor {
 
+void apply_policy(config::DriverConfig& cfg, const config::DriverConfig& host_cfg,
+                  const policy::Policy& p) {
+  const policy::DriverSettings s = p.driver(cfg.name);
+  cfg.restart_max = s.restart_max.value_or(host_cfg.restart_max);
+  cfg.restart_window_s = s.restart_window_s.value_or(host_cfg.restart_window_s);
+  cfg.backoff_ms = s.backoff_ms.value_or(host_cfg.backoff_ms);
+  cfg.memory_max_mib = s.memory_max_mib.value_or(host_cfg.memory_max_mib);
+  cfg.pids_max = s.pids_max.value_or(host_cfg.pids_max);
+  cfg.cpu_percent = s.cpu_percent.value_or(host_cfg.cpu_percent);
+}
+
+namespace {
+
+// A connection to a domain's vTPM command socket (STATE/dom/NAME/vtpm.cmd).
+Result<UniqueFd> connect_vtpm(const std::string& state_dir, const std::string& domain) {
+  if (!config::valid_name(domain)) return make_error("bad domain name '" + domain + "'");
+  if (::access((state_dir + "/dom/" + domain).c_str(), F_OK) != 0)
+    return make_error("no domain '" + domain + "'");
+  const std::string path = state_dir + "/dom/" + domain + "/vtpm.cmd";
+  if (::access(path.c_str(), F_OK) != 0) return make_error("domain '" + domain + "' has no vTPM");
+  return wire::stream_connect(path);
+}
+
+}  // namespace
+
 ControlServer::AsyncHandler control_api(boost::asio::io_context& io, DriverManager& drivers,
-                                        VtpmManager& vtpms,
-                                        const std::unique_ptr<dbus::ManagerApi>& dbus_api) {
-  return [&io, &drivers, &vtpms, &dbus_api](schema::ControlRequest::Reader req,
-                                            schema::ControlReply::Builder rep,
-                                            ControlServer::Context& ctx) {
+                                        VtpmManager& vtpms, policy::DecisionPoint& access,
+                                        const config::HostConfig& host,
+                                        const std::string& state_dir,
+                                        const std::unique_ptr<dbus::ManagerApi>& dbus_api,
+                                        std::function<void(uint64_t, uint64_t)> hv_counted) {
+  return [&io, &drivers, &vtpms, &access, &host, state_dir, &dbus_api, hv_counted](
+             schema::ControlRequest::Reader req, schema::ControlReply::Builder rep,
+             ControlServer::Context& ctx) {
     using R = axl::schema::ControlRequest;
+    using policy::Kind;
+    using policy::Permission;
     rep.setOk(true);
+    // Whether the request's subject holds `p` on `o`; if not, the reply
+    // names the rule that refused it.
+    auto allowed = [&](Permission p, Kind k, const std::string& name) {
+      auto d = access.check(policy::subject_of(ctx, req), p, policy::Object{k, name});
+      if (!d.allowed) {
+        rep.setOk(false);
+        rep.setError(policy::denied(d));
+      }
+      return d.allowed;
+    };
     switch (req.which()) {
       case R::LIST_DRIVERS: {
         const auto views = driver_views(drivers, monotonic_ns());
@@ -47,11 +92,13 @@ ControlServer::AsyncHandler control_api(boost::asio::io_context& io, DriverManag
       }
       case R::KILL_DRIVER: {
         auto k = req.getKillDriver();
+        if (!allowed(Permission::kKill, Kind::kDriver, k.getName())) break;
         axl::set_status(rep, drivers.kill(k.getName(), k.getSignal()));
         break;
       }
       case R::INJECT_FAULT: {
         auto k = req.getInjectFault();
+        if (!allowed(Permission::kInjectFault, Kind::kDriver, k.getName())) break;
         axl::set_status(rep, drivers.inject(k.getName(), k.getSignal()));
         break;
       }
@@ -122,8 +169,55 @@ ControlServer::AsyncHandler control_api(boost::asio::io_context& io, DriverManag
         break;
       }
       case R::RESTART_DRIVER:
+        if (!allowed(Permission::kRestart, Kind::kDriver, req.getRestartDriver())) break;
         axl::set_status(rep, drivers.restart_now(req.getRestartDriver()));
         break;
+      case R::OPEN_VTPM: {
+        auto o = req.getOpenVtpm();
+        const std::string domain = o.getDomain(), purpose = o.getPurpose();
+        if (purpose == "attest") {
+          if (!allowed(Permission::kAttest, Kind::kGuest, domain)) break;
+        } else if (purpose == "access") {
+          if (!allowed(Permission::kVtpmAccess, Kind::kVtpm, domain)) break;
+        } else {
+          rep.setOk(false);
+          rep.setError("openVtpm: purpose must be access or attest");
+          break;
+        }
+        auto fd = connect_vtpm(state_dir, domain);
+        if (!fd) {
+          axl::set_status(rep, fd.error());
+          break;
+        }
+        auto reply = ctx.defer();
+        reply->reply().setGolden(access.policy().guest(domain).golden);
+        reply->send({fd->get()});
+        break;
+      }
+      case R::POLICY_COUNTED:
+        if (hv_counted)
+          hv_counted(req.getPolicyCounted().getAllowed(), req.getPolicyCounted().getDenied());
+        break;
+      case R::RELOAD_POLICY: {
+        std::set<std::string> known;
+        for (const auto& d : drivers.drivers()) known.insert(d->cfg.name);
+        policy::answer_reload(access, ctx, req.getReloadPolicy(), rep,
+                              [&](const policy::Policy& p) {
+                                for (const auto& d : drivers.drivers()) {
+                                  const std::string& to = p.driver(d->cfg.name).failover;
+                                  if (!to.empty() && !known.count(to))
+                                    return Status(make_error(p.origin() + ": driver " +
+                                                             d->cfg.name + " fails over to " + to +
+                                                             ", which this host does not run"));
+                                }
+                                return Status();
+                              });
+        if (rep.getOk() && !req.getReloadPolicy().getDryRun())
+          for (const auto& d : drivers.drivers())
+            if (const auto* h = host.find_driver(d->cfg.name))
+              apply_policy(d->cfg, *h, access.policy());
+        break;
+      }
       case R::SHUTDOWN:
         io.post([&] { io.stop(); });
         break;

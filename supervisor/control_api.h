@@ -7,14 +7,26 @@
 
 #include "common/asio.h"
 #include "common/control_server.h"
+#include "policy/access.h"
 #include "supervisor/dbus/manager_api.h"
 #include "supervisor/driver_manager.h"
 #include "supervisor/vtpm_manager.h"
 
 namespace axl::supervisor {
 
+// `access`: the policy every operation on a driver or a vTPM asks first;
+// `host`: the host config as written (the policy's driver settings go over it);
+// `hv_counted`: the hypervisor's decisions so far, as it reports them.
 ControlServer::AsyncHandler control_api(boost::asio::io_context& io, DriverManager& drivers,
-                                        VtpmManager& vtpms,
-                                        const std::unique_ptr<dbus::ManagerApi>& dbus_api);
+                                        VtpmManager& vtpms, policy::DecisionPoint& access,
+                                        const config::HostConfig& host,
+                                        const std::string& state_dir,
+                                        const std::unique_ptr<dbus::ManagerApi>& dbus_api,
+                                        std::function<void(uint64_t, uint64_t)> hv_counted);
+
+// The policy's settings for a driver over its host config's (restart
+// settings and limits; docs/policy.md).
+void apply_policy(config::DriverConfig& cfg, const config::DriverConfig& host_cfg,
+                  const policy::Policy& p);
 
 }  // namespace axl::supervisor

@@ -1,8 +1,13 @@
 // axolotl-supervisor: the privileged "dom0" toolstack daemon.  Spawns and
 // watches the driver domains named by the host config and holds their device
 // fds (TAPs).  Wiring happens here.
+#include <fcntl.h>
 #include <signal.h>
+#include <sys/stat.h>
 #include <unistd.h>
+
+#include <algorithm>
+#include <cstring>
 
 #include <CLI/CLI.hpp>
 
@@ -17,6 +22,7 @@
 #include "common/fs.h"
 #include "common/log.h"
 #include "common/process.h"
+#include "policy/control.h"
 #include "supervisor/cgroup/cgroup.h"
 #include "supervisor/cgroup_mounts.h"
 #include "supervisor/control_api.h"
@@ -25,6 +31,34 @@
 #include "supervisor/driver_manager.h"
 #include "supervisor/journal.h"
 #include "supervisor/vtpm_manager.h"
+
+namespace {
+
+// A guest config named over D-Bus is read by this (root) daemon for its
+// caller: only a regular file the caller could read itself, so a config
+// path is never a way to read what the caller may not.
+axl::Result<std::string> read_as(const axl::policy::Subject& caller, const std::string& path) {
+  axl::UniqueFd f(::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK));
+  struct stat st {};
+  if (!f || ::fstat(f.get(), &st) != 0)
+    return axl::make_error("cannot open " + path + ": " + strerror(errno));
+  if (!S_ISREG(st.st_mode)) return axl::make_error(path + " is not a regular file");
+  const bool in_group =
+      std::find(caller.gids.begin(), caller.gids.end(), int(st.st_gid)) != caller.gids.end();
+  const bool readable = caller.uid == 0 ||
+                        (int(st.st_uid) == caller.uid && (st.st_mode & S_IRUSR)) ||
+                        (in_group && (st.st_mode & S_IRGRP)) || (st.st_mode & S_IROTH);
+  if (!readable)
+    return axl::make_error("cannot open " + path + ": the caller (uid " +
+                           std::to_string(caller.uid) + ") may not read it");
+  if (st.st_size > (1 << 20)) return axl::make_error(path + ": a guest config is at most 1 MiB");
+  std::string text(size_t(st.st_size), '\0');
+  if (::pread(f.get(), text.data(), text.size(), 0) != ssize_t(text.size()))
+    return axl::make_error("cannot read " + path + ": " + strerror(errno));
+  return text;
+}
+
+}  // namespace
 
 int main(int argc, char** argv) {
   std::string state_dir, config_path, dbus_address;
@@ -63,6 +97,23 @@ int main(int argc, char** argv) {
   if (!host) {
     AXL_ERROR("%s", host.error().message.c_str());
     return 1;
+  }
+  // The access policy (STATE/policy.toml): it decides every operation on a
+  // driver or a vTPM, and its driver settings go over the host config's.
+  axl::policy::DecisionPoint policy_dp("supervisor");
+  if (auto s = axl::policy::load_policy(policy_dp, state_dir); !s) {
+    AXL_ERROR("%s", s.error().message.c_str());
+    return 1;
+  }
+  const axl::config::HostConfig host_as_written = *host;
+  for (auto& d : host->drivers) {
+    if (auto to = policy_dp.policy().driver(d.name).failover;
+        !to.empty() && !host_as_written.find_driver(to)) {
+      AXL_ERROR("%s: driver %s fails over to %s, which this host does not run",
+                policy_dp.policy().origin().c_str(), d.name.c_str(), to.c_str());
+      return 1;
+    }
+    axl::supervisor::apply_policy(d, *host_as_written.find_driver(d.name), policy_dp.policy());
   }
 
   boost::asio::io_context io;
@@ -119,7 +170,12 @@ int main(int argc, char** argv) {
   axl::supervisor::VtpmManager vtpms(io, axl::proc::exe_dir() + "/axolotl-vtpm", state_dir,
                                      cgroups.get());
   vtpms.set_journal(&journal);
-  axl::ControlServer control(io, axl::supervisor::control_api(io, drivers, vtpms, dbus_api));
+  axl::dbus::SupervisorBackend* backend = nullptr;  // set below, before the loop runs
+  axl::ControlServer control(
+      io, axl::supervisor::control_api(io, drivers, vtpms, policy_dp, host_as_written, state_dir,
+                                       dbus_api, [&](uint64_t allowed, uint64_t denied) {
+                                         if (backend) backend->hv_counted(allowed, denied);
+                                       }));
   // The management API: on the bus given, or the system bus when asked for;
   // a host without a bus runs without it.
   // Domain requests from D-Bus go to the hypervisor and are answered when it
@@ -134,13 +190,19 @@ int main(int argc, char** argv) {
       done(std::move(rows));
     });
   };
-  domain_ops.create = [&](const std::string& path,
+  domain_ops.create = [&](const axl::policy::Subject& caller, const std::string& path,
                           axl::dbus::ManagerBackend::Done<std::string> done) {
-    auto text = axl::config::read_file(path);
+    // Read for the caller: only a file it could read itself.
+    auto text = read_as(caller, path);
     if (!text) return done(text.error());
     std::string base = path.rfind('/') == std::string::npos ? "." : path.substr(0, path.rfind('/'));
+    auto req = [create = axl::control::hv::create(*text, base),
+                caller](axl::schema::ControlRequest::Builder q) {
+      create(q);
+      axl::policy::set_caller(q, caller);
+    };
     // DomainStateChanged comes from the hypervisor, as for every create.
-    hv.create(*text, base, kDomainCallMs, [done](axl::Result<axl::control::ControlReply> r) {
+    hv.call(req, kDomainCallMs, [done](axl::Result<axl::control::ControlReply> r) {
       if (!r) return done(r.error());
       if (r->get().getDomains().size() != 1)
         return done(
@@ -148,12 +210,19 @@ int main(int argc, char** argv) {
       done(std::string(r->get().getDomains()[0].getName()));
     });
   };
-  domain_ops.destroy = [&](const std::string& name, std::function<void(axl::Status)> done) {
-    hv.destroy(name, kDomainCallMs, [done](axl::Result<axl::control::ControlReply> r) {
+  domain_ops.destroy = [&](const axl::policy::Subject& caller, const std::string& name,
+                           std::function<void(axl::Status)> done) {
+    auto req = [destroy = axl::control::hv::destroy(name),
+                caller](axl::schema::ControlRequest::Builder q) {
+      destroy(q);
+      axl::policy::set_caller(q, caller);
+    };
+    hv.call(req, kDomainCallMs, [done](axl::Result<axl::control::ControlReply> r) {
       done(r ? axl::Status() : axl::Status(r.error()));  // the signal comes from the hypervisor
     });
   };
-  axl::dbus::SupervisorBackend dbus_backend(drivers, domain_ops);
+  axl::dbus::SupervisorBackend dbus_backend(drivers, domain_ops, policy_dp);
+  backend = &dbus_backend;
   const bool dbus_required = !dbus_address.empty() || dbus_system;
   const char* sys_env = getenv("DBUS_SYSTEM_BUS_ADDRESS");
   const bool dbus_auto =

@@ -25,7 +25,14 @@ struct ControlRequest {
     driverServed @16 :DriverServed;  # hv -> supervisor: first request served after a rebind
     guestExec @18 :GuestExec;  # hv: run a command in a domain through its guest agent
     guestShutdown @19 :GuestShutdown;  # hv: ACPI power-off, answered once QEMU exited
+    reloadPolicy @21 :ReloadPolicy;  # both: check, or put in force, a new access policy
+    openConsole @22 :OpenConsole;    # hv: the console's socket (or log) as an fd, after the policy
+    openVtpm @23 :OpenVtpm;          # supervisor: a connection to a domain's vTPM as an fd
+    policyCounted @24 :PolicyCounted;  # hv -> supervisor: its decisions so far (D-Bus counters)
   }
+  # On whose behalf a host daemon asks (the supervisor forwarding a D-Bus
+  # call): honoured only from a peer running as root, ignored otherwise.
+  caller @20 :Caller;
   # Chosen by the client, unique among its requests in flight on one
   # connection; the reply carries it back (replies on one connection may come
   # in any order: a deferred answer does not hold up the next request).
@@ -169,4 +176,35 @@ struct ControlReply {
   id @5 :UInt64;         # the request's id
   exec @6 :ExecResult;   # guestExec
   forced @7 :Bool;       # guestShutdown: destroyed past its timeout
+  golden @8 :Text;       # openVtpm for attest: the policy's golden values for the guest, if any
+  policyAllowed @9 :UInt64;  # reloadPolicy: the daemon's decision counters
+  policyDenied @10 :UInt64;
+}
+
+struct Caller {
+  present @0 :Bool;
+  uid @1 :Int32;
+  gids @2 :List(Int32);
+  dbusNames @3 :List(Text);
+}
+
+struct ReloadPolicy {
+  text @0 :Text;      # the policy file's contents (policy/access.h)
+  origin @1 :Text;    # its name in errors and audit lines
+  dryRun @2 :Bool;    # only check that it parses and fits what runs now
+}
+
+struct OpenConsole {
+  domain @0 :Text;
+  log @1 :Bool;       # the console log (read-only) instead of the live console
+}
+
+struct OpenVtpm {
+  domain @0 :Text;
+  purpose @1 :Text;   # "access" (vtpm_access) | "attest" (attest)
+}
+
+struct PolicyCounted {
+  allowed @0 :UInt64;
+  denied @1 :UInt64;
 }

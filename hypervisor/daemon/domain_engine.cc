@@ -480,16 +480,6 @@ Result<UniqueFd> stream_listen(const std::string& path) {
   if (::listen(s.get(), 4) != 0) return make_error("listen " + path + ": " + strerror(errno));
   return s;
 }
-Result<UniqueFd> stream_connect(const std::string& path) {
-  sockaddr_un a{};
-  a.sun_family = AF_UNIX;
-  if (path.size() >= sizeof a.sun_path) return make_error("socket path too long: " + path);
-  memcpy(a.sun_path, path.c_str(), path.size() + 1);
-  UniqueFd s(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
-  if (!s || ::connect(s.get(), reinterpret_cast<sockaddr*>(&a), sizeof a) != 0)
-    return make_error("cannot connect to " + path + ": " + strerror(errno));
-  return s;
-}
 }  // namespace
 
 void DomainEngine::create_spawn(Domain* d) {
@@ -539,7 +529,7 @@ void DomainEngine::create_spawn(Domain* d) {
     *fdp = give(std::move(l).value());
   }
   if (!qs.tpm_socket.empty()) {
-    auto c = stream_connect(qs.tpm_socket);
+    auto c = wire::stream_connect(qs.tpm_socket);
     if (!c) return create_failed(d, make_error("vTPM: " + c.error().message));
     qs.tpm_fd = give(std::move(c).value());
   }

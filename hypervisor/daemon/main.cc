@@ -24,10 +24,12 @@
 #include "common/log.h"
 #include "common/process.h"
 #include "common/wire.h"
+#include "hypervisor/daemon/domain_access.h"
 #include "hypervisor/daemon/domain_engine.h"
 #include "hypervisor/daemon/driver_registry.h"
 #include "hypervisor/daemon/supervisor_events.h"
 #include "hypervisor/platform/accel.h"
+#include "policy/control.h"
 
 namespace {
 
@@ -65,6 +67,22 @@ axl::Result<axl::UniqueFd> kept_listener(axl::FdStore& store, const std::string&
   if (!l) return l.error();
   if (auto s = store.put(name, l->get()); !s) AXL_WARN("%s", s.error().message.c_str());
   return l;
+}
+
+// What `axl console` gets, after the policy allowed it: the console log
+// (read-only) or a connection to the live console.
+axl::Result<axl::UniqueFd> open_console_log(const axl::hv::Domain& d) {
+  axl::UniqueFd f(::open(d.console_log().c_str(), O_RDONLY | O_NOFOLLOW | O_CLOEXEC));
+  if (!f) return axl::make_error("no console output yet for " + d.cfg.name);
+  return f;
+}
+
+axl::Result<axl::UniqueFd> connect_console(const axl::hv::Domain& d) {
+  if (d.state != axl::hv::DomainState::kRunning)
+    return axl::make_error("domain " + d.cfg.name + " is not running");
+  auto s = axl::wire::stream_connect(d.console_socket());
+  if (!s) return axl::make_error("the console of " + d.cfg.name + ": " + s.error().message);
+  return s;
 }
 
 }  // namespace
@@ -169,6 +187,30 @@ int main(int argc, char** argv) {
   });
   bool stopping = false;
 
+  // Every operation on a domain asks the access policy first
+  // (docs/policy.md); the policy in force is STATE/policy.toml.
+  axl::policy::DecisionPoint access("hv");
+  if (auto s = axl::policy::load_policy(access, state_dir); !s) {
+    AXL_ERROR("%s", s.error().message.c_str());
+    return 1;
+  }
+  access.on_decided([&] { events.policy_counted(access.allowed(), access.denied()); });
+  namespace pol = axl::policy;
+  const axl::hv::Decide decide = [&](const pol::Subject& s, pol::Permission p,
+                                     const pol::Object& o) { return access.check(s, p, o); };
+  // Whether the request's subject holds `p` on guest `name`; if not, the
+  // reply says which rule refused it.
+  auto allowed = [&](axl::schema::ControlRequest::Reader req, axl::ControlServer::Context& ctx,
+                     pol::Permission p, const std::string& name,
+                     axl::schema::ControlReply::Builder rep) {
+    auto d = access.check(pol::subject_of(ctx, req), p, pol::Object{pol::Kind::kGuest, name});
+    if (!d.allowed) {
+      rep.setOk(false);
+      rep.setError(pol::denied(d));
+    }
+    return d.allowed;
+  };
+
   axl::ControlServer control(io, [&](axl::schema::ControlRequest::Reader req,
                                      axl::schema::ControlReply::Builder rep,
                                      axl::ControlServer::Context& ctx) {
@@ -178,6 +220,18 @@ int main(int argc, char** argv) {
       case R::CREATE: {
         // Answered once the domain runs or failed; the loop serves on meanwhile.
         auto c = req.getCreate();
+        auto cfg = axl::config::parse_guest(c.getConfigToml(), "guest config", c.getBaseDir());
+        if (!cfg) {  // the engine would say the same; the policy needs the name first
+          rep.setOk(false);
+          rep.setError(cfg.error().message);
+          break;
+        }
+        const pol::Subject op = pol::subject_of(ctx, req);
+        if (auto st = axl::hv::check_domain(access.policy(), decide, &op, *cfg); !st) {
+          rep.setOk(false);
+          rep.setError(st.error().message);
+          break;
+        }
         auto reply = ctx.defer();
         engine.create(c.getConfigToml(), c.getBaseDir(),
                       [reply](axl::Result<const axl::hv::Domain*> d) {
@@ -209,6 +263,7 @@ int main(int argc, char** argv) {
         break;
       }
       case R::DESTROY: {
+        if (!allowed(req, ctx, pol::Permission::kDestroy, req.getDestroy(), rep)) break;
         // Answered once the domain is gone (QEMU may take up to 2 s to stop).
         auto reply = ctx.defer();
         engine.destroy(req.getDestroy(), [reply](const axl::Status& s) {
@@ -241,6 +296,7 @@ int main(int argc, char** argv) {
           rep.setError("guestExec: a path, at most 1024 arguments, a timeout of 1 ms..1 h");
           break;
         }
+        if (!allowed(req, ctx, pol::Permission::kExec, e.getDomain(), rep)) break;
         std::vector<std::string> args;
         for (auto a : e.getArgs()) args.emplace_back(a.cStr());
         auto reply = ctx.defer();
@@ -278,6 +334,8 @@ int main(int argc, char** argv) {
           rep.setError("guestShutdown: a timeout of 1 ms..1 h");
           break;
         }
+        // Powering a domain off ends it as destroying it does.
+        if (!allowed(req, ctx, pol::Permission::kDestroy, g.getDomain(), rep)) break;
         auto reply = ctx.defer();
         engine.shutdown(g.getDomain(), std::chrono::milliseconds(g.getTimeoutMs()), g.getForce(),
                         [reply](axl::Result<bool> r) {
@@ -292,6 +350,37 @@ int main(int argc, char** argv) {
                         });
         break;
       }
+      case R::OPEN_CONSOLE: {
+        auto o = req.getOpenConsole();
+        const axl::hv::Domain* d = engine.find(o.getDomain());
+        if (!d) {
+          rep.setOk(false);
+          rep.setError("no domain named '" + std::string(o.getDomain().cStr()) + "'");
+          break;
+        }
+        if (!allowed(req, ctx, pol::Permission::kConsole, d->cfg.name, rep)) break;
+        auto fd = o.getLog() ? open_console_log(*d) : connect_console(*d);
+        if (!fd) {
+          rep.setOk(false);
+          rep.setError(fd.error().message);
+          break;
+        }
+        ctx.defer()->send({fd->get()});  // the reply holds its own copy
+        break;
+      }
+      case R::RELOAD_POLICY:
+        // Refused whole when a running domain would break it (a device its
+        // policy would no longer let attach, a vTPM it now requires).
+        pol::answer_reload(access, ctx, req.getReloadPolicy(), rep, [&](const pol::Policy& p) {
+          const axl::hv::Decide quiet = [&](const pol::Subject& s, pol::Permission perm,
+                                            const pol::Object& o) { return p.decide(s, perm, o); };
+          for (const axl::hv::Domain* d : engine.list())
+            if (auto st = axl::hv::check_domain(p, quiet, nullptr, d->cfg); !st)
+              return axl::Status(axl::make_error("running domain " + d->cfg.name + ": " +
+                                                 st.error().message + ": policy not applied"));
+          return axl::Status();
+        });
+        break;
       case R::PROMOTE_STANDBY:
         axl::set_status(rep, drivers.promote(req.getPromoteStandby()));
         break;

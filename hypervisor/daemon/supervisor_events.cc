@@ -39,6 +39,16 @@ void SupervisorEvents::served(const std::string& driver, int pid, uint64_t rebou
   push(Event{Event::Kind::kServed, driver, pid, "", rebound_ns, served_ns, died_ns});
 }
 
+void SupervisorEvents::policy_counted(uint64_t allowed, uint64_t denied) {
+  // Counts only grow: one queued behind the head is brought up to date.
+  if (queue_.size() > 1 && queue_.back().kind == Event::Kind::kPolicyCounted) {
+    queue_.back().rebound_ns = allowed;
+    queue_.back().served_ns = denied;
+    return;
+  }
+  push(Event{Event::Kind::kPolicyCounted, "", 0, "", allowed, denied});
+}
+
 void SupervisorEvents::push(Event e) {
   queue_.push_back(std::move(e));
   if (!in_flight_) send_head();
@@ -57,6 +67,9 @@ void SupervisorEvents::send_head() {
       break;
     case Event::Kind::kDomainState:
       req = control::supervisor::domain_state_changed(e.name, e.what);
+      break;
+    case Event::Kind::kPolicyCounted:
+      req = control::supervisor::policy_counted(e.rebound_ns, e.served_ns);
       break;
   }
   in_flight_ = true;
@@ -97,6 +110,8 @@ void SupervisorEvents::head_done(const Result<control::ControlReply>& r) {
   } else if (!r.ok() && e.kind == Event::Kind::kDomainState) {
     AXL_WARN("could not tell the supervisor that domain %s is %s: %s", e.name.c_str(),
              e.what.c_str(), why.c_str());
+  } else if (!r.ok() && e.kind == Event::Kind::kPolicyCounted) {
+    AXL_WARN("could not tell the supervisor the policy's counts: %s", why.c_str());
   } else if (!r.ok()) {
     AXL_WARN("could not tell the supervisor when driver %s (pid %d) first served: %s",
              e.name.c_str(), e.pid, why.c_str());

@@ -6,7 +6,9 @@
 //   moved to it (the end of the outage the supervisor records);
 // - DomainStateChanged: a domain changed state, whoever caused it (`axl
 //   create`, the guest powering off, D-Bus); the supervisor turns it into
-//   the D-Bus signal of the same name.
+//   the D-Bus signal of the same name;
+// - PolicyCounted: the hypervisor's access-policy decisions so far, for the
+//   supervisor's D-Bus counters (a newer count replaces a queued one).
 //
 // The hypervisor's loop never waits on the supervisor (docs/architecture.md,
 // "Control plane"): events are queued and sent from the loop on one kept
@@ -39,16 +41,18 @@ class SupervisorEvents {
   void domain_state(const std::string& domain, const std::string& state);
   void served(const std::string& driver, int pid, uint64_t rebound_ns, uint64_t served_ns,
               uint64_t died_ns);
+  void policy_counted(uint64_t allowed, uint64_t denied);
 
   bool idle() const { return queue_.empty(); }  // everything sent and answered
 
  private:
   struct Event {
-    enum class Kind { kQuarantined, kDomainState, kServed } kind;
-    std::string name;                                     // driver or domain
-    int pid = 0;                                          // kQuarantined, kServed
-    std::string what;                                     // cause or state
-    uint64_t rebound_ns = 0, served_ns = 0, died_ns = 0;  // kServed
+    enum class Kind { kQuarantined, kDomainState, kServed, kPolicyCounted } kind;
+    std::string name;  // driver or domain
+    int pid = 0;       // kQuarantined, kServed
+    std::string what;  // cause or state
+    uint64_t rebound_ns = 0, served_ns = 0,
+             died_ns = 0;  // kServed; kPolicyCounted: allowed, denied
   };
   void push(Event e);
   void send_head();

@@ -24,6 +24,7 @@
 
 #include "common/asio.h"
 #include "common/result.h"
+#include "policy/access.h"
 
 // sd-bus types, kept out of this header's includers.
 struct sd_bus;
@@ -73,12 +74,23 @@ class ManagerBackend {
   using Done = std::function<void(Result<T>)>;
   virtual ~ManagerBackend() = default;
   virtual void list_domains(Done<std::vector<DomainRow>> done) = 0;
-  virtual void create_domain(const std::string& config_path, Done<std::string> done) = 0;  // name
-  virtual void destroy_domain(const std::string& name, std::function<void(Status)> done) = 0;
+  // The methods that change state carry their caller (its uid, groups and
+  // bus names), for the access policy to decide on (policy/access.h).  A
+  // refusal's message starts with "denied by policy" and goes out as
+  // org.freedesktop.DBus.Error.AccessDenied.
+  virtual void create_domain(const policy::Subject& caller, const std::string& config_path,
+                             Done<std::string> done) = 0;  // name
+  virtual void destroy_domain(const policy::Subject& caller, const std::string& name,
+                              std::function<void(Status)> done) = 0;
   virtual std::vector<DriverRow> list_drivers() = 0;
-  virtual Status kill_driver(const std::string& name, const std::string& signal) = 0;
-  virtual Status restart_driver(const std::string& name) = 0;
+  virtual Status kill_driver(const policy::Subject& caller, const std::string& name,
+                             const std::string& signal) = 0;
+  virtual Status restart_driver(const policy::Subject& caller, const std::string& name) = 0;
   virtual std::vector<OutageRow> outages(const std::string& driver) = 0;  // "": all drivers
+  // The access policy's decisions so far, allowed and denied (properties
+  // PolicyAllowed and PolicyDenied of org.axolotl.Manager1).
+  virtual uint64_t policy_allowed() { return 0; }
+  virtual uint64_t policy_denied() { return 0; }
 };
 
 // Signals KillDriver accepts; anything else is rejected before the backend

@@ -163,6 +163,7 @@ class FakeBackend : public ManagerBackend {
   };
   std::vector<OutageRow> outage_rows{{"blk0", "crashed (SIGSEGV)", 120, 45000, 1700000000}};
   std::vector<std::string> calls;
+  policy::Subject last_caller;
 
   // While `hold` is set, domain calls are kept unanswered in `held` (on the
   // loop thread) until the test answers them.
@@ -177,15 +178,19 @@ class FakeBackend : public ManagerBackend {
     }
     done(domains);
   }
-  void create_domain(const std::string& config_path, Done<std::string> done) override {
+  void create_domain(const policy::Subject& caller, const std::string& config_path,
+                     Done<std::string> done) override {
     std::lock_guard l(mu);
+    last_caller = caller;
     calls.push_back("create " + config_path);
     if (config_path.find("bad") != std::string::npos)
       return done(make_error("config " + config_path + ": no [domain] table"));
     done(std::string("guest1"));
   }
-  void destroy_domain(const std::string& name, std::function<void(Status)> done) override {
+  void destroy_domain(const policy::Subject& caller, const std::string& name,
+                      std::function<void(Status)> done) override {
     std::lock_guard l(mu);
+    last_caller = caller;
     calls.push_back("destroy " + name);
     if (name != "web") return done(make_error("no domain named '" + name + "'"));
     done(Status());
@@ -194,15 +199,19 @@ class FakeBackend : public ManagerBackend {
     std::lock_guard l(mu);
     return drivers;
   }
-  Status kill_driver(const std::string& name, const std::string& signal) override {
+  Status kill_driver(const policy::Subject& caller, const std::string& name,
+                     const std::string& signal) override {
     std::lock_guard l(mu);
+    last_caller = caller;
     calls.push_back("kill " + name + " " + signal);
+    if (name == "guarded") return make_error("denied by policy: uid 0 may not kill driver guarded");
     for (auto& d : drivers)
       if (d.name == name) return {};
     return make_error("no driver named '" + name + "'");
   }
-  Status restart_driver(const std::string& name) override {
+  Status restart_driver(const policy::Subject& caller, const std::string& name) override {
     std::lock_guard l(mu);
+    last_caller = caller;
     calls.push_back("restart " + name);
     return {};
   }
@@ -419,6 +428,28 @@ TEST_F(ManagerApiTest, BackendErrorsReachTheCaller) {
   EXPECT_LT(r, 0);
   EXPECT_STREQ(err.name, SD_BUS_ERROR_INVALID_ARGS);
   sd_bus_error_free(&err);
+}
+
+TEST_F(ManagerApiTest, TheCallerReachesThePolicyAndADenialIsAccessDenied) {
+  auto c = client();
+  const char* own = nullptr;
+  ASSERT_GE(sd_bus_get_unique_name(c.get(), &own), 0);
+  sd_bus_error err = SD_BUS_ERROR_NULL;
+  int r = sd_bus_call_method(c.get(), kServiceName, kManagerPath, kManagerInterface, "KillDriver",
+                             &err, nullptr, "ss", "guarded", "KILL");
+  EXPECT_LT(r, 0);
+  EXPECT_STREQ(err.name, SD_BUS_ERROR_ACCESS_DENIED);
+  EXPECT_STREQ(err.message, "denied by policy: uid 0 may not kill driver guarded");
+  sd_bus_error_free(&err);
+  std::lock_guard l(backend_.mu);
+  const policy::Subject& who = backend_.last_caller;
+  EXPECT_EQ(who.kind, policy::Kind::kOperator);
+  EXPECT_EQ(who.uid, int(::geteuid()));
+  EXPECT_EQ(who.via, "dbus");
+  ASSERT_FALSE(who.gids.empty());
+  EXPECT_EQ(who.gids[0], int(::getegid()));
+  EXPECT_NE(std::find(who.dbus_names.begin(), who.dbus_names.end(), std::string(own)),
+            who.dbus_names.end());
 }
 
 TEST_F(ManagerApiTest, DriverObjectProperties) {

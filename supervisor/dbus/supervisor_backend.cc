@@ -21,14 +21,16 @@ void SupervisorBackend::list_domains(Done<std::vector<DomainRow>> done) {
   domains_.list(std::move(done));
 }
 
-void SupervisorBackend::create_domain(const std::string& config_path, Done<std::string> done) {
+void SupervisorBackend::create_domain(const policy::Subject& caller, const std::string& config_path,
+                                      Done<std::string> done) {
   if (!domains_.create) return done(no_domain_ops());
-  domains_.create(config_path, std::move(done));
+  domains_.create(caller, config_path, std::move(done));
 }
 
-void SupervisorBackend::destroy_domain(const std::string& name, std::function<void(Status)> done) {
+void SupervisorBackend::destroy_domain(const policy::Subject& caller, const std::string& name,
+                                       std::function<void(Status)> done) {
   if (!domains_.destroy) return done(no_domain_ops());
-  domains_.destroy(name, std::move(done));
+  domains_.destroy(caller, name, std::move(done));
 }
 
 std::vector<DriverRow> SupervisorBackend::list_drivers() {
@@ -48,11 +50,21 @@ std::vector<DriverRow> SupervisorBackend::list_drivers() {
   return rows;
 }
 
-Status SupervisorBackend::kill_driver(const std::string& name, const std::string& signal) {
+Status SupervisorBackend::decide(const policy::Subject& caller, policy::Permission p,
+                                 const std::string& driver) {
+  auto d = access_.check(caller, p, policy::Object{policy::Kind::kDriver, driver});
+  if (!d.allowed) return make_error("denied by " + d.message);
+  return {};
+}
+
+Status SupervisorBackend::kill_driver(const policy::Subject& caller, const std::string& name,
+                                      const std::string& signal) {
+  if (auto s = decide(caller, policy::Permission::kKill, name); !s) return s;
   return drivers_.kill(name, signal);
 }
 
-Status SupervisorBackend::restart_driver(const std::string& name) {
+Status SupervisorBackend::restart_driver(const policy::Subject& caller, const std::string& name) {
+  if (auto s = decide(caller, policy::Permission::kRestart, name); !s) return s;
   return drivers_.restart_now(name);
 }
 

@@ -90,9 +90,9 @@ for _ in $(seq 600); do
 done
 console_has dbg FIRST-SHA256 || die "guest did not read its disk"
 
-# Methods that change state check their caller, on this private bus too:
-# uid 65534 may read, not destroy, kill or restart (AccessDenied), and
-# nothing changes.
+# Methods that change state hand their caller to the access policy, on this
+# private bus too: under the built-in policy uid 65534 may read, not create,
+# destroy, kill or restart (AccessDenied naming why), and nothing changes.
 chmod 0711 "$T_DIR"
 nobody_bus() {  # METHOD ARGS... as dbus-send takes them; prints the reply or the error
   setpriv --reuid=65534 --regid=65534 --clear-groups \
@@ -104,11 +104,18 @@ for call in "DestroyDomain string:dbg" "KillDriver string:blk0 string:KILL" \
   "RestartDriver string:blk0" "CreateDomain string:$T_DIR/guest.toml"; do
   # shellcheck disable=SC2086
   err=$(nobody_bus $call) && die "uid 65534 was allowed $call: $err"
-  grep -q "AccessDenied: .* root only (caller uid 65534)" <<<"$err" || die "$call by uid 65534: $err"
+  grep -q "AccessDenied: denied by policy: uid 65534 over D-Bus may not .* (no rule allows it: default deny)" <<<"$err" ||
+    die "$call by uid 65534: $err"
 done
 chmod 0700 "$T_DIR"
 manager call ListDomains | grep -q '"dbg" [0-9]* "running"' || die "dbg changed: $(manager call ListDomains)"
-grep -q "dbus: DestroyDomain from uid 65534 refused" "$T_STATE/supervisor.log" || die "refusal not logged"
+grep -q 'audit daemon=supervisor subject="uid 65534 over D-Bus" object="driver blk0" permission=kill verdict=deny rule="default deny"' "$T_STATE/supervisor.log" ||
+  die "refusal not audited by the supervisor"
+grep -q 'audit daemon=hv subject="uid 65534 over D-Bus" object="guest dbg" permission=destroy verdict=deny' "$T_STATE/hv.log" ||
+  die "refusal not audited by the hypervisor"
+# ...and counted, the hypervisor's decisions with the supervisor's.
+policy_count_at_least PolicyDenied 4 "4 refusals"
+policy_count_at_least PolicyAllowed 1 "CreateDomain by root"
 
 # axl itself as a client of the API.
 abus() { "$AXL" --bus "$BUS" "$@"; }

@@ -127,6 +127,18 @@ XML
 }
 bus() { busctl --address="$BUS" --timeout=30 "$@"; }
 manager() { bus "$1" org.axolotl /org/axolotl/Manager1 org.axolotl.Manager1 "${@:2}"; }
+# policy_count_at_least PROPERTY N WHAT: Manager1's PolicyAllowed or
+# PolicyDenied reaches N (the hypervisor reports its counts to the supervisor
+# as an event: given 5 s), else the test fails naming WHAT.
+policy_count_at_least() {
+  local n
+  for _ in $(seq 100); do
+    n=$(manager get-property "$1" | awk '{print $2}')
+    [ "${n:-0}" -ge "$2" ] && return 0
+    sleep 0.05
+  done
+  die "$1 is '$n' after $3"
+}
 
 # --- A workload that checks itself ------------------------------------------
 # The guest (its NIC at NET.2, the host's TAP at NET.1) streams TCP to the
