@@ -50,6 +50,13 @@ Request open_console(const std::string& domain, bool log) {
     o.setLog(log);
   };
 }
+Request fail_over(const std::string& from, const std::string& to) {
+  return [=](Q q) {
+    auto f = q.initFailOver();
+    f.setFrom(from);
+    f.setTo(to);
+  };
+}
 }  // namespace hv
 
 namespace supervisor {

@@ -29,6 +29,8 @@ Request guest_shutdown(const std::string& domain, uint32_t timeout_ms, bool forc
 // standby now.
 Request promote_standby(const std::string& driver);
 Request open_console(const std::string& domain, bool log);
+// Move every device of driver `from` to driver `to` (docs/policy.md, "Failover").
+Request fail_over(const std::string& from, const std::string& to);
 }  // namespace hv
 
 // axolotl-supervisor, STATE/supervisor.sock.

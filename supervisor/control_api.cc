@@ -24,6 +24,18 @@ void apply_policy(config::DriverConfig& cfg, const config::DriverConfig& host_cf
   cfg.cpu_percent = s.cpu_percent.value_or(host_cfg.cpu_percent);
 }
 
+Status failovers_fit(const policy::Policy& p, const config::HostConfig& host) {
+  for (const auto& d : host.drivers) {
+    const std::string to = p.driver(d.name).failover;
+    if (to.empty()) continue;
+    const config::DriverConfig* t = host.find_driver(to);
+    if (!t || t->kind != d.kind)
+      return make_error(p.origin() + ": driver " + d.name + " fails over to " + to +
+                        ", which is not a " + config::to_string(d.kind) + " driver of this host");
+  }
+  return {};
+}
+
 namespace {
 
 // A connection to a domain's vTPM command socket (STATE/dom/NAME/vtpm.cmd).
@@ -199,19 +211,8 @@ ControlServer::AsyncHandler control_api(boost::asio::io_context& io, DriverManag
           hv_counted(req.getPolicyCounted().getAllowed(), req.getPolicyCounted().getDenied());
         break;
       case R::RELOAD_POLICY: {
-        std::set<std::string> known;
-        for (const auto& d : drivers.drivers()) known.insert(d->cfg.name);
         policy::answer_reload(access, ctx, req.getReloadPolicy(), rep,
-                              [&](const policy::Policy& p) {
-                                for (const auto& d : drivers.drivers()) {
-                                  const std::string& to = p.driver(d->cfg.name).failover;
-                                  if (!to.empty() && !known.count(to))
-                                    return Status(make_error(p.origin() + ": driver " +
-                                                             d->cfg.name + " fails over to " + to +
-                                                             ", which this host does not run"));
-                                }
-                                return Status();
-                              });
+                              [&](const policy::Policy& p) { return failovers_fit(p, host); });
         if (rep.getOk() && !req.getReloadPolicy().getDryRun())
           for (const auto& d : drivers.drivers())
             if (const auto* h = host.find_driver(d->cfg.name))

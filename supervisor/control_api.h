@@ -28,5 +28,8 @@ ControlServer::AsyncHandler control_api(boost::asio::io_context& io, DriverManag
 // settings and limits; docs/policy.md).
 void apply_policy(config::DriverConfig& cfg, const config::DriverConfig& host_cfg,
                   const policy::Policy& p);
+// Whether every failover the policy names is a driver of this host of the
+// same kind (docs/policy.md, "Failover").
+Status failovers_fit(const policy::Policy& p, const config::HostConfig& host);
 
 }  // namespace axl::supervisor

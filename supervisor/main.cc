@@ -106,15 +106,12 @@ int main(int argc, char** argv) {
     return 1;
   }
   const axl::config::HostConfig host_as_written = *host;
-  for (auto& d : host->drivers) {
-    if (auto to = policy_dp.policy().driver(d.name).failover;
-        !to.empty() && !host_as_written.find_driver(to)) {
-      AXL_ERROR("%s: driver %s fails over to %s, which this host does not run",
-                policy_dp.policy().origin().c_str(), d.name.c_str(), to.c_str());
-      return 1;
-    }
-    axl::supervisor::apply_policy(d, *host_as_written.find_driver(d.name), policy_dp.policy());
+  if (auto s = axl::supervisor::failovers_fit(policy_dp.policy(), host_as_written); !s) {
+    AXL_ERROR("%s", s.error().message.c_str());
+    return 1;
   }
+  for (auto& d : host->drivers)
+    axl::supervisor::apply_policy(d, *host_as_written.find_driver(d.name), policy_dp.policy());
 
   boost::asio::io_context io;
   const std::string hv_control = state_dir + "/hv.sock";
@@ -148,6 +145,19 @@ int main(int argc, char** argv) {
   std::unique_ptr<axl::dbus::ManagerApi> dbus_api;  // outlives `events`' users below
   axl::supervisor::Events events;
   events.failed = [&](const axl::supervisor::DriverDomain& d) {
+    // Given up: its devices move to the failover the policy names, if any.
+    if (const std::string to = policy_dp.policy().driver(d.cfg.name).failover; !to.empty()) {
+      const std::string from = d.cfg.name;
+      hv.call(axl::control::hv::fail_over(from, to), 10000,
+              [from, to](axl::Result<axl::control::ControlReply> r) {
+                if (r)
+                  AXL_INFO("driver %s given up: its devices fail over to %s", from.c_str(),
+                           to.c_str());
+                else
+                  AXL_ERROR("driver %s given up; failover to %s: %s", from.c_str(), to.c_str(),
+                            r.error().message.c_str());
+              });
+    }
     if (!dbus_api) return;
     dbus_api->emit_driver_failed(d.cfg.name, d.last_failure);
     dbus_api->drivers_changed();

@@ -29,6 +29,7 @@ struct ControlRequest {
     openConsole @22 :OpenConsole;    # hv: the console's socket (or log) as an fd, after the policy
     openVtpm @23 :OpenVtpm;          # supervisor: a connection to a domain's vTPM as an fd
     policyCounted @24 :PolicyCounted;  # hv -> supervisor: its decisions so far (D-Bus counters)
+    failOver @25 :FailOver;    # supervisor -> hv: move a given-up driver's devices to its failover
   }
   # On whose behalf a host daemon asks (the supervisor forwarding a D-Bus
   # call): honoured only from a peer running as root, ignored otherwise.
@@ -207,4 +208,9 @@ struct OpenVtpm {
 struct PolicyCounted {
   allowed @0 :UInt64;
   denied @1 :UInt64;
+}
+
+struct FailOver {
+  from @0 :Text;      # the driver that used up its restart budget
+  to @1 :Text;        # the one the policy names its failover
 }

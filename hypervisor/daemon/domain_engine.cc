@@ -251,6 +251,8 @@ void DomainEngine::write_domain_record(const Domain& d) {
   KvRecord r{{"name", d.cfg.name},         {"id", std::to_string(d.id)}, {"accel", d.accel},
              {"qemu", d.qemu_binary},      {"initrd", d.initrd},         {"nvram", d.nvram},
              {"vtpm", d.vtpm ? "1" : "0"}, {"base_dir", d.base_dir}};
+  // Devices moved to another driver than their config names (fail_over).
+  for (const auto& [i, driver] : d.failed_over) r["driver." + std::to_string(i)] = driver;
   auto s = write_file(d.dir + "/config.toml", d.config_toml);
   if (s) s = write_kv_record(d.dir + "/domain.rec", r);
   if (!s)
@@ -954,6 +956,40 @@ void DomainEngine::standby_promoted(DriverConnection& drv) {
     }
 }
 
+Result<size_t> DomainEngine::fail_over(const std::string& from, const std::string& to) {
+  DriverConnection* dst = drivers_.find(to);
+  if (!dst) return make_error("failover driver '" + to + "' is not connected");
+  for (auto& [name, d] : domains_)
+    for (auto& b : d->devices)
+      if (b.driver == from && b.request.kind != dst->kind())
+        return make_error("driver '" + to + "' is a " + config::to_string(dst->kind()) +
+                          " driver; domain " + name + " needs a " +
+                          config::to_string(b.request.kind) + " one");
+  size_t moved = 0;
+  for (auto& [name, d] : domains_) {
+    bool any = false;
+    for (size_t i = 0; i < d->devices.size(); ++i) {
+      auto& b = d->devices[i];
+      if (b.driver != from || !b.bound.device) continue;
+      if (DriverConnection* old = drivers_.find(from)) old->detach(b.bound.device_id);
+      if (b.standby) {
+        if (DriverConnection* sb = drivers_.find_standby(from)) sb->detach(b.standby->device_id);
+        b.standby.reset();
+      }
+      b.driver = to;
+      d->failed_over[i] = to;
+      rebind_async(d.get(), i, *dst);
+      if (DriverConnection* sb = drivers_.find_standby(to)) preattach_standby(d.get(), i, *sb);
+      AXL_INFO("domain %s: device %zu fails over from driver %s to %s", name.c_str(), i,
+               from.c_str(), to.c_str());
+      any = true;
+      ++moved;
+    }
+    if (any) write_domain_record(*d);
+  }
+  return moved;
+}
+
 std::pair<uint64_t, uint64_t> DomainEngine::service_times(const std::string& driver) const {
   uint64_t rebound = 0, served = 0;
   for (auto& [name, d] : domains_)
@@ -1056,6 +1092,19 @@ void DomainEngine::adopt_all() {
     d->vtpm = (*rec)["vtpm"] == "1";
     d->config_toml = *toml;
     d->base_dir = (*rec)["base_dir"];
+    for (const auto& [key, value] : *rec) {  // devices that failed over (fail_over)
+      if (key.rfind("driver.", 0) != 0 || !config::valid_name(value)) continue;
+      char* end = nullptr;
+      const unsigned long i = strtoul(key.c_str() + 7, &end, 10);
+      if (*end || key.size() == 7) continue;
+      if (i < d->cfg.disks.size())
+        d->cfg.disks[i].driver = value;
+      else if (i - d->cfg.disks.size() < d->cfg.nics.size())
+        d->cfg.nics[i - d->cfg.disks.size()].driver = value;
+      else
+        continue;
+      d->failed_over[i] = value;
+    }
     d->adopting = std::make_unique<Domain::Adoption>();
     const size_t ndev = d->cfg.disks.size() + d->cfg.nics.size();
     for (size_t i = 0; i < ndev; ++i) {

@@ -86,6 +86,9 @@ struct Domain {
   std::string crash_cause;  // how its QEMU crashed (state crashed)
   // What it was created from: on_crash = "restart" creates it again.
   std::string config_toml, base_dir;
+  // Devices (by index: disks, then NICs) now served by another driver than
+  // their config names, after a failover (DomainEngine::fail_over).
+  std::map<size_t, std::string> failed_over;
   std::string initrd;             // what QEMU boots (the base, or base + the script overlay)
   std::vector<QemuDevice> qdevs;  // collected while attaching
   std::string qemu_binary;
@@ -180,6 +183,14 @@ class DomainEngine {
   // Over the devices a driver serves: the latest rebind and the first
   // completion after it (CLOCK_MONOTONIC ns; 0 when none).
   std::pair<uint64_t, uint64_t> service_times(const std::string& driver) const;
+  // Moves every device that driver `from` serves to driver `to`, of the same
+  // kind: the policy's failover once `from` used up its restart budget
+  // (docs/policy.md, "Failover").  As on a restart, only the channel behind
+  // each vhost-user device changes: QEMU and the guest see no reset, and
+  // requests in flight are handed to `to`.  The move is recorded with the
+  // domain, so a restarted hypervisor attaches to `to` too.  Returns how
+  // many devices moved.
+  Result<size_t> fail_over(const std::string& from, const std::string& to);
   std::vector<const Domain*> list() const;
   // Keeps what a successor needs to adopt every running domain after a
   // crash of this process (docs/architecture.md, "The hypervisor's own

@@ -381,6 +381,24 @@ int main(int argc, char** argv) {
           return axl::Status();
         });
         break;
+      case R::FAIL_OVER: {
+        // The supervisor's, once a driver used up its restart budget and the
+        // policy names its failover; root's only, like every internal request.
+        if (ctx.peer().uid != 0 && ctx.peer().uid != int(::geteuid())) {
+          rep.setOk(false);
+          rep.setError("failOver: root only");
+          break;
+        }
+        auto f = req.getFailOver();
+        auto moved = engine.fail_over(f.getFrom(), f.getTo());
+        if (!moved) {
+          axl::set_status(rep, moved.error());
+          break;
+        }
+        AXL_INFO("driver %s given up: %zu device%s moved to its failover %s", f.getFrom().cStr(),
+                 *moved, *moved == 1 ? "" : "s", f.getTo().cStr());
+        break;
+      }
       case R::PROMOTE_STANDBY:
         axl::set_status(rep, drivers.promote(req.getPromoteStandby()));
         break;
