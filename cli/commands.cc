@@ -43,7 +43,7 @@ Result<ControlReply> domain_info(const HostPaths& p, const std::string& name) {
 }
 }  // namespace
 
-int create(const HostPaths& p, const std::string& config_path) {
+int create(const HostPaths& p, const std::string& config_path, const std::string& vtpm_state) {
   auto text = config::read_file(config_path);
   if (!text) return fail(text.error().message);
   std::error_code ec;
@@ -52,7 +52,7 @@ int create(const HostPaths& p, const std::string& config_path) {
   // Validate here too, so a bad file is reported against the user's path.
   auto g = config::parse_guest(*text, config_path, base);
   if (!g) return fail(g.error().message);
-  auto r = one_domain(call(p.hv_socket(), control::hv::create(*text, base)));
+  auto r = one_domain(call(p.hv_socket(), control::hv::create(*text, base, vtpm_state)));
   if (!r) return fail(r.error().message);
   auto d = r->get().getDomains()[0];
   printf("created domain %s (id %u, %s)\n", d.getName().cStr(), d.getId(), d.getAccel().cStr());
@@ -145,6 +145,13 @@ int vtpm_pipe(const HostPaths& p, const std::string& name) {
       }
     }
   }
+}
+
+int vtpm_delete(const HostPaths& p, const std::string& name) {
+  auto r = call(p.supervisor_socket(), control::supervisor::delete_vtpm(name));
+  if (!r) return fail(r.error().message);
+  printf("vTPM of domain %s retired\n", name.c_str());
+  return 0;
 }
 
 int vtpms(const HostPaths& p) {

@@ -17,7 +17,9 @@ struct HostPaths {
 // bus: "" (the system bus when there is one), "system", "none", or a D-Bus address.
 int host_up(const HostPaths& p, const std::string& config_path, const std::string& bus = "");
 int host_down(const HostPaths& p);
-int create(const HostPaths& p, const std::string& config_path);
+// vtpm_state: "" or, for a name that had a vTPM before, "keep" or "new".
+int create(const HostPaths& p, const std::string& config_path, const std::string& vtpm_state = "");
+int vtpm_delete(const HostPaths& p, const std::string& name);
 int list(const HostPaths& p);
 int destroy(const HostPaths& p, const std::string& name);
 int console(const HostPaths& p, const std::string& name, bool log_only);

@@ -40,6 +40,12 @@ int main(int argc, char** argv) {
   double timeout_s = 600;
   auto* create = app.add_subcommand("create", "create and start a domain from a guest config");
   create->add_option("config", file, "guest config (TOML)")->required();
+  std::string vtpm_state;
+  create
+      ->add_option(
+          "--vtpm-state", vtpm_state,
+          "a name that had a vTPM before: keep its vTPM (EK, sealed state) or make a new one")
+      ->check(CLI::IsMember({"keep", "new"}));
   state_opt(create);
   auto* list = app.add_subcommand("list", "list domains");
   state_opt(list);
@@ -63,6 +69,10 @@ int main(int argc, char** argv) {
                          "(TPM2TOOLS_TCTI=\"cmd:axl vtpm-pipe NAME\")");
   vpipe->add_option("name", name, "domain")->required();
   state_opt(vpipe);
+  auto* vdel = app.add_subcommand(
+      "vtpm-delete", "retire a domain's vTPM state for good (EK, seeds); not while it runs");
+  vdel->add_option("name", name, "domain")->required();
+  state_opt(vdel);
   std::string signal = "KILL";
   auto* dkill =
       app.add_subcommand("driver-kill", "send a signal to a driver domain (fault injection)");
@@ -179,13 +189,14 @@ int main(int argc, char** argv) {
     if (*dkill) return bus_driver_kill(client_bus, name, signal);
     if (*drestart) return bus_driver_restart(client_bus, name);
   }
-  if (*create) return axl::cli::create(paths, file);
+  if (*create) return axl::cli::create(paths, file, vtpm_state);
   if (*list) return axl::cli::list(paths);
   if (*destroy) return axl::cli::destroy(paths, name);
   if (*console) return axl::cli::console(paths, name, log_only);
   if (*drivers) return axl::cli::drivers(paths, stats);
   if (*vtpms) return axl::cli::vtpms(paths);
   if (*vpipe) return axl::cli::vtpm_pipe(paths, name);
+  if (*vdel) return axl::cli::vtpm_delete(paths, name);
   if (*dkill) return driver_kill(paths, name, signal);
   if (*inj) return inject(paths, name, fault);
   if (*drestart) return driver_restart(paths, name);

@@ -5,11 +5,13 @@ namespace axl::control {
 using Q = schema::ControlRequest::Builder;
 
 namespace hv {
-Request create(const std::string& config_toml, const std::string& base_dir) {
+Request create(const std::string& config_toml, const std::string& base_dir,
+               const std::string& vtpm_state) {
   return [=](Q q) {
     auto c = q.initCreate();
     c.setConfigToml(config_toml);
     c.setBaseDir(base_dir);
+    c.setVtpmState(vtpm_state);
   };
 }
 Request list() {
@@ -123,6 +125,9 @@ Request policy_counted(uint64_t allowed, uint64_t denied) {
     p.setAllowed(allowed);
     p.setDenied(denied);
   };
+}
+Request delete_vtpm(const std::string& domain) {
+  return [=](Q q) { q.setDeleteVtpm(domain); };
 }
 Request open_vtpm(const std::string& domain, const std::string& purpose) {
   return [=](Q q) {

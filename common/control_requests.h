@@ -18,7 +18,9 @@ namespace axl::control {
 
 // axolotl-hv, STATE/hv.sock.
 namespace hv {
-Request create(const std::string& config_toml, const std::string& base_dir);
+// vtpm_state: "" (none given), "keep" or "new" (docs/architecture.md, vTPM).
+Request create(const std::string& config_toml, const std::string& base_dir,
+               const std::string& vtpm_state = "");
 Request list();
 Request destroy(const std::string& domain);
 Request domain_info(const std::string& domain);
@@ -47,6 +49,7 @@ Request driver_served(const std::string& driver, int pid, uint64_t rebound_ns, u
                       uint64_t died_ns);
 Request policy_counted(uint64_t allowed, uint64_t denied);
 Request open_vtpm(const std::string& domain, const std::string& purpose);
+Request delete_vtpm(const std::string& domain);
 }  // namespace supervisor
 
 // Both daemons answer these.
@@ -100,6 +103,10 @@ class SupervisorClient {
   }
   std::shared_ptr<PendingCall> stop_vtpm(const std::string& domain, int timeout_ms, Done done) {
     return ch_->call(supervisor::stop_vtpm(domain), timeout_ms, std::move(done));
+  }
+  // Any other request (one that names a caller: policy/control.h).
+  std::shared_ptr<PendingCall> call(const Request& req, int timeout_ms, Done done) {
+    return ch_->call(req, timeout_ms, std::move(done));
   }
   // Events (hypervisor/daemon/supervisor_events.h sends them in order).
   std::shared_ptr<PendingCall> send(const Request& event, int timeout_ms, Done done) {

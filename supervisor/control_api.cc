@@ -184,6 +184,12 @@ ControlServer::AsyncHandler control_api(boost::asio::io_context& io, DriverManag
         if (!allowed(Permission::kRestart, Kind::kDriver, req.getRestartDriver())) break;
         axl::set_status(rep, drivers.restart_now(req.getRestartDriver()));
         break;
+      case R::DELETE_VTPM:
+        // Retiring a vTPM ends the guest's identity as destroying it ends
+        // the guest: the same permission.
+        if (!allowed(Permission::kDestroy, Kind::kGuest, req.getDeleteVtpm())) break;
+        axl::set_status(rep, vtpms.retire(req.getDeleteVtpm()));
+        break;
       case R::OPEN_VTPM: {
         auto o = req.getOpenVtpm();
         const std::string domain = o.getDomain(), purpose = o.getPurpose();

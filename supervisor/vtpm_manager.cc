@@ -1,10 +1,14 @@
 #include "supervisor/vtpm_manager.h"
 
+#include "common/fs.h"
+#include "vtpm/kdf.h"
+
 #include <arpa/inet.h>
 #include <dirent.h>
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <poll.h>
+#include <sys/mman.h>
 #include <sys/random.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -149,6 +153,26 @@ Status VtpmManager::ensure_host_key() {
   return {};
 }
 
+// What a vTPM is handed as its key: a memfd with the key derived for its
+// own id (vtpm/kdf.h), never the host key itself, so one vTPM that is
+// broken into unseals no other's state.
+Result<UniqueFd> VtpmManager::instance_key_fd(const std::string& domain) {
+  UniqueFd host(::open(host_key().c_str(), O_RDONLY | O_NOFOLLOW | O_CLOEXEC));
+  if (!host) return sys_error("cannot open " + host_key());
+  vtpm::Key k;
+  uint8_t extra = 0;
+  if (::read(host.get(), k.bytes.data(), k.bytes.size()) != ssize_t(k.bytes.size()) ||
+      ::read(host.get(), &extra, 1) != 0)
+    return make_error(host_key() + ": the host vTPM key is 32 bytes");
+  const vtpm::Key mine = vtpm::derive_instance_key(k, domain);
+  UniqueFd fd(::memfd_create("vtpm-key", MFD_CLOEXEC));
+  if (!fd ||
+      ::write(fd.get(), mine.bytes.data(), mine.bytes.size()) != ssize_t(mine.bytes.size()) ||
+      ::lseek(fd.get(), 0, SEEK_SET) != 0)
+    return sys_error("cannot hand the vTPM of " + domain + " its key");
+  return fd;
+}
+
 void VtpmManager::start(const std::string& domain, bool measure_log, uint32_t command_port,
                         std::function<void(Status)> done) {
   if (!config::valid_name(domain))
@@ -247,11 +271,20 @@ Status VtpmManager::own_state_dir(const std::string& domain) {
 // Runs `axolotl-vtpm --provision` on the (empty) state dir; `done` once it exited.
 void VtpmManager::provision(VtpmDomain& v, std::function<void(Status)> done) {
   const std::string domain = v.domain;
+  auto key = instance_key_fd(domain);
+  if (!key) return done(key.error());
   proc::SpawnOptions so;
-  so.argv = {bin_,         "--state-dir", vtpm_dir(domain),
-             "--key-file", host_key(),    "--vtpm-id",
-             domain,       "--ca-dir",    state_dir_ + "/vtpm-host/ca",
+  so.argv = {bin_,
+             "--state-dir",
+             vtpm_dir(domain),
+             "--key-fd",
+             std::to_string(kKeyFd),
+             "--vtpm-id",
+             domain,
+             "--ca-dir",
+             state_dir_ + "/vtpm-host/ca",
              "--provision"};
+  so.fds = {{key->get(), kKeyFd}};
   so.log_path = log_path(domain);
   so.new_session = true;
   auto spawned = proc::spawn(so);
@@ -367,8 +400,9 @@ void VtpmManager::launch(VtpmDomain& v, std::function<void(Status)> done) {
     }
 
     const std::string dd = dom_dir(v.domain);
-    UniqueFd key(::open(host_key().c_str(), O_RDONLY | O_CLOEXEC));
-    if (!key) return sys_error("cannot open " + host_key());
+    auto key_fd = instance_key_fd(v.domain);
+    if (!key_fd) return key_fd.error();
+    UniqueFd key = std::move(key_fd).value();
     proc::SpawnOptions so;
     so.argv = {bin_,
                "--state-dir",
@@ -604,6 +638,24 @@ void VtpmManager::relaunch(VtpmDomain* v) {
     AXL_INFO("vTPM of domain %s restarted: pid %d (%s)", v->domain.c_str(), v->pid(),
              v->ctrl_conn ? "QEMU's channels handed on" : "no QEMU connection yet");
   });
+}
+
+Status VtpmManager::retire(const std::string& domain) {
+  if (!config::valid_name(domain)) return make_error("bad domain name '" + domain + "'");
+  for (const auto& v : vtpms_)
+    if (v->domain == domain &&
+        (v->state == VtpmState::kRunning || v->state == VtpmState::kStarting))
+      return make_error("the vTPM of domain " + domain + " is " + to_string(v->state) +
+                        ": destroy the domain first");
+  const std::string dir = vtpm_dir(domain);
+  struct stat st {};
+  if (::lstat(dir.c_str(), &st) != 0) return make_error("domain " + domain + " has no vTPM state");
+  if (auto s = remove_tree(dir); !s) return s;
+  vtpms_.erase(std::remove_if(vtpms_.begin(), vtpms_.end(),
+                              [&](const auto& v) { return v->domain == domain; }),
+               vtpms_.end());
+  AXL_INFO("vTPM state of domain %s retired", domain.c_str());
+  return {};
 }
 
 Status VtpmManager::stop(const std::string& domain) {

@@ -128,12 +128,19 @@ class VtpmManager {
   // kept is stopped.
   void adopt_all();
 
+  // Removes a domain's vTPM state (EK, seeds, sealed files) for good, so
+  // that the next domain of that name gets a new vTPM; refused while its
+  // vTPM runs.  (`axl vtpm-delete`, `axl create --vtpm-state new`.)
+  Status retire(const std::string& domain);
+
  private:
   // Spawns an instance; `done` once it listens, exited or timed out.
   void launch(VtpmDomain& v, std::function<void(Status)> done);
   void start_instance(VtpmDomain* v);  // after provisioning, if any
   void start_failed(VtpmDomain* v, Error e);
   Status ensure_host_key();
+  Result<UniqueFd> instance_key_fd(const std::string& domain);
+
   // Empties the state dir of a vTPM that has no TPM yet: true if it needs provisioning.
   Result<bool> clear_unprovisioned(const std::string& domain);
   Status own_state_dir(const std::string& domain);

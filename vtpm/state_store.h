@@ -37,6 +37,7 @@
 
 #include "common/result.h"
 #include "common/unique_fd.h"
+#include "vtpm/kdf.h"
 
 namespace axl::vtpm {
 
@@ -45,24 +46,6 @@ enum class StateKind : uint16_t { kPermanent = 1, kVolatile = 2 };
 // kProcessCrash: atomic against the vTPM process dying (write + rename).
 // kPowerLoss: also against the host losing power (fsync file, rename, fsync dir).
 enum class Durability { kProcessCrash, kPowerLoss };
-
-struct Key {
-  std::array<uint8_t, 32> bytes{};
-};
-
-// What one vTPM's state is sealed under: the host key and that vTPM's id
-// (its domain's name).  No state is ever sealed under the host key itself;
-// every AEAD key is derive_key()'d from both.
-struct VtpmKey {
-  Key host;
-  std::string id;
-};
-
-// HKDF-SHA256(IKM = host key, salt, info = label || 0x00 || id): a key for
-// one purpose (`label`) of one vTPM.  The label is fixed and NUL-free, so
-// no two (label, id) pairs share an info.  An empty salt is HKDF's default.
-std::array<uint8_t, 32> derive_key(const VtpmKey& key, std::string_view label,
-                                   std::span<const uint8_t> salt);
 
 inline constexpr size_t kStateHeaderSize = 48;
 

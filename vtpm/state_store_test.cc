@@ -259,4 +259,19 @@ TEST_F(StateStoreTest, KeyFileRules) {
 }
 
 }  // namespace
+// The instance key, against OpenSSL's command line on the same inputs:
+// openssl kdf -keylen 32 -kdfopt digest:SHA256 -kdfopt hexkey:00...00
+//   -kdfopt hexinfo:<"axolotl-vtpm instance" NUL "vs"> HKDF
+TEST(DeriveInstanceKey, IsHkdfOfTheHostKeyAndTheId) {
+  const Key zero{};
+  const Key k = derive_instance_key(zero, "vs");
+  const std::array<uint8_t, 32> want = {0xA2, 0xF2, 0xBF, 0x03, 0xB1, 0xD6, 0x8B, 0x8A,
+                                        0xA4, 0xCF, 0x3E, 0xF0, 0x6A, 0xD7, 0xDA, 0xD8,
+                                        0x5F, 0x0E, 0x3A, 0xF9, 0x24, 0xEE, 0xEC, 0x63,
+                                        0xE3, 0xCA, 0x14, 0x34, 0x29, 0x88, 0xD1, 0xCD};
+  EXPECT_EQ(k.bytes, want);
+  EXPECT_NE(derive_instance_key(zero, "vt").bytes, want);
+  EXPECT_NE(k.bytes, zero.bytes);
+}
+
 }  // namespace axl::vtpm

@@ -29,6 +29,7 @@ struct ControlRequest {
     openConsole @22 :OpenConsole;    # hv: the console's socket (or log) as an fd, after the policy
     openVtpm @23 :OpenVtpm;          # supervisor: a connection to a domain's vTPM as an fd
     policyCounted @24 :PolicyCounted;  # hv -> supervisor: its decisions so far (D-Bus counters)
+    deleteVtpm @26 :Text;      # supervisor: retire a domain's vTPM state (not while it runs)
     failOver @25 :FailOver;    # supervisor -> hv: move a given-up driver's devices to its failover
   }
   # On whose behalf a host daemon asks (the supervisor forwarding a D-Bus
@@ -122,6 +123,7 @@ struct ExecResult {
 struct CreateDomain {
   configToml @0 :Text;   # the guest config, already validated by axl
   baseDir @1 :Text;      # relative paths in the config resolve against this
+  vtpmState @2 :Text;    # a name that had a vTPM before: "keep" it or make a "new" one
 }
 
 struct DomainInfo {

@@ -232,18 +232,59 @@ int main(int argc, char** argv) {
           rep.setError(st.error().message);
           break;
         }
+        // A name that had a vTPM before: its EK and sealed state are still
+        // there, and the operator says which it is to be.
+        const std::string choice = c.getVtpmState();
+        if (!choice.empty() && choice != "keep" && choice != "new") {
+          rep.setOk(false);
+          rep.setError("vtpmState must be keep or new, not '" + choice + "'");
+          break;
+        }
+        const std::string name = cfg->name;
+        const bool had_vtpm =
+            cfg->vtpm.enabled &&
+            ::access((state_dir + "/vtpm/" + name + "/permanent.state").c_str(), F_OK) == 0;
+        if (had_vtpm && choice.empty() && !engine.find(name)) {
+          rep.setOk(false);
+          rep.setError("domain " + name +
+                       " had a vTPM before (its EK and sealed state are kept): create it with "
+                       "--vtpm-state keep to boot with that vTPM, or --vtpm-state new to retire "
+                       "it and make a new one");
+          break;
+        }
         auto reply = ctx.defer();
-        engine.create(c.getConfigToml(), c.getBaseDir(),
-                      [reply](axl::Result<const axl::hv::Domain*> d) {
-                        auto r = reply->reply();
-                        if (!d) {
-                          r.setOk(false);
-                          r.setError(d.error().message);
-                        } else {
-                          fill_domain(**d, r.initDomains(1)[0]);
-                        }
-                        reply->send();
-                      });
+        auto go = [&engine, reply, toml = std::string(c.getConfigToml()),
+                   base = std::string(c.getBaseDir())] {
+          engine.create(toml, base, [reply](axl::Result<const axl::hv::Domain*> d) {
+            auto r = reply->reply();
+            if (!d) {
+              r.setOk(false);
+              r.setError(d.error().message);
+            } else {
+              fill_domain(**d, r.initDomains(1)[0]);
+            }
+            reply->send();
+          });
+        };
+        if (!had_vtpm || choice != "new" || engine.find(name)) {
+          go();
+          break;
+        }
+        // "new": the supervisor retires the old state first (for this
+        // operator: the policy decides there too).
+        auto retire = [r = axl::control::supervisor::delete_vtpm(name),
+                       op](axl::schema::ControlRequest::Builder q) {
+          r(q);
+          pol::set_caller(q, op);
+        };
+        supervisor.call(retire, 10000,
+                        [go, reply, name](axl::Result<axl::control::ControlReply> r) {
+                          if (r) return go();
+                          auto b = reply->reply();
+                          b.setOk(false);
+                          b.setError("retiring the old vTPM of " + name + ": " + r.error().message);
+                          reply->send();
+                        });
         break;
       }
       case R::LIST: {

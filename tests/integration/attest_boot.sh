@@ -27,7 +27,8 @@ guest_config() {  # guest_config [INITRD]
 }
 boot() {  # boots g1 and waits for the guest's PCR 9 line
   local rc=0
-  axl create "$T_DIR/guest.toml" >"$T_DIR/create.out" 2>&1 || rc=$?
+  # Booted again later: the same vTPM (same EK), as an attestation expects.
+  axl create --vtpm-state keep "$T_DIR/guest.toml" >"$T_DIR/create.out" 2>&1 || rc=$?
   if [ $rc != 0 ]; then
     if grep -q "unknown key 'vtpm'" "$T_DIR/create.out"; then
       echo "SKIP: vTPM wiring not present (no [vtpm] support in axl create)"

@@ -8,8 +8,11 @@
 #    supervisor restarts it, handing it QEMU's connections; a PCR extended
 #    from the host after the restart shows in the guest, which reads its PCRs
 #    again unchanged;
-#  - `axl destroy` stops the vTPM; a vTPM that cannot start fails `axl create`
-#    with one line and leaves nothing behind.
+#  - `axl destroy` stops the vTPM and keeps its state; creating the name
+#    again asks for --vtpm-state keep (the same EK) or new (a new one);
+#    `axl vtpm-delete` retires it, not while it runs;
+#  - a vTPM that cannot start fails `axl create` with one line and leaves
+#    nothing behind.
 . "$(dirname "$0")/lib.sh"
 require_root_and_tools
 for t in tpm2_eventlog tpm2_pcrextend xxd; do
@@ -149,22 +152,46 @@ assert_gone "$pid2"
 [ -s "$T_STATE/vtpm/vb/permanent.state" ] || die "the vTPM's state went with the domain"
 ek1=$(sha_of "$T_STATE/vtpm/vb/ek.crt")
 
-# Created again: same vTPM (same EK), destroyed while running: stopped by PID.
+# Created again: the name had a vTPM, and the operator must say whether to
+# keep it; kept, it is the same vTPM (same EK); it cannot be retired while
+# it runs; destroyed while running, it is stopped by PID.
 sed -i 's/^sleep 25$/sleep 600/' "$T_DIR/guest.sh"
-axl create "$T_DIR/guest.toml" >&2
+out=$(axl create "$T_DIR/guest.toml" 2>&1) && die "a name with an old vTPM was created without a choice"
+[ "$out" = "axl: domain vb had a vTPM before (its EK and sealed state are kept): create it with --vtpm-state keep to boot with that vTPM, or --vtpm-state new to retire it and make a new one" ] ||
+  die "create without a choice said: $out"
+[ -z "$(axl list | awk '$1=="vb"')" ] && [ ! -e "$D" ] || die "the refused create left a domain"
+axl create --vtpm-state keep "$T_DIR/guest.toml" >&2
 pid3=$(vtpm_pid)
 [ -n "$pid3" ] || die "no vTPM on the second create"
 [ "$(sha_of "$T_STATE/vtpm/vb/ek.crt")" = "$ek1" ] || die "the EK changed across destroy/create"
+out=$(axl vtpm-delete vb 2>&1) && die "a running vTPM was retired"
+grep -q "the vTPM of domain vb is running: destroy the domain first" <<<"$out" || die "vtpm-delete while running: $out"
+[ "$(sha_of "$T_STATE/vtpm/vb/ek.crt")" = "$ek1" ] || die "a refused vtpm-delete changed the vTPM"
 axl destroy vb >&2
 assert_gone "$pid3"
 [ ! -e "$D" ] || die "domain dir left after destroy: $(ls -la "$D" 2>&1 | tr "\n" " ")"
+# --vtpm-state new: the old vTPM retired, a new one (a new EK).
+axl create --vtpm-state new "$T_DIR/guest.toml" >&2
+ek2=$(sha_of "$T_STATE/vtpm/vb/ek.crt")
+[ "$ek2" != "$ek1" ] || die "--vtpm-state new kept the old EK"
+axl destroy vb >&2
+# axl vtpm-delete: retired for good; the next create needs no choice and
+# gets a new vTPM.
+axl vtpm-delete vb >&2
+[ ! -e "$T_STATE/vtpm/vb" ] || die "vtpm-delete left $T_STATE/vtpm/vb"
+out=$(axl vtpm-delete vb 2>&1) && die "a second vtpm-delete succeeded"
+[ "$out" = "axl: domain vb has no vTPM state" ] || die "second vtpm-delete said: $out"
+axl create "$T_DIR/guest.toml" >&2
+[ "$(sha_of "$T_STATE/vtpm/vb/ek.crt")" != "$ek2" ] || die "the vTPM was not made anew after vtpm-delete"
+axl destroy vb >&2
+log "a name's old vTPM: kept only when asked (same EK), or retired (new EK)"
 
 # A vTPM that cannot start: its sealed state is garbage.
 mkdir -p "$T_STATE/vtpm/bad"
 head -c 200 /dev/urandom >"$T_STATE/vtpm/bad/permanent.state"
 sed 's/^name = "vb"/name = "bad"/' "$T_DIR/guest.toml" >"$T_DIR/bad.toml"
 set +e
-err=$(axl create "$T_DIR/bad.toml" 2>&1 >/dev/null)
+err=$(axl create --vtpm-state keep "$T_DIR/bad.toml" 2>&1 >/dev/null)
 rc=$?
 set -e
 ((rc != 0)) || die "axl create succeeded with a broken vTPM"

@@ -6,7 +6,8 @@
 #    and a seccomp filter, in user, mount, pid, network, ipc and uts
 #    namespaces of its own; its root holds its state dir and nothing else
 #    (no CA key, no host key), and it holds no fd to either key or to a
-#    directory other than that /state;
+#    directory other than that /state; it was given only the key derived
+#    for its own id, and the host key itself does not open its state;
 #  - in service under the filter: TPM2_CreatePrimary and a quote checked
 #    against the AK (OpenSSL inside libtpms), checkpoints, CMD_GET/SET_STATEBLOB
 #    with the TPM stopped and powered on again, on the TCP ports and Unix
@@ -48,20 +49,33 @@ command_port = $PORT
 TOML
 
 # A vTPM an older version made: provisioned by an unconfined instance as
-# root, with the host key and CA where the supervisor keeps them.
+# root, with the CA where the supervisor keeps it and the key the supervisor
+# derives for this vTPM from the host key: HKDF-SHA256(host key, info =
+# "axolotl-vtpm instance" NUL "vs") (vtpm/kdf.h), computed here by openssl.
 V="$T_STATE/vtpm/vs"
 mkdir -p "$V" "$T_STATE/vtpm-host/ca"
 chmod 700 "$T_STATE/vtpm-host" "$T_STATE/vtpm-host/ca"
 head -c 32 /dev/urandom >"$T_STATE/vtpm-host/key"
 chmod 600 "$T_STATE/vtpm-host/key"
-"$AXL_BIN/axolotl-vtpm" --state-dir "$V" --key-file "$T_STATE/vtpm-host/key" \
+openssl kdf -keylen 32 -kdfopt digest:SHA256 \
+  -kdfopt hexkey:"$(xxd -p "$T_STATE/vtpm-host/key" | tr -d '\n')" \
+  -kdfopt hexinfo:"$(printf 'axolotl-vtpm instance\0vs' | xxd -p | tr -d '\n')" HKDF |
+  tr -d ':\n' >"$T_DIR/vs.key"
+"$AXL_BIN/axolotl-vtpm" --state-dir "$V" --key-file "$T_DIR/vs.key" --vtpm-id vs \
   --ca-dir "$T_STATE/vtpm-host/ca" --provision 2>"$T_DIR/provision.log" ||
   { cat "$T_DIR/provision.log" >&2; die "provisioning as an older version would failed"; }
 [ "$(stat -c %u "$V/permanent.state")" = 0 ] || die "test setup: state not root's"
 ek=$(sha_of "$V/ek.crt")
+# The host key itself does not open it: a vTPM holds only its own key.
+cp -a "$V" "$T_DIR/vs-copy"
+rc=0
+timeout 10 "$AXL_BIN/axolotl-vtpm" --state-dir "$T_DIR/vs-copy" --key-file "$T_STATE/vtpm-host/key" \
+  --vtpm-id vs --command-socket "$T_DIR/vs-copy.sock" 2>"$T_DIR/hostkey.log" || rc=$?
+[ $rc = 1 ] && grep -q "authentication failed" "$T_DIR/hostkey.log" ||
+  die "the host key opened a vTPM's state (rc=$rc): $(cat "$T_DIR/hostkey.log")"
 
 host_up "$T_DIR/host.toml"
-axl create "$T_DIR/guest.toml" >&2
+axl create --vtpm-state keep "$T_DIR/guest.toml" >&2
 sup=$(cat "$T_STATE/supervisor.pid")
 vtpm_pid() { axl vtpms | awk '$1=="vs" && $3=="running"{print $2}'; }
 pid1=$(vtpm_pid)
@@ -197,7 +211,7 @@ axl destroy vs >&2
 
 # Created again (the same vTPM), then SIGTERM: an orderly power-off.
 sed -i 's/^sleep 40$/sleep 600/' "$T_DIR/guest.sh"
-axl create "$T_DIR/guest.toml" >&2
+axl create --vtpm-state keep "$T_DIR/guest.toml" >&2
 pid3=$(vtpm_pid)
 [ -n "$pid3" ] || die "no vTPM on the second create"
 check_confined "$pid3"
