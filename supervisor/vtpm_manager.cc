@@ -117,7 +117,7 @@ Result<UniqueFd> tcp_listen(uint32_t port) {
 // Where each fd lies in a serving instance (the argv below names them).
 constexpr int kReadyFd = 3, kHandoverFd = 4, kCtrlConnFd = 5, kDataConnFd = 6, kStateFd = 7,
               kKeyFd = 8, kMeasureLogFd = 9, kCtrlListenFd = 10, kCmdListenFd = 11, kPortCmdFd = 12,
-              kPortCtrlFd = 13, kHealthFd = 14;
+              kPortCtrlFd = 13, kHealthFd = 14, kGenerationFd = 15;
 
 // vtpm/state_store.h: a state dir without it holds no TPM yet.
 constexpr const char* kPermanentState = "permanent.state";
@@ -151,6 +151,47 @@ Status VtpmManager::ensure_host_key() {
   }
   AXL_INFO("created the host vTPM key %s", key.c_str());
   return {};
+}
+
+std::string VtpmManager::counter_path(const std::string& domain) const {
+  return state_dir_ + "/vtpm-host/counters/" + domain;
+}
+
+uint32_t VtpmManager::rollback_floor(VtpmDomain& v) {
+  uint32_t recorded = 0;
+  if (auto text = config::read_file(counter_path(v.domain)))
+    recorded = uint32_t(std::strtoul(text->c_str(), nullptr, 10));
+  uint32_t newest = recorded;
+  uint8_t b[4];
+  // The reports are datagrams of 4 bytes; anything else is skipped.  The
+  // instance is untrusted: a value only ever raises the floor of its own
+  // state, which at worst refuses that state (its own denial of service).
+  for (ssize_t n; v.generations &&
+                  (n = ::recv(v.generations.get(), b, sizeof b, MSG_DONTWAIT | MSG_TRUNC)) >= 0;)
+    if (n == ssize_t(sizeof b))
+      newest = std::max(newest,
+                        uint32_t(b[0]) << 24 | uint32_t(b[1]) << 16 | uint32_t(b[2]) << 8 | b[3]);
+  if (newest != recorded) {
+    const std::string path = counter_path(v.domain), tmp = path + ".new";
+    UniqueFd f(::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0600));
+    const std::string text = std::to_string(newest) + "\n";
+    if (!f || ::write(f.get(), text.data(), text.size()) != ssize_t(text.size()) ||
+        ::fsync(f.get()) != 0 || ::rename(tmp.c_str(), path.c_str()) != 0)
+      AXL_ERROR("vTPM of domain %s: cannot record generation %u in %s: %s", v.domain.c_str(),
+                newest, path.c_str(), strerror(errno));
+  }
+  return newest;
+}
+
+Result<UniqueFd> VtpmManager::new_generation_pipe(VtpmDomain& v) {
+  (void)rollback_floor(v);  // what the last instance reported is kept first
+  if (auto s = make_private_dir(state_dir_ + "/vtpm-host/counters"); !s) return s.error();
+  int p[2];
+  if (::socketpair(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0, p) != 0)
+    return sys_error("socketpair");
+  ::shutdown(p[0], SHUT_WR);
+  v.generations.reset(p[0]);
+  return UniqueFd(p[1]);
 }
 
 // What a vTPM is handed as its key: a memfd with the key derived for its
@@ -250,6 +291,8 @@ Result<bool> VtpmManager::clear_unprovisioned(const std::string& domain) {
     if (::unlinkat(dfd.get(), n.c_str(), 0) != 0 &&
         (errno != EISDIR || ::unlinkat(dfd.get(), n.c_str(), AT_REMOVEDIR) != 0))
       return sys_error("cannot clear " + dir + "/" + n);
+  // A new TPM (a new EK): its generations start again at 1.
+  ::unlink(counter_path(domain).c_str());
   return true;
 }
 
@@ -273,18 +316,22 @@ void VtpmManager::provision(VtpmDomain& v, std::function<void(Status)> done) {
   const std::string domain = v.domain;
   auto key = instance_key_fd(domain);
   if (!key) return done(key.error());
+  auto gen = new_generation_pipe(v);
+  if (!gen) return done(gen.error());
   proc::SpawnOptions so;
   so.argv = {bin_,
              "--state-dir",
              vtpm_dir(domain),
              "--key-fd",
              std::to_string(kKeyFd),
+             "--generation-fd",
+             std::to_string(kGenerationFd),
              "--vtpm-id",
              domain,
              "--ca-dir",
              state_dir_ + "/vtpm-host/ca",
              "--provision"};
-  so.fds = {{key->get(), kKeyFd}};
+  so.fds = {{key->get(), kKeyFd}, {gen->get(), kGenerationFd}};
   so.log_path = log_path(domain);
   so.new_session = true;
   auto spawned = proc::spawn(so);
@@ -402,6 +449,11 @@ void VtpmManager::launch(VtpmDomain& v, std::function<void(Status)> done) {
     const std::string dd = dom_dir(v.domain);
     auto key_fd = instance_key_fd(v.domain);
     if (!key_fd) return key_fd.error();
+    // Rollback protection: what earlier instances reported is the floor.
+    auto gen_pipe = new_generation_pipe(v);
+    if (!gen_pipe) return gen_pipe.error();
+    UniqueFd gen_w = std::move(gen_pipe).value();
+    const uint32_t floor = rollback_floor(v);
     UniqueFd key = std::move(key_fd).value();
     proc::SpawnOptions so;
     so.argv = {bin_,
@@ -423,10 +475,15 @@ void VtpmManager::launch(VtpmDomain& v, std::function<void(Status)> done) {
                "--handover-fd",
                std::to_string(kHandoverFd),
                "--health-fd",
-               std::to_string(kHealthFd)};
+               std::to_string(kHealthFd),
+               "--generation-fd",
+               std::to_string(kGenerationFd),
+               "--rollback-floor",
+               std::to_string(floor)};
     so.fds = {{ready_w.get(), kReadyFd},
               {theirs.get(), kHandoverFd},
               {health_theirs.get(), kHealthFd},
+              {gen_w.get(), kGenerationFd},
               {key.get(), kKeyFd},
               {v.ctrl_listen.get(), kCtrlListenFd},
               {v.cmd_listen.get(), kCmdListenFd}};
@@ -597,6 +654,7 @@ void VtpmManager::on_exit(VtpmDomain* v) {
   // What it handed over just before it died is still queued: take it.
   if (v->handover) drain_handover(v);
   v->handover.reset();
+  (void)rollback_floor(*v);  // its last reports, kept
   if (stopping_) return;
   if (WIFEXITED(status) && WEXITSTATUS(status) == 0) {
     // An orderly end: QEMU sent CMD_SHUTDOWN (the guest is gone).
@@ -651,6 +709,7 @@ Status VtpmManager::retire(const std::string& domain) {
   struct stat st {};
   if (::lstat(dir.c_str(), &st) != 0) return make_error("domain " + domain + " has no vTPM state");
   if (auto s = remove_tree(dir); !s) return s;
+  ::unlink(counter_path(domain).c_str());  // a new vTPM starts at generation 1
   vtpms_.erase(std::remove_if(vtpms_.begin(), vtpms_.end(),
                               [&](const auto& v) { return v->domain == domain; }),
                vtpms_.end());
@@ -672,6 +731,7 @@ Status VtpmManager::stop(const std::string& domain) {
     journal_->store().remove(v.active->record().key() + ".handover");
   if (v.active) v.active->stop(2000ms);
   v.active.reset();
+  (void)rollback_floor(v);  // its last reports, kept
   close_listeners(v);
   AXL_INFO("vTPM of domain %s stopped on request", domain.c_str());
   vtpms_.erase(it);

@@ -83,6 +83,9 @@ struct VtpmDomain : Supervised {
   // Listening, made here and handed to every instance: vtpm.ctrl,
   // vtpm.cmd and, with a command port, 127.0.0.1:port and port + 1.
   UniqueFd ctrl_listen, cmd_listen, port_cmd_listen, port_ctrl_listen;
+  // Where its instances report each new generation of its permanent state
+  // (rollback protection: VtpmManager::rollback_floor).
+  UniqueFd generations;
   std::unique_ptr<boost::asio::posix::stream_descriptor> handover;  // our end
 
   int pid() const { return active ? active->pid() : -1; }
@@ -140,6 +143,14 @@ class VtpmManager {
   void start_failed(VtpmDomain* v, Error e);
   Status ensure_host_key();
   Result<UniqueFd> instance_key_fd(const std::string& domain);
+  // Rollback protection: the newest permanent state generation this vTPM's
+  // instances reported (read from `v.generations`), kept outside its state
+  // dir in STATE/vtpm-host/counters/NAME; an instance is started with it as
+  // the floor its state must reach.
+  uint32_t rollback_floor(VtpmDomain& v);
+  std::string counter_path(const std::string& domain) const;
+  // A fresh report pipe for the next instance: the write end, for it.
+  Result<UniqueFd> new_generation_pipe(VtpmDomain& v);
 
   // Empties the state dir of a vTPM that has no TPM yet: true if it needs provisioning.
   Result<bool> clear_unprovisioned(const std::string& domain);

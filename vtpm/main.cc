@@ -62,11 +62,15 @@ axl::Result<std::pair<axl::vtpm::TpmEngine::Fault, uint32_t>> parse_fault(const 
 // Every fd named on the command line, checked before anything is made or
 // served (or confined): a wrong one fails the start with one line naming it.
 axl::Status check_fds(const axl::vtpm::Options& o) {
-  const std::pair<int, const char*> open_fds[] = {
-      {o.ctrl_fd, "--ctrl-fd"},   {o.data_fd, "--data-fd"},
-      {o.ready_fd, "--ready-fd"}, {o.handover_fd, "--handover-fd"},
-      {o.key_fd, "--key-fd"},     {o.measure_log_fd, "--measure-log-fd"},
-      {o.state_fd, "--state-fd"}, {o.health_fd, "--health-fd"}};
+  const std::pair<int, const char*> open_fds[] = {{o.ctrl_fd, "--ctrl-fd"},
+                                                  {o.data_fd, "--data-fd"},
+                                                  {o.ready_fd, "--ready-fd"},
+                                                  {o.handover_fd, "--handover-fd"},
+                                                  {o.key_fd, "--key-fd"},
+                                                  {o.measure_log_fd, "--measure-log-fd"},
+                                                  {o.state_fd, "--state-fd"},
+                                                  {o.health_fd, "--health-fd"},
+                                                  {o.generation_fd, "--generation-fd"}};
   for (const auto& [fd, flag] : open_fds)
     if (fd >= 0 && ::fcntl(fd, F_GETFD) < 0)
       return axl::make_error(std::string(flag) + " " + std::to_string(fd) + " is not an open fd");
@@ -172,6 +176,22 @@ int main(int argc, char** argv) {
   // (vtpm/state_store.h): another vTPM's files do not open here.
   auto store = StateStore::open(state_dir, VtpmKey{key.value(), o.vtpm_id});
   if (!store) return fail(store.error().message);
+  // A permanent state older than the newest the supervisor was told of is a
+  // copy put back: refused, and left exactly as found.
+  if (store->generation() < o.rollback_floor)
+    return fail("rollback refused: " + o.state_dir + "/permanent.state is generation " +
+                std::to_string(store->generation()) + ", older than generation " +
+                std::to_string(o.rollback_floor) +
+                " the host recorded; put the newer state back (or retire it: axl vtpm-delete)");
+  if (o.generation_fd >= 0) {
+    store->on_saved([fd = o.generation_fd](uint32_t g) {
+      const uint8_t b[4] = {uint8_t(g >> 24), uint8_t(g >> 16), uint8_t(g >> 8), uint8_t(g)};
+      // One datagram, never waited on, never a SIGPIPE: a supervisor that
+      // is gone (restarting) or reads late loses this report, nothing else.
+      if (::send(fd, b, sizeof b, MSG_DONTWAIT | MSG_NOSIGNAL) != ssize_t(sizeof b))
+        AXL_WARN("could not report permanent state generation %u: %s", g, strerror(errno));
+    });
+  }
   const std::string perm_path = store->path(StateKind::kPermanent);
   struct stat perm {};
   const bool fresh = ::stat(perm_path.c_str(), &perm) != 0 && errno == ENOENT;

@@ -100,11 +100,14 @@ Result<Options> parse_options(const std::vector<std::string>& args) {
   fd("--ready-fd", o.ready_fd, "written once everything listens");
   fd("--handover-fd", o.handover_fd, "where the channels are handed over");
   fd("--health-fd", o.health_fd, "the supervisor's heartbeats");
-  fd("--key-fd", o.key_fd, "the host key, open");
+  fd("--key-fd", o.key_fd, "this vTPM's key (derived for it from the host key), open");
   fd("--measure-log-fd", o.measure_log_fd, "the event log, open");
   fd("--ctrl-listen-fd", o.ctrl_listen_fd, "the control socket, listening");
   fd("--command-listen-fd", o.command_listen_fd, "the command socket, listening");
   fd("--state-fd", o.state_fd, "the state dir, open (--sandbox)");
+  fd("--generation-fd", o.generation_fd, "where each new permanent state generation is reported");
+  app.add_option("--rollback-floor", o.rollback_floor,
+                 "refuse a permanent state older than this generation");
   app.add_flag("--sandbox", o.sandbox, "confine itself");
   app.add_flag("--provision", o.provision_only, "make the TPM and exit");
   app.add_flag("--startup-clear", o.startup_clear, "TPM2_Startup(CLEAR) itself");
@@ -137,7 +140,8 @@ Result<Options> parse_options(const std::vector<std::string>& args) {
   }
   const int fds[] = {o.ctrl_fd,         o.data_fd,        o.ready_fd,       o.handover_fd,
                      o.key_fd,          o.measure_log_fd, o.ctrl_listen_fd, o.command_listen_fd,
-                     o.port_command_fd, o.port_ctrl_fd,   o.state_fd,       o.health_fd};
+                     o.port_command_fd, o.port_ctrl_fd,   o.state_fd,       o.health_fd,
+                     o.generation_fd};
   for (int fd : fds) {
     int same = 0;
     for (int g : fds) same += fd >= 0 && g == fd;

@@ -33,6 +33,11 @@ struct Options {
   int port_command_fd = -1;    // --command-port-fds: instead of --command-port (N ...
   int port_ctrl_fd = -1;       // ... and N+1)
   int state_fd = -1;           // the state dir, bind-mounted at /state once confined
+  // Rollback protection: the permanent state must be at least this
+  // generation (the supervisor's counter), and each new generation saved is
+  // sent here (a datagram of 4 bytes, big-endian) for the supervisor to keep.
+  uint32_t rollback_floor = 0;
+  int generation_fd = -1;
   bool sandbox = false;
   bool provision_only = false;
   bool startup_clear = false;

@@ -120,14 +120,15 @@ Result<Key> load_key_fd(int fd, const std::string& what) {
                     " bytes)");
 }
 
-std::vector<uint8_t> seal(const VtpmKey& key, StateKind kind, std::span<const uint8_t> plain) {
+std::vector<uint8_t> seal(const VtpmKey& key, StateKind kind, std::span<const uint8_t> plain,
+                          uint32_t generation) {
   const auto k = derive_key(key, kPermanentLabel, {});
   std::vector<uint8_t> out(kStateHeaderSize + plain.size());
   uint8_t* h = out.data();
   std::memcpy(h, kMagic, 8);
   put16(h + 8, kVersion);
   put16(h + 10, static_cast<uint16_t>(kind));
-  put32(h + 12, 0);
+  put32(h + 12, generation);  // in the AAD: authenticated with the rest
   put32(h + 16, static_cast<uint32_t>(plain.size()));
   if (RAND_bytes(h + kNonceOffset, 12) != 1) abort();  // no entropy: nothing safe to do
   Ctx ctx(EVP_CIPHER_CTX_new());
@@ -196,7 +197,15 @@ Result<std::vector<uint8_t>> open_sealed(const VtpmKey& key, StateKind kind,
 Result<StateStore> StateStore::open(const std::string& dir, const VtpmKey& key) {
   UniqueFd fd(::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
   if (!fd) return make_error(errno_text("state dir " + dir));
-  return StateStore(dir, std::move(fd), key);
+  StateStore s(dir, std::move(fd), key);
+  // The generation of the permanent state there, from its header (its
+  // authenticity is checked when it is loaded: the field is in the AAD).
+  UniqueFd perm(::openat(s.dirfd_.get(), "permanent.state", O_RDONLY | O_NOFOLLOW | O_CLOEXEC));
+  uint8_t h[kStateHeaderSize];
+  if (perm && ::pread(perm.get(), h, sizeof h, 0) == ssize_t(sizeof h) &&
+      std::memcmp(h, kMagic, 8) == 0 && get16(h + 8) == kVersion)
+    s.generation_ = get32(h + 12);
+  return s;
 }
 
 std::string StateStore::path(StateKind kind) const {
@@ -209,7 +218,7 @@ Status StateStore::save(StateKind kind, std::span<const uint8_t> plain, Durabili
     if (!f) return f.error();
     return {};
   }
-  const std::vector<uint8_t> sealed = seal(key_, kind, plain);
+  const std::vector<uint8_t> sealed = seal(key_, kind, plain, generation_ + 1);
   const std::string name = "permanent.state";
   const std::string tmp = ".permanent.tmp";
   UniqueFd fd(::openat(dirfd_.get(), tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600));
@@ -230,6 +239,8 @@ Status StateStore::save(StateKind kind, std::span<const uint8_t> plain, Durabili
   if (d == Durability::kPowerLoss && ::fsync(dirfd_.get()) != 0) {
     return make_error(errno_text("fsync " + dir_));
   }
+  ++generation_;
+  if (on_saved_) on_saved_(generation_);
   return {};
 }
 

@@ -4,7 +4,7 @@
 // by the blob sealed with AES-256-GCM:
 //
 //   0  magic "AXLVTPMS"      8  version (u16, 2)   10 kind (u16)
-//   12 reserved (u32, 0)     16 plaintext length (u32)
+//   12 generation (u32)      16 plaintext length (u32)
 //   20 nonce (12 bytes, fresh per write)           32 GCM tag (16 bytes)
 //   48 ciphertext (plaintext length bytes)
 //
@@ -29,6 +29,7 @@
 #pragma once
 #include <array>
 #include <cstdint>
+#include <functional>
 #include <optional>
 #include <span>
 #include <string>
@@ -57,7 +58,10 @@ Result<Key> load_key_file(const std::string& path, const std::string& state_dir)
 Result<Key> load_key_fd(int fd, const std::string& what);
 
 // Pure sealing/opening, exposed for tests.
-std::vector<uint8_t> seal(const VtpmKey& key, StateKind kind, std::span<const uint8_t> plain);
+// `generation`: header bytes 12..15 (authenticated), what rollback
+// protection compares (StateStore::generation).
+std::vector<uint8_t> seal(const VtpmKey& key, StateKind kind, std::span<const uint8_t> plain,
+                          uint32_t generation = 0);
 Result<std::vector<uint8_t>> open_sealed(const VtpmKey& key, StateKind kind,
                                          std::span<const uint8_t> file, const std::string& what);
 
@@ -73,6 +77,15 @@ class StateStore {
   const std::string& dir() const { return dir_; }
   int dirfd() const { return dirfd_.get(); }
   const VtpmKey& key() const { return key_; }
+  // Rollback protection (docs/architecture.md, "vTPM state"): every save of
+  // the permanent state is one generation newer (sealed into its header);
+  // the supervisor keeps the newest it was told of outside the state dir
+  // and refuses, through the vTPM, a state older than that.
+  // The permanent state's generation as found at open (0: none, or older
+  // files), then as saved.
+  uint32_t generation() const { return generation_; }
+  // Called with the new generation after each permanent save is in place.
+  void on_saved(std::function<void(uint32_t)> f) { on_saved_ = std::move(f); }
 
  private:
   StateStore(std::string dir, UniqueFd dirfd, VtpmKey key)
@@ -80,6 +93,8 @@ class StateStore {
   std::string dir_;
   UniqueFd dirfd_;
   VtpmKey key_;
+  uint32_t generation_ = 0;
+  std::function<void(uint32_t)> on_saved_;
 };
 
 const char* kind_name(StateKind k);

@@ -65,6 +65,33 @@ TEST_F(StateStoreTest, RoundTripsAndHoldsNoPlaintext) {
   EXPECT_EQ(n, 1);
 }
 
+TEST_F(StateStoreTest, EachPermanentSaveIsOneGenerationNewerAndReported) {
+  std::vector<uint32_t> reported;
+  {
+    auto st = StateStore::open(dir_, key_);
+    ASSERT_TRUE(st.ok());
+    EXPECT_EQ(st->generation(), 0u);
+    st->on_saved([&](uint32_t g) { reported.push_back(g); });
+    const std::vector<uint8_t> a(100, 1);
+    ASSERT_TRUE(st->save(StateKind::kPermanent, a, Durability::kProcessCrash).ok());
+    ASSERT_TRUE(st->save(StateKind::kPermanent, a, Durability::kProcessCrash).ok());
+    EXPECT_EQ(st->generation(), 2u);
+  }
+  EXPECT_EQ(reported, (std::vector<uint32_t>{1, 2}));
+  // Reopened: the generation is read back and counting goes on.
+  auto st = StateStore::open(dir_, key_);
+  ASSERT_TRUE(st.ok());
+  EXPECT_EQ(st->generation(), 2u);
+  ASSERT_TRUE(st->save(StateKind::kPermanent, std::vector<uint8_t>(3, 2), Durability::kPowerLoss).ok());
+  EXPECT_EQ(StateStore::open(dir_, key_)->generation(), 3u);
+  // The generation is authenticated: raised by hand, the file no longer opens.
+  const std::string p = st->path(StateKind::kPermanent);
+  auto bytes = read(p);
+  bytes[15] = 0x7f;
+  write(p, bytes);
+  EXPECT_FALSE(StateStore::open(dir_, key_)->load(StateKind::kPermanent).ok());
+}
+
 TEST_F(StateStoreTest, MissingFileIsNotAnError) {
   auto st = StateStore::open(dir_, key_);
   auto r = st->load(StateKind::kVolatile);
