@@ -187,7 +187,12 @@ workload_bytes() { stat -c %s "$T_DIR/received"; }
 workload_finish() {
   in_ns "$TOOL" send "$2.2" 5009 </dev/null || die "cannot tell the guest to stop"
   axl wait "$1" --timeout 600 >&2 || die "guest script failed"
-  wait "$WORKLOAD_RX" || true  # the guest ended its sender mid-stream
+  # The guest ended its sender mid-stream and powered off: the receiver sees
+  # the end, unless the guest's FIN was still in flight when it went (then it
+  # would wait out its deadline): what arrived is checked either way.
+  for _ in $(seq 100); do kill -0 "$WORKLOAD_RX" 2>/dev/null || break; sleep 0.1; done
+  kill "$WORKLOAD_RX" 2>/dev/null || true
+  wait "$WORKLOAD_RX" || true
   T_PIDS=("${T_PIDS[@]/$WORKLOAD_RX}")
   local size errors
   size=$(workload_bytes)
