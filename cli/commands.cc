@@ -192,12 +192,10 @@ int driver_restart(const HostPaths& p, const std::string& name) {
 int wait(const HostPaths& p, const std::string& name, double timeout_s) {
   auto deadline =
       std::chrono::steady_clock::now() + std::chrono::milliseconds(int64_t(timeout_s * 1000));
-  std::string log_path;
   for (;;) {
     auto r = domain_info(p, name);
     if (!r) return fail(r.error().message);
     auto d = r->get().getDomains()[0];
-    log_path = d.getConsoleLog();
     if (std::string(d.getState().cStr()) == "shutoff") break;
     if (std::string(d.getState().cStr()) == "crashed")
       return fail("domain " + name + " crashed: " + std::string(d.getCrashCause().cStr()));
@@ -207,9 +205,15 @@ int wait(const HostPaths& p, const std::string& name, double timeout_s) {
     }
     std::this_thread::sleep_for(std::chrono::milliseconds(100));
   }
-  // The bundled guest init reports its script's status on the console.
-  auto log = config::read_file(log_path);
-  auto status = parse_guest_exit(log ? *log : "");
+  // The bundled guest init reports its script's status on the console, read
+  // through the hypervisor (the policy's console permission).
+  auto r = call(p.hv_socket(), control::hv::open_console(name, true));
+  if (!r) return fail(r.error().message);
+  if (r->fds().size() != 1) return fail("the hypervisor sent no console log");
+  std::string log;
+  char buf[65536];
+  for (ssize_t n; (n = ::read(r->fds()[0].get(), buf, sizeof buf)) > 0;) log.append(buf, size_t(n));
+  auto status = parse_guest_exit(log);
   if (!status) return fail("domain " + name + " shut off: " + status.error().message);
   printf("domain %s shut off, script exit status %d\n", name.c_str(), *status);
   return *status;

@@ -82,7 +82,8 @@ TEST_F(StateStoreTest, EachPermanentSaveIsOneGenerationNewerAndReported) {
   auto st = StateStore::open(dir_, key_);
   ASSERT_TRUE(st.ok());
   EXPECT_EQ(st->generation(), 2u);
-  ASSERT_TRUE(st->save(StateKind::kPermanent, std::vector<uint8_t>(3, 2), Durability::kPowerLoss).ok());
+  ASSERT_TRUE(
+      st->save(StateKind::kPermanent, std::vector<uint8_t>(3, 2), Durability::kPowerLoss).ok());
   EXPECT_EQ(StateStore::open(dir_, key_)->generation(), 3u);
   // The generation is authenticated: raised by hand, the file no longer opens.
   const std::string p = st->path(StateKind::kPermanent);
