@@ -201,12 +201,13 @@ int main(int argc, char** argv) {
     });
   };
   domain_ops.create = [&](const axl::policy::Subject& caller, const std::string& path,
+                          const std::string& vtpm_state,
                           axl::dbus::ManagerBackend::Done<std::string> done) {
     // Read for the caller: only a file it could read itself.
     auto text = read_as(caller, path);
     if (!text) return done(text.error());
     std::string base = path.rfind('/') == std::string::npos ? "." : path.substr(0, path.rfind('/'));
-    auto req = [create = axl::control::hv::create(*text, base),
+    auto req = [create = axl::control::hv::create(*text, base, vtpm_state),
                 caller](axl::schema::ControlRequest::Builder q) {
       create(q);
       axl::policy::set_caller(q, caller);

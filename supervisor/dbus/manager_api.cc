@@ -168,14 +168,29 @@ struct Callbacks {
   }
 
   static int create_domain(sd_bus_message* m, void* userdata, sd_bus_error* e) {
+    return create(m, userdata, e, false);
+  }
+  // CreateDomainWithVtpmState(config_path, vtpm_state): for a name that had
+  // a vTPM before, "keep" it or make a "new" one (axl create --vtpm-state).
+  static int create_domain_with_vtpm_state(sd_bus_message* m, void* userdata, sd_bus_error* e) {
+    return create(m, userdata, e, true);
+  }
+  static int create(sd_bus_message* m, void* userdata, sd_bus_error* e, bool with_state) {
     policy::Subject caller;
-    if (int c = caller_of(m, "CreateDomain", &caller, e); c < 0) return c;
+    if (int c = caller_of(m, with_state ? "CreateDomainWithVtpmState" : "CreateDomain", &caller, e);
+        c < 0)
+      return c;
     const char* path = nullptr;
-    int r = sd_bus_message_read(m, "s", &path);
+    const char* state = "";
+    int r = with_state ? sd_bus_message_read(m, "ss", &path, &state)
+                       : sd_bus_message_read(m, "s", &path);
     if (r < 0) return r;
     if (!*path) return sd_bus_error_set(e, SD_BUS_ERROR_INVALID_ARGS, "empty config path");
+    if (with_state && std::string_view(state) != "keep" && std::string_view(state) != "new")
+      return sd_bus_error_setf(e, SD_BUS_ERROR_INVALID_ARGS,
+                               "vtpm_state must be keep or new, not '%s'", state);
     api(userdata).backend_.create_domain(
-        caller, path,
+        caller, path, state,
         answer_later<std::string>(m, userdata, [](sd_bus_message* call, const std::string& n) {
           return sd_bus_reply_method_return(call, "s", n.c_str());
         }));
@@ -310,6 +325,9 @@ const sd_bus_vtable kManagerVtable[] = {
                              Callbacks::list_domains, kReadOnly),
     SD_BUS_METHOD_WITH_NAMES("CreateDomain", "s", SD_BUS_PARAM(config_path), "s",
                              SD_BUS_PARAM(name), Callbacks::create_domain, kChecked),
+    SD_BUS_METHOD_WITH_NAMES(
+        "CreateDomainWithVtpmState", "ss", SD_BUS_PARAM(config_path) SD_BUS_PARAM(vtpm_state), "s",
+        SD_BUS_PARAM(name), Callbacks::create_domain_with_vtpm_state, kChecked),
     SD_BUS_METHOD_WITH_NAMES("DestroyDomain", "s", SD_BUS_PARAM(name), "", "",
                              Callbacks::destroy_domain, kChecked),
     SD_BUS_METHOD_WITH_NAMES("ListDrivers", "", "", "a(ssisus)", SD_BUS_PARAM(drivers),

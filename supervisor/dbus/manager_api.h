@@ -78,7 +78,9 @@ class ManagerBackend {
   // bus names), for the access policy to decide on (policy/access.h).  A
   // refusal's message starts with "denied by policy" and goes out as
   // org.freedesktop.DBus.Error.AccessDenied.
+  // vtpm_state: "" or, for a name that had a vTPM before, "keep" or "new".
   virtual void create_domain(const policy::Subject& caller, const std::string& config_path,
+                             const std::string& vtpm_state,
                              Done<std::string> done) = 0;  // name
   virtual void destroy_domain(const policy::Subject& caller, const std::string& name,
                               std::function<void(Status)> done) = 0;

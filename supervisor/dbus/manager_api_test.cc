@@ -179,10 +179,10 @@ class FakeBackend : public ManagerBackend {
     done(domains);
   }
   void create_domain(const policy::Subject& caller, const std::string& config_path,
-                     Done<std::string> done) override {
+                     const std::string& vtpm_state, Done<std::string> done) override {
     std::lock_guard l(mu);
     last_caller = caller;
-    calls.push_back("create " + config_path);
+    calls.push_back("create " + config_path + (vtpm_state.empty() ? "" : " " + vtpm_state));
     if (config_path.find("bad") != std::string::npos)
       return done(make_error("config " + config_path + ": no [domain] table"));
     done(std::string("guest1"));
@@ -345,6 +345,13 @@ TEST_F(ManagerApiTest, DomainsAndOutages) {
   o = call("CreateDomain", {"s", "/etc/axolotl/guest1.toml"});
   ASSERT_TRUE(o.ok()) << o.text;
   EXPECT_EQ(tokens(o.text), (std::vector<std::string>{"s", "guest1"}));
+  // The same with the choice for a name whose vTPM state remains.
+  o = call("CreateDomainWithVtpmState", {"ss", "/etc/axolotl/guest1.toml", "keep"});
+  ASSERT_TRUE(o.ok()) << o.text;
+  o = call("CreateDomainWithVtpmState", {"ss", "/etc/axolotl/guest1.toml", "maybe"});
+  EXPECT_FALSE(o.ok());
+  EXPECT_NE(o.text.find("vtpm_state must be keep or new, not 'maybe'"), std::string::npos)
+      << o.text;
   o = call("DestroyDomain", {"s", "web"});
   EXPECT_TRUE(o.ok()) << o.text;
   o = call("RestartDriver", {"s", "blk0"});
@@ -353,7 +360,8 @@ TEST_F(ManagerApiTest, DomainsAndOutages) {
   EXPECT_TRUE(o.ok()) << o.text;
   std::lock_guard l(backend_.mu);
   EXPECT_EQ(backend_.calls,
-            (std::vector<std::string>{"create /etc/axolotl/guest1.toml", "destroy web",
+            (std::vector<std::string>{"create /etc/axolotl/guest1.toml",
+                                      "create /etc/axolotl/guest1.toml keep", "destroy web",
                                       "restart blk0", "kill net-0 STOP"}));
 }
 
@@ -487,9 +495,9 @@ TEST_F(ManagerApiTest, Introspection) {
   auto o = busctl({"introspect", kServiceName, kManagerPath});
   ASSERT_TRUE(o.ok()) << o.text;
   for (const char* want :
-       {"org.axolotl.Manager1", ".ListDomains", ".CreateDomain", ".DestroyDomain", ".ListDrivers",
-        ".KillDriver", ".RestartDriver", ".ListOutages", ".DriverFailed", ".DriverRestarted",
-        ".DomainStateChanged", "a(ssisus)", "a(sstt)"})
+       {"org.axolotl.Manager1", ".ListDomains", ".CreateDomain", ".CreateDomainWithVtpmState",
+        ".DestroyDomain", ".ListDrivers", ".KillDriver", ".RestartDriver", ".ListOutages",
+        ".DriverFailed", ".DriverRestarted", ".DomainStateChanged", "a(ssisus)", "a(sstt)"})
     EXPECT_NE(o.text.find(want), std::string::npos) << want << " missing from\n" << o.text;
 
   o = busctl({"introspect", kServiceName, std::string(kDriverPathPrefix) + "/blk0"});

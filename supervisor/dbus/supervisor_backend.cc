@@ -22,9 +22,9 @@ void SupervisorBackend::list_domains(Done<std::vector<DomainRow>> done) {
 }
 
 void SupervisorBackend::create_domain(const policy::Subject& caller, const std::string& config_path,
-                                      Done<std::string> done) {
+                                      const std::string& vtpm_state, Done<std::string> done) {
   if (!domains_.create) return done(no_domain_ops());
-  domains_.create(caller, config_path, std::move(done));
+  domains_.create(caller, config_path, vtpm_state, std::move(done));
 }
 
 void SupervisorBackend::destroy_domain(const policy::Subject& caller, const std::string& name,

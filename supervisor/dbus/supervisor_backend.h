@@ -14,7 +14,7 @@ namespace axl::dbus {
 struct DomainOps {
   std::function<void(ManagerBackend::Done<std::vector<DomainRow>>)> list;
   std::function<void(const policy::Subject& caller, const std::string& config_path,
-                     ManagerBackend::Done<std::string>)>
+                     const std::string& vtpm_state, ManagerBackend::Done<std::string>)>
       create;
   std::function<void(const policy::Subject& caller, const std::string& name,
                      std::function<void(Status)>)>
@@ -32,7 +32,7 @@ class SupervisorBackend : public ManagerBackend {
 
   void list_domains(Done<std::vector<DomainRow>> done) override;
   void create_domain(const policy::Subject& caller, const std::string& config_path,
-                     Done<std::string> done) override;
+                     const std::string& vtpm_state, Done<std::string> done) override;
   void destroy_domain(const policy::Subject& caller, const std::string& name,
                       std::function<void(Status)> done) override;
   std::vector<DriverRow> list_drivers() override;

@@ -10,7 +10,8 @@
 # - every decision is audited in the daemons' logs and counted on D-Bus;
 # - `axl policy reload` to a stricter policy takes effect for the running
 #   guest at once; a malformed one is refused with file:line:column, and a
-#   policy the running guest would break is refused whole: the old one stays.
+#   policy the running guest would break is refused whole: the old one stays;
+# - over D-Bus a name whose vTPM state remains needs CreateDomainWithVtpmState.
 . "$(dirname "$0")/lib.sh"
 require_root_and_tools
 make_ns
@@ -180,3 +181,16 @@ for _ in $(seq 200); do
 done
 denied 3 axl console web --log
 log "reload: stricter in force at once and after a restart; malformed and breaking ones refused whole"
+
+# Over D-Bus, a name whose vTPM state remains is refused without a choice,
+# and created with CreateDomainWithVtpmState(path, "keep") on its old vTPM.
+guest_toml kept
+axl create "$T_DIR/kept.toml" >&2
+ek=$(sha_of "$T_STATE/vtpm/kept/ek.crt")
+axl destroy kept >&2
+out=$(manager call CreateDomain s "$T_DIR/kept.toml" 2>&1) && die "D-Bus created kept without a choice"
+grep -q "had a vTPM before" <<<"$out" || die "CreateDomain of kept said: $out"
+[ "$(manager call CreateDomainWithVtpmState ss "$T_DIR/kept.toml" keep)" = 's "kept"' ] ||
+  die "CreateDomainWithVtpmState keep failed"
+[ "$(sha_of "$T_STATE/vtpm/kept/ek.crt")" = "$ek" ] || die "kept's vTPM changed"
+log "D-Bus: a name with an old vTPM needs a choice; keep boots the same vTPM"
