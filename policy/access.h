@@ -97,6 +97,10 @@ struct Decision {
   std::string message;
 };
 
+// The one-line error of a denial, as every door (axl, D-Bus) reports it;
+// D-Bus turns a message that starts so into AccessDenied.
+inline std::string denied(const Decision& d) { return "denied by " + d.message; }
+
 class Policy {
  public:
   // Every error names origin:line:column and what is wrong.

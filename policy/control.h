@@ -36,7 +36,4 @@ void answer_reload(DecisionPoint& dp, const ControlServer::Context& ctx,
                    schema::ReloadPolicy::Reader r, schema::ControlReply::Builder rep,
                    const Fits& fits = {});
 
-// The one-line error of a denial, as every door (axl, D-Bus) reports it.
-inline std::string denied(const Decision& d) { return "denied by " + d.message; }
-
 }  // namespace axl::policy

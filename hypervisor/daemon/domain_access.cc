@@ -9,7 +9,7 @@ using policy::Subject;
 
 Status check_domain(const policy::Policy& policy, const Decide& decide, const Subject* op,
                     const config::GuestConfig& cfg) {
-  auto refuse = [](const policy::Decision& d) { return make_error("denied by " + d.message); };
+  auto refuse = [](const policy::Decision& d) { return make_error(policy::denied(d)); };
   if (op) {
     auto d = decide(*op, Permission::kCreate, Object{Kind::kGuest, cfg.name});
     if (!d.allowed) return refuse(d);

@@ -53,7 +53,7 @@ std::vector<DriverRow> SupervisorBackend::list_drivers() {
 Status SupervisorBackend::decide(const policy::Subject& caller, policy::Permission p,
                                  const std::string& driver) {
   auto d = access_.check(caller, p, policy::Object{policy::Kind::kDriver, driver});
-  if (!d.allowed) return make_error("denied by " + d.message);
+  if (!d.allowed) return make_error(policy::denied(d));
   return {};
 }
 
