@@ -154,6 +154,7 @@ void NetDriver::handle_request(uint32_t device_id, GuestPort& port, const Reques
   if (op == Op::kNetRxPost) {
     if (r.len < kMinTxBytes) return bad(RespStatus::kIoErr, "rx buffer too small for a frame");
     port.rx.push_back(RxPost{r.id, r.len});
+    if (tap_watch_ && tap_watch_->paused()) tap_watch_->resume();
     return;
   }
   if (r.len < kMinTxBytes) return bad(RespStatus::kIoErr, "tx frame shorter than header+14");
@@ -222,6 +223,16 @@ bool NetDriver::service_tap() {
       more = true;
       break;
     }
+    // Like a NIC whose host ring is empty (and QEMU's tap backend): while no
+    // guest has an RX buffer posted, leave the host's frames queued in the
+    // TAP rather than read and drop them; the next RX post resumes reading.
+    // This also covers a promoted standby whose first request is a TX: the
+    // guest's RX buffers reach it just after.
+    if (!any_rx_posted()) {
+      ++stats_.tap_waits;
+      if (tap_watch_) tap_watch_->pause();
+      break;
+    }
     auto got = tap_->read_frame(tap_buf_);
     if (!got) {
       // A TAP that errors stays readable; watching it further would spin.
@@ -244,6 +255,12 @@ bool NetDriver::service_tap() {
   }
   kick_all();
   return more;
+}
+
+bool NetDriver::any_rx_posted() const {
+  for (const auto& [id, port] : guests_)
+    if (port->state == GuestPort::State::kServing && !port->rx.empty()) return true;
+  return false;
 }
 
 void NetDriver::kick_all() {

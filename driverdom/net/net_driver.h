@@ -32,6 +32,7 @@ struct NetStats {
   uint64_t tap_tx_frames = 0;  // frames written to the TAP
   uint64_t tap_tx_drops = 0;   // TAP write would block
   uint64_t tap_errors = 0;     // TAP read/write failures and runts
+  uint64_t tap_waits = 0;      // TAP left unread: no guest had an RX buffer posted
 };
 
 class NetDriver final : public Driver {
@@ -99,6 +100,7 @@ class NetDriver final : public Driver {
   void deliver_to_guest(GuestPort& port, std::span<const uint8_t> frame);
   void write_tap(std::span<const uint8_t> frame);
   void kick_all();
+  bool any_rx_posted() const;
   void respond(GuestPort& port, uint32_t posted_len, const channel::Response& r);
 
   boost::asio::io_context& io_;

@@ -42,12 +42,22 @@ Status FdWatch::start() {
   return {};
 }
 
+void FdWatch::resume() {
+  if (!paused_) return;
+  paused_ = false;
+  if (!busy_) arm();
+}
+
 void FdWatch::arm() {
+  if (paused_) return;
+  busy_ = true;
   std::shared_ptr<bool> alive = alive_;
   sd_.async_wait(asio::posix::stream_descriptor::wait_read,
                  [this, alive](const boost::system::error_code& ec) {
                    if (!*alive) return;
+                   busy_ = false;
                    if (ec == asio::error::operation_aborted) return;
+                   if (paused_) return;  // resume() waits again
                    if (ec) {
                      AXL_ERROR("waiting on %s failed: %s", what_.c_str(), ec.message().c_str());
                      if (on_error_) on_error_(ec.message());
@@ -59,12 +69,18 @@ void FdWatch::arm() {
 
 void FdWatch::fire() {
   std::shared_ptr<bool> alive = alive_;
+  busy_ = true;
   bool more = on_ready_();
   // on_ready_ may have destroyed this watch (a detach, the control socket closing).
   if (!*alive) return;
+  busy_ = false;
+  if (paused_) return;
   if (more) {
+    busy_ = true;
     asio::post(io_, [this, alive] {
-      if (*alive) fire();
+      if (!*alive) return;
+      busy_ = false;
+      if (!paused_) fire();
     });
   } else {
     arm();

@@ -29,6 +29,11 @@ class FdWatch {
 
   // Registers the fd with the loop and waits for the first readiness.
   Status start();
+  // Stops calling `on_ready` (even while the fd stays readable) until
+  // resume().  Safe from inside `on_ready` and from any handler of the loop.
+  void pause() { paused_ = true; }
+  void resume();
+  bool paused() const { return paused_; }
 
  private:
   void arm();
@@ -40,6 +45,8 @@ class FdWatch {
   std::function<bool()> on_ready_;
   std::function<void(const std::string&)> on_error_;
   std::shared_ptr<bool> alive_ = std::make_shared<bool>(true);
+  bool paused_ = false;
+  bool busy_ = false;  // a wait, a posted fire or on_ready itself is pending
 };
 
 // An fd the loop can wait on must be pollable; a regular file or directory
