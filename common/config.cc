@@ -271,10 +271,11 @@ Result<GuestConfig> parse_guest_checked(const std::string& text, const std::stri
   auto parsed = parse_toml(text, origin);
   if (!parsed) return parsed.error();
   const toml::table& t = *parsed;
-  if (auto s = check_keys(t,
-                          {"name", "memory_mib", "vcpus", "accel", "iommu", "kernel", "initrd",
-                           "cmdline", "on_crash", "firmware", "disk", "nic", "guest", "vtpm"},
-                          origin, "");
+  if (auto s = check_keys(
+          t,
+          {"name", "memory_mib", "vcpus", "accel", "iommu", "kernel", "initrd", "cmdline",
+           "on_crash", "firmware", "log_max_mib", "disk", "nic", "guest", "vtpm"},
+          origin, "");
       !s)
     return s.error();
   GuestConfig g;
@@ -298,6 +299,13 @@ Result<GuestConfig> parse_guest_checked(const std::string& text, const std::stri
   auto iommu = get_opt<bool>(t, "iommu", origin, "");
   if (!iommu) return iommu.error();
   g.iommu = iommu->value_or(false);
+  auto log_max = get_opt<int64_t>(t, "log_max_mib", origin, "");
+  if (!log_max) return log_max.error();
+  if (log_max->has_value()) {
+    if (**log_max < 1 || **log_max > 65536)
+      return make_error(origin + ": log_max_mib must be between 1 and 65536");
+    g.log_max_mib = uint32_t(**log_max);
+  }
   for (auto [key, dst] : {std::pair{"accel", &g.accel}, std::pair{"kernel", &g.kernel},
                           std::pair{"initrd", &g.initrd}, std::pair{"cmdline", &g.cmdline},
                           std::pair{"on_crash", &g.on_crash}, std::pair{"firmware", &g.firmware}}) {

@@ -99,6 +99,10 @@ struct GuestConfig {
   // "" (direct kernel boot of `kernel` and `initrd`), "bios" (SeaBIOS) or
   // "uefi" (OVMF): the firmware boots the guest's own OS from its boot disk.
   std::string firmware;
+  // QEMU's own files, its log and the guest's console log above all, grow
+  // to this size and no further (RLIMIT_FSIZE): a guest that floods its
+  // serial console fills no disk, and runs on.
+  uint32_t log_max_mib = 64;
   std::vector<DiskConfig> disks;
   std::vector<NicConfig> nics;
   VtpmConfig vtpm;

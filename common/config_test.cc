@@ -104,6 +104,7 @@ TEST(GuestConfig, ParsesAndResolvesPaths) {
 name = "g1"
 memory_mib = 256
 vcpus = 2
+log_max_mib = 8
 [[disk]]
 driver = "blk0"
 image = "disk.img"
@@ -116,6 +117,7 @@ script = "/abs/run.sh"
                        "g1.toml", "/cfg");
   ASSERT_TRUE(g.ok()) << g.error().message;
   EXPECT_EQ(g->memory_mib, 256u);
+  EXPECT_EQ(g->log_max_mib, 8u);
   EXPECT_EQ(g->disks[0].image, "/cfg/disk.img");
   EXPECT_EQ(g->disks[0].format, "raw");  // stated or raw, never guessed
   EXPECT_EQ(format_mac(g->nics[0].mac), "52:54:00:12:34:56");
@@ -170,6 +172,8 @@ TEST(GuestConfig, RejectsBadInput) {
       {"name = \"g\"\n[[disk]]\ndriver = \"b\"\nimage = \"x\"\nformat = \"vmdk\"\n",
        "disk.format must be \"raw\" or \"qcow2\""},
       {"name = \"g\"\nmemory_mib = 1\n", "memory_mib must be"},
+      {"name = \"g\"\nlog_max_mib = 0\n", "log_max_mib must be between 1 and 65536"},
+      {"name = \"g\"\nlog_max_mib = \"big\"\n", "'log_max_mib' must be"},
       {"name = \"g\"\n[guest]\nscrpt = \"x\"\n", "unknown key 'guest.scrpt'"},
       {"name = \"g\"\nvtpm = true\n", "[vtpm] must be a table"},
       {"name = \"g\"\n[vtpm]\nenabled = 1\n", "'vtpm.enabled' must be a boolean"},

@@ -50,6 +50,7 @@ struct ExecPlan {
   char* pid_slot = nullptr;
   int exe_fd = -1;               // confined: exec this fd (the path may not be reachable)
   bool drop_privileges = false;  // SpawnOptions::drop_privileges
+  uint64_t file_size_limit = 0;  // SpawnOptions::file_size_limit
   bool switch_ids = false;       // SpawnOptions::run_as
   uid_t uid = 0;
   gid_t gid = 0;
@@ -149,6 +150,16 @@ void put_digits(char* slot, long v) {
   // What a child creates (QEMU's console log and sockets, a driver's files)
   // is its owner's only, whatever umask the host was started with.
   ::umask(0077);
+  if (p.file_size_limit) {
+    struct rlimit fsize {
+      p.file_size_limit, p.file_size_limit
+    };
+    if (::setrlimit(RLIMIT_FSIZE, &fsize) != 0) {
+      dprintf(p.log_fd >= 0 ? p.log_fd : 2, "cannot set RLIMIT_FSIZE: %s\n", strerror(errno));
+      _exit(126);
+    }
+    ::signal(SIGXFSZ, SIG_IGN);  // stays ignored across exec
+  }
   sigset_t none;
   sigemptyset(&none);
   sigprocmask(SIG_SETMASK, &none, nullptr);
@@ -344,6 +355,7 @@ Result<Child> spawn(const SpawnOptions& o) {
   for (auto& f : o.fds) plan.fds[plan.nfds++] = f;
   plan.log_fd = log.get();
   plan.new_session = o.new_session;
+  plan.file_size_limit = o.file_size_limit;
   if (o.sandbox) return spawn_confined(o, plan, pid_slot.data());
   plan.drop_privileges = o.drop_privileges;
   if (o.run_as) {

@@ -61,7 +61,19 @@ struct SpawnOptions {
   // Set: spawn confined (see SandboxSpec); the cgroups are then joined by the
   // parent writing the child's PID before the child runs on.
   std::optional<SandboxSpec> sandbox;
+  // Non-zero: RLIMIT_FSIZE for the child, so that no file it writes (its
+  // log above all, which a guest or a driver can make it fill) grows past
+  // this many bytes; SIGXFSZ is ignored, so a write past the limit fails
+  // with EFBIG and the program runs on (docs/architecture.md, "Least
+  // privilege").  Set before the program runs; it cannot raise it again.
+  uint64_t file_size_limit = 0;
 };
+
+// The file_size_limit of the confined programs that write no file of their
+// own beyond a log and small state: net drivers and vTPMs.  (A disk driver
+// writes its images, so it has none; its guest-triggered log lines are rate
+// limited.  QEMU's comes from the guest config, log_max_mib.)
+inline constexpr uint64_t kConfinedLogLimit = uint64_t(64) << 20;
 
 // Init of a sandboxed child's pid namespace: killed and reaped when this
 // object goes (after the child it holds the namespace for has exited).

@@ -52,6 +52,27 @@ TEST(Spawn, LogPathTakesStdoutAndStderr) {
   EXPECT_EQ(*text, "out\nerr\n");
 }
 
+// A child with a file size limit fills its log up to the limit and no
+// further; SIGXFSZ is ignored, so it runs on and exits as it meant to.
+TEST(Spawn, FileSizeLimitBoundsTheLogAndTheChildRunsOn) {
+  const std::string log = temp_path("fsize-log");
+  SpawnOptions so;
+  so.argv = {"/bin/sh", "-c",
+             "i=0; while [ $i -lt 5 ]; do head -c 2000 /dev/zero; i=$((i+1)); done; exit 7"};
+  so.log_path = log;
+  so.file_size_limit = 4096;
+  auto c = spawn(so);
+  ASSERT_TRUE(c) << c.error().message;
+  auto st = wait_for(*c, std::chrono::seconds(10));
+  struct stat sb {};
+  const int r = ::stat(log.c_str(), &sb);
+  ::unlink(log.c_str());
+  ASSERT_TRUE(st);
+  EXPECT_TRUE(WIFEXITED(*st) && WEXITSTATUS(*st) == 7) << describe_status(*st);
+  ASSERT_EQ(r, 0);
+  EXPECT_EQ(sb.st_size, 4096);
+}
+
 // A confined child gets a mount source as an fd it can reach the directory
 // through, though the path to it is closed to its uid.
 TEST(Spawn, ConfinedChildGetsItsMountSource) {

@@ -193,6 +193,7 @@ Result<std::unique_ptr<Instance>> DriverManager::launch(DriverDomain& d, Role ro
     so.fds.emplace_back(d.tap.get(), 3);
   }
   so.log_path = log_dir_ + "/driver-" + d.cfg.name + ".log";
+  if (d.cfg.kind == config::DriverKind::kNet) so.file_size_limit = proc::kConfinedLogLimit;
   for (auto& f : join) so.join_cgroup_fds.push_back(f.get());
   UniqueFd hv_conn;
   if (d.cfg.sandbox) {

@@ -333,6 +333,7 @@ void VtpmManager::provision(VtpmDomain& v, std::function<void(Status)> done) {
              "--provision"};
   so.fds = {{key->get(), kKeyFd}, {gen->get(), kGenerationFd}};
   so.log_path = log_path(domain);
+  so.file_size_limit = proc::kConfinedLogLimit;
   so.new_session = true;
   auto spawned = proc::spawn(so);
   if (!spawned) return done(spawned.error());
@@ -509,6 +510,7 @@ void VtpmManager::launch(VtpmDomain& v, std::function<void(Status)> done) {
       }
     }
     so.log_path = log_path(v.domain);
+    so.file_size_limit = proc::kConfinedLogLimit;
     so.new_session = true;
     for (auto& f : join) so.join_cgroup_fds.push_back(f.get());
     proc::SandboxSpec sandbox;

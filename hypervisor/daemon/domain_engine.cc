@@ -4,6 +4,7 @@
 #include <grp.h>
 #include <signal.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
@@ -535,6 +536,13 @@ void DomainEngine::create_spawn(Domain* d) {
     if (!c) return create_failed(d, make_error("vTPM: " + c.error().message));
     qs.tpm_fd = give(std::move(c).value());
   }
+  {
+    UniqueFd ram(::memfd_create(("axl-ram-" + d->cfg.name).c_str(), MFD_CLOEXEC));
+    if (!ram || ::ftruncate(ram.get(), off_t(d->cfg.memory_mib) << 20) != 0 ||
+        ::fchown(ram.get(), u, u) != 0)
+      return create_failed(d, make_error(std::string("guest RAM: ") + strerror(errno)));
+    qs.ram_path = by_fd(give(std::move(ram)));
+  }
   auto log = open_for_qemu(qs.console_log, O_WRONLY | O_CREAT | O_TRUNC, true);
   if (!log) return create_failed(d, log.error());
   qs.console_log = by_fd(*log);
@@ -567,6 +575,7 @@ void DomainEngine::create_spawn(Domain* d) {
   // and its own uid (with the kvm group for /dev/kvm).
   so.drop_privileges = true;
   so.run_as = {u, u};
+  so.file_size_limit = uint64_t(d->cfg.log_max_mib) << 20;
   if (d->accel == "kvm")
     if (const group* g = ::getgrnam("kvm")) so.groups.push_back(g->gr_gid);
   auto child = proc::spawn(so);

@@ -16,7 +16,10 @@ std::vector<std::string> qemu_argv(const QemuSpec& s) {
   std::vector<std::string> a = {
       s.qemu, "-name", s.name, "-accel", s.accel,
       // vhost-user needs guest RAM in a shareable fd.
-      "-object", "memory-backend-memfd,id=mem,size=" + mem + ",share=on",
+      "-object",
+      (s.ram_path.empty() ? "memory-backend-memfd,id=mem,size=" + mem
+                          : "memory-backend-file,id=mem,mem-path=" + s.ram_path + ",size=" + mem) +
+          ",share=on",
       // Interrupt remapping (intremap=on) needs the split irqchip under KVM;
       // QEMU 7.2 accepts it under TCG too.
       "-machine", std::string("q35,memory-backend=mem") + (s.iommu ? ",kernel-irqchip=split" : ""),

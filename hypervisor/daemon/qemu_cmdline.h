@@ -47,6 +47,10 @@ struct QemuSpec {
   // agent and QMP sockets, the connected vTPM control channel.  QEMU then
   // needs no access to the paths (it runs as a uid of its own).
   int console_fd = -1, agent_fd = -1, qmp_fd = -1, tpm_fd = -1;
+  // Guest RAM: a file of exactly memory_mib that the hypervisor made (a
+  // memfd, as /proc/self/fd/N), so QEMU need not size one itself and can run
+  // under a file size limit far below its RAM; empty: QEMU makes a memfd.
+  std::string ram_path{};
 };
 
 std::vector<std::string> qemu_argv(const QemuSpec& s);

@@ -57,6 +57,15 @@ TEST(QemuCmdline, GuestAgentPortAndQmpOnlyWhenAsked) {
   EXPECT_TRUE(has_pair(a, "-mon", "chardev=qmp0,mode=control"));
 }
 
+// RAM the hypervisor sized: QEMU maps the given file and sizes nothing.
+TEST(QemuCmdline, RamFromTheHypervisorsFileWhenGiven) {
+  QemuSpec s{"qemu", "g1", "tcg", 256, 1, "k", "i", "", "c.sock", "c.log", {}};
+  EXPECT_TRUE(has_pair(qemu_argv(s), "-object", "memory-backend-memfd,id=mem,size=256M,share=on"));
+  s.ram_path = "/proc/self/fd/5";
+  EXPECT_TRUE(has_pair(qemu_argv(s), "-object",
+                       "memory-backend-file,id=mem,mem-path=/proc/self/fd/5,size=256M,share=on"));
+}
+
 TEST(QemuCmdline, NoIommuUnlessAsked) {
   QemuSpec s{"qemu",
              "g1",
