@@ -307,6 +307,9 @@ int host_down(const HostPaths& p) {
     else if (*killed)
       printf("host down: stopped QEMU pid %d of domain %s, left behind by its hypervisor\n",
              *killed, e.path().filename().c_str());
+    // The init of its pid namespace (gone with QEMU if it was killed first).
+    if (auto h = proc::kill_recorded(e.path().string() + "/qemu-ns.pid", 2000ms); !h)
+      fprintf(stderr, "axl: %s\n", h.error().message.c_str());
   }
   remove_runtime_files(p);
   printf("host down\n");

@@ -50,6 +50,7 @@ struct ExecPlan {
   char* pid_slot = nullptr;
   int exe_fd = -1;               // confined: exec this fd (the path may not be reachable)
   bool drop_privileges = false;  // SpawnOptions::drop_privileges
+  bool mount_proc = false;       // SpawnOptions::new_pid_ns: a /proc of its own pid namespace
   uint64_t file_size_limit = 0;  // SpawnOptions::file_size_limit
   bool switch_ids = false;       // SpawnOptions::run_as
   uid_t uid = 0;
@@ -74,6 +75,13 @@ bool drop_privileges_now(const ExecPlan& p, int log) {
   // Mounts made on either side stay there (the child can make none anyway).
   if (::mount(nullptr, "/", nullptr, MS_REC | MS_SLAVE, nullptr) != 0) {
     dprintf(log, "drop privileges: mount: %s\n", strerror(errno));
+    return false;
+  }
+  // In a pid namespace of its own, the host's /proc would show every host
+  // process, and its own pids would name others there.
+  if (p.mount_proc &&
+      ::mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, nullptr) != 0) {
+    dprintf(log, "drop privileges: mount /proc: %s\n", strerror(errno));
     return false;
   }
   if (::prctl(PR_SET_SECUREBITS,
@@ -368,10 +376,33 @@ Result<Child> spawn(const SpawnOptions& o) {
   }
   plan.cgroup_fds = o.join_cgroup_fds.data();
   plan.ncgroup_fds = o.join_cgroup_fds.size();
-  pid_t pid = ::fork();
-  if (pid < 0) return make_error(std::string("fork: ") + strerror(errno));
-  if (pid == 0) child_exec(plan);
   Child c;
+  UniqueFd own_ns;
+  if (o.new_pid_ns) {
+    if (!o.drop_privileges) return make_error("spawn: new_pid_ns needs drop_privileges");
+    auto holder = make_pid_ns_holder();
+    if (!holder) return holder.error();
+    c.ns_holder = std::move(holder).value();
+    own_ns.reset(::open("/proc/thread-self/ns/pid", O_RDONLY | O_CLOEXEC));
+    if (!own_ns)
+      return make_error(std::string("cannot open own pid namespace: ") + strerror(errno));
+    // As for a confined child: only this thread's next child goes there.
+    UniqueFd hfd(pidfd_open(c.ns_holder.pid()));
+    if (!hfd || ::setns(hfd.get(), CLONE_NEWPID) < 0)
+      return make_error(std::string("cannot enter the new pid namespace: ") + strerror(errno));
+    plan.mount_proc = true;
+  }
+  // glibc's fork (not a raw clone): it resets the child's view of the
+  // parent's threads, which setresuid's all-threads broadcast would wait on.
+  // After the setns above, it too lands in the new pid namespace.
+  pid_t pid = ::fork();
+  if (pid == 0) child_exec(plan);
+  int clone_errno = errno;
+  if (own_ns && ::setns(own_ns.get(), CLONE_NEWPID) < 0) {
+    AXL_ERROR("cannot return to own pid namespace: %s", strerror(errno));
+    std::abort();
+  }
+  if (pid < 0) return make_error(std::string("fork: ") + strerror(clone_errno));
   c.pid = pid;
   c.pidfd.reset(pidfd_open(pid));
   if (!c.pidfd) {

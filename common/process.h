@@ -58,6 +58,11 @@ struct SpawnOptions {
   // 8 supplementary groups); unset: it stays root, without capabilities.
   std::optional<std::pair<uid_t, gid_t>> run_as;
   std::vector<gid_t> groups;
+  // With drop_privileges: the child also runs in a pid namespace of its own,
+  // held by a holder process as its init (Child::ns_holder, as for a
+  // sandboxed child), with a /proc of that namespace mounted over the
+  // host's: it sees no other process of the host, and can signal none.
+  bool new_pid_ns = false;
   // Set: spawn confined (see SandboxSpec); the cgroups are then joined by the
   // parent writing the child's PID before the child runs on.
   std::optional<SandboxSpec> sandbox;

@@ -73,6 +73,43 @@ TEST(Spawn, FileSizeLimitBoundsTheLogAndTheChildRunsOn) {
   EXPECT_EQ(sb.st_size, 4096);
 }
 
+// With new_pid_ns the child is pid 2 of a namespace of its own (its holder
+// is 1), its /proc shows only that namespace, and the holder goes with the
+// Child.
+TEST(Spawn, NewPidNamespaceWithItsOwnProc) {
+  if (::geteuid() != 0) GTEST_SKIP() << "a pid namespace and a /proc mount need root";
+  const std::string log = temp_path("pidns-log");
+  SpawnOptions so;
+  so.argv = {"/bin/sh", "-c", "echo pid=$$; ls /proc | grep -c '^[0-9]'"};
+  so.log_path = log;
+  so.drop_privileges = true;
+  so.new_pid_ns = true;
+  auto c = spawn(so);
+  ASSERT_TRUE(c) << c.error().message;
+  auto st = wait_for(*c, std::chrono::seconds(10));
+  auto text = config::read_file(log);
+  ::unlink(log.c_str());
+  ASSERT_TRUE(st);
+  EXPECT_EQ(*st, 0) << describe_status(*st);
+  ASSERT_TRUE(text);
+  // The shell (2), its holder (1) and the ls and grep it runs: 4.
+  EXPECT_EQ(*text, "pid=2\n4\n");
+  const pid_t holder = c->ns_holder.pid();
+  ASSERT_GT(holder, 0);
+  EXPECT_EQ(::kill(holder, 0), 0);
+  c->ns_holder.reset();
+  EXPECT_NE(::kill(holder, 0), 0) << "the holder outlived its NsHolder";
+}
+
+TEST(Spawn, NewPidNamespaceNeedsDropPrivileges) {
+  SpawnOptions so;
+  so.argv = {"/bin/true"};
+  so.new_pid_ns = true;
+  auto c = spawn(so);
+  ASSERT_FALSE(c);
+  EXPECT_NE(c.error().message.find("new_pid_ns needs drop_privileges"), std::string::npos);
+}
+
 // A confined child gets a mount source as an fd it can reach the directory
 // through, though the path to it is closed to its uid.
 TEST(Spawn, ConfinedChildGetsItsMountSource) {

@@ -152,10 +152,16 @@ Result<UniqueFd> listen(const std::string& path) {
   return s;
 }
 
+namespace {
+bool peer_ucred(int sock, struct ucred* cred) {
+  socklen_t len = sizeof *cred;
+  return ::getsockopt(sock, SOL_SOCKET, SO_PEERCRED, cred, &len) == 0;
+}
+}  // namespace
+
 bool peer_trusted(int sock, int* uid, int* pid) {
   struct ucred cred {};
-  socklen_t len = sizeof cred;
-  if (::getsockopt(sock, SOL_SOCKET, SO_PEERCRED, &cred, &len) != 0) return false;
+  if (!peer_ucred(sock, &cred)) return false;
   if (uid) *uid = int(cred.uid);
   if (pid) *pid = int(cred.pid);
   return cred.uid == 0 || cred.uid == ::geteuid();
@@ -175,14 +181,13 @@ Result<UniqueFd> stream_connect(const std::string& path) {
 PeerCred peer_cred(int sock) {
   PeerCred p;
   struct ucred cred {};
-  socklen_t len = sizeof cred;
-  if (::getsockopt(sock, SOL_SOCKET, SO_PEERCRED, &cred, &len) != 0) return p;
+  if (!peer_ucred(sock, &cred)) return p;
   p.uid = int(cred.uid);
   p.gid = int(cred.gid);
   p.pid = int(cred.pid);
   p.gids.push_back(p.gid);
   std::vector<gid_t> groups(64);
-  len = socklen_t(groups.size() * sizeof(gid_t));
+  socklen_t len = socklen_t(groups.size() * sizeof(gid_t));
   int r = ::getsockopt(sock, SOL_SOCKET, SO_PEERGROUPS, groups.data(), &len);
   if (r != 0 && errno == ERANGE) {  // len now says how much it needs
     groups.resize(len / sizeof(gid_t));

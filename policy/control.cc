@@ -21,6 +21,17 @@ Subject subject_of(const ControlServer::Context& ctx, schema::ControlRequest::Re
   return Subject::op(peer.uid, peer.gids);
 }
 
+bool authorize(DecisionPoint& dp, const ControlServer::Context& ctx,
+               schema::ControlRequest::Reader req, Permission p, const Object& object,
+               schema::ControlReply::Builder rep) {
+  auto d = dp.check(subject_of(ctx, req), p, object);
+  if (!d.allowed) {
+    rep.setOk(false);
+    rep.setError(denied(d));
+  }
+  return d.allowed;
+}
+
 void set_caller(schema::ControlRequest::Builder req, const Subject& s) {
   auto c = req.initCaller();
   c.setPresent(true);

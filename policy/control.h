@@ -17,6 +17,12 @@ namespace axl::policy {
 // caller the request names.  Anyone else naming a caller is ignored: a
 // caller field never widens what the sender itself may do.
 Subject subject_of(const ControlServer::Context& ctx, schema::ControlRequest::Reader req);
+// Decides `p` on `object` for the request's subject (subject_of).  Denied:
+// `rep` says so (not ok, the error naming the rule, policy::denied) and the
+// caller answers nothing else.  Both daemons gate every operation on it.
+bool authorize(DecisionPoint& dp, const ControlServer::Context& ctx,
+               schema::ControlRequest::Reader req, Permission p, const Object& object,
+               schema::ControlReply::Builder rep);
 // Fills a request's caller field from a subject (D-Bus forwarding).
 void set_caller(schema::ControlRequest::Builder req, const Subject& s);
 

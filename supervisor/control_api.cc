@@ -66,12 +66,7 @@ ControlServer::AsyncHandler control_api(boost::asio::io_context& io, DriverManag
     // Whether the request's subject holds `p` on `o`; if not, the reply
     // names the rule that refused it.
     auto allowed = [&](Permission p, Kind k, const std::string& name) {
-      auto d = access.check(policy::subject_of(ctx, req), p, policy::Object{k, name});
-      if (!d.allowed) {
-        rep.setOk(false);
-        rep.setError(policy::denied(d));
-      }
-      return d.allowed;
+      return policy::authorize(access, ctx, req, p, policy::Object{k, name}, rep);
     };
     switch (req.which()) {
       case R::LIST_DRIVERS: {

@@ -574,6 +574,7 @@ void DomainEngine::create_spawn(Domain* d) {
   // No capabilities, no network, IPC, UTS or mount namespace of the host's,
   // and its own uid (with the kvm group for /dev/kvm).
   so.drop_privileges = true;
+  so.new_pid_ns = true;
   so.run_as = {u, u};
   so.file_size_limit = uint64_t(d->cfg.log_max_mib) << 20;
   if (d->accel == "kvm")
@@ -584,6 +585,9 @@ void DomainEngine::create_spawn(Domain* d) {
   // QEMU outlives a hypervisor that is killed: `axl host down` finds it by
   // this record (docs/architecture.md, "Domain lifecycle").
   if (auto s = proc::write_record(d->dir + "/qemu.pid", d->qemu.pid); !s)
+    AXL_WARN("domain %s: %s", d->cfg.name.c_str(), s.error().message.c_str());
+  // And the init of its pid namespace, which goes with it.
+  if (auto s = proc::write_record(d->dir + "/qemu-ns.pid", d->qemu.ns_holder.pid()); !s)
     AXL_WARN("domain %s: %s", d->cfg.name.c_str(), s.error().message.c_str());
   set_state(*d, DomainState::kStarting);
   // QEMU rejects a bad command line or a missing file within a moment; say so
@@ -665,6 +669,7 @@ void DomainEngine::on_qemu_exit(Domain* d) {
   }
   d->exit_status = st ? *st : -1;
   d->qemu.pid = -1;
+  d->qemu.ns_holder.reset();  // its pid namespace is empty now
   if (!st || !WIFEXITED(*st) || WEXITSTATUS(*st) != 0) return on_crash(d);
   d->state = DomainState::kShutoff;
   d->agent.reset();
@@ -1136,7 +1141,10 @@ void DomainEngine::adopt_all() {
         d->adopting->sessions.emplace_back(std::nullopt);  // listens afresh; QEMU reconnects
     }
     auto pid = proc::read_record(dir + "/qemu.pid");
-    auto child = pid ? proc::adopt(pid->first, pid->second) : Result<proc::Child>(pid.error());
+    auto holder = proc::read_record(dir + "/qemu-ns.pid");
+    auto child = pid ? (holder ? proc::adopt(pid->first, pid->second, holder->first, holder->second)
+                               : proc::adopt(pid->first, pid->second))
+                     : Result<proc::Child>(pid.error());
     domains_[name] = std::move(owned);
     if (!child) {
       // Its QEMU ended while no hypervisor ran: as if it ended now.

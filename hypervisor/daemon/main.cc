@@ -203,12 +203,7 @@ int main(int argc, char** argv) {
   auto allowed = [&](axl::schema::ControlRequest::Reader req, axl::ControlServer::Context& ctx,
                      pol::Permission p, const std::string& name,
                      axl::schema::ControlReply::Builder rep) {
-    auto d = access.check(pol::subject_of(ctx, req), p, pol::Object{pol::Kind::kGuest, name});
-    if (!d.allowed) {
-      rep.setOk(false);
-      rep.setError(pol::denied(d));
-    }
-    return d.allowed;
+    return pol::authorize(access, ctx, req, p, pol::Object{pol::Kind::kGuest, name}, rep);
   };
 
   axl::ControlServer control(io, [&](axl::schema::ControlRequest::Reader req,

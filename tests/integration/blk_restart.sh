@@ -43,7 +43,6 @@ host_up "$T_DIR/host.toml"
 axl create "$T_DIR/guest.toml" >&2
 for _ in $(seq 200); do console_has br AXL-GUEST-READY && break; sleep 0.05; done
 
-driver_pid() { axl drivers | awk '$1=="blk0" && $4=="running"{print $3}'; }
 spares() { grep -c 'driver blk0 spare started, pid [0-9]* (parked)' "$T_STATE/supervisor.log" || true; }
 from_spare() { grep -c 'driver blk0 (blk) started, pid [0-9]* (its parked spare)' "$T_STATE/supervisor.log" || true; }
 last_spare() { sed -n 's/.*driver blk0 spare started, pid \([0-9]*\) (parked).*/\1/p' "$T_STATE/supervisor.log" | tail -n 1; }
@@ -56,11 +55,11 @@ for sig in KILL STOP KILL STOP KILL; do
   sleep "0.$((RANDOM % 4 + 2))"
   wait_spare $((++n))
   [ "$(axl list | awk '$1=="br"{print $5}')" = running ] || die "guest finished before all faults were injected"
-  pid=$(driver_pid)
+  pid=$(driver_pid blk0)
   start=$(date +%s%N)
   axl driver-kill blk0 --signal "$sig" >&2
   for _ in $(seq 400); do
-    np=$(driver_pid)
+    np=$(driver_pid blk0)
     [ -n "$np" ] && [ "$np" != "$pid" ] && break
     sleep 0.01
   done

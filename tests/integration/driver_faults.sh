@@ -87,7 +87,6 @@ for _ in $(seq 600); do [ -n "$(rounds_done)" ] && break; sleep 0.1; done
 [ -n "$(rounds_done)" ] || die "guest did not finish a first round of disk and network I/O"
 [ "$(console_value df REGION-SHA)" = "$region_expect" ] || die "guest region hashed wrong before the attacks"
 
-driver_field() { axl drivers | awk -v n="$1" -v f="$2" '$1==n{print $f}'; }
 last_failure() { axl drivers | awk -v n="$1" '$1==n{for (i=9; i<=NF; ++i) printf "%s%s", $i, (i<NF ? " " : ""); print ""}'; }
 declare -A CAUSE=(
   [wild-write]="protocol violation: completion id .* was never issued"
@@ -106,13 +105,13 @@ attacks=0
 for drv in blk0 net0; do
   for hook in wild-write bogus-id bogus-len dup-completion stall \
     open-host-file open-socket ptrace-hv signal-hv map-hv-mem; do
-    pid=$(driver_field "$drv" 3)
+    pid=$(driver_col "$drv" 3)
     before=$(rounds_done)
     axl inject "$drv" "$hook" >&2
     np=""
     for _ in $(seq 300); do
-      np=$(driver_field "$drv" 3)
-      [ "$(driver_field "$drv" 4)" = running ] && [ -n "$np" ] && [ "$np" != "$pid" ] && break
+      np=$(driver_col "$drv" 3)
+      [ "$(driver_col "$drv" 4)" = running ] && [ -n "$np" ] && [ "$np" != "$pid" ] && break
       sleep 0.1
     done
     [ -n "$np" ] && [ "$np" != "$pid" ] || die "$drv was not replaced after $hook"
@@ -147,7 +146,7 @@ done
 [ "$(dd if="$T_DIR/disk.img" bs=256K count=16 2>/dev/null | sha256sum | cut -d' ' -f1)" = \
   "$("$TOOL" gen "$rounds" 4M | sha256sum | cut -d' ' -f1)" ] || die "host image does not hold the last round's data"
 for drv in blk0 net0; do
-  [ "$(driver_field "$drv" 5)" = 10 ] || die "$drv: expected 10 restarts, got $(driver_field "$drv" 5)"
+  [ "$(driver_col "$drv" 5)" = 10 ] || die "$drv: expected 10 restarts, got $(driver_col "$drv" 5)"
   grep -q "escape .*: attempting" "$T_STATE/driver-$drv.log" || die "$drv: no escape attempt in its log"
   ! grep -q "SUCCEEDED" "$T_STATE/driver-$drv.log" || die "$drv: an escape attempt succeeded"
 done

@@ -56,7 +56,6 @@ rx=$!
 track $rx
 axl create "$T_DIR/guest.toml" >&2
 
-driver_pid() { axl drivers | awk -v n="$1" '$1==n && $4=="running"{print $3}'; }
 net1_pid=$(driver_pid net1)
 kills=0
 while ((kills < 4)); do

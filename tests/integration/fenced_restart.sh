@@ -52,15 +52,14 @@ in_ns ip addr add 10.214.7.1/24 dev axlt7
 workload_receive 10.214.7
 axl create "$T_DIR/guest.toml" >&2
 rounds() { workload_rounds fr; }
-col() { axl drivers | awk -v d="$1" -v c="$2" '$1==d{print $c}'; }
 for _ in $(seq 600); do [ "$(rounds)" -ge 1 ] && break; sleep 0.1; done
 [ "$(rounds)" -ge 1 ] || die "guest never completed a disk round"
 
 # fault DRIVER HOW: injects, then waits until a new active and a new standby run.
 fault() {
   local d=$1 how=$2 pid sb r0 s0
-  pid=$(col "$d" 3)
-  sb=$(col "$d" 8)
+  pid=$(driver_col "$d" 3)
+  sb=$(driver_col "$d" 8)
   r0=$(rounds)
   s0=$(workload_bytes)
   case $how in
@@ -69,11 +68,11 @@ fault() {
     quarantine) axl inject "$d" bogus-id >&2 ;;
   esac
   for _ in $(seq 400); do
-    [ "$(col "$d" 3)" = "$sb" ] && [ "$(col "$d" 4)" = running ] &&
-      [ "$(col "$d" 8)" != - ] && [ "$(col "$d" 8)" != "$sb" ] && break
+    [ "$(driver_col "$d" 3)" = "$sb" ] && [ "$(driver_col "$d" 4)" = running ] &&
+      [ "$(driver_col "$d" 8)" != - ] && [ "$(driver_col "$d" 8)" != "$sb" ] && break
     sleep 0.05
   done
-  [ "$(col "$d" 3)" = "$sb" ] || die "$d: standby $sb not promoted after $how ($(axl drivers))"
+  [ "$(driver_col "$d" 3)" = "$sb" ] || die "$d: standby $sb not promoted after $how ($(axl drivers))"
   # The workload goes on: another round and more bytes after the fault.
   for _ in $(seq 600); do
     (($(rounds) > r0 + 1)) && (($(workload_bytes) > s0)) && break
@@ -90,7 +89,7 @@ done
 workload_finish fr 10.214.7 71
 axl drivers --stats >&2
 for d in blk0 net0; do
-  [ "$(col "$d" 5)" = 4 ] || die "$d: $(col "$d" 5) restarts, expected 4"
+  [ "$(driver_col "$d" 5)" = 4 ] || die "$d: $(driver_col "$d" 5) restarts, expected 4"
   n=$(grep -c "driver '$d' (pid [0-9]*) fenced on request" "$T_STATE/hv.log" || true)
   [ "$n" = 3 ] || die "$d: fenced $n times before a kill, expected 3 (hang, restart, quarantine)"
   # The SIGKILL: the hypervisor learned it from the channel's liveness lock,

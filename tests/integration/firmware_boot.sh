@@ -42,23 +42,22 @@ TOML
 }
 
 host_up "$T_DIR/host.toml"
-col() { axl drivers | awk -v d="$1" -v c="$2" '$1==d{print $c}'; }
 
 # Raw, with two driver kills while the firmware and GRUB read the disk.
 guest_toml fw boot.img raw
 axl create "$T_DIR/fw.toml" >&2
 sleep 1
-p1=$(col blk0 3)
+p1=$(driver_col blk0 3)
 kill -KILL "$p1"
 for _ in $(seq 600); do console_has fw 'AXL-GRUB loading' && break; sleep 0.05; done
 console_has fw 'AXL-GRUB loading' || die "GRUB never ran: $(axl console fw --log | tail -c 300)"
-for _ in $(seq 100); do [ "$(col blk0 3)" != "$p1" ] && [ "$(col blk0 4)" = running ] && break; sleep 0.05; done
-p2=$(col blk0 3)
+for _ in $(seq 100); do [ "$(driver_col blk0 3)" != "$p1" ] && [ "$(driver_col blk0 4)" = running ] && break; sleep 0.05; done
+p2=$(driver_col blk0 3)
 kill -KILL "$p2"
 axl wait fw --timeout 300 >&2 || die "the firmware-booted guest's script failed"
 console_has fw '^FW-GUEST-OK ' || die "the guest's script did not run"
 console_has fw '^IO-ERRORS 0' || die "the guest's kernel logged I/O errors: $(axl console fw --log | grep IO-ERRORS)"
-[ "$(col blk0 5)" = 2 ] || die "blk0 restarted $(col blk0 5) times, expected 2"
+[ "$(driver_col blk0 5)" = 2 ] || die "blk0 restarted $(driver_col blk0 5) times, expected 2"
 [ -s "$T_STATE/nvram/fw.fd" ] || die "no UEFI variable store for fw in the state dir"
 grep -q "pflash" "$T_STATE/dom/fw/qemu.log" 2>/dev/null && die "QEMU complained about its flash: $(cat "$T_STATE/dom/fw/qemu.log")"
 axl destroy fw >&2

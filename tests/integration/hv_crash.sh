@@ -50,7 +50,6 @@ in_ns ip addr add 10.214.12.1/24 dev axlt12
 workload_receive 10.214.12
 axl create "$T_DIR/guest.toml" >&2
 rounds() { workload_rounds hc; }
-col() { axl drivers | awk -v d="$1" -v c="$2" '$1==d{print $c}'; }
 hv_pid() { cat "$T_STATE/hv.pid" 2>/dev/null || true; }
 qemu_pid() { axl list | awk '$1=="hc"{print $7}'; }
 for _ in $(seq 600); do [ "$(rounds)" -ge 1 ] && break; sleep 0.1; done
@@ -85,26 +84,26 @@ kill_hv() {
   log "hypervisor $old -> $new ($1): rounds and stream go on"
 }
 
-drivers_before="$(col blk0 3) $(col net0 3)"
+drivers_before="$(driver_col blk0 3) $(driver_col net0 3)"
 kill_hv "first kill"
-[ "$(col blk0 3) $(col net0 3)" = "$drivers_before" ] ||
-  die "driver domains were replaced: $drivers_before -> $(col blk0 3) $(col net0 3)"
+[ "$(driver_col blk0 3) $(driver_col net0 3)" = "$drivers_before" ] ||
+  die "driver domains were replaced: $drivers_before -> $(driver_col blk0 3) $(driver_col net0 3)"
 grep -q "session resumed" "$T_STATE/hv.log" || die "no vhost-user session was resumed"
 
 # A driver restart under way when the hypervisor dies.
-blk=$(col blk0 3)
+blk=$(driver_col blk0 3)
 kill -KILL "$blk"
 kill_hv "second kill, during blk0's restart"
 for _ in $(seq 200); do
-  [ "$(col blk0 4)" = running ] && [ "$(col blk0 3)" != "$blk" ] && break
+  [ "$(driver_col blk0 4)" = running ] && [ "$(driver_col blk0 3)" != "$blk" ] && break
   sleep 0.05
 done
-[ "$(col blk0 3)" != "$blk" ] || die "blk0 was not restarted: $(axl drivers)"
+[ "$(driver_col blk0 3)" != "$blk" ] || die "blk0 was not restarted: $(axl drivers)"
 # The other direction: the host reaches the guest through the resumed NIC.
 in_ns ping -c 5 -i 0.2 -W 2 10.214.12.2 >/dev/null || die "the host cannot ping the guest after the crashes"
 
 workload_finish hc 10.214.12 112
-every="$(col blk0 3) $(col blk0 8) $(col net0 3) $(col net0 8) $qemu $(hv_pid)"
+every="$(driver_col blk0 3) $(driver_col blk0 8) $(driver_col net0 3) $(driver_col net0 8) $qemu $(hv_pid)"
 axl host down >&2
 T_UP=0
 assert_gone $every

@@ -70,6 +70,11 @@ track() { T_PIDS+=("$1"); }
 
 sha_of() { sha256sum "$1" | cut -d' ' -f1; }
 
+# driver_col NAME COLUMN: a column of NAME's row in `axl drivers` (3 pid,
+# 4 state, 5 restarts, 8 standby); driver_pid NAME: its pid while running.
+driver_col() { axl drivers | awk -v d="$1" -v c="$2" '$1==d{print $c}'; }
+driver_pid() { axl drivers | awk -v d="$1" '$1==d && $4=="running"{print $3}'; }
+
 # console_value NAME KEY: the hex value printed as "KEY <hex>" on NAME's console.
 console_value() {
   axl console "$1" --log | tr -d '\r' | sed -n "s/^$2 \([0-9a-f]\{64\}\).*/\1/p" | tail -n 1

@@ -78,7 +78,8 @@ log "modes: state dir and domain dir 0700, sockets and guest files 0600"
 # (0x0a000000 + the domain's id) owning only what it needs (the vhost-user
 # socket it connects to, its console log, its initrd), no capability at all
 # (none to regain), its own seccomp filter, no_new_privs, and namespaces of
-# its own for network, IPC, UTS and mounts.
+# its own for network, IPC, UTS, mounts and pids (where it is pid 2, under
+# the namespace's holder, and sees no host process), and a file size limit.
 qemu=$(axl list | awk '$1=="la"{print $7}')
 hv=$(cat "$T_STATE/hv.pid")
 status() { awk -v k="$2:" '$1==k{print $2}' "/proc/$1/status"; }
@@ -96,11 +97,18 @@ for k in CapInh CapPrm CapEff CapBnd CapAmb; do
 done
 [ "$(status "$qemu" Seccomp)" = 2 ] || die "QEMU runs without its seccomp filter"
 [ "$(status "$qemu" NoNewPrivs)" = 1 ] || die "QEMU may gain privileges"
-for ns in net ipc uts mnt; do
+for ns in net ipc uts mnt pid; do
   [ "$(readlink "/proc/$qemu/ns/$ns")" != "$(readlink "/proc/$hv/ns/$ns")" ] ||
     die "QEMU shares the hypervisor's $ns namespace"
 done
-log "QEMU (pid $qemu): uid $want, no capabilities, seccomp, no_new_privs, own net/ipc/uts/mnt namespaces"
+nspid=$(awk '$1=="NSpid:"{print $2, $3}' "/proc/$qemu/status")
+[ "$nspid" = "$qemu 2" ] || die "QEMU's NSpid is '$nspid', not '$qemu 2'"
+# What QEMU's /proc shows: its namespace's two processes, nothing of the host's.
+seen=$(nsenter -t "$qemu" -m ls /proc | grep -c '^[0-9]')
+[ "$seen" -le 3 ] || die "QEMU's /proc lists $seen processes (the host's /proc?)"
+fsize=$(awk '/^Max file size/ {print $4}' "/proc/$qemu/limits")
+[ "$fsize" = $((64 << 20)) ] || die "QEMU's file size limit is '$fsize', not 64 MiB"
+log "QEMU (pid $qemu): uid $want, no capabilities, seccomp, no_new_privs, own net/ipc/uts/mnt/pid namespaces, /proc shows $seen processes, files up to 64 MiB"
 
 nobody() { ip netns exec "$T_NS" setpriv --reuid=65534 --regid=65534 --clear-groups "$@"; }
 if nobody "$AXL" --state-dir "$T_STATE" list >/dev/null 2>&1; then die "uid 65534 listed the domains"; fi

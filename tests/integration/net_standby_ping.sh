@@ -40,11 +40,10 @@ host_up "$T_DIR/host.toml"
 in_ns ip addr add 10.214.9.1/24 dev axlt9
 axl create "$T_DIR/guest.toml" >&2
 
-driver_col() { axl drivers | awk -v c="$1" '$1=="net0"{print $c}'; }
 wait_standby() {  # waits until a standby other than $1 (or any) is connected
   local sb
   for _ in $(seq 200); do
-    sb=$(driver_col 8)
+    sb=$(driver_col net0 8)
     if [ "$sb" != "-" ] && [ -n "$sb" ] && [ "$sb" != "${1:-}" ] &&
       grep -q "driver 'net0' standby connected, pid $sb" "$T_STATE/hv.log" 2>/dev/null; then
       echo "$sb"
@@ -57,7 +56,7 @@ wait_standby() {  # waits until a standby other than $1 (or any) is connected
 for _ in $(seq 120); do in_ns ping -c1 -W1 10.214.9.2 >/dev/null 2>&1 && break; sleep 0.5; done
 in_ns ping -c1 -W1 10.214.9.2 >/dev/null || die "guest never answered a ping"
 sb=$(wait_standby) || die "no warm standby connected to the hypervisor"
-log "active $(driver_col 3), standby $sb"
+log "active $(driver_col net0 3), standby $sb"
 
 # ping_run COUNT OUT: COUNT echo requests 1 ms apart, replies timestamped.
 ping_run() { in_ns ping -D -n -i 0.001 -c "$1" -W 2 10.214.9.2 >"$2" 2>&1 || true; }
@@ -80,7 +79,7 @@ pinger=$!
 track $pinger
 for k in 1 2 3; do
   sleep 1.2
-  pid=$(driver_col 3)
+  pid=$(driver_col net0 3)
   kill -KILL "$pid"
   log "kill $k: SIGKILL to active net0 pid $pid (standby $sb)"
   sb=$(wait_standby "$sb") || die "no new standby after kill $k"
@@ -89,7 +88,7 @@ wait $pinger
 T_PIDS=()
 got=$(received "$T_DIR/ping2")
 log "3 kills: $got/6000 replies, longest gap $(max_gap_ms "$T_DIR/ping2") ms"
-[ "$(driver_col 5)" = 3 ] || die "axl drivers shows $(driver_col 5) restarts, expected 3"
+[ "$(driver_col net0 5)" = 3 ] || die "axl drivers shows $(driver_col net0 5) restarts, expected 3"
 [ "$got" = 6000 ] || die "$((6000 - got)) of 6000 pings lost across 3 kills with a standby"
 axl destroy sp >&2
 log "PASS"

@@ -51,7 +51,6 @@ driver = "net0"
 mac = "$5"
 TOML
 }
-col() { axl drivers | awk -v d="$1" -v c="$2" '$1==d{print $c}'; }
 # wait_agent NAME: until the guest's agent answers (the guest booted far enough).
 wait_agent() {
   for _ in $(seq 120); do
@@ -146,16 +145,16 @@ log "BIOS boot of the Debian image from a qcow2 overlay to multi-user"
 # UEFI, a qcow2 overlay, two driver kills during the boot.
 guest_toml osu uefi uefi.qcow2 qcow2 52:54:00:12:01:02
 axl create "$T_DIR/osu.toml" >&2
-p1=$(col blk0 3)
+p1=$(driver_col blk0 3)
 sleep 2
 kill -KILL "$p1"
-for _ in $(seq 200); do [ "$(col blk0 3)" != "$p1" ] && [ "$(col blk0 4)" = running ] && break; sleep 0.05; done
+for _ in $(seq 200); do [ "$(driver_col blk0 3)" != "$p1" ] && [ "$(driver_col blk0 4)" = running ] && break; sleep 0.05; done
 for _ in $(seq 600); do console_has osu 'Linux version' && break; sleep 0.05; done
-p2=$(col blk0 3)
+p2=$(driver_col blk0 3)
 kill -KILL "$p2"
 wait_agent osu
 check_guest osu 10.215.0.3
-[ "$(col blk0 5)" = 2 ] || die "blk0 restarted $(col blk0 5) times, expected 2"
+[ "$(driver_col blk0 5)" = 2 ] || die "blk0 restarted $(driver_col blk0 5) times, expected 2"
 errors=$(axl exec osu -- bash -c "journalctl -k -b --no-pager | grep -ciE 'I/O error|blk_update_request|Buffer I/O' || true")
 [ "$errors" = 0 ] || die "the guest's kernel logged $errors I/O errors"
 axl exec osu -- sync

@@ -45,7 +45,6 @@ guest g3 blk1 d3.img once.sh
 
 host_up "$T_DIR/host.toml"
 state_of() { axl list | awk -v d="$1" '$1==d{print $5}'; }
-driver_col() { axl drivers | awk -v d="$1" -v c="$2" '$1==d{print $c}'; }
 
 axl inject blk1 slow-attach >&2
 axl create "$T_DIR/g1.toml" >"$T_DIR/g1.out" 2>&1 &

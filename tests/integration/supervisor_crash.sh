@@ -54,15 +54,14 @@ in_ns ip addr add 10.214.11.1/24 dev axlt11
 workload_receive 10.214.11
 axl create "$T_DIR/guest.toml" >&2
 rounds() { workload_rounds sc; }
-col() { axl drivers | awk -v d="$1" -v c="$2" '$1==d{print $c}'; }
 sup_pid() { cat "$T_STATE/supervisor.pid" 2>/dev/null || true; }
 mon_pid() { cat "$T_STATE/supervisor-monitor.pid"; }
 for _ in $(seq 600); do [ "$(rounds)" -ge 1 ] && break; sleep 0.1; done
 [ "$(rounds)" -ge 1 ] || die "guest never completed a disk round"
-for _ in $(seq 100); do [ "$(col blk0 8)" != - ] && break; sleep 0.1; done
+for _ in $(seq 100); do [ "$(driver_col blk0 8)" != - ] && break; sleep 0.1; done
 
 # Every instance: blk0's active and parked spare, net0's active and standby.
-instances() { echo "$(col blk0 3) $(col blk0 8) $(col net0 3) $(col net0 8)"; }
+instances() { echo "$(driver_col blk0 3) $(driver_col blk0 8) $(driver_col net0 3) $(driver_col net0 8)"; }
 before=$(instances)
 log "instances before: $before"
 grep -q ' - \| -$' <<<"$before" && die "an instance is missing: $(axl drivers)"
@@ -88,7 +87,7 @@ done
 after=$(instances)
 log "supervisor $old -> $new; instances after: $after"
 [ "$after" = "$before" ] || die "instances not adopted as they were: $before -> $after"
-grep -q "adopted its active instance, pid $(col blk0 3)" "$T_STATE/supervisor.log" ||
+grep -q "adopted its active instance, pid $(driver_col blk0 3)" "$T_STATE/supervisor.log" ||
   die "the supervisor's log does not tell of the adoption"
 # The service left the bus and came back (NameOwnerChanged, new owner last).
 for _ in $(seq 100); do
@@ -103,22 +102,22 @@ manager call ListDrivers >&2 || die "org.axolotl did not come back on the bus"
 # 2. The adopted instances are watched: a SIGKILLed driver is restarted (from
 # its adopted spare), and net0's adopted standby is promoted.
 for d in blk0 net0; do
-  pid=$(col "$d" 3)
+  pid=$(driver_col "$d" 3)
   r0=$(rounds)
   kill -KILL "$pid"
   for _ in $(seq 200); do
-    [ "$(col "$d" 4)" = running ] && [ "$(col "$d" 3)" != "$pid" ] && [ "$(col "$d" 5)" = 1 ] && break
+    [ "$(driver_col "$d" 4)" = running ] && [ "$(driver_col "$d" 3)" != "$pid" ] && [ "$(driver_col "$d" 5)" = 1 ] && break
     sleep 0.05
   done
-  [ "$(col "$d" 3)" != "$pid" ] && [ "$(col "$d" 5)" = 1 ] ||
+  [ "$(driver_col "$d" 3)" != "$pid" ] && [ "$(driver_col "$d" 5)" = 1 ] ||
     die "$d: not restarted after its adoption: $(axl drivers)"
   for _ in $(seq 600); do (($(rounds) > r0 + 1)) && break; sleep 0.1; done
   (($(rounds) > r0 + 1)) || die "disk rounds stopped after $d's restart"
-  log "$d: pid $pid killed, $(col "$d" 3) serves"
+  log "$d: pid $pid killed, $(driver_col "$d" 3) serves"
 done
 
 # 3. A driver that dies while no supervisor runs is restarted once one is back.
-blk=$(col blk0 3)
+blk=$(driver_col blk0 3)
 mon=$(mon_pid)
 kill -STOP "$mon"
 old=$(sup_pid)
@@ -128,18 +127,18 @@ sleep 1
 kill -CONT "$mon"
 for _ in $(seq 200); do
   new=$(sup_pid)
-  [ -n "$new" ] && [ "$new" != "$old" ] && [ "$(col blk0 4 2>/dev/null)" = running ] &&
-    [ "$(col blk0 3)" != "$blk" ] && break
+  [ -n "$new" ] && [ "$new" != "$old" ] && [ "$(driver_col blk0 4 2>/dev/null)" = running ] &&
+    [ "$(driver_col blk0 3)" != "$blk" ] && break
   sleep 0.05
 done
-[ "$(col blk0 3)" != "$blk" ] && [ "$(col blk0 4)" = running ] ||
+[ "$(driver_col blk0 3)" != "$blk" ] && [ "$(driver_col blk0 4)" = running ] ||
   die "blk0 (pid $blk) was not restarted by the new supervisor: $(axl drivers)"
 axl drivers --stats | grep -q "exited while no supervisor ran" ||
   die "the outage does not say the driver died while no supervisor ran: $(axl drivers --stats)"
 r0=$(rounds)
 for _ in $(seq 600); do (($(rounds) > r0 + 1)) && break; sleep 0.1; done
 (($(rounds) > r0 + 1)) || die "disk rounds stopped after blk0 died while no supervisor ran"
-log "blk0 pid $blk died while no supervisor ran; $(col blk0 3) serves"
+log "blk0 pid $blk died while no supervisor ran; $(driver_col blk0 3) serves"
 
 workload_finish sc 10.214.11 111
 every=$(instances)
