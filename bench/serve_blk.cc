@@ -4,6 +4,7 @@
 // synthetic frontend it drives qemu-storage-daemon with.
 //
 //   axl-bench-serve-blk --socket SOCK --image IMG [--format raw|qcow2]
+//                       [--cache writeback|none]
 #include <fcntl.h>
 #include <signal.h>
 #include <stdlib.h>
@@ -22,7 +23,7 @@
 #include "hypervisor/daemon/driver_registry.h"
 
 int main(int argc, char** argv) {
-  std::string socket, image, format = "raw";
+  std::string socket, image, format = "raw", cache = "writeback";
   for (int i = 1; i + 1 < argc; i += 2) {
     std::string a = argv[i];
     if (a == "--socket")
@@ -31,9 +32,14 @@ int main(int argc, char** argv) {
       image = argv[i + 1];
     else if (a == "--format")
       format = argv[i + 1];
+    else if (a == "--cache")
+      cache = argv[i + 1];
   }
-  if (socket.empty() || image.empty()) {
-    fprintf(stderr, "usage: axl-bench-serve-blk --socket SOCK --image IMG [--format raw|qcow2]\n");
+  if (socket.empty() || image.empty() || (cache != "writeback" && cache != "none") ||
+      (cache == "none" && format != "raw")) {
+    fprintf(stderr,
+            "usage: axl-bench-serve-blk --socket SOCK --image IMG [--format raw|qcow2] "
+            "[--cache writeback|none (raw only)]\n");
     return 2;
   }
   axl::log::set_component("axl-bench-serve-blk");
@@ -67,6 +73,16 @@ int main(int argc, char** argv) {
     req.kind = axl::config::DriverKind::kBlk;
     // As the hypervisor opens a disk at create (domain_engine.cc).
     auto chain = axl::driverdom::blk::open_chain_fds(image, format, false);
+    uint32_t block_size = 512;
+    if (chain && cache == "none") {
+      // As the hypervisor does for cache = "none" (domain_engine.cc).
+      auto align = axl::driverdom::blk::use_direct_io(chain->fds.front().get());
+      if (!align) {
+        fprintf(stderr, "%s: %s\n", image.c_str(), align.error().message.c_str());
+        return 1;
+      }
+      block_size = *align;
+    }
     if (chain) {
       req.image = std::move(chain->fds.front());
       for (size_t k = 1; k < chain->fds.size(); ++k)
@@ -78,7 +94,8 @@ int main(int argc, char** argv) {
     } else if (!chain) {
       fprintf(stderr, "%s\n", chain.error().message.c_str());
     } else {
-      req.blk = axl::hv::BlkDeviceSpec{chain->size & ~511ull, false, "axl-bench"};
+      req.blk = axl::hv::BlkDeviceSpec{chain->size & ~uint64_t(block_size - 1), false, "axl-bench",
+                                       block_size};
       // The attach is answered on the loop: run it until then.
       std::optional<axl::Result<axl::hv::ChannelGrant>> grant;
       axl::hv::attach_channel(

@@ -335,8 +335,8 @@ Result<GuestConfig> parse_guest_checked(const std::string& text, const std::stri
   if (*disks) {
     for (const toml::node& n : **disks) {
       const toml::table& d = *n.as_table();
-      if (auto s =
-              check_keys(d, {"driver", "image", "readonly", "format", "boot"}, origin, "disk.");
+      if (auto s = check_keys(d, {"driver", "image", "readonly", "format", "boot", "cache"}, origin,
+                              "disk.");
           !s)
         return s.error();
       DiskConfig dc;
@@ -358,6 +358,14 @@ Result<GuestConfig> parse_guest_checked(const std::string& text, const std::stri
       if (dc.format != "raw" && dc.format != "qcow2")
         return make_error(origin + ": disk.format must be \"raw\" or \"qcow2\", not \"" +
                           dc.format + "\"");
+      auto cache = get_opt<std::string>(d, "cache", origin, "disk.");
+      if (!cache) return cache.error();
+      dc.cache = cache->value_or("writeback");
+      if (dc.cache != "writeback" && dc.cache != "none")
+        return make_error(origin + ": disk.cache must be \"writeback\" or \"none\", not \"" +
+                          dc.cache + "\"");
+      if (dc.cache == "none" && dc.format != "raw")
+        return make_error(origin + ": disk.cache = \"none\" is supported for raw images only");
       g.disks.push_back(std::move(dc));
     }
   }

@@ -65,6 +65,11 @@ struct DiskConfig {
   // into a raw disk): "raw" (the default) or "qcow2" (with its backing chain).
   std::string format = "raw";
   bool boot = false;  // the disk the firmware boots from (firmware = ...)
+  // As QEMU's cache modes: "writeback" (the default: the host's page cache)
+  // or "none" (O_DIRECT: reads and writes bypass the host's page cache;
+  // raw images only, on a file system that supports it).  Either way a
+  // guest's flush reaches the disk (fdatasync).
+  std::string cache = "writeback";
 };
 
 struct NicConfig {

@@ -120,6 +120,7 @@ script = "/abs/run.sh"
   EXPECT_EQ(g->log_max_mib, 8u);
   EXPECT_EQ(g->disks[0].image, "/cfg/disk.img");
   EXPECT_EQ(g->disks[0].format, "raw");  // stated or raw, never guessed
+  EXPECT_EQ(g->disks[0].cache, "writeback");
   EXPECT_EQ(format_mac(g->nics[0].mac), "52:54:00:12:34:56");
   EXPECT_EQ(g->script, "/abs/run.sh");
   EXPECT_EQ(g->accel, "auto");
@@ -172,6 +173,11 @@ TEST(GuestConfig, RejectsBadInput) {
       {"name = \"g\"\n[[disk]]\ndriver = \"b\"\nimage = \"x\"\nformat = \"vmdk\"\n",
        "disk.format must be \"raw\" or \"qcow2\""},
       {"name = \"g\"\nmemory_mib = 1\n", "memory_mib must be"},
+      {"name = \"g\"\n[[disk]]\ndriver = \"b\"\nimage = \"x\"\ncache = \"unsafe\"\n",
+       "disk.cache must be \"writeback\" or \"none\", not \"unsafe\""},
+      {"name = \"g\"\n[[disk]]\ndriver = \"b\"\nimage = \"x\"\nformat = \"qcow2\"\ncache = "
+       "\"none\"\n",
+       "disk.cache = \"none\" is supported for raw images only"},
       {"name = \"g\"\nlog_max_mib = 0\n", "log_max_mib must be between 1 and 65536"},
       {"name = \"g\"\nlog_max_mib = \"big\"\n", "'log_max_mib' must be"},
       {"name = \"g\"\n[guest]\nscrpt = \"x\"\n", "unknown key 'guest.scrpt'"},

@@ -25,6 +25,9 @@ struct BlkDeviceSpec {
   uint64_t capacity_bytes = 0;  // multiple of 512
   bool read_only = false;
   std::string serial;  // VIRTIO_BLK_T_GET_ID, at most 20 bytes
+  // The guest's logical block size (virtio-blk blk_size): 512, or what
+  // direct I/O on the image needs (cache = "none", blk::use_direct_io).
+  uint32_t block_size = 512;
 };
 
 struct NetDeviceSpec {

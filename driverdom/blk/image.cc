@@ -576,6 +576,23 @@ Result<std::unique_ptr<Image>> open_chain(const std::string& path, bool read_onl
   return r;
 }
 
+Result<uint32_t> use_direct_io(int fd) {
+  struct statx sx {};
+  if (::statx(fd, "", AT_EMPTY_PATH, STATX_DIOALIGN, &sx) != 0)
+    return make_error(std::string("statx: ") + strerror(errno));
+  if (!(sx.stx_mask & STATX_DIOALIGN) || sx.stx_dio_offset_align == 0)
+    return make_error("its file system does not support direct I/O (cache = \"none\")");
+  const uint32_t align = std::max<uint32_t>(512, sx.stx_dio_offset_align);
+  if (align > 4096 || sx.stx_dio_mem_align > 4096)
+    return make_error("direct I/O on it needs an alignment of " +
+                      std::to_string(std::max(align, sx.stx_dio_mem_align)) +
+                      " bytes, more than a page");
+  const int fl = ::fcntl(fd, F_GETFL);
+  if (fl < 0 || ::fcntl(fd, F_SETFL, fl | O_DIRECT) != 0)
+    return make_error(std::string("cannot set O_DIRECT: ") + strerror(errno));
+  return align;
+}
+
 Result<ChainFds> open_chain_fds(const std::string& path, const std::string& format,
                                 bool read_only) {
   std::set<std::pair<dev_t, ino_t>> seen;

@@ -67,6 +67,16 @@ struct ChainFds {
   uint64_t size = 0;  // the top image's virtual size
 };
 Result<ChainFds> open_chain_fds(const std::string& path, const std::string& format, bool read_only);
+
+// cache = "none" (docs/architecture.md, "Disk cache modes"): sets O_DIRECT on
+// a raw image's open file description, which travels to the driver domain, so
+// its reads and writes bypass the host's page cache.  Returns the alignment
+// the file system asks of offsets and lengths (statx STATX_DIOALIGN, at least
+// 512): the guest is told it as its logical block size.  An Error, naming the
+// reason, where the file system has no direct I/O or asks for an alignment
+// above 4096 or a buffer alignment above a page (the I/O pool's slots are
+// page-aligned).
+Result<uint32_t> use_direct_io(int fd);
 // Builds the image from fds and formats as open_chain_fds gives them (the
 // top one writable unless `read_only`, the rest read-only).
 Result<std::unique_ptr<Image>> open_fds(std::vector<UniqueFd> fds,

@@ -7,14 +7,18 @@
 #include <fcntl.h>
 #include <gtest/gtest.h>
 #include <stdlib.h>
+#include <string.h>
 #include <unistd.h>
 
+#include <cerrno>
+#include <cstdlib>
 #include <fstream>
 #include <random>
 #include <string>
 #include <vector>
 
 #include "common/fs.h"
+#include "common/unique_fd.h"
 
 namespace axl::driverdom::blk {
 namespace {
@@ -224,6 +228,55 @@ TEST_F(Qcow2Test, RawIsServedAsIs) {
   EXPECT_EQ(our_view(**img), data);
   std::vector<uint8_t> big(10);
   EXPECT_FALSE((*img)->read((1 << 20) - 5, big));  // past the end
+}
+
+}  // namespace
+}  // namespace axl::driverdom::blk
+
+namespace axl::driverdom::blk {
+namespace {
+
+// cache = "none": O_DIRECT on the open file description, so an aligned read
+// works and a misaligned one is refused by the kernel (proof the page cache
+// is bypassed), and the raw image still reads what was written.
+TEST(DirectIo, SetsODirectAndReportsTheAlignment) {
+  char tmpl[] = "/tmp/axl-direct-test.XXXXXX";
+  const int raw_fd = ::mkstemp(tmpl);
+  ASSERT_GE(raw_fd, 0);
+  UniqueFd fd(raw_fd);
+  const std::string path = tmpl;
+  std::vector<uint8_t> pattern(1 << 16);
+  for (size_t i = 0; i < pattern.size(); ++i) pattern[i] = uint8_t(i * 7 + 3);
+  ASSERT_EQ(::pwrite(fd.get(), pattern.data(), pattern.size(), 0), ssize_t(pattern.size()));
+  ASSERT_EQ(::fsync(fd.get()), 0);
+  auto align = use_direct_io(fd.get());
+  if (!align) {
+    ::unlink(path.c_str());
+    GTEST_SKIP() << "the file system of /tmp has no direct I/O: " << align.error().message;
+  }
+  EXPECT_GE(*align, 512u);
+  EXPECT_LE(*align, 4096u);
+  EXPECT_TRUE(::fcntl(fd.get(), F_GETFL) & O_DIRECT);
+  auto* page = static_cast<uint8_t*>(std::aligned_alloc(4096, 3 * 4096));
+  ASSERT_NE(page, nullptr);
+  EXPECT_EQ(::pread(fd.get(), page, 4096, 4096), 4096);
+  EXPECT_EQ(memcmp(page, pattern.data() + 4096, 4096), 0);
+  errno = 0;
+  EXPECT_LT(::pread(fd.get(), page, 4096, 4096 + 256), 0) << "a misaligned offset was accepted";
+  EXPECT_EQ(errno, EINVAL);
+  // Through the raw image layer, as the driver domain reads.
+  auto img = open_fds(
+      [&] {
+        std::vector<UniqueFd> v;
+        v.emplace_back(::dup(fd.get()));
+        return v;
+      }(),
+      {"raw"}, false);
+  ASSERT_TRUE(img) << img.error().message;
+  ASSERT_TRUE((*img)->read(8192, std::span<uint8_t>(page, 2 * 4096)));
+  EXPECT_EQ(memcmp(page, pattern.data() + 8192, 2 * 4096), 0);
+  std::free(page);
+  ::unlink(path.c_str());
 }
 
 }  // namespace

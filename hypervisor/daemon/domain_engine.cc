@@ -438,6 +438,7 @@ void DomainEngine::create_attach(Domain* d) {
     DeviceRequest req;
     req.kind = config::DriverKind::kBlk;
     uint64_t capacity = 0;
+    uint32_t block_size = 512;
     if (disk.format == "raw") {
       req.image.reset(::open(disk.image.c_str(), (disk.read_only ? O_RDONLY : O_RDWR) | O_CLOEXEC));
       if (!req.image)
@@ -447,6 +448,12 @@ void DomainEngine::create_attach(Domain* d) {
       if (::fstat(req.image.get(), &st) < 0 || !S_ISREG(st.st_mode))
         return create_failed(d, make_error("image " + disk.image + " is not a regular file"));
       capacity = uint64_t(st.st_size);
+      if (disk.cache == "none") {
+        auto align = driverdom::blk::use_direct_io(req.image.get());
+        if (!align)
+          return create_failed(d, make_error("image " + disk.image + ": " + align.error().message));
+        block_size = *align;
+      }
     } else {
       // The whole chain is checked here, before anything runs or is written
       // (driverdom/blk/image.h); the driver gets its files as fds.
@@ -461,7 +468,10 @@ void DomainEngine::create_attach(Domain* d) {
     if (capacity == 0 || capacity % 512 != 0)
       return create_failed(
           d, make_error("image " + disk.image + " size is not a non-zero multiple of 512"));
-    req.blk = BlkDeviceSpec{capacity, disk.read_only, disk_serial(d->cfg.name, i)};
+    if (capacity % block_size != 0)
+      return create_failed(d, make_error("image " + disk.image + " size is not a multiple of " +
+                                         std::to_string(block_size) + " (direct I/O)"));
+    req.blk = BlkDeviceSpec{capacity, disk.read_only, disk_serial(d->cfg.name, i), block_size};
     reqs->emplace_back(disk.driver, std::move(req));
   }
   for (const auto& nic : d->cfg.nics) {

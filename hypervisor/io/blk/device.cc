@@ -60,7 +60,7 @@ Result<std::vector<uint8_t>> BlkDevice::get_config(uint32_t offset, uint32_t siz
   uint64_t cap = capacity_sectors_;
   uint32_t size_max = std::min(kSizeMax, port_.slot_size());
   uint32_t seg_max = std::max<uint32_t>(1, std::min(kSegMax, port_.slot_size() / size_max));
-  uint32_t blk_size = kSector;
+  uint32_t blk_size = spec_.block_size;
   put(cfg, 0, &cap, 8);
   put(cfg, 8, &size_max, 4);
   put(cfg, 12, &seg_max, 4);
