@@ -3,6 +3,7 @@
 #include <fcntl.h>
 
 #include "common/schema/driver.capnp.h"
+#include "hypervisor/io/blk/device.h"
 
 namespace axl::hv {
 namespace {
@@ -33,8 +34,8 @@ Status blk_attach(const DeviceRequest& req, DriverConnection::AttachArgs& args) 
 void blk_qemu(const QemuDevice& d, const std::string& chardev, const std::string&,
               const std::string& props, std::vector<std::string>& a) {
   a.push_back("-device");
-  a.push_back("vhost-user-blk-pci,chardev=" + chardev + ",num-queues=1" +
-              (d.boot ? ",bootindex=0" : "") + props);
+  a.push_back("vhost-user-blk-pci,chardev=" + chardev + ",num-queues=1,queue-size=" +
+              std::to_string(io::blk::kQueueSize) + (d.boot ? ",bootindex=0" : "") + props);
 }
 
 std::unique_ptr<GuestDevice> blk_make(std::string socket, const DeviceRequest& req,

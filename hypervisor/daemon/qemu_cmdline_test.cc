@@ -32,7 +32,7 @@ TEST(QemuCmdline, SharedMemfdRamAndOnlyVhostUserDevices) {
   EXPECT_TRUE(has_pair(a, "-accel", "tcg"));
   EXPECT_TRUE(has_pair(a, "-smp", "2"));
   EXPECT_NE(std::find(a.begin(), a.end(), "-nodefaults"), a.end());
-  EXPECT_TRUE(has_pair(a, "-device", "vhost-user-blk-pci,chardev=vu0,num-queues=1"));
+  EXPECT_TRUE(has_pair(a, "-device", "vhost-user-blk-pci,chardev=vu0,num-queues=1,queue-size=512"));
   EXPECT_TRUE(has_pair(a, "-netdev", "vhost-user,id=net1,chardev=vu1"));
   EXPECT_TRUE(has_pair(a, "-device", "virtio-net-pci,netdev=net1,vectors=0,mac=52:54:00:01:02:03"));
   EXPECT_TRUE(has_pair(a, "-append", "console=ttyS0 panic=-1 quiet"));
@@ -102,18 +102,18 @@ TEST(QemuCmdline, GuestIommu) {
   auto a = qemu_argv(s);
   EXPECT_TRUE(has_pair(a, "-machine", "q35,memory-backend=mem,kernel-irqchip=split"));
   EXPECT_TRUE(has_pair(a, "-device", "intel-iommu,intremap=on,device-iotlb=on"));
-  EXPECT_TRUE(has_pair(
-      a, "-device",
-      "vhost-user-blk-pci,chardev=vu0,num-queues=1,disable-legacy=on,iommu_platform=on,ats=on"));
+  EXPECT_TRUE(has_pair(a, "-device",
+                       "vhost-user-blk-pci,chardev=vu0,num-queues=1,queue-size=512,disable-legacy="
+                       "on,iommu_platform=on,ats=on"));
   EXPECT_TRUE(has_pair(a, "-device",
                        "virtio-net-pci,netdev=net1,vectors=0,mac=52:54:00:01:02:03,disable-legacy="
                        "on,iommu_platform=on,ats=on"));
   EXPECT_TRUE(has_pair(a, "-append", "console=ttyS0 panic=-1 intel_iommu=on iommu.strict=1 quiet"));
   // The vIOMMU is created before the devices behind it.
   auto iommu = std::find(a.begin(), a.end(), "intel-iommu,intremap=on,device-iotlb=on");
-  auto blk = std::find(
-      a.begin(), a.end(),
-      "vhost-user-blk-pci,chardev=vu0,num-queues=1,disable-legacy=on,iommu_platform=on,ats=on");
+  auto blk = std::find(a.begin(), a.end(),
+                       "vhost-user-blk-pci,chardev=vu0,num-queues=1,queue-size=512,disable-legacy="
+                       "on,iommu_platform=on,ats=on");
   EXPECT_LT(iommu, blk);
 }
 

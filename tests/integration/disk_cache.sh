@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Disk cache modes as the host sees them.  One guest, two raw disks on one
+# Disk cache modes as the host sees them, and whole 1 MiB requests.  One guest, two raw disks on one
 # blk driver domain: vda with cache = "none", vdb with the default
 # "writeback".  The guest writes the same 16 MiB to both, flushes, drops its
 # own cache and reads both back: both return what was written.  On the host,
@@ -19,13 +19,16 @@ kind = "blk"
 TOML
 truncate -s 64M "$T_DIR/direct.img" "$T_DIR/cached.img"
 cat >"$T_DIR/guest.sh" <<'SH'
-echo "BLOCK-SIZE vda $(cat /sys/block/vda/queue/logical_block_size) vdb $(cat /sys/block/vdb/queue/logical_block_size)"
+q=/sys/block/vda/queue
+echo "BLOCK-SIZE vda $(cat $q/logical_block_size) vdb $(cat /sys/block/vdb/queue/logical_block_size)"
+echo "QUEUE-LIMITS vda max_segments=$(cat $q/max_segments) max_segment_size=$(cat $q/max_segment_size) max_hw_sectors_kb=$(cat $q/max_hw_sectors_kb)"
 axl-tool gen 11 16M >/tmp/p
 round() {
   for dev in vda vdb; do dd if=/tmp/p of=/dev/$dev bs=1M conv=fsync 2>/dev/null || echo "WRITE-FAILED $dev"; done
   sync
   echo 3 >/proc/sys/vm/drop_caches
-  for dev in vda vdb; do echo "SHA-$1-$dev $(dd if=/dev/$dev bs=1M count=16 2>/dev/null | sha256sum | cut -d' ' -f1)"; done
+  # 1 MiB O_DIRECT reads: one guest request each, whole (256 segments of a page).
+  for dev in vda vdb; do echo "SHA-$1-$dev $(dd if=/dev/$dev bs=1M count=16 iflag=direct 2>/dev/null | sha256sum | cut -d' ' -f1)"; done
   echo "ROUND-$1-DONE"
 }
 round 1
@@ -70,6 +73,12 @@ check_round() {  # check_round N
 host_up "$T_DIR/host.toml"
 axl create "$T_DIR/guest.toml" >&2
 check_round 1
+# A 1 MiB request of scattered pages fits the disk's limits whole.
+limits=$(axl console dc --log | tr -d '\r' | grep '^QUEUE-LIMITS vda' | head -n1)
+log "$limits"
+grep -q ' max_segments=256 ' <<<"$limits" || die "the guest's disk takes other than 256 segments: $limits"
+kb=$(sed -n 's/.*max_hw_sectors_kb=\([0-9]*\).*/\1/p' <<<"$limits")
+[ -n "$kb" ] && [ "$kb" -ge 1024 ] || die "the guest's disk takes requests of at most ${kb:-?} KiB: $limits"
 pid=$(driver_pid blk0)
 kill -KILL "$pid"
 log "killed blk0 (pid $pid)"

@@ -20,7 +20,7 @@ namespace {
 using vhost_user::Req;
 using vhost_user::testing::Frontend;
 
-constexpr uint64_t kDiskBytes = 1 << 20;
+constexpr uint64_t kDiskBytes = 4 << 20;
 
 struct BlkTest : ::testing::Test {
   std::string dir, sock;

@@ -24,7 +24,7 @@ namespace axl::vhost_user::testing {
 
 class Frontend {
  public:
-  static constexpr uint64_t kRamSize = 4 << 20;
+  static constexpr uint64_t kRamSize = 8 << 20;
   static constexpr uint64_t kGpaBase = 0x100000;  // guest-physical base of RAM
   static constexpr uint32_t kQueueSize = 64;
 
