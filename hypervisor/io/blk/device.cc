@@ -59,7 +59,8 @@ Result<std::vector<uint8_t>> BlkDevice::get_config(uint32_t offset, uint32_t siz
   std::vector<uint8_t> cfg(256, 0);
   uint64_t cap = capacity_sectors_;
   uint32_t size_max = std::min(kSizeMax, port_.slot_size());
-  uint32_t seg_max = std::max<uint32_t>(1, std::min(kSegMax, port_.slot_size() / size_max));
+  uint32_t seg_max = std::max<uint32_t>(
+      1, std::min({kSegMax, port_.slot_size() / size_max, spec_.queue_size - 2}));
   uint32_t blk_size = spec_.block_size;
   put(cfg, 0, &cap, 8);
   put(cfg, 8, &size_max, 4);

@@ -40,13 +40,17 @@ constexpr uint32_t kIdBytes = 20;  // VIRTIO_BLK_ID_BYTES
 // A request's data always fits one slot: seg_max segments of size_max bytes.
 // 256 x 4 KiB: a guest's 1 MiB request (its pages scattered, one segment
 // each) reaches the driver domain whole.  The chain is then 258 descriptors,
-// so the queue is larger than that (kQueueSize: a chain is no longer than
-// the queue, virtio 1.2 §2.7.5.3.1).  The pool is 64 MiB of memfd, touched
-// only as far as requests use it.
+// so the queue is larger than that (a chain is no longer than the queue,
+// virtio 1.2 §2.7.5.3.1): 512.  The pool is 64 MiB of memfd, touched only as
+// far as requests use it.
 constexpr uint32_t kSlots = 64;
 constexpr uint32_t kSizeMax = 4096;
 constexpr uint32_t kSegMax = 256;
-constexpr uint32_t kQueueSize = 512;
+// The queue size QEMU is given for a disk.  With a guest IOMMU it stays at
+// 256, whose rings each fit one page: the hypervisor maps a ring through one
+// IOTLB entry, and a 512-entry descriptor table spans two.  seg_max is then
+// 254 (queue_size - 2), so a chain still fits the queue.
+constexpr uint32_t queue_size(bool iommu) { return iommu ? 256 : 512; }
 constexpr uint32_t kSlotSize = kSizeMax * kSegMax;
 
 class BlkDevice final : public DeviceLogic {
