@@ -4,7 +4,7 @@
 // synthetic frontend it drives qemu-storage-daemon with.
 //
 //   axl-bench-serve-blk --socket SOCK --image IMG [--format raw|qcow2]
-//                       [--cache writeback|none]
+//                       [--cache writeback|none] [--aio auto|io_uring|sync]
 #include <fcntl.h>
 #include <signal.h>
 #include <stdlib.h>
@@ -23,10 +23,13 @@
 #include "hypervisor/daemon/driver_registry.h"
 
 int main(int argc, char** argv) {
-  std::string socket, image, format = "raw", cache = "writeback";
+  std::string socket, image, format = "raw", cache = "writeback", aio = "auto";
+  bool bad_arg = argc % 2 == 0;  // every option takes a value
   for (int i = 1; i + 1 < argc; i += 2) {
     std::string a = argv[i];
-    if (a == "--socket")
+    if (a == "--aio")
+      aio = argv[i + 1];
+    else if (a == "--socket")
       socket = argv[i + 1];
     else if (a == "--image")
       image = argv[i + 1];
@@ -34,12 +37,15 @@ int main(int argc, char** argv) {
       format = argv[i + 1];
     else if (a == "--cache")
       cache = argv[i + 1];
+    else
+      bad_arg = true;
   }
-  if (socket.empty() || image.empty() || (cache != "writeback" && cache != "none") ||
-      (cache == "none" && format != "raw")) {
+  if (bad_arg || socket.empty() || image.empty() || (cache != "writeback" && cache != "none") ||
+      (cache == "none" && format != "raw") ||
+      (aio != "auto" && aio != "io_uring" && aio != "sync")) {
     fprintf(stderr,
             "usage: axl-bench-serve-blk --socket SOCK --image IMG [--format raw|qcow2] "
-            "[--cache writeback|none (raw only)]\n");
+            "[--cache writeback|none (raw only)] [--aio auto|io_uring|sync]\n");
     return 2;
   }
   axl::log::set_component("axl-bench-serve-blk");
@@ -71,6 +77,7 @@ int main(int argc, char** argv) {
       io.run_one_for(std::chrono::milliseconds(50));
     axl::hv::DeviceRequest req;
     req.kind = axl::config::DriverKind::kBlk;
+    req.aio = aio;
     // As the hypervisor opens a disk at create (domain_engine.cc).
     auto chain = axl::driverdom::blk::open_chain_fds(image, format, false);
     uint32_t block_size = 512;

@@ -142,6 +142,10 @@ Result<std::optional<Request>> DriverEnd::pop() {
   return std::optional<Request>(r);
 }
 
+bool DriverEnd::more_queued() const {
+  return map_.header()->req.head.load(std::memory_order_acquire) != req_tail_;
+}
+
 void DriverEnd::push(const Response& r) {
   map_.resp_ring()[resp_head_ & (slots() - 1)] = r;
   ++resp_head_;

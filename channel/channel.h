@@ -90,6 +90,8 @@ class DriverEnd {
 
   // Next request, copied out of shared memory; malformed ring state -> Error.
   Result<std::optional<Request>> pop();
+  // Whether pop() has another request now (a hint: the ring is checked by pop).
+  bool more_queued() const;
   void push(const Response& r);
   void kick();
   void ack_doorbell();

@@ -335,8 +335,8 @@ Result<GuestConfig> parse_guest_checked(const std::string& text, const std::stri
   if (*disks) {
     for (const toml::node& n : **disks) {
       const toml::table& d = *n.as_table();
-      if (auto s = check_keys(d, {"driver", "image", "readonly", "format", "boot", "cache"}, origin,
-                              "disk.");
+      if (auto s = check_keys(d, {"driver", "image", "readonly", "format", "boot", "cache", "aio"},
+                              origin, "disk.");
           !s)
         return s.error();
       DiskConfig dc;
@@ -366,6 +366,14 @@ Result<GuestConfig> parse_guest_checked(const std::string& text, const std::stri
                           dc.cache + "\"");
       if (dc.cache == "none" && dc.format != "raw")
         return make_error(origin + ": disk.cache = \"none\" is supported for raw images only");
+      auto aio = get_opt<std::string>(d, "aio", origin, "disk.");
+      if (!aio) return aio.error();
+      dc.aio = aio->value_or("auto");
+      if (dc.aio != "auto" && dc.aio != "io_uring" && dc.aio != "sync")
+        return make_error(origin + ": disk.aio must be \"auto\", \"io_uring\" or \"sync\", not \"" +
+                          dc.aio + "\"");
+      if (dc.aio == "io_uring" && dc.format != "raw")
+        return make_error(origin + ": disk.aio = \"io_uring\" is supported for raw images only");
       g.disks.push_back(std::move(dc));
     }
   }

@@ -70,6 +70,12 @@ struct DiskConfig {
   // raw images only, on a file system that supports it).  Either way a
   // guest's flush reaches the disk (fdatasync).
   std::string cache = "writeback";
+  // The blk driver domain's I/O engine for this disk, as QEMU's aio=:
+  // "io_uring" (many requests in flight, through the driver's restricted
+  // ring: docs/architecture.md, "The blk I/O engine"; raw images only),
+  // "sync" (one request at a time, in the driver's own loop), or "auto"
+  // (the default: io_uring for a raw image where the driver has a ring).
+  std::string aio = "auto";
 };
 
 struct NicConfig {
@@ -129,7 +135,9 @@ inline constexpr const char* kFaultNames[] = {
     // Control-path faults: attach answered late (3 s) or never.
     "slow-attach", "mute-attach",
     // Escape attempts: each must be refused by the sandbox.
-    "open-host-file", "open-socket", "ptrace-hv", "signal-hv", "map-hv-mem"};
+    "open-host-file", "open-socket", "ptrace-hv", "signal-hv", "map-hv-mem",
+    // blk only: operations its io_uring's restrictions must refuse.
+    "uring-escape"};
 bool is_fault_name(const std::string& s);
 Result<std::array<uint8_t, 6>> parse_mac(const std::string& s);
 std::string format_mac(const std::array<uint8_t, 6>& mac);

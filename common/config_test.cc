@@ -31,7 +31,8 @@ TEST(HostConfig, SandboxOptOutAndEscapeHooks) {
       "host.toml");
   ASSERT_TRUE(h.ok()) << h.error().message;
   EXPECT_FALSE(h->drivers[0].sandbox);
-  for (const char* f : {"open-host-file", "open-socket", "ptrace-hv", "signal-hv", "map-hv-mem"})
+  for (const char* f :
+       {"open-host-file", "open-socket", "ptrace-hv", "signal-hv", "map-hv-mem", "uring-escape"})
     EXPECT_TRUE(is_fault_name(f)) << f;
   auto bad =
       parse_host("[[driver]]\nname = \"b\"\nkind = \"blk\"\nsandbox = \"no\"\n", "host.toml");
@@ -121,6 +122,7 @@ script = "/abs/run.sh"
   EXPECT_EQ(g->disks[0].image, "/cfg/disk.img");
   EXPECT_EQ(g->disks[0].format, "raw");  // stated or raw, never guessed
   EXPECT_EQ(g->disks[0].cache, "writeback");
+  EXPECT_EQ(g->disks[0].aio, "auto");
   EXPECT_EQ(format_mac(g->nics[0].mac), "52:54:00:12:34:56");
   EXPECT_EQ(g->script, "/abs/run.sh");
   EXPECT_EQ(g->accel, "auto");
@@ -178,6 +180,11 @@ TEST(GuestConfig, RejectsBadInput) {
       {"name = \"g\"\n[[disk]]\ndriver = \"b\"\nimage = \"x\"\nformat = \"qcow2\"\ncache = "
        "\"none\"\n",
        "disk.cache = \"none\" is supported for raw images only"},
+      {"name = \"g\"\n[[disk]]\ndriver = \"b\"\nimage = \"x\"\naio = \"native\"\n",
+       "disk.aio must be \"auto\", \"io_uring\" or \"sync\", not \"native\""},
+      {"name = \"g\"\n[[disk]]\ndriver = \"b\"\nimage = \"x\"\nformat = \"qcow2\"\naio = "
+       "\"io_uring\"\n",
+       "disk.aio = \"io_uring\" is supported for raw images only"},
       {"name = \"g\"\nlog_max_mib = 0\n", "log_max_mib must be between 1 and 65536"},
       {"name = \"g\"\nlog_max_mib = \"big\"\n", "'log_max_mib' must be"},
       {"name = \"g\"\n[guest]\nscrpt = \"x\"\n", "unknown key 'guest.scrpt'"},

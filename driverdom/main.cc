@@ -110,7 +110,13 @@ int main(int argc, char** argv) {
   DataPathFaults* data_faults_ptr = opts->fault_injection ? &data_faults : nullptr;
   std::unique_ptr<Driver> driver;
   if (opts->kind == Kind::kBlk) {
-    driver = std::make_unique<blk::BlkDriver>(io, data_faults_ptr);
+    // The I/O engine is made here, before the sandbox forbids io_uring_setup.
+    auto ring = blk::IoRing::create();
+    if (!ring)
+      AXL_WARN("blk: no I/O ring (%s); every request is served in place",
+               ring.error().message.c_str());
+    driver = std::make_unique<blk::BlkDriver>(io, data_faults_ptr,
+                                              ring ? std::move(ring).value() : nullptr);
   } else {
     auto net = std::make_unique<net::NetDriver>(io, std::move(tap), data_faults_ptr);
     // A standby and a parked spare hold the TAP unread: the first request
@@ -126,6 +132,9 @@ int main(int argc, char** argv) {
   FaultHooks faults(io, opts->fault_injection, data_faults_ptr);
   AttachFault attach_fault;
   faults.set_attach_fault(&attach_fault);
+  if (auto* b = dynamic_cast<blk::BlkDriver*>(driver.get()); b && b->ring())
+    faults.set_uring_escape(
+        [b](const std::string& state_dir) { b->try_ring_escape(state_dir + "/host.toml"); });
   if (opts->fault_injection) {
     std::string dir = opts->hv_socket.substr(0, opts->hv_socket.rfind('/'));
     faults.set_escape_targets({opts->hv_pid.value_or(0), opts->hv_socket.empty() ? "" : dir});

@@ -43,6 +43,7 @@ struct BlkAttach {
   serial @1 :Text;        # answered to VIRTIO_BLK_T_GET_ID
   formats @2 :List(Text); # per image fd, "raw" or "qcow2": the disk, then its
                           # backing chain (nearest first); empty: one raw image
+  aio @3 :Text;           # "auto" (or absent), "io_uring" or "sync"
 }
 
 struct Detach {

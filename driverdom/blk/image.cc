@@ -105,6 +105,7 @@ class Raw : public Image {
     return pwrite_all(fd_.get(), in.data(), in.size(), off);
   }
   Status flush() override { return sync(fd_.get()); }
+  int raw_fd() const override { return fd_.get(); }
 
  private:
   UniqueFd fd_;

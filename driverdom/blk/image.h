@@ -31,6 +31,9 @@ class Image {
   virtual Status read(uint64_t offset, std::span<uint8_t> out) = 0;
   virtual Status write(uint64_t offset, std::span<const uint8_t> in) = 0;
   virtual Status flush() = 0;
+  // A raw image's file, which an I/O engine may read and write directly at
+  // the same offsets (within size()); -1 for a format with metadata.
+  virtual int raw_fd() const { return -1; }
 };
 
 // What the first bytes of an image file say.

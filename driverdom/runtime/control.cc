@@ -57,6 +57,12 @@ ControlMsg parse_attach(schema::Attach::Reader a) {
           spec.blk.formats.push_back(v);
         }
       }
+      if (b.hasAio()) {
+        std::string v(b.getAio().cStr());
+        if (v != "auto" && v != "io_uring" && v != "sync")
+          return reject("attach.blk.aio: unknown engine");
+        spec.blk.aio = v;
+      }
       break;
     }
     default:

@@ -28,6 +28,8 @@ struct BlkAttachSpec {
   // "raw" or "qcow2" per image fd: the disk, then its backing chain; empty:
   // one raw image.
   std::vector<std::string> formats;
+  // "auto", "io_uring" or "sync" (config::DiskConfig::aio).
+  std::string aio = "auto";
 };
 
 // A validated DriverMsg.attach, fds not included.

@@ -27,6 +27,11 @@ Status FaultHooks::run(const std::string& fault) {
   if (!config::is_fault_name(fault)) return make_error("unknown fault '" + fault + "'");
   AXL_WARN("fault hook: %s", fault.c_str());
   if (run_escape(fault)) return {};
+  if (fault == "uring-escape") {
+    if (!uring_escape_) return make_error("this driver has no io_uring");
+    uring_escape_(escape_.state_dir);
+    return {};
+  }
   if (fault == "crash") std::abort();
   if (fault == "hang") {
     for (;;) ::pause();  // the loop never turns again; heartbeats go unanswered

@@ -3,6 +3,7 @@
 // --fault-injection (host config `fault_injection = true`).
 #pragma once
 #include <cstdint>
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -74,6 +75,12 @@ class FaultHooks {
   void set_escape_targets(EscapeTargets t) { escape_ = std::move(t); }
   // Where slow-attach and mute-attach are armed (null: refused).
   void set_attach_fault(AttachFault* a) { attach_ = a; }
+  // uring-escape (blk): operations outside the I/O ring's restrictions
+  // (driverdom/blk/io_ring.h), each answer logged as the escape hooks' are.
+  // Unset: refused.
+  void set_uring_escape(std::function<void(const std::string& state_dir)> f) {
+    uring_escape_ = std::move(f);
+  }
 
  private:
   // True when `fault` names an escape-attempt hook (it then ran).
@@ -89,6 +96,7 @@ class FaultHooks {
   void hog_memory_step();
   void hog_pids_step();
   AttachFault* attach_ = nullptr;
+  std::function<void(const std::string&)> uring_escape_;
   boost::asio::io_context& io_;
   bool enabled_;
   DataPathFaults* data_;

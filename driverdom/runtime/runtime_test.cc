@@ -47,7 +47,8 @@ std::optional<AttachedAnswer> read_attached(FakeHypervisor& hv) {
 }
 
 void send_blk_attach(FakeHypervisor& hv, uint32_t id, uint32_t slots, uint32_t slot_size,
-                     const std::vector<int>& fds, const char* serial = "SER-1") {
+                     const std::vector<int>& fds, const char* serial = "SER-1",
+                     const char* aio = nullptr) {
   capnp::MallocMessageBuilder b;
   auto a = b.initRoot<schema::DriverMsg>().initAttach();
   a.setDeviceId(id);
@@ -55,6 +56,7 @@ void send_blk_attach(FakeHypervisor& hv, uint32_t id, uint32_t slots, uint32_t s
   a.setSlotSize(slot_size);
   auto blk = a.initBlk();
   blk.setSerial(serial);
+  if (aio) blk.setAio(aio);
   ASSERT_TRUE(wire::send(hv.conn(), b, fds).ok());
 }
 
@@ -164,6 +166,33 @@ TEST_F(RuntimeTest, BlkAttachServesRequestsAndExitsWhenHypervisorHangsUp) {
   EXPECT_EQ(hv_.wait_exit(), std::optional<int>(0));
 }
 
+// Each engine a disk can ask for (config::DiskConfig::aio) serves it.
+TEST_F(RuntimeTest, BlkServesWithEitherEngine) {
+  start("blk");
+  UniqueFd img = temp_image(1 << 20);
+  uint32_t id = 20;
+  for (const char* aio : {"sync", "io_uring", "auto"}) {
+    auto ch = make_channel(kSlots, kSlotSize);
+    ASSERT_TRUE(ch.ok());
+    send_blk_attach(hv_, id, kSlots, kSlotSize,
+                    {ch->send_fds.mem.get(), ch->send_fds.req_kick.get(),
+                     ch->send_fds.resp_kick.get(), img.get()},
+                    "SER-1", aio);
+    auto a = read_attached(hv_);
+    ASSERT_TRUE(a && a->ok) << aio << ": " << (a ? a->error : "no answer");
+    memcpy(ch->hv->slot(1), aio, strlen(aio));
+    auto w = round_trip(*ch->hv, Request{1, uint16_t(Op::kBlkWrite), 0, id, 1 * kSlotSize, 512, 0});
+    ASSERT_TRUE(w);
+    EXPECT_EQ(w->status, int32_t(RespStatus::kOk)) << aio;
+    memset(ch->hv->slot(2), 0, 512);
+    auto r = round_trip(*ch->hv, Request{2, uint16_t(Op::kBlkRead), 0, id, 2 * kSlotSize, 512, 0});
+    ASSERT_TRUE(r);
+    EXPECT_EQ(r->status, int32_t(RespStatus::kOk)) << aio;
+    EXPECT_EQ(memcmp(ch->hv->slot(2), aio, strlen(aio)), 0) << aio;
+    ++id;
+  }
+}
+
 TEST_F(RuntimeTest, DetachDropsTheDeviceAndItsIdCanBeReused) {
   start("blk");
   UniqueFd img = temp_image(1 << 20);
@@ -220,6 +249,13 @@ TEST_F(RuntimeTest, BadAttachesAreRefusedWithAReason) {
   a = read_attached(hv_);
   ASSERT_TRUE(a);
   EXPECT_FALSE(a->ok);
+
+  // An engine that does not exist.
+  send_blk_attach(hv_, 5, kSlots, kSlotSize, {mem, rk, pk, img.get()}, "SER-1", "threads");
+  a = read_attached(hv_);
+  ASSERT_TRUE(a);
+  EXPECT_FALSE(a->ok);
+  EXPECT_NE(a->error.find("attach.blk.aio"), std::string::npos) << a->error;
 
   // A net attach sent to a blk driver.
   {

@@ -6,14 +6,19 @@
 #include <span>
 
 #include "common/sandbox.h"
+#include "driverdom/blk/io_ring.h"
 
 namespace axl::driverdom {
 
 namespace {
 
 // blk: requests against the image fd it was handed.
-constexpr int kBlk[] = {SCMP_SYS(pread64), SCMP_SYS(pwrite64), SCMP_SYS(preadv),
-                        SCMP_SYS(pwritev), SCMP_SYS(fsync),    SCMP_SYS(fdatasync)};
+// With its I/O ring (made before the sandbox; io_uring_setup stays out):
+// submitting and reaping, and installing image fds, which the ring's own
+// restrictions confine to read, write and fsync (driverdom/blk/io_ring.h).
+constexpr int kBlk[] = {
+    SCMP_SYS(pread64), SCMP_SYS(pwrite64),  SCMP_SYS(preadv),         SCMP_SYS(pwritev),
+    SCMP_SYS(fsync),   SCMP_SYS(fdatasync), SCMP_SYS(io_uring_enter), SCMP_SYS(io_uring_register)};
 // net: frames through the TAP fd it was handed with read/write (the base
 // set); the TAP was configured before confinement.  Nothing beyond that.
 constexpr std::array<int, 0> kNet{};
@@ -47,7 +52,10 @@ Status enter_sandbox(const SandboxPolicy& policy) {
   limits.nofile = 256;
   // Counted per user namespace, so this is the driver alone; hog-pids is
   // meant to meet the pids cgroup limit instead.
-  limits.nproc = policy.fault_injection ? 4096 : 1;
+  // A blk driver's I/O ring adds the kernel's io-wq threads, which count.
+  limits.nproc = policy.fault_injection      ? 4096
+                 : policy.kind == Kind::kBlk ? blk::IoRing::kProcesses
+                                             : 1;
   if (auto s = sandbox::confine(limits); !s) return s;
   return load_seccomp(policy);
 }

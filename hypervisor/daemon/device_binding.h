@@ -20,6 +20,7 @@ struct DeviceRequest {
   // of each of image + backing ("raw" or "qcow2"; empty: one raw image).
   std::vector<UniqueFd> backing;
   std::vector<std::string> formats;
+  std::string aio = "auto";  // blk: the driver's I/O engine (config::DiskConfig::aio)
   BlkDeviceSpec blk;
   NetDeviceSpec net;
 };

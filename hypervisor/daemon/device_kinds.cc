@@ -21,10 +21,12 @@ Status blk_attach(const DeviceRequest& req, DriverConnection::AttachArgs& args) 
   const bool ro = req.blk.read_only;
   const std::string serial = req.blk.serial;
   const std::vector<std::string> formats = req.formats;
-  args.kind_part = [ro, serial, formats](schema::Attach::Builder at) {
+  const std::string aio = req.aio;
+  args.kind_part = [ro, serial, formats, aio](schema::Attach::Builder at) {
     auto b = at.initBlk();
     b.setReadOnly(ro);
     b.setSerial(serial);
+    b.setAio(aio);
     auto f = b.initFormats(unsigned(formats.size()));
     for (unsigned i = 0; i < formats.size(); ++i) f.set(i, formats[i]);
   };

@@ -439,6 +439,7 @@ void DomainEngine::create_attach(Domain* d) {
     const auto& disk = d->cfg.disks[i];
     DeviceRequest req;
     req.kind = config::DriverKind::kBlk;
+    req.aio = disk.aio;
     uint64_t capacity = 0;
     uint32_t block_size = 512;
     if (disk.format == "raw") {
