@@ -5,6 +5,7 @@
 //
 //   axl-bench-serve-blk --socket SOCK --image IMG [--format raw|qcow2]
 //                       [--cache writeback|none] [--aio auto|io_uring|sync]
+//                       [--poll-us N]
 #include <fcntl.h>
 #include <signal.h>
 #include <stdlib.h>
@@ -23,12 +24,14 @@
 #include "hypervisor/daemon/driver_registry.h"
 
 int main(int argc, char** argv) {
-  std::string socket, image, format = "raw", cache = "writeback", aio = "auto";
+  std::string socket, image, format = "raw", cache = "writeback", aio = "auto", poll_us = "0";
   bool bad_arg = argc % 2 == 0;  // every option takes a value
   for (int i = 1; i + 1 < argc; i += 2) {
     std::string a = argv[i];
     if (a == "--aio")
       aio = argv[i + 1];
+    else if (a == "--poll-us")
+      poll_us = argv[i + 1];
     else if (a == "--socket")
       socket = argv[i + 1];
     else if (a == "--image")
@@ -42,10 +45,12 @@ int main(int argc, char** argv) {
   }
   if (bad_arg || socket.empty() || image.empty() || (cache != "writeback" && cache != "none") ||
       (cache == "none" && format != "raw") ||
-      (aio != "auto" && aio != "io_uring" && aio != "sync")) {
+      (aio != "auto" && aio != "io_uring" && aio != "sync") || poll_us.empty() ||
+      poll_us.find_first_not_of("0123456789") != std::string::npos || poll_us.size() > 4 ||
+      std::stoul(poll_us) > 1000) {
     fprintf(stderr,
             "usage: axl-bench-serve-blk --socket SOCK --image IMG [--format raw|qcow2] "
-            "[--cache writeback|none (raw only)] [--aio auto|io_uring|sync]\n");
+            "[--cache writeback|none (raw only)] [--aio auto|io_uring|sync] [--poll-us 0..1000]\n");
     return 2;
   }
   axl::log::set_component("axl-bench-serve-blk");
@@ -66,7 +71,9 @@ int main(int argc, char** argv) {
              "--kind",
              "blk",
              "--hv-socket",
-             dir + "/drivers.sock"};
+             dir + "/drivers.sock",
+             "--poll-us",
+             poll_us};
   auto drv = axl::proc::spawn(so);
   int rc = 1;
   if (!drv) {
@@ -110,9 +117,11 @@ int main(int argc, char** argv) {
           [&](axl::Result<axl::hv::ChannelGrant> g) { grant.emplace(std::move(g)); });
       while (!grant) io.run_one();
       axl::Result<axl::hv::BoundDevice> b = axl::make_error("no grant");
+      axl::hv::DeviceSupervision sup;
+      sup.poll_us = uint32_t(std::stoul(poll_us));
       if (*grant)
         b = axl::hv::make_bound_device(socket, req, std::move(*grant).value(),
-                                       reg.find("bench-blk")->instance_pid(), {});
+                                       reg.find("bench-blk")->instance_pid(), sup);
       else
         b = grant->error();
       if (!b) {

@@ -185,7 +185,7 @@ Result<HostConfig> parse_host_checked(const std::string& text, const std::string
               d,
               {"name", "kind", "tap", "restart_max", "restart_window_s", "backoff_ms",
                "heartbeat_ms", "heartbeat_misses", "fault_injection", "fault_at_start", "standby",
-               "sandbox", "memory_max_mib", "pids_max", "cpu_percent", "io_timeout_ms"},
+               "sandbox", "memory_max_mib", "pids_max", "cpu_percent", "io_timeout_ms", "poll_us"},
               origin, "driver.");
           !s)
         return s.error();
@@ -228,7 +228,8 @@ Result<HostConfig> parse_host_checked(const std::string& text, const std::string
                                    std::tuple{"memory_max_mib", &dc.memory_max_mib, 1 << 20},
                                    std::tuple{"pids_max", &dc.pids_max, 1 << 20},
                                    std::tuple{"cpu_percent", &dc.cpu_percent, 6400},
-                                   std::tuple{"io_timeout_ms", &dc.io_timeout_ms, 3600000}}) {
+                                   std::tuple{"io_timeout_ms", &dc.io_timeout_ms, 3600000},
+                                   std::tuple{"poll_us", &dc.poll_us, 1000}}) {
         auto v = get_opt<int64_t>(d, key, origin, "driver.");
         if (!v) return v.error();
         if (!v->has_value()) continue;

@@ -34,6 +34,12 @@ struct DriverConfig {
   // loop still answers heartbeats; the hypervisor quarantines the channel
   // and the driver is replaced.  0 disables the check.
   uint32_t io_timeout_ms = 5000;
+  // Adaptive polling of the channel (docs/architecture.md, "Polling"): after
+  // a wake-up that found work, the driver domain and the hypervisor's device
+  // thread keep checking for the next request or response for up to poll_us
+  // before they sleep again, so a busy device skips the wake-ups; an idle
+  // one never spins.  0 (the default): no polling.  At most 1000.
+  uint32_t poll_us = 0;
   // Fault hooks are compiled in but unreachable unless this is true.
   // Resource limits per instance (cgroups); 0 = none.  Breaking one kills
   // the driver, which is then restarted.

@@ -129,6 +129,7 @@ int main(int argc, char** argv) {
     }
     driver = std::move(net);
   }
+  driver->set_poll_us(opts->poll_us);
   FaultHooks faults(io, opts->fault_injection, data_faults_ptr);
   AttachFault attach_fault;
   faults.set_attach_fault(&attach_fault);

@@ -59,6 +59,7 @@ struct DeviceStats {
 // a replaced instance can be told apart from one about the current one.
 struct DeviceSupervision {
   uint32_t io_timeout_ms = 0;  // 0: no progress watchdog
+  uint32_t poll_us = 0;        // the device thread's polling window (0: none)
   int owner = 0;
   std::function<void(const std::string& cause, int owner)> on_quarantine;
   // The first completion after each rebind (the end of an outage as the guest

@@ -186,6 +186,10 @@ Result<std::unique_ptr<Instance>> DriverManager::launch(DriverDomain& d, Role ro
   if (role == Role::kStandby) so.argv.push_back("--standby");
   if (role == Role::kSpare) so.argv.push_back("--parked");
   if (d.cfg.fault_injection) so.argv.push_back("--fault-injection");
+  if (d.cfg.poll_us) {
+    so.argv.push_back("--poll-us");
+    so.argv.push_back(std::to_string(d.cfg.poll_us));
+  }
   if (!d.cfg.fault_at_start.empty())
     so.argv.insert(so.argv.end(), {"--fault-at-start", d.cfg.fault_at_start});
   if (d.tap) {

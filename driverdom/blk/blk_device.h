@@ -14,6 +14,7 @@
 #include "driverdom/blk/image.h"
 #include "driverdom/blk/io_ring.h"
 #include "driverdom/runtime/fault_hooks.h"
+#include "driverdom/runtime/fd_watch.h"
 
 namespace axl::driverdom::blk {
 
@@ -67,6 +68,14 @@ class BlkDevice {
   // Requests handed to the ring and not yet completed: the device must
   // outlive them (their buffers are its channel's slots).
   uint32_t in_flight() const { return in_flight_; }
+  // For polling (FdWatch::set_poll), a look at shared memory: a request
+  // waits in the channel, or a completion on the ring (work); requests in
+  // flight on the ring and none done (stop: the kernel's io-wq threads
+  // need the CPU, and the ring's fd wakes the loop when they finish).
+  FdWatch::Poll poll() const {
+    if (end_.more_queued() || (in_flight_ && ring_->ready())) return FdWatch::Poll::kWork;
+    return in_flight_ ? FdWatch::Poll::kStop : FdWatch::Poll::kIdle;
+  }
 
   int req_kick_fd() const { return end_.req_kick_fd(); }
   int image_fd() const { return image_->raw_fd(); }

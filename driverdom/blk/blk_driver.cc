@@ -119,6 +119,8 @@ Status BlkDriver::attach(const AttachSpec& spec, channel::DriverEnd end,
         if (dev->in_flight()) reap(false);
         return more;
       });
+  if (poll_us_)
+    inst.watch->set_poll(std::chrono::microseconds(poll_us_), [dev] { return dev->poll(); });
   if (auto s = inst.watch->start(); !s) return s;
   if (!devices_.emplace(id, std::move(inst)).second) return make_error("device id already in use");
   return {};

@@ -59,6 +59,8 @@ class IoRing {
   // completed (IOSQE_IO_DRAIN): a flush covers every write before it.
   void fsync(unsigned file, uint64_t tag);
   void submit();
+  // Completions wait (no system call).
+  bool ready() const { return io_uring_cq_ready(&ring_) > 0; }
 
   struct Completion {
     uint64_t tag;

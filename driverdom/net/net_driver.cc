@@ -83,6 +83,12 @@ Status NetDriver::attach(const AttachSpec& spec, channel::DriverEnd end,
   port->watch = std::make_unique<FdWatch>(io_, port->end.req_kick_fd(),
                                           "net device " + std::to_string(id) + " doorbell",
                                           [this, id] { return service_guest(id); });
+  if (poll_us_) {
+    channel::DriverEnd* end = &port->end;
+    port->watch->set_poll(std::chrono::microseconds(poll_us_), [end] {
+      return end->more_queued() ? FdWatch::Poll::kWork : FdWatch::Poll::kIdle;
+    });
+  }
   if (auto s = port->watch->start(); !s) return s;
   if (faults_) faults_->add_channel(&port->end);
   guests_.emplace(id, std::move(port));

@@ -54,6 +54,11 @@ class Driver {
                         std::vector<UniqueFd> extra) = 0;
   // Drops a device; false if there was none with that id.
   virtual bool detach(uint32_t device_id) = 0;
+  // The polling window of every channel attached from now on (FdWatch::set_poll).
+  void set_poll_us(uint32_t us) { poll_us_ = us; }
+
+ protected:
+  uint32_t poll_us_ = 0;
 };
 
 }  // namespace axl::driverdom

@@ -82,9 +82,29 @@ void FdWatch::fire() {
       busy_ = false;
       if (!paused_) fire();
     });
+  } else if (poll_window_.count() > 0 && has_work_) {
+    poll_until_ = std::chrono::steady_clock::now() + poll_window_;
+    spin();
   } else {
     arm();
   }
+}
+
+void FdWatch::spin() {
+  std::shared_ptr<bool> alive = alive_;
+  busy_ = true;
+  asio::post(io_, [this, alive] {
+    if (!*alive) return;
+    busy_ = false;
+    if (paused_) return;
+    const Poll p = has_work_();
+    if (p == Poll::kWork)
+      fire();
+    else if (p == Poll::kIdle && std::chrono::steady_clock::now() < poll_until_)
+      spin();
+    else
+      arm();
+  });
 }
 
 Status check_pollable(int fd) {

@@ -7,6 +7,7 @@
 #pragma once
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/posix/stream_descriptor.hpp>
+#include <chrono>
 #include <functional>
 #include <memory>
 #include <string>
@@ -34,10 +35,22 @@ class FdWatch {
   void pause() { paused_ = true; }
   void resume();
   bool paused() const { return paused_; }
+  // Polling (config::DriverConfig::poll_us): once on_ready has run out of
+  // work, keep asking `poll` (a look at shared memory, no system call) for
+  // up to `window`, yielding to the loop's other handlers in between, and
+  // call on_ready again as soon as it answers kWork; kStop ends the spin at
+  // once (the work to come is someone else's: spinning would take the CPU
+  // it needs).  Then wait on the fd.  A zero window (the default) waits at once.
+  enum class Poll { kWork, kIdle, kStop };
+  void set_poll(std::chrono::microseconds window, std::function<Poll()> has_work) {
+    poll_window_ = window;
+    has_work_ = std::move(has_work);
+  }
 
  private:
   void arm();
   void fire();
+  void spin();
 
   boost::asio::io_context& io_;
   boost::asio::posix::stream_descriptor sd_;
@@ -47,6 +60,9 @@ class FdWatch {
   std::shared_ptr<bool> alive_ = std::make_shared<bool>(true);
   bool paused_ = false;
   bool busy_ = false;  // a wait, a posted fire or on_ready itself is pending
+  std::chrono::microseconds poll_window_{0};
+  std::function<Poll()> has_work_;
+  std::chrono::steady_clock::time_point poll_until_;
 };
 
 // An fd the loop can wait on must be pollable; a regular file or directory

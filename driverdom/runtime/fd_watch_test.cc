@@ -40,6 +40,73 @@ TEST(FdWatch, RunsOnReadinessAndAgainWhileBudgetIsExhausted) {
   EXPECT_EQ(calls, 4);
 }
 
+// Polling: work that appears (in "shared memory") within the window after a
+// wake-up is served with no readiness at all; after the window the watch
+// waits on the fd again, and an idle watch never spins.
+TEST(FdWatch, PollingServesWorkWithinTheWindowWithoutAWakeUp) {
+  boost::asio::io_context io;
+  UniqueFd ev(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
+  int calls = 0, looks = 0;
+  bool work = false;
+  FdWatch w(io, ev.get(), "test eventfd", [&] {
+    drain(ev.get());
+    work = false;
+    ++calls;
+    return false;
+  });
+  w.set_poll(std::chrono::milliseconds(200), [&] {
+    ++looks;
+    return work ? FdWatch::Poll::kWork : FdWatch::Poll::kIdle;
+  });
+  ASSERT_TRUE(w.start().ok());
+  // Idle: no wake-up, so no look at all.
+  io.run_for(std::chrono::milliseconds(30));
+  EXPECT_EQ(looks, 0);
+  ring(ev.get());
+  io.restart();
+  io.run_for(std::chrono::milliseconds(20));
+  EXPECT_EQ(calls, 1);
+  EXPECT_GT(looks, 0);  // spinning in the window
+  work = true;          // no doorbell rung
+  io.restart();
+  io.run_for(std::chrono::milliseconds(20));
+  EXPECT_EQ(calls, 2);
+  // The window (renewed by that call) runs out; then nothing spins.
+  io.restart();
+  io.run_for(std::chrono::milliseconds(300));
+  const int after = looks;
+  io.restart();
+  io.run_for(std::chrono::milliseconds(50));
+  EXPECT_EQ(looks, after);
+  work = true;  // now only a doorbell brings it
+  io.restart();
+  io.run_for(std::chrono::milliseconds(20));
+  EXPECT_EQ(calls, 2);
+  ring(ev.get());
+  io.restart();
+  io.run_for(std::chrono::milliseconds(20));
+  EXPECT_EQ(calls, 3);
+}
+
+// kStop ends the spin at once.
+TEST(FdWatch, PollingStopsWhenAskedTo) {
+  boost::asio::io_context io;
+  UniqueFd ev(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
+  int looks = 0;
+  FdWatch w(io, ev.get(), "test eventfd", [&] {
+    drain(ev.get());
+    return false;
+  });
+  w.set_poll(std::chrono::milliseconds(500), [&] {
+    ++looks;
+    return FdWatch::Poll::kStop;
+  });
+  ASSERT_TRUE(w.start().ok());
+  ring(ev.get());
+  io.run_for(std::chrono::milliseconds(50));
+  EXPECT_EQ(looks, 1);
+}
+
 // Paused from its own handler while the fd stays readable (nothing drains
 // it): no further calls, no spinning; resume() picks the readiness up again.
 TEST(FdWatch, PausedWatchIgnoresReadinessUntilResumed) {

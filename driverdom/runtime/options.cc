@@ -48,6 +48,8 @@ Result<Options> parse_options(const std::vector<std::string>& args) {
   app.add_flag("--fault-injection", o.fault_injection, "fault hooks reachable");
   app.add_option("--fault-at-start", o.fault_at_start, "a fault hook to run at start");
   app.add_flag("--sandbox", o.sandbox, "confine itself before serving");
+  app.add_option("--poll-us", o.poll_us, "channel polling window, microseconds")
+      ->check(CLI::Range(0, 1000));
   std::vector<std::string> reversed(args.rbegin(), args.rend());  // as CLI11 wants them
   try {
     app.parse(reversed);

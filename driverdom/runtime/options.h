@@ -26,11 +26,13 @@ struct Options {
   bool sandbox = false;          // confine itself before serving (sandbox.h)
   std::optional<int> hv_pid;     // escape-attempt hooks only: the hypervisor's PID
   std::optional<int> host_pid;   // own PID outside its pid namespace (for hello)
+  uint32_t poll_us = 0;          // channel polling window (config::DriverConfig::poll_us)
 };
 
 constexpr const char* kUsage =
     "usage: axolotl-driverdom --name NAME --kind net|blk --hv-socket PATH [--tap-fd N] "
-    "[--supervisor-fd N] [--hv-fd N] [--sandbox] [--host-pid N] [--standby | --parked] "
+    "[--supervisor-fd N] [--hv-fd N] [--sandbox] [--host-pid N] [--poll-us N] "
+    "[--standby | --parked] "
     "[--fault-injection [--fault-at-start FAULT] [--hv-pid N]]";
 
 Result<Options> parse_options(const std::vector<std::string>& args);

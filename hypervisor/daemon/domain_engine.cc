@@ -75,6 +75,7 @@ DomainEngine::DomainEngine(asio::io_context& io, std::string state_dir, std::str
 DeviceSupervision DomainEngine::supervision_for(const std::string& driver) {
   DeviceSupervision sup;
   sup.io_timeout_ms = supervision_.io_timeout_ms ? supervision_.io_timeout_ms(driver) : 0;
+  sup.poll_us = supervision_.poll_us ? supervision_.poll_us(driver) : 0;
   sup.on_quarantine = [this, driver](const std::string& cause, int pid) {
     asio::post(io_, [this, driver, pid, cause] {
       AXL_WARN("driver %s (pid %d) quarantined: %s", driver.c_str(), pid, cause.c_str());

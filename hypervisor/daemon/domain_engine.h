@@ -128,6 +128,7 @@ struct Domain {
 // report() runs on the engine's io_context thread and must not block.
 struct DriverSupervision {
   std::function<uint32_t(const std::string& driver)> io_timeout_ms;
+  std::function<uint32_t(const std::string& driver)> poll_us;  // config::DriverConfig::poll_us
   std::function<void(const std::string& driver, int pid, const std::string& cause)> report;
   // The first request a driver instance served after a rebind (pushed to the
   // supervisor, which closes its outage record with it).  Loop thread.

@@ -117,7 +117,7 @@ int main(int argc, char** argv) {
   // host up` copied into the state dir, not from the driver's hello: a
   // driver must not choose how long it may hang.  Without that file every
   // driver gets the default.
-  std::map<std::string, uint32_t> io_timeouts;
+  std::map<std::string, uint32_t> io_timeouts, poll_us;
   const std::string host_toml = state_dir + "/host.toml";
   if (::access(host_toml.c_str(), F_OK) == 0) {
     auto text = axl::config::read_file(host_toml);
@@ -127,7 +127,10 @@ int main(int argc, char** argv) {
       AXL_ERROR("%s", host.error().message.c_str());
       return 1;
     }
-    for (const auto& d : host->drivers) io_timeouts[d.name] = d.io_timeout_ms;
+    for (const auto& d : host->drivers) {
+      io_timeouts[d.name] = d.io_timeout_ms;
+      poll_us[d.name] = d.poll_us;
+    }
   }
 
   // Probed from the start, on a thread of its own: every `accel = "auto"`
@@ -147,6 +150,10 @@ int main(int argc, char** argv) {
   supervision.io_timeout_ms = [&](const std::string& driver) {
     auto it = io_timeouts.find(driver);
     return it != io_timeouts.end() ? it->second : axl::config::DriverConfig{}.io_timeout_ms;
+  };
+  supervision.poll_us = [&](const std::string& driver) {
+    auto it = poll_us.find(driver);
+    return it != poll_us.end() ? it->second : 0u;
   };
   supervision.report = [&](const std::string& driver, int pid, const std::string& cause) {
     events.quarantined(driver, pid, cause);

@@ -57,6 +57,7 @@ class HostedDevice final : public GuestDevice {
         on_quarantine_(std::move(sup.on_quarantine)),
         on_first_served_(std::move(sup.on_first_served)),
         server_(std::move(socket_path), *logic_, *dma_) {
+    server_.set_poll_us(sup.poll_us);
     // owner_ is read and written on the device thread only (rebind runs there).
     logic_->set_quarantine_sink([this](const std::string& cause) {
       if (on_quarantine_) on_quarantine_(cause, owner_);

@@ -9,6 +9,7 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include <chrono>
 #include <future>
 #include <vector>
 
@@ -140,6 +141,7 @@ void Server::run() {
   enum Kind { kStop, kTask, kListen, kConn, kKick, kExtra, kBackendReq };
   std::vector<pollfd> pfds;
   std::vector<std::pair<Kind, uint32_t>> what;
+  std::chrono::steady_clock::time_point poll_until{};
   for (;;) {
     pfds.clear();
     what.clear();
@@ -168,7 +170,13 @@ void Server::run() {
       pfds.push_back({fd, POLLIN, 0});
       what.push_back({kExtra, uint32_t(fd)});
     }
-    int n = ::poll(pfds.data(), pfds.size(), -1);
+    int n = ::poll(pfds.data(), pfds.size(), poll_us_ ? 0 : -1);
+    // Within the window after the last work: look again without sleeping.
+    while (n == 0 && std::chrono::steady_clock::now() < poll_until)
+      n = ::poll(pfds.data(), pfds.size(), 0);
+    if (n == 0) n = ::poll(pfds.data(), pfds.size(), -1);
+    if (poll_us_ && n > 0)
+      poll_until = std::chrono::steady_clock::now() + std::chrono::microseconds(poll_us_);
     if (n < 0) {
       if (errno == EINTR) continue;
       AXL_ERROR("vhost-user poll: %s", strerror(errno));

@@ -35,6 +35,10 @@ class Server {
   // The uid QEMU runs as (one of its own per domain): the socket is made
   // its (0600) before it listens, and a connection is taken from it or
   // root only.  Set before start().
+  // Polling (config::DriverConfig::poll_us): after a round that found an fd
+  // ready, the thread checks its fds without sleeping (poll with a zero
+  // timeout) for up to `us` before it blocks again.  Set before start().
+  void set_poll_us(uint32_t us) { poll_us_ = us; }
   void set_front_end(uid_t uid, gid_t gid) {
     fe_uid_ = uid;
     fe_gid_ = gid;
@@ -75,6 +79,7 @@ class Server {
   std::mutex task_mu_;
   std::deque<std::function<void()>> tasks_;
   std::thread thread_;
+  uint32_t poll_us_ = 0;
   std::atomic<uint64_t> connections_{0};
   std::atomic<uint64_t> dropped_{0};
 };
