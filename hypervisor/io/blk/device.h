@@ -49,8 +49,11 @@ constexpr uint32_t kSegMax = 256;
 // The queue size QEMU is given for a disk.  With a guest IOMMU it stays at
 // 256: with 512 entries, whose rings span more than a page each, the ring
 // setup through the guest IOMMU faulted (out of range at the rings' IOVAs,
-// integration.iommu), for a reason not yet found.  seg_max is then 254
-// (queue_size - 2), so a chain still fits the queue.
+// integration.iommu).  The likely cause (docs/architecture.md, "Data path";
+// not yet confirmed by a trace): the hypervisor needs each ring part to be
+// one host range, and Linux's IOMMU DMA layer backs a coherent buffer under
+// 2 MiB with separate 4 KiB pages, contiguous in IOVA only.  seg_max is
+// then 254 (queue_size - 2), so a chain still fits the queue.
 constexpr uint32_t queue_size(bool iommu) { return iommu ? 256 : 512; }
 constexpr uint32_t kSlotSize = kSizeMax * kSegMax;
 
