@@ -28,7 +28,7 @@ struct BlkDeviceSpec {
   // The guest's logical block size (virtio-blk blk_size): 512, or what
   // direct I/O on the image needs (cache = "none", blk::use_direct_io).
   uint32_t block_size = 512;
-  // The virtqueue size QEMU is given (io::blk::queue_size): seg_max stays
+  // The virtqueue size QEMU is given (io::blk::kQueueSize): seg_max stays
   // below it, so no chain is longer than the queue.
   uint32_t queue_size = 512;
 };

@@ -137,6 +137,26 @@ Fault DmaContext::host_range(uint64_t addr, uint64_t len, Access access, uint8_t
   return Fault::kNone;
 }
 
+Fault DmaContext::host_pages(uint64_t addr, uint64_t len, Access access,
+                             std::vector<uint8_t*>* pages, uint32_t* first) {
+  constexpr uint64_t kPage = 4096;
+  Segment seg{addr, 0, access == Access::kWrite};
+  if (len == 0 || len > UINT32_MAX) return count(Fault::kOutOfRange, addr, access);
+  seg.len = uint32_t(len);
+  if (Fault f = check({&seg, 1}); f != Fault::kNone) return f;  // wrap and reach checked
+  pages->clear();
+  const uint64_t start = addr & ~(kPage - 1), end = addr + len;
+  *first = uint32_t(addr - start);
+  for (uint64_t p = start; p < end; p += kPage) {
+    const uint64_t a = std::max(p, addr);
+    uint8_t* host = nullptr;
+    if (Fault f = host_range(a, std::min(p + kPage, end) - a, access, &host); f != Fault::kNone)
+      return f;
+    pages->push_back(host - (a - p));
+  }
+  return Fault::kNone;
+}
+
 CopyResult DmaContext::copy(std::span<const Segment> segs, uint64_t offset, uint8_t* buf, size_t n,
                             Access access) {
   CopyResult res;

@@ -9,6 +9,7 @@
 #include <cstdint>
 #include <span>
 #include <string>
+#include <vector>
 
 #include "iommu/guest_memory.h"
 
@@ -89,6 +90,12 @@ class DmaContext {
   // place): every byte reachable with `access` and contiguous in host
   // memory.  kPending as in check(); a discontiguous range is kOutOfRange.
   Fault host_range(uint64_t addr, uint64_t len, Access access, uint8_t** host);
+  // The same range page by page, for a part that is contiguous in IOVA
+  // only: every byte reachable with `access`, and each 4 KiB page of IOVA
+  // it touches one host range; `pages` gets each page's host address and
+  // `first` the range's offset in the first page.
+  Fault host_pages(uint64_t addr, uint64_t len, Access access, std::vector<uint8_t*>* pages,
+                   uint32_t* first);
 
   // The chain is one byte stream: segments in order.  Copies min(dst.size(),
   // stream bytes after `offset`) bytes from the stream at `offset`; every

@@ -205,6 +205,29 @@ TEST_F(Ctx, HostRangeNeedsOneContiguousRange) {
   EXPECT_EQ(dma.host_range(0x2000, 0x10, Access::kWrite, &h), Fault::kPermission);
 }
 
+// A ring part contiguous in IOVA only (as Linux's IOMMU DMA layer allocates
+// a coherent buffer): each page of it on its own, in whatever order.
+TEST_F(Ctx, HostPagesTakesAnIovaRangeWhosePagesLieApart) {
+  ASSERT_TRUE(iommu.update(0x1000, 0x1000, 0xb000, Perm::kReadWrite).ok());  // `hi`
+  ASSERT_TRUE(iommu.update(0x2000, 0x1000, 0xa000, Perm::kReadWrite).ok());  // `lo`
+  std::vector<uint8_t*> pages;
+  uint32_t first = 0;
+  EXPECT_EQ(dma.host_pages(0x1ff0, 0x20, Access::kWrite, &pages, &first), Fault::kNone);
+  EXPECT_EQ(pages, (std::vector<uint8_t*>{hi.data(), lo.data()}));
+  EXPECT_EQ(first, 0xff0u);
+  uint8_t* h = nullptr;  // as one host range it is refused
+  EXPECT_EQ(dma.host_range(0x1ff0, 0x20, Access::kWrite, &h), Fault::kOutOfRange);
+  // Every byte must still be reachable, with the access asked.
+  EXPECT_EQ(dma.host_pages(0x2ff0, 0x20, Access::kRead, &pages, &first), Fault::kIotlbMiss);
+  ASSERT_TRUE(iommu.update(0x3000, 0x1000, 0xb000, Perm::kRead).ok());
+  EXPECT_EQ(dma.host_pages(0x2ff0, 0x20, Access::kWrite, &pages, &first), Fault::kPermission);
+  EXPECT_EQ(dma.host_pages(0x2ff0, 0x20, Access::kRead, &pages, &first), Fault::kNone);
+  // A page that is itself split across host ranges is refused.
+  ASSERT_TRUE(iommu.update(0x5000, 0x800, 0xa000, Perm::kRead).ok());
+  ASSERT_TRUE(iommu.update(0x5800, 0x800, 0xb800, Perm::kRead).ok());
+  EXPECT_EQ(dma.host_pages(0x5000, 0x1000, Access::kRead, &pages, &first), Fault::kOutOfRange);
+}
+
 TEST_F(Ctx, MissesAreAskedOnceAndRetried) {
   with_sink();
   Segment s[] = {{0x1010, 0x2000, false}};  // pages 0x1000, 0x2000, 0x3000

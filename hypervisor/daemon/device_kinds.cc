@@ -37,7 +37,7 @@ void blk_qemu(const QemuDevice& d, const std::string& chardev, const std::string
               const std::string& props, std::vector<std::string>& a) {
   a.push_back("-device");
   a.push_back("vhost-user-blk-pci,chardev=" + chardev + ",num-queues=1,queue-size=" +
-              std::to_string(d.queue_size ? d.queue_size : io::blk::queue_size(false)) +
+              std::to_string(d.queue_size ? d.queue_size : io::blk::kQueueSize) +
               (d.boot ? ",bootindex=0" : "") + props);
 }
 

@@ -476,7 +476,7 @@ void DomainEngine::create_attach(Domain* d) {
       return create_failed(d, make_error("image " + disk.image + " size is not a multiple of " +
                                          std::to_string(block_size) + " (direct I/O)"));
     req.blk = BlkDeviceSpec{capacity, disk.read_only, disk_serial(d->cfg.name, i), block_size,
-                            io::blk::queue_size(d->cfg.iommu)};
+                            io::blk::kQueueSize};
     reqs->emplace_back(disk.driver, std::move(req));
   }
   for (const auto& nic : d->cfg.nics) {

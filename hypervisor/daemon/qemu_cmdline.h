@@ -16,7 +16,7 @@ struct QemuDevice {
   std::string socket;  // vhost-user socket the hypervisor listens on
   std::array<uint8_t, 6> mac{};
   bool boot = false;        // the firmware's boot device (bootindex=0)
-  uint32_t queue_size = 0;  // blk: the virtqueue size (io::blk::queue_size)
+  uint32_t queue_size = 0;  // blk: the virtqueue size (io::blk::kQueueSize)
 };
 
 struct QemuSpec {

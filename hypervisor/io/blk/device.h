@@ -46,15 +46,10 @@ constexpr uint32_t kIdBytes = 20;  // VIRTIO_BLK_ID_BYTES
 constexpr uint32_t kSlots = 64;
 constexpr uint32_t kSizeMax = 4096;
 constexpr uint32_t kSegMax = 256;
-// The queue size QEMU is given for a disk.  With a guest IOMMU it stays at
-// 256: with 512 entries, whose rings span more than a page each, the ring
-// setup through the guest IOMMU faulted (out of range at the rings' IOVAs,
-// integration.iommu).  The likely cause (docs/architecture.md, "Data path";
-// not yet confirmed by a trace): the hypervisor needs each ring part to be
-// one host range, and Linux's IOMMU DMA layer backs a coherent buffer under
-// 2 MiB with separate 4 KiB pages, contiguous in IOVA only.  seg_max is
-// then 254 (queue_size - 2), so a chain still fits the queue.
-constexpr uint32_t queue_size(bool iommu) { return iommu ? 256 : 512; }
+// The queue size QEMU is given for a disk, with or without a guest IOMMU
+// (through one, ring parts larger than a page are accessed page by page:
+// Virtqueue::RingPart).
+constexpr uint32_t kQueueSize = 512;
 constexpr uint32_t kSlotSize = kSizeMax * kSegMax;
 
 class BlkDevice final : public DeviceLogic {

@@ -712,15 +712,23 @@ Handler::RingMap Handler::translate_ring(const Vring& r) {
   RingMap out;
   if (!mem_ || !r.addr_set || r.num == 0) return out;
   uint8_t *d = nullptr, *a = nullptr, *u = nullptr;
+  virtio::Virtqueue::Layout paged{r.num, {}, {}, {}};
   if (translating_) {
     // IOVAs: each part must be mapped with the access the device makes
-    // (descriptors and avail read, used written) and be one host range,
-    // since the rings are accessed in place.  All three are asked at once.
+    // (descriptors and avail read, used written).  A part is contiguous in
+    // IOVA only (Linux backs a coherent allocation with separate pages), so
+    // it is accessed page by page (Virtqueue::RingPart).  All three are
+    // asked at once.
     using iommu::Access;
     using iommu::Fault;
-    Fault f[3] = {dma_.host_range(r.addr.desc, virtio::desc_table_bytes(r.num), Access::kRead, &d),
-                  dma_.host_range(r.addr.avail, virtio::avail_ring_bytes(r.num), Access::kRead, &a),
-                  dma_.host_range(r.addr.used, virtio::used_ring_bytes(r.num), Access::kWrite, &u)};
+    virtio::Virtqueue::RingPart* parts[3] = {&paged.desc, &paged.avail, &paged.used};
+    const uint64_t addrs[3] = {r.addr.desc, r.addr.avail, r.addr.used};
+    const uint64_t lens[3] = {virtio::desc_table_bytes(r.num), virtio::avail_ring_bytes(r.num),
+                              virtio::used_ring_bytes(r.num)};
+    const Access acc[3] = {Access::kRead, Access::kRead, Access::kWrite};
+    Fault f[3];
+    for (int i = 0; i < 3; ++i)
+      f[i] = dma_.host_pages(addrs[i], lens[i], acc[i], &parts[i]->pages, &parts[i]->first);
     out.fault = Fault::kNone;
     for (Fault x : f)
       if (x != Fault::kNone && x != Fault::kPending) out.fault = x;
@@ -728,6 +736,21 @@ Handler::RingMap Handler::translate_ring(const Vring& r) {
       for (Fault x : f)
         if (x == Fault::kPending) out.fault = Fault::kPending;
     if (out.fault != Fault::kNone) return out;
+    // §2.7 alignment (descriptor table 16, avail 2, used 4), and what the
+    // atomic accesses need: every page's host address 16-aligned too, so an
+    // aligned field never straddles two pages.
+    const unsigned align[3] = {16, 2, 4};
+    for (int i = 0; i < 3; ++i) {
+      bool ok = parts[i]->first % align[i] == 0;
+      for (uint8_t* pg : parts[i]->pages) ok = ok && reinterpret_cast<uintptr_t>(pg) % 16 == 0;
+      if (!ok) {
+        out.fault = iommu::Fault::kOutOfRange;
+        return out;
+      }
+    }
+    out.fault = Fault::kNone;
+    out.layout = std::move(paged);
+    return out;
   } else {
     // Front-end virtual addresses (vhost-user "Ring addresses").
     auto td = mem_->translate_uva(r.addr.desc, virtio::desc_table_bytes(r.num));

@@ -53,32 +53,32 @@ Virtqueue::Virtqueue(iommu::DmaContext* dma, Layout l, uint16_t last_avail_idx, 
                      bool indirect)
     : dma_(dma),
       num_(l.num),
-      desc_(static_cast<Desc*>(l.desc)),
-      avail_(static_cast<uint16_t*>(l.avail)),
-      used_(static_cast<uint8_t*>(l.used)),
+      desc_(std::move(l.desc)),
+      avail_(std::move(l.avail)),
+      used_(std::move(l.used)),
       last_avail_(last_avail_idx),
       event_idx_(event_idx),
       indirect_(indirect) {
   // The used index lives in guest memory; resume from it (a fresh ring has 0).
-  used_idx_ = load_acquire(reinterpret_cast<uint16_t*>(used_ + 2));
+  used_idx_ = load_acquire(used_u16(2));
   signalled_used_ = used_idx_;
 }
 
 void Virtqueue::relocate(Layout l) {
-  desc_ = static_cast<Desc*>(l.desc);
-  avail_ = static_cast<uint16_t*>(l.avail);
-  used_ = static_cast<uint8_t*>(l.used);
+  desc_ = std::move(l.desc);
+  avail_ = std::move(l.avail);
+  used_ = std::move(l.used);
 }
 
 void Virtqueue::resume(Layout l) {
-  relocate(l);
+  relocate(std::move(l));
   suspended_ = false;
   std::vector<UsedElem> held;
   held.swap(held_);
   for (const UsedElem& e : held) push(uint16_t(e.id), e.len);
 }
 
-uint16_t Virtqueue::load_avail_idx() const { return load_acquire(&avail_[1]); }
+uint16_t Virtqueue::load_avail_idx() const { return load_acquire(avail_at(1)); }
 
 Virtqueue::Popped Virtqueue::pop() {
   Popped p;
@@ -112,11 +112,11 @@ Virtqueue::Popped Virtqueue::pop() {
     p.error = ChainError::kAvailIndex;
     return p;
   }
-  uint16_t head = load_relaxed(&avail_[2 + last_avail_ % num_]);
+  uint16_t head = load_relaxed(avail_at(2 + last_avail_ % num_));
   ++last_avail_;
   if (event_idx_) {
     // §2.7.10: avail_event tells the driver which index to kick at.
-    store_release(reinterpret_cast<uint16_t*>(used_ + 4 + 8ull * num_), last_avail_);
+    store_release(used_u16(4 + 8ull * num_), last_avail_);
   }
   if (head >= num_) {
     p.error = ChainError::kHeadOutOfRange;
@@ -294,7 +294,7 @@ ChainError Virtqueue::walk(uint16_t head, Chain* c, bool* pending) {
     } else {
       // One copy, then only the copy is interpreted: the guest may rewrite
       // the table concurrently.
-      memcpy(&d, &desc_[idx], sizeof d);
+      memcpy(&d, desc_.at(16ull * idx), sizeof d);
     }
     // §2.7.5.3.1: a chain is no longer than the queue size; this also ends
     // any loop in `next` links, direct or indirect.
@@ -365,12 +365,15 @@ void Virtqueue::push(uint16_t head, uint32_t len) {
     inflight_->desc()[head].next = inflight_->last_batch_head;
     inflight_->last_batch_head = head;
   }
-  memcpy(used_ + 4 + 8ull * (used_idx_ % num_), &e, sizeof e);
+  // Two 4-byte fields: each within a page (the element itself may not be).
+  const uint64_t elem = 4 + 8ull * (used_idx_ % num_);
+  memcpy(used_.at(elem), &e.id, 4);
+  memcpy(used_.at(elem + 4), &e.len, 4);
   ++used_idx_;
   // Release: the element (and the data written into the buffers) is visible
   // before the driver can see the new idx (§2.7.8 "Device Requirements").
   // It also keeps last_batch_head ahead of the idx.
-  store_release(reinterpret_cast<uint16_t*>(used_ + 2), used_idx_);
+  store_release(used_u16(2), used_idx_);
   if (track) {
     // Each release keeps the store before it first: idx, then the flag,
     // then the region's used_idx.
@@ -391,9 +394,9 @@ bool Virtqueue::should_notify() {
   signalled_valid_ = true;
   if (!event_idx_) {
     if (now == old && valid) return false;
-    return !(load_relaxed(&avail_[0]) & kAvailFNoInterrupt);
+    return !(load_relaxed(avail_at(0)) & kAvailFNoInterrupt);
   }
-  uint16_t event = load_relaxed(&avail_[2 + num_]);
+  uint16_t event = load_relaxed(avail_at(2 + num_));
   if (!valid) return true;
   // vring_need_event(): notify if `event` lies in (old, now].
   return uint16_t(now - event - 1) < uint16_t(now - old);
@@ -410,7 +413,7 @@ void Virtqueue::notify() {
 bool Virtqueue::enable_notification() {
   // Suspended or waiting: the handler kicks the device when that ends.
   if (broken_ || suspended_ || waiting_) return false;
-  if (event_idx_) store_release(reinterpret_cast<uint16_t*>(used_ + 4 + 8ull * num_), last_avail_);
+  if (event_idx_) store_release(used_u16(4 + 8ull * num_), last_avail_);
   std::atomic_thread_fence(std::memory_order_seq_cst);
   // Recovered heads are waiting too (they are not in the avail ring).
   return resubmits_pending() != 0 || load_avail_idx() != last_avail_;

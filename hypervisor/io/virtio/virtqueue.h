@@ -40,13 +40,28 @@ const char* to_string(ChainError e);
 
 class Virtqueue {
  public:
+  // A ring part in host memory: one range, or, through a guest IOMMU, one
+  // host address per 4 KiB page of the part (Linux backs a coherent
+  // allocation with separate pages, contiguous in IOVA only).  Every access
+  // (a 16-byte descriptor, a 2- or 4-byte field, all naturally aligned from
+  // the part's aligned start) lies within one page.
+  struct RingPart {
+    RingPart() = default;
+    RingPart(void* p) : base(static_cast<uint8_t*>(p)) {}  // NOLINT(google-explicit-constructor)
+    uint8_t* base = nullptr;                               // contiguous (pages empty)
+    std::vector<uint8_t*> pages;                           // else: each page's host address
+    uint32_t first = 0;                                    // the part's offset in pages[0]
+    uint8_t* at(uint64_t off) const {
+      if (pages.empty()) return base + off;
+      const uint64_t o = first + off;
+      return pages[o >> 12] + (o & 4095);
+    }
+  };
   // Host views of the three ring parts, as translated by the vhost-user
-  // handler from SET_VRING_ADDR; each was checked to lie in one region.
+  // handler from SET_VRING_ADDR; each was checked to lie in guest memory.
   struct Layout {
     uint32_t num = 0;
-    void* desc = nullptr;
-    void* avail = nullptr;
-    void* used = nullptr;
+    RingPart desc, avail, used;
   };
 
   Virtqueue(iommu::DmaContext* dma, Layout layout, uint16_t last_avail_idx, bool event_idx,
@@ -136,9 +151,12 @@ class Virtqueue {
 
   iommu::DmaContext* dma_;
   uint32_t num_;
-  Desc* desc_;
-  uint16_t* avail_;  // flags, idx, ring[num], used_event
-  uint8_t* used_;    // flags, idx, ring[num], avail_event
+  uint16_t* avail_at(uint64_t i) const { return reinterpret_cast<uint16_t*>(avail_.at(2 * i)); }
+  uint16_t* used_u16(uint64_t off) const { return reinterpret_cast<uint16_t*>(used_.at(off)); }
+
+  RingPart desc_;
+  RingPart avail_;  // flags, idx, ring[num], used_event (u16 each)
+  RingPart used_;   // flags, idx, ring[num] of {id, len}, avail_event
   uint16_t last_avail_;
   uint16_t used_idx_;
   uint16_t signalled_used_;

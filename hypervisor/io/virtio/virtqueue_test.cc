@@ -76,6 +76,64 @@ TEST_F(FakeGuest, SimpleChainAndPush) {
   EXPECT_FALSE(vq.should_notify());  // nothing new since
 }
 
+// Through a guest IOMMU a ring part may be contiguous in IOVA only: its
+// pages lie apart in host memory (Virtqueue::RingPart).  A 512-entry ring
+// has a two-page descriptor table and a used ring whose elements cross a
+// page boundary; every access lands on the right page.
+TEST_F(FakeGuest, RingPartsInScatteredPages) {
+  constexpr uint32_t kBig = 512;
+  // Each part's pages, in reverse order and apart from each other.
+  std::vector<std::vector<uint8_t>> pg(6, std::vector<uint8_t>(4096 + 64));
+  auto page = [&](int i) {
+    return pg[i].data() + (64 - reinterpret_cast<uintptr_t>(pg[i].data()) % 64) % 64;
+  };
+  Virtqueue::RingPart desc, avail, used;
+  desc.pages = {page(1), page(0)};  // 8 KiB of descriptors
+  avail.pages = {page(2)};          // 4 + 2 * 512 + 2 bytes
+  used.pages = {page(4), page(3)};  // 4 + 8 * 512 + 2 bytes: two pages
+  Virtqueue vq(&dma, {kBig, desc, avail, used}, 0, /*event_idx=*/true, /*indirect=*/false);
+  auto d_at = [&](uint32_t i) { return desc.at(16ull * i); };
+  // Chains whose descriptors sit on either page: heads 0..511, one each.
+  for (uint32_t i = 0; i < kBig; ++i) {
+    Desc d{kData + 8ull * i, 8, uint16_t(kDescFWrite), 0};
+    memcpy(d_at(i), &d, sizeof d);
+    uint16_t head = uint16_t(kBig - 1 - i);
+    memcpy(avail.at(4 + 2ull * i), &head, 2);
+  }
+  uint16_t idx = uint16_t(kBig);
+  memcpy(avail.at(2), &idx, 2);
+  for (uint32_t i = 0; i < kBig; ++i) {
+    auto p = vq.pop();
+    ASSERT_EQ(p.error, ChainError::kNone) << i;
+    ASSERT_TRUE(p.chain) << i;
+    EXPECT_EQ(p.chain->head, kBig - 1 - i);
+    ASSERT_EQ(p.chain->segs.size(), 1u);
+    EXPECT_EQ(p.chain->segs[0].addr, kData + 8ull * (kBig - 1 - i));
+    vq.push(p.chain->head, 1000 + i);
+  }
+  uint16_t used_idx = 0;
+  memcpy(&used_idx, used.at(2), 2);
+  EXPECT_EQ(used_idx, kBig);
+  for (uint32_t i = 0; i < kBig; ++i) {
+    uint32_t id = 0, len = 0;
+    memcpy(&id, used.at(4 + 8ull * i), 4);
+    memcpy(&len, used.at(8 + 8ull * i), 4);
+    EXPECT_EQ(id, kBig - 1 - i) << i;
+    EXPECT_EQ(len, 1000 + i) << i;
+  }
+  // The element at 4 + 8 * 511 = 4092 straddles the pages: its id ends
+  // the first page, its len starts the second.
+  uint32_t id_at_end = 0, len_at_start = 0;
+  memcpy(&id_at_end, page(4) + 4092, 4);
+  memcpy(&len_at_start, page(3), 4);
+  EXPECT_EQ(id_at_end, 0u);
+  EXPECT_EQ(len_at_start, 1000u + 511);
+  // avail_event (EVENT_IDX) after the used ring, on the second page.
+  uint16_t avail_event = 0;
+  memcpy(&avail_event, page(3) + (4 + 8 * kBig) - 4096, 2);
+  EXPECT_EQ(avail_event, kBig);
+}
+
 TEST_F(FakeGuest, IndirectTable) {
   auto vq = make();
   constexpr uint64_t kTable = kBase + 0x3000;
