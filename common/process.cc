@@ -146,7 +146,12 @@ void put_digits(char* slot, long v) {
       }
     }
     // Ids are mapped now: become root of our user namespace, which is the
-    // unprivileged host_uid/host_gid outside.
+    // unprivileged host_uid/host_gid outside.  glibc's setres[ug]id signal
+    // every thread it believes the process has; in a child made by a raw
+    // clone that list is the parent's.  It is safe here only because the
+    // one spawner that confines (the supervisor) is single-threaded; a
+    // multithreaded spawner must fork() instead, as the QEMU pid namespace
+    // path below does.
     if (::setgroups(0, nullptr) < 0 || ::setresgid(0, 0, 0) < 0 || ::setresuid(0, 0, 0) < 0) {
       dprintf(p.log_fd >= 0 ? p.log_fd : 2, "sandbox: cannot switch ids: %s\n", strerror(errno));
       _exit(126);
