@@ -284,29 +284,21 @@ Result<GuestConfig> parse_guest_checked(const std::string& text, const std::stri
   if (!name) return name.error();
   g.name = *name;
   if (!valid_name(g.name)) return make_error(origin + ": bad guest name '" + g.name + "'");
-  auto mem = get_opt<int64_t>(t, "memory_mib", origin, "");
-  if (!mem) return mem.error();
-  if (mem->has_value()) {
-    if (**mem < 64 || **mem > 65536)
-      return make_error(origin + ": memory_mib must be between 64 and 65536");
-    g.memory_mib = uint32_t(**mem);
-  }
-  auto vcpus = get_opt<int64_t>(t, "vcpus", origin, "");
-  if (!vcpus) return vcpus.error();
-  if (vcpus->has_value()) {
-    if (**vcpus < 1 || **vcpus > 64) return make_error(origin + ": vcpus must be between 1 and 64");
-    g.vcpus = uint32_t(**vcpus);
+  // Optional integers, each within its range.
+  for (auto [key, dst, lo, hi] :
+       {std::tuple{"memory_mib", &g.memory_mib, 64, 65536}, std::tuple{"vcpus", &g.vcpus, 1, 64},
+        std::tuple{"log_max_mib", &g.log_max_mib, 1, 65536}}) {
+    auto v = get_opt<int64_t>(t, key, origin, "");
+    if (!v) return v.error();
+    if (!v->has_value()) continue;
+    if (**v < lo || **v > hi)
+      return make_error(origin + ": " + key + " must be between " + std::to_string(lo) + " and " +
+                        std::to_string(hi));
+    *dst = uint32_t(**v);
   }
   auto iommu = get_opt<bool>(t, "iommu", origin, "");
   if (!iommu) return iommu.error();
   g.iommu = iommu->value_or(false);
-  auto log_max = get_opt<int64_t>(t, "log_max_mib", origin, "");
-  if (!log_max) return log_max.error();
-  if (log_max->has_value()) {
-    if (**log_max < 1 || **log_max > 65536)
-      return make_error(origin + ": log_max_mib must be between 1 and 65536");
-    g.log_max_mib = uint32_t(**log_max);
-  }
   for (auto [key, dst] : {std::pair{"accel", &g.accel}, std::pair{"kernel", &g.kernel},
                           std::pair{"initrd", &g.initrd}, std::pair{"cmdline", &g.cmdline},
                           std::pair{"on_crash", &g.on_crash}, std::pair{"firmware", &g.firmware}}) {
