@@ -51,6 +51,7 @@ void FdWatch::resume() {
 void FdWatch::arm() {
   if (paused_) return;
   busy_ = true;
+  if (poll_window_.enabled()) slept_since_ = std::chrono::steady_clock::now();
   std::shared_ptr<bool> alive = alive_;
   sd_.async_wait(asio::posix::stream_descriptor::wait_read,
                  [this, alive](const boost::system::error_code& ec) {
@@ -63,6 +64,8 @@ void FdWatch::arm() {
                      if (on_error_) on_error_(ec.message());
                      return;
                    }
+                   if (poll_window_.enabled())
+                     poll_window_.slept(std::chrono::steady_clock::now() - slept_since_);
                    fire();
                  });
 }
@@ -82,8 +85,8 @@ void FdWatch::fire() {
       busy_ = false;
       if (!paused_) fire();
     });
-  } else if (poll_window_.count() > 0 && has_work_) {
-    poll_until_ = std::chrono::steady_clock::now() + poll_window_;
+  } else if (poll_window_.current().count() > 0 && has_work_) {
+    poll_until_ = std::chrono::steady_clock::now() + poll_window_.current();
     spin();
   } else {
     arm();
@@ -102,8 +105,10 @@ void FdWatch::spin() {
       fire();
     else if (p == Poll::kIdle && std::chrono::steady_clock::now() < poll_until_)
       spin();
-    else
+    else {
+      if (p == Poll::kIdle) poll_window_.spun_empty();  // the idle back-off
       arm();
+    }
   });
 }
 

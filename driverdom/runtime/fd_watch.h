@@ -12,6 +12,7 @@
 #include <memory>
 #include <string>
 
+#include "common/poll_window.h"
 #include "common/result.h"
 
 namespace axl::driverdom {
@@ -37,15 +38,18 @@ class FdWatch {
   bool paused() const { return paused_; }
   // Polling (config::DriverConfig::poll_us): once on_ready has run out of
   // work, keep asking `poll` (a look at shared memory, no system call) for
-  // up to `window`, yielding to the loop's other handlers in between, and
-  // call on_ready again as soon as it answers kWork; kStop ends the spin at
-  // once (the work to come is someone else's: spinning would take the CPU
-  // it needs).  Then wait on the fd.  A zero window (the default) waits at once.
+  // up to the current window (at most `window`: common/poll_window.h adapts
+  // it), yielding to the loop's other handlers in between, and call
+  // on_ready again as soon as it answers kWork; kStop ends the spin at once
+  // (the work to come is someone else's: spinning would take the CPU it
+  // needs).  Then wait on the fd.  A zero window (the default) waits at once.
   enum class Poll { kWork, kIdle, kStop };
   void set_poll(std::chrono::microseconds window, std::function<Poll()> has_work) {
-    poll_window_ = window;
+    poll_window_ = PollWindow(window);
     has_work_ = std::move(has_work);
   }
+  // How long the spin after work lasts now.
+  std::chrono::microseconds poll_window() const { return poll_window_.current(); }
 
  private:
   void arm();
@@ -60,7 +64,8 @@ class FdWatch {
   std::shared_ptr<bool> alive_ = std::make_shared<bool>(true);
   bool paused_ = false;
   bool busy_ = false;  // a wait, a posted fire or on_ready itself is pending
-  std::chrono::microseconds poll_window_{0};
+  PollWindow poll_window_;
+  std::chrono::steady_clock::time_point slept_since_;
   std::function<Poll()> has_work_;
   std::chrono::steady_clock::time_point poll_until_;
 };

@@ -88,6 +88,50 @@ TEST(FdWatch, PollingServesWorkWithinTheWindowWithoutAWakeUp) {
   EXPECT_EQ(calls, 3);
 }
 
+// The idle back-off and the way back (common/poll_window.h).
+TEST(PollWindow, HalvesAfterEmptySpinsAndGrowsBackOnShortSleeps) {
+  using std::chrono::microseconds;
+  PollWindow w(microseconds(64));
+  EXPECT_TRUE(w.enabled());
+  EXPECT_EQ(w.current(), microseconds(64));
+  for (int i = 0; i < 7; ++i) w.spun_empty();
+  EXPECT_EQ(w.current(), microseconds(0));  // no spinning once idle
+  w.slept(std::chrono::milliseconds(5));    // a long sleep: spinning would not have helped
+  EXPECT_EQ(w.current(), microseconds(0));
+  w.slept(microseconds(20));  // work came soon after: spin again, from an eighth
+  EXPECT_EQ(w.current(), microseconds(8));
+  w.slept(microseconds(20));
+  EXPECT_EQ(w.current(), microseconds(16));
+  for (int i = 0; i < 5; ++i) w.slept(microseconds(1));
+  EXPECT_EQ(w.current(), microseconds(64));  // never past the maximum
+  EXPECT_FALSE(PollWindow().enabled());
+  PollWindow off;
+  off.slept(microseconds(1));
+  EXPECT_EQ(off.current(), microseconds(0));
+}
+
+// A watch whose spins keep finding nothing stops spinning.
+TEST(FdWatch, PollingBacksOffWhenSpinsFindNothing) {
+  boost::asio::io_context io;
+  UniqueFd ev(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
+  FdWatch w(io, ev.get(), "test eventfd", [&] {
+    drain(ev.get());
+    return false;
+  });
+  w.set_poll(std::chrono::milliseconds(8), [] { return FdWatch::Poll::kIdle; });
+  ASSERT_TRUE(w.start().ok());
+  EXPECT_EQ(w.poll_window(), std::chrono::milliseconds(8));
+  // Each wake-up comes long after the last spin ended: every spin is empty.
+  for (int i = 0; i < 3; ++i) {
+    io.restart();
+    io.run_for(std::chrono::milliseconds(30));
+    ring(ev.get());
+    io.restart();
+    io.run_for(std::chrono::milliseconds(30));
+  }
+  EXPECT_LT(w.poll_window(), std::chrono::milliseconds(8));
+}
+
 // kStop ends the spin at once.
 TEST(FdWatch, PollingStopsWhenAskedTo) {
   boost::asio::io_context io;

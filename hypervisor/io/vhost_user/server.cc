@@ -170,13 +170,21 @@ void Server::run() {
       pfds.push_back({fd, POLLIN, 0});
       what.push_back({kExtra, uint32_t(fd)});
     }
-    int n = ::poll(pfds.data(), pfds.size(), poll_us_ ? 0 : -1);
+    using Clock = std::chrono::steady_clock;
+    int n = ::poll(pfds.data(), pfds.size(), poll_.enabled() ? 0 : -1);
     // Within the window after the last work: look again without sleeping.
-    while (n == 0 && std::chrono::steady_clock::now() < poll_until)
+    bool spun = false;
+    while (n == 0 && Clock::now() < poll_until) {
       n = ::poll(pfds.data(), pfds.size(), 0);
-    if (n == 0) n = ::poll(pfds.data(), pfds.size(), -1);
-    if (poll_us_ && n > 0)
-      poll_until = std::chrono::steady_clock::now() + std::chrono::microseconds(poll_us_);
+      spun = true;
+    }
+    if (n == 0) {
+      if (spun) poll_.spun_empty();  // the idle back-off
+      const auto slept_since = Clock::now();
+      n = ::poll(pfds.data(), pfds.size(), -1);
+      if (n > 0) poll_.slept(Clock::now() - slept_since);
+    }
+    if (poll_.enabled() && n > 0) poll_until = Clock::now() + poll_.current();
     if (n < 0) {
       if (errno == EINTR) continue;
       AXL_ERROR("vhost-user poll: %s", strerror(errno));

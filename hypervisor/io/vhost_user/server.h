@@ -13,6 +13,7 @@
 #include <string>
 #include <thread>
 
+#include "common/poll_window.h"
 #include "common/result.h"
 #include "common/unique_fd.h"
 #include "hypervisor/io/vhost_user/backend.h"
@@ -38,7 +39,7 @@ class Server {
   // Polling (config::DriverConfig::poll_us): after a round that found an fd
   // ready, the thread checks its fds without sleeping (poll with a zero
   // timeout) for up to `us` before it blocks again.  Set before start().
-  void set_poll_us(uint32_t us) { poll_us_ = us; }
+  void set_poll_us(uint32_t us) { poll_ = PollWindow(std::chrono::microseconds(us)); }
   void set_front_end(uid_t uid, gid_t gid) {
     fe_uid_ = uid;
     fe_gid_ = gid;
@@ -79,7 +80,7 @@ class Server {
   std::mutex task_mu_;
   std::deque<std::function<void()>> tasks_;
   std::thread thread_;
-  uint32_t poll_us_ = 0;
+  PollWindow poll_;  // adapted (common/poll_window.h); touched by the device thread only
   std::atomic<uint64_t> connections_{0};
   std::atomic<uint64_t> dropped_{0};
 };
