@@ -34,7 +34,8 @@ class BlkDeviceTest : public ::testing::TestWithParam<bool> {
   void SetUp() override {
     if (GetParam()) {
       auto r = IoRing::create();
-      ASSERT_TRUE(r.ok()) << r.error().message;
+      // A kernel without io_uring, or with it disabled (kernel.io_uring_disabled).
+      if (!r.ok()) GTEST_SKIP() << "no io_uring on this host: " << r.error().message;
       ring_ = std::move(r).value();
     }
     make_device(BlkConfig{false, "axl-serial-01"});
@@ -311,7 +312,7 @@ INSTANTIATE_TEST_SUITE_P(IoRing, BlkDeviceRingTest, ::testing::Values(true));
 // file, and nothing else, whoever submits it.
 TEST(IoRing, RefusesEveryOperationButReadWriteFsyncOnARegisteredFile) {
   auto ring = IoRing::create();
-  ASSERT_TRUE(ring.ok()) << ring.error().message;
+  if (!ring.ok()) GTEST_SKIP() << "no io_uring on this host: " << ring.error().message;
   char path[] = "/tmp/axl-ring-test-XXXXXX";
   UniqueFd f(::mkstemp(path));
   ASSERT_TRUE(f.valid());
