@@ -46,15 +46,21 @@ BlkDriver::~BlkDriver() {
     while (inst.device->in_flight()) reap(true);
 }
 
+namespace {
+// An escape attempt's outcome: a refusal is expected, anything else is an error.
+void log_escape(const std::string& line) {
+  if (line.find("SUCCEEDED") != std::string::npos)
+    AXL_ERROR("%s", line.c_str());
+  else
+    AXL_WARN("%s", line.c_str());
+}
+}  // namespace
+
 void BlkDriver::reap(bool wait) {
   std::vector<BlkDevice*> touched;
   for (const IoRing::Completion& c : ring_->reap(wait)) {
     if (c.tag >= IoRing::kEscapeTag) {
-      std::string line = IoRing::escape_result(c);
-      if (c.res < 0)
-        AXL_WARN("%s", line.c_str());
-      else
-        AXL_ERROR("%s", line.c_str());
+      log_escape(IoRing::escape_result(c));
       continue;
     }
     auto it = devices_.find(uint32_t(c.tag >> 32));
@@ -73,11 +79,7 @@ bool BlkDriver::try_ring_escape(const std::string& host_path) {
   for (auto& [id, inst] : devices_)
     if (inst.device->image_fd() >= 0) unregistered_fd = inst.device->image_fd();
   AXL_WARN("escape uring-escape: attempting io_uring operations outside its restrictions");
-  std::string line = ring_->try_forbidden(host_path, unregistered_fd);
-  if (line.find("SUCCEEDED") != std::string::npos)
-    AXL_ERROR("%s", line.c_str());
-  else
-    AXL_WARN("%s", line.c_str());
+  log_escape(ring_->try_forbidden(host_path, unregistered_fd));
   return true;
 }
 
