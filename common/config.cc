@@ -328,8 +328,9 @@ Result<GuestConfig> parse_guest_checked(const std::string& text, const std::stri
   if (*disks) {
     for (const toml::node& n : **disks) {
       const toml::table& d = *n.as_table();
-      if (auto s = check_keys(d, {"driver", "image", "readonly", "format", "boot", "cache", "aio"},
-                              origin, "disk.");
+      if (auto s = check_keys(
+              d, {"driver", "image", "readonly", "format", "boot", "cache", "aio", "queues"},
+              origin, "disk.");
           !s)
         return s.error();
       DiskConfig dc;
@@ -367,6 +368,11 @@ Result<GuestConfig> parse_guest_checked(const std::string& text, const std::stri
                           dc.aio + "\"");
       if (dc.aio == "io_uring" && dc.format != "raw")
         return make_error(origin + ": disk.aio = \"io_uring\" is supported for raw images only");
+      auto queues = get_opt<int64_t>(d, "queues", origin, "disk.");
+      if (!queues) return queues.error();
+      if (queues->has_value() && (**queues < 1 || **queues > 16))
+        return make_error(origin + ": disk.queues must be between 1 and 16");
+      dc.queues = uint32_t(queues->value_or(1));
       g.disks.push_back(std::move(dc));
     }
   }

@@ -82,6 +82,9 @@ struct DiskConfig {
   // "sync" (one request at a time, in the driver's own loop), or "auto"
   // (the default: io_uring for a raw image where the driver has a ring).
   std::string aio = "auto";
+  // Request queues the guest sees (virtio-blk num_queues, 1..16), as
+  // QEMU's num-queues: one per vCPU lets every vCPU submit on its own ring.
+  uint32_t queues = 1;
 };
 
 struct NicConfig {

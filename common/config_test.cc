@@ -123,6 +123,7 @@ script = "/abs/run.sh"
   EXPECT_EQ(g->disks[0].format, "raw");  // stated or raw, never guessed
   EXPECT_EQ(g->disks[0].cache, "writeback");
   EXPECT_EQ(g->disks[0].aio, "auto");
+  EXPECT_EQ(g->disks[0].queues, 1u);
   EXPECT_EQ(format_mac(g->nics[0].mac), "52:54:00:12:34:56");
   EXPECT_EQ(g->script, "/abs/run.sh");
   EXPECT_EQ(g->accel, "auto");
@@ -185,6 +186,12 @@ TEST(GuestConfig, RejectsBadInput) {
       {"name = \"g\"\n[[disk]]\ndriver = \"b\"\nimage = \"x\"\nformat = \"qcow2\"\naio = "
        "\"io_uring\"\n",
        "disk.aio = \"io_uring\" is supported for raw images only"},
+      {"name = \"g\"\n[[disk]]\ndriver = \"b\"\nimage = \"x\"\nqueues = 0\n",
+       "disk.queues must be between 1 and 16"},
+      {"name = \"g\"\n[[disk]]\ndriver = \"b\"\nimage = \"x\"\nqueues = 17\n",
+       "disk.queues must be between 1 and 16"},
+      {"name = \"g\"\n[[disk]]\ndriver = \"b\"\nimage = \"x\"\nqueues = \"2\"\n",
+       "'disk.queues' must be"},
       {"name = \"g\"\nlog_max_mib = 0\n", "log_max_mib must be between 1 and 65536"},
       {"name = \"g\"\nlog_max_mib = \"big\"\n", "'log_max_mib' must be"},
       {"name = \"g\"\n[guest]\nscrpt = \"x\"\n", "unknown key 'guest.scrpt'"},

@@ -31,7 +31,12 @@ struct BlkDeviceSpec {
   // The virtqueue size QEMU is given (io::blk::kQueueSize): seg_max stays
   // below it, so no chain is longer than the queue.
   uint32_t queue_size = 512;
+  // Request queues (VIRTIO_BLK_F_MQ, 1..kMaxBlkQueues): one per vCPU lets a
+  // guest submit from every vCPU without sharing a ring.  Every queue goes
+  // to the same driver channel.
+  uint32_t queues = 1;
 };
+constexpr uint32_t kMaxBlkQueues = 16;  // vhost_user::Handler::kMaxQueues
 
 struct NetDeviceSpec {
   std::array<uint8_t, 6> mac{};

@@ -36,8 +36,8 @@ Status blk_attach(const DeviceRequest& req, DriverConnection::AttachArgs& args) 
 void blk_qemu(const QemuDevice& d, const std::string& chardev, const std::string&,
               const std::string& props, std::vector<std::string>& a) {
   a.push_back("-device");
-  a.push_back("vhost-user-blk-pci,chardev=" + chardev + ",num-queues=1,queue-size=" +
-              std::to_string(d.queue_size ? d.queue_size : io::blk::kQueueSize) +
+  a.push_back("vhost-user-blk-pci,chardev=" + chardev + ",num-queues=" + std::to_string(d.queues) +
+              ",queue-size=" + std::to_string(d.queue_size ? d.queue_size : io::blk::kQueueSize) +
               (d.boot ? ",bootindex=0" : "") + props);
 }
 

@@ -316,10 +316,11 @@ void DomainEngine::attach_next(Domain* d, const std::shared_ptr<Requests>& reqs,
     const auto kind = req.kind;
     const auto mac = req.net.mac;
     const uint32_t queue_size = req.blk.queue_size;
+    const uint32_t queues = req.blk.queues;
     d->devices.push_back(DeviceBinding{driver_name, std::move(req), std::move(b).value(), {}});
     if (DriverConnection* sb = drivers_.find_standby(driver_name))
       preattach_standby(d, d->devices.size() - 1, *sb);
-    d->qdevs.push_back(QemuDevice{kind, sock, mac, false, queue_size});
+    d->qdevs.push_back(QemuDevice{kind, sock, mac, false, queue_size, queues});
     attach_next(d, reqs, i + 1);
   });
 }
@@ -475,8 +476,8 @@ void DomainEngine::create_attach(Domain* d) {
     if (capacity % block_size != 0)
       return create_failed(d, make_error("image " + disk.image + " size is not a multiple of " +
                                          std::to_string(block_size) + " (direct I/O)"));
-    req.blk = BlkDeviceSpec{capacity, disk.read_only, disk_serial(d->cfg.name, i), block_size,
-                            io::blk::kQueueSize};
+    req.blk = BlkDeviceSpec{capacity,   disk.read_only,      disk_serial(d->cfg.name, i),
+                            block_size, io::blk::kQueueSize, disk.queues};
     reqs->emplace_back(disk.driver, std::move(req));
   }
   for (const auto& nic : d->cfg.nics) {

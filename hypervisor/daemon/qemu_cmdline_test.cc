@@ -25,7 +25,8 @@ TEST(QemuCmdline, SharedMemfdRamAndOnlyVhostUserDevices) {
              "c.sock",
              "c.log",
              {{QemuDevice::Kind::kBlk, "d0.sock", {}},
-              {QemuDevice::Kind::kNet, "d1.sock", {0x52, 0x54, 0, 1, 2, 3}}}};
+              {QemuDevice::Kind::kNet, "d1.sock", {0x52, 0x54, 0, 1, 2, 3}},
+              {QemuDevice::Kind::kBlk, "d2.sock", {}, false, 256, 2}}};
   auto a = qemu_argv(s);
   EXPECT_TRUE(has_pair(a, "-object", "memory-backend-memfd,id=mem,size=256M,share=on"));
   EXPECT_TRUE(has_pair(a, "-machine", "q35,memory-backend=mem"));
@@ -33,6 +34,7 @@ TEST(QemuCmdline, SharedMemfdRamAndOnlyVhostUserDevices) {
   EXPECT_TRUE(has_pair(a, "-smp", "2"));
   EXPECT_NE(std::find(a.begin(), a.end(), "-nodefaults"), a.end());
   EXPECT_TRUE(has_pair(a, "-device", "vhost-user-blk-pci,chardev=vu0,num-queues=1,queue-size=512"));
+  EXPECT_TRUE(has_pair(a, "-device", "vhost-user-blk-pci,chardev=vu2,num-queues=2,queue-size=256"));
   EXPECT_TRUE(has_pair(a, "-netdev", "vhost-user,id=net1,chardev=vu1"));
   EXPECT_TRUE(has_pair(a, "-device", "virtio-net-pci,netdev=net1,vectors=0,mac=52:54:00:01:02:03"));
   EXPECT_TRUE(has_pair(a, "-append", "console=ttyS0 panic=-1 quiet"));

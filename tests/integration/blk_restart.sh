@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
-# A guest writes 2 x 64 MiB of known patterns to /dev/vda with O_DIRECT and
-# reads them back while the blk driver domain gets SIGKILL 3 times and
-# SIGSTOP (a hang) twice. Every byte verifies in the guest and on the host,
+# A 2-vCPU guest with a 2-queue disk (queues = 2) writes 2 x 64 MiB of known
+# patterns to /dev/vda with O_DIRECT, one writer and one reader per vCPU (so
+# both request queues carry I/O at once), and reads them back while the blk
+# driver domain gets SIGKILL 3 times and SIGSTOP (a hang) twice.  Every byte
+# verifies in the guest and on the host,
 # the guest sees no I/O error, and a stopped driver is replaced within
 # heartbeat_misses x heartbeat_ms plus a margin.  Without a standby, each
 # restart starts the driver's parked spare (spawned and confined ahead of need),
@@ -21,23 +23,35 @@ TOML
 truncate -s 128M "$T_DIR/disk.img"
 cat >"$T_DIR/guest.sh" <<'SH'
 set -e
+echo CPUS $(nproc) QUEUES $(ls /sys/block/vda/mq | wc -l)
+# Round r, half h: 32 MiB of pattern 4rh at 256K-block (r-1)*256 + h*128,
+# written and read back from vCPU h (its own request queue).
 for round in 1 2; do
-  axl-tool gen 4$round 64M | dd of=/dev/vda bs=256K seek=$(( (round - 1) * 256 )) oflag=direct 2>/dev/null
-  echo READ$round-SHA256 $(dd if=/dev/vda bs=256K skip=$(( (round - 1) * 256 )) count=256 iflag=direct 2>/dev/null | sha256sum | cut -d' ' -f1)
+  for h in 0 1; do
+    taskset -c $h sh -c "axl-tool gen 4$round$h 32M | dd of=/dev/vda bs=256K seek=$(( (round - 1) * 256 + h * 128 )) oflag=direct 2>/dev/null" &
+  done
+  wait
+  for h in 0 1; do
+    taskset -c $h sh -c "echo READ$round$h-SHA256 \$(dd if=/dev/vda bs=256K skip=$(( (round - 1) * 256 + h * 128 )) count=128 iflag=direct 2>/dev/null | sha256sum | cut -d' ' -f1) > /tmp/r$h" &
+  done
+  wait
+  cat /tmp/r0 /tmp/r1
 done
 echo IO-ERRORS $(dmesg | grep -ciE 'I/O error|blk_update_request|Buffer I/O|virtio.*(error|reset)')
 SH
 cat >"$T_DIR/guest.toml" <<TOML
 name = "br"
 memory_mib = 256
+vcpus = 2
 [[disk]]
 driver = "blk0"
 image = "disk.img"
+queues = 2
 [guest]
 script = "guest.sh"
 TOML
-sha1=$("$TOOL" gen 41 64M | sha256sum | cut -d' ' -f1)
-sha2=$("$TOOL" gen 42 64M | sha256sum | cut -d' ' -f1)
+declare -A sha
+for k in 410 411 420 421; do sha[$k]=$("$TOOL" gen $k 32M | sha256sum | cut -d' ' -f1); done
 
 host_up "$T_DIR/host.toml"
 axl create "$T_DIR/guest.toml" >&2
@@ -84,10 +98,14 @@ grep -q "parked spare pid $spare exited" "$T_STATE/supervisor.log" || die "the s
 axl wait br --timeout 300 >&2 || die "guest script failed"
 axl drivers --stats >&2
 
-[ "$(console_value br READ1-SHA256)" = "$sha1" ] || die "guest read back round 1 wrong"
-[ "$(console_value br READ2-SHA256)" = "$sha2" ] || die "guest read back round 2 wrong"
-[ "$(dd if="$T_DIR/disk.img" bs=1M count=64 2>/dev/null | sha256sum | cut -d' ' -f1)" = "$sha1" ] || die "host image round 1 wrong"
-[ "$(dd if="$T_DIR/disk.img" bs=1M skip=64 count=64 2>/dev/null | sha256sum | cut -d' ' -f1)" = "$sha2" ] || die "host image round 2 wrong"
+shape=$(axl console br --log | tr -d '\r' | grep -m1 '^CPUS ')
+[ "$shape" = "CPUS 2 QUEUES 2" ] || die "the guest did not get 2 vCPUs and 2 request queues: '$shape'"
+for k in 410 411 420 421; do
+  [ "$(console_value br "READ${k:1}-SHA256")" = "${sha[$k]}" ] || die "guest read back part $k wrong"
+  skip=$(( (${k:1:1} - 1) * 64 + ${k:2:1} * 32 ))
+  [ "$(dd if="$T_DIR/disk.img" bs=1M skip=$skip count=32 2>/dev/null | sha256sum | cut -d' ' -f1)" = "${sha[$k]}" ] ||
+    die "host image part $k wrong"
+done
 errors=$(axl console br --log | tr -d '\r' | sed -n 's/^IO-ERRORS \([0-9]*\).*/\1/p')
 [ "$errors" = 0 ] || die "guest kernel logged $errors I/O errors"
 [ "$(axl drivers | awk '$1=="blk0"{print $5}')" = 5 ] || die "expected 5 restarts"

@@ -3,9 +3,14 @@
 // Every request popped from the guest takes a free in-flight id (= channel
 // slot); data moves guest->pool before a write is pushed and pool->guest
 // after a read completes; the status byte is written last.  Requests go to
-// the channel in the order they were popped, and the driver serves them in
-// order, so a flush completes after every earlier write (§5.2.6.2).  When all
-// slots are busy requests simply wait in the virtqueue.
+// the channel in the order they were popped; the driver keeps a flush behind
+// every request sent before it (§5.2.6.2).  When all slots are busy requests
+// simply wait in their virtqueue.
+//
+// With several request queues (VIRTIO_BLK_F_MQ, §5.2.5) every queue shares
+// the one channel and its slots; a request remembers the queue (and the
+// queue's incarnation) it came from, and is completed there.  Queues are
+// served round robin, so a busy queue cannot starve another of slots.
 #pragma once
 #include <atomic>
 #include <cstdint>
@@ -28,6 +33,7 @@ constexpr unsigned kFSegMax = 2;
 constexpr unsigned kFRo = 5;
 constexpr unsigned kFBlkSize = 6;
 constexpr unsigned kFFlush = 9;
+constexpr unsigned kFMq = 12;
 constexpr uint32_t kTIn = 0;
 constexpr uint32_t kTOut = 1;
 constexpr uint32_t kTFlush = 4;
@@ -58,7 +64,7 @@ class BlkDevice final : public DeviceLogic {
   BlkDevice(BlkDeviceSpec spec, channel::HvEnd chan, uint32_t io_timeout_ms = 0);
 
   uint64_t features() const override;
-  uint32_t queue_count() const override { return 1; }
+  uint32_t queue_count() const override { return uint32_t(queues_.size()); }
   Result<std::vector<uint8_t>> get_config(uint32_t offset, uint32_t size) override;
   void queue_started(uint32_t index, virtio::Virtqueue& vq) override;
   void queue_stopped(uint32_t index) override;
@@ -86,26 +92,39 @@ class BlkDevice final : public DeviceLogic {
     uint8_t status = 0;  // kSOk until a part fails
     uint64_t bytes = 0;  // read back to the guest so far
   };
+  // One request queue: its ring while started, the ring's incarnation, and
+  // a request waiting for enough free slots for all its parts (nothing more
+  // is popped from this queue until it went).
+  struct Queue {
+    virtio::Virtqueue* vq = nullptr;
+    uint64_t gen = 0;
+    std::optional<virtio::Chain> waiting;
+  };
   struct Inflight {
-    uint64_t queue_gen = 0;  // the ring incarnation the chain came from
+    uint32_t queue = 0;      // the queue the chain came from
+    uint64_t queue_gen = 0;  // and that queue's ring incarnation
     virtio::Chain chain;
     uint64_t status_off = 0;       // stream offset of the status byte
     std::shared_ptr<Split> split;  // set for a part of a split request
     uint64_t part_off = 0;         // the part's offset in the request's data
   };
-  // A request waiting for enough free slots for all its parts.
-  std::optional<virtio::Chain> waiting_;
+  // The queue a request came from, while that ring is still the one it
+  // came from (nullptr: the ring is gone, nobody waits for the request).
+  Queue* live_queue(const Inflight& f);
   void part_done(uint32_t id, uint8_t status, uint64_t read_bytes);
 
   void process();
-  // Waits (bounded) for the driver to finish every request of the current
-  // ring, so GET_VRING_BASE hands back a ring with nothing in flight.
-  void drain_ring();
-  void submit(virtio::Chain chain);
-  void submit_split(virtio::Chain chain, channel::Request req, uint64_t sector, uint64_t data_len,
-                    uint64_t status_off);
-  void complete_now(const virtio::Chain& chain, uint64_t status_off, uint8_t status,
+  // Pops queue q's requests while slots are free.
+  void process_queue(uint32_t q);
+  // Waits (bounded) for the driver to finish every request of queue q's
+  // current ring, so GET_VRING_BASE hands back a ring with nothing in flight.
+  void drain_ring(uint32_t q);
+  void submit(uint32_t q, virtio::Chain chain);
+  void submit_split(uint32_t q, virtio::Chain chain, channel::Request req, uint64_t sector,
+                    uint64_t data_len, uint64_t status_off);
+  void complete_now(Queue& q, const virtio::Chain& chain, uint64_t status_off, uint8_t status,
                     uint32_t used_len);
+  void notify_all();
   void finish(uint32_t id, const channel::Request& req, const channel::Response& r);
 
   BlkDeviceSpec spec_;
@@ -114,8 +133,8 @@ class BlkDevice final : public DeviceLogic {
   DriverPort::OnAnswer on_answer_;
   std::vector<Inflight> inflight_;
   std::deque<uint32_t> free_;
-  virtio::Virtqueue* vq_ = nullptr;
-  uint64_t queue_gen_ = 0;
+  std::vector<Queue> queues_;
+  uint32_t next_queue_ = 0;  // where the next round robin pass starts
 
   std::atomic<uint64_t> requests_{0}, bytes_{0}, bad_descriptors_{0};
 };

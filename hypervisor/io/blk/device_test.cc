@@ -126,6 +126,30 @@ struct BlkTest : ::testing::Test {
                  kick);
   }
 
+  // Replaces the device with one of `queues` request queues over a channel
+  // of `slots` slots; `f` connects to it (the test does the handshake).
+  void remake(Frontend& f, uint32_t slots, uint32_t queues) {
+    dev.reset();
+    driver.reset();
+    auto ch = testing::make_channel(slots, blk_channel_shape().slot_size);
+    ASSERT_TRUE(ch.hv && ch.drv);
+    driver = start_driver(std::move(*ch.drv));
+    BlkDeviceSpec spec{kDiskBytes, false, "s"};
+    spec.queues = queues;
+    dev = make_blk_device(sock, spec, std::move(*ch.hv));
+    ASSERT_TRUE(dev->start().ok());
+    ASSERT_TRUE(f.connect(sock));
+  }
+  // A 512-byte read of `sector` on queue q, in scratch slot `slot`.
+  void read_on(Frontend& f, uint32_t q, int slot, uint64_t sector, bool kick = true) {
+    put_hdr(f, slot, kTIn, sector);
+    f.add_chain(q,
+                {{kHdr + 16 * slot, 16, false},
+                 {kData + 4096 * slot, 512, true},
+                 {kStatus + slot, 1, true}},
+                kick);
+  }
+
   void TearDown() override {
     dev.reset();
     driver.reset();
@@ -137,13 +161,40 @@ struct BlkTest : ::testing::Test {
   static constexpr uint64_t kData = Frontend::kGpaBase + 0x200000;
   static constexpr uint64_t kStatus = Frontend::kGpaBase + 0x180000;
 
-  void put_hdr(int slot, uint32_t type, uint64_t sector) {
+  void put_hdr(int slot, uint32_t type, uint64_t sector) { put_hdr(fe, slot, type, sector); }
+  static void put_hdr(Frontend& f, int slot, uint32_t type, uint64_t sector) {
     uint8_t h[16] = {};
     memcpy(h, &type, 4);
     memcpy(h + 8, &sector, 8);
-    memcpy(fe.at(kHdr + 16 * slot), h, 16);
+    memcpy(f.at(kHdr + 16 * slot), h, 16);
+  }
+  // Waits for the misbehaving driver's violation, then replaces it: a fresh
+  // channel and a well-behaved driver, to which the device is rebound.
+  void replace_faulty_driver() {
+    for (int i = 0; i < 200 && dev->stats().driver_violations == 0; ++i)
+      std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    ASSERT_EQ(dev->stats().driver_violations, 1u);
+    misbehave = false;
+    rebind_fresh_driver();
+  }
+  // Rebinds the device to a fresh channel served by a new driver (tagged `owner`).
+  void rebind_fresh_driver(int owner = 0) {
+    driver.reset();
+    auto shape = blk_channel_shape();
+    auto ch = testing::make_channel(shape.slots, shape.slot_size);
+    ASSERT_TRUE(ch.hv && ch.drv);
+    driver = start_driver(std::move(*ch.drv));
+    ASSERT_TRUE(io::rebind(*dev, std::move(*ch.hv), owner).ok());
   }
   uint8_t status(int slot) { return *fe.at(kStatus + slot); }
+  // GET_VRING_BASE of queue q: the index the front-end resumes from (~0u
+  // for a malformed reply).
+  static uint32_t vring_base(Frontend& f, uint32_t q) {
+    auto rep = f.call(Req::kGetVringBase, vhost_user::encode_vring_state({q, 0}));
+    uint32_t base = ~0u;
+    if (rep.size() == 8) memcpy(&base, rep.data() + 4, 4);
+    return base;
+  }
 };
 
 TEST_F(BlkTest, HandshakeAndConfig) {
@@ -165,6 +216,111 @@ TEST_F(BlkTest, HandshakeAndConfig) {
   EXPECT_EQ(uint64_t(size_max) * seg_max, blk_channel_shape().slot_size);
   EXPECT_EQ(blk_size, 512u);
   EXPECT_EQ(fe.call_u64(Req::kGetQueueNum), 1u);
+  EXPECT_TRUE(fe.features() & virtio::bit(kFMq));
+  uint16_t num_queues;
+  memcpy(&num_queues, rep.data() + 12 + 34, 2);
+  EXPECT_EQ(num_queues, 1u);
+}
+
+// VIRTIO_BLK_F_MQ (§5.2.5): two request queues over one channel; each
+// request completes on the queue it came from, with its own data.
+TEST_F(BlkTest, TwoQueuesEachCompleteTheirOwnRequests) {
+  Frontend f;
+  remake(f, blk_channel_shape().slots, 2);
+  f.handshake(2, ~0ull);
+  EXPECT_EQ(f.call_u64(Req::kGetQueueNum), 2u);
+  vhost_user::Config c{0, 60, 0, std::vector<uint8_t>(60)};
+  auto rep = f.call(Req::kGetConfig, vhost_user::encode_config(c));
+  ASSERT_EQ(rep.size(), 72u);
+  uint16_t num_queues;
+  memcpy(&num_queues, rep.data() + 12 + 34, 2);
+  EXPECT_EQ(num_queues, 2u);
+  std::vector<uint16_t> heads[2];
+  for (int i = 0; i < 10; ++i)
+    for (uint32_t q = 0; q < 2; ++q) {
+      const int slot = int(q) * 16 + i;
+      read_on(f, q, slot, uint64_t(slot));
+    }
+  for (uint32_t q = 0; q < 2; ++q) {
+    auto u = f.wait_used(q, 10);
+    ASSERT_EQ(u.size(), 10u);
+    for (auto& e : u) {
+      EXPECT_EQ(e.id % 3, 0u);  // a head of this queue's 3-descriptor chains
+      EXPECT_LT(e.id, 30u);
+      EXPECT_EQ(e.len, 513u);
+    }
+    for (int i = 0; i < 10; ++i) {
+      const int slot = int(q) * 16 + i;
+      EXPECT_EQ(*f.at(kStatus + slot), kSOk);
+      EXPECT_EQ(0, memcmp(f.at(kData + 4096 * slot), disk.data() + 512 * slot, 512));
+    }
+  }
+  EXPECT_EQ(dev->stats().requests, 20u);
+}
+
+// Queues share the channel's slots: with 4 slots and 20 requests on each of
+// two queues, both drain completely (served round robin, neither starves).
+TEST_F(BlkTest, QueuesShareScarceSlots) {
+  Frontend f;
+  remake(f, 4, 2);
+  f.handshake(2, ~0ull);
+  for (int i = 0; i < 20; ++i) {
+    read_on(f, 0, i, uint64_t(19 - i), i == 19);
+    read_on(f, 1, 32 + i, uint64_t(100 + i), i == 19);
+  }
+  ASSERT_EQ(f.wait_used(0, 20).size(), 20u);
+  ASSERT_EQ(f.wait_used(1, 20).size(), 20u);
+  for (int i = 0; i < 20; ++i) {
+    EXPECT_EQ(*f.at(kStatus + i), kSOk);
+    EXPECT_EQ(0, memcmp(f.at(kData + 4096 * i), disk.data() + 512 * (19 - i), 512));
+    EXPECT_EQ(*f.at(kStatus + 32 + i), kSOk);
+    EXPECT_EQ(0, memcmp(f.at(kData + 4096 * (32 + i)), disk.data() + 512 * (100 + i), 512));
+  }
+}
+
+// GET_VRING_BASE on one queue waits for that queue's requests only; the
+// other queue's requests complete on it afterwards, and it serves on.
+TEST_F(BlkTest, StoppingOneQueueLeavesTheOtherServing) {
+  Frontend f;
+  remake(f, blk_channel_shape().slots, 2);
+  f.handshake(2, ~0ull);
+  delay_ms = 100;
+  read_on(f, 0, 0, 5);
+  read_on(f, 1, 1, 6);
+  std::this_thread::sleep_for(std::chrono::milliseconds(20));  // both at the driver
+  EXPECT_EQ(vring_base(f, 1), 1u);
+  EXPECT_EQ(f.used_idx(1), 1);
+  EXPECT_EQ(*f.at(kStatus + 1), kSOk);
+  ASSERT_EQ(f.wait_used(0, 1).size(), 1u);
+  EXPECT_EQ(0, memcmp(f.at(kData), disk.data() + 5 * 512, 512));
+  delay_ms = 0;
+  read_on(f, 0, 2, 7);
+  ASSERT_EQ(f.wait_used(0, 1).size(), 1u);
+  EXPECT_EQ(0, memcmp(f.at(kData + 2 * 4096), disk.data() + 7 * 512, 512));
+}
+
+// A request of several parts waiting for slots another queue holds is
+// served, not lost, when its own queue is stopped: the other queue's
+// requests finish first.
+TEST_F(BlkTest, StoppingAQueueServesItsWaitingRequestPastOtherQueues) {
+  Frontend f;
+  remake(f, 4, 2);
+  f.handshake(2, ~0ull & ~(virtio::bit(kFSegMax) | virtio::bit(kFSizeMax)));
+  delay_ms = 30;
+  for (int i = 0; i < 3; ++i) read_on(f, 0, i, uint64_t(i));  // 3 of the 4 slots
+  std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  const uint32_t big = 2 * blk_channel_shape().slot_size + 1024;  // three parts
+  for (uint32_t i = 0; i < big; ++i) f.at(kData + 0x40000)[i] = uint8_t(i * 11 + 3);
+  put_hdr(f, 8, kTOut, 64);
+  f.add_chain(1,
+              {{kHdr + 16 * 8, 16, false}, {kData + 0x40000, big, false}, {kStatus + 8, 1, true}});
+  std::this_thread::sleep_for(std::chrono::milliseconds(10));  // popped, waiting for slots
+  EXPECT_EQ(vring_base(f, 1), 1u);
+  EXPECT_EQ(f.used_idx(1), 1);
+  EXPECT_EQ(*f.at(kStatus + 8), kSOk);
+  EXPECT_EQ(0, memcmp(disk.data() + 64 * 512, f.at(kData + 0x40000), big));
+  ASSERT_EQ(f.wait_used(0, 3).size(), 3u);
+  for (int i = 0; i < 3; ++i) EXPECT_EQ(*f.at(kStatus + i), kSOk);
 }
 
 TEST_F(BlkTest, ReadWriteFlushGetId) {
@@ -337,11 +493,7 @@ TEST_F(BlkTest, GetVringBaseWaitsForRequestsInFlight) {
   put_hdr(0, kTIn, 2);
   fe.add_chain(0, {{kHdr, 16, false}, {kData, 512, true}, {kStatus, 1, true}});
   std::this_thread::sleep_for(std::chrono::milliseconds(20));  // popped, at the driver
-  auto rep = fe.call(Req::kGetVringBase, vhost_user::encode_vring_state({0, 0}));
-  ASSERT_EQ(rep.size(), 8u);
-  uint32_t base;
-  memcpy(&base, rep.data() + 4, 4);
-  EXPECT_EQ(base, 1u);
+  EXPECT_EQ(vring_base(fe, 0), 1u);
   // Completed before the reply: resuming from `base` loses nothing.
   EXPECT_EQ(fe.used_idx(0), 1);
   EXPECT_EQ(status(0), kSOk);
@@ -385,23 +537,35 @@ TEST_F(BlkTest, RebindReplaysInFlightRequestsInOrder) {
   fe.add_chain(0, {{kHdr, 16, false}, {kData, 512, false}, {kStatus, 1, true}}, false);
   put_hdr(1, kTIn, 7);
   fe.add_chain(0, {{kHdr + 16, 16, false}, {kData + 4096, 512, true}, {kStatus + 1, 1, true}});
-  for (int i = 0; i < 200 && dev->stats().driver_violations == 0; ++i)
-    std::this_thread::sleep_for(std::chrono::milliseconds(5));
-  ASSERT_EQ(dev->stats().driver_violations, 1u);
-  // The faulty driver is replaced: fresh channel, fresh driver.
-  misbehave = false;
-  driver.reset();
-  auto shape = blk_channel_shape();
-  auto ch = testing::make_channel(shape.slots, shape.slot_size);
-  ASSERT_TRUE(ch.hv && ch.drv);
-  driver = start_driver(std::move(*ch.drv));
-  ASSERT_TRUE(io::rebind(*dev, std::move(*ch.hv)).ok());
+  replace_faulty_driver();
   auto u = fe.wait_used(0, 2);
   ASSERT_EQ(u.size(), 2u);
   EXPECT_EQ(status(0), kSOk);
   EXPECT_EQ(status(1), kSOk);
   EXPECT_EQ(*fe.at(kData + 4096), 0x5a);
   EXPECT_EQ(disk[7 * 512], 0x5a);
+}
+
+// A driver replaced with requests in flight on two queues: each replayed
+// request completes on its own queue, and a queue's write-then-read of one
+// sector keeps its order.
+TEST_F(BlkTest, RebindReplaysEveryQueuesRequestsOnThatQueue) {
+  Frontend f;
+  remake(f, blk_channel_shape().slots, 2);
+  f.handshake(2, ~0ull);
+  misbehave = true;
+  memset(f.at(kData), 0x6b, 512);
+  put_hdr(f, 0, kTOut, 7);
+  f.add_chain(0, {{kHdr, 16, false}, {kData, 512, false}, {kStatus, 1, true}}, false);
+  read_on(f, 0, 1, 7);
+  read_on(f, 1, 2, 9);
+  replace_faulty_driver();
+  ASSERT_EQ(f.wait_used(0, 2).size(), 2u);
+  ASSERT_EQ(f.wait_used(1, 1).size(), 1u);
+  for (int i = 0; i < 3; ++i) EXPECT_EQ(*f.at(kStatus + i), kSOk);
+  EXPECT_EQ(*f.at(kData + 4096), 0x6b);
+  EXPECT_EQ(disk[7 * 512], 0x6b);
+  EXPECT_EQ(0, memcmp(f.at(kData + 2 * 4096), disk.data() + 9 * 512, 512));
 }
 
 TEST_F(BlkTest, DuplicateCompletionIsReportedWithItsId) {
@@ -452,12 +616,7 @@ TEST_F(BlkTest, WatchdogQuarantinesAStalledDriverAndRebindReplays) {
   EXPECT_EQ(c[0].second, 42);
   // The new instance (owner 43) serves the replayed request.
   fault = kNone;
-  driver.reset();
-  auto shape = blk_channel_shape();
-  auto ch = testing::make_channel(shape.slots, shape.slot_size);
-  ASSERT_TRUE(ch.hv && ch.drv);
-  driver = start_driver(std::move(*ch.drv));
-  ASSERT_TRUE(io::rebind(*dev, std::move(*ch.hv), 43).ok());
+  rebind_fresh_driver(43);
   auto u = fe.wait_used(0, 1);
   ASSERT_EQ(u.size(), 1u);
   EXPECT_EQ(status(0), kSOk);
