@@ -83,6 +83,31 @@ TEST_F(AxlToolTest, BadArgumentsGiveOneLineAndFail) {
   EXPECT_NE(read_file(path("err")).find("unknown command 'frobnicate'"), std::string::npos);
 }
 
+// randread on a file (buffered: the test's directory may not take O_DIRECT):
+// it keeps DEPTH reads in flight for the time given and reports its rate;
+// bad arguments and a file too small to read from are one-line errors.
+TEST_F(AxlToolTest, RandreadReportsItsRate) {
+  ASSERT_EQ(run(kTool + " gen 3 1M > " + path("disk")), 0);
+  ASSERT_EQ(run(kTool + " randread " + path("disk") + " 0.2 8 --buffered 2> " + path("err")), 0)
+      << read_file(path("err"));
+  std::smatch m;
+  std::string err = read_file(path("err"));
+  ASSERT_TRUE(std::regex_search(
+      err, m, std::regex("^randread (\\d+) reads of 4096 bytes in [0-9.]+ s \\([0-9]+ IOPS, "
+                         "[0-9.]+ MiB/s\\)\n$")))
+      << err;
+  EXPECT_GT(std::stoull(m[1].str()), 8u);
+  EXPECT_NE(run(kTool + " randread " + path("disk") + " 0.2 0 2> " + path("err")), 0);
+  EXPECT_NE(read_file(path("err")).find("depth must be 1..256, not 0"), std::string::npos);
+  EXPECT_NE(run(kTool + " randread " + path("disk") + " forever 4 2> " + path("err")), 0);
+  EXPECT_NE(read_file(path("err")).find("bad duration 'forever'"), std::string::npos);
+  ASSERT_EQ(run(kTool + " gen 3 100 > " + path("tiny")), 0);
+  EXPECT_NE(run(kTool + " randread " + path("tiny") + " 0.2 4 --buffered 2> " + path("err")), 0);
+  EXPECT_NE(read_file(path("err")).find("smaller than one 4096-byte block"), std::string::npos);
+  EXPECT_NE(run(kTool + " randread " + path("missing") + " 1 4 2> " + path("err")), 0);
+  EXPECT_NE(read_file(path("err")).find("open "), std::string::npos);
+}
+
 TEST_F(AxlToolTest, SendRecvRoundTrip) {
   ASSERT_EQ(run(kTool + " recv 127.0.0.1 0 --timeout 30 > " + path("out") + " 2> " +
                 path("recv.err") + " &"),
