@@ -80,11 +80,14 @@ console_value() {
   axl console "$1" --log | tr -d '\r' | sed -n "s/^$2 \([0-9a-f]\{64\}\).*/\1/p" | tail -n 1
 }
 
-# Asserts that none of the given PIDs is alive any more.
+# Asserts that none of the given PIDs is alive any more.  A parked spare's
+# column of `axl drivers` ("parked:PID") counts as its PID; "-" (none) is
+# skipped.
 assert_gone() {
   local p
   for p in "$@"; do
-    [ -n "$p" ] && [ "$p" -gt 0 ] || continue
+    p=${p#parked:}
+    [[ $p =~ ^[0-9]+$ ]] && ((p > 0)) || continue
     # A zombie has exited; only its parent (whoever adopted the daemon) can reap it.
     if kill -0 "$p" 2>/dev/null && [ "$(awk '{print $3}' "/proc/$p/stat" 2>/dev/null)" != Z ]; then
       local cmd
