@@ -47,6 +47,16 @@ Result<T> get_req(const toml::table& t, const char* key, const std::string& orig
   return **v;
 }
 
+// A device's optional `queues` (1..max, default 1).
+Result<uint32_t> get_queues(const toml::table& t, const std::string& origin, const std::string& ctx,
+                            int64_t max) {
+  auto q = get_opt<int64_t>(t, "queues", origin, ctx);
+  if (!q) return q.error();
+  if (q->has_value() && (**q < 1 || **q > max))
+    return make_error(origin + ": " + ctx + "queues must be between 1 and " + std::to_string(max));
+  return uint32_t(q->value_or(1));
+}
+
 std::string resolve(const std::string& base, const std::string& p) {
   if (p.empty() || p[0] == '/') return p;
   return base + "/" + p;
@@ -368,11 +378,9 @@ Result<GuestConfig> parse_guest_checked(const std::string& text, const std::stri
                           dc.aio + "\"");
       if (dc.aio == "io_uring" && dc.format != "raw")
         return make_error(origin + ": disk.aio = \"io_uring\" is supported for raw images only");
-      auto queues = get_opt<int64_t>(d, "queues", origin, "disk.");
+      auto queues = get_queues(d, origin, "disk.", 16);
       if (!queues) return queues.error();
-      if (queues->has_value() && (**queues < 1 || **queues > 16))
-        return make_error(origin + ": disk.queues must be between 1 and 16");
-      dc.queues = uint32_t(queues->value_or(1));
+      dc.queues = *queues;
       g.disks.push_back(std::move(dc));
     }
   }
@@ -381,7 +389,7 @@ Result<GuestConfig> parse_guest_checked(const std::string& text, const std::stri
   if (*nics) {
     for (const toml::node& n : **nics) {
       const toml::table& d = *n.as_table();
-      if (auto s = check_keys(d, {"driver", "mac"}, origin, "nic."); !s) return s.error();
+      if (auto s = check_keys(d, {"driver", "mac", "queues"}, origin, "nic."); !s) return s.error();
       NicConfig nc;
       auto drv = get_req<std::string>(d, "driver", origin, "nic.");
       if (!drv) return drv.error();
@@ -391,6 +399,9 @@ Result<GuestConfig> parse_guest_checked(const std::string& text, const std::stri
       if (!m) return make_error(origin + ": " + m.error().message);
       nc.driver = *drv;
       nc.mac = *m;
+      auto queues = get_queues(d, origin, "nic.", 8);
+      if (!queues) return queues.error();
+      nc.queues = *queues;
       g.nics.push_back(std::move(nc));
     }
   }

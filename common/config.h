@@ -90,6 +90,10 @@ struct DiskConfig {
 struct NicConfig {
   std::string driver;
   std::array<uint8_t, 6> mac{};
+  // Queue pairs the guest sees (1..8), as QEMU's queues= with mq=on: one
+  // per vCPU lets every vCPU transmit on its own queue, and flows are
+  // received on different queues.
+  uint32_t queues = 1;
 };
 
 // [vtpm]: a virtual TPM domain (axolotl-vtpm) for the guest.

@@ -125,6 +125,7 @@ script = "/abs/run.sh"
   EXPECT_EQ(g->disks[0].aio, "auto");
   EXPECT_EQ(g->disks[0].queues, 1u);
   EXPECT_EQ(format_mac(g->nics[0].mac), "52:54:00:12:34:56");
+  EXPECT_EQ(g->nics[0].queues, 1u);
   EXPECT_EQ(g->script, "/abs/run.sh");
   EXPECT_EQ(g->accel, "auto");
   EXPECT_FALSE(g->iommu);
@@ -192,6 +193,8 @@ TEST(GuestConfig, RejectsBadInput) {
        "disk.queues must be between 1 and 16"},
       {"name = \"g\"\n[[disk]]\ndriver = \"b\"\nimage = \"x\"\nqueues = \"2\"\n",
        "'disk.queues' must be"},
+      {"name = \"g\"\n[[nic]]\ndriver = \"n\"\nmac = \"52:54:00:00:00:01\"\nqueues = 9\n",
+       "nic.queues must be between 1 and 8"},
       {"name = \"g\"\nlog_max_mib = 0\n", "log_max_mib must be between 1 and 65536"},
       {"name = \"g\"\nlog_max_mib = \"big\"\n", "'log_max_mib' must be"},
       {"name = \"g\"\n[guest]\nscrpt = \"x\"\n", "unknown key 'guest.scrpt'"},

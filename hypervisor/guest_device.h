@@ -40,7 +40,11 @@ constexpr uint32_t kMaxBlkQueues = 16;  // vhost_user::Handler::kMaxQueues
 
 struct NetDeviceSpec {
   std::array<uint8_t, 6> mac{};
+  // Queue pairs (VIRTIO_NET_F_MQ, 1..kMaxNetQueuePairs): a receive and a
+  // transmit queue each; every pair goes to the same driver channel.
+  uint32_t queue_pairs = 1;
 };
+constexpr uint32_t kMaxNetQueuePairs = 8;  // 16 rings: vhost_user::Handler::kMaxQueues
 
 struct DeviceStats {
   uint64_t requests = 0;         // guest requests completed

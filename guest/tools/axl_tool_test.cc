@@ -93,8 +93,9 @@ TEST_F(AxlToolTest, RandreadReportsItsRate) {
   std::smatch m;
   std::string err = read_file(path("err"));
   ASSERT_TRUE(std::regex_search(
-      err, m, std::regex("^randread (\\d+) reads of 4096 bytes in [0-9.]+ s \\([0-9]+ IOPS, "
-                         "[0-9.]+ MiB/s\\)\n$")))
+      err, m,
+      std::regex("^randread (\\d+) reads of 4096 bytes in [0-9.]+ s \\([0-9]+ IOPS, "
+                 "[0-9.]+ MiB/s\\)\n$")))
       << err;
   EXPECT_GT(std::stoull(m[1].str()), 8u);
   EXPECT_NE(run(kTool + " randread " + path("disk") + " 0.2 0 2> " + path("err")), 0);

@@ -57,13 +57,18 @@ Status net_attach(const DeviceRequest& req, DriverConnection::AttachArgs& args) 
 void net_qemu(const QemuDevice& d, const std::string& chardev, const std::string& id,
               const std::string& props, std::vector<std::string>& a) {
   a.push_back("-netdev");
-  a.push_back("vhost-user,id=net" + id + ",chardev=" + chardev);
+  // Several queue pairs: QEMU's virtio-net keeps the control queue, through
+  // which the guest enables them (VIRTIO_NET_CTRL_MQ), and tells the device
+  // which rings are on with SET_VRING_ENABLE.
+  const bool mq = d.queues > 1;
+  a.push_back("vhost-user,id=net" + id + ",chardev=" + chardev +
+              (mq ? ",queues=" + std::to_string(d.queues) : ""));
   // vectors=0 (INTx): QEMU 7.2 segfaults in vhost_net_start ->
   // msix_set_vector_notifiers when the guest enables a vhost-user
   // virtio-net device with MSI-X (seen here under TCG).
   a.push_back("-device");
-  a.push_back("virtio-net-pci,netdev=net" + id + ",vectors=0,mac=" + config::format_mac(d.mac) +
-              props);
+  a.push_back("virtio-net-pci,netdev=net" + id + (mq ? ",mq=on" : "") +
+              ",vectors=0,mac=" + config::format_mac(d.mac) + props);
 }
 
 std::unique_ptr<GuestDevice> net_make(std::string socket, const DeviceRequest& req,

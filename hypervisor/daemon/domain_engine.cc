@@ -316,7 +316,7 @@ void DomainEngine::attach_next(Domain* d, const std::shared_ptr<Requests>& reqs,
     const auto kind = req.kind;
     const auto mac = req.net.mac;
     const uint32_t queue_size = req.blk.queue_size;
-    const uint32_t queues = req.blk.queues;
+    const uint32_t queues = kind == config::DriverKind::kBlk ? req.blk.queues : req.net.queue_pairs;
     d->devices.push_back(DeviceBinding{driver_name, std::move(req), std::move(b).value(), {}});
     if (DriverConnection* sb = drivers_.find_standby(driver_name))
       preattach_standby(d, d->devices.size() - 1, *sb);
@@ -483,7 +483,7 @@ void DomainEngine::create_attach(Domain* d) {
   for (const auto& nic : d->cfg.nics) {
     DeviceRequest req;
     req.kind = config::DriverKind::kNet;
-    req.net = NetDeviceSpec{nic.mac};
+    req.net = NetDeviceSpec{nic.mac, nic.queues};
     reqs->emplace_back(nic.driver, std::move(req));
   }
   // Each driver answers on the loop; a slow one delays only this domain.

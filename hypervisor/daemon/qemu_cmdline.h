@@ -17,7 +17,7 @@ struct QemuDevice {
   std::array<uint8_t, 6> mac{};
   bool boot = false;        // the firmware's boot device (bootindex=0)
   uint32_t queue_size = 0;  // blk: the virtqueue size (io::blk::kQueueSize)
-  uint32_t queues = 1;      // blk: request queues (num-queues)
+  uint32_t queues = 1;      // blk: request queues (num-queues); net: queue pairs
 };
 
 struct QemuSpec {

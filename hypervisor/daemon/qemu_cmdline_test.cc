@@ -26,7 +26,8 @@ TEST(QemuCmdline, SharedMemfdRamAndOnlyVhostUserDevices) {
              "c.log",
              {{QemuDevice::Kind::kBlk, "d0.sock", {}},
               {QemuDevice::Kind::kNet, "d1.sock", {0x52, 0x54, 0, 1, 2, 3}},
-              {QemuDevice::Kind::kBlk, "d2.sock", {}, false, 256, 2}}};
+              {QemuDevice::Kind::kBlk, "d2.sock", {}, false, 256, 2},
+              {QemuDevice::Kind::kNet, "d3.sock", {0x52, 0x54, 0, 1, 2, 4}, false, 0, 2}}};
   auto a = qemu_argv(s);
   EXPECT_TRUE(has_pair(a, "-object", "memory-backend-memfd,id=mem,size=256M,share=on"));
   EXPECT_TRUE(has_pair(a, "-machine", "q35,memory-backend=mem"));
@@ -37,6 +38,9 @@ TEST(QemuCmdline, SharedMemfdRamAndOnlyVhostUserDevices) {
   EXPECT_TRUE(has_pair(a, "-device", "vhost-user-blk-pci,chardev=vu2,num-queues=2,queue-size=256"));
   EXPECT_TRUE(has_pair(a, "-netdev", "vhost-user,id=net1,chardev=vu1"));
   EXPECT_TRUE(has_pair(a, "-device", "virtio-net-pci,netdev=net1,vectors=0,mac=52:54:00:01:02:03"));
+  EXPECT_TRUE(has_pair(a, "-netdev", "vhost-user,id=net3,chardev=vu3,queues=2"));
+  EXPECT_TRUE(
+      has_pair(a, "-device", "virtio-net-pci,netdev=net3,mq=on,vectors=0,mac=52:54:00:01:02:04"));
   EXPECT_TRUE(has_pair(a, "-append", "console=ttyS0 panic=-1 quiet"));
   for (auto& x : a) {
     EXPECT_EQ(x.find("virtio-blk-pci"), std::string::npos);

@@ -5,8 +5,11 @@
 #include <gtest/gtest.h>
 #include <stdlib.h>
 
+#include <algorithm>
 #include <atomic>
+#include <map>
 #include <mutex>
+#include <set>
 
 #include "hypervisor/guest_device.h"
 #include "hypervisor/io/testing/fake_driver.h"
@@ -85,6 +88,46 @@ struct NetTest : ::testing::Test {
     ASSERT_GE(posted_count(), n);
   }
 
+  // A new fake driver (the old one gone, with the buffers it held) on a
+  // fresh channel; returns the channel's hypervisor end.
+  channel::HvEnd fresh_driver() {
+    driver.reset();
+    {
+      std::lock_guard<std::mutex> g(mu);
+      posted.clear();
+    }
+    auto shape = net_channel_shape();
+    auto ch = testing::make_channel(shape.slots, shape.slot_size);
+    if (!ch.hv || !ch.drv) std::abort();  // no channel: nothing to test with
+    driver = start_driver(std::move(*ch.drv));
+    return std::move(*ch.hv);
+  }
+  // Replaces the device with one of `pairs` queue pairs, supervised as
+  // `sup` says; `f` connects to it (the test does the handshake).
+  void remake(Frontend& f, uint32_t pairs, DeviceSupervision sup = {}) {
+    dev.reset();
+    dev = make_net_device(sock, NetDeviceSpec{{2, 0, 0, 0, 0, 1}, pairs}, fresh_driver(),
+                          std::move(sup));
+    ASSERT_TRUE(dev->start().ok());
+    ASSERT_TRUE(f.connect(sock));
+  }
+  // An Ethernet + IPv4 + TCP frame of flow `flow` (its source port) whose
+  // 4-byte payload is `seq`.
+  static std::vector<uint8_t> tcp_frame(uint16_t flow, uint32_t seq) {
+    std::vector<uint8_t> f(14 + 20 + 20 + 4, 0);
+    f[12] = 0x08;
+    f[14] = 0x45;
+    f[14 + 9] = 6;
+    f[14 + 12] = 10;
+    f[14 + 16] = 10;
+    f[14 + 19] = 2;
+    f[34] = uint8_t(flow >> 8);
+    f[35] = uint8_t(flow);
+    f[37] = 80;
+    memcpy(&f[54], &seq, 4);
+    return f;
+  }
+
   static constexpr uint64_t kBufs = Frontend::kGpaBase + 0x100000;
 };
 
@@ -111,19 +154,10 @@ TEST_F(NetTest, RebindResendsTxAndRepostsRx) {
   std::this_thread::sleep_for(std::chrono::milliseconds(50));
   EXPECT_EQ(fe.used_idx(kTxQueue), 0);
   hold_tx = false;
-  driver.reset();
-  {
-    std::lock_guard<std::mutex> g(mu);
-    posted.clear();
-  }
-  auto shape = net_channel_shape();
-  auto ch = testing::make_channel(shape.slots, shape.slot_size);
-  ASSERT_TRUE(ch.hv && ch.drv);
-  driver = start_driver(std::move(*ch.drv));
-  ASSERT_TRUE(io::rebind(*dev, std::move(*ch.hv)).ok());
+  ASSERT_TRUE(io::rebind(*dev, fresh_driver()).ok());
   auto u = fe.wait_used(kTxQueue, 1);
   ASSERT_EQ(u.size(), 1u);
-  wait_posted(shape.slots / 2);
+  wait_posted(net_channel_shape().slots / 2);
   std::lock_guard<std::mutex> g(mu);
   ASSERT_EQ(sent.size(), 1u);
   EXPECT_EQ(sent[0].size(), 76u);
@@ -142,16 +176,7 @@ TEST_F(NetTest, ARebindResendsTxWithTheSameOffloadChecks) {
   fe.add_chain(kTxQueue, {{kBufs, 76, false}});
   std::this_thread::sleep_for(std::chrono::milliseconds(50));
   hold_tx = false;
-  driver.reset();
-  {
-    std::lock_guard<std::mutex> g(mu);
-    posted.clear();
-  }
-  auto shape = net_channel_shape();
-  auto ch = testing::make_channel(shape.slots, shape.slot_size);
-  ASSERT_TRUE(ch.hv && ch.drv);
-  driver = start_driver(std::move(*ch.drv));
-  ASSERT_TRUE(io::rebind(*dev, std::move(*ch.hv)).ok());
+  ASSERT_TRUE(io::rebind(*dev, fresh_driver()).ok());
   ASSERT_EQ(fe.wait_used(kTxQueue, 1).size(), 1u);
   std::lock_guard<std::mutex> g(mu);
   ASSERT_EQ(sent.size(), 1u);
@@ -163,27 +188,15 @@ TEST_F(NetTest, ARebindResendsTxWithTheSameOffloadChecks) {
 TEST_F(NetTest, WatchdogIgnoresPostedRxButCatchesAStalledTx) {
   std::mutex cmu;
   std::vector<std::string> causes;
-  dev.reset();
-  driver.reset();
-  {
-    std::lock_guard<std::mutex> g(mu);
-    posted.clear();
-  }
-  auto shape = net_channel_shape();
-  auto ch = testing::make_channel(shape.slots, shape.slot_size);
-  ASSERT_TRUE(ch.hv && ch.drv);
-  driver = start_driver(std::move(*ch.drv));
   DeviceSupervision sup;
   sup.io_timeout_ms = 100;
   sup.on_quarantine = [&](const std::string& cause, int) {
     std::lock_guard<std::mutex> g(cmu);
     causes.push_back(cause);
   };
-  dev = make_net_device(sock, NetDeviceSpec{{2, 0, 0, 0, 0, 1}}, std::move(*ch.hv), sup);
-  ASSERT_TRUE(dev->start().ok());
-  ASSERT_TRUE(fe.connect(sock));
+  remake(fe, 1, sup);
   fe.handshake(2, ~0ull);
-  wait_posted(shape.slots / 2);
+  wait_posted(net_channel_shape().slots / 2);
   // Every RX buffer stays posted, unanswered, for several deadlines: no stall.
   std::this_thread::sleep_for(std::chrono::milliseconds(400));
   {
@@ -203,8 +216,9 @@ TEST_F(NetTest, WatchdogIgnoresPostedRxButCatchesAStalledTx) {
   }
   std::lock_guard<std::mutex> g(cmu);
   ASSERT_EQ(causes.size(), 1u);
-  EXPECT_EQ(causes[0].rfind(
-                "stalled: request " + std::to_string(shape.slots / 2) + " outstanding for ", 0),
+  EXPECT_EQ(causes[0].rfind("stalled: request " + std::to_string(net_channel_shape().slots / 2) +
+                                " outstanding for ",
+                            0),
             0u)
       << causes[0];
   EXPECT_EQ(dev->stats().driver_violations, 1u);
@@ -304,6 +318,92 @@ TEST_F(NetTest, RxShorterThanHeaderIsAViolation) {
   for (int i = 0; i < 200 && dev->stats().driver_violations == 0; ++i)
     std::this_thread::sleep_for(std::chrono::milliseconds(5));
   EXPECT_EQ(dev->stats().driver_violations, 1u);
+}
+
+// VIRTIO_NET_F_MQ: two queue pairs over one channel.  Each transmit queue
+// reaches the driver and completes on itself.
+TEST_F(NetTest, TwoPairsTransmitOnEitherQueue) {
+  Frontend f;
+  remake(f, 2);
+  f.handshake(4, ~0ull);
+  EXPECT_TRUE(f.features() & virtio::bit(kFMq));
+  EXPECT_EQ(f.call_u64(vhost_user::Req::kGetQueueNum), 4u);
+  for (uint32_t pair = 0; pair < 2; ++pair) {
+    const uint64_t buf = kBufs + 0x1000 * pair;
+    memset(f.at(buf), 0, 12);
+    memset(f.at(buf + 12), 0x30 + int(pair), 60);
+    f.add_chain(2 * pair + 1, {{buf, 72, false}});
+  }
+  ASSERT_EQ(f.wait_used(1, 1).size(), 1u);
+  ASSERT_EQ(f.wait_used(3, 1).size(), 1u);
+  std::lock_guard<std::mutex> g(mu);
+  ASSERT_EQ(sent.size(), 2u);
+  std::set<uint8_t> marks{sent[0][12], sent[1][12]};
+  EXPECT_EQ(marks, (std::set<uint8_t>{0x30, 0x31}));
+}
+
+// Received frames are steered by flow over the receive queues the guest
+// enabled: every flow's frames land on one queue, in the order they came,
+// and different flows use both queues.
+TEST_F(NetTest, FlowsSpreadOverReceiveQueuesInOrder) {
+  Frontend f;
+  remake(f, 2);
+  f.handshake(4, ~0ull);
+  std::map<std::pair<uint32_t, uint16_t>, uint64_t> buf_of;  // (queue, head) -> buffer
+  for (uint32_t q : {0u, 2u})
+    for (int i = 0; i < 30; ++i) {
+      const uint64_t buf = kBufs + 0x800 * (i + 30 * (q / 2));
+      buf_of[{q, f.add_chain(q, {{buf, 0x800, true}}, i == 29)}] = buf;
+    }
+  wait_posted(40);
+  constexpr int kFrames = 40, kFlows = 8;
+  for (int i = 0; i < kFrames; ++i) inject(tcp_frame(uint16_t(1000 + i % kFlows), uint32_t(i)));
+  for (int i = 0; i < 500 && uint16_t(f.used_idx(0) + f.used_idx(2)) < kFrames; ++i)
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  ASSERT_EQ(f.used_idx(0) + f.used_idx(2), kFrames);
+  std::map<uint16_t, std::set<uint32_t>> queues_of;   // flow -> queues it used
+  std::map<uint16_t, std::vector<uint32_t>> seqs_of;  // flow -> payloads, in used order
+  for (uint32_t q : {0u, 2u}) {
+    auto used = f.wait_used(q, f.used_idx(q));
+    for (auto& e : used) {
+      const uint8_t* fr = f.at(buf_of.at({q, uint16_t(e.id)}) + 12);
+      const uint16_t flow = uint16_t(fr[34] << 8 | fr[35]);
+      uint32_t seq;
+      memcpy(&seq, fr + 54, 4);
+      queues_of[flow].insert(q);
+      seqs_of[flow].push_back(seq);
+    }
+  }
+  std::set<uint32_t> used_queues;
+  for (auto& [flow, qs] : queues_of) {
+    EXPECT_EQ(qs.size(), 1u) << "flow " << flow << " was split over queues";
+    used_queues.insert(*qs.begin());
+    EXPECT_TRUE(std::is_sorted(seqs_of[flow].begin(), seqs_of[flow].end())) << "flow " << flow;
+    EXPECT_EQ(seqs_of[flow].size(), size_t(kFrames / kFlows));
+  }
+  EXPECT_EQ(used_queues.size(), 2u);
+}
+
+// The guest turns a queue pair off (fewer pairs, SET_VRING_ENABLE 0) while
+// frames wait on its receive queue: they move to a queue that is on and
+// reach the guest there; no slot is left waiting for the disabled ring.
+TEST_F(NetTest, FramesWaitingOnADisabledQueueMoveToAnEnabledOne) {
+  Frontend f;
+  remake(f, 2);
+  f.handshake(4, ~0ull);
+  wait_posted(20);
+  constexpr int kFrames = 16;
+  for (int i = 0; i < kFrames; ++i) inject(tcp_frame(uint16_t(2000 + i), uint32_t(i)));
+  std::this_thread::sleep_for(std::chrono::milliseconds(50));  // all wait: no buffers yet
+  EXPECT_EQ(f.used_idx(0) + f.used_idx(2), 0);
+  ASSERT_EQ(f.call_ack(vhost_user::Req::kSetVringEnable, vhost_user::encode_vring_state({2, 0})),
+            0u);
+  for (int i = 0; i < kFrames; ++i)
+    f.add_chain(0, {{kBufs + 0x800 * i, 0x800, true}}, i == kFrames - 1);
+  ASSERT_EQ(f.wait_used(0, kFrames).size(), size_t(kFrames));
+  EXPECT_EQ(f.used_idx(2), 0);
+  // Each slot went back to the driver after its frame was delivered.
+  wait_posted(net_channel_shape().slots / 2);
 }
 
 }  // namespace
