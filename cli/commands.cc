@@ -175,10 +175,16 @@ int driver_kill(const HostPaths& p, const std::string& name, const std::string& 
   return 0;
 }
 
-int inject(const HostPaths& p, const std::string& name, const std::string& fault) {
-  auto r = call(p.supervisor_socket(), control::supervisor::inject_fault(name, fault));
+int inject(const HostPaths& p, const std::string& name, const std::string& fault,
+           const FaultTrigger& trigger) {
+  auto r = call(p.supervisor_socket(), control::supervisor::inject_fault(name, fault, trigger));
   if (!r) return fail(r.error().message);
-  printf("injected fault %s into driver %s\n", fault.c_str(), name.c_str());
+  if (trigger.immediate())
+    printf("injected fault %s into driver %s\n", fault.c_str(), name.c_str());
+  else
+    printf("armed fault %s in driver %s: after %llu requests, probability %g, seed %llu\n",
+           fault.c_str(), name.c_str(), static_cast<unsigned long long>(trigger.after),
+           trigger.probability, static_cast<unsigned long long>(trigger.seed));
   return 0;
 }
 

@@ -4,6 +4,7 @@
 #include <string>
 #include <vector>
 
+#include "common/fault_trigger.h"
 #include "common/result.h"
 
 namespace axl::cli {
@@ -31,7 +32,8 @@ int vtpms(const HostPaths& p);
 // commands only, no control channel and no TCP port.
 int vtpm_pipe(const HostPaths& p, const std::string& name);
 int driver_kill(const HostPaths& p, const std::string& name, const std::string& signal);
-int inject(const HostPaths& p, const std::string& name, const std::string& fault);
+int inject(const HostPaths& p, const std::string& name, const std::string& fault,
+           const FaultTrigger& trigger);
 int driver_restart(const HostPaths& p, const std::string& name);
 int wait(const HostPaths& p, const std::string& name, double timeout_s);
 // Runs argv in the guest through its agent: prints its output and exits with

@@ -85,7 +85,17 @@ int main(int argc, char** argv) {
   auto* inj = app.add_subcommand(
       "inject", "run a fault hook in a driver domain (needs fault_injection = true)");
   inj->add_option("name", name)->required();
-  inj->add_option("fault", fault, "crash, hang, hog-memory or hog-pids")->required();
+  inj->add_option("fault", fault,
+                  "a fault hook: crash, hang, hog-memory, hog-pids, leak, slow, drop-completion, "
+                  "the data-path, attach and escape faults (docs/architecture.md)")
+      ->required();
+  axl::FaultTrigger trigger;
+  inj->add_option("--after", trigger.after,
+                  "fire at a request the driver answers, after this many (default: at once)");
+  inj->add_option("--probability", trigger.probability,
+                  "then each request fires it with this chance, 0 to 1 (0: the first one)")
+      ->check(CLI::Range(0.0, 1.0));
+  inj->add_option("--seed", trigger.seed, "seed of the draws (the same seed, the same request)");
   state_opt(inj);
   auto* drestart = app.add_subcommand("driver-restart", "kill and restart a driver domain");
   drestart->add_option("name", name)->required();
@@ -198,7 +208,7 @@ int main(int argc, char** argv) {
   if (*vpipe) return axl::cli::vtpm_pipe(paths, name);
   if (*vdel) return axl::cli::vtpm_delete(paths, name);
   if (*dkill) return driver_kill(paths, name, signal);
-  if (*inj) return inject(paths, name, fault);
+  if (*inj) return inject(paths, name, fault, trigger);
   if (*drestart) return driver_restart(paths, name);
   if (*wait) return axl::cli::wait(paths, name, timeout_s);
   if (*exec) return axl::cli::exec(paths, name, exec_argv, exec_timeout_s);

@@ -75,11 +75,15 @@ Request kill_driver(const std::string& driver, const std::string& signal) {
 Request restart_driver(const std::string& driver) {
   return [=](Q q) { q.setRestartDriver(driver); };
 }
-Request inject_fault(const std::string& driver, const std::string& fault) {
+Request inject_fault(const std::string& driver, const std::string& fault,
+                     const FaultTrigger& trigger) {
   return [=](Q q) {
     auto k = q.initInjectFault();
     k.setName(driver);
-    k.setSignal(fault);
+    k.setFault(fault);
+    k.setAfter(trigger.after);
+    k.setProbability(trigger.probability);
+    k.setSeed(trigger.seed);
   };
 }
 Request start_vtpm(const std::string& domain, bool measure_log, uint32_t command_port) {

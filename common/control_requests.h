@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "common/control_client.h"
+#include "common/fault_trigger.h"
 
 namespace axl::control {
 
@@ -40,7 +41,8 @@ namespace supervisor {
 Request list_vtpms();
 Request kill_driver(const std::string& driver, const std::string& signal);
 Request restart_driver(const std::string& driver);
-Request inject_fault(const std::string& driver, const std::string& fault);
+Request inject_fault(const std::string& driver, const std::string& fault,
+                     const FaultTrigger& trigger = {});
 Request start_vtpm(const std::string& domain, bool measure_log, uint32_t command_port);
 Request stop_vtpm(const std::string& domain);
 Request driver_quarantined(const std::string& driver, int pid, const std::string& cause);

@@ -11,6 +11,7 @@
 #include <string>
 
 #include "common/asio.h"
+#include "common/fault_trigger.h"
 #include "common/unique_fd.h"
 
 namespace axl {
@@ -18,7 +19,7 @@ namespace axl {
 class HeartbeatResponder {
  public:
   HeartbeatResponder(boost::asio::io_context& io, UniqueFd fd, std::function<void()> on_lost,
-                     std::function<void(const std::string&)> on_fault,
+                     std::function<void(const std::string&, const FaultTrigger&)> on_fault,
                      std::function<bool()> healthy = {});
   uint64_t answered() const { return answered_; }
 
@@ -27,7 +28,7 @@ class HeartbeatResponder {
   UniqueFd fd_;
   boost::asio::posix::stream_descriptor watch_;
   std::function<void()> on_lost_;
-  std::function<void(const std::string&)> on_fault_;
+  std::function<void(const std::string&, const FaultTrigger&)> on_fault_;
   std::function<bool()> healthy_;
   uint64_t answered_ = 0;
 };

@@ -106,7 +106,7 @@ int main(int argc, char** argv) {
 
   boost::asio::io_context io;
   // Declared before the driver: its devices deregister from it on the way out.
-  DataPathFaults data_faults;
+  DataPathFaults data_faults(&io);
   DataPathFaults* data_faults_ptr = opts->fault_injection ? &data_faults : nullptr;
   std::unique_ptr<Driver> driver;
   if (opts->kind == Kind::kBlk) {
@@ -151,8 +151,8 @@ int main(int argc, char** argv) {
         // supervisor that left without one: docs/architecture.md, "No
         // single point of failure").
         [] { AXL_WARN("no supervisor watches this domain any more; serving on"); },
-        [&faults](const std::string& f) {
-          if (auto s = faults.run(f); !s)
+        [&faults](const std::string& f, const FaultTrigger& t) {
+          if (auto s = faults.run(f, t); !s)
             AXL_WARN("fault '%s' refused: %s", f.c_str(), s.error().message.c_str());
         });
   const std::string fault_at_start = opts->fault_at_start;

@@ -106,7 +106,8 @@ ControlServer::AsyncHandler control_api(boost::asio::io_context& io, DriverManag
       case R::INJECT_FAULT: {
         auto k = req.getInjectFault();
         if (!allowed(Permission::kInjectFault, Kind::kDriver, k.getName())) break;
-        axl::set_status(rep, drivers.inject(k.getName(), k.getSignal()));
+        axl::set_status(rep, drivers.inject(k.getName(), k.getFault(),
+                                            {k.getAfter(), k.getProbability(), k.getSeed()}));
         break;
       }
       case R::DRIVER_SERVED: {

@@ -448,18 +448,27 @@ Status DriverManager::kill(const std::string& name, const std::string& signal) {
   return {};
 }
 
-Status DriverManager::inject(const std::string& name, const std::string& fault) {
+Status DriverManager::inject(const std::string& name, const std::string& fault,
+                             const FaultTrigger& trigger) {
   DriverDomain* d = find(name);
   if (!d) return make_error("no driver named '" + name + "'");
   if (!d->cfg.fault_injection)
     return make_error("fault injection is disabled for driver '" + name +
                       "' (set fault_injection = true in the host config)");
   if (!config::is_fault_name(fault)) return make_error("unknown fault '" + fault + "'");
+  if (auto s = trigger.check(); !s) return s;
   if (d->state != DriverState::kRunning || !d->active || !d->active->monitor())
     return make_error("driver '" + name + "' is not running");
   capnp::MallocMessageBuilder mb;
-  mb.initRoot<schema::Heartbeat>().setFault(fault);
-  d->pending_fail_ns = monotonic_ns();
+  auto hb = mb.initRoot<schema::Heartbeat>();
+  hb.setFault(fault);
+  auto t = hb.initTrigger();
+  t.setAfter(trigger.after);
+  t.setProbability(trigger.probability);
+  t.setSeed(trigger.seed);
+  // The outage is measured from now for a fault that fires at once; a
+  // triggered one is dated when the supervisor notices it.
+  if (trigger.immediate()) d->pending_fail_ns = monotonic_ns();
   return wire::send(d->active->health_fd(), mb);
 }
 

@@ -17,6 +17,7 @@
 
 #include "common/asio.h"
 #include "common/config.h"
+#include "common/fault_trigger.h"
 #include "common/process.h"
 #include "supervisor/cgroup/cgroup.h"
 #include "supervisor/health_monitor.h"
@@ -114,7 +115,9 @@ class DriverManager {
   // the outage it causes is measured from that moment.
   Status kill(const std::string& name, const std::string& signal);
   // Runs a fault hook in a driver started with fault_injection = true.
-  Status inject(const std::string& name, const std::string& fault);
+  // `trigger` says when it fires (at once, or at a request the driver answers).
+  Status inject(const std::string& name, const std::string& fault,
+                const FaultTrigger& trigger = {});
   // Kills and restarts a driver now (cause "restart requested").
   Status restart_now(const std::string& name);
   // Kills instance `pid` of driver `name` with `cause` (the outage record

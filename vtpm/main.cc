@@ -286,7 +286,7 @@ int main(int argc, char** argv) {
         // The guest's TPM never depends on the supervisor: serve on, unwatched
         // (docs/architecture.md, "No single point of failure").
         [] { AXL_WARN("the supervisor's health channel closed: serving on, unwatched"); },
-        [](const std::string& f) {
+        [](const std::string& f, const axl::FaultTrigger&) {
           AXL_WARN("fault '%s' on the health channel ignored", f.c_str());
         },
         [&server, kCommandHang] { return !server.stuck(kCommandHang); });

@@ -14,7 +14,7 @@ struct ControlRequest {
     domainInfo @6 :Text;       # domain name
     killDriver @7 :KillDriver; # supervisor: send a signal to a driver domain
     restartDriver @8 :Text;    # supervisor: kill and restart a driver domain
-    injectFault @9 :KillDriver;  # supervisor: run fault hook `signal` in driver `name`
+    injectFault @9 :InjectFault;  # supervisor: run a fault hook in a driver domain
     driverQuarantined @10 :DriverQuarantined;  # hv -> supervisor: replace that instance
     startVtpm @11 :StartVtpm;  # hv -> supervisor: start a domain's vTPM; replies when it listens
     stopVtpm @12 :Text;        # hv -> supervisor: stop the vTPM of this domain (SIGTERM, by PID)
@@ -94,6 +94,16 @@ struct DriverServed {
 struct KillDriver {
   name @0 :Text;
   signal @1 :Text;       # KILL | STOP | SEGV | ABRT
+}
+
+# `axl inject DRIVER FAULT [--after N] [--probability P] [--seed S]`.  The
+# first two fields are laid out as KillDriver's (which this message used to be).
+struct InjectFault {
+  name @0 :Text;
+  fault @1 :Text;        # a fault hook (common/config.h kFaultNames)
+  after @2 :UInt64;      # see FaultTrigger (supervisor.capnp)
+  probability @3 :Float64;
+  seed @4 :UInt64;
 }
 
 # `axl exec NAME -- PATH ARGS...`: qemu-guest-agent's guest-exec in the

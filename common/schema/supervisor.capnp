@@ -15,4 +15,13 @@ struct Heartbeat {
                        # sandboxed one gets its hypervisor connection with it
                        # (SCM_RIGHTS)
   }
+  # With `fault`: when it fires.  Absent (all zero): at once.
+  trigger @4 :FaultTrigger;
+}
+
+# axl inject --after N --probability P --seed S (common/fault_trigger.h).
+struct FaultTrigger {
+  after @0 :UInt64;         # requests the domain answers normally first
+  probability @1 :Float64;  # then each request fires it with this chance (0: the first)
+  seed @2 :UInt64;          # of those draws: the same seed, the same request
 }

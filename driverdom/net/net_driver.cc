@@ -33,9 +33,9 @@ NetDriver::~NetDriver() {
   }
 }
 
-void NetDriver::respond(GuestPort& port, uint32_t posted_len, const Response& r) {
+void NetDriver::respond(GuestPort& port, uint32_t posted_len, const Response& r, bool owed) {
   if (faults_)
-    faults_->answer(port.end, posted_len, r);
+    faults_->answer(port.end, posted_len, r, owed);
   else
     port.end.push(r);
 }
@@ -202,7 +202,9 @@ void NetDriver::deliver_to_guest(GuestPort& port, std::span<const uint8_t> frame
   // 65536 missing buffers.  Each frame fills exactly one posted buffer.
   slot[kNumBuffersOffset] = 1;
   slot[kNumBuffersOffset + 1] = 0;
-  respond(port, post.len, Response{post.id, int32_t(RespStatus::kOk), uint32_t(frame.size()), 0});
+  // A posted RX buffer is not owed a frame: a dropped one would go unnoticed.
+  respond(port, post.len, Response{post.id, int32_t(RespStatus::kOk), uint32_t(frame.size()), 0},
+          /*owed=*/false);
   ++stats_.rx_frames;
 }
 

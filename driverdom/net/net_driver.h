@@ -101,7 +101,8 @@ class NetDriver final : public Driver {
   void write_tap(std::span<const uint8_t> frame);
   void kick_all();
   bool any_rx_posted() const;
-  void respond(GuestPort& port, uint32_t posted_len, const channel::Response& r);
+  // owed: the hypervisor waits for this answer (not a frame into a posted RX buffer).
+  void respond(GuestPort& port, uint32_t posted_len, const channel::Response& r, bool owed = true);
 
   boost::asio::io_context& io_;
   DataPathFaults* faults_;

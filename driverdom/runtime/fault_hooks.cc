@@ -22,9 +22,23 @@
 
 namespace axl::driverdom {
 
-Status FaultHooks::run(const std::string& fault) {
+Status FaultHooks::run(const std::string& fault, const FaultTrigger& trigger) {
   if (!enabled_) return make_error("fault injection is disabled for this driver");
   if (!config::is_fault_name(fault)) return make_error("unknown fault '" + fault + "'");
+  if (auto s = trigger.check(); !s) return s;
+  if (trigger.immediate()) return run_now(fault);
+  if (!data_) return make_error("this driver answers no requests to trigger a fault on");
+  AXL_WARN("fault hook: %s armed: after %llu requests, probability %g, seed %llu", fault.c_str(),
+           static_cast<unsigned long long>(trigger.after), trigger.probability,
+           static_cast<unsigned long long>(trigger.seed));
+  data_->arm_trigger(trigger, [this, fault] {
+    if (auto s = run_now(fault); !s)
+      AXL_WARN("fault '%s' refused when it fired: %s", fault.c_str(), s.error().message.c_str());
+  });
+  return {};
+}
+
+Status FaultHooks::run_now(const std::string& fault) {
   AXL_WARN("fault hook: %s", fault.c_str());
   if (run_escape(fault)) return {};
   if (fault == "uring-escape") {
@@ -37,7 +51,11 @@ Status FaultHooks::run(const std::string& fault) {
     for (;;) ::pause();  // the loop never turns again; heartbeats go unanswered
   }
   if (fault == "hog-memory") {
-    hog_memory_step();
+    grow_memory(8 << 20, std::chrono::milliseconds(1));
+    return {};
+  }
+  if (fault == "leak") {
+    grow_memory(1 << 20, std::chrono::milliseconds(10));
     return {};
   }
   if (fault == "hog-pids") {
@@ -51,13 +69,17 @@ Status FaultHooks::run(const std::string& fault) {
   }
   // Data-path faults.
   if (fault == "wild-write" || fault == "bogus-id" || fault == "bogus-len" ||
-      fault == "dup-completion" || fault == "stall") {
+      fault == "dup-completion" || fault == "stall" || fault == "drop-completion" ||
+      fault == "slow") {
     if (!data_) return make_error("this driver has no data path to break");
     if (fault == "wild-write") data_->wild_write();
     if (fault == "bogus-id") data_->bogus_id();
     if (fault == "bogus-len") data_->arm(DataPathFaults::Mode::kBogusLen);
     if (fault == "dup-completion") data_->arm(DataPathFaults::Mode::kDupCompletion);
     if (fault == "stall") data_->arm(DataPathFaults::Mode::kStall);
+    if (fault == "drop-completion") data_->arm(DataPathFaults::Mode::kDropOne);
+    if (fault == "slow" && !data_->arm(DataPathFaults::Mode::kSlow))
+      return make_error("this driver has no timer to delay its answers with");
     return {};
   }
   return {};
@@ -67,7 +89,14 @@ void DataPathFaults::remove_channel(channel::DriverEnd* end) {
   ends_.erase(std::remove(ends_.begin(), ends_.end(), end), ends_.end());
 }
 
-void DataPathFaults::answer(channel::DriverEnd& end, uint32_t posted_len, channel::Response resp) {
+void DataPathFaults::answer(channel::DriverEnd& end, uint32_t posted_len, channel::Response resp,
+                            bool owed) {
+  if (trigger_ && trigger_->tick()) {
+    trigger_.reset();
+    auto fire = std::move(fire_);
+    fire_ = nullptr;
+    fire();  // may arm a mode that bends this response (or never return)
+  }
   switch (mode_) {
     case Mode::kNone:
       end.push(resp);
@@ -84,7 +113,41 @@ void DataPathFaults::answer(channel::DriverEnd& end, uint32_t posted_len, channe
       return;
     case Mode::kStall:
       return;  // the request is never completed; heartbeats still are
+    case Mode::kDropOne:
+      if (!owed) {
+        end.push(resp);
+        return;
+      }
+      mode_ = Mode::kNone;
+      return;  // this one request is never completed
+    case Mode::kSlow: {
+      const bool idle = delayed_.empty();
+      delayed_.push_back(
+          {&end, resp, std::chrono::steady_clock::now() + std::chrono::milliseconds(kSlowMs)});
+      if (idle) flush_delayed();
+      return;
+    }
   }
+}
+
+void DataPathFaults::flush_delayed() {
+  const auto now = std::chrono::steady_clock::now();
+  std::vector<channel::DriverEnd*> kicked;
+  while (!delayed_.empty() && delayed_.front().due <= now) {
+    Delayed d = delayed_.front();
+    delayed_.pop_front();
+    // A channel detached meanwhile is gone: its answers go with it.
+    if (std::find(ends_.begin(), ends_.end(), d.end) == ends_.end()) continue;
+    d.end->push(d.resp);
+    if (std::find(kicked.begin(), kicked.end(), d.end) == kicked.end()) kicked.push_back(d.end);
+  }
+  for (channel::DriverEnd* e : kicked) e->kick();
+  if (delayed_.empty()) return;
+  if (!delay_timer_) delay_timer_ = std::make_unique<boost::asio::steady_timer>(*io_);
+  delay_timer_->expires_at(delayed_.front().due);
+  delay_timer_->async_wait([this](const boost::system::error_code& ec) {
+    if (!ec) flush_delayed();
+  });
 }
 
 void DataPathFaults::bogus_id() {
@@ -136,15 +199,14 @@ void FaultHooks::hog_pids_step() {
   });
 }
 
-// 8 MiB every millisecond, touched so it is really charged; never freed.
-void FaultHooks::hog_memory_step() {
-  constexpr size_t kChunk = 8 << 20;
-  auto* p = static_cast<char*>(std::malloc(kChunk));
-  if (p) memset(p, 0x5a, kChunk);
+// Touched so it is really charged; never freed.
+void FaultHooks::grow_memory(size_t chunk, std::chrono::milliseconds every) {
+  auto* p = static_cast<char*>(std::malloc(chunk));
+  if (p) memset(p, 0x5a, chunk);
   if (!timer_) timer_ = std::make_unique<boost::asio::steady_timer>(io_);
-  timer_->expires_after(std::chrono::milliseconds(1));
-  timer_->async_wait([this](const boost::system::error_code& ec) {
-    if (!ec) hog_memory_step();
+  timer_->expires_after(every);
+  timer_->async_wait([this, chunk, every](const boost::system::error_code& ec) {
+    if (!ec) grow_memory(chunk, every);
   });
 }
 

@@ -2,13 +2,18 @@
 // domain but unreachable unless the supervisor started it with
 // --fault-injection (host config `fault_injection = true`).
 #pragma once
+#include <chrono>
 #include <cstdint>
+#include <deque>
 #include <functional>
+#include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
 #include "channel/channel.h"
 #include "common/asio.h"
+#include "common/fault_trigger.h"
 #include "common/result.h"
 
 namespace axl::driverdom {
@@ -19,7 +24,12 @@ namespace axl::driverdom {
 // channels and send every response through answer(); FaultHooks arms them.
 class DataPathFaults {
  public:
-  enum class Mode { kNone, kBogusLen, kDupCompletion, kStall };
+  enum class Mode { kNone, kBogusLen, kDupCompletion, kStall, kDropOne, kSlow };
+  // slow: every response is held this long (the loop turns meanwhile).
+  static constexpr int kSlowMs = 20;
+
+  // `io` runs the timer slow needs (null: slow is refused).
+  explicit DataPathFaults(boost::asio::io_context* io = nullptr) : io_(io) {}
 
   void add_channel(channel::DriverEnd* end) { ends_.push_back(end); }
   void remove_channel(channel::DriverEnd* end);
@@ -27,10 +37,26 @@ class DataPathFaults {
   // Pushes `resp` (to a request that posted `posted_len` bytes) onto `end`,
   // as the armed fault bends it:
   // bogus-len (once) claims one byte more than was posted, dup-completion
-  // (once) pushes it twice, stall swallows it and every later one.
-  void answer(channel::DriverEnd& end, uint32_t posted_len, channel::Response resp);
+  // (once) pushes it twice, stall swallows it and every later one,
+  // drop-completion swallows it alone, slow pushes it (and every later one)
+  // kSlowMs late.  An armed trigger is ticked first: a fault it fires
+  // applies to this very response.  `owed`: the hypervisor waits for this
+  // answer (false for a received frame filling a posted buffer, which may
+  // legitimately come never): drop-completion waits for an owed one.
+  void answer(channel::DriverEnd& end, uint32_t posted_len, channel::Response resp,
+              bool owed = true);
 
-  void arm(Mode m) { mode_ = m; }
+  bool arm(Mode m) {
+    if (m == Mode::kSlow && !io_) return false;
+    mode_ = m;
+    return true;
+  }
+  // `fire` runs at the request `t` picks (one armed at a time: a new one
+  // replaces the old).
+  void arm_trigger(const FaultTrigger& t, std::function<void()> fire) {
+    trigger_.emplace(t);
+    fire_ = std::move(fire);
+  }
   // bogus-id, now: every channel gets a completion for an id never issued.
   void bogus_id();
   // wild-write, now: once the hypervisor has taken the responses already
@@ -39,8 +65,21 @@ class DataPathFaults {
   void wild_write();
 
  private:
+  struct Delayed {
+    channel::DriverEnd* end;
+    channel::Response resp;
+    std::chrono::steady_clock::time_point due;
+  };
+  // Pushes the held responses that are due, kicks their channels, and waits
+  // for the next.
+  void flush_delayed();
   Mode mode_ = Mode::kNone;
   std::vector<channel::DriverEnd*> ends_;
+  boost::asio::io_context* io_;
+  std::deque<Delayed> delayed_;
+  std::unique_ptr<boost::asio::steady_timer> delay_timer_;
+  std::optional<TriggerState> trigger_;
+  std::function<void()> fire_;
 };
 
 // Control-path faults: how the runtime answers the hypervisor's attach
@@ -58,11 +97,14 @@ class FaultHooks {
   FaultHooks(boost::asio::io_context& io, bool enabled, DataPathFaults* data = nullptr)
       : io_(io), enabled_(enabled), data_(data) {}
   // Runs a named fault: crash (abort), hang (the event loop stops turning),
-  // hog-memory (allocates and touches memory without bound), hog-pids
-  // (forks without bound); the data-path faults of DataPathFaults
-  // (wild-write, bogus-id, bogus-len, dup-completion, stall).  Error when
-  // disabled or unknown.
-  Status run(const std::string& fault);
+  // hog-memory (allocates and touches memory without bound, 8 GiB/s), leak
+  // (the same, steadily: 1 MiB every 10 ms), hog-pids (forks without
+  // bound); the data-path faults of DataPathFaults (wild-write, bogus-id,
+  // bogus-len, dup-completion, stall, drop-completion, slow).  With a
+  // trigger that is not immediate, the fault is armed to run at the request
+  // it picks (a driver without a data path refuses).  Error when disabled
+  // or unknown.
+  Status run(const std::string& fault, const FaultTrigger& trigger = {});
 
   // ---- escape-attempt hooks (the sandbox must refuse every one) ----
   // open-host-file, open-socket, ptrace-hv, signal-hv, map-hv-mem: each
@@ -93,7 +135,9 @@ class FaultHooks {
   EscapeTargets escape_;
   // ---- end of escape-attempt hooks ----
 
-  void hog_memory_step();
+  Status run_now(const std::string& fault);
+  // Allocates and touches `chunk` bytes, again every `every`, never freed.
+  void grow_memory(size_t chunk, std::chrono::milliseconds every);
   void hog_pids_step();
   AttachFault* attach_ = nullptr;
   std::function<void(const std::string&)> uring_escape_;

@@ -87,7 +87,6 @@ for _ in $(seq 600); do [ -n "$(rounds_done)" ] && break; sleep 0.1; done
 [ -n "$(rounds_done)" ] || die "guest did not finish a first round of disk and network I/O"
 [ "$(console_value df REGION-SHA)" = "$region_expect" ] || die "guest region hashed wrong before the attacks"
 
-last_failure() { axl drivers | awk -v n="$1" '$1==n{for (i=9; i<=NF; ++i) printf "%s%s", $i, (i<NF ? " " : ""); print ""}'; }
 declare -A CAUSE=(
   [wild-write]="protocol violation: completion id .* was never issued"
   [bogus-id]="protocol violation: completion id .* was never issued"

@@ -13,47 +13,18 @@
 require_root_and_tools
 make_ns
 
-cat >"$T_DIR/host.toml" <<TOML
-[[driver]]
-name = "blk0"
-kind = "blk"
-standby = true
+driver_opts="standby = true
 heartbeat_ms = 20
 heartbeat_misses = 3
 fault_injection = true
-restart_max = 20
-[[driver]]
-name = "net0"
-kind = "net"
-tap = "axlt7"
-standby = true
-heartbeat_ms = 20
-heartbeat_misses = 3
-fault_injection = true
-restart_max = 20
-TOML
-truncate -s 64M "$T_DIR/disk.img"
+restart_max = 20"
+workload_host axlt7 "$driver_opts" "$driver_opts"
 workload_script "$T_DIR/guest.sh" 10.214.7 71
-cat >"$T_DIR/guest.toml" <<TOML
-name = "fr"
-memory_mib = 512
-[[disk]]
-driver = "blk0"
-image = "disk.img"
-[[nic]]
-driver = "net0"
-mac = "52:54:00:12:07:01"
-[guest]
-script = "guest.sh"
-TOML
+workload_guest fr 52:54:00:12:07:01
 
 host_up "$T_DIR/host.toml"
-in_ns ip addr add 10.214.7.1/24 dev axlt7
-workload_receive 10.214.7
-axl create "$T_DIR/guest.toml" >&2
+workload_start fr 10.214.7 axlt7
 rounds() { workload_rounds fr; }
-for _ in $(seq 600); do [ "$(rounds)" -ge 1 ] && break; sleep 0.1; done
-[ "$(rounds)" -ge 1 ] || die "guest never completed a disk round"
 
 # fault DRIVER HOW: injects, then waits until a new active and a new standby run.
 fault() {

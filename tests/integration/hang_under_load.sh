@@ -10,43 +10,16 @@
 require_root_and_tools
 make_ns
 
-cat >"$T_DIR/host.toml" <<TOML
-[[driver]]
-name = "blk0"
-kind = "blk"
-heartbeat_ms = 5
+driver_opts="heartbeat_ms = 5
 heartbeat_misses = 3
-restart_max = 20
-[[driver]]
-name = "net0"
-kind = "net"
-tap = "axlt8"
-heartbeat_ms = 5
-heartbeat_misses = 3
-restart_max = 20
-TOML
-truncate -s 64M "$T_DIR/disk.img"
+restart_max = 20"
+workload_host axlt8 "$driver_opts" "$driver_opts"
 workload_script "$T_DIR/guest.sh" 10.214.8 81
-cat >"$T_DIR/guest.toml" <<TOML
-name = "hl"
-memory_mib = 512
-[[disk]]
-driver = "blk0"
-image = "disk.img"
-[[nic]]
-driver = "net0"
-mac = "52:54:00:12:08:01"
-[guest]
-script = "guest.sh"
-TOML
+workload_guest hl 52:54:00:12:08:01
 
 host_up "$T_DIR/host.toml"
-in_ns ip addr add 10.214.8.1/24 dev axlt8
-workload_receive 10.214.8
-axl create "$T_DIR/guest.toml" >&2
+workload_start hl 10.214.8 axlt8
 rounds() { workload_rounds hl; }
-for _ in $(seq 600); do [ "$(rounds)" -ge 1 ] && break; sleep 0.1; done
-[ "$(rounds)" -ge 1 ] || die "guest never completed a disk round"
 
 restarts() { axl drivers | awk -v d="$1" '$1==d{print $5}'; }
 # The hog: six busy loops for two cores, at the drivers' own priority.

@@ -16,44 +16,18 @@
 require_root_and_tools
 make_ns
 
-cat >"$T_DIR/host.toml" <<TOML
-[[driver]]
-name = "blk0"
-kind = "blk"
-[[driver]]
-name = "net0"
-kind = "net"
-tap = "axlt12"
-standby = true
-TOML
+workload_host axlt12 "" "standby = true"
 iommu=false
 [ -n "${HV_CRASH_IOMMU:-}" ] && iommu=true
-truncate -s 64M "$T_DIR/disk.img"
 workload_script "$T_DIR/guest.sh" 10.214.12 112
-cat >"$T_DIR/guest.toml" <<TOML
-name = "hc"
-memory_mib = 512
-iommu = $iommu
-[[disk]]
-driver = "blk0"
-image = "disk.img"
-[[nic]]
-driver = "net0"
-mac = "52:54:00:12:12:01"
-[guest]
-script = "guest.sh"
-TOML
+workload_guest hc 52:54:00:12:12:01 "iommu = $iommu"
 
 axl host up --config "$T_DIR/host.toml" >&2
 T_UP=1
-in_ns ip addr add 10.214.12.1/24 dev axlt12
-workload_receive 10.214.12
-axl create "$T_DIR/guest.toml" >&2
+workload_start hc 10.214.12 axlt12
 rounds() { workload_rounds hc; }
 hv_pid() { cat "$T_STATE/hv.pid" 2>/dev/null || true; }
 qemu_pid() { axl list | awk '$1=="hc"{print $7}'; }
-for _ in $(seq 600); do [ "$(rounds)" -ge 1 ] && break; sleep 0.1; done
-[ "$(rounds)" -ge 1 ] || die "guest never completed a disk round"
 qemu=$(qemu_pid)
 log "guest runs, qemu pid $qemu"
 

@@ -188,6 +188,51 @@ workload_receive() {
   track $WORKLOAD_RX
 }
 # workload_rounds NAME: the disk rounds domain NAME has verified so far.
+# workload_host TAP [BLK_TOML [NET_TOML]]: $T_DIR/host.toml with driver blk0
+# and driver net0 on TAP, each with its extra lines, and a 64 MiB disk.img.
+workload_host() {
+  cat >"$T_DIR/host.toml" <<TOML
+[[driver]]
+name = "blk0"
+kind = "blk"
+${2:-}
+[[driver]]
+name = "net0"
+kind = "net"
+tap = "$1"
+${3:-}
+TOML
+  truncate -s 64M "$T_DIR/disk.img"
+}
+# workload_guest NAME MAC [TOML]: $T_DIR/guest.toml for a workload guest
+# (workload_script's guest.sh): 512 MiB, disk blk0 on disk.img, NIC net0 with
+# MAC; TOML (top-level keys) is added as given.
+workload_guest() {
+  cat >"$T_DIR/guest.toml" <<TOML
+name = "$1"
+memory_mib = 512
+${3:-}
+[[disk]]
+driver = "blk0"
+image = "disk.img"
+[[nic]]
+driver = "net0"
+mac = "$2"
+[guest]
+script = "guest.sh"
+TOML
+}
+# workload_start NAME NET TAP: gives the host's side of TAP NET.1, starts the
+# receiver, creates the guest and waits for its first disk round.
+workload_start() {
+  in_ns ip addr add "$2.1/24" dev "$3"
+  workload_receive "$2"
+  axl create "$T_DIR/guest.toml" >&2
+  for _ in $(seq 600); do [ "$(workload_rounds "$1")" -ge 1 ] && break; sleep 0.1; done
+  [ "$(workload_rounds "$1")" -ge 1 ] || die "guest never completed a disk round"
+}
+# last_failure DRIVER: its last failure's cause, as `axl drivers` shows it.
+last_failure() { axl drivers | awk -v n="$1" '$1==n{for (i=9; i<=NF; ++i) printf "%s%s", $i, (i<NF ? " " : ""); print ""}'; }
 workload_rounds() { axl console "$1" --log | tr -d '\r' | grep -c '^ROUND ' || true; }
 workload_bytes() { stat -c %s "$T_DIR/received"; }
 # workload_finish NAME NET SEED: stops the workload, waits for the guest, and

@@ -23,41 +23,16 @@ for _ in $(seq 100); do
   sleep 0.05
 done
 
-cat >"$T_DIR/host.toml" <<TOML
-[[driver]]
-name = "blk0"
-kind = "blk"
-[[driver]]
-name = "net0"
-kind = "net"
-tap = "axlt11"
-standby = true
-TOML
-truncate -s 64M "$T_DIR/disk.img"
+workload_host axlt11 "" "standby = true"
 workload_script "$T_DIR/guest.sh" 10.214.11 111
-cat >"$T_DIR/guest.toml" <<TOML
-name = "sc"
-memory_mib = 512
-[[disk]]
-driver = "blk0"
-image = "disk.img"
-[[nic]]
-driver = "net0"
-mac = "52:54:00:12:11:01"
-[guest]
-script = "guest.sh"
-TOML
+workload_guest sc 52:54:00:12:11:01
 
 axl host up --config "$T_DIR/host.toml" --bus "$BUS" >&2
 T_UP=1
-in_ns ip addr add 10.214.11.1/24 dev axlt11
-workload_receive 10.214.11
-axl create "$T_DIR/guest.toml" >&2
+workload_start sc 10.214.11 axlt11
 rounds() { workload_rounds sc; }
 sup_pid() { cat "$T_STATE/supervisor.pid" 2>/dev/null || true; }
 mon_pid() { cat "$T_STATE/supervisor-monitor.pid"; }
-for _ in $(seq 600); do [ "$(rounds)" -ge 1 ] && break; sleep 0.1; done
-[ "$(rounds)" -ge 1 ] || die "guest never completed a disk round"
 for _ in $(seq 100); do [ "$(driver_col blk0 8)" != - ] && break; sleep 0.1; done
 
 # Every instance: blk0's active and parked spare, net0's active and standby.
