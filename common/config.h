@@ -142,7 +142,7 @@ bool valid_name(const std::string& s);
 
 // Fault hooks a driver domain has (driverdom/runtime/fault_hooks.h).
 inline constexpr const char* kFaultNames[] = {
-    "crash", "hang", "hog-memory", "hog-pids", "leak",
+    "crash", "hang", "cpu-hog", "hog-memory", "hog-pids", "leak",
     // Data-path faults: the driver breaks the channel protocol, or keeps it
     // too slowly (slow) or not for one request (drop-completion).
     "wild-write", "bogus-id", "bogus-len", "dup-completion", "stall", "drop-completion", "slow",

@@ -50,6 +50,12 @@ Status FaultHooks::run_now(const std::string& fault) {
   if (fault == "hang") {
     for (;;) ::pause();  // the loop never turns again; heartbeats go unanswered
   }
+  if (fault == "cpu-hog") {
+    // Spins on the loop's thread for good: it burns its CPU quota and the
+    // loop never turns again (a runaway loop, not a sleeping one).
+    volatile uint64_t spins = 0;
+    for (;;) spins = spins + 1;
+  }
   if (fault == "hog-memory") {
     grow_memory(8 << 20, std::chrono::milliseconds(1));
     return {};

@@ -97,6 +97,7 @@ class FaultHooks {
   FaultHooks(boost::asio::io_context& io, bool enabled, DataPathFaults* data = nullptr)
       : io_(io), enabled_(enabled), data_(data) {}
   // Runs a named fault: crash (abort), hang (the event loop stops turning),
+  // cpu-hog (the loop's thread spins for good),
   // hog-memory (allocates and touches memory without bound, 8 GiB/s), leak
   // (the same, steadily: 1 MiB every 10 ms), hog-pids (forks without
   // bound); the data-path faults of DataPathFaults (wild-write, bogus-id,

@@ -10,6 +10,8 @@
 #   (io_timeout_ms) reports the stall and the supervisor replaces the driver;
 # - leak (1 MiB every 10 ms): the cgroup's memory limit OOM-kills it and the
 #   supervisor replaces it ("resource limit: memory");
+# - cpu-hog in net0 --after 20: its loop spins, heartbeats go unanswered,
+#   and the supervisor replaces it as hung;
 # - slow (every answer 20 ms late): heartbeats are still answered, so the
 #   driver is not replaced; the guest's I/O goes on, slower;
 # - bad requests (a probability of 1.5, an unknown fault) get a one-line
@@ -88,7 +90,13 @@ axl inject blk0 leak >&2
 replaced blk0 "$pid" "^resource limit: memory"
 progress 2
 
-# 4. slow: late answers are not a failure the supervisor acts on.
+# 4. cpu-hog: a spinning loop answers no heartbeat.
+pid=$(driver_col net0 3)
+axl inject net0 cpu-hog --after 20 >&2
+replaced net0 "$pid" "^hang: [0-9]+ heartbeats missed"
+progress 2
+
+# 5. slow: late answers are not a failure the supervisor acts on.
 pid=$(driver_col net0 3)
 restarts=$(driver_col net0 5)
 axl inject net0 slow >&2
@@ -97,7 +105,7 @@ progress 2
 [ "$(driver_col net0 5)" = "$restarts" ] || die "a slow net0 was restarted"
 grep -q "fault hook: slow" "$T_STATE/driver-net0.log" || die "net0 did not log the slow fault"
 
-# 5. Bad requests: one line, non-zero, nothing changes.
+# 6. Bad requests: one line, non-zero, nothing changes.
 pid=$(driver_col blk0 3)
 if axl inject blk0 crash --probability 1.5 >"$T_DIR/out" 2>&1; then die "a probability of 1.5 was accepted"; fi
 [ "$(wc -l <"$T_DIR/out")" = 1 ] && grep -q "probability" "$T_DIR/out" ||
@@ -109,5 +117,5 @@ progress 1
 
 workload_finish ft 10.214.16 116
 [ "$(driver_col blk0 5)" = 3 ] || die "blk0: expected 3 restarts, got $(driver_col blk0 5)"
-[ "$(driver_col net0 5)" = 1 ] || die "net0: expected 1 restart, got $(driver_col net0 5)"
+[ "$(driver_col net0 5)" = 2 ] || die "net0: expected 2 restarts, got $(driver_col net0 5)"
 log "PASS"
