@@ -188,6 +188,13 @@ int inject(const HostPaths& p, const std::string& name, const std::string& fault
   return 0;
 }
 
+int inject_vtpm(const HostPaths& p, const std::string& domain, const std::string& fault) {
+  auto r = call(p.supervisor_socket(), control::supervisor::inject_vtpm_fault(domain, fault));
+  if (!r) return fail(r.error().message);
+  printf("injected fault %s into the vTPM of domain %s\n", fault.c_str(), domain.c_str());
+  return 0;
+}
+
 int driver_restart(const HostPaths& p, const std::string& name) {
   auto r = call(p.supervisor_socket(), control::supervisor::restart_driver(name));
   if (!r) return fail(r.error().message);

@@ -34,6 +34,7 @@ int vtpm_pipe(const HostPaths& p, const std::string& name);
 int driver_kill(const HostPaths& p, const std::string& name, const std::string& signal);
 int inject(const HostPaths& p, const std::string& name, const std::string& fault,
            const FaultTrigger& trigger);
+int inject_vtpm(const HostPaths& p, const std::string& domain, const std::string& fault);
 int driver_restart(const HostPaths& p, const std::string& name);
 int wait(const HostPaths& p, const std::string& name, double timeout_s);
 // Runs argv in the guest through its agent: prints its output and exits with

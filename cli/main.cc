@@ -96,6 +96,10 @@ int main(int argc, char** argv) {
                   "then each request fires it with this chance, 0 to 1 (0: the first one)")
       ->check(CLI::Range(0.0, 1.0));
   inj->add_option("--seed", trigger.seed, "seed of the draws (the same seed, the same request)");
+  bool inj_vtpm = false;
+  inj->add_flag("--vtpm", inj_vtpm,
+                "NAME is a domain: run the fault (crash, hang or die-in-command) in its vTPM "
+                "(needs vtpm_fault_injection = true)");
   state_opt(inj);
   auto* drestart = app.add_subcommand("driver-restart", "kill and restart a driver domain");
   drestart->add_option("name", name)->required();
@@ -208,7 +212,12 @@ int main(int argc, char** argv) {
   if (*vpipe) return axl::cli::vtpm_pipe(paths, name);
   if (*vdel) return axl::cli::vtpm_delete(paths, name);
   if (*dkill) return driver_kill(paths, name, signal);
-  if (*inj) return inject(paths, name, fault, trigger);
+  if (*inj) {
+    if (!inj_vtpm) return inject(paths, name, fault, trigger);
+    if (!trigger.immediate() || trigger.seed)
+      return axl::cli::fail("--after, --probability and --seed are for driver faults, not --vtpm");
+    return inject_vtpm(paths, name, fault);
+  }
   if (*drestart) return driver_restart(paths, name);
   if (*wait) return axl::cli::wait(paths, name, timeout_s);
   if (*exec) return axl::cli::exec(paths, name, exec_argv, exec_timeout_s);

@@ -139,6 +139,12 @@ bool is_fault_name(const std::string& s) {
   return false;
 }
 
+bool is_vtpm_fault_name(const std::string& s) {
+  for (const char* f : kVtpmFaultNames)
+    if (s == f) return true;
+  return false;
+}
+
 bool valid_name(const std::string& s) {
   if (s.empty() || s.size() > 32) return false;
   for (char c : s)
@@ -176,7 +182,8 @@ Result<HostConfig> parse_host_checked(const std::string& text, const std::string
   auto parsed = parse_toml(text, origin);
   if (!parsed) return parsed.error();
   const toml::table& t = *parsed;
-  if (auto s = check_keys(t, {"driver", "policy"}, origin, ""); !s) return s.error();
+  if (auto s = check_keys(t, {"driver", "policy", "vtpm_fault_injection"}, origin, ""); !s)
+    return s.error();
   auto arr = table_array(t, "driver", origin);
   if (!arr) return arr.error();
   HostConfig h;
@@ -188,6 +195,9 @@ Result<HostConfig> parse_host_checked(const std::string& text, const std::string
                         ": 'policy' must name a policy file");
     h.policy = **pol;
   }
+  auto vfi = get_opt<bool>(t, "vtpm_fault_injection", origin, "");
+  if (!vfi) return vfi.error();
+  h.vtpm_fault_injection = vfi->value_or(false);
   if (*arr) {
     for (const toml::node& n : **arr) {
       const toml::table& d = *n.as_table();

@@ -60,6 +60,9 @@ struct HostConfig {
   // The access policy (policy/access.h), as written: relative to the host
   // config's directory.  Empty: the built-in policy (root only).
   std::string policy;
+  // Fault hooks in vTPM domains (`axl inject --vtpm DOMAIN FAULT`) are
+  // unreachable unless true (docs/architecture.md, "Fault injection").
+  bool vtpm_fault_injection = false;
   const DriverConfig* find_driver(const std::string& name) const;
 };
 
@@ -153,6 +156,11 @@ inline constexpr const char* kFaultNames[] = {
     // blk only: operations its io_uring's restrictions must refuse.
     "uring-escape"};
 bool is_fault_name(const std::string& s);
+// Fault hooks a vTPM domain has (vtpm/main.cc): crash (abort), hang (its
+// loop stops turning), die-in-command (SIGKILL in the middle of the next
+// guest command, before its checkpoint).
+inline constexpr const char* kVtpmFaultNames[] = {"crash", "hang", "die-in-command"};
+bool is_vtpm_fault_name(const std::string& s);
 Result<std::array<uint8_t, 6>> parse_mac(const std::string& s);
 std::string format_mac(const std::array<uint8_t, 6>& mac);
 

@@ -70,9 +70,26 @@ io_timeout_ms = 0
 }
 
 TEST(HostConfig, DataPathFaultNamesAreFaultHooks) {
-  for (const char* f : {"wild-write", "bogus-id", "bogus-len", "dup-completion", "stall"})
+  for (const char* f : {"wild-write", "bogus-id", "bogus-len", "dup-completion", "stall",
+                        "drop-completion", "slow", "leak", "cpu-hog"})
     EXPECT_TRUE(is_fault_name(f)) << f;
   EXPECT_FALSE(is_fault_name("scribble"));
+  for (const char* f : {"crash", "hang", "die-in-command"}) EXPECT_TRUE(is_vtpm_fault_name(f)) << f;
+  EXPECT_FALSE(is_vtpm_fault_name("slow"));
+}
+
+TEST(HostConfig, VtpmFaultInjectionIsOffUnlessSet) {
+  auto off = parse_host("[[driver]]\nname = \"b\"\nkind = \"blk\"\n", "host.toml");
+  ASSERT_TRUE(off.ok()) << off.error().message;
+  EXPECT_FALSE(off->vtpm_fault_injection);
+  auto on = parse_host("vtpm_fault_injection = true\n[[driver]]\nname = \"b\"\nkind = \"blk\"\n",
+                       "host.toml");
+  ASSERT_TRUE(on.ok()) << on.error().message;
+  EXPECT_TRUE(on->vtpm_fault_injection);
+  auto bad = parse_host("vtpm_fault_injection = 1\n", "host.toml");
+  ASSERT_FALSE(bad.ok());
+  EXPECT_NE(bad.error().message.find("'vtpm_fault_injection' must be a boolean"), std::string::npos)
+      << bad.error().message;
 }
 
 struct Bad {

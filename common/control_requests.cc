@@ -75,6 +75,14 @@ Request kill_driver(const std::string& driver, const std::string& signal) {
 Request restart_driver(const std::string& driver) {
   return [=](Q q) { q.setRestartDriver(driver); };
 }
+Request inject_vtpm_fault(const std::string& domain, const std::string& fault) {
+  return [=](Q q) {
+    auto k = q.initInjectFault();
+    k.setName(domain);
+    k.setFault(fault);
+    k.setVtpm(true);
+  };
+}
 Request inject_fault(const std::string& driver, const std::string& fault,
                      const FaultTrigger& trigger) {
   return [=](Q q) {

@@ -23,6 +23,8 @@ constexpr std::array<const char*, kPermissions> kNames = {
 // Who may hold a permission on what (docs/policy.md, "Permissions").
 struct Applies {
   Kind subject, object;
+  Kind also = Kind::kOperator;  // a second kind of object (kOperator: none)
+  bool takes(Kind o) const { return o == object || (also != Kind::kOperator && o == also); }
 };
 Applies applies(Permission p) {
   switch (p) {
@@ -33,8 +35,9 @@ Applies applies(Permission p) {
       return {Kind::kDriver, Kind::kGuest};
     case Permission::kKill:
     case Permission::kRestart:
-    case Permission::kInjectFault:
       return {Kind::kOperator, Kind::kDriver};
+    case Permission::kInjectFault:  // a driver's fault hooks, or a vTPM's
+      return {Kind::kOperator, Kind::kDriver, Kind::kVtpm};
     case Permission::kVtpmAccess:
       return {Kind::kOperator, Kind::kVtpm};
     default:
@@ -348,9 +351,11 @@ Result<Policy> Policy::parse(std::string_view text, const std::string& origin) {
           if (sl && sl->kind != a.subject)
             return bad(t.offset, "'" + t.text + "' is held by " + noun(a.subject) + ", and '" +
                                      sl->name + "' labels " + noun(sl->kind));
-          if (ol && ol->kind != a.object)
-            return bad(t.offset, "'" + t.text + "' applies to " + noun(a.object) + ", and '" +
-                                     ol->name + "' labels " + noun(ol->kind));
+          if (ol && !a.takes(ol->kind))
+            return bad(t.offset, "'" + t.text + "' applies to " + noun(a.object) +
+                                     (a.also != Kind::kOperator ? std::string(" or ") + noun(a.also)
+                                                                : std::string()) +
+                                     ", and '" + ol->name + "' labels " + noun(ol->kind));
           r.perms[size_t(*perm)] = true;
         }
         any = true;
@@ -443,7 +448,7 @@ Decision Policy::decide(const Subject& s, Permission p, const Object& o) const {
   const Rule* allow = nullptr;
   const Rule* deny = nullptr;
   Applies a = applies(p);
-  if (s.kind == a.subject && o.kind == a.object) {
+  if (s.kind == a.subject && a.takes(o.kind)) {
     for (const Rule& r : rules_) {
       if (!r.perms[size_t(p)] || !matches(r.subject, s) || !matches(r.object, o)) continue;
       if (r.allow && !allow) allow = &r;

@@ -119,6 +119,11 @@ TEST(AccessPolicy, SettingsPerLabel) {
 TEST(AccessPolicy, BuiltinAllowsOnlyRoot) {
   const Policy& p = Policy::builtin();
   EXPECT_TRUE(p.decide(Subject::op(0, {0}), Permission::kInjectFault, driver("x")).allowed);
+  // inject_fault applies to vTPM domains too (axl inject --vtpm).
+  EXPECT_TRUE(
+      p.decide(Subject::op(0, {0}), Permission::kInjectFault, Object{Kind::kVtpm, "g"}).allowed);
+  EXPECT_FALSE(
+      p.decide(Subject::op(1, {1}), Permission::kInjectFault, Object{Kind::kVtpm, "g"}).allowed);
   EXPECT_FALSE(p.decide(Subject::op(1, {0}), Permission::kConsole, guest("x")).allowed);
   EXPECT_TRUE(
       p.decide(Subject::domain(Kind::kGuest, "g"), Permission::kAttachBlk, driver("b")).allowed);
@@ -138,6 +143,10 @@ TEST(AccessPolicy, ErrorsNameLineAndColumn) {
       {"rules = [\"allow b -> * : kill\"]\n" HDR, "p.toml:1:17: unknown label 'b'"},
       {"rules = [\"allow a -> g : kill\"]\n" HDR "[[guest]]\nlabel = \"g\"\nnames = [\"*\"]\n",
        "p.toml:1:26: 'kill' applies to driver domains, and 'g' labels guests"},
+      {"rules = [\"allow a -> g : inject_fault\"]\n" HDR
+       "[[guest]]\nlabel = \"g\"\nnames = [\"*\"]\n",
+       "p.toml:1:26: 'inject_fault' applies to driver domains or vTPM domains, and 'g' labels "
+       "guests"},
       {"rules = [\"allow a g : kill\"]\n" HDR, "p.toml:1:19: expected '->' after the subject"},
       {"rules = [\"allow a -> *\"]\n" HDR, "p.toml:1:23: expected ':' and permissions"},
       {"rules = [\"a -> * : kill kill\"]\n" HDR, "p.toml:1:25: expected ',' between permissions"},

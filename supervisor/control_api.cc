@@ -105,6 +105,11 @@ ControlServer::AsyncHandler control_api(boost::asio::io_context& io, DriverManag
       }
       case R::INJECT_FAULT: {
         auto k = req.getInjectFault();
+        if (k.getVtpm()) {
+          if (!allowed(Permission::kInjectFault, Kind::kVtpm, k.getName())) break;
+          axl::set_status(rep, vtpms.inject(k.getName(), k.getFault()));
+          break;
+        }
         if (!allowed(Permission::kInjectFault, Kind::kDriver, k.getName())) break;
         axl::set_status(rep, drivers.inject(k.getName(), k.getFault(),
                                             {k.getAfter(), k.getProbability(), k.getSeed()}));

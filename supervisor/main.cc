@@ -180,6 +180,7 @@ int main(int argc, char** argv) {
   axl::supervisor::VtpmManager vtpms(io, axl::proc::exe_dir() + "/axolotl-vtpm", state_dir,
                                      cgroups.get());
   vtpms.set_journal(&journal);
+  vtpms.set_fault_injection(host->vtpm_fault_injection);
   axl::dbus::SupervisorBackend* backend = nullptr;  // set below, before the loop runs
   axl::ControlServer control(
       io, axl::supervisor::control_api(io, drivers, vtpms, policy_dp, host_as_written, state_dir,

@@ -23,6 +23,7 @@
 
 #include "common/config.h"
 #include "common/log.h"
+#include "common/schema/supervisor.capnp.h"
 #include "common/wire.h"
 #include "supervisor/driver_manager.h"
 
@@ -481,6 +482,7 @@ void VtpmManager::launch(VtpmDomain& v, std::function<void(Status)> done) {
                std::to_string(kGenerationFd),
                "--rollback-floor",
                std::to_string(floor)};
+    if (fault_injection_) so.argv.push_back("--fault-injection");
     so.fds = {{ready_w.get(), kReadyFd},
               {theirs.get(), kHandoverFd},
               {health_theirs.get(), kHealthFd},
@@ -717,6 +719,26 @@ Status VtpmManager::retire(const std::string& domain) {
                vtpms_.end());
   AXL_INFO("vTPM state of domain %s retired", domain.c_str());
   return {};
+}
+
+Status VtpmManager::inject(const std::string& domain, const std::string& fault) {
+  if (!fault_injection_)
+    return make_error(
+        "fault injection is disabled for vTPM domains (set "
+        "vtpm_fault_injection = true in the host config)");
+  if (!config::is_vtpm_fault_name(fault))
+    return make_error("unknown vTPM fault '" + fault + "' (crash, hang or die-in-command)");
+  auto it = std::find_if(vtpms_.begin(), vtpms_.end(),
+                         [&](const auto& v) { return v->domain == domain; });
+  if (it == vtpms_.end()) return make_error("domain '" + domain + "' has no vTPM");
+  VtpmDomain& v = **it;
+  if (v.state != VtpmState::kRunning || !v.active)
+    return make_error("the vTPM of domain '" + domain + "' is not running");
+  capnp::MallocMessageBuilder mb;
+  mb.initRoot<schema::Heartbeat>().setFault(fault);
+  // A crash or hang counts from now; die-in-command waits for a command.
+  if (fault != "die-in-command") v.pending_fail_ns = monotonic_ns();
+  return wire::send(v.active->health_fd(), mb);
 }
 
 Status VtpmManager::stop(const std::string& domain) {

@@ -117,6 +117,11 @@ class VtpmManager {
              std::function<void(Status)> done);
   // Stops it (SIGTERM by PID: an orderly power-off) and forgets it.
   Status stop(const std::string& domain);
+  // Fault hooks in the vTPMs started from now on (host config
+  // vtpm_fault_injection); inject() runs one (config::kVtpmFaultNames) in
+  // a running vTPM.
+  void set_fault_injection(bool on) { fault_injection_ = on; }
+  Status inject(const std::string& domain, const std::string& fault);
   void stop_all();
   const std::vector<std::unique_ptr<VtpmDomain>>& all() const { return vtpms_; }
 
@@ -125,6 +130,7 @@ class VtpmManager {
   // its end of the handover socket, the domain's listening sockets and QEMU's
   // channels as last handed over.
   void set_journal(Journal* j) { journal_ = j; }
+
   // Adopts the vTPMs a predecessor recorded (as DriverManager::start_all its
   // drivers): one still running serves on, watched again; one that died
   // meanwhile is restarted with QEMU's channels; one whose sockets were not
@@ -183,6 +189,7 @@ class VtpmManager {
   bool stopping_ = false;
   Journal* journal_ = nullptr;
   Reaper reaper_;  // dead instances' cgroups and pid-namespace holders
+  bool fault_injection_ = false;
 };
 
 }  // namespace axl::supervisor

@@ -10,6 +10,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <string>
+#include <thread>
 #include <utility>
 #include <vector>
 
@@ -286,8 +287,20 @@ int main(int argc, char** argv) {
         // The guest's TPM never depends on the supervisor: serve on, unwatched
         // (docs/architecture.md, "No single point of failure").
         [] { AXL_WARN("the supervisor's health channel closed: serving on, unwatched"); },
-        [](const std::string& f, const axl::FaultTrigger&) {
-          AXL_WARN("fault '%s' on the health channel ignored", f.c_str());
+        // Fault hooks (axl inject --vtpm), with --fault-injection only.
+        [&tpm, enabled = o.fault_injection](const std::string& f, const axl::FaultTrigger&) {
+          if (!enabled) {
+            AXL_WARN("fault '%s' on the health channel ignored: fault injection is off", f.c_str());
+            return;
+          }
+          AXL_WARN("fault hook: %s", f.c_str());
+          if (f == "crash") std::abort();
+          if (f == "hang")  // the loop stops turning: heartbeats go unanswered
+            for (;;) std::this_thread::sleep_for(std::chrono::hours(1));
+          if (f == "die-in-command")
+            tpm.set_fault(TpmEngine::Fault::kDieInCommand, TpmEngine::kAnyCommand);
+          else
+            AXL_WARN("unknown fault '%s' ignored", f.c_str());
         },
         [&server, kCommandHang] { return !server.stuck(kCommandHang); });
   }

@@ -109,6 +109,7 @@ Result<Options> parse_options(const std::vector<std::string>& args) {
   app.add_option("--rollback-floor", o.rollback_floor,
                  "refuse a permanent state older than this generation");
   app.add_flag("--sandbox", o.sandbox, "confine itself");
+  app.add_flag("--fault-injection", o.fault_injection, "honour fault hooks (axl inject --vtpm)");
   app.add_flag("--provision", o.provision_only, "make the TPM and exit");
   app.add_flag("--startup-clear", o.startup_clear, "TPM2_Startup(CLEAR) itself");
   app.add_flag("!--no-checkpoint", o.checkpoint, "no checkpoints of the volatile state");

@@ -39,6 +39,9 @@ struct Options {
   uint32_t rollback_floor = 0;
   int generation_fd = -1;
   bool sandbox = false;
+  // Fault hooks on the health channel are honoured (host config
+  // vtpm_fault_injection): crash, hang, die-in-command.
+  bool fault_injection = false;
   bool provision_only = false;
   bool startup_clear = false;
   bool checkpoint = true;

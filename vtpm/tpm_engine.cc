@@ -227,7 +227,7 @@ std::vector<uint8_t> TpmEngine::run_guest(std::span<const uint8_t> cmd, bool set
   if (!checkpoint_ || !ckpt_ || !ckpt_->begin(locality_, cmd)) return execute(cmd);
   const uint64_t perm_before = perm_stores_;
   const uint32_t code = tpm::header(cmd) ? tpm::header(cmd)->code : 0;
-  if (fault_ == Fault::kHogMemory && code == fault_code_) {
+  if (fault_at(Fault::kHogMemory, code)) {
     AXL_WARN("fault injection: allocating memory without end");
     for (;;) {
       constexpr size_t kChunk = 16 << 20;
@@ -239,11 +239,14 @@ std::vector<uint8_t> TpmEngine::run_guest(std::span<const uint8_t> cmd, bool set
   guest_cmd_ = true;
   auto rsp = process(cmd);
   guest_cmd_ = false;
-  if (fault_ == Fault::kDieInCommand && code == fault_code_) ::raise(SIGKILL);
+  if (fault_at(Fault::kDieInCommand, code)) {
+    AXL_WARN("fault injection: dying in the middle of command 0x%x", code);
+    ::raise(SIGKILL);
+  }
   CheckpointFile* recorded = ckpt_.get();
   recorded->answer(rsp);
   commit(cmd, rsp, perm_before);
-  if (fault_ == Fault::kDieAfterCheckpoint && code == fault_code_) ::raise(SIGKILL);
+  if (fault_at(Fault::kDieAfterCheckpoint, code)) ::raise(SIGKILL);
   // A checkpoint too large for its slot started a new file, which never
   // held this command: nothing to settle there.
   if (settle && ckpt_.get() == recorded) ckpt_->settle();

@@ -23,6 +23,7 @@
 //    checkpoint file.
 #pragma once
 #include <array>
+#include <atomic>
 #include <chrono>
 #include <cstdint>
 #include <memory>
@@ -93,8 +94,14 @@ class TpmEngine {
   // response and checkpoint were recorded, or after its checkpoint; or it
   // allocates memory without end before running it (the supervisor's memory
   // limit ends it).
+  // kAnyCommand: the next guest command, whatever its code.  Set from any
+  // thread (the health channel's fault hook arms die-in-command).
   enum class Fault { kNone, kDieInCommand, kDieAfterCheckpoint, kHogMemory };
-  void set_fault(Fault f, uint32_t code) { fault_ = f, fault_code_ = code; }
+  static constexpr uint32_t kAnyCommand = 0;  // no TPM command has code 0
+  void set_fault(Fault f, uint32_t code) {
+    fault_code_.store(code, std::memory_order_relaxed);
+    fault_.store(f, std::memory_order_release);
+  }
 
   // Convenience for the vTPM's own commands: execute and return the response
   // code, or an error for a malformed response.
@@ -149,8 +156,14 @@ class TpmEngine {
   uint64_t perm_stores_ = 0;              // permanent-state writes so far
   bool guest_cmd_ = false;                // a guest command is running
   std::optional<std::vector<uint8_t>> guest_reply_;
-  Fault fault_ = Fault::kNone;
-  uint32_t fault_code_ = 0;
+  // The armed fault fires at a guest command of this code.
+  bool fault_at(Fault f, uint32_t code) const {
+    if (fault_.load(std::memory_order_acquire) != f) return false;
+    const uint32_t want = fault_code_.load(std::memory_order_relaxed);
+    return want == kAnyCommand || want == code;
+  }
+  std::atomic<Fault> fault_{Fault::kNone};
+  std::atomic<uint32_t> fault_code_{0};
   bool running_ = false;
   bool resumed_ = false;
   uint8_t locality_ = 0;

@@ -104,6 +104,7 @@ struct InjectFault {
   after @2 :UInt64;      # see FaultTrigger (supervisor.capnp)
   probability @3 :Float64;
   seed @4 :UInt64;
+  vtpm @5 :Bool;         # `name` is a domain: the fault goes to its vTPM (kVtpmFaultNames)
 }
 
 # `axl exec NAME -- PATH ARGS...`: qemu-guest-agent's guest-exec in the

@@ -261,6 +261,22 @@ workload_finish() {
 
 # vtpm_host_toml FILE: a host with one blk driver domain, which a guest that
 # only uses its vTPM still needs.
+# vtpm_guest_toml NAME [TOML]: $T_DIR/NAME.toml, a 256 MiB guest running
+# guest.sh with a vTPM; TOML (top-level keys) is added as given.
+vtpm_guest_toml() {
+  cat >"$T_DIR/$1.toml" <<TOML
+name = "$1"
+memory_mib = 256
+${2:-}
+[guest]
+script = "guest.sh"
+[vtpm]
+enabled = true
+TOML
+}
+# vtpm_field DOMAIN COLUMN: a column of its row in `axl vtpms` (2 pid,
+# 3 state, 4 restarts).
+vtpm_field() { axl vtpms | awk -v n="$1" -v f="$2" '$1==n{print $f}'; }
 vtpm_host_toml() {
   cat >"$1" <<TOML
 [[driver]]

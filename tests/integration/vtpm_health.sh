@@ -24,18 +24,7 @@ SH
 guest_value() {
   axl console "$1" --log | tr -d '\r' | sed -n "s/^$2 \([0-9a-fA-F]*\).*/\1/p" | tail -n 1 | tr 'A-F' 'a-f'
 }
-guest_toml() {  # guest_toml NAME SECONDS-TO-WAIT
-  cat >"$T_DIR/$1.toml" <<TOML
-name = "$1"
-memory_mib = 256
-cmdline = "axl_wait=$2"
-[guest]
-script = "guest.sh"
-[vtpm]
-enabled = true
-TOML
-}
-vtpm_field() { axl vtpms | awk -v n="$1" -v f="$2" '$1==n{print $f}'; }
+guest_toml() { vtpm_guest_toml "$1" "cmdline = \"axl_wait=$2\""; }  # guest_toml NAME SECONDS-TO-WAIT
 
 # A hang.
 host_up "$T_DIR/host.toml"

@@ -38,14 +38,7 @@ guest_value() {  # guest_value NAME KEY: the hex printed as "KEY <hex>"
   axl console "$1" --log | tr -d '\r' | sed -n "s/^$2 \([0-9a-fA-F]*\).*/\1/p" | tail -n 1 | tr 'A-F' 'a-f'
 }
 boot() {  # boot NAME FAULT: a host whose vTPMs get AXL_VTPM_FAULT=FAULT, one guest
-  cat >"$T_DIR/$1.toml" <<TOML
-name = "$1"
-memory_mib = 256
-[guest]
-script = "guest.sh"
-[vtpm]
-enabled = true
-TOML
+  vtpm_guest_toml "$1"
   AXL_VTPM_FAULT=$2 host_up "$T_DIR/host.toml"
   axl create "$T_DIR/$1.toml" >&2
   axl wait "$1" --timeout 300 >&2 || die "$1: guest script failed"

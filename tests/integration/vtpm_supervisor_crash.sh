@@ -26,14 +26,7 @@ while [ $i -lt 400 ]; do
   sleep 0.1
 done
 SH
-cat >"$T_DIR/vs.toml" <<TOML
-name = "vs"
-memory_mib = 256
-[guest]
-script = "guest.sh"
-[vtpm]
-enabled = true
-TOML
+vtpm_guest_toml vs
 reads() { axl console vs --log | tr -d '\r' | grep -c '^PCR9 ' || true; }
 vtpm_pid() { axl vtpms | awk '$1=="vs"{print $2}'; }
 sup_pid() { cat "$T_STATE/supervisor.pid" 2>/dev/null || true; }
