@@ -188,6 +188,17 @@ int inject(const HostPaths& p, const std::string& name, const std::string& fault
   return 0;
 }
 
+int inject_daemon(const HostPaths& p, const std::string& daemon, const std::string& fault) {
+  if (daemon != "supervisor" && daemon != "hv")
+    return fail("--daemon: NAME must be supervisor or hv, not '" + daemon + "'");
+  auto r = call(daemon == "hv" ? p.hv_socket() : p.supervisor_socket(),
+                control::supervisor::inject_daemon_fault(fault));
+  if (!r) return fail(r.error().message);
+  printf("injected fault %s into the %s\n", fault.c_str(),
+         daemon == "hv" ? "hypervisor" : "supervisor");
+  return 0;
+}
+
 int inject_vtpm(const HostPaths& p, const std::string& domain, const std::string& fault) {
   auto r = call(p.supervisor_socket(), control::supervisor::inject_vtpm_fault(domain, fault));
   if (!r) return fail(r.error().message);

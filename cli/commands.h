@@ -35,6 +35,7 @@ int driver_kill(const HostPaths& p, const std::string& name, const std::string& 
 int inject(const HostPaths& p, const std::string& name, const std::string& fault,
            const FaultTrigger& trigger);
 int inject_vtpm(const HostPaths& p, const std::string& domain, const std::string& fault);
+int inject_daemon(const HostPaths& p, const std::string& daemon, const std::string& fault);
 int driver_restart(const HostPaths& p, const std::string& name);
 int wait(const HostPaths& p, const std::string& name, double timeout_s);
 // Runs argv in the guest through its agent: prints its output and exits with

@@ -96,7 +96,10 @@ int main(int argc, char** argv) {
                   "then each request fires it with this chance, 0 to 1 (0: the first one)")
       ->check(CLI::Range(0.0, 1.0));
   inj->add_option("--seed", trigger.seed, "seed of the draws (the same seed, the same request)");
-  bool inj_vtpm = false;
+  bool inj_vtpm = false, inj_daemon = false;
+  inj->add_flag("--daemon", inj_daemon,
+                "NAME is a host daemon, supervisor or hv: crash it (needs "
+                "daemon_fault_injection = true; its monitor restarts it)");
   inj->add_flag("--vtpm", inj_vtpm,
                 "NAME is a domain: run the fault (crash, hang or die-in-command) in its vTPM "
                 "(needs vtpm_fault_injection = true)");
@@ -213,9 +216,11 @@ int main(int argc, char** argv) {
   if (*vdel) return axl::cli::vtpm_delete(paths, name);
   if (*dkill) return driver_kill(paths, name, signal);
   if (*inj) {
-    if (!inj_vtpm) return inject(paths, name, fault, trigger);
+    if (!inj_vtpm && !inj_daemon) return inject(paths, name, fault, trigger);
+    if (inj_vtpm && inj_daemon) return axl::cli::fail("--vtpm and --daemon exclude each other");
     if (!trigger.immediate() || trigger.seed)
-      return axl::cli::fail("--after, --probability and --seed are for driver faults, not --vtpm");
+      return axl::cli::fail("--after, --probability and --seed are for driver faults only");
+    if (inj_daemon) return inject_daemon(paths, name, fault);
     return inject_vtpm(paths, name, fault);
   }
   if (*drestart) return driver_restart(paths, name);

@@ -182,7 +182,9 @@ Result<HostConfig> parse_host_checked(const std::string& text, const std::string
   auto parsed = parse_toml(text, origin);
   if (!parsed) return parsed.error();
   const toml::table& t = *parsed;
-  if (auto s = check_keys(t, {"driver", "policy", "vtpm_fault_injection"}, origin, ""); !s)
+  if (auto s = check_keys(t, {"driver", "policy", "vtpm_fault_injection", "daemon_fault_injection"},
+                          origin, "");
+      !s)
     return s.error();
   auto arr = table_array(t, "driver", origin);
   if (!arr) return arr.error();
@@ -195,9 +197,12 @@ Result<HostConfig> parse_host_checked(const std::string& text, const std::string
                         ": 'policy' must name a policy file");
     h.policy = **pol;
   }
-  auto vfi = get_opt<bool>(t, "vtpm_fault_injection", origin, "");
-  if (!vfi) return vfi.error();
-  h.vtpm_fault_injection = vfi->value_or(false);
+  for (auto [key, dst] : {std::pair{"vtpm_fault_injection", &h.vtpm_fault_injection},
+                          std::pair{"daemon_fault_injection", &h.daemon_fault_injection}}) {
+    auto v = get_opt<bool>(t, key, origin, "");
+    if (!v) return v.error();
+    *dst = v->value_or(false);
+  }
   if (*arr) {
     for (const toml::node& n : **arr) {
       const toml::table& d = *n.as_table();

@@ -63,6 +63,9 @@ struct HostConfig {
   // Fault hooks in vTPM domains (`axl inject --vtpm DOMAIN FAULT`) are
   // unreachable unless true (docs/architecture.md, "Fault injection").
   bool vtpm_fault_injection = false;
+  // `axl inject --daemon supervisor|hv crash` (common/daemon_fault.h) is
+  // refused unless true.
+  bool daemon_fault_injection = false;
   const DriverConfig* find_driver(const std::string& name) const;
 };
 

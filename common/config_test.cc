@@ -82,10 +82,14 @@ TEST(HostConfig, VtpmFaultInjectionIsOffUnlessSet) {
   auto off = parse_host("[[driver]]\nname = \"b\"\nkind = \"blk\"\n", "host.toml");
   ASSERT_TRUE(off.ok()) << off.error().message;
   EXPECT_FALSE(off->vtpm_fault_injection);
-  auto on = parse_host("vtpm_fault_injection = true\n[[driver]]\nname = \"b\"\nkind = \"blk\"\n",
-                       "host.toml");
+  EXPECT_FALSE(off->daemon_fault_injection);
+  auto on = parse_host(
+      "vtpm_fault_injection = true\ndaemon_fault_injection = true\n[[driver]]\nname = \"b\"\n"
+      "kind = \"blk\"\n",
+      "host.toml");
   ASSERT_TRUE(on.ok()) << on.error().message;
   EXPECT_TRUE(on->vtpm_fault_injection);
+  EXPECT_TRUE(on->daemon_fault_injection);
   auto bad = parse_host("vtpm_fault_injection = 1\n", "host.toml");
   ASSERT_FALSE(bad.ok());
   EXPECT_NE(bad.error().message.find("'vtpm_fault_injection' must be a boolean"), std::string::npos)

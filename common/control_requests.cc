@@ -75,6 +75,13 @@ Request kill_driver(const std::string& driver, const std::string& signal) {
 Request restart_driver(const std::string& driver) {
   return [=](Q q) { q.setRestartDriver(driver); };
 }
+Request inject_daemon_fault(const std::string& fault) {
+  return [=](Q q) {
+    auto k = q.initInjectFault();
+    k.setFault(fault);
+    k.setDaemon(true);
+  };
+}
 Request inject_vtpm_fault(const std::string& domain, const std::string& fault) {
   return [=](Q q) {
     auto k = q.initInjectFault();

@@ -43,6 +43,8 @@ Request kill_driver(const std::string& driver, const std::string& signal);
 Request restart_driver(const std::string& driver);
 Request inject_fault(const std::string& driver, const std::string& fault,
                      const FaultTrigger& trigger = {});
+// A fault in the daemon the request is sent to (common/daemon_fault.h).
+Request inject_daemon_fault(const std::string& fault);
 // A fault hook in the vTPM domain of `domain` (at once).
 Request inject_vtpm_fault(const std::string& domain, const std::string& fault);
 Request start_vtpm(const std::string& domain, bool measure_log, uint32_t command_port);

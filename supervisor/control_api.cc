@@ -7,6 +7,7 @@
 
 #include "common/config.h"
 #include "common/control_server.h"
+#include "common/daemon_fault.h"
 #include "common/wire.h"
 #include "policy/control.h"
 #include "supervisor/snapshot.h"
@@ -105,6 +106,11 @@ ControlServer::AsyncHandler control_api(boost::asio::io_context& io, DriverManag
       }
       case R::INJECT_FAULT: {
         auto k = req.getInjectFault();
+        if (k.getDaemon()) {
+          axl::set_status(rep, crash_on_request(io, "supervisor", k.getFault(),
+                                                host.daemon_fault_injection, ctx.peer()));
+          break;
+        }
         if (k.getVtpm()) {
           if (!allowed(Permission::kInjectFault, Kind::kVtpm, k.getName())) break;
           axl::set_status(rep, vtpms.inject(k.getName(), k.getFault()));

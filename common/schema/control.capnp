@@ -105,6 +105,7 @@ struct InjectFault {
   probability @3 :Float64;
   seed @4 :UInt64;
   vtpm @5 :Bool;         # `name` is a domain: the fault goes to its vTPM (kVtpmFaultNames)
+  daemon @6 :Bool;       # the fault (crash) is for the daemon that receives this
 }
 
 # `axl exec NAME -- PATH ARGS...`: qemu-guest-agent's guest-exec in the

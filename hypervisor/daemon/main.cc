@@ -19,6 +19,7 @@
 
 #include "common/control_requests.h"
 #include "common/control_server.h"
+#include "common/daemon_fault.h"
 #include "common/fd_store.h"
 #include "common/fs.h"
 #include "common/log.h"
@@ -118,6 +119,7 @@ int main(int argc, char** argv) {
   // driver must not choose how long it may hang.  Without that file every
   // driver gets the default.
   std::map<std::string, uint32_t> io_timeouts, poll_us;
+  bool daemon_faults = false;  // host config daemon_fault_injection
   const std::string host_toml = state_dir + "/host.toml";
   if (::access(host_toml.c_str(), F_OK) == 0) {
     auto text = axl::config::read_file(host_toml);
@@ -127,6 +129,7 @@ int main(int argc, char** argv) {
       AXL_ERROR("%s", host.error().message.c_str());
       return 1;
     }
+    daemon_faults = host->daemon_fault_injection;
     for (const auto& d : host->drivers) {
       io_timeouts[d.name] = d.io_timeout_ms;
       poll_us[d.name] = d.poll_us;
@@ -451,6 +454,17 @@ int main(int argc, char** argv) {
         break;
       case R::PING:
         break;
+      case R::INJECT_FAULT: {
+        auto k = req.getInjectFault();
+        if (!k.getDaemon()) {
+          rep.setOk(false);
+          rep.setError("driver and vTPM faults go to the supervisor");
+          break;
+        }
+        axl::set_status(
+            rep, axl::crash_on_request(io, "hypervisor", k.getFault(), daemon_faults, ctx.peer()));
+        break;
+      }
       default:
         rep.setOk(false);
         rep.setError("request not supported by the hypervisor");
