@@ -265,8 +265,8 @@ TEST_F(BlkTest, QueuesShareScarceSlots) {
   remake(f, 4, 2);
   f.handshake(2, ~0ull);
   for (int i = 0; i < 20; ++i) {
-    read_on(f, 0, i, uint64_t(19 - i), i == 19);
-    read_on(f, 1, 32 + i, uint64_t(100 + i), i == 19);
+    read_on(f, 0, i, 19 - uint64_t(i), i == 19);
+    read_on(f, 1, 32 + i, 100 + uint64_t(i), i == 19);
   }
   ASSERT_EQ(f.wait_used(0, 20).size(), 20u);
   ASSERT_EQ(f.wait_used(1, 20).size(), 20u);
