@@ -48,8 +48,11 @@ void run(const std::string& text) {
               break;
             case Permission::kKill:
             case Permission::kRestart:
-            case Permission::kInjectFault:
               AXL_FUZZ_CHECK(s.kind == Kind::kOperator && o.kind == Kind::kDriver);
+              break;
+            case Permission::kInjectFault:  // a driver's fault hooks, or a vTPM's
+              AXL_FUZZ_CHECK(s.kind == Kind::kOperator &&
+                             (o.kind == Kind::kDriver || o.kind == Kind::kVtpm));
               break;
             case Permission::kVtpmAccess:
               AXL_FUZZ_CHECK(s.kind == Kind::kOperator && o.kind == Kind::kVtpm);
