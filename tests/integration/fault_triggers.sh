@@ -61,6 +61,17 @@ replaced() {
   grep -qE "$3" <<<"$cause" || die "$1: last failure '$cause' does not match '$3'"
 }
 
+# fault_replaces DRIVER CAUSE_REGEX INJECT_ARGS...: injects, waits for the
+# driver's replacement with that cause, and for the guest to go on.
+fault_replaces() {
+  local drv=$1 cause=$2 pid
+  shift 2
+  pid=$(driver_col "$drv" 3)
+  axl inject "$drv" "$@" >&2
+  replaced "$drv" "$pid" "$cause"
+  progress 2
+}
+
 # 1. A crash armed far ahead does not fire; armed again nearer, it does.
 pid=$(driver_col blk0 3)
 out=$(axl inject blk0 crash --after 1000000000)
@@ -70,31 +81,18 @@ progress 3
 [ "$(driver_col blk0 3)" = "$pid" ] || die "blk0 was replaced although its fault was not due"
 grep -q "fault hook: crash armed: after 1000000000 requests" "$T_STATE/driver-blk0.log" ||
   die "blk0 did not log the armed fault"
-axl inject blk0 crash --after 50 >&2
-replaced blk0 "$pid" "^crash: killed by Aborted"
-progress 2
+fault_replaces blk0 "^crash: killed by Aborted" crash --after 50
 
 # 2. drop-completion: one answer the hypervisor waits for never comes.
-pid=$(driver_col net0 3)
-axl inject net0 drop-completion --after 30 >&2
-replaced net0 "$pid" "^stalled: request [0-9]+ outstanding for [0-9]+ ms"
-progress 2
-pid=$(driver_col blk0 3)
-axl inject blk0 drop-completion --probability 0.02 --seed 3 >&2
-replaced blk0 "$pid" "^stalled: request [0-9]+ outstanding for [0-9]+ ms"
-progress 2
+stalled="^stalled: request [0-9]+ outstanding for [0-9]+ ms"
+fault_replaces net0 "$stalled" drop-completion --after 30
+fault_replaces blk0 "$stalled" drop-completion --probability 0.02 --seed 3
 
 # 3. leak: steady growth until the cgroup's limit.
-pid=$(driver_col blk0 3)
-axl inject blk0 leak >&2
-replaced blk0 "$pid" "^resource limit: memory"
-progress 2
+fault_replaces blk0 "^resource limit: memory" leak
 
 # 4. cpu-hog: a spinning loop answers no heartbeat.
-pid=$(driver_col net0 3)
-axl inject net0 cpu-hog --after 20 >&2
-replaced net0 "$pid" "^hang: [0-9]+ heartbeats missed"
-progress 2
+fault_replaces net0 "^hang: [0-9]+ heartbeats missed" cpu-hog --after 20
 
 # 5. slow: late answers are not a failure the supervisor acts on.
 pid=$(driver_col net0 3)
