@@ -11,6 +11,7 @@
 #include "common/config.h"
 #include "common/control_requests.h"
 #include "common/process.h"
+#include "common/quote.h"
 #include "policy/attest.h"
 
 namespace axl::cli {
@@ -24,23 +25,6 @@ int usage(const std::string& msg) {
 bool exists(const std::string& p) {
   struct stat st;
   return stat(p.c_str(), &st) == 0;
-}
-
-std::string json_string(const std::string& s) {
-  std::string o = "\"";
-  for (unsigned char c : s) {
-    if (c == '"' || c == '\\') {
-      o += '\\';
-      o += char(c);
-    } else if (c < 0x20) {
-      char b[8];
-      snprintf(b, sizeof(b), "\\u%04x", c);
-      o += b;
-    } else {
-      o += char(c);
-    }
-  }
-  return o + "\"";
 }
 
 // Writes `data` to `path` (mode 0600) by a rename, never through a link.
@@ -183,14 +167,14 @@ int attest(const HostPaths& p, const AttestOptions& o) {
   for (const auto& r : rep->rows)
     if (r.verdict == policy::Verdict::kFail) failed += (failed.empty() ? "" : ", ") + r.check;
   if (o.json) {
-    printf("{\"domain\":%s,\"verdict\":\"%s\",\"checks\":[", json_string(o.name).c_str(),
+    printf("{\"domain\":%s,\"verdict\":\"%s\",\"checks\":[", quoted(o.name).c_str(),
            rep->pass ? "PASS" : "FAIL");
     bool first = true;
     for (const auto& r : rep->rows) {
       printf("%s\n {\"check\":%s,\"pcr\":%s,\"value\":%s,\"verdict\":\"%s\",\"detail\":%s}",
-             first ? "" : ",", json_string(r.check).c_str(),
-             r.pcr < 0 ? "null" : std::to_string(r.pcr).c_str(), json_string(r.value).c_str(),
-             policy::verdict_name(r.verdict), json_string(r.detail).c_str());
+             first ? "" : ",", quoted(r.check).c_str(),
+             r.pcr < 0 ? "null" : std::to_string(r.pcr).c_str(), quoted(r.value).c_str(),
+             policy::verdict_name(r.verdict), quoted(r.detail).c_str());
       first = false;
     }
     printf("\n]}\n");

@@ -37,6 +37,10 @@ int inject(const HostPaths& p, const std::string& name, const std::string& fault
 int inject_vtpm(const HostPaths& p, const std::string& domain, const std::string& fault);
 int inject_daemon(const HostPaths& p, const std::string& daemon, const std::string& fault);
 int driver_restart(const HostPaths& p, const std::string& name);
+// `axl campaign FILE [--plan]` (docs/campaigns.md): exit 0 when every
+// injection was detected and recovered with nothing lost, 1 when not, 130
+// when interrupted (the partial report is written).
+int campaign(const HostPaths& p, const std::string& file, bool plan_only);
 int wait(const HostPaths& p, const std::string& name, double timeout_s);
 // Runs argv in the guest through its agent: prints its output and exits with
 // its status (128 + N for signal N); 255 when the command could not be run.

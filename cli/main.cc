@@ -86,7 +86,8 @@ int main(int argc, char** argv) {
       "inject", "run a fault hook in a driver domain (needs fault_injection = true)");
   inj->add_option("name", name)->required();
   inj->add_option("fault", fault,
-                  "a fault hook: crash, hang, hog-memory, hog-pids, leak, slow, drop-completion, "
+                  "a fault hook: crash, hang, cpu-hog, hog-memory, hog-pids, leak, slow, "
+                  "drop-completion, "
                   "the data-path, attach and escape faults (docs/architecture.md)")
       ->required();
   axl::FaultTrigger trigger;
@@ -182,6 +183,15 @@ int main(int argc, char** argv) {
       "reload", "put a new policy in force for the running host, or change nothing if refused");
   preload->add_option("file", policy_file, "policy (TOML); default: the one the host config names");
   state_opt(preload);
+  std::string campaign_file;
+  bool campaign_plan = false;
+  auto* camp = app.add_subcommand(
+      "campaign",
+      "run a fault-injection campaign against a self-checking workload (docs/campaigns.md)");
+  camp->add_option("file", campaign_file, "the campaign's TOML file")->required();
+  camp->add_flag("--plan", campaign_plan,
+                 "print the injection sequence the seed draws, and run nothing");
+  state_opt(camp);
   auto* demo =
       app.add_subcommand("demo", "boot a guest with a disk and a NIC served by driver domains");
   axl::cli::DemoOptions demo_opts;
@@ -227,6 +237,7 @@ int main(int argc, char** argv) {
   if (*wait) return axl::cli::wait(paths, name, timeout_s);
   if (*exec) return axl::cli::exec(paths, name, exec_argv, exec_timeout_s);
   if (*shutdown) return axl::cli::shutdown(paths, name, shutdown_timeout_s, force);
+  if (*camp) return axl::cli::campaign(paths, campaign_file, campaign_plan);
   if (*demo) return run_demo(demo_opts);
   if (*pcheck) return policy_check(policy_file);
   if (*preload) return policy_reload(paths, policy_file);

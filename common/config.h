@@ -152,6 +152,9 @@ inline constexpr const char* kFaultNames[] = {
     // Data-path faults: the driver breaks the channel protocol, or keeps it
     // too slowly (slow) or not for one request (drop-completion).
     "wild-write", "bogus-id", "bogus-len", "dup-completion", "stall", "drop-completion", "slow",
+    // blk only, and only in a build with AXL_TEST_HOOKS: one byte of the
+    // next read's data flipped, a loss the campaign workload must report.
+    "corrupt-read",
     // Control-path faults: attach answered late (3 s) or never.
     "slow-attach", "mute-attach",
     // Escape attempts: each must be refused by the sandbox.

@@ -69,7 +69,7 @@ Status BlkDevice::use_ring(IoRing* ring, uint32_t tag) {
 
 void BlkDevice::answer(const Request& r, const Response& resp) {
   if (faults_)
-    faults_->answer(end_, r.len, resp);
+    faults_->answer(end_, r.len, resp, true, r.op == uint16_t(channel::Op::kBlkRead));
   else
     end_.push(resp);
 }

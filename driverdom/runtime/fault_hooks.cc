@@ -76,7 +76,7 @@ Status FaultHooks::run_now(const std::string& fault) {
   // Data-path faults.
   if (fault == "wild-write" || fault == "bogus-id" || fault == "bogus-len" ||
       fault == "dup-completion" || fault == "stall" || fault == "drop-completion" ||
-      fault == "slow") {
+      fault == "slow" || fault == "corrupt-read") {
     if (!data_) return make_error("this driver has no data path to break");
     if (fault == "wild-write") data_->wild_write();
     if (fault == "bogus-id") data_->bogus_id();
@@ -86,6 +86,13 @@ Status FaultHooks::run_now(const std::string& fault) {
     if (fault == "drop-completion") data_->arm(DataPathFaults::Mode::kDropOne);
     if (fault == "slow" && !data_->arm(DataPathFaults::Mode::kSlow))
       return make_error("this driver has no timer to delay its answers with");
+    if (fault == "corrupt-read") {
+#ifdef AXL_TEST_HOOKS
+      data_->arm(DataPathFaults::Mode::kCorruptRead);
+#else
+      return make_error("corrupt-read is a test hook, and this build has none (AXL_TEST_HOOKS)");
+#endif
+    }
     return {};
   }
   return {};
@@ -96,7 +103,7 @@ void DataPathFaults::remove_channel(channel::DriverEnd* end) {
 }
 
 void DataPathFaults::answer(channel::DriverEnd& end, uint32_t posted_len, channel::Response resp,
-                            bool owed) {
+                            bool owed, bool read_data) {
   if (trigger_ && trigger_->tick()) {
     trigger_.reset();
     auto fire = std::move(fire_);
@@ -126,6 +133,14 @@ void DataPathFaults::answer(channel::DriverEnd& end, uint32_t posted_len, channe
       }
       mode_ = Mode::kNone;
       return;  // this one request is never completed
+    case Mode::kCorruptRead:
+      if (read_data && resp.status == 0 && resp.len > 0 && resp.len <= end.slot_size() &&
+          resp.id < end.slots()) {
+        end.slot(resp.id)[resp.len / 2] ^= 0x01;
+        mode_ = Mode::kNone;
+      }
+      end.push(resp);
+      return;
     case Mode::kSlow: {
       const bool idle = delayed_.empty();
       delayed_.push_back(

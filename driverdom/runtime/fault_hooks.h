@@ -24,7 +24,7 @@ namespace axl::driverdom {
 // channels and send every response through answer(); FaultHooks arms them.
 class DataPathFaults {
  public:
-  enum class Mode { kNone, kBogusLen, kDupCompletion, kStall, kDropOne, kSlow };
+  enum class Mode { kNone, kBogusLen, kDupCompletion, kStall, kDropOne, kSlow, kCorruptRead };
   // slow: every response is held this long (the loop turns meanwhile).
   static constexpr int kSlowMs = 20;
 
@@ -43,8 +43,10 @@ class DataPathFaults {
   // applies to this very response.  `owed`: the hypervisor waits for this
   // answer (false for a received frame filling a posted buffer, which may
   // legitimately come never): drop-completion waits for an owed one.
+  // `read_data`: the answer hands the slot's data to the guest (a blk
+  // read); corrupt-read (test builds) flips one byte of the next one.
   void answer(channel::DriverEnd& end, uint32_t posted_len, channel::Response resp,
-              bool owed = true);
+              bool owed = true, bool read_data = false);
 
   bool arm(Mode m) {
     if (m == Mode::kSlow && !io_) return false;

@@ -20,6 +20,7 @@
 #include "common/fs.h"
 #include "common/kv_record.h"
 #include "common/log.h"
+#include "common/quote.h"
 #include "common/wire.h"
 #include "driverdom/blk/image.h"
 #include "hypervisor/daemon/device_binding.h"
@@ -133,24 +134,6 @@ Status write_file(const std::string& path, const std::string& bytes) {
   return {};
 }
 
-// A TOML basic string.
-std::string toml_quote(const std::string& s) {
-  std::string q = "\"";
-  for (unsigned char c : s) {
-    if (c == '"' || c == '\\') {
-      q += '\\';
-      q += char(c);
-    } else if (c < 0x20 || c == 0x7f) {
-      char buf[8];
-      snprintf(buf, sizeof buf, "\\u%04x", c);
-      q += buf;
-    } else {
-      q += char(c);
-    }
-  }
-  return q + "\"";
-}
-
 // The bytes the hypervisor appended to the base initrd for this domain.
 Result<std::string> overlay_bytes(const std::string& base, const std::string& combined) {
   std::error_code ec;
@@ -186,8 +169,8 @@ static Status write_boot_measurements(const std::string& dir, const config::Gues
   auto events = policy::measure_boot(in);
   if (!events) return make_error("measuring the boot: " + events.error().message);
   if (auto s = write_file(dir + "/eventlog.bin", policy::encode_event_log(*events)); !s) return s;
-  std::string rec = "kernel = " + toml_quote(cfg.kernel) + "\ninitrd = " + toml_quote(cfg.initrd) +
-                    "\ncmdline = " + toml_quote(append) + "\ncmdline_sha256 = \"" +
+  std::string rec = "kernel = " + quoted(cfg.kernel) + "\ninitrd = " + quoted(cfg.initrd) +
+                    "\ncmdline = " + quoted(append) + "\ncmdline_sha256 = \"" +
                     policy::hex(policy::sha256(append)) + "\"\nconfig_sha256 = \"" +
                     policy::hex(policy::sha256(config_text)) + "\"\n";
   if (!in.initrd_overlay.empty())
