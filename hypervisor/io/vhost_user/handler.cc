@@ -2,6 +2,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <poll.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -375,8 +376,34 @@ Status Handler::resume(const KvRecord& record, std::map<std::string, UniqueFd>& 
     const Req req = m.req();
     if (handle(-1, std::move(m)) == Outcome::kClose)
       return make_error(std::string("kept session: ") + to_string(req) + " did not apply");
+    if (req == Req::kSetBackendReqFd) discard_stale_backend_replies();
   }
   return {};
+}
+
+void Handler::discard_stale_backend_replies() {
+  // The previous process may have died with IOTLB misses unanswered; their
+  // answers are on this channel now.  Answers are matched to misses in
+  // order, so one taken for this process's own first miss would settle the
+  // wrong page, and a failure would mark that page untranslatable until the
+  // front-end maps it again (a ring on it would never start).  What is
+  // already here when the channel is taken over is the predecessor's; an
+  // answer the front-end sends later still could be taken for ours, a
+  // window of the front-end's own latency, not of the restart.
+  size_t n = 0;
+  while (backend_req_) {
+    pollfd p{backend_req_.get(), POLLIN, 0};
+    if (::poll(&p, 1, 0) != 1 || !(p.revents & (POLLIN | POLLHUP | POLLERR))) break;
+    auto m = recv_message(backend_req_.get());
+    if (!m || !m->has_value()) {
+      drop_backend_channel(m ? "closed by the front-end" : m.error().message);
+      break;
+    }
+    ++n;
+  }
+  if (n)
+    AXL_INFO("%s: %zu answer%s to the previous process's requests discarded", label_.c_str(), n,
+             n == 1 ? "" : "s");
 }
 
 Handler::Outcome Handler::handle(int sock, Message msg) {

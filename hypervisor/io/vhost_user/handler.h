@@ -127,6 +127,9 @@ class Handler {
   Done iotlb_msg(const Message& m);
   bool send_miss(uint64_t iova, iommu::Access access);
   void drop_backend_channel(const std::string& why);
+  // Resuming a kept session: reads and drops what already waits on the
+  // back-end channel (answers to the previous process's requests).
+  void discard_stale_backend_replies();
   // After an invalidation: rings whose memory is gone are suspended.
   void revalidate_rings();
   // After an update or an answer: suspended rings resume, waiting ones are

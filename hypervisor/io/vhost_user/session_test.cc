@@ -239,5 +239,63 @@ TEST_F(SessionTest, InflightRegionFromGetInflightFd) {
   EXPECT_NE(fe.call_ack(Req::kSetInflightFd, encode_inflight({4096, 0, 2, 64}), {fd}), 0u);
 }
 
+TEST_F(SessionTest, SuccessorTakesNoAnswerMeantForItsPredecessor) {
+  // Guest IOMMU: the first process asks about a buffer and dies before the
+  // front-end answers; the answer (a failure) lands on the kept back-end
+  // channel.  The successor must not take it for the answer to its own
+  // first miss (answers are matched in order): it would mark a page of its
+  // own untranslatable.
+  constexpr uint64_t kOffset = 0x40'0000'0000;
+  constexpr uint64_t kBuf = F::kGpaBase + 0x100000;
+  F fe;
+  fe.use_iommu(kOffset);
+  Keeper keeper;
+  Device first(false);
+  iommu::DmaContext dma1;
+  auto s1 = std::make_unique<Server>(sock, first, dma1);
+  s1->set_keeper(&keeper);
+  ASSERT_TRUE(s1->start().ok());
+  ASSERT_TRUE(fe.connect(sock));
+  fe.handshake(1, ~0ull);
+  uint16_t a = fe.add_chain(0, {{kBuf, 512, true}});
+  auto miss = fe.next_miss();
+  ASSERT_TRUE(miss);
+  EXPECT_EQ(miss->iova, fe.iova(kBuf));
+  KeptSession kept = keeper.die();
+  s1.reset();
+  fe.answer_miss(false);  // too late: its asker is gone
+
+  Keeper keeper2;
+  Device second(true);
+  iommu::DmaContext dma2;
+  Server s2(sock, second, dma2);
+  s2.set_keeper(&keeper2);
+  ASSERT_TRUE(s2.resume(std::move(kept)).ok());
+  // The successor's IOTLB starts empty: it asks for the ring's pages.
+  std::vector<uint64_t> asked;
+  while (auto m = fe.next_miss(300)) asked.push_back(m->iova);
+  ASSERT_FALSE(asked.empty());
+  EXPECT_EQ(s2.iotlb_stats().miss_failures, 0u) << "the stale failure was taken as an answer";
+  // Answered now, the ring starts, the buffer is asked for in turn, and the
+  // request completes.
+  for (uint64_t iova : asked) {
+    ASSERT_EQ(fe.iotlb(vhost_user::IotlbType::kUpdate, iova & ~0xfffull, 0x1000,
+                       (iova & ~0xfffull) - kOffset, 3),
+              0u);
+    fe.answer_miss(true);
+  }
+  for (int i = 0; i < 20 && fe.used_idx(0) == 0; ++i)
+    if (auto m = fe.next_miss(100)) {
+      ASSERT_EQ(fe.iotlb(vhost_user::IotlbType::kUpdate, m->iova & ~0xfffull, 0x1000,
+                         (m->iova & ~0xfffull) - kOffset, 3),
+                0u);
+      fe.answer_miss(true);
+    }
+  auto used = fe.wait_used(0, 1);
+  ASSERT_EQ(used.size(), 1u);
+  EXPECT_EQ(used[0].id, a);
+  EXPECT_EQ(s2.iotlb_stats().miss_failures, 0u);
+}
+
 }  // namespace
 }  // namespace axl::vhost_user
