@@ -340,6 +340,11 @@ TEST(IoRing, RefusesEveryOperationButReadWriteFsyncOnARegisteredFile) {
   char target[] = "/tmp/axl-ring-target-XXXXXX";
   UniqueFd t(::mkstemp(target));
   ASSERT_TRUE(t.valid());
+  // Removed however the test ends (a failed ASSERT returns early).
+  struct Unlink {
+    const char* path;
+    ~Unlink() { ::unlink(path); }
+  } remove_target{target};
   std::string line = (*ring)->try_forbidden(target, f.get());
   EXPECT_NE(line.find("denied: EACCES"), std::string::npos) << line;
   std::vector<IoRing::Completion> esc;
@@ -350,7 +355,6 @@ TEST(IoRing, RefusesEveryOperationButReadWriteFsyncOnARegisteredFile) {
     EXPECT_EQ(c.res, -EACCES) << IoRing::escape_result(c);
     EXPECT_NE(IoRing::escape_result(c).find("denied: EACCES"), std::string::npos);
   }
-  ::unlink(target);
   (*ring)->remove_file(*idx);
   // A removed file is no longer reachable through its index.
   (*ring)->read(*idx, 512, in, 5, 4);
