@@ -3,7 +3,9 @@
 #include <arpa/inet.h>
 
 #include <toml++/toml.h>
+#include <algorithm>
 #include <cmath>
+#include <iterator>
 #include <set>
 
 #include "common/config.h"
@@ -114,15 +116,12 @@ const char* to_string(Target t) {
 }
 
 bool driver_fault(const std::string& kind) {
-  for (const char* f : kDriverFaults)
-    if (kind == f) return true;
-  return false;
+  return std::find(std::begin(kDriverFaults), std::end(kDriverFaults), kind) !=
+         std::end(kDriverFaults);
 }
 
 bool vtpm_fault(const std::string& kind) {
-  for (const char* f : kVtpmFaults)
-    if (kind == f) return true;
-  return false;
+  return std::find(std::begin(kVtpmFaults), std::end(kVtpmFaults), kind) != std::end(kVtpmFaults);
 }
 
 bool expects_restart(const Fault& f) { return f.kind != "slow" && f.kind != "corrupt-read"; }

@@ -278,19 +278,15 @@ TEST_F(SessionTest, SuccessorTakesNoAnswerMeantForItsPredecessor) {
   EXPECT_EQ(s2.iotlb_stats().miss_failures, 0u) << "the stale failure was taken as an answer";
   // Answered now, the ring starts, the buffer is asked for in turn, and the
   // request completes.
-  for (uint64_t iova : asked) {
-    ASSERT_EQ(fe.iotlb(vhost_user::IotlbType::kUpdate, iova & ~0xfffull, 0x1000,
-                       (iova & ~0xfffull) - kOffset, 3),
-              0u);
+  // grant(): maps the page a miss asked for, then acks the miss.
+  auto grant = [&](uint64_t iova) {
+    const uint64_t page = iova & ~0xfffull;
+    EXPECT_EQ(fe.iotlb(vhost_user::IotlbType::kUpdate, page, 0x1000, page - kOffset, 3), 0u);
     fe.answer_miss(true);
-  }
+  };
+  for (uint64_t iova : asked) grant(iova);
   for (int i = 0; i < 20 && fe.used_idx(0) == 0; ++i)
-    if (auto m = fe.next_miss(100)) {
-      ASSERT_EQ(fe.iotlb(vhost_user::IotlbType::kUpdate, m->iova & ~0xfffull, 0x1000,
-                         (m->iova & ~0xfffull) - kOffset, 3),
-                0u);
-      fe.answer_miss(true);
-    }
+    if (auto m = fe.next_miss(100)) grant(m->iova);
   auto used = fe.wait_used(0, 1);
   ASSERT_EQ(used.size(), 1u);
   EXPECT_EQ(used[0].id, a);
